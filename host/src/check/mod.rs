@@ -1,0 +1,159 @@
+//! `modhost check DIR`: a module validated before anyone runs it.
+//!
+//! Checks, in order: the manifest (schema, names, grants), the component
+//! (it compiles; every import is provided by this host; every export matches
+//! the `modhost:sdk/module` world), `describe`, and grants against imports:
+//! a grant nothing uses, or an import nothing grants.
+
+use std::path::Path;
+
+use serde::Serialize;
+use wasmtime::component::types::ComponentItem;
+
+use crate::manifest::{LoadEnv, Manifest};
+use crate::{Host, HostOptions};
+
+/// What `check` found. Errors make a module unusable; warnings do not.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CheckReport {
+    pub module: Option<String>,
+    pub errors: Vec<String>,
+    pub warnings: Vec<String>,
+    /// The component's imports, by interface name.
+    pub imports: Vec<String>,
+    pub actions: Vec<String>,
+    pub tasks: Vec<String>,
+    pub blocking: Vec<String>,
+}
+
+impl CheckReport {
+    pub fn ok(&self) -> bool {
+        self.errors.is_empty()
+    }
+}
+
+/// Checks the module in `dir`. Never runs its build command.
+pub async fn check_dir(dir: &Path, load_env: &LoadEnv) -> CheckReport {
+    let mut report = CheckReport::default();
+    let manifest = match crate::manifest::load_dir(dir, load_env) {
+        Ok(m) => m,
+        Err(e) => {
+            report.errors.push(e.to_string());
+            return report;
+        }
+    };
+    report.module = Some(manifest.name.to_string());
+    report.warnings.extend(manifest.warnings());
+    let state = match tempfile_dir() {
+        Ok(d) => d,
+        Err(e) => {
+            report
+                .errors
+                .push(format!("cannot create a scratch directory: {e}"));
+            return report;
+        }
+    };
+    let mut options = HostOptions::new(state.path());
+    options.engine.pooling = false;
+    options.engine.cache_dir = None;
+    options.load_env = load_env.clone();
+    let host = match Host::new(options) {
+        Ok(h) => h,
+        Err(e) => {
+            report.errors.push(e.to_string());
+            return report;
+        }
+    };
+    match host.load_module(dir, false).await {
+        Ok(m) => {
+            report.imports = import_names(host.engine().engine(), &m.component);
+            report.actions = m
+                .description
+                .actions
+                .iter()
+                .map(|e| e.name.clone())
+                .collect();
+            report.tasks = m.description.tasks.iter().map(|e| e.name.clone()).collect();
+            report.blocking = m
+                .description
+                .blocking
+                .iter()
+                .map(|e| e.name.clone())
+                .collect();
+            report
+                .warnings
+                .extend(grant_warnings(&manifest, &report.imports));
+        }
+        Err(e) => report.errors.push(e.to_string()),
+    }
+    report
+}
+
+/// The names of the instances a component imports.
+pub fn import_names(
+    engine: &wasmtime::Engine,
+    component: &wasmtime::component::Component,
+) -> Vec<String> {
+    let ty = component.component_type();
+    let mut names: Vec<String> = ty
+        .imports(engine)
+        .filter(|(_, item)| matches!(item.ty, ComponentItem::ComponentInstance(_)))
+        .map(|(name, _)| name.to_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+fn imports_any(imports: &[String], prefix: &str) -> bool {
+    imports.iter().any(|i| i.starts_with(prefix))
+}
+
+/// Grants nothing uses, and imports nothing grants.
+pub fn grant_warnings(manifest: &Manifest, imports: &[String]) -> Vec<String> {
+    let policy = &manifest.policy;
+    let mut w = Vec::new();
+    let uses_tasks = imports_any(imports, "modhost:sdk/tasks");
+    if policy.filesystem.data && !imports_any(imports, "wasi:filesystem/preopens") {
+        w.push("grant [filesystem] data is unused: the component does not import wasi:filesystem/preopens".to_owned());
+    }
+    if !policy.subprocess.is_empty() && !uses_tasks {
+        w.push(
+            "grant [subprocess] is unused: the component does not import modhost:sdk/tasks"
+                .to_owned(),
+        );
+    }
+    let uses_sockets = imports_any(imports, "wasi:sockets/");
+    if !policy.network.allow.is_empty() && !uses_sockets {
+        w.push(
+            "grant [network] allow is unused: the component does not import wasi:sockets"
+                .to_owned(),
+        );
+    }
+    if !policy.network.allow.is_empty() {
+        w.push("[network] grants are parsed but not yet enforced by this host version: outbound connections stay denied".to_owned());
+    }
+    if uses_sockets && policy.network.allow.is_empty() {
+        w.push("the component imports wasi:sockets but [network] grants nothing: every connection will be refused".to_owned());
+    }
+    w
+}
+
+fn tempfile_dir() -> std::io::Result<ScratchDir> {
+    let path = std::env::temp_dir().join(format!("modhost-check-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&path)?;
+    Ok(ScratchDir(path))
+}
+
+struct ScratchDir(std::path::PathBuf);
+
+impl ScratchDir {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

@@ -1,0 +1,112 @@
+//! `modhost serve`: the host as a server on the embedded SQLite default.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::{AppState, router};
+use crate::auth::{AuthError, Tokens};
+use crate::identity::{Principal, Role};
+use crate::store::{Db, Durability, StoreError};
+use crate::{Host, HostOptions};
+
+/// The user and organization of the development token made on a first start.
+pub const DEMO_USER: &str = "demo";
+pub const DEMO_ORG: &str = "demo";
+
+/// What `serve` needs.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Directory whose subdirectories are modules.
+    pub modules_dir: PathBuf,
+    /// Host state: module data, compiled-component cache.
+    pub state_dir: PathBuf,
+    /// The SQLite database file.
+    pub db_path: PathBuf,
+    pub listen: SocketAddr,
+    /// Run each module's `[build]` command before loading it.
+    pub build: bool,
+    pub durability: Durability,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error(transparent)]
+    Engine(#[from] crate::engine::EngineError),
+    #[error("cannot read modules directory {path}: {source}")]
+    ModulesDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Loads the modules and serves the API until `shutdown` resolves.
+///
+/// On a first start with no tokens, creates a development token for the
+/// user `demo` of organization `demo` and prints it with the URL.
+pub async fn serve(
+    config: ServeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let db = Db::open(&config.db_path, config.durability)?;
+    let tokens = Tokens::new(db);
+    let host = Arc::new(Host::new(HostOptions::new(&config.state_dir))?);
+    let failures = host
+        .load_dir(&config.modules_dir, config.build)
+        .await
+        .map_err(|source| ServeError::ModulesDir {
+            path: config.modules_dir.display().to_string(),
+            source,
+        })?;
+    for f in &failures {
+        eprintln!("module in {} not loaded: {}", f.dir.display(), f.error);
+    }
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(ServeError::Serve)?;
+    let url = format!("http://{addr}");
+    println!(
+        "modhost serving {} module(s) at {url}",
+        host.module_names().len()
+    );
+    for name in host.module_names() {
+        println!("  {url}/v1/modules/{name}");
+    }
+    if tokens.count_live()? == 0 {
+        let principal = Principal {
+            user_id: DEMO_USER.parse().expect("valid demo user id"),
+            organization_id: DEMO_ORG.parse().expect("valid demo organization id"),
+            role: Role::Admin,
+        };
+        let token = tokens.create(&principal, "development token (first start)")?;
+        println!(
+            "development token for user `{DEMO_USER}` of organization `{DEMO_ORG}` (shown once):"
+        );
+        println!("  export TOKEN={}", token.secret);
+        println!(
+            "  curl -s -H \"Authorization: Bearer $TOKEN\" -X POST {url}/v1/modules/hello/actions/greet -d '{{}}'"
+        );
+    } else {
+        println!("tokens: use one you created (`modhost token create --user U --org O`)");
+    }
+    let app = router(AppState { host, tokens });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(ServeError::Serve)
+}

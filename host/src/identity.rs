@@ -1,0 +1,240 @@
+//! Who is calling. Identity is the host's, never the guest's.
+//!
+//! A [`Principal`] is what an authenticated request proves (user, organization,
+//! role). An [`Identity`] is a principal acting inside one module for one
+//! request; it is built by the host and stored in the call's sandbox, and a
+//! guest can read it (`context.current`) but never set it.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::bindings::types;
+
+/// Longest user or organization id accepted: ids are opaque labels from the
+/// embedder's directory, never free text.
+pub const MAX_ID_BYTES: usize = 128;
+
+/// Why an id was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{what} must be 1..={MAX_ID_BYTES} bytes of letters, digits, `.`, `_`, `-`, `@` or `:` (got {got:?})"
+)]
+pub struct InvalidId {
+    pub what: &'static str,
+    pub got: String,
+}
+
+fn valid_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_ID_BYTES
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@' | b':'))
+}
+
+macro_rules! id_newtype {
+    ($(#[$doc:meta])* $name:ident, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = InvalidId;
+            fn try_from(s: String) -> Result<Self, InvalidId> {
+                if valid_id(&s) {
+                    Ok($name(s))
+                } else {
+                    Err(InvalidId { what: $what, got: s })
+                }
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = InvalidId;
+            fn from_str(s: &str) -> Result<Self, InvalidId> {
+                Self::try_from(s.to_owned())
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(v: $name) -> String {
+                v.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+id_newtype!(
+    /// A user id, as the embedder's directory names users.
+    UserId,
+    "a user id"
+);
+id_newtype!(
+    /// An organization id.
+    OrgId,
+    "an organization id"
+);
+
+/// What a caller may do inside its organization. See `wit/types.wit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Viewer,
+    #[default]
+    Member,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Member => "member",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "viewer" => Ok(Role::Viewer),
+            "member" => Ok(Role::Member),
+            "admin" => Ok(Role::Admin),
+            other => Err(format!(
+                "unknown role `{other}` (expected viewer, member or admin)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What an authenticated request proves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Principal {
+    pub user_id: UserId,
+    pub organization_id: OrgId,
+    pub role: Role,
+}
+
+/// A principal acting inside one module for one request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    pub module: String,
+    pub principal: Principal,
+    /// The request that started this work; kept by background and blocking runs.
+    pub request_id: String,
+    pub session_id: Option<String>,
+}
+
+impl Identity {
+    pub fn new(module: impl Into<String>, principal: Principal, request: RequestMeta) -> Self {
+        Identity {
+            module: module.into(),
+            principal,
+            request_id: request.request_id,
+            session_id: request.session_id,
+        }
+    }
+
+    /// The identity `describe` runs under when the host loads a module: no
+    /// user's, so a module cannot act for anyone while it is being loaded.
+    pub fn loader(module: impl Into<String>) -> Self {
+        Identity {
+            module: module.into(),
+            principal: Principal {
+                user_id: UserId("modhost".into()),
+                organization_id: OrgId("modhost".into()),
+                role: Role::Viewer,
+            },
+            request_id: new_request_id(),
+            session_id: None,
+        }
+    }
+
+    pub fn user_id(&self) -> &UserId {
+        &self.principal.user_id
+    }
+
+    pub fn organization_id(&self) -> &OrgId {
+        &self.principal.organization_id
+    }
+
+    /// The WIT record `context.current` returns.
+    pub fn to_wit(&self) -> types::Identity {
+        types::Identity {
+            module: self.module.clone(),
+            user_id: self.principal.user_id.to_string(),
+            organization_id: self.principal.organization_id.to_string(),
+            role: match self.principal.role {
+                Role::Viewer => types::Role::Viewer,
+                Role::Member => types::Role::Member,
+                Role::Admin => types::Role::Admin,
+            },
+            request_id: self.request_id.clone(),
+            session_id: self.session_id.clone(),
+        }
+    }
+}
+
+/// Facts about the request that are not the principal's.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RequestMeta {
+    pub request_id: String,
+    pub session_id: Option<String>,
+}
+
+impl RequestMeta {
+    /// A request with a fresh id and no session.
+    pub fn fresh() -> Self {
+        RequestMeta {
+            request_id: new_request_id(),
+            session_id: None,
+        }
+    }
+}
+
+/// A new request id: a UUIDv7, so ids sort by time in logs.
+pub fn new_request_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_refuse_control_characters_and_overlong_values() {
+        assert!("alice".parse::<UserId>().is_ok());
+        assert!("user:42@example.org".parse::<UserId>().is_ok());
+        assert!("".parse::<UserId>().is_err());
+        assert!("a\nb".parse::<UserId>().is_err());
+        assert!("a b".parse::<OrgId>().is_err());
+        assert!("x".repeat(MAX_ID_BYTES + 1).parse::<OrgId>().is_err());
+    }
+
+    #[test]
+    fn role_parses_only_known_names() {
+        assert_eq!("admin".parse::<Role>(), Ok(Role::Admin));
+        assert!("root".parse::<Role>().is_err());
+    }
+}

@@ -1,0 +1,305 @@
+//! The `modhost` command: parses the command line and calls the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use modhost::auth::Tokens;
+use modhost::http::{ServeConfig, serve};
+use modhost::identity::{Principal, RequestMeta, Role};
+use modhost::store::{Db, Durability};
+use modhost::{Host, HostOptions};
+
+#[derive(Parser)]
+#[command(
+    name = "modhost",
+    version,
+    about = "A host for WebAssembly component modules"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the modules of a directory over HTTP, on the embedded SQLite store.
+    Serve {
+        /// Directory whose subdirectories are modules (each with a module.toml).
+        #[arg(value_name = "MODULES")]
+        modules_pos: Option<PathBuf>,
+        /// Same as the positional MODULES.
+        #[arg(long, conflicts_with = "modules_pos")]
+        modules: Option<PathBuf>,
+        /// Where the host keeps module data and compiled components.
+        #[arg(long, default_value = ".modhost")]
+        state_dir: PathBuf,
+        /// The SQLite database file [default: STATE_DIR/modhost.db].
+        #[arg(long)]
+        db: Option<PathBuf>,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Run each module's [build] command before loading it.
+        #[arg(long)]
+        build: bool,
+        /// `full`: every commit reaches the disk before it is acknowledged;
+        /// `normal`: faster, may lose the last commits on a power cut.
+        #[arg(long, default_value = "full", value_parser = parse_durability)]
+        durability: Durability,
+    },
+    /// Run one action in-process and print its result as JSON.
+    Call {
+        module: String,
+        action: String,
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        org: String,
+        #[arg(long, default_value = "member")]
+        role: Role,
+        /// The action's arguments, as JSON.
+        #[arg(long, default_value = "{}")]
+        json: String,
+        #[arg(long, default_value = "examples")]
+        modules: PathBuf,
+        #[arg(long, default_value = ".modhost")]
+        state_dir: PathBuf,
+    },
+    /// Check a module: manifest, component against the world, grants against imports.
+    Check {
+        dir: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Exit non-zero on warnings too.
+        #[arg(long)]
+        deny_warnings: bool,
+    },
+    /// Manage bearer tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+        /// The SQLite database file.
+        #[arg(long, global = true, default_value = ".modhost/modhost.db")]
+        db: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token for a user of an organization; prints the secret once.
+    Create {
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        org: String,
+        #[arg(long, default_value = "member")]
+        role: Role,
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+    /// List tokens (never their secrets).
+    List,
+    /// Revoke a token by id.
+    Revoke { id: String },
+}
+
+fn parse_durability(s: &str) -> Result<Durability, String> {
+    match s {
+        "full" => Ok(Durability::Full),
+        "normal" => Ok(Durability::Normal),
+        other => Err(format!(
+            "unknown durability `{other}` (expected full or normal)"
+        )),
+    }
+}
+
+fn principal(user: &str, org: &str, role: Role) -> anyhow::Result<Principal> {
+    Ok(Principal {
+        user_id: user.parse()?,
+        organization_id: org.parse()?,
+        role,
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = if matches!(cli.command, Command::Serve { .. }) {
+        "info"
+    } else {
+        "warn"
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("building the tokio runtime");
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve {
+            modules_pos,
+            modules,
+            state_dir,
+            db,
+            listen,
+            build,
+            durability,
+        } => {
+            let modules_dir = modules_pos
+                .or(modules)
+                .unwrap_or_else(|| PathBuf::from("examples"));
+            let db_path = db.unwrap_or_else(|| state_dir.join("modhost.db"));
+            let config = ServeConfig {
+                modules_dir,
+                state_dir,
+                db_path,
+                listen,
+                build,
+                durability,
+            };
+            serve(config, async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Call {
+            module,
+            action,
+            user,
+            org,
+            role,
+            json,
+            modules,
+            state_dir,
+        } => {
+            let principal = principal(&user, &org, role)?;
+            let host = Host::new(HostOptions::new(&state_dir))?;
+            let dir = modules.join(&module);
+            if dir.join("module.toml").is_file() {
+                host.load_module(&dir, false)
+                    .await
+                    .with_context(|| format!("loading {}", dir.display()))?;
+            } else {
+                for f in host.load_dir(&modules, false).await? {
+                    eprintln!("module in {} not loaded: {}", f.dir.display(), f.error);
+                }
+            }
+            match host
+                .call_action(&module, &action, &json, &principal, RequestMeta::fresh())
+                .await
+            {
+                Ok(out) => {
+                    println!("{}", serde_json::to_string_pretty(&out)?);
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    let api = modhost::http::ApiError::from(e.clone());
+                    eprintln!(
+                        "{}",
+                        serde_json::json!({ "error": { "code": api.code, "message": e.to_string() } })
+                    );
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        Command::Check {
+            dir,
+            json,
+            deny_warnings,
+        } => {
+            let report =
+                modhost::check::check_dir(&dir, &modhost::manifest::LoadEnv::host_default()).await;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print_report(&dir, &report);
+            }
+            let failed = !report.ok() || (deny_warnings && !report.warnings.is_empty());
+            Ok(if failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Token { command, db } => {
+            let tokens = Tokens::new(Db::open(&db, Durability::Full)?);
+            match command {
+                TokenCommand::Create {
+                    user,
+                    org,
+                    role,
+                    label,
+                } => {
+                    let t = tokens.create(&principal(&user, &org, role)?, &label)?;
+                    eprintln!(
+                        "token {} for user `{user}` of `{org}` ({role}); the secret is shown once:",
+                        t.id
+                    );
+                    println!("{}", t.secret);
+                }
+                TokenCommand::List => {
+                    for t in tokens.list()? {
+                        println!(
+                            "{}  {}@{}  {}  {}{}",
+                            t.id,
+                            t.principal.user_id,
+                            t.principal.organization_id,
+                            t.principal.role,
+                            t.label,
+                            if t.revoked { "  (revoked)" } else { "" }
+                        );
+                    }
+                }
+                TokenCommand::Revoke { id } => {
+                    if !tokens.revoke(&id)? {
+                        anyhow::bail!("no live token with id {id}");
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn print_report(dir: &std::path::Path, r: &modhost::check::CheckReport) {
+    let name = r.module.as_deref().unwrap_or("?");
+    for e in &r.errors {
+        println!("error: {e}");
+    }
+    for w in &r.warnings {
+        println!("warning: {w}");
+    }
+    if r.ok() {
+        println!(
+            "ok: module `{name}` in {} ({} action(s), {} task(s), {} blocking function(s))",
+            dir.display(),
+            r.actions.len(),
+            r.tasks.len(),
+            r.blocking.len()
+        );
+        for i in &r.imports {
+            println!("  imports {i}");
+        }
+    } else {
+        println!("failed: {} error(s) in {}", r.errors.len(), dir.display());
+    }
+}

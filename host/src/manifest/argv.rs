@@ -1,0 +1,773 @@
+//! Argument shapes of a subprocess grant, and the pure matcher the
+//! subprocess gate asks before it launches anything.
+//!
+//! A shape is a list of tokens: a literal (exact match), `{value}`, `{int}`,
+//! `{path}`, or `[--flag]` (the literal flag, zero or one time). Literals
+//! that turn a harmless program into "run this command" (`git -c`,
+//! `tar --to-command`, `ext::` transports, ...) are refused when the manifest
+//! loads, so they cannot be granted by accident; placeholders never accept a
+//! value that starts with `-`, so a guest cannot smuggle an option in.
+
+use std::fmt;
+
+use super::names::shown;
+
+/// The most tokens in one shape: real command lines are far shorter, and the
+/// matcher's work grows with it.
+pub const MAX_SHAPE_TOKENS: usize = 64;
+
+/// The longest literal token in a manifest.
+pub const MAX_TOKEN_BYTES: usize = 1024;
+
+/// The longest argument a placeholder accepts: anything longer is data, not a
+/// parameter (and Linux refuses single arguments over 128 KiB).
+pub const MAX_VALUE_BYTES: usize = 64 * 1024;
+
+/// The most digits `{int}` accepts: 19 digits always fit in a `u64`.
+pub const MAX_INT_DIGITS: usize = 19;
+
+/// How many shapes a denial lists before it says "and N more".
+const MAX_SHAPES_IN_DENIAL: usize = 4;
+
+/// One token of an [`ArgShape`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ArgToken {
+    /// Matches exactly this argument.
+    Literal(String),
+    /// `[--flag]`: this literal flag, zero or one time.
+    Optional(String),
+    /// `{value}`: non-empty, no NUL, not starting with `-`, not a transport
+    /// address such as `ext::sh -c x`.
+    Value,
+    /// `{int}`: an unsigned decimal of 1 to 19 digits.
+    Int,
+    /// `{path}`: a relative path with no `..` component, not starting with
+    /// `-`. The subprocess gate resolves it inside the data directory; this
+    /// is only the syntactic check.
+    Path,
+}
+
+/// One argument list a program may take (after the program itself).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ArgShape {
+    tokens: Vec<ArgToken>,
+}
+
+/// Why a shape in a manifest is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ShapeError {
+    #[error("argument {position} is empty")]
+    EmptyToken { position: usize },
+    #[error("argument {position} contains NUL")]
+    Nul { position: usize },
+    #[error("argument {position} is longer than {MAX_TOKEN_BYTES} bytes")]
+    TooLong { position: usize },
+    #[error("a shape has at most {MAX_SHAPE_TOKENS} arguments")]
+    TooManyTokens,
+    #[error(
+        "`{token}` is not a placeholder; the placeholders are `{{value}}`, `{{int}}` and `{{path}}`"
+    )]
+    UnknownPlaceholder { token: String },
+    #[error("`{token}` embeds a placeholder; a placeholder must be a whole argument")]
+    EmbeddedPlaceholder { token: String },
+    #[error(
+        "`{token}` is not an optional flag; write one literal flag in brackets, as in `[--oneline]`"
+    )]
+    BadOptional { token: String },
+    #[error("argument `{token}` is refused: {why}")]
+    Refused { token: String, why: &'static str },
+    #[error(
+        "a placeholder cannot be tar's first argument: tar reads it as an old-style option cluster"
+    )]
+    TarLeadingPlaceholder,
+}
+
+/// Why an argument list was not allowed for a program.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{program}` may not run with these arguments: {reason}")]
+pub struct ArgvDenied {
+    /// The program as granted.
+    pub program: String,
+    pub reason: String,
+}
+
+/// Programs whose literal arguments get extra scrutiny, named by the last
+/// path component of the grant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Family {
+    Git,
+    Tar,
+    Find,
+    Rsync,
+    Ssh,
+    Zip,
+    Other,
+}
+
+impl Family {
+    pub(crate) fn of(program: &str) -> Self {
+        let base = program.rsplit('/').next().unwrap_or(program);
+        match base.to_ascii_lowercase().as_str() {
+            "git" => Self::Git,
+            "tar" | "gtar" | "bsdtar" => Self::Tar,
+            "find" | "gfind" => Self::Find,
+            "rsync" => Self::Rsync,
+            "ssh" | "scp" | "sftp" => Self::Ssh,
+            "zip" => Self::Zip,
+            _ => Self::Other,
+        }
+    }
+}
+
+const TRANSPORT: &str =
+    "`::` selects a transport helper, which can run a command (as in `ext::sh -c ...`)";
+const TAR_COMMAND: &str = "it names a command or script for tar to run";
+const GIT_CONFIG_KEY: &str = "it sets a git configuration key that runs a command";
+const GIT_OPTION: &str = "it makes git run a program or read injected configuration";
+const SSH_COMMAND: &str = "it makes ssh run a local command or read a config file";
+const FIND_EXEC: &str = "it makes find run a command";
+const RSYNC_COMMAND: &str = "it names a command for rsync to run";
+const ZIP_COMMAND: &str = "it names a command for zip to run";
+
+/// tar options whose value is a command; refused as the start of a literal
+/// for every program, since a wrapper may pass them on to tar.
+const TAR_COMMAND_OPTIONS: &[&str] = &[
+    "--checkpoint-action",
+    "--to-command",
+    "--use-compress-program",
+    "--rsh-command",
+    "--rmt-command",
+    "--info-script",
+    "--new-volume-script",
+];
+
+/// Exact tar options that happen to be prefixes of one above.
+const TAR_EXACT_OPTIONS: &[&str] = &["--checkpoint"];
+
+/// git configuration keys that name a command (lower case).
+const GIT_COMMAND_KEYS: &[&str] = &[
+    "core.sshcommand",
+    "core.gitproxy",
+    "core.fsmonitor",
+    "core.hookspath",
+    "core.pager",
+    "core.editor",
+    "core.askpass",
+    "sequence.editor",
+    "diff.external",
+    "uploadpack.packobjectshook",
+    "credential.helper",
+    "protocol.allow",
+    "protocol.ext.allow",
+];
+
+/// git options that run a program or inject configuration (long forms).
+const GIT_LONG_OPTIONS: &[&str] = &[
+    "--config",
+    "--upload-pack",
+    "--receive-pack",
+    "--exec",
+    "--template",
+];
+
+/// ssh options that run a command, matched anywhere in a literal.
+const SSH_COMMAND_KEYS: &[&str] = &["proxycommand", "localcommand", "knownhostscommand"];
+
+/// Why the literal `token` may never be granted to `family`, if it may not.
+/// `maybe_first` says it could be the first argument (tar reads a first
+/// argument without `-` as an old-style option cluster).
+fn refusal(family: Family, token: &str, maybe_first: bool) -> Option<&'static str> {
+    let lower = token.to_ascii_lowercase();
+    if token.contains("::") {
+        return Some(TRANSPORT);
+    }
+    if TAR_COMMAND_OPTIONS.iter().any(|o| lower.starts_with(o)) {
+        return Some(TAR_COMMAND);
+    }
+    if GIT_COMMAND_KEYS.iter().any(|k| lower.contains(k)) {
+        return Some(GIT_CONFIG_KEY);
+    }
+    if SSH_COMMAND_KEYS.iter().any(|k| lower.contains(k)) {
+        return Some(SSH_COMMAND);
+    }
+    let long = long_option_name(&lower);
+    let short = short_cluster(token);
+    let short_has = |letters: &[char]| short.is_some_and(|s| s.contains(letters));
+    match family {
+        Family::Git => {
+            if token == "-c" || short_has(&['u']) || long.is_some_and(|l| hits(l, GIT_LONG_OPTIONS))
+            {
+                return Some(GIT_OPTION);
+            }
+        }
+        Family::Tar => {
+            let old_style = maybe_first
+                && !token.starts_with('-')
+                && token.bytes().all(|b| b.is_ascii_alphabetic());
+            let cluster = if old_style { Some(token) } else { short };
+            if cluster.is_some_and(|s| s.contains(['I', 'F']))
+                || long.is_some_and(|l| {
+                    !TAR_EXACT_OPTIONS.contains(&l) && hits(l, TAR_COMMAND_OPTIONS)
+                })
+            {
+                return Some(TAR_COMMAND);
+            }
+        }
+        Family::Find => {
+            if ["-exec", "-execdir", "-ok", "-okdir"].contains(&lower.as_str()) {
+                return Some(FIND_EXEC);
+            }
+        }
+        Family::Rsync => {
+            if short_has(&['e']) || long.is_some_and(|l| hits(l, &["--rsh", "--rsync-path"])) {
+                return Some(RSYNC_COMMAND);
+            }
+        }
+        Family::Ssh => {
+            if short_has(&['F', 'S']) {
+                return Some(SSH_COMMAND);
+            }
+        }
+        Family::Zip => {
+            if token == "-TT" || long.is_some_and(|l| hits(l, &["--unzip-command"])) {
+                return Some(ZIP_COMMAND);
+            }
+        }
+        Family::Other => {}
+    }
+    None
+}
+
+/// The option name of a `--long[=value]` token.
+fn long_option_name(token: &str) -> Option<&str> {
+    let name = token.split('=').next().unwrap_or(token);
+    (name.starts_with("--") && name.len() > 2).then_some(name)
+}
+
+/// The letters of a `-abc` short-option cluster.
+fn short_cluster(token: &str) -> Option<&str> {
+    token
+        .strip_prefix('-')
+        .filter(|rest| !rest.is_empty() && !rest.starts_with('-'))
+}
+
+/// Whether a long option name is one of `options`, has one as a prefix
+/// (`--exec-path`), or abbreviates one (`--upload`, which getopt-style
+/// parsers accept when unambiguous).
+fn hits(name: &str, options: &[&str]) -> bool {
+    options
+        .iter()
+        .any(|o| name.starts_with(o) || o.starts_with(name))
+}
+
+/// A placeholder value that the program would read as a transport address,
+/// as in `ext::sh -c x` or `fd::3`.
+fn looks_like_transport(value: &str) -> bool {
+    value.split_once("::").is_some_and(|(scheme, _)| {
+        !scheme.is_empty()
+            && scheme
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.' | b'_'))
+    })
+}
+
+impl ArgShape {
+    /// Parses and checks one shape granted to `program` (as written in the
+    /// manifest: a bare name or an absolute path).
+    pub fn parse<S: AsRef<str>>(program: &str, tokens: &[S]) -> Result<Self, ShapeError> {
+        if tokens.len() > MAX_SHAPE_TOKENS {
+            return Err(ShapeError::TooManyTokens);
+        }
+        let family = Family::of(program);
+        let mut parsed = Vec::with_capacity(tokens.len());
+        // Until the first non-optional token, a token may be argv[1].
+        let mut maybe_first = true;
+        for (i, token) in tokens.iter().enumerate() {
+            let token = parse_token(family, i + 1, token.as_ref(), maybe_first)?;
+            if !matches!(token, ArgToken::Optional(_)) {
+                if maybe_first && family == Family::Tar && !matches!(token, ArgToken::Literal(_)) {
+                    return Err(ShapeError::TarLeadingPlaceholder);
+                }
+                maybe_first = false;
+            }
+            parsed.push(token);
+        }
+        Ok(Self { tokens: parsed })
+    }
+
+    pub fn tokens(&self) -> &[ArgToken] {
+        &self.tokens
+    }
+
+    /// Whether `args` (without the program) fit this shape, with the value
+    /// rules of `family`. Optional flags make it a small NFA: the set of
+    /// argument positions reachable after each token.
+    fn fits<S: AsRef<str>>(&self, family: Family, args: &[S]) -> bool {
+        let required = self
+            .tokens
+            .iter()
+            .filter(|t| !matches!(t, ArgToken::Optional(_)))
+            .count();
+        if args.len() < required || args.len() > self.tokens.len() {
+            return false;
+        }
+        let n = args.len();
+        let mut reach = vec![false; n + 1];
+        reach[0] = true;
+        for token in &self.tokens {
+            let mut next = vec![false; n + 1];
+            for i in (0..=n).filter(|&i| reach[i]) {
+                let arg: Option<&str> = args.get(i).map(|a| a.as_ref());
+                match token {
+                    ArgToken::Optional(flag) => {
+                        next[i] = true;
+                        if arg == Some(flag.as_str()) {
+                            next[i + 1] = true;
+                        }
+                    }
+                    other => {
+                        if arg.is_some_and(|a| accepts(other, family, a)) {
+                            next[i + 1] = true;
+                        }
+                    }
+                }
+            }
+            if !next.contains(&true) {
+                return false;
+            }
+            reach = next;
+        }
+        reach[n]
+    }
+}
+
+fn parse_token(
+    family: Family,
+    position: usize,
+    token: &str,
+    maybe_first: bool,
+) -> Result<ArgToken, ShapeError> {
+    if token.is_empty() {
+        return Err(ShapeError::EmptyToken { position });
+    }
+    if token.contains('\0') {
+        return Err(ShapeError::Nul { position });
+    }
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(ShapeError::TooLong { position });
+    }
+    match token {
+        "{value}" => return Ok(ArgToken::Value),
+        "{int}" => return Ok(ArgToken::Int),
+        "{path}" => return Ok(ArgToken::Path),
+        _ => {}
+    }
+    if let Some(inner) = token.strip_prefix('{').and_then(|t| t.strip_suffix('}'))
+        && !inner.is_empty()
+        && inner
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(ShapeError::UnknownPlaceholder {
+            token: shown(token),
+        });
+    }
+    if let Some(inner) = token.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
+        if !inner.starts_with('-') || inner.contains(['[', ']', '{', '}']) {
+            return Err(ShapeError::BadOptional {
+                token: shown(token),
+            });
+        }
+        if let Some(why) = refusal(family, inner, false) {
+            return Err(ShapeError::Refused {
+                token: shown(inner),
+                why,
+            });
+        }
+        return Ok(ArgToken::Optional(inner.to_owned()));
+    }
+    if ["{value}", "{int}", "{path}"]
+        .iter()
+        .any(|p| token.contains(p))
+    {
+        return Err(ShapeError::EmbeddedPlaceholder {
+            token: shown(token),
+        });
+    }
+    if let Some(why) = refusal(family, token, maybe_first) {
+        return Err(ShapeError::Refused {
+            token: shown(token),
+            why,
+        });
+    }
+    Ok(ArgToken::Literal(token.to_owned()))
+}
+
+/// Whether one argument fits a non-optional token.
+fn accepts(token: &ArgToken, family: Family, arg: &str) -> bool {
+    match token {
+        ArgToken::Literal(literal) => arg == literal,
+        ArgToken::Optional(_) => false,
+        ArgToken::Int => {
+            !arg.is_empty()
+                && arg.len() <= MAX_INT_DIGITS
+                && arg.bytes().all(|b| b.is_ascii_digit())
+        }
+        ArgToken::Value => placeholder_ok(family, arg) && !looks_like_transport(arg),
+        ArgToken::Path => {
+            placeholder_ok(family, arg)
+                && !arg.starts_with('/')
+                && !arg.split('/').any(|part| part == "..")
+        }
+    }
+}
+
+/// The rules every placeholder value follows, plus those of its program.
+fn placeholder_ok(family: Family, arg: &str) -> bool {
+    let common = !arg.is_empty()
+        && arg.len() <= MAX_VALUE_BYTES
+        && !arg.starts_with('-')
+        && !arg.contains('\0');
+    common
+        && match family {
+            // A value could name a configuration key through `git config`.
+            Family::Git => {
+                let lower = arg.to_ascii_lowercase();
+                !GIT_COMMAND_KEYS.iter().any(|k| lower.contains(k))
+            }
+            // tar reads `host:file` as a remote archive and runs rsh for it.
+            Family::Tar => !arg.contains(':'),
+            _ => true,
+        }
+}
+
+impl fmt::Display for ArgToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Literal(s) => f.write_str(s),
+            Self::Optional(s) => write!(f, "[{s}]"),
+            Self::Value => f.write_str("{value}"),
+            Self::Int => f.write_str("{int}"),
+            Self::Path => f.write_str("{path}"),
+        }
+    }
+}
+
+impl fmt::Display for ArgShape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.tokens.is_empty() {
+            return f.write_str("(no arguments)");
+        }
+        for (i, token) in self.tokens.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" ")?;
+            }
+            write!(f, "{token}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Ok when any of `shapes` fits `args`; otherwise a short denial naming the
+/// shapes that were tried.
+pub(crate) fn match_shapes<S: AsRef<str>>(
+    program: &str,
+    shapes: &[ArgShape],
+    args: &[S],
+) -> Result<(), ArgvDenied> {
+    let deny = |reason: String| ArgvDenied {
+        program: program.to_owned(),
+        reason,
+    };
+    if let Some(i) = args.iter().position(|a| a.as_ref().contains('\0')) {
+        return Err(deny(format!("argument {} contains NUL", i + 1)));
+    }
+    let family = Family::of(program);
+    if shapes.iter().any(|s| s.fits(family, args)) {
+        return Ok(());
+    }
+    let mut tried: Vec<String> = shapes
+        .iter()
+        .take(MAX_SHAPES_IN_DENIAL)
+        .map(|s| format!("`{s}`"))
+        .collect();
+    if shapes.len() > MAX_SHAPES_IN_DENIAL {
+        tried.push(format!("and {} more", shapes.len() - MAX_SHAPES_IN_DENIAL));
+    }
+    Err(deny(format!(
+        "no granted shape matches (tried {})",
+        tried.join(", ")
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape(program: &str, tokens: &[&str]) -> ArgShape {
+        ArgShape::parse(program, tokens).unwrap()
+    }
+
+    fn fits(program: &str, tokens: &[&str], args: &[&str]) -> bool {
+        shape(program, tokens).fits(Family::of(program), args)
+    }
+
+    fn refused(program: &str, tokens: &[&str]) -> ShapeError {
+        ArgShape::parse(program, tokens).unwrap_err()
+    }
+
+    #[test]
+    fn literal_shape_matches_only_the_exact_arguments() {
+        let s = ["log", "-1", "--format=%at"];
+        assert!(fits("git", &s, &["log", "-1", "--format=%at"]));
+        assert!(!fits("git", &s, &["log", "-1"]));
+        assert!(!fits("git", &s, &["log", "-1", "--format=%at", "x"]));
+        assert!(!fits("git", &s, &["log", "-2", "--format=%at"]));
+    }
+
+    #[test]
+    fn value_placeholder_refuses_option_like_token() {
+        let s = ["rev-parse", "{value}"];
+        assert!(fits("git", &s, &["rev-parse", "HEAD"]));
+        assert!(!fits("git", &s, &["rev-parse", "--upload-pack=sh"]));
+        assert!(!fits("git", &s, &["rev-parse", "-c"]));
+        assert!(!fits("git", &s, &["rev-parse", ""]));
+    }
+
+    #[test]
+    fn value_placeholder_refuses_transport_addresses() {
+        let s = ["ls-remote", "{value}"];
+        assert!(!fits("git", &s, &["ls-remote", "ext::sh -c touch% /tmp/x"]));
+        assert!(!fits("git", &s, &["ls-remote", "fd::3"]));
+        assert!(fits("git", &s, &["ls-remote", "https://example.com/r.git"]));
+        assert!(fits("cat", &["{value}"], &["see a::b"]));
+        assert!(!fits("cat", &["{value}"], &["std::vec"]));
+    }
+
+    #[test]
+    fn git_value_cannot_name_a_command_configuration_key() {
+        let s = ["config", "{value}", "{value}"];
+        assert!(fits("git", &s, &["config", "user.name", "Ada"]));
+        assert!(!fits("git", &s, &["config", "core.sshCommand", "sh"]));
+        assert!(!fits(
+            "/usr/bin/git",
+            &s,
+            &["config", "Core.FsMonitor", "x"]
+        ));
+    }
+
+    #[test]
+    fn int_placeholder_takes_unsigned_decimals_up_to_nineteen_digits() {
+        let s = ["-n", "{int}"];
+        assert!(fits("head", &s, &["-n", "0"]));
+        assert!(fits("head", &s, &["-n", &"9".repeat(19)]));
+        assert!(!fits("head", &s, &["-n", &"9".repeat(20)]));
+        assert!(!fits("head", &s, &["-n", "-1"]));
+        assert!(!fits("head", &s, &["-n", "+1"]));
+        assert!(!fits("head", &s, &["-n", "1e3"]));
+        assert!(!fits("head", &s, &["-n", ""]));
+    }
+
+    #[test]
+    fn path_placeholder_takes_only_relative_paths_without_parent_steps() {
+        let s = ["{path}"];
+        assert!(fits("cat", &s, &["notes/today.txt"]));
+        assert!(fits("cat", &s, &["./a..b"]));
+        assert!(!fits("cat", &s, &["/etc/passwd"]));
+        assert!(!fits("cat", &s, &["../secret"]));
+        assert!(!fits("cat", &s, &["a/../../b"]));
+        assert!(!fits("cat", &s, &["-n"]));
+        assert!(!fits("cat", &s, &[""]));
+    }
+
+    #[test]
+    fn tar_placeholders_refuse_remote_archive_names() {
+        let s = ["-t", "-f", "{path}"];
+        assert!(fits("tar", &s, &["-t", "-f", "a.tar"]));
+        assert!(!fits("tar", &s, &["-t", "-f", "host:a.tar"]));
+    }
+
+    #[test]
+    fn optional_flag_matches_zero_or_one_time() {
+        let s = ["log", "[--oneline]", "-n", "{int}"];
+        assert!(fits("git", &s, &["log", "-n", "5"]));
+        assert!(fits("git", &s, &["log", "--oneline", "-n", "5"]));
+        assert!(!fits(
+            "git",
+            &s,
+            &["log", "--oneline", "--oneline", "-n", "5"]
+        ));
+        assert!(!fits("git", &s, &["log", "--stat", "-n", "5"]));
+    }
+
+    #[test]
+    fn optional_flag_backtracks_when_a_value_could_take_its_place() {
+        // `[-v]` then a literal `-v`: the matcher must try skipping the option.
+        let s = ["[-v]", "-v", "{value}"];
+        assert!(fits("tool", &s, &["-v", "x"]));
+        assert!(fits("tool", &s, &["-v", "-v", "x"]));
+        assert!(!fits("tool", &s, &["x"]));
+    }
+
+    #[test]
+    fn many_optional_flags_match_in_linear_time() {
+        let tokens: Vec<String> = (0..60).map(|i| format!("[--f{i}]")).collect();
+        let s = ArgShape::parse("tool", &tokens).unwrap();
+        let args: Vec<String> = (0..30).map(|i| format!("--f{}", i * 2)).collect();
+        assert!(s.fits(Family::Other, &args));
+        let wrong = vec!["--f1".to_owned(), "--f0".to_owned()];
+        assert!(!s.fits(Family::Other, &wrong));
+    }
+
+    #[test]
+    fn empty_shape_matches_only_no_arguments() {
+        assert!(fits("true", &[], &[]));
+        assert!(!fits("true", &[], &["x"]));
+    }
+
+    #[test]
+    fn git_injection_literals_are_refused_by_program_name() {
+        for token in [
+            "-c",
+            "--config",
+            "--config-env=core.pager=X",
+            "--upload-pack=sh",
+            "--upload",
+            "--receive-pack",
+            "--exec=sh",
+            "--exec-path",
+            "-u",
+            "-usomething",
+            "--template=hooks",
+        ] {
+            assert!(
+                matches!(refused("git", &[token]), ShapeError::Refused { .. }),
+                "{token}"
+            );
+            assert!(
+                matches!(
+                    refused("/usr/bin/git", &["x", token]),
+                    ShapeError::Refused { .. }
+                ),
+                "{token}"
+            );
+        }
+        assert!(ArgShape::parse("git", &["log", "-C", "--oneline", "--", "-1"]).is_ok());
+        assert!(ArgShape::parse("grep", &["-c", "-u"]).is_ok());
+    }
+
+    #[test]
+    fn tar_command_options_are_refused_for_every_program() {
+        for token in [
+            "--to-command=sh",
+            "--checkpoint-action=exec=sh",
+            "--USE-COMPRESS-PROGRAM=x",
+            "--rsh-command=/bin/sh",
+            "--info-script=x",
+            "--new-volume-script=x",
+        ] {
+            assert!(
+                matches!(refused("anything", &[token]), ShapeError::Refused { .. }),
+                "{token}"
+            );
+        }
+    }
+
+    #[test]
+    fn tar_abbreviations_short_options_and_old_style_clusters_are_refused() {
+        for tokens in [
+            &["-c", "--to-c=sh"][..],
+            &["-c", "--use=sh"],
+            &["-cI", "sh"],
+            &["-F", "x"],
+            &["cIf", "sh"],
+        ] {
+            assert!(
+                matches!(refused("tar", tokens), ShapeError::Refused { .. }),
+                "{tokens:?}"
+            );
+        }
+        assert!(ArgShape::parse("tar", &["-czf", "{path}", "--checkpoint=100"]).is_ok());
+        assert!(ArgShape::parse("tar", &["tzf", "{path}"]).is_ok());
+        assert_eq!(
+            refused("tar", &["[-v]", "{value}"]),
+            ShapeError::TarLeadingPlaceholder
+        );
+    }
+
+    #[test]
+    fn transport_and_command_keys_are_refused_in_any_literal() {
+        assert!(matches!(
+            refused("cat", &["ext::sh"]),
+            ShapeError::Refused { .. }
+        ));
+        assert!(matches!(
+            refused("git", &["config", "core.sshCommand", "x"]),
+            ShapeError::Refused { .. }
+        ));
+        assert!(matches!(
+            refused("ssh", &["-o", "ProxyCommand=sh"]),
+            ShapeError::Refused { .. }
+        ));
+        assert!(matches!(
+            refused("find", &[".", "-exec"]),
+            ShapeError::Refused { .. }
+        ));
+        assert!(matches!(
+            refused("rsync", &["-ave"]),
+            ShapeError::Refused { .. }
+        ));
+    }
+
+    #[test]
+    fn malformed_tokens_are_refused_with_their_position() {
+        assert_eq!(
+            refused("cat", &["a", ""]),
+            ShapeError::EmptyToken { position: 2 }
+        );
+        assert_eq!(refused("cat", &["a\0"]), ShapeError::Nul { position: 1 });
+        assert!(matches!(
+            refused("cat", &["{file}"]),
+            ShapeError::UnknownPlaceholder { .. }
+        ));
+        assert!(matches!(
+            refused("cat", &["--out={path}"]),
+            ShapeError::EmbeddedPlaceholder { .. }
+        ));
+        assert!(matches!(
+            refused("cat", &["[x]"]),
+            ShapeError::BadOptional { .. }
+        ));
+        assert!(matches!(
+            refused("cat", &["[{value}]"]),
+            ShapeError::BadOptional { .. }
+        ));
+        assert!(ArgShape::parse("git", &["HEAD@{1}"]).is_ok());
+    }
+
+    #[test]
+    fn denial_names_the_shapes_tried() {
+        let shapes: Vec<ArgShape> = (0..6)
+            .map(|i| shape("git", &["log", &format!("-{i}")]))
+            .collect();
+        let err = match_shapes("git", &shapes, &["status"]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "`git` may not run with these arguments: no granted shape matches \
+             (tried `log -0`, `log -1`, `log -2`, `log -3`, and 2 more)"
+        );
+        let err = match_shapes("git", &shapes, &["log\0"]).unwrap_err();
+        assert_eq!(err.reason, "argument 1 contains NUL");
+        assert!(match_shapes("git", &shapes, &["log", "-5"]).is_ok());
+    }
+
+    #[test]
+    fn shapes_display_as_written() {
+        let s = shape(
+            "git",
+            &["log", "[--oneline]", "-n", "{int}", "{path}", "{value}"],
+        );
+        assert_eq!(s.to_string(), "log [--oneline] -n {int} {path} {value}");
+        assert_eq!(shape("true", &[]).to_string(), "(no arguments)");
+    }
+}

@@ -1,0 +1,609 @@
+//! `module.toml`, parsed once into a typed, validated [`Policy`].
+//!
+//! Host functions never read raw TOML: they ask the [`Policy`] built here.
+//! What this enforces when a module loads:
+//!
+//! - unknown keys anywhere are errors (`deny_unknown_fields`), and every
+//!   number is range-checked against a named [`Setting`];
+//! - the module name, version and component path are well-formed, and the
+//!   component stays inside the module directory;
+//! - network destinations are `host:port` with `*.` only as a leading label;
+//! - subprocess grants name programs resolved to absolute paths on the
+//!   host's search path (never a guest's `PATH`, never inside a module or data
+//!   directory), with argument shapes that cannot carry the classic command
+//!   injections (`git -c`, `tar --to-command`, `ext::` transports), and
+//!   environment names that cannot change which code runs.
+//!
+//! Anything not granted is denied; see [`Policy`].
+
+mod argv;
+mod limits;
+mod names;
+mod network;
+mod subprocess;
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+
+pub use argv::{
+    ArgShape, ArgToken, ArgvDenied, MAX_INT_DIGITS, MAX_SHAPE_TOKENS, MAX_TOKEN_BYTES,
+    MAX_VALUE_BYTES, ShapeError,
+};
+pub use limits::{
+    BLOCKING_DEADLINE_MS, CALL_DEADLINE_MS, Limits, MAX_ACTIVE_PER_MODULE, MAX_ACTIVE_PER_USER,
+    MAX_CONCURRENT_TASKS, MEMORY_MIB, ReadScope, Setting, TASK_DEADLINE_MS, TasksGrant,
+};
+pub use names::{
+    EnvName, InvalidEnvName, InvalidModuleName, MAX_ENV_NAME_BYTES, MAX_MODULE_NAME_BYTES,
+    MAX_VERSION_BYTES, ModuleName,
+};
+pub use network::{HostPattern, InvalidHostPattern, MAX_NETWORK_ALLOW, NetworkGrant};
+pub use subprocess::{
+    MAX_CONCURRENT_SUBPROCESSES, MAX_ENV_NAMES, MAX_OUTPUT_BYTES, MAX_PROGRAM_BYTES, MAX_PROGRAMS,
+    MAX_SHAPES_PER_PROGRAM, ProgramGrant, SUBPROCESS_TIMEOUT_MS, SubprocessGrant,
+};
+
+use names::shown;
+
+/// The manifest's file name inside a module directory.
+pub const MANIFEST_FILE: &str = "module.toml";
+
+/// The largest manifest read: a real one is a few KiB, and the whole file is
+/// held in memory while it is parsed.
+pub const MAX_MANIFEST_BYTES: usize = 64 * 1024;
+
+/// The longest `description`: it is shown in listings, not documentation.
+pub const MAX_DESCRIPTION_BYTES: usize = 1024;
+
+/// The longest `component` or `[build] workdir` path (PATH_MAX on Linux).
+pub const MAX_PATH_BYTES: usize = 4096;
+
+/// The most `[build] command` arguments.
+pub const MAX_BUILD_ARGS: usize = 256;
+
+/// What a manifest is checked against on this host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadEnv {
+    /// Directories searched, in order, for a bare program name. Relative
+    /// entries are ignored.
+    pub search_path: Vec<PathBuf>,
+    /// Directories a module can write (module and data directories). A
+    /// program that resolves inside one is refused.
+    pub sandbox_roots: Vec<PathBuf>,
+}
+
+impl LoadEnv {
+    /// `/usr/local/bin:/usr/bin:/bin`, with no sandbox roots.
+    pub fn host_default() -> Self {
+        Self {
+            search_path: ["/usr/local/bin", "/usr/bin", "/bin"]
+                .into_iter()
+                .map(PathBuf::from)
+                .collect(),
+            sandbox_roots: Vec::new(),
+        }
+    }
+
+    fn search_path_display(&self) -> String {
+        self.search_path
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(":")
+    }
+}
+
+impl Default for LoadEnv {
+    fn default() -> Self {
+        Self::host_default()
+    }
+}
+
+/// A module's manifest, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Manifest {
+    pub name: ModuleName,
+    pub version: String,
+    pub description: Option<String>,
+    /// Relative to the module directory, without `..`; ends in `.wasm`.
+    pub component: PathBuf,
+    pub build: Option<BuildSpec>,
+    pub policy: Policy,
+}
+
+impl Manifest {
+    /// Grants that are allowed but deserve an operator's second look
+    /// (`modhost check` prints them).
+    pub fn warnings(&self) -> Vec<String> {
+        self.policy.subprocess.warnings()
+    }
+}
+
+/// `[build]`: how to build the component, as an argument list (never a
+/// shell string).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildSpec {
+    pub command: Vec<String>,
+    /// Relative to the module directory, without `..`; `.` by default.
+    pub workdir: PathBuf,
+}
+
+/// What a module may do, computed once at load.
+///
+/// Deny by default: [`Policy::default()`] grants no data directory, no
+/// network destination and no program, lets a caller read only their own
+/// tasks, and applies the default task counts and limits
+/// ([`MEMORY_MIB`], [`CALL_DEADLINE_MS`], ...). A manifest only widens it
+/// key by key, within the ranges of each [`Setting`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Policy {
+    pub filesystem: FilesystemGrant,
+    pub network: NetworkGrant,
+    pub tasks: TasksGrant,
+    pub limits: Limits,
+    pub subprocess: SubprocessGrant,
+}
+
+/// `[filesystem]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FilesystemGrant {
+    /// Preopen the module's private data directory for WASI.
+    pub data: bool,
+}
+
+/// Why a manifest was refused. Each message names the key at fault.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ManifestError {
+    #[error("cannot read {}: {error}", path.display())]
+    Io {
+        path: PathBuf,
+        error: Arc<io::Error>,
+    },
+    #[error("{} is not UTF-8", path.display())]
+    NotUtf8 { path: PathBuf },
+    #[error("module.toml is larger than {MAX_MANIFEST_BYTES} bytes")]
+    TooLarge,
+    #[error("module.toml{}: {message}", at_line(*.line))]
+    Syntax {
+        line: Option<usize>,
+        message: String,
+    },
+    #[error("module.toml: name `{value}` is invalid: {reason}")]
+    Name {
+        value: String,
+        reason: InvalidModuleName,
+    },
+    #[error("module.toml: version `{value}` is invalid: {reason}")]
+    Version { value: String, reason: &'static str },
+    #[error(
+        "module.toml: description has {bytes} bytes; at most {MAX_DESCRIPTION_BYTES} are allowed"
+    )]
+    DescriptionTooLong { bytes: usize },
+    #[error("module.toml: component `{value}` is invalid: {reason}")]
+    Component { value: String, reason: &'static str },
+    #[error(
+        "module.toml: [build] command is a shell string; write it as a list of arguments, as in `command = [\"cargo\", \"build\"]`"
+    )]
+    BuildShellString,
+    #[error("module.toml: [build] command is empty")]
+    BuildEmpty,
+    #[error("module.toml: [build] command argument {position} is invalid: {reason}")]
+    BuildArgument {
+        position: usize,
+        reason: &'static str,
+    },
+    #[error("module.toml: [build] workdir `{value}` is invalid: {reason}")]
+    BuildWorkdir { value: String, reason: &'static str },
+    #[error("module.toml: [network] allow `{value}` is invalid: {reason}")]
+    NetworkAllow {
+        value: String,
+        reason: InvalidHostPattern,
+    },
+    #[error("module.toml: [network] allow lists `{value}` twice")]
+    NetworkDuplicate { value: String },
+    #[error("module.toml: {key} = {value} is out of range {min}..={max}")]
+    OutOfRange {
+        key: &'static str,
+        value: i64,
+        min: u64,
+        max: u64,
+    },
+    #[error(
+        "module.toml: [tasks] max-active-per-module = {per_module} is below max-active-per-user = {per_user}"
+    )]
+    PerModuleBelowPerUser { per_module: u32, per_user: u32 },
+    #[error("module.toml: {key} has {count} entries; at most {max} are allowed")]
+    TooMany {
+        key: &'static str,
+        count: usize,
+        max: usize,
+    },
+    #[error("module.toml: [subprocess] env `{value}` is refused: {reason}")]
+    EnvName {
+        value: String,
+        reason: InvalidEnvName,
+    },
+    #[error("module.toml: [subprocess] env lists `{value}` twice")]
+    EnvDuplicate { value: String },
+    #[error("module.toml: [[subprocess.programs]] program `{program}` is invalid: {reason}")]
+    Program {
+        program: String,
+        reason: &'static str,
+    },
+    #[error(
+        "module.toml: [[subprocess.programs]] program `{program}` has no argument shapes; `args` needs at least one (`[[]]` for no arguments)"
+    )]
+    NoShapes { program: String },
+    #[error("module.toml: [[subprocess.programs]] program `{program}`, shape {shape}: {reason}")]
+    Shape {
+        program: String,
+        /// 1-based index into `args`.
+        shape: usize,
+        reason: ShapeError,
+    },
+    #[error(
+        "module.toml: [[subprocess.programs]] program `{program}` is granted twice; list all its shapes in one grant"
+    )]
+    DuplicateProgram { program: String },
+    #[error(
+        "module.toml: [[subprocess.programs]] program `{program}` is the same file as `{other}`; list all its shapes in one grant"
+    )]
+    SameProgram { program: String, other: String },
+    #[error(
+        "module.toml: [[subprocess.programs]] program `{program}` not found on the host search path {search_path}"
+    )]
+    ProgramNotFound {
+        program: String,
+        search_path: String,
+    },
+    #[error("module.toml: [[subprocess.programs]] program `{program}` is not an executable file")]
+    ProgramNotExecutable { program: String },
+    #[error(
+        "module.toml: [[subprocess.programs]] program `{program}` resolves to {}, inside a module or data directory, where a module could replace it",
+        path.display()
+    )]
+    ProgramInSandbox { program: String, path: PathBuf },
+}
+
+fn at_line(line: Option<usize>) -> String {
+    line.map(|l| format!(" line {l}")).unwrap_or_default()
+}
+
+/// Reads and validates `dir/module.toml`.
+pub fn load_dir(dir: &Path, env: &LoadEnv) -> Result<Manifest, ManifestError> {
+    let path = dir.join(MANIFEST_FILE);
+    let io_error = |error| ManifestError::Io {
+        path: path.clone(),
+        error: Arc::new(error),
+    };
+    let file = File::open(&path).map_err(io_error)?;
+    let mut bytes = Vec::new();
+    let limit = u64::try_from(MAX_MANIFEST_BYTES).unwrap_or(u64::MAX);
+    file.take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(io_error)?;
+    if bytes.len() > MAX_MANIFEST_BYTES {
+        return Err(ManifestError::TooLarge);
+    }
+    let text =
+        String::from_utf8(bytes).map_err(|_| ManifestError::NotUtf8 { path: path.clone() })?;
+    parse(&text, env)
+}
+
+/// Validates a manifest's text.
+pub fn parse(text: &str, env: &LoadEnv) -> Result<Manifest, ManifestError> {
+    if text.len() > MAX_MANIFEST_BYTES {
+        return Err(ManifestError::TooLarge);
+    }
+    let raw: RawManifest = toml::from_str(text).map_err(|e| syntax_error(text, &e))?;
+    raw.validate(env)
+}
+
+/// A TOML or schema error as one stable line: the parser's message and the
+/// line it points at.
+fn syntax_error(text: &str, error: &toml::de::Error) -> ManifestError {
+    let line = error.span().map(|span| {
+        let before = text.as_bytes().get(..span.start).unwrap_or(text.as_bytes());
+        before.iter().filter(|&&b| b == b'\n').count() + 1
+    });
+    let message = error
+        .message()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
+    ManifestError::Syntax { line, message }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawManifest {
+    name: String,
+    version: String,
+    description: Option<String>,
+    component: String,
+    build: Option<RawBuild>,
+    #[serde(default)]
+    filesystem: RawFilesystem,
+    #[serde(default)]
+    network: RawNetwork,
+    #[serde(default)]
+    tasks: limits::RawTasks,
+    #[serde(default)]
+    limits: limits::RawLimits,
+    #[serde(default)]
+    subprocess: subprocess::RawSubprocess,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawFilesystem {
+    #[serde(default)]
+    data: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawNetwork {
+    #[serde(default)]
+    allow: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawBuild {
+    command: RawCommand,
+    workdir: Option<String>,
+}
+
+/// `[build] command`: a list, or a string kept only to be refused with a
+/// clear message.
+#[derive(Debug)]
+enum RawCommand {
+    List(Vec<String>),
+    Shell,
+}
+
+impl<'de> Deserialize<'de> for RawCommand {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct CommandVisitor;
+
+        impl<'de> Visitor<'de> for CommandVisitor {
+            type Value = RawCommand;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list of strings")
+            }
+
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<RawCommand, E> {
+                Ok(RawCommand::Shell)
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawCommand, A::Error> {
+                let mut args = Vec::new();
+                while let Some(arg) = seq.next_element::<String>()? {
+                    args.push(arg);
+                }
+                Ok(RawCommand::List(args))
+            }
+        }
+
+        deserializer.deserialize_any(CommandVisitor)
+    }
+}
+
+impl RawManifest {
+    fn validate(self, env: &LoadEnv) -> Result<Manifest, ManifestError> {
+        let name = ModuleName::new(self.name.as_str()).map_err(|reason| ManifestError::Name {
+            value: shown(&self.name),
+            reason,
+        })?;
+        names::check_version(&self.version).map_err(|reason| ManifestError::Version {
+            value: shown(&self.version),
+            reason,
+        })?;
+        if let Some(description) = &self.description
+            && description.len() > MAX_DESCRIPTION_BYTES
+        {
+            return Err(ManifestError::DescriptionTooLong {
+                bytes: description.len(),
+            });
+        }
+        let component =
+            component_path(&self.component).map_err(|reason| ManifestError::Component {
+                value: shown(&self.component),
+                reason,
+            })?;
+        let build = self.build.map(build_spec).transpose()?;
+        let policy = Policy {
+            filesystem: FilesystemGrant {
+                data: self.filesystem.data,
+            },
+            network: network_grant(self.network)?,
+            tasks: TasksGrant::from_raw(self.tasks)?,
+            limits: Limits::from_raw(self.limits)?,
+            subprocess: SubprocessGrant::from_raw(self.subprocess, env)?,
+        };
+        Ok(Manifest {
+            name,
+            version: self.version,
+            description: self.description,
+            component,
+            build,
+            policy,
+        })
+    }
+}
+
+/// A path relative to the module directory that cannot leave it.
+fn relative_path(value: &str) -> Result<PathBuf, &'static str> {
+    if value.is_empty() {
+        return Err("a path must not be empty");
+    }
+    if value.len() > MAX_PATH_BYTES {
+        return Err("a path must be at most 4096 bytes long");
+    }
+    if value.contains('\0') {
+        return Err("a path must not contain NUL");
+    }
+    let path = Path::new(value);
+    for component in path.components() {
+        match component {
+            Component::Prefix(_) | Component::RootDir => {
+                return Err("the path must be relative to the module directory");
+            }
+            Component::ParentDir => return Err("the path must not contain `..`"),
+            Component::CurDir | Component::Normal(_) => {}
+        }
+    }
+    Ok(path.to_owned())
+}
+
+fn component_path(value: &str) -> Result<PathBuf, &'static str> {
+    let path = relative_path(value)?;
+    let named_wasm = path.extension().is_some_and(|e| e == "wasm")
+        && path.file_stem().is_some_and(|s| !s.is_empty());
+    if !named_wasm || value.ends_with('/') {
+        return Err("the component must be a `.wasm` file");
+    }
+    Ok(path)
+}
+
+fn build_spec(raw: RawBuild) -> Result<BuildSpec, ManifestError> {
+    let RawCommand::List(command) = raw.command else {
+        return Err(ManifestError::BuildShellString);
+    };
+    if command.is_empty() {
+        return Err(ManifestError::BuildEmpty);
+    }
+    if command.len() > MAX_BUILD_ARGS {
+        return Err(ManifestError::TooMany {
+            key: "[build] command",
+            count: command.len(),
+            max: MAX_BUILD_ARGS,
+        });
+    }
+    for (i, arg) in command.iter().enumerate() {
+        let reason = if arg.is_empty() {
+            "it is empty"
+        } else if arg.contains('\0') {
+            "it contains NUL"
+        } else if i == 0 && arg.chars().any(char::is_whitespace) {
+            "the program contains whitespace; give each argument its own string"
+        } else {
+            continue;
+        };
+        return Err(ManifestError::BuildArgument {
+            position: i + 1,
+            reason,
+        });
+    }
+    let workdir = match raw.workdir {
+        None => PathBuf::from("."),
+        Some(value) => relative_path(&value).map_err(|reason| ManifestError::BuildWorkdir {
+            value: shown(&value),
+            reason,
+        })?,
+    };
+    Ok(BuildSpec { command, workdir })
+}
+
+fn network_grant(raw: RawNetwork) -> Result<NetworkGrant, ManifestError> {
+    if raw.allow.len() > MAX_NETWORK_ALLOW {
+        return Err(ManifestError::TooMany {
+            key: "[network] allow",
+            count: raw.allow.len(),
+            max: MAX_NETWORK_ALLOW,
+        });
+    }
+    let mut allow: Vec<HostPattern> = Vec::with_capacity(raw.allow.len());
+    for value in raw.allow {
+        let pattern: HostPattern = value
+            .parse()
+            .map_err(|reason| ManifestError::NetworkAllow {
+                value: shown(&value),
+                reason,
+            })?;
+        if allow.contains(&pattern) {
+            return Err(ManifestError::NetworkDuplicate {
+                value: shown(&value),
+            });
+        }
+        allow.push(pattern);
+    }
+    Ok(NetworkGrant { allow })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "name = \"m\"\nversion = \"0.1.0\"\ncomponent = \"m.wasm\"\n";
+
+    #[test]
+    fn minimal_manifest_gets_the_default_policy() {
+        let m = parse(MINIMAL, &LoadEnv::host_default()).unwrap();
+        assert_eq!(m.policy, Policy::default());
+        assert!(m.build.is_none());
+        assert!(m.warnings().is_empty());
+    }
+
+    #[test]
+    fn default_policy_denies_every_capability() {
+        let p = Policy::default();
+        assert!(!p.filesystem.data);
+        assert!(p.network.allow.is_empty());
+        assert!(p.subprocess.is_empty());
+        assert!(p.subprocess.env.is_empty());
+        assert!(!p.subprocess.network);
+        assert_eq!(p.tasks.read, ReadScope::Own);
+    }
+
+    #[test]
+    fn syntax_error_names_the_line() {
+        let err = parse(
+            &format!("{MINIMAL}\n\ncolour = 1\n"),
+            &LoadEnv::host_default(),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("module.toml line 6: unknown field `colour`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn component_path_stays_inside_the_module_directory() {
+        for ok in ["m.wasm", "./target/m.wasm", "a/b/c.wasm"] {
+            assert!(component_path(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "/m.wasm",
+            "../m.wasm",
+            "a/../../m.wasm",
+            "m.wat",
+            ".wasm",
+            "m.wasm/",
+            "m\0.wasm",
+        ] {
+            assert!(component_path(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn oversize_manifest_is_refused_before_parsing() {
+        let text = format!("{MINIMAL}#{}", "x".repeat(MAX_MANIFEST_BYTES));
+        assert!(matches!(
+            parse(&text, &LoadEnv::host_default()),
+            Err(ManifestError::TooLarge)
+        ));
+    }
+}

@@ -1,0 +1,589 @@
+//! `[subprocess]`: the native programs a module may launch, each resolved to
+//! an absolute path when the manifest loads, with the argument shapes it may
+//! take and the environment variable names a request may set.
+
+use std::collections::HashSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::argv::{self, ArgShape, ArgvDenied};
+use super::limits::Setting;
+use super::names::{EnvName, shown};
+use super::{LoadEnv, ManifestError};
+
+/// Children of this module running at once: each is a native process with
+/// its own memory and file descriptors.
+pub const MAX_CONCURRENT_SUBPROCESSES: Setting = Setting {
+    key: "[subprocess] max-concurrent",
+    default: 2,
+    min: 1,
+    max: 64,
+};
+
+/// Default and ceiling of one request's timeout, in ms: the calling guest
+/// waits for the child, so an hour at most.
+pub const SUBPROCESS_TIMEOUT_MS: Setting = Setting {
+    key: "[subprocess] timeout-ms",
+    default: 10_000,
+    min: 1,
+    max: 3_600_000,
+};
+
+/// Default and ceiling of captured output per stream, in bytes: the host
+/// buffers it in memory before handing it to the guest.
+pub const MAX_OUTPUT_BYTES: Setting = Setting {
+    key: "[subprocess] max-output-bytes",
+    default: 1024 * 1024,
+    min: 1,
+    max: 64 * 1024 * 1024,
+};
+
+/// The most `[[subprocess.programs]]`: each is resolved and checked at load,
+/// and an operator must be able to read the whole list.
+pub const MAX_PROGRAMS: usize = 32;
+
+/// The most argument shapes of one program; a denial lists the first few.
+pub const MAX_SHAPES_PER_PROGRAM: usize = 64;
+
+/// The most `[subprocess] env` names.
+pub const MAX_ENV_NAMES: usize = 64;
+
+/// The longest `program` value (PATH_MAX on Linux).
+pub const MAX_PROGRAM_BYTES: usize = 4096;
+
+/// `[subprocess]`: deny by default. With no programs (the default) nothing
+/// may be launched, whatever the other keys say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubprocessGrant {
+    pub max_concurrent: u32,
+    /// Default and ceiling of a request's timeout.
+    pub timeout: Duration,
+    /// Default and ceiling of captured bytes per stream.
+    pub max_output_bytes: u64,
+    /// Whether children may use the network.
+    pub network: bool,
+    /// Variables a request may set; the child's environment starts empty.
+    pub env: Vec<EnvName>,
+    pub programs: Vec<ProgramGrant>,
+}
+
+/// One program a module may launch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgramGrant {
+    /// As granted in the manifest: a bare name or an absolute path. Requests
+    /// name the program this way.
+    pub name: String,
+    /// Absolute, resolved at load from the host's search path (never a
+    /// guest's `PATH`).
+    pub path: PathBuf,
+    /// The argument lists it may take; at least one.
+    pub shapes: Vec<ArgShape>,
+}
+
+impl ProgramGrant {
+    /// Ok when `args` (without the program) fit one of the granted shapes.
+    pub fn matches<S: AsRef<str>>(&self, args: &[S]) -> Result<(), ArgvDenied> {
+        argv::match_shapes(&self.name, &self.shapes, args)
+    }
+}
+
+impl Default for SubprocessGrant {
+    fn default() -> Self {
+        // No programs, so nothing is resolved and the host is not consulted.
+        Self::from_raw(RawSubprocess::default(), &LoadEnv::host_default())
+            .expect("the defaults are in range")
+    }
+}
+
+impl SubprocessGrant {
+    /// The grant for `name`, exactly as written in the manifest.
+    pub fn program(&self, name: &str) -> Option<&ProgramGrant> {
+        self.programs.iter().find(|p| p.name == name)
+    }
+
+    /// True when no program may be launched.
+    pub fn is_empty(&self) -> bool {
+        self.programs.is_empty()
+    }
+
+    pub(crate) fn from_raw(raw: RawSubprocess, env: &LoadEnv) -> Result<Self, ManifestError> {
+        let max_concurrent = MAX_CONCURRENT_SUBPROCESSES.read_u32(raw.max_concurrent)?;
+        let timeout = Duration::from_millis(SUBPROCESS_TIMEOUT_MS.read(raw.timeout_ms)?);
+        let max_output_bytes = MAX_OUTPUT_BYTES.read(raw.max_output_bytes)?;
+
+        if raw.env.len() > MAX_ENV_NAMES {
+            return Err(ManifestError::TooMany {
+                key: "[subprocess] env",
+                count: raw.env.len(),
+                max: MAX_ENV_NAMES,
+            });
+        }
+        let mut names = Vec::with_capacity(raw.env.len());
+        for value in raw.env {
+            let name = EnvName::new(value.as_str()).map_err(|reason| ManifestError::EnvName {
+                value: shown(&value),
+                reason,
+            })?;
+            if names.contains(&name) {
+                return Err(ManifestError::EnvDuplicate {
+                    value: shown(&value),
+                });
+            }
+            names.push(name);
+        }
+
+        if raw.programs.len() > MAX_PROGRAMS {
+            return Err(ManifestError::TooMany {
+                key: "[[subprocess.programs]]",
+                count: raw.programs.len(),
+                max: MAX_PROGRAMS,
+            });
+        }
+        // Everything that does not depend on the host first, so a manifest
+        // gets the same error on every machine.
+        let mut checked = Vec::with_capacity(raw.programs.len());
+        let mut seen = HashSet::new();
+        for raw in raw.programs {
+            let shapes = check_program(&raw)?;
+            if !seen.insert(raw.program.clone()) {
+                return Err(ManifestError::DuplicateProgram {
+                    program: shown(&raw.program),
+                });
+            }
+            checked.push((raw.program, shapes));
+        }
+        let mut programs: Vec<ProgramGrant> = Vec::with_capacity(checked.len());
+        let mut files: Vec<(PathBuf, String)> = Vec::new();
+        for (name, shapes) in checked {
+            let path = resolve(&name, env)?;
+            let file = fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+            if let Some((_, other)) = files.iter().find(|(f, _)| *f == file) {
+                return Err(ManifestError::SameProgram {
+                    program: shown(&name),
+                    other: shown(other),
+                });
+            }
+            files.push((file, name.clone()));
+            programs.push(ProgramGrant { name, path, shapes });
+        }
+
+        Ok(Self {
+            max_concurrent,
+            timeout,
+            max_output_bytes,
+            network: raw.network,
+            env: names,
+            programs,
+        })
+    }
+
+    /// What an operator should know before granting this: programs that
+    /// can run arbitrary code however carefully their arguments are shaped.
+    pub(crate) fn warnings(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .programs
+            .iter()
+            .filter_map(|p| warning(&p.name))
+            .collect();
+        if self.network && !self.is_empty() {
+            out.push(
+                "subprocess children may use the network ([subprocess] network = true)".to_owned(),
+            );
+        }
+        out
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct RawSubprocess {
+    max_concurrent: Option<i64>,
+    timeout_ms: Option<i64>,
+    max_output_bytes: Option<i64>,
+    #[serde(default)]
+    network: bool,
+    #[serde(default)]
+    env: Vec<String>,
+    #[serde(default)]
+    programs: Vec<RawProgram>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct RawProgram {
+    program: String,
+    args: Vec<Vec<String>>,
+}
+
+/// The host-independent checks of one grant: the program's spelling and
+/// every shape.
+fn check_program(raw: &RawProgram) -> Result<Vec<ArgShape>, ManifestError> {
+    let program = raw.program.as_str();
+    check_program_name(program).map_err(|reason| ManifestError::Program {
+        program: shown(program),
+        reason,
+    })?;
+    if raw.args.is_empty() {
+        return Err(ManifestError::NoShapes {
+            program: shown(program),
+        });
+    }
+    if raw.args.len() > MAX_SHAPES_PER_PROGRAM {
+        return Err(ManifestError::TooMany {
+            key: "[[subprocess.programs]] args",
+            count: raw.args.len(),
+            max: MAX_SHAPES_PER_PROGRAM,
+        });
+    }
+    let mut shapes: Vec<ArgShape> = Vec::with_capacity(raw.args.len());
+    for (i, tokens) in raw.args.iter().enumerate() {
+        let shape = ArgShape::parse(program, tokens).map_err(|reason| ManifestError::Shape {
+            program: shown(program),
+            shape: i + 1,
+            reason,
+        })?;
+        if !shapes.contains(&shape) {
+            shapes.push(shape);
+        }
+    }
+    Ok(shapes)
+}
+
+fn check_program_name(program: &str) -> Result<(), &'static str> {
+    if program.is_empty() {
+        return Err("a program must not be empty");
+    }
+    if program.len() > MAX_PROGRAM_BYTES {
+        return Err("a program must be at most 4096 bytes long");
+    }
+    if program.contains('\0') {
+        return Err("a program must not contain NUL");
+    }
+    if program.chars().any(char::is_whitespace) {
+        return Err(
+            "a program must be one name or path, not a command line; arguments go in `args`",
+        );
+    }
+    if program.contains(['*', '?', '[', ']']) {
+        return Err("wildcards are not allowed; grant each program by name");
+    }
+    if let Some(rest) = program.strip_prefix('/') {
+        if rest
+            .split('/')
+            .any(|part| part.is_empty() || part == "." || part == "..")
+        {
+            return Err("an absolute program path must not have `.`, `..` or empty components");
+        }
+        return Ok(());
+    }
+    if program.contains('/') || program == "." || program == ".." {
+        return Err(
+            "a program must be a bare name (looked up on the host search path) or an absolute path, not a relative path",
+        );
+    }
+    if program.starts_with('-') {
+        return Err("a program name must not start with `-`");
+    }
+    if !program
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'+' | b'-'))
+    {
+        return Err("a program name may contain only ASCII letters, digits, `.`, `_`, `+` and `-`");
+    }
+    Ok(())
+}
+
+/// The absolute path `program` runs as: itself when absolute, otherwise the
+/// first executable file of that name on the host search path. Never one
+/// inside a sandbox root, where a module could replace it.
+fn resolve(program: &str, env: &LoadEnv) -> Result<PathBuf, ManifestError> {
+    let path = if program.starts_with('/') {
+        let path = PathBuf::from(program);
+        if !is_executable_file(&path) {
+            return Err(ManifestError::ProgramNotExecutable {
+                program: shown(program),
+            });
+        }
+        path
+    } else {
+        env.search_path
+            .iter()
+            .filter(|dir| dir.is_absolute())
+            .map(|dir| dir.join(program))
+            .find(|candidate| is_executable_file(candidate))
+            .ok_or_else(|| ManifestError::ProgramNotFound {
+                program: shown(program),
+                search_path: env.search_path_display(),
+            })?
+    };
+    let canonical = fs::canonicalize(&path).ok();
+    for root in &env.sandbox_roots {
+        let canonical_root = fs::canonicalize(root).ok();
+        let inside = [Some(&path), canonical.as_ref()]
+            .into_iter()
+            .flatten()
+            .any(|p| {
+                p.starts_with(root) || canonical_root.as_ref().is_some_and(|r| p.starts_with(r))
+            });
+        if inside {
+            return Err(ManifestError::ProgramInSandbox {
+                program: shown(program),
+                path,
+            });
+        }
+    }
+    Ok(path)
+}
+
+fn is_executable_file(path: &Path) -> bool {
+    let Ok(meta) = fs::metadata(path) else {
+        return false;
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        meta.is_file() && meta.permissions().mode() & 0o111 != 0
+    }
+    #[cfg(not(unix))]
+    {
+        meta.is_file()
+    }
+}
+
+const SHELLS: &[&str] = &[
+    "sh", "bash", "rbash", "dash", "ash", "zsh", "fish", "ksh", "mksh", "pdksh", "ksh93", "csh",
+    "tcsh", "yash", "busybox", "toybox",
+];
+
+/// Interpreters; a trailing version (`python3.12`, `lua5.4`) is ignored.
+const INTERPRETERS: &[&str] = &[
+    "python",
+    "pypy",
+    "perl",
+    "ruby",
+    "irb",
+    "node",
+    "nodejs",
+    "deno",
+    "bun",
+    "php",
+    "lua",
+    "luajit",
+    "tclsh",
+    "wish",
+    "expect",
+    "awk",
+    "gawk",
+    "mawk",
+    "nawk",
+    "rscript",
+    "julia",
+    "pwsh",
+    "powershell",
+    "osascript",
+    "guile",
+    "java",
+    "jshell",
+];
+
+/// Programs with a built-in way to run shell commands.
+const SHELL_ESCAPES: &[&str] = &[
+    "vi", "vim", "nvim", "ex", "ed", "emacs", "less", "more", "man", "sqlite3", "psql", "mysql",
+    "gdb",
+];
+
+/// Programs whose arguments name another program to run.
+const RUNNERS: &[&str] = &[
+    "env",
+    "xargs",
+    "nice",
+    "nohup",
+    "timeout",
+    "sudo",
+    "doas",
+    "su",
+    "runuser",
+    "setsid",
+    "stdbuf",
+    "chroot",
+    "flock",
+    "watch",
+    "ssh",
+    "time",
+    "unshare",
+    "nsenter",
+    "strace",
+    "ltrace",
+    "parallel",
+    "script",
+    "systemd-run",
+    "chrt",
+    "ionice",
+    "taskset",
+    "bwrap",
+];
+
+/// Build tools: they run code from the project they build.
+const BUILD_TOOLS: &[&str] = &[
+    "make", "gmake", "cmake", "ninja", "cargo", "npm", "npx", "yarn", "pnpm", "pip", "pip3",
+    "gradle", "mvn", "go", "rake", "bundle",
+];
+
+fn warning(name: &str) -> Option<String> {
+    let base = name.rsplit('/').next().unwrap_or(name).to_ascii_lowercase();
+    let is = |list: &[&str]| list.contains(&base.as_str());
+    if is(SHELLS) {
+        return Some(format!(
+            "subprocess grant `{name}` is a shell: a grant of `{name} -c {{value}}` runs arbitrary code"
+        ));
+    }
+    let versioned = |family: &&str| {
+        base.strip_prefix(family)
+            .is_some_and(|rest| rest.bytes().all(|b| b.is_ascii_digit() || b == b'.'))
+    };
+    if INTERPRETERS.iter().any(versioned) {
+        return Some(format!(
+            "subprocess grant `{name}` is an interpreter: a script or code argument runs arbitrary code"
+        ));
+    }
+    if is(SHELL_ESCAPES) {
+        return Some(format!(
+            "subprocess grant `{name}` can run shell commands from its input or arguments"
+        ));
+    }
+    if is(RUNNERS) {
+        return Some(format!(
+            "subprocess grant `{name}` runs other programs: its arguments choose what runs"
+        ));
+    }
+    if is(BUILD_TOOLS) {
+        return Some(format!(
+            "subprocess grant `{name}` is a build tool: it runs code from the project it builds"
+        ));
+    }
+    if base == "git" {
+        return Some(format!(
+            "subprocess grant `{name}` reads configuration and hooks from the repository it runs in: \
+             a repository the module can write can make it run commands"
+        ));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn program_name_accepts_bare_names_and_clean_absolute_paths() {
+        for ok in [
+            "git",
+            "python3.12",
+            "g++",
+            "x86_64-linux-gnu-gcc",
+            "/usr/bin/git",
+        ] {
+            assert_eq!(check_program_name(ok), Ok(()), "{ok}");
+        }
+    }
+
+    #[test]
+    fn program_name_refuses_relative_wildcard_and_dotted_paths() {
+        for bad in [
+            "",
+            "./git",
+            "bin/git",
+            "..",
+            "*",
+            "git*",
+            "/usr/bin/../bin/sh",
+            "/usr/./bin/sh",
+            "/usr//bin/sh",
+            "/usr/bin/",
+            "git status",
+            "-git",
+            "gi\0t",
+            "gït",
+        ] {
+            assert!(check_program_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn shells_and_interpreters_get_a_warning_and_plain_tools_do_not() {
+        assert_eq!(
+            warning("sh").unwrap(),
+            "subprocess grant `sh` is a shell: a grant of `sh -c {value}` runs arbitrary code"
+        );
+        for name in [
+            "/bin/bash",
+            "python3",
+            "python3.12",
+            "perl",
+            "node",
+            "busybox",
+            "env",
+        ] {
+            assert!(warning(name).is_some(), "{name}");
+        }
+        for name in ["cat", "tar", "ls", "pythonic", "true"] {
+            assert!(warning(name).is_none(), "{name}");
+        }
+    }
+
+    #[test]
+    fn bare_program_resolves_on_the_host_search_path_only() {
+        let env = LoadEnv {
+            search_path: vec![PathBuf::from("relative"), PathBuf::from("/bin")],
+            sandbox_roots: vec![],
+        };
+        let path = resolve("true", &env).unwrap();
+        assert!(path.is_absolute());
+        assert!(matches!(
+            resolve("modhost-no-such-program", &env),
+            Err(ManifestError::ProgramNotFound { .. })
+        ));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn program_inside_a_sandbox_root_is_refused_even_through_a_symlinked_root() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        fs::create_dir(&real).unwrap();
+        let tool = real.join("tool");
+        fs::write(&tool, "#!/bin/true\n").unwrap();
+        fs::set_permissions(&tool, fs::Permissions::from_mode(0o755)).unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let env = LoadEnv {
+            search_path: vec![link.clone()],
+            sandbox_roots: vec![real.clone()],
+        };
+        assert!(matches!(
+            resolve("tool", &env),
+            Err(ManifestError::ProgramInSandbox { .. })
+        ));
+        let outside = LoadEnv {
+            search_path: vec![link],
+            sandbox_roots: vec![dir.path().join("elsewhere")],
+        };
+        assert!(resolve("tool", &outside).is_ok());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn non_executable_file_is_skipped_on_the_search_path() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("true"), "data").unwrap();
+        let env = LoadEnv {
+            search_path: vec![dir.path().to_owned(), PathBuf::from("/bin")],
+            sandbox_roots: vec![],
+        };
+        assert!(!resolve("true", &env).unwrap().starts_with(dir.path()));
+    }
+}

@@ -1,0 +1,271 @@
+//! `interface ui`: surfaces, effects and answers, as the host stores and
+//! serves them.
+//!
+//! The WIT types become plain serde types with a stable JSON shape
+//! (`{"type": "text", ...}`) for the HTTP API and the task store. Sizes are
+//! checked here, once, for every surface a module hands over.
+
+use serde::{Deserialize, Serialize};
+
+use crate::bindings::ui as wit;
+
+/// Most components in one surface.
+pub const MAX_COMPONENTS: usize = 256;
+/// Most effects one action may return.
+pub const MAX_EFFECTS: usize = 32;
+/// Largest surface, counted as the bytes of all its text: enough for a long
+/// confirmation, too small to use the host as storage.
+pub const MAX_SURFACE_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ButtonStyle {
+    Primary,
+    Secondary,
+    Danger,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Button {
+    pub id: String,
+    pub label: String,
+    pub style: ButtonStyle,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Choice {
+    pub id: String,
+    pub label: String,
+}
+
+/// One component of a surface. See `wit/ui.wit`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum Component {
+    Text {
+        text: String,
+    },
+    Markdown {
+        markdown: String,
+    },
+    KeyValue {
+        pairs: Vec<(String, String)>,
+    },
+    Choices {
+        name: String,
+        options: Vec<Choice>,
+        multiple: bool,
+    },
+    Buttons {
+        buttons: Vec<Button>,
+    },
+    TaskCard {
+        task_id: String,
+    },
+    Divider,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Surface {
+    pub title: String,
+    pub components: Vec<Component>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ToastLevel {
+    Info,
+    Success,
+    Warning,
+    Error,
+}
+
+/// What an action asks the host to do with the user's page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum Effect {
+    Toast { level: ToastLevel, message: String },
+    Render { surface: Surface },
+    ShowTask { task_id: String },
+}
+
+/// What an action returned, checked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionOutput {
+    /// The module's JSON data, parsed.
+    pub data: Option<serde_json::Value>,
+    pub effects: Vec<Effect>,
+}
+
+/// Why a module's UI value was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UiError {
+    #[error("surface has {0} components; the limit is {MAX_COMPONENTS}")]
+    TooManyComponents(usize),
+    #[error("surface text is {0} bytes; the limit is {MAX_SURFACE_BYTES}")]
+    SurfaceTooLarge(usize),
+    #[error("action returned {0} effects; the limit is {MAX_EFFECTS}")]
+    TooManyEffects(usize),
+    #[error("action data is not JSON: {0}")]
+    DataNotJson(String),
+}
+
+impl Surface {
+    /// Converts and checks a surface from a guest.
+    pub fn from_wit(s: wit::Surface) -> Result<Self, UiError> {
+        if s.components.len() > MAX_COMPONENTS {
+            return Err(UiError::TooManyComponents(s.components.len()));
+        }
+        let surface = Surface {
+            title: s.title,
+            components: s.components.into_iter().map(Component::from).collect(),
+        };
+        let size = surface.text_bytes();
+        if size > MAX_SURFACE_BYTES {
+            return Err(UiError::SurfaceTooLarge(size));
+        }
+        Ok(surface)
+    }
+
+    /// Bytes of all text in the surface.
+    pub fn text_bytes(&self) -> usize {
+        self.title.len()
+            + self
+                .components
+                .iter()
+                .map(|c| match c {
+                    Component::Text { text } => text.len(),
+                    Component::Markdown { markdown } => markdown.len(),
+                    Component::KeyValue { pairs } => {
+                        pairs.iter().map(|(k, v)| k.len() + v.len()).sum()
+                    }
+                    Component::Choices { name, options, .. } => {
+                        name.len()
+                            + options
+                                .iter()
+                                .map(|o| o.id.len() + o.label.len())
+                                .sum::<usize>()
+                    }
+                    Component::Buttons { buttons } => {
+                        buttons.iter().map(|b| b.id.len() + b.label.len()).sum()
+                    }
+                    Component::TaskCard { task_id } => task_id.len(),
+                    Component::Divider => 0,
+                })
+                .sum::<usize>()
+    }
+}
+
+impl From<wit::Component> for Component {
+    fn from(c: wit::Component) -> Self {
+        match c {
+            wit::Component::Text(text) => Component::Text { text },
+            wit::Component::Markdown(markdown) => Component::Markdown { markdown },
+            wit::Component::KeyValue(pairs) => Component::KeyValue { pairs },
+            wit::Component::Choices(c) => Component::Choices {
+                name: c.name,
+                options: c
+                    .options
+                    .into_iter()
+                    .map(|o| Choice {
+                        id: o.id,
+                        label: o.label,
+                    })
+                    .collect(),
+                multiple: c.multiple,
+            },
+            wit::Component::Buttons(b) => Component::Buttons {
+                buttons: b
+                    .into_iter()
+                    .map(|b| Button {
+                        id: b.id,
+                        label: b.label,
+                        style: match b.style {
+                            wit::ButtonStyle::Primary => ButtonStyle::Primary,
+                            wit::ButtonStyle::Secondary => ButtonStyle::Secondary,
+                            wit::ButtonStyle::Danger => ButtonStyle::Danger,
+                        },
+                    })
+                    .collect(),
+            },
+            wit::Component::TaskCard(task_id) => Component::TaskCard { task_id },
+            wit::Component::Divider => Component::Divider,
+        }
+    }
+}
+
+impl ActionOutput {
+    /// Converts and checks what `handle-action` returned.
+    pub fn from_wit(r: wit::ActionResult) -> Result<Self, UiError> {
+        if r.effects.len() > MAX_EFFECTS {
+            return Err(UiError::TooManyEffects(r.effects.len()));
+        }
+        let data = match r.data {
+            Some(text) => {
+                Some(serde_json::from_str(&text).map_err(|e| UiError::DataNotJson(e.to_string()))?)
+            }
+            None => None,
+        };
+        let mut effects = Vec::with_capacity(r.effects.len());
+        for e in r.effects {
+            effects.push(match e {
+                wit::Effect::Toast((level, message)) => Effect::Toast {
+                    level: match level {
+                        wit::ToastLevel::Info => ToastLevel::Info,
+                        wit::ToastLevel::Success => ToastLevel::Success,
+                        wit::ToastLevel::Warning => ToastLevel::Warning,
+                        wit::ToastLevel::Error => ToastLevel::Error,
+                    },
+                    message: crate::log::truncate(&message, 1024).to_owned(),
+                },
+                wit::Effect::Render(s) => Effect::Render {
+                    surface: Surface::from_wit(s)?,
+                },
+                wit::Effect::ShowTask(task_id) => Effect::ShowTask { task_id },
+            });
+        }
+        Ok(ActionOutput { data, effects })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn components_serialize_with_a_type_tag() {
+        let c = Component::Text { text: "hi".into() };
+        assert_eq!(
+            serde_json::to_string(&c).unwrap(),
+            r#"{"type":"text","text":"hi"}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&Component::Divider).unwrap(),
+            r#"{"type":"divider"}"#
+        );
+    }
+
+    #[test]
+    fn oversize_surface_is_refused() {
+        let s = wit::Surface {
+            title: "t".into(),
+            components: vec![wit::Component::Text("x".repeat(MAX_SURFACE_BYTES))],
+        };
+        assert!(matches!(
+            Surface::from_wit(s),
+            Err(UiError::SurfaceTooLarge(_))
+        ));
+    }
+
+    #[test]
+    fn action_data_must_be_json() {
+        let r = wit::ActionResult {
+            data: Some("{nope".into()),
+            effects: vec![],
+        };
+        assert!(matches!(
+            ActionOutput::from_wit(r),
+            Err(UiError::DataNotJson(_))
+        ));
+    }
+}

@@ -1,0 +1,103 @@
+//! Compiles every guest program under `tests/programs/` to a
+//! `wasm32-wasip2` component and writes `programs.rs` into `OUT_DIR`: one
+//! constant per program with the path of its `.wasm`, and the macro
+//! `for_each_program!` that tests use to make sure each program has a test.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn main() {
+    let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
+    let root = manifest_dir.parent().unwrap().to_path_buf();
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR").unwrap());
+    let programs_dir = manifest_dir.join("programs");
+
+    for p in ["programs", "../guest-sdk", "../wit"] {
+        println!("cargo:rerun-if-changed={}", manifest_dir.join(p).display());
+    }
+
+    let mut programs: Vec<String> = std::fs::read_dir(&programs_dir)
+        .expect("reading tests/programs")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("Cargo.toml").is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    programs.sort();
+
+    let target_dir = out_dir.join("guests");
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(&root)
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--target-dir",
+        ])
+        .arg(&target_dir);
+    for p in &programs {
+        cmd.args(["-p", &package_name(&programs_dir.join(p))]);
+    }
+    // Flags meant for the host build must not leak into the guest build.
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
+        "RUSTC_WORKSPACE_WRAPPER",
+    ] {
+        cmd.env_remove(var);
+    }
+    let status = cmd.status().expect("running cargo for the guest programs");
+    assert!(status.success(), "building guest programs failed: {status}");
+
+    let mut out = String::new();
+    out.push_str("/// Every guest program, for `for_each_program!`.\n");
+    out.push_str("#[macro_export]\nmacro_rules! for_each_program {\n    ($m:ident) => {\n");
+    for p in &programs {
+        out.push_str(&format!("        $m!({});\n", ident(p)));
+    }
+    out.push_str("    };\n}\n\n");
+    for p in &programs {
+        let wasm = target_dir.join("wasm32-wasip2/release").join(format!(
+            "{}.wasm",
+            package_name(&programs_dir.join(p)).replace('-', "_")
+        ));
+        assert!(
+            wasm.is_file(),
+            "guest program {p} produced no {}",
+            wasm.display()
+        );
+        out.push_str(&format!(
+            "/// The component built from `tests/programs/{p}`.\npub const {}: &str = {:?};\n",
+            ident(p).to_uppercase(),
+            wasm.display().to_string()
+        ));
+    }
+    out.push_str(&format!(
+        "/// A component cache shared by the tests of this build.\npub const COMPONENT_CACHE_DIR: &str = {:?};\n",
+        out_dir.join("component-cache").display().to_string()
+    ));
+    write_if_changed(&out_dir.join("programs.rs"), &out);
+}
+
+/// The `name` of a guest crate's `[package]`.
+fn package_name(dir: &Path) -> String {
+    let text =
+        std::fs::read_to_string(dir.join("Cargo.toml")).expect("reading a guest's Cargo.toml");
+    text.lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once('=')?;
+            (k.trim() == "name").then(|| v.trim().trim_matches('"').to_owned())
+        })
+        .unwrap_or_else(|| panic!("no package name in {}", dir.display()))
+}
+
+fn ident(name: &str) -> String {
+    name.replace('-', "_")
+}
+
+fn write_if_changed(path: &Path, text: &str) {
+    if std::fs::read_to_string(path).ok().as_deref() != Some(text) {
+        std::fs::write(path, text).unwrap();
+    }
+}

@@ -1,0 +1,98 @@
+//! Background tasks end to end: submission with keys, results, failures,
+//! progress, the lookups, and a blocking function.
+
+use module_sdk::prelude::*;
+use serde_json::{Value, json};
+
+module_sdk::module! {
+    actions: {
+        "submit" => submit: "Start a task: {task, args, key?, resumable?}",
+        "by_key" => by_key: "Tasks with this key: {key}",
+        "by_prefix" => by_prefix: "Tasks whose key starts with: {prefix, limit?}",
+        "list_mine" => list_mine: "The caller's tasks: {limit?}",
+        "blocking" => blocking: "Call the `double` blocking function: {n}",
+    },
+    tasks: {
+        "noop" => noop: "Return null",
+        "echo" => echo: "Return the arguments",
+        "fail" => fail: "Fail with an internal error",
+        "progress" => progress: "Report progress a few times",
+    },
+    blocking: {
+        "double" => double: "Twice an integer",
+    },
+}
+
+fn noop() -> Result<()> {
+    Ok(())
+}
+
+fn echo(args: Value) -> Result<Value> {
+    Ok(args)
+}
+
+fn fail() -> Result<()> {
+    Err(Error::internal("boom"))
+}
+
+fn progress() -> Result<Value> {
+    let id = context::current_task().ok_or_else(|| Error::internal("not in a task"))?;
+    tasks::set_progress(&id, 0.25, Some("quarter"))?;
+    tasks::update_progress(&id, 0.5, Some("half"), Some(&json!({ "step": 2 })))?;
+    tasks::emit_progress(&id, Some(0.75), None)?;
+    tasks::set_progress(&id, 1.0, Some("done"))?;
+    Ok(json!({ "steps": 4 }))
+}
+
+fn double(n: i64) -> Result<i64> {
+    n.checked_mul(2)
+        .ok_or_else(|| Error::invalid_input("overflow"))
+}
+
+#[derive(Deserialize)]
+struct Submit {
+    task: String,
+    #[serde(default)]
+    args: Value,
+    key: Option<String>,
+    #[serde(default)]
+    resumable: bool,
+}
+
+fn submit(s: Submit) -> Result<ActionResult> {
+    let mut opts = BackgroundOptions::new().resumable(s.resumable);
+    if let Some(key) = s.key {
+        opts = opts.key(key);
+    }
+    let id = tasks::run_background(&s.task, &s.args, opts)?;
+    ActionResult::data(&json!({ "id": id })).map(|r| r.show_task(id))
+}
+
+#[derive(Deserialize)]
+struct Lookup {
+    key: Option<String>,
+    prefix: Option<String>,
+    limit: Option<u32>,
+    n: Option<i64>,
+}
+
+fn by_key(a: Lookup) -> Result<ActionResult> {
+    ActionResult::data(&tasks::get_tasks_by_key(&a.key.unwrap_or_default())?)
+}
+
+fn by_prefix(a: Lookup) -> Result<ActionResult> {
+    let prefix = a.prefix.unwrap_or_default();
+    ActionResult::data(&tasks::get_tasks_by_key_prefix(
+        &prefix,
+        a.limit.unwrap_or(100),
+    )?)
+}
+
+fn list_mine(a: Lookup) -> Result<ActionResult> {
+    ActionResult::data(&tasks::list_user_tasks(a.limit.unwrap_or(100))?)
+}
+
+fn blocking(a: Lookup) -> Result<ActionResult> {
+    let out: i64 = tasks::run_blocking("double", &a.n)?;
+    ActionResult::data(&out)
+}

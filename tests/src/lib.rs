@@ -1,0 +1,95 @@
+//! Fixtures for whole-path tests: guest components built by `build.rs`,
+//! module directories made from them, and hosts that load those.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use modhost::identity::{Principal, Role};
+use modhost::{Host, HostOptions};
+
+include!(concat!(env!("OUT_DIR"), "/programs.rs"));
+
+/// A module directory in a temporary folder: `module.toml` plus a copy of
+/// the component as `component.wasm`.
+#[derive(Debug)]
+pub struct ModuleDir {
+    pub dir: tempfile::TempDir,
+}
+
+impl ModuleDir {
+    /// `name` is the module name; `extra` is appended to the manifest (grants).
+    pub fn new(name: &str, wasm: &str, extra: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::copy(wasm, dir.path().join("component.wasm")).expect("copying the component");
+        let manifest = format!(
+            "name = \"{name}\"\nversion = \"0.1.0\"\ncomponent = \"component.wasm\"\n{extra}\n"
+        );
+        std::fs::write(dir.path().join("module.toml"), manifest).expect("writing module.toml");
+        ModuleDir { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// A host whose state lives in a temporary folder, sharing this build's
+/// component cache so each component compiles once per test run.
+#[derive(Debug)]
+pub struct TestHost {
+    pub host: Arc<Host>,
+    pub state: tempfile::TempDir,
+    pub modules: Vec<ModuleDir>,
+}
+
+impl TestHost {
+    pub fn new() -> Self {
+        let state = tempfile::tempdir().expect("temp dir");
+        let mut options = HostOptions::new(state.path());
+        options.engine.cache_dir = Some(COMPONENT_CACHE_DIR.into());
+        options.engine.max_instances = 64;
+        TestHost {
+            host: Arc::new(Host::new(options).expect("engine")),
+            state,
+            modules: Vec::new(),
+        }
+    }
+
+    /// Loads a module made from `wasm` under `name`, with manifest `extra`.
+    pub async fn load(&mut self, name: &str, wasm: &str, extra: &str) -> &mut Self {
+        let m = ModuleDir::new(name, wasm, extra);
+        self.host
+            .load_module(m.path(), false)
+            .await
+            .unwrap_or_else(|e| panic!("loading {name}: {e}"));
+        self.modules.push(m);
+        self
+    }
+
+    /// A host with the one module loaded.
+    pub async fn with(name: &str, wasm: &str, extra: &str) -> Self {
+        let mut h = TestHost::new();
+        h.load(name, wasm, extra).await;
+        h
+    }
+}
+
+impl Default for TestHost {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A member principal.
+pub fn principal(user: &str, org: &str) -> Principal {
+    Principal {
+        user_id: user.parse().expect("user id"),
+        organization_id: org.parse().expect("org id"),
+        role: Role::Member,
+    }
+}
+
+/// Parses JSON text, panicking with the text on failure.
+pub fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}

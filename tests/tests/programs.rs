@@ -1,0 +1,368 @@
+//! Whole-path behaviour with real guest components, one module per guest
+//! program under `tests/programs/` (a missing module is a compile error).
+
+use std::time::Duration;
+
+use futures::future::join_all;
+use modhost::CallError;
+use modhost::identity::RequestMeta;
+use modhost_tests::*;
+
+macro_rules! assert_test_exists {
+    ($name:ident) => {
+        #[allow(unused_imports)]
+        use self::$name as _;
+    };
+}
+for_each_program!(assert_test_exists);
+
+fn request(id: &str) -> RequestMeta {
+    RequestMeta {
+        request_id: id.to_owned(),
+        session_id: Some("session-1".into()),
+    }
+}
+
+mod identity {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn identity_travels_from_principal_to_context_current() {
+        let t = TestHost::with("ident", IDENTITY, "").await;
+        let out = t
+            .host
+            .call_action(
+                "ident",
+                "whoami",
+                "{}",
+                &principal("alice", "acme"),
+                request("req-1"),
+            )
+            .await
+            .unwrap();
+        let data = out.data.unwrap();
+        assert_eq!(data["module"], "ident");
+        assert_eq!(data["user_id"], "alice");
+        assert_eq!(data["organization_id"], "acme");
+        assert_eq!(data["role"], "member");
+        assert_eq!(data["request_id"], "req-1");
+        assert_eq!(data["session_id"], "session-1");
+        assert!(
+            data["task"].is_null(),
+            "no task outside a background run: {data}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn arguments_cannot_change_who_the_guest_acts_as() {
+        let t = TestHost::with("ident", IDENTITY, "").await;
+        let args = r#"{"user_id":"mallory","organization_id":"evil","module":"other"}"#;
+        let out = t
+            .host
+            .call_action(
+                "ident",
+                "whoami",
+                args,
+                &principal("bob", "acme"),
+                request("req-2"),
+            )
+            .await
+            .unwrap();
+        let data = out.data.unwrap();
+        assert_eq!(data["user_id"], "bob");
+        assert_eq!(data["organization_id"], "acme");
+        assert_eq!(data["module"], "ident");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn each_call_sees_only_its_own_callers_identity() {
+        let t = TestHost::with("ident", IDENTITY, "").await;
+        let calls = (0..8).map(|i| {
+            let host = t.host.clone();
+            async move {
+                let user = format!("user{i}");
+                let out = host
+                    .call_action(
+                        "ident",
+                        "whoami",
+                        "{}",
+                        &principal(&user, "acme"),
+                        request(&format!("r{i}")),
+                    )
+                    .await
+                    .unwrap();
+                (user, out.data.unwrap())
+            }
+        });
+        for (user, data) in join_all(calls).await {
+            assert_eq!(data["user_id"], user.as_str());
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn guest_logging_never_fails_the_call() {
+        let t = TestHost::with("ident", IDENTITY, "").await;
+        let out = t
+            .host
+            .call_action(
+                "ident",
+                "log",
+                "{}",
+                &principal("alice", "acme"),
+                RequestMeta::fresh(),
+            )
+            .await;
+        assert!(out.is_ok(), "{out:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_action_the_module_does_not_list_is_refused_before_the_guest_runs() {
+        let t = TestHost::with("ident", IDENTITY, "").await;
+        let err = t
+            .host
+            .call_action(
+                "ident",
+                "nope",
+                "{}",
+                &principal("alice", "acme"),
+                RequestMeta::fresh(),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, CallError::UnknownEntry { kind: "action", .. }),
+            "{err:?}"
+        );
+        let err = t
+            .host
+            .call_action(
+                "ident",
+                "whoami",
+                "{not json",
+                &principal("alice", "acme"),
+                RequestMeta::fresh(),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, CallError::InvalidInput(_)), "{err:?}");
+    }
+}
+
+mod spin {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn infinite_loop_is_stopped_by_the_deadline_and_the_next_call_succeeds() {
+        let t = TestHost::with("spin", SPIN, "[limits]\ncall-deadline-ms = 300").await;
+        let who = principal("alice", "acme");
+        let err = t
+            .host
+            .call_action("spin", "loop", "{}", &who, RequestMeta::fresh())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err,
+            CallError::Deadline {
+                module: "spin".into(),
+                deadline_ms: 300
+            }
+        );
+        assert_eq!(err.to_sdk().kind(), "limit-exceeded");
+        let ok = t
+            .host
+            .call_action("spin", "ok", "{}", &who, RequestMeta::fresh())
+            .await
+            .unwrap();
+        assert_eq!(ok.data.unwrap()["ok"], true);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_looping_call_does_not_hold_up_other_calls() {
+        let t = TestHost::with("spin", SPIN, "[limits]\ncall-deadline-ms = 5000").await;
+        let who = principal("alice", "acme");
+        let looping = tokio::spawn({
+            let host = t.host.clone();
+            let who = who.clone();
+            async move {
+                host.call_action("spin", "loop", "{}", &who, RequestMeta::fresh())
+                    .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        for _ in 0..5 {
+            t.host
+                .call_action("spin", "ok", "{}", &who, RequestMeta::fresh())
+                .await
+                .unwrap();
+        }
+        assert!(!looping.is_finished(), "the loop should still be running");
+        let err = looping.await.unwrap().unwrap_err();
+        assert!(matches!(err, CallError::Deadline { .. }), "{err:?}");
+    }
+}
+
+mod hog {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn growing_memory_past_the_limit_gives_limit_exceeded() {
+        let t = TestHost::with("hog", HOG, "[limits]\nmemory-mib = 16").await;
+        let who = principal("alice", "acme");
+        let err = t
+            .host
+            .call_action("hog", "grow", r#"{"mib": 64}"#, &who, RequestMeta::fresh())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err,
+            CallError::MemoryLimit {
+                module: "hog".into(),
+                limit_bytes: 16 * 1024 * 1024
+            }
+        );
+        assert_eq!(err.to_sdk().kind(), "limit-exceeded");
+        let ok = t
+            .host
+            .call_action("hog", "ok", "{}", &who, RequestMeta::fresh())
+            .await;
+        assert!(ok.is_ok(), "{ok:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn memory_within_the_limit_is_granted() {
+        let t = TestHost::with("hog", HOG, "[limits]\nmemory-mib = 32").await;
+        let out = t
+            .host
+            .call_action(
+                "hog",
+                "grow",
+                r#"{"mib": 4}"#,
+                &principal("alice", "acme"),
+                RequestMeta::fresh(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(out.data.unwrap()["len"], 4 * 1024 * 1024);
+    }
+}
+
+mod trap {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panic_is_a_typed_trap_error() {
+        let t = TestHost::with("trap", TRAP, "").await;
+        let who = principal("alice", "acme");
+        for action in ["panic", "unreachable"] {
+            let err = t
+                .host
+                .call_action("trap", action, "{}", &who, RequestMeta::fresh())
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, CallError::Trap { ref module, .. } if module == "trap"),
+                "{err:?}"
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_trap_in_one_call_does_not_disturb_a_concurrent_call() {
+        let t = TestHost::with("trap", TRAP, "").await;
+        let who = principal("alice", "acme");
+        let slow = tokio::spawn({
+            let host = t.host.clone();
+            let who = who.clone();
+            async move {
+                host.call_action("trap", "slow", r#"{"ms": 300}"#, &who, RequestMeta::fresh())
+                    .await
+            }
+        });
+        let traps = (0..4).map(|_| {
+            t.host
+                .call_action("trap", "panic", "{}", &who, RequestMeta::fresh())
+        });
+        for r in join_all(traps).await {
+            assert!(matches!(r, Err(CallError::Trap { .. })), "{r:?}");
+        }
+        let out = slow.await.unwrap().unwrap();
+        assert_eq!(out.data.unwrap()["ok"], true);
+    }
+}
+
+mod tasks_basic {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn task_calls_get_a_typed_error_rather_than_a_trap_until_the_runtime_is_enabled() {
+        let t = TestHost::with("tb", TASKS_BASIC, "").await;
+        let err = t
+            .host
+            .call_action(
+                "tb",
+                "submit",
+                r#"{"task":"noop","args":null}"#,
+                &principal("alice", "acme"),
+                RequestMeta::fresh(),
+            )
+            .await
+            .unwrap_err();
+        match err {
+            CallError::Guest {
+                error: modhost::SdkError::Internal(m),
+                ..
+            } => {
+                assert!(m.contains("run-background"), "{m}")
+            }
+            other => panic!("expected a typed error from the guest, got {other:?}"),
+        }
+    }
+}
+
+mod not_a_module {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn check_rejects_a_component_that_does_not_match_the_world() {
+        let m = ModuleDir::new("other", NOT_A_MODULE, "");
+        let report =
+            modhost::check::check_dir(m.path(), &modhost::manifest::LoadEnv::host_default()).await;
+        assert!(!report.ok());
+        assert!(
+            report
+                .errors
+                .iter()
+                .any(|e| e.contains("does not match the modhost:sdk/module world")),
+            "{:?}",
+            report.errors
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn loading_refuses_a_component_that_does_not_match_the_world() {
+        let t = TestHost::new();
+        let m = ModuleDir::new("other", NOT_A_MODULE, "");
+        let err = t.host.load_module(m.path(), false).await.unwrap_err();
+        assert!(
+            matches!(err, modhost::modules::ModuleError::World(_)),
+            "{err}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn check_accepts_a_real_module_and_lists_what_it_offers() {
+        let m = ModuleDir::new("ident", IDENTITY, "");
+        let report =
+            modhost::check::check_dir(m.path(), &modhost::manifest::LoadEnv::host_default()).await;
+        assert!(report.ok(), "{:?}", report.errors);
+        assert!(report.actions.contains(&"whoami".to_owned()));
+        assert!(
+            report
+                .imports
+                .iter()
+                .any(|i| i.starts_with("modhost:sdk/context")),
+            "{:?}",
+            report.imports
+        );
+    }
+}
