@@ -35,5 +35,5 @@ pub mod tasks;
 pub mod ui;
 
 pub use error::{CallError, SdkError};
-pub use host::{Host, HostOptions};
+pub use host::{Host, HostOptions, StartError};
 pub use identity::{Identity, Principal, Role};

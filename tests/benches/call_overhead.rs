@@ -80,6 +80,7 @@ fn main() {
                         table: ResourceTable::new(),
                     },
                 );
+                store.set_epoch_deadline(u64::MAX / 2);
                 let inst = raw_pre.instantiate_async(&mut store).await.unwrap();
                 inst.call_handle_action(&mut store, &action, &args)
                     .await

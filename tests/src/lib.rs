@@ -42,14 +42,19 @@ pub struct TestHost {
     pub modules: Vec<ModuleDir>,
 }
 
+/// A host on the state directory `state`: what a restarted host opens.
+pub fn host_on(state: &Path) -> Host {
+    let mut options = HostOptions::new(state);
+    options.engine.cache_dir = Some(COMPONENT_CACHE_DIR.into());
+    options.engine.max_instances = 64;
+    Host::new(options).expect("starting a host")
+}
+
 impl TestHost {
     pub fn new() -> Self {
         let state = tempfile::tempdir().expect("temp dir");
-        let mut options = HostOptions::new(state.path());
-        options.engine.cache_dir = Some(COMPONENT_CACHE_DIR.into());
-        options.engine.max_instances = 64;
         TestHost {
-            host: Arc::new(Host::new(options).expect("engine")),
+            host: Arc::new(host_on(state.path())),
             state,
             modules: Vec::new(),
         }

@@ -294,28 +294,41 @@ mod tasks_basic {
     use super::*;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn task_calls_get_a_typed_error_rather_than_a_trap_until_the_runtime_is_enabled() {
+    async fn a_guest_submits_a_background_task_and_gets_its_result() {
         let t = TestHost::with("tb", TASKS_BASIC, "").await;
-        let err = t
+        t.host.start_tasks().await.unwrap();
+        let who = principal("alice", "acme");
+        let out = t
             .host
             .call_action(
                 "tb",
                 "submit",
-                r#"{"task":"noop","args":null}"#,
-                &principal("alice", "acme"),
+                r#"{"task":"echo","args":{"x":1}}"#,
+                &who,
                 RequestMeta::fresh(),
             )
             .await
-            .unwrap_err();
-        match err {
-            CallError::Guest {
-                error: modhost::SdkError::Internal(m),
-                ..
-            } => {
-                assert!(m.contains("run-background"), "{m}")
-            }
-            other => panic!("expected a typed error from the guest, got {other:?}"),
-        }
+            .unwrap();
+        let id = out.data.unwrap()["id"].as_str().unwrap().to_owned();
+        assert!(
+            matches!(&out.effects[..], [modhost::ui::Effect::ShowTask { task_id }] if *task_id == id),
+            "{:?}",
+            out.effects
+        );
+        let row = t.host.tasks().wait(&id, &who).await.unwrap();
+        assert_eq!(row.result_json.as_deref(), Some(r#"{"x":1}"#));
+    }
+}
+
+mod confirm {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn describe_lists_the_confirmation_task_and_its_actions() {
+        let t = TestHost::with("confirm", CONFIRM, "").await;
+        let m = t.host.module("confirm").unwrap();
+        assert!(m.description.has_task("ask"));
+        assert!(m.description.has_action("start") && m.description.has_action("ask_here"));
     }
 }
 

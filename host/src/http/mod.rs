@@ -7,6 +7,7 @@
 
 mod error;
 mod serve;
+mod tasks;
 
 use std::sync::Arc;
 
@@ -42,6 +43,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/modules", get(list_modules))
         .route("/v1/modules/{module}", get(get_module))
         .route("/v1/modules/{module}/actions/{action}", post(call_action))
+        .route("/v1/modules/{module}/tasks", get(tasks::list))
+        .route("/v1/tasks/{id}", get(tasks::view))
+        .route("/v1/tasks/{id}/cancel", post(tasks::cancel))
+        .route("/v1/tasks/{id}/confirmation", post(tasks::answer))
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(DefaultBodyLimit::max(crate::host::MAX_ARGS_BYTES + 1024))
         .with_state(state)

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::{AppState, router};
 use crate::auth::{AuthError, Tokens};
 use crate::identity::{Principal, Role};
-use crate::store::{Db, Durability, StoreError};
+use crate::store::{Durability, StoreError};
 use crate::{Host, HostOptions};
 
 /// The user and organization of the development token made on a first start.
@@ -36,7 +36,9 @@ pub enum ServeError {
     #[error(transparent)]
     Auth(#[from] AuthError),
     #[error(transparent)]
-    Engine(#[from] crate::engine::EngineError),
+    Start(#[from] crate::host::StartError),
+    #[error(transparent)]
+    Tasks(#[from] crate::tasks::store::TaskStoreError),
     #[error("cannot read modules directory {path}: {source}")]
     ModulesDir {
         path: String,
@@ -59,9 +61,11 @@ pub async fn serve(
     config: ServeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let db = Db::open(&config.db_path, config.durability)?;
-    let tokens = Tokens::new(db);
-    let host = Arc::new(Host::new(HostOptions::new(&config.state_dir))?);
+    let mut options = HostOptions::new(&config.state_dir);
+    options.db_path = config.db_path.clone();
+    options.durability = config.durability;
+    let host = Arc::new(Host::new(options)?);
+    let tokens = Tokens::new(host.db().clone());
     let failures = host
         .load_dir(&config.modules_dir, config.build)
         .await
@@ -71,6 +75,14 @@ pub async fn serve(
         })?;
     for f in &failures {
         eprintln!("module in {} not loaded: {}", f.dir.display(), f.error);
+    }
+    let recovery = host.start_tasks().await?;
+    if recovery.interrupted > 0 || !recovery.resumed.is_empty() {
+        println!(
+            "recovered tasks of the previous run: {} interrupted, {} resumed",
+            recovery.interrupted,
+            recovery.resumed.len()
+        );
     }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -20,6 +20,7 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 pub use limiter::MemoryLimiter;
 
 use crate::error::CallError;
+use crate::host::Core;
 use crate::identity::Identity;
 
 /// The guest path at which a module's private data directory is preopened.
@@ -43,8 +44,10 @@ pub enum Interrupt {
 }
 
 /// What a fresh store is built from.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SandboxSpec<'a> {
+    /// The host the call runs in, for host functions that need its services.
+    pub core: Arc<Core>,
     pub identity: Arc<Identity>,
     pub task: Option<TaskScope>,
     pub memory_bytes: u64,
@@ -57,18 +60,47 @@ pub struct SandboxSpec<'a> {
 
 /// The data of one call's store.
 pub struct SandboxState {
+    core: Arc<Core>,
     identity: Arc<Identity>,
     task: Option<TaskScope>,
     wasi: WasiCtx,
     table: ResourceTable,
     limiter: MemoryLimiter,
     deadline: Duration,
+    /// When the call is stopped; pushed back while the call waits for a user.
+    deadline_at: Instant,
+    cancel: Option<Arc<AtomicBool>>,
     log_records: u32,
 }
 
 impl SandboxState {
     pub fn identity(&self) -> &Identity {
         &self.identity
+    }
+
+    pub(crate) fn identity_arc(&self) -> &Arc<Identity> {
+        &self.identity
+    }
+
+    pub(crate) fn core(&self) -> &Arc<Core> {
+        &self.core
+    }
+
+    pub(crate) fn cancel_flag(&self) -> Option<&Arc<AtomicBool>> {
+        self.cancel.as_ref()
+    }
+
+    /// Whether the call was cancelled through the host's API.
+    pub fn cancelled(&self) -> bool {
+        self.cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
+    }
+
+    /// Pushes the deadline back by `d`: time spent waiting for a user does
+    /// not count against the call.
+    pub(crate) fn extend_deadline(&mut self, d: Duration) {
+        self.deadline_at += d;
     }
 
     pub fn task(&self) -> Option<&TaskScope> {
@@ -118,25 +150,26 @@ pub fn new_store(
             })?;
     }
     let state = SandboxState {
+        core: spec.core,
         identity: spec.identity,
         task: spec.task,
         wasi: wasi.build(),
         table: ResourceTable::new(),
         limiter: MemoryLimiter::new(spec.memory_bytes),
         deadline: spec.deadline,
+        deadline_at: Instant::now() + spec.deadline,
+        cancel: spec.cancel,
         log_records: 0,
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);
-    let started = Instant::now();
-    let deadline = spec.deadline;
-    let cancel = spec.cancel;
     store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(move |_| {
-        if cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
+    store.epoch_deadline_callback(|ctx| {
+        let state = ctx.data();
+        if state.cancelled() {
             return Err(Interrupt::Cancelled.into());
         }
-        if started.elapsed() >= deadline {
+        if Instant::now() >= state.deadline_at {
             return Err(Interrupt::Deadline.into());
         }
         Ok(UpdateDeadline::Yield(1))

@@ -111,16 +111,26 @@ impl Db {
     }
 }
 
+/// Every migration of the database: the host's own, then the task store's.
+fn all_migrations() -> Vec<&'static str> {
+    MIGRATIONS
+        .iter()
+        .chain(crate::tasks::store::MIGRATIONS)
+        .copied()
+        .collect()
+}
+
 fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let migrations = all_migrations();
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     let version = usize::try_from(version).unwrap_or(0);
-    if version > MIGRATIONS.len() {
+    if version > migrations.len() {
         return Err(StoreError::TooNew {
             version,
-            known: MIGRATIONS.len(),
+            known: migrations.len(),
         });
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+    for (i, sql) in migrations.iter().enumerate().skip(version) {
         let n = i + 1;
         let run = || -> rusqlite::Result<()> {
             let tx = conn.unchecked_transaction()?;
@@ -155,6 +165,6 @@ mod tests {
             .lock()
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
-        assert_eq!(usize::try_from(v).unwrap(), MIGRATIONS.len());
+        assert_eq!(usize::try_from(v).unwrap(), all_migrations().len());
     }
 }

@@ -1,94 +1,386 @@
-//! `interface tasks`: background and blocking work, subprocesses, progress,
-//! confirmation and lookups.
+//! `interface tasks`: background and blocking work, progress, confirmation
+//! and lookups, with the caller's sandbox identity enforced on every call.
 //!
-//! The durable task runtime and the subprocess gate are not part of this
-//! host build yet: every call is refused with a typed error that says so,
-//! never a trap, so modules written against the full contract load and run
-//! their other paths today.
+//! Identity comes from the sandbox, never from arguments: a task id a guest
+//! passes is looked up inside the caller's module and organization, so
+//! another module's task is indistinguishable from a missing one. The checks
+//! on values live in [`policy`]; the runtime in [`runtime`]; persistence in
+//! [`store`]. Subprocesses are not part of this host version yet and are
+//! refused with a typed error.
 
-use crate::bindings::{tasks, types, ui};
+pub mod api;
+pub mod events;
+pub mod policy;
+pub mod runtime;
+pub mod store;
+
+use std::time::Instant;
+
+use tokio::sync::oneshot;
+
+use crate::bindings::{tasks, types, ui as wit_ui};
 use crate::error::{HostError, SdkError};
-use crate::sandbox::SandboxState;
+use crate::manifest::ReadScope;
+use crate::sandbox::{Interrupt, SandboxState};
+use crate::store::now_ms;
+use events::EventKind;
+use runtime::{SubmitOptions, confirmation_timeout, store_err, task_ref};
+use store::{Asked, Owner, ProgressResult, ProgressUpdate, Scope, Status, StoredAnswer, TaskRow};
 
-fn unavailable(what: &str) -> HostError {
-    HostError::Sdk(SdkError::Internal(format!(
-        "{what} is not available in this host version"
-    )))
+/// The WIT summary of a stored task.
+pub(crate) fn summary(row: &TaskRow) -> types::TaskSummary {
+    types::TaskSummary {
+        id: row.id.clone(),
+        module: row.module.clone(),
+        task_name: row.task_name.clone(),
+        task_key: row.task_key.clone(),
+        title: row.title.clone(),
+        status: wit_status(row.status),
+        progress: row.progress,
+        label: row.label.clone(),
+        user_id: row.user_id.clone(),
+        organization_id: row.organization_id.clone(),
+        created_at: u64::try_from(row.created_at).unwrap_or(0),
+        updated_at: u64::try_from(row.updated_at).unwrap_or(0),
+    }
+}
+
+pub(crate) fn wit_status(s: Status) -> types::TaskStatus {
+    match s {
+        Status::Pending => types::TaskStatus::Pending,
+        Status::Running => types::TaskStatus::Running,
+        Status::WaitingConfirmation => types::TaskStatus::WaitingConfirmation,
+        Status::Completed => types::TaskStatus::Completed,
+        Status::Failed => types::TaskStatus::Failed,
+        Status::Cancelled => types::TaskStatus::Cancelled,
+        Status::Interrupted => types::TaskStatus::Interrupted,
+    }
+}
+
+pub(crate) fn wit_answer(a: &StoredAnswer) -> Result<wit_ui::Answer, SdkError> {
+    let parsed: api::ConfirmationAnswer = serde_json::from_str(&a.answer_json)
+        .map_err(|e| SdkError::Internal(format!("stored answer is corrupt: {e}")))?;
+    Ok(wit_ui::Answer {
+        button: parsed.button,
+        values: parsed.values.to_string(),
+        answered_by: a.answered_by.clone(),
+        answered_at: u64::try_from(a.answered_at).unwrap_or(0),
+    })
+}
+
+impl SandboxState {
+    /// A cancelled task stops at its next host call.
+    fn check_cancelled(&self) -> Result<(), HostError> {
+        if self.cancelled() {
+            return Err(HostError::Trap(Interrupt::Cancelled.into()));
+        }
+        Ok(())
+    }
+
+    /// The caller's module and organization: what a task id is checked against.
+    fn owner(&self) -> Owner {
+        let id = self.identity();
+        Owner {
+            module: id.module.clone(),
+            organization_id: id.organization_id().to_string(),
+        }
+    }
+
+    fn org_scope(&self) -> Scope {
+        let id = self.identity();
+        Scope {
+            module: id.module.clone(),
+            organization_id: id.organization_id().to_string(),
+            user_id: None,
+        }
+    }
+
+    fn read_scope(&self) -> ReadScope {
+        self.core()
+            .module(&self.identity().module)
+            .map(|m| m.manifest.policy.tasks.read)
+            .unwrap_or(ReadScope::Own)
+    }
 }
 
 impl tasks::Host for SandboxState {
     async fn run_background(
         &mut self,
-        _task: String,
-        _args_json: String,
-        _options: tasks::BackgroundOptions,
+        task: String,
+        args_json: String,
+        options: tasks::BackgroundOptions,
     ) -> Result<String, HostError> {
-        Err(unavailable("run-background"))
+        self.check_cancelled()?;
+        let core = self.core().clone();
+        let options = SubmitOptions {
+            task_key: options.task_key,
+            title: options.title,
+            resumable: options.resumable,
+        };
+        Ok(core
+            .submit_task(self.identity(), &task, &args_json, options)
+            .await?)
     }
 
     async fn run_blocking(
         &mut self,
-        _function: String,
-        _args_json: String,
+        function: String,
+        args_json: String,
     ) -> Result<String, HostError> {
-        Err(unavailable("run-blocking"))
+        self.check_cancelled()?;
+        let core = self.core().clone();
+        let identity = self.identity_arc().clone();
+        let task = self.task().cloned();
+        let cancel = self.cancel_flag().cloned();
+        Ok(core
+            .run_blocking(identity, task, cancel, &function, &args_json)
+            .await?)
     }
 
     async fn run_subprocess(
         &mut self,
         _request: tasks::SubprocessRequest,
     ) -> Result<tasks::SubprocessOutput, HostError> {
-        Err(unavailable("run-subprocess"))
+        self.check_cancelled()?;
+        Err(
+            SdkError::Internal("run-subprocess is not available in this host version".into())
+                .into(),
+        )
     }
 
     async fn update_progress(
         &mut self,
-        _task_id: String,
-        _progress: f64,
-        _label: Option<String>,
-        _checkpoint_json: Option<String>,
+        task_id: String,
+        progress: f64,
+        label: Option<String>,
+        checkpoint_json: Option<String>,
     ) -> Result<(), HostError> {
-        Err(unavailable("update-progress"))
+        self.check_cancelled()?;
+        let id = policy::task_id(&task_id)?;
+        let progress = policy::progress(progress)?;
+        if let Some(l) = &label {
+            policy::short_text("label", l, policy::MAX_LABEL_BYTES)?;
+        }
+        if let Some(c) = &checkpoint_json {
+            policy::json_text("checkpoint", c, policy::MAX_CHECKPOINT_BYTES)?;
+        }
+        let core = self.core().clone();
+        let update = ProgressUpdate {
+            progress,
+            label: label.clone(),
+            checkpoint_json,
+        };
+        match core
+            .tasks
+            .store
+            .update_progress(&id, &self.owner(), update)
+            .await
+            .map_err(store_err)?
+        {
+            ProgressResult::Updated(row) => {
+                core.tasks.events.send(
+                    task_ref(&row),
+                    EventKind::Progress {
+                        progress,
+                        label,
+                        persisted: true,
+                    },
+                );
+                Ok(())
+            }
+            ProgressResult::NotFound => Err(SdkError::NotFound.into()),
+            ProgressResult::NotActive => {
+                Err(SdkError::invalid("the task is no longer active").into())
+            }
+        }
     }
 
     async fn emit_progress(
         &mut self,
-        _task_id: String,
-        _progress: Option<f64>,
-        _label: Option<String>,
+        task_id: String,
+        progress: Option<f64>,
+        label: Option<String>,
     ) -> Result<(), HostError> {
-        Err(unavailable("emit-progress"))
+        self.check_cancelled()?;
+        let id = policy::task_id(&task_id)?;
+        let progress = progress.map(policy::progress).transpose()?;
+        if let Some(l) = &label {
+            policy::short_text("label", l, policy::MAX_LABEL_BYTES)?;
+        }
+        let core = self.core().clone();
+        let row = core
+            .tasks
+            .store
+            .get(&id, &self.org_scope())
+            .map_err(store_err)?
+            .ok_or(SdkError::NotFound)?;
+        if !row.status.is_active() {
+            return Err(SdkError::invalid("the task is no longer active").into());
+        }
+        core.tasks
+            .events
+            .emit_progress(task_ref(&row), progress.unwrap_or(row.progress), label);
+        Ok(())
     }
 
     async fn request_confirmation(
         &mut self,
-        _surface: ui::Surface,
-        _timeout_ms: Option<u64>,
+        surface: wit_ui::Surface,
+        timeout_ms: Option<u64>,
     ) -> Result<tasks::ConfirmationOutcome, HostError> {
-        Err(unavailable("request-confirmation"))
+        self.check_cancelled()?;
+        let Some(task_id) = self.task().map(|t| t.task_id.clone()) else {
+            return Err(SdkError::invalid(
+                "request-confirmation is only available inside a background task",
+            )
+            .into());
+        };
+        let timeout = confirmation_timeout(timeout_ms)?;
+        let surface =
+            crate::ui::Surface::from_wit(surface).map_err(|e| SdkError::invalid(e.to_string()))?;
+        let surface_json =
+            serde_json::to_string(&surface).map_err(|e| SdkError::Internal(e.to_string()))?;
+        let core = self.core().clone();
+        let store = &core.tasks.store;
+        let now = now_ms();
+        let expires =
+            timeout.map(|t| now.saturating_add(i64::try_from(t.as_millis()).unwrap_or(i64::MAX)));
+        let (tx, rx) = oneshot::channel();
+        let wake = {
+            let mut running = core.tasks.running();
+            let r = running
+                .get_mut(&task_id)
+                .ok_or_else(|| SdkError::invalid("the task is not running on this host"))?;
+            r.answer = Some(tx);
+            r.wake.clone()
+        };
+        match store
+            .ask_confirmation(&task_id, &surface_json, now, expires)
+            .await
+            .map_err(store_err)?
+        {
+            Asked::AlreadyAnswered(answer) => {
+                store.consume_answer(&task_id).await.map_err(store_err)?;
+                return Ok(tasks::ConfirmationOutcome::Answered(wit_answer(&answer)?));
+            }
+            Asked::NotActive => {
+                self.check_cancelled()?;
+                return Err(SdkError::invalid("the task is no longer active").into());
+            }
+            Asked::Waiting => {}
+        }
+        let row = store.get_unscoped(&task_id).map_err(store_err)?;
+        if let Some(row) = &row {
+            core.tasks.events.send(
+                task_ref(row),
+                EventKind::Status {
+                    status: Status::WaitingConfirmation.as_str().to_owned(),
+                },
+            );
+            core.tasks
+                .events
+                .send(task_ref(row), EventKind::Confirmation { surface });
+        }
+        let paused = Instant::now();
+        let sleep = async {
+            match timeout {
+                Some(t) => tokio::time::sleep(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        let outcome = tokio::select! {
+            answer = rx => answer.ok(),
+            () = sleep => None,
+            () = wake.notified() => None,
+        };
+        self.extend_deadline(paused.elapsed());
+        self.check_cancelled()?;
+        // The answer may have been recorded by another host of a shared store.
+        let answer = match outcome {
+            Some(a) => Some(a),
+            None => store
+                .get_unscoped(&task_id)
+                .map_err(store_err)?
+                .and_then(|r| r.confirmation)
+                .and_then(|c| c.answer),
+        };
+        store.consume_answer(&task_id).await.map_err(store_err)?;
+        if store
+            .resume_after_confirmation(&task_id)
+            .await
+            .map_err(store_err)?
+            && let Some(row) = &row
+        {
+            core.tasks.events.send(
+                task_ref(row),
+                EventKind::Status {
+                    status: Status::Running.as_str().to_owned(),
+                },
+            );
+        }
+        match answer {
+            Some(a) => Ok(tasks::ConfirmationOutcome::Answered(wit_answer(&a)?)),
+            None => Ok(tasks::ConfirmationOutcome::TimedOut),
+        }
     }
 
     async fn list_user_tasks(
         &mut self,
-        _user_id: Option<String>,
-        _organization_id: Option<String>,
-        _limit: u32,
+        user_id: Option<String>,
+        organization_id: Option<String>,
+        limit: u32,
     ) -> Result<Vec<types::TaskSummary>, HostError> {
-        Err(unavailable("list-user-tasks"))
+        let me = self.identity();
+        let org = organization_id.unwrap_or_else(|| me.organization_id().to_string());
+        let user = user_id.unwrap_or_else(|| me.user_id().to_string());
+        // Another organization is never visible; another user only with a grant.
+        if org != me.organization_id().as_str()
+            || (user != me.user_id().as_str() && self.read_scope() == ReadScope::Own)
+        {
+            return Ok(Vec::new());
+        }
+        let scope = Scope {
+            module: me.module.clone(),
+            organization_id: org,
+            user_id: Some(user),
+        };
+        let limit = policy::limit(limit, 50, policy::MAX_LOOKUP_LIMIT);
+        let rows = self
+            .core()
+            .tasks
+            .store
+            .by_user(&scope, limit)
+            .map_err(store_err)?;
+        Ok(rows.iter().map(summary).collect())
     }
 
     async fn get_tasks_by_key(
         &mut self,
-        _key: String,
+        key: String,
     ) -> Result<Vec<types::TaskSummary>, HostError> {
-        Err(unavailable("get-tasks-by-key"))
+        policy::task_key(&key)?;
+        let rows = self
+            .core()
+            .tasks
+            .store
+            .by_key(&self.org_scope(), &key, policy::MAX_LOOKUP_LIMIT)
+            .map_err(store_err)?;
+        Ok(rows.iter().map(summary).collect())
     }
 
     async fn get_tasks_by_key_prefix(
         &mut self,
-        _prefix: String,
-        _limit: u32,
+        prefix: String,
+        limit: u32,
     ) -> Result<Vec<types::TaskSummary>, HostError> {
-        Err(unavailable("get-tasks-by-key-prefix"))
+        policy::key_prefix(&prefix)?;
+        let limit = policy::limit(limit, 50, policy::MAX_LOOKUP_LIMIT);
+        let rows = self
+            .core()
+            .tasks
+            .store
+            .by_key_prefix(&self.org_scope(), &prefix, limit)
+            .map_err(store_err)?;
+        Ok(rows.iter().map(summary).collect())
     }
 }

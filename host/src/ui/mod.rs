@@ -156,6 +156,55 @@ impl Surface {
     }
 }
 
+impl Surface {
+    /// The surface as the WIT record, for the read model.
+    pub fn to_wit(&self) -> wit::Surface {
+        wit::Surface {
+            title: self.title.clone(),
+            components: self
+                .components
+                .iter()
+                .map(|c| match c {
+                    Component::Text { text } => wit::Component::Text(text.clone()),
+                    Component::Markdown { markdown } => wit::Component::Markdown(markdown.clone()),
+                    Component::KeyValue { pairs } => wit::Component::KeyValue(pairs.clone()),
+                    Component::Choices {
+                        name,
+                        options,
+                        multiple,
+                    } => wit::Component::Choices(wit::Choices {
+                        name: name.clone(),
+                        options: options
+                            .iter()
+                            .map(|o| wit::Choice {
+                                id: o.id.clone(),
+                                label: o.label.clone(),
+                            })
+                            .collect(),
+                        multiple: *multiple,
+                    }),
+                    Component::Buttons { buttons } => wit::Component::Buttons(
+                        buttons
+                            .iter()
+                            .map(|b| wit::Button {
+                                id: b.id.clone(),
+                                label: b.label.clone(),
+                                style: match b.style {
+                                    ButtonStyle::Primary => wit::ButtonStyle::Primary,
+                                    ButtonStyle::Secondary => wit::ButtonStyle::Secondary,
+                                    ButtonStyle::Danger => wit::ButtonStyle::Danger,
+                                },
+                            })
+                            .collect(),
+                    ),
+                    Component::TaskCard { task_id } => wit::Component::TaskCard(task_id.clone()),
+                    Component::Divider => wit::Component::Divider,
+                })
+                .collect(),
+        }
+    }
+}
+
 impl From<wit::Component> for Component {
     fn from(c: wit::Component) -> Self {
         match c {

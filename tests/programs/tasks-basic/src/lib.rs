@@ -11,6 +11,10 @@ module_sdk::module! {
         "by_prefix" => by_prefix: "Tasks whose key starts with: {prefix, limit?}",
         "list_mine" => list_mine: "The caller's tasks: {limit?}",
         "blocking" => blocking: "Call the `double` blocking function: {n}",
+        "progress_of" => progress_of: "Update the progress of a task by id: {id}",
+        "view" => view: "The read-model view of a task by id: {id}",
+        "list" => list: "One page of the read model: {limit?, cursor?, prefix?, statuses?}",
+        "list_of" => list_of: "Tasks of another user: {user}",
     },
     tasks: {
         "noop" => noop: "Return null",
@@ -66,6 +70,52 @@ fn submit(s: Submit) -> Result<ActionResult> {
     }
     let id = tasks::run_background(&s.task, &s.args, opts)?;
     ActionResult::data(&json!({ "id": id })).map(|r| r.show_task(id))
+}
+
+#[derive(Deserialize)]
+struct ById {
+    id: String,
+}
+
+fn progress_of(a: ById) -> Result<ActionResult> {
+    tasks::set_progress(&TaskId::from(a.id), 0.5, None)?;
+    Ok(ActionResult::empty())
+}
+
+fn view(a: ById) -> Result<ActionResult> {
+    ActionResult::data(&module_sdk::background_tasks::get(&TaskId::from(a.id))?)
+}
+
+#[derive(Deserialize)]
+struct ListArgs {
+    limit: Option<u32>,
+    cursor: Option<String>,
+    prefix: Option<String>,
+    #[serde(default)]
+    statuses: Vec<module_sdk::tasks::TaskStatus>,
+}
+
+fn list(a: ListArgs) -> Result<ActionResult> {
+    let filter = module_sdk::background_tasks::TaskFilter {
+        key_prefix: a.prefix,
+        statuses: a.statuses,
+        ..Default::default()
+    };
+    let cursor = a.cursor.map(module_sdk::background_tasks::Cursor::new);
+    ActionResult::data(&module_sdk::background_tasks::list(
+        filter,
+        cursor,
+        a.limit.unwrap_or(10),
+    )?)
+}
+
+#[derive(Deserialize)]
+struct Of {
+    user: String,
+}
+
+fn list_of(a: Of) -> Result<ActionResult> {
+    ActionResult::data(&tasks::list_tasks_of(&a.user, None, 100)?)
 }
 
 #[derive(Deserialize)]

@@ -1,0 +1,305 @@
+//! Task store throughput and lookup latency, beside raw SQLite on the same
+//! schema and machine.
+//!
+//! (a) submit -> start -> finish of no-op tasks through `SqliteTaskStore`
+//!     (synchronous=FULL, group commit), from 256 concurrent submitters;
+//! (b) raw batched inserts of the same rows, 256 per transaction, FULL;
+//! (c) the 50 newest tasks of a key prefix matching ~1,000 of 1M rows,
+//!     p50/p99 over 1,000 lookups.
+//!
+//! `TASKS` and `ROWS` in the environment shrink (a)/(b) and (c).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use modhost::store::Durability;
+use modhost::tasks::store::{
+    MIGRATIONS, NewTask, Outcome, Quota, Scope, SqliteOptions, SqliteTaskStore, Submitted,
+    TaskStore, apply_schema,
+};
+use rusqlite::{Connection, params};
+
+const SUBMITTERS: usize = 256;
+const BATCH: usize = 256;
+const PREFIX_GROUPS: u64 = 1_000;
+const LOOKUPS: usize = 1_000;
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn new_task(key: Option<String>) -> NewTask {
+    NewTask {
+        id: uuid::Uuid::now_v7().to_string(),
+        module: "bench".into(),
+        task_name: "noop".into(),
+        task_key: key,
+        title: None,
+        args_json: "{}".into(),
+        resumable: false,
+        user_id: "user-1".into(),
+        organization_id: "org-1".into(),
+        role: "member".into(),
+        request_id: "req-1".into(),
+        session_id: None,
+        created_at: 0,
+        limits: Quota {
+            max_active_per_user: u32::MAX,
+            max_active_per_module: u32::MAX,
+        },
+    }
+}
+
+/// A count as f64 (benchmark counts stay far below 2^32).
+fn count(n: impl TryInto<u32>) -> f64 {
+    n.try_into().map(f64::from).unwrap_or(f64::MAX)
+}
+
+fn per_second(n: usize, elapsed: Duration) -> f64 {
+    count(n) / elapsed.as_secs_f64()
+}
+
+/// (a): the full life of `tasks` no-op tasks through the store.
+fn store_lifecycle(tasks: usize) -> (f64, f64) {
+    let store = Arc::new(
+        SqliteTaskStore::open_fresh_for_tests(SqliteOptions {
+            durability: Durability::Full,
+            ..SqliteOptions::default()
+        })
+        .expect("open store"),
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let commits_before = store.commits();
+    let started = Instant::now();
+    rt.block_on(async {
+        let mut set = tokio::task::JoinSet::new();
+        for s in 0..SUBMITTERS {
+            let store = Arc::clone(&store);
+            let mine = tasks / SUBMITTERS + usize::from(s < tasks % SUBMITTERS);
+            set.spawn(async move {
+                for _ in 0..mine {
+                    let Ok(Submitted::Created(id)) = store.submit(new_task(None)).await else {
+                        panic!("submit failed");
+                    };
+                    store.start(&id).await.expect("start").expect("pending");
+                    let done = Outcome::Completed {
+                        result_json: "null".into(),
+                    };
+                    assert!(store.finish(&id, done).await.expect("finish"));
+                }
+            });
+        }
+        set.join_all().await;
+    });
+    let elapsed = started.elapsed();
+    let commits = store.commits() - commits_before;
+    let ops_per_commit = count(tasks * 3) / count(commits);
+    (per_second(tasks, elapsed), ops_per_commit)
+}
+
+fn raw_connection(path: &std::path::Path, sync: &str) -> Connection {
+    let conn = Connection::open(path).expect("open");
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .expect("wal");
+    conn.pragma_update(None, "synchronous", sync).expect("sync");
+    conn
+}
+
+const RAW_INSERT: &str = "INSERT INTO tasks (id, module, task_name, task_key, title, status, \
+    args_json, resumable, user_id, organization_id, role, request_id, session_id, created_at, \
+    updated_at, finished_at) \
+    VALUES (?1, ?2, ?3, ?4, NULL, ?5, '{}', 0, ?6, ?7, 'member', 'req-1', NULL, ?8, ?8, ?9)";
+
+/// Inserts `rows` rows, `per_tx` per transaction, built by `row(i)`:
+/// (task_key, status, user_id, created_at).
+fn raw_insert(
+    conn: &Connection,
+    rows: usize,
+    per_tx: usize,
+    row: impl Fn(usize) -> (Option<String>, &'static str, String, i64),
+) {
+    let mut i = 0;
+    while i < rows {
+        let tx = conn.unchecked_transaction().expect("begin");
+        {
+            let mut stmt = tx.prepare(RAW_INSERT).expect("prepare");
+            for j in i..(i + per_tx).min(rows) {
+                let (key, status, user, created) = row(j);
+                let finished = (status != "pending").then_some(created);
+                stmt.execute(params![
+                    uuid::Uuid::now_v7().to_string(),
+                    "bench",
+                    "noop",
+                    key,
+                    status,
+                    user,
+                    "org-1",
+                    created,
+                    finished
+                ])
+                .expect("insert");
+            }
+        }
+        tx.commit().expect("commit");
+        i += per_tx;
+    }
+}
+
+/// (b): the same number of rows, raw, 256 per FULL transaction.
+fn raw_batched(rows: usize) -> f64 {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("raw.db");
+    let conn = raw_connection(&path, "FULL");
+    apply_schema(&conn).expect("schema");
+    let started = Instant::now();
+    raw_insert(&conn, rows, BATCH, |_| {
+        (None, "pending", "user-1".to_owned(), 0)
+    });
+    per_second(rows, started.elapsed())
+}
+
+fn percentile(sorted: &[Duration], p: usize) -> f64 {
+    let i = (sorted.len() * p / 100).min(sorted.len() - 1);
+    sorted[i].as_secs_f64() * 1e3
+}
+
+struct Lookups {
+    p50: f64,
+    p99: f64,
+    mean: f64,
+    rows_each: usize,
+    built: Duration,
+    get_p50: f64,
+    user_p50: f64,
+}
+
+/// (c): prefix lookups over `rows` rows; also one-task reads by id and
+/// user-scoped prefix lookups on the same table.
+fn prefix_lookups(rows: usize) -> Lookups {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("lookup.db");
+    let build = Instant::now();
+    {
+        // Built fast (no fsync) through the real schema, indexes and triggers.
+        let conn = raw_connection(&path, "OFF");
+        conn.execute_batch("PRAGMA cache_size = -262144; PRAGMA temp_store = MEMORY")
+            .expect("pragmas");
+        apply_schema(&conn).expect("schema");
+        let groups = usize::try_from(PREFIX_GROUPS).expect("small");
+        raw_insert(&conn, rows, 50_000, |i| {
+            (
+                Some(format!("job.{:04}.{i:07}", i % groups)),
+                "completed",
+                format!("user-{}", i % 100),
+                i64::try_from(i).expect("small"),
+            )
+        });
+        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+            .expect("checkpoint");
+    }
+    let built = build.elapsed();
+    let store = SqliteTaskStore::open(&path, SqliteOptions::default()).expect("open");
+    let scope = Scope {
+        module: "bench".into(),
+        organization_id: "org-1".into(),
+        user_id: None,
+    };
+    let mut times = Vec::with_capacity(LOOKUPS);
+    let mut seen = 0;
+    // Spread over the groups, in a fixed pseudo-random order.
+    let mut g: u64 = 7;
+    for _ in 0..LOOKUPS {
+        g = g
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407)
+            % PREFIX_GROUPS;
+        let prefix = format!("job.{g:04}.");
+        let t = Instant::now();
+        let found = store.by_key_prefix(&scope, &prefix, 50).expect("lookup");
+        times.push(t.elapsed());
+        seen = found.len();
+    }
+    times.sort();
+    let mean = times.iter().sum::<Duration>().as_secs_f64() * 1e3 / count(LOOKUPS);
+
+    let one_user = Scope {
+        user_id: Some("user-7".into()),
+        ..scope.clone()
+    };
+    let mut user_times = Vec::with_capacity(LOOKUPS);
+    let mut get_times = Vec::with_capacity(LOOKUPS);
+    for i in 0..LOOKUPS {
+        let prefix = format!(
+            "job.{:04}.",
+            i % usize::try_from(PREFIX_GROUPS).expect("small")
+        );
+        let t = Instant::now();
+        let found = store.by_key_prefix(&one_user, &prefix, 50).expect("lookup");
+        user_times.push(t.elapsed());
+        if let Some(row) = found.first() {
+            let t = Instant::now();
+            store
+                .get(&row.id, &one_user)
+                .expect("get")
+                .expect("visible");
+            get_times.push(t.elapsed());
+        }
+    }
+    user_times.sort();
+    get_times.sort();
+    Lookups {
+        p50: percentile(&times, 50),
+        p99: percentile(&times, 99),
+        mean,
+        rows_each: seen,
+        built,
+        get_p50: percentile(&get_times, 50),
+        user_p50: percentile(&user_times, 50),
+    }
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; a filter argument is not supported.
+    let tasks = env_or("TASKS", 25_600);
+    let rows = env_or("ROWS", 1_000_000);
+    println!("command: cargo bench -p modhost --bench task_store");
+    println!(
+        "store migrations: {}; submitters: {SUBMITTERS}; tasks: {tasks}; lookup rows: {rows}",
+        MIGRATIONS.len()
+    );
+
+    let (tasks_per_s, ops_per_commit) = store_lifecycle(tasks);
+    println!(
+        "(a) store submit->start->finish, FULL, {SUBMITTERS} submitters: {tasks_per_s:.0} tasks/s \
+         ({:.0} writes/s, {ops_per_commit:.1} writes per commit)",
+        tasks_per_s * 3.0
+    );
+
+    let raw_rows_per_s = raw_batched(tasks);
+    println!(
+        "(b) raw SQLite inserts, {BATCH} rows per FULL transaction: {raw_rows_per_s:.0} rows/s"
+    );
+
+    let l = prefix_lookups(rows);
+    println!(
+        "(c) key prefix (~{} of {rows} rows), 50 newest, {LOOKUPS} lookups: \
+         p50 {:.3} ms, p99 {:.3} ms, mean {:.3} ms ({} rows each; table built in {:.1} s)",
+        rows / usize::try_from(PREFIX_GROUPS).expect("small"),
+        l.p50,
+        l.p99,
+        l.mean,
+        l.rows_each,
+        l.built.as_secs_f64()
+    );
+    println!(
+        "    same table: one user's prefix lookup p50 {:.3} ms; get by id p50 {:.3} ms",
+        l.user_p50, l.get_p50
+    );
+}

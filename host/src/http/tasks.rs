@@ -1,0 +1,174 @@
+//! Task routes: a principal reads, cancels and answers its tasks (an admin:
+//! its organization's). Another organization's task is 404, like a missing one.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::{ApiError, AppState, Authenticated};
+use crate::tasks::api::ConfirmationAnswer;
+use crate::tasks::store::{ConfirmationRow, Status, TaskFilter, TaskRow};
+
+/// A task as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct TaskJson {
+    id: String,
+    module: String,
+    task_name: String,
+    task_key: Option<String>,
+    title: Option<String>,
+    status: &'static str,
+    progress: f64,
+    label: Option<String>,
+    user_id: String,
+    organization_id: String,
+    created_at: i64,
+    updated_at: i64,
+    started_at: Option<i64>,
+    finished_at: Option<i64>,
+    attempts: u32,
+    resumable: bool,
+    checkpoint: Option<serde_json::Value>,
+    result: Option<serde_json::Value>,
+    failure: Option<serde_json::Value>,
+    confirmation: Option<serde_json::Value>,
+}
+
+fn parse(text: &Option<String>) -> Option<serde_json::Value> {
+    text.as_deref().and_then(|t| serde_json::from_str(t).ok())
+}
+
+fn confirmation(c: &ConfirmationRow) -> serde_json::Value {
+    json!({
+        "surface": serde_json::from_str::<serde_json::Value>(&c.surface_json).ok(),
+        "asked_at": c.asked_at,
+        "expires_at": c.expires_at,
+        "answer": c.answer.as_ref().map(|a| json!({
+            "answer": serde_json::from_str::<serde_json::Value>(&a.answer_json).ok(),
+            "answered_by": a.answered_by,
+            "answered_at": a.answered_at,
+        })),
+    })
+}
+
+impl From<&TaskRow> for TaskJson {
+    fn from(r: &TaskRow) -> Self {
+        TaskJson {
+            id: r.id.clone(),
+            module: r.module.clone(),
+            task_name: r.task_name.clone(),
+            task_key: r.task_key.clone(),
+            title: r.title.clone(),
+            status: r.status.as_str(),
+            progress: r.progress,
+            label: r.label.clone(),
+            user_id: r.user_id.clone(),
+            organization_id: r.organization_id.clone(),
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            attempts: r.attempts,
+            resumable: r.resumable,
+            checkpoint: parse(&r.checkpoint_json),
+            result: parse(&r.result_json),
+            failure: r
+                .failure_kind
+                .as_ref()
+                .map(|k| json!({ "kind": k, "message": r.failure_message })),
+            confirmation: r.confirmation.as_ref().map(confirmation),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    /// Comma-separated statuses.
+    status: Option<String>,
+    task: Option<String>,
+    key_prefix: Option<String>,
+    created_after: Option<i64>,
+    created_before: Option<i64>,
+    cursor: Option<String>,
+    #[serde(default)]
+    limit: u32,
+}
+
+pub async fn list(
+    auth: Authenticated,
+    State(state): State<AppState>,
+    Path(module): Path<String>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    if state.host.module(&module).is_none() {
+        return Err(ApiError::not_found(format!("module `{module}` not found")));
+    }
+    let statuses = match &q.status {
+        Some(s) => s
+            .split(',')
+            .map(|v| {
+                v.trim()
+                    .parse::<Status>()
+                    .map_err(|e| ApiError::invalid_input(e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        None => Vec::new(),
+    };
+    let filter = TaskFilter {
+        statuses,
+        task_name: q.task,
+        key_prefix: q.key_prefix,
+        created_after: q.created_after,
+        created_before: q.created_before,
+    };
+    let page = state.host.tasks().list(
+        &auth.principal,
+        &module,
+        &filter,
+        q.cursor.as_deref(),
+        q.limit,
+    )?;
+    let tasks: Vec<TaskJson> = page.tasks.iter().map(TaskJson::from).collect();
+    Ok(Json(
+        json!({ "tasks": tasks, "next_cursor": page.next_cursor.map(|c| c.to_string()) }),
+    ))
+}
+
+pub async fn view(
+    auth: Authenticated,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<TaskJson>, ApiError> {
+    Ok(Json(TaskJson::from(
+        &state.host.tasks().get(&id, &auth.principal)?,
+    )))
+}
+
+pub async fn cancel(
+    auth: Authenticated,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    state.host.tasks().cancel(&id, &auth.principal).await?;
+    Ok(Json(json!({ "id": id, "status": "cancelled" })))
+}
+
+pub async fn answer(
+    auth: Authenticated,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let answer: ConfirmationAnswer = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::invalid_input(format!(
+            "answer must be {{\"button\": ..., \"values\": {{...}}}}: {e}"
+        ))
+    })?;
+    state
+        .host
+        .tasks()
+        .answer_confirmation(&id, &answer, &auth.principal)
+        .await?;
+    Ok(Json(json!({ "id": id, "answered": true })))
+}

@@ -1,0 +1,147 @@
+//! The SQLite schema of the task store, as migrations the host appends to its
+//! own list.
+//!
+//! The schema enforces what must never depend on code paths: one active task
+//! per key (a partial unique index), valid statuses and consistent columns
+//! (`CHECK`s on `STRICT` tables), final states that stay final and owners
+//! that never change (triggers), and active-task counters that the quota
+//! check reads in O(1) (kept by triggers, so no write path can forget them).
+
+use rusqlite::Connection;
+
+/// The task store's migrations, in order. Released entries are never edited;
+/// changes are appended.
+pub const MIGRATIONS: &[&str] = &[
+    // Tasks, their current confirmation, and active-task counters.
+    "CREATE TABLE tasks (
+        id TEXT PRIMARY KEY NOT NULL,
+        module TEXT NOT NULL,
+        task_name TEXT NOT NULL,
+        task_key TEXT,
+        title TEXT,
+        status TEXT NOT NULL CHECK (status = 'pending' OR status = 'running'
+            OR status = 'waiting-confirmation' OR status = 'completed' OR status = 'failed'
+            OR status = 'cancelled' OR status = 'interrupted'),
+        progress REAL NOT NULL DEFAULT 0 CHECK (progress >= 0 AND progress <= 1),
+        label TEXT,
+        checkpoint_json TEXT,
+        args_json TEXT NOT NULL,
+        result_json TEXT,
+        failure_kind TEXT,
+        failure_message TEXT,
+        resumable INTEGER NOT NULL CHECK (resumable IN (0, 1)),
+        user_id TEXT NOT NULL,
+        organization_id TEXT NOT NULL,
+        role TEXT NOT NULL,
+        request_id TEXT NOT NULL,
+        session_id TEXT,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        started_at INTEGER,
+        finished_at INTEGER,
+        attempts INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+        confirm_surface_json TEXT,
+        confirm_asked_at INTEGER,
+        confirm_expires_at INTEGER,
+        confirm_answer_json TEXT,
+        confirm_answered_by TEXT,
+        confirm_answered_at INTEGER,
+        confirm_consumed INTEGER NOT NULL DEFAULT 0 CHECK (confirm_consumed IN (0, 1)),
+        -- Active (pending, running, waiting-confirmation) exactly while
+        -- finished_at is NULL: every index, trigger and compare-and-set below
+        -- tests that column instead of a list of statuses.
+        CHECK ((finished_at IS NULL) = (status = 'pending' OR status = 'running'
+            OR status = 'waiting-confirmation')),
+        CHECK ((confirm_surface_json IS NULL) = (confirm_asked_at IS NULL)),
+        CHECK ((confirm_answer_json IS NULL) = (confirm_answered_at IS NULL)
+            AND (confirm_answer_json IS NULL) = (confirm_answered_by IS NULL)),
+        CHECK (confirm_answer_json IS NULL OR confirm_surface_json IS NOT NULL),
+        CHECK (confirm_consumed = 0 OR confirm_answer_json IS NOT NULL)
+    ) STRICT;
+
+    -- Dedup of active work: at most one active task per key, module and
+    -- organization. Submission inserts with ON CONFLICT on exactly this index.
+    CREATE UNIQUE INDEX tasks_active_key ON tasks (module, organization_id, task_key)
+        WHERE task_key IS NOT NULL AND finished_at IS NULL;
+
+    -- Exact key and key-prefix lookups; covers the rowid subquery of a prefix
+    -- lookup, including a user filter.
+    CREATE INDEX tasks_by_key ON tasks (module, organization_id, task_key, id, user_id)
+        WHERE task_key IS NOT NULL;
+
+    -- One user's tasks, newest first.
+    CREATE INDEX tasks_by_user ON tasks (module, organization_id, user_id, id);
+
+    -- An organization's tasks, newest first.
+    CREATE INDEX tasks_by_org ON tasks (module, organization_id, id);
+
+    -- Active tasks by status: the scheduler's pending queue and recovery.
+    CREATE INDEX tasks_active ON tasks (status, id) WHERE finished_at IS NULL;
+
+    CREATE TABLE task_active_per_user (
+        module TEXT NOT NULL,
+        organization_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        active INTEGER NOT NULL CHECK (active >= 0),
+        PRIMARY KEY (module, organization_id, user_id)
+    ) STRICT, WITHOUT ROWID;
+
+    CREATE TABLE task_active_per_module (
+        module TEXT PRIMARY KEY NOT NULL,
+        active INTEGER NOT NULL CHECK (active >= 0)
+    ) STRICT, WITHOUT ROWID;
+
+    CREATE TRIGGER tasks_count_insert AFTER INSERT ON tasks
+    WHEN NEW.finished_at IS NULL
+    BEGIN
+        INSERT INTO task_active_per_user (module, organization_id, user_id, active)
+            VALUES (NEW.module, NEW.organization_id, NEW.user_id, 1)
+            ON CONFLICT (module, organization_id, user_id) DO UPDATE SET active = active + 1;
+        INSERT INTO task_active_per_module (module, active) VALUES (NEW.module, 1)
+            ON CONFLICT (module) DO UPDATE SET active = active + 1;
+    END;
+
+    CREATE TRIGGER tasks_count_finish AFTER UPDATE OF finished_at ON tasks
+    WHEN OLD.finished_at IS NULL AND NEW.finished_at IS NOT NULL
+    BEGIN
+        UPDATE task_active_per_user SET active = active - 1
+            WHERE module = OLD.module AND organization_id = OLD.organization_id
+              AND user_id = OLD.user_id;
+        UPDATE task_active_per_module SET active = active - 1 WHERE module = OLD.module;
+    END;
+
+    CREATE TRIGGER tasks_count_delete AFTER DELETE ON tasks
+    WHEN OLD.finished_at IS NULL
+    BEGIN
+        UPDATE task_active_per_user SET active = active - 1
+            WHERE module = OLD.module AND organization_id = OLD.organization_id
+              AND user_id = OLD.user_id;
+        UPDATE task_active_per_module SET active = active - 1 WHERE module = OLD.module;
+    END;
+
+    CREATE TRIGGER tasks_final_is_final BEFORE UPDATE OF status, finished_at ON tasks
+    WHEN OLD.finished_at IS NOT NULL
+     AND (NEW.status IS NOT OLD.status OR NEW.finished_at IS NOT OLD.finished_at)
+    BEGIN
+        SELECT RAISE(ABORT, 'a finished task cannot change status');
+    END;
+
+    CREATE TRIGGER tasks_owner_is_fixed BEFORE UPDATE OF module, organization_id, user_id ON tasks
+    WHEN NEW.module IS NOT OLD.module OR NEW.organization_id IS NOT OLD.organization_id
+      OR NEW.user_id IS NOT OLD.user_id
+    BEGIN
+        SELECT RAISE(ABORT, 'the owner of a task cannot change');
+    END;",
+];
+
+/// Runs every migration on a database that has none of them: for tests,
+/// benchmarks and [`super::SqliteTaskStore::open_fresh_for_tests`]. The host
+/// runs [`MIGRATIONS`] through its own versioned migration list instead.
+pub fn apply_schema(conn: &Connection) -> rusqlite::Result<()> {
+    for sql in MIGRATIONS {
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch(sql)?;
+        tx.commit()?;
+    }
+    Ok(())
+}

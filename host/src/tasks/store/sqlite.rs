@@ -1,0 +1,976 @@
+//! [`SqliteTaskStore`]: the task store on one SQLite file in WAL mode.
+//!
+//! Writes go through the single group-commit writer (`writer.rs`); each is a
+//! compare-and-set statement (`UPDATE ... WHERE id = ? AND <expected state>`),
+//! so the database, not a prior read, decides who wins a race. Reads run on a
+//! small pool of read-only connections beside the writer, always through one
+//! statement per scope shape, so a task outside the scope costs the same as a
+//! missing one.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError, TryLockError};
+use std::time::Duration;
+
+use rusqlite::types::Type;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
+
+use super::writer::{WriteConn, Writer};
+use super::{
+    Answered, Asked, BoxFuture, ConfirmationRow, Cursor, HOST_RESTARTED, MAX_LOOKUP_LIMIT,
+    MAX_PAGE_LIMIT, NewTask, Outcome, Owner, ProgressResult, ProgressUpdate, Recovery, Scope,
+    Status, StoredAnswer, Submitted, TaskFilter, TaskPage, TaskRow, TaskStore, TaskStoreError,
+    apply_schema, prefix_successor, validate_task_id,
+};
+use crate::store::{Durability, now_ms};
+
+/// How long a connection waits for a lock held by another connection (the
+/// host's own `Db`, a backup, a second process) before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Bytes of the database file each read connection maps into memory: a
+/// lookup then reads index and table pages without a system call per page.
+const READ_MMAP_BYTES: i64 = 1 << 30;
+
+/// Page cache of the writer, in KiB (SQLite's default is 2 MiB): index pages
+/// of a large table stay cached between batches.
+const WRITE_CACHE_KIB: i64 = 32 * 1024;
+
+/// Tuning of a [`SqliteTaskStore`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SqliteOptions {
+    /// `Full` (default): a write is on disk before it is acknowledged.
+    pub durability: Durability,
+    /// Read connections (default 4).
+    pub readers: usize,
+    /// Most writes one transaction groups (default 1024).
+    pub max_batch: usize,
+    /// Writes that may wait for the writer before callers wait too
+    /// (default 4096).
+    pub queue: usize,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            durability: Durability::Full,
+            readers: 4,
+            max_batch: 1024,
+            queue: 4096,
+        }
+    }
+}
+
+/// The SQLite task store. Field order is drop order: the writer finishes its
+/// queue before the readers close and a test file is removed.
+pub struct SqliteTaskStore {
+    pub(super) writer: Writer,
+    readers: ReadPool,
+    path: PathBuf,
+    _scratch: Option<ScratchFile>,
+}
+
+impl std::fmt::Debug for SqliteTaskStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteTaskStore").finish_non_exhaustive()
+    }
+}
+
+impl SqliteTaskStore {
+    /// Opens the store on the database at `path`, whose schema the host's
+    /// migrations (including [`super::MIGRATIONS`]) already created.
+    pub fn open(path: &Path, options: SqliteOptions) -> Result<Self, TaskStoreError> {
+        Self::open_inner(path, options, None)
+    }
+
+    /// A store on a new database file in the system's temporary directory,
+    /// with the schema applied; the file is removed when the store drops.
+    /// For tests and benchmarks.
+    pub fn open_fresh_for_tests(options: SqliteOptions) -> Result<Self, TaskStoreError> {
+        let path = std::env::temp_dir().join(format!(
+            "modhost-task-store-{}.db",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let scratch = ScratchFile(path.clone());
+        let conn = Connection::open(&path).map_err(|e| open_error(&path, e))?;
+        apply_schema(&conn).map_err(|e| open_error(&path, e))?;
+        drop(conn);
+        Self::open_inner(&path, options, Some(scratch))
+    }
+
+    fn open_inner(
+        path: &Path,
+        options: SqliteOptions,
+        scratch: Option<ScratchFile>,
+    ) -> Result<Self, TaskStoreError> {
+        // Never creates the file: a store on a database without the schema
+        // is a configuration error, not an empty store.
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| open_error(path, e))?;
+        setup_writer(&conn, options.durability).map_err(|e| open_error(path, e))?;
+        let has_schema: bool = conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'tasks')",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| open_error(path, e))?;
+        if !has_schema {
+            return Err(TaskStoreError::SchemaMissing);
+        }
+        let readers = ReadPool::open(path, options.readers.max(1))?;
+        let writer = Writer::spawn(conn, options.max_batch, options.queue).map_err(|e| {
+            TaskStoreError::Open {
+                path: path.display().to_string(),
+                source: std::sync::Arc::new(e),
+            }
+        })?;
+        Ok(SqliteTaskStore {
+            writer,
+            readers,
+            path: path.to_owned(),
+            _scratch: scratch,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Transactions the writer has committed; each holds one batch of writes.
+    pub fn commits(&self) -> u64 {
+        self.writer.commits()
+    }
+
+    /// Runs `f` on a read connection.
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, TaskStoreError> {
+        self.readers
+            .with(|conn| f(conn).map_err(TaskStoreError::from))
+    }
+
+    fn write<T, F>(&self, work: F) -> BoxFuture<'_, Result<T, TaskStoreError>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&WriteConn<'_>) -> Result<T, TaskStoreError> + Send + 'static,
+    {
+        Box::pin(self.writer.run(work))
+    }
+}
+
+fn open_error(path: &Path, e: rusqlite::Error) -> TaskStoreError {
+    TaskStoreError::Open {
+        path: path.display().to_string(),
+        source: std::sync::Arc::new(e),
+    }
+}
+
+fn setup_writer(conn: &Connection, durability: Durability) -> rusqlite::Result<()> {
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(
+        None,
+        "synchronous",
+        match durability {
+            Durability::Full => "FULL",
+            Durability::Normal => "NORMAL",
+        },
+    )?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "cache_size", -WRITE_CACHE_KIB)?;
+    // Savepoint journals and sorts stay in memory, never in temporary files.
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    Ok(())
+}
+
+/// Removes a scratch database and its WAL files.
+struct ScratchFile(PathBuf);
+
+impl Drop for ScratchFile {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut path = self.0.clone().into_os_string();
+            path.push(suffix);
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// A few query-only connections; WAL lets them read beside the writer.
+struct ReadPool {
+    conns: Vec<Mutex<Connection>>,
+    next: AtomicUsize,
+}
+
+impl ReadPool {
+    fn open(path: &Path, n: usize) -> Result<Self, TaskStoreError> {
+        let conns = (0..n)
+            .map(|_| {
+                let conn = Connection::open_with_flags(
+                    path,
+                    OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?;
+                conn.pragma_update(None, "query_only", "ON")?;
+                conn.pragma_update(None, "temp_store", "MEMORY")?;
+                conn.pragma_update(None, "mmap_size", READ_MMAP_BYTES)?;
+                conn.busy_timeout(BUSY_TIMEOUT)?;
+                Ok(Mutex::new(conn))
+            })
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| open_error(path, e))?;
+        Ok(ReadPool {
+            conns,
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    /// Runs `f` on a free connection, or waits for one.
+    fn with<T>(&self, f: impl FnOnce(&Connection) -> T) -> T {
+        let n = self.conns.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        for i in 0..n {
+            match self.conns[(start + i) % n].try_lock() {
+                Ok(conn) => return f(&conn),
+                Err(TryLockError::Poisoned(p)) => return f(&p.into_inner()),
+                Err(TryLockError::WouldBlock) => {}
+            }
+        }
+        let conn = self.conns[start]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        f(&conn)
+    }
+}
+
+/// Every column of `tasks`, in the order [`task_row`] reads them.
+macro_rules! columns {
+    () => {
+        "id, module, task_name, task_key, title, status, progress, label, checkpoint_json, \
+         args_json, result_json, failure_kind, failure_message, resumable, user_id, \
+         organization_id, role, request_id, session_id, created_at, updated_at, started_at, \
+         finished_at, attempts, confirm_surface_json, confirm_asked_at, confirm_expires_at, \
+         confirm_answer_json, confirm_answered_by, confirm_answered_at, confirm_consumed"
+    };
+}
+
+/// "The task is active" (pending, running or waiting-confirmation), as the
+/// schema's `CHECK` guarantees, spelled exactly as in the partial indexes'
+/// `WHERE` so SQLite uses them. A constant `IN` list of three statuses would
+/// build a temporary b-tree on every execution.
+macro_rules! active {
+    () => {
+        "finished_at IS NULL"
+    };
+}
+
+/// The statements of the reads and the submission, named so tests can check
+/// their query plans. Every `LIMIT ?` is written `LIMIT ? + 0`: a bare
+/// parameter makes SQLite plan the statement a second time once the value is
+/// bound, which doubles the cost of a short lookup. Lookups whose index is in id order walk it directly and
+/// stop at the limit; key ranges are not in id order, so they sort only the
+/// (id, rowid) pairs of the covering index and fetch just the rows returned.
+pub(super) mod sql {
+    /// Active-task counters of the submitter and of the module.
+    pub const ACTIVE_COUNTS: &str = "SELECT \
+        COALESCE((SELECT active FROM task_active_per_user \
+                  WHERE module = ?1 AND organization_id = ?2 AND user_id = ?3), 0), \
+        COALESCE((SELECT active FROM task_active_per_module WHERE module = ?1), 0)";
+
+    /// Inserts a pending task unless the active-key index already holds its
+    /// key (then nothing happens); any other conflict is an error.
+    pub const INSERT: &str = concat!(
+        "INSERT INTO tasks (id, module, task_name, task_key, title, status, args_json, \
+         resumable, user_id, organization_id, role, request_id, session_id, created_at, \
+         updated_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13) \
+         ON CONFLICT (module, organization_id, task_key) \
+         WHERE task_key IS NOT NULL AND ",
+        active!(),
+        " DO NOTHING"
+    );
+
+    /// The active task holding a key.
+    pub const ACTIVE_WITH_KEY: &str = concat!(
+        "SELECT id FROM tasks INDEXED BY tasks_active_key \
+         WHERE module = ?1 AND organization_id = ?2 AND task_key = ?3 \
+         AND task_key IS NOT NULL AND ",
+        active!()
+    );
+
+    pub const GET: &str = concat!(
+        "SELECT ",
+        columns!(),
+        " FROM tasks WHERE id = ?1 AND module = ?2 AND organization_id = ?3 \
+         AND (?4 IS NULL OR user_id = ?4)"
+    );
+
+    pub const GET_UNSCOPED: &str = concat!("SELECT ", columns!(), " FROM tasks WHERE id = ?1");
+
+    pub const BY_KEY: &str = concat!(
+        "SELECT ",
+        columns!(),
+        " FROM tasks INDEXED BY tasks_by_key \
+         WHERE module = ?1 AND organization_id = ?2 AND task_key = ?3 \
+         AND (?4 IS NULL OR user_id = ?4) ORDER BY id DESC LIMIT ?5 + 0"
+    );
+
+    /// A bounded key range: `?3 <= key < ?6`.
+    pub const BY_KEY_RANGE: &str = concat!(
+        "SELECT ",
+        columns!(),
+        " FROM tasks WHERE rowid IN (SELECT rowid FROM tasks INDEXED BY tasks_by_key \
+         WHERE module = ?1 AND organization_id = ?2 AND task_key >= ?3 AND task_key < ?6 \
+         AND (?4 IS NULL OR user_id = ?4) ORDER BY id DESC LIMIT ?5 + 0) \
+         ORDER BY id DESC"
+    );
+
+    /// A key range with no upper bound (the prefix has no successor); `?6`
+    /// is always NULL.
+    pub const BY_KEY_FROM: &str = concat!(
+        "SELECT ",
+        columns!(),
+        " FROM tasks WHERE rowid IN (SELECT rowid FROM tasks INDEXED BY tasks_by_key \
+         WHERE module = ?1 AND organization_id = ?2 AND task_key >= ?3 \
+         AND (?4 IS NULL OR user_id = ?4) AND ?6 IS NULL ORDER BY id DESC LIMIT ?5 + 0) \
+         ORDER BY id DESC"
+    );
+
+    pub const BY_USER: &str = concat!(
+        "SELECT ",
+        columns!(),
+        " FROM tasks INDEXED BY tasks_by_user \
+         WHERE module = ?1 AND organization_id = ?2 AND user_id = ?3 \
+         ORDER BY id DESC LIMIT ?4 + 0"
+    );
+
+    /// Every user's tasks; `?3` is always NULL.
+    pub const BY_ORG: &str = concat!(
+        "SELECT ",
+        columns!(),
+        " FROM tasks INDEXED BY tasks_by_org \
+         WHERE module = ?1 AND organization_id = ?2 AND ?3 IS NULL \
+         ORDER BY id DESC LIMIT ?4 + 0"
+    );
+
+    pub const PENDING: &str = concat!(
+        "SELECT ",
+        columns!(),
+        " FROM tasks INDEXED BY tasks_active WHERE status = 'pending' AND ",
+        active!(),
+        " ORDER BY id LIMIT ?1 + 0"
+    );
+}
+
+fn task_row(r: &Row<'_>) -> rusqlite::Result<TaskRow> {
+    let status: String = r.get(5)?;
+    let status: Status = status
+        .parse()
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(5, Type::Text, Box::new(e)))?;
+    let attempts: i64 = r.get(23)?;
+    let attempts = u32::try_from(attempts)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(23, Type::Integer, Box::new(e)))?;
+    let surface_json: Option<String> = r.get(24)?;
+    let confirmation = match surface_json {
+        None => None,
+        Some(surface_json) => Some(ConfirmationRow {
+            surface_json,
+            asked_at: r.get(25)?,
+            expires_at: r.get(26)?,
+            answer: stored_answer(r, 27)?,
+            consumed: r.get(30)?,
+        }),
+    };
+    Ok(TaskRow {
+        id: r.get(0)?,
+        module: r.get(1)?,
+        task_name: r.get(2)?,
+        task_key: r.get(3)?,
+        title: r.get(4)?,
+        status,
+        progress: r.get(6)?,
+        label: r.get(7)?,
+        checkpoint_json: r.get(8)?,
+        args_json: r.get(9)?,
+        result_json: r.get(10)?,
+        failure_kind: r.get(11)?,
+        failure_message: r.get(12)?,
+        resumable: r.get(13)?,
+        user_id: r.get(14)?,
+        organization_id: r.get(15)?,
+        role: r.get(16)?,
+        request_id: r.get(17)?,
+        session_id: r.get(18)?,
+        created_at: r.get(19)?,
+        updated_at: r.get(20)?,
+        started_at: r.get(21)?,
+        finished_at: r.get(22)?,
+        attempts,
+        confirmation,
+    })
+}
+
+/// The answer stored in columns `first..first + 3` (json, by, at), if any.
+fn stored_answer(r: &Row<'_>, first: usize) -> rusqlite::Result<Option<StoredAnswer>> {
+    let answer_json: Option<String> = r.get(first)?;
+    let answered_by: Option<String> = r.get(first + 1)?;
+    let answered_at: Option<i64> = r.get(first + 2)?;
+    Ok(match (answer_json, answered_by, answered_at) {
+        (Some(answer_json), Some(answered_by), Some(answered_at)) => Some(StoredAnswer {
+            answer_json,
+            answered_by,
+            answered_at,
+        }),
+        _ => None,
+    })
+}
+
+/// Stores `t` unless its key is active or a quota is reached, in the
+/// writer's transaction: the counters read here cannot change before the
+/// insert, and the active-key index decides dedup.
+fn submit(conn: &WriteConn<'_>, t: &NewTask) -> Result<Submitted, TaskStoreError> {
+    let (per_user, per_module): (i64, i64) = conn
+        .prepare(sql::ACTIVE_COUNTS)?
+        .query_row(params![t.module, t.organization_id, t.user_id], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+    let refusal = if per_user >= i64::from(t.limits.max_active_per_user) {
+        Some(format!(
+            "max_active_per_user: at most {} active tasks per user in module {}",
+            t.limits.max_active_per_user, t.module
+        ))
+    } else if per_module >= i64::from(t.limits.max_active_per_module) {
+        Some(format!(
+            "max_active_per_module: at most {} active tasks in module {}",
+            t.limits.max_active_per_module, t.module
+        ))
+    } else {
+        None
+    };
+    if let Some(reason) = refusal {
+        // A key that is already active starts nothing, so needs no quota.
+        if let Some(key) = &t.task_key
+            && let Some(id) = active_with_key(conn, t, key)?
+        {
+            return Ok(Submitted::Existing(id));
+        }
+        return Ok(Submitted::LimitExceeded(reason));
+    }
+    let inserted = conn.prepare(sql::INSERT)?.execute(params![
+        t.id,
+        t.module,
+        t.task_name,
+        t.task_key,
+        t.title,
+        t.args_json,
+        t.resumable,
+        t.user_id,
+        t.organization_id,
+        t.role,
+        t.request_id,
+        t.session_id,
+        t.created_at
+    ])?;
+    if inserted == 1 {
+        return Ok(Submitted::Created(t.id.clone()));
+    }
+    // Only the active-key index turns the insert into a no-op (a duplicate id
+    // is an error), so an active task holds the key.
+    let holder = match &t.task_key {
+        Some(key) => active_with_key(conn, t, key)?,
+        None => None,
+    };
+    holder.map(Submitted::Existing).ok_or_else(|| {
+        TaskStoreError::Internal("a submission was ignored without an active key holder".into())
+    })
+}
+
+fn active_with_key(
+    conn: &WriteConn<'_>,
+    t: &NewTask,
+    key: &str,
+) -> Result<Option<String>, TaskStoreError> {
+    Ok(conn
+        .prepare(sql::ACTIVE_WITH_KEY)?
+        .query_row(params![t.module, t.organization_id, key], |r| r.get(0))
+        .optional()?)
+}
+
+/// The row `id` as the writer's transaction sees it, right after changing it.
+/// (A separate read is cheaper than `RETURNING`, which builds a temporary
+/// b-tree on every execution.)
+fn written_row(conn: &WriteConn<'_>, id: &str) -> Result<TaskRow, TaskStoreError> {
+    Ok(conn
+        .prepare(sql::GET_UNSCOPED)?
+        .query_row(params![id], task_row)?)
+}
+
+fn lookup_limit(limit: u32) -> i64 {
+    i64::from(limit.min(MAX_LOOKUP_LIMIT))
+}
+
+impl TaskStore for SqliteTaskStore {
+    fn submit(&self, task: NewTask) -> BoxFuture<'_, Result<Submitted, TaskStoreError>> {
+        if let Err(e) = validate_task_id(&task.id) {
+            return Box::pin(async move { Err(e) });
+        }
+        self.write(move |conn| submit(conn, &task))
+    }
+
+    fn start(&self, id: &str) -> BoxFuture<'_, Result<Option<TaskRow>, TaskStoreError>> {
+        let id = id.to_owned();
+        self.write(move |conn| {
+            let changed = conn
+                .prepare(
+                    "UPDATE tasks SET status = 'running', attempts = attempts + 1, \
+                     started_at = ?2, updated_at = ?2 WHERE id = ?1 AND status = 'pending'",
+                )?
+                .execute(params![id, now_ms()])?;
+            if changed == 0 {
+                return Ok(None);
+            }
+            Ok(Some(written_row(conn, &id)?))
+        })
+    }
+
+    fn finish(&self, id: &str, outcome: Outcome) -> BoxFuture<'_, Result<bool, TaskStoreError>> {
+        let id = id.to_owned();
+        self.write(move |conn| {
+            let now = now_ms();
+            let status = outcome.status().as_str();
+            let (result, kind, message) = match outcome {
+                Outcome::Completed { result_json } => (Some(result_json), None, None),
+                Outcome::Failed { kind, message } => (None, Some(kind), Some(message)),
+                Outcome::Cancelled { by } => (
+                    None,
+                    Some("cancelled".to_owned()),
+                    Some(match by {
+                        Some(by) => format!("cancelled by {by}"),
+                        None => "cancelled".to_owned(),
+                    }),
+                ),
+                Outcome::Interrupted { message } => {
+                    (None, Some("interrupted".to_owned()), Some(message))
+                }
+            };
+            let changed = conn
+                .prepare(concat!(
+                    "UPDATE tasks SET status = ?2, result_json = ?3, failure_kind = ?4, \
+                     failure_message = ?5, finished_at = ?6, updated_at = ?6, \
+                     progress = CASE WHEN ?2 = 'completed' THEN 1.0 ELSE progress END \
+                     WHERE id = ?1 AND ",
+                    active!()
+                ))?
+                .execute(params![id, status, result, kind, message, now])?;
+            Ok(changed == 1)
+        })
+    }
+
+    fn update_progress(
+        &self,
+        id: &str,
+        owner: &Owner,
+        update: ProgressUpdate,
+    ) -> BoxFuture<'_, Result<ProgressResult, TaskStoreError>> {
+        if !(0.0..=1.0).contains(&update.progress) {
+            let e = TaskStoreError::InvalidInput(format!(
+                "progress {} is not within 0..=1",
+                update.progress
+            ));
+            return Box::pin(async move { Err(e) });
+        }
+        let id = id.to_owned();
+        let owner = owner.clone();
+        self.write(move |conn| {
+            let now = now_ms();
+            let changed = conn
+                .prepare(concat!(
+                    "UPDATE tasks SET progress = ?4, label = COALESCE(?5, label), \
+                     checkpoint_json = COALESCE(?6, checkpoint_json), updated_at = ?7 \
+                     WHERE id = ?1 AND module = ?2 AND organization_id = ?3 AND ",
+                    active!()
+                ))?
+                .execute(params![
+                    id,
+                    owner.module,
+                    owner.organization_id,
+                    update.progress,
+                    update.label,
+                    update.checkpoint_json,
+                    now
+                ])?;
+            if changed == 1 {
+                return Ok(ProgressResult::Updated(Box::new(written_row(conn, &id)?)));
+            }
+            let owned: bool = conn
+                .prepare(
+                    "SELECT EXISTS (SELECT 1 FROM tasks \
+                     WHERE id = ?1 AND module = ?2 AND organization_id = ?3)",
+                )?
+                .query_row(params![id, owner.module, owner.organization_id], |r| {
+                    r.get(0)
+                })?;
+            Ok(if owned {
+                ProgressResult::NotActive
+            } else {
+                ProgressResult::NotFound
+            })
+        })
+    }
+
+    fn ask_confirmation(
+        &self,
+        id: &str,
+        surface_json: &str,
+        asked_at: i64,
+        expires_at: Option<i64>,
+    ) -> BoxFuture<'_, Result<Asked, TaskStoreError>> {
+        let id = id.to_owned();
+        let surface_json = surface_json.to_owned();
+        self.write(move |conn| {
+            // An answer given before a restart, not yet delivered, is the
+            // answer to the repeated ask.
+            let answered = conn
+                .prepare(concat!(
+                    "SELECT confirm_answer_json, confirm_answered_by, confirm_answered_at \
+                     FROM tasks WHERE id = ?1 AND ",
+                    active!(),
+                    " AND confirm_answer_json IS NOT NULL AND confirm_consumed = 0"
+                ))?
+                .query_row(params![id], |r| stored_answer(r, 0))
+                .optional()?
+                .flatten();
+            if let Some(answer) = answered {
+                return Ok(Asked::AlreadyAnswered(answer));
+            }
+            let changed = conn
+                .prepare(
+                    "UPDATE tasks SET status = 'waiting-confirmation', updated_at = ?2, \
+                     confirm_surface_json = ?3, confirm_asked_at = ?2, confirm_expires_at = ?4, \
+                     confirm_answer_json = NULL, confirm_answered_by = NULL, \
+                     confirm_answered_at = NULL, confirm_consumed = 0 \
+                     WHERE id = ?1 AND status = 'running'",
+                )?
+                .execute(params![id, asked_at, surface_json, expires_at])?;
+            Ok(if changed == 1 {
+                Asked::Waiting
+            } else {
+                Asked::NotActive
+            })
+        })
+    }
+
+    fn answer_confirmation(
+        &self,
+        id: &str,
+        answer: StoredAnswer,
+    ) -> BoxFuture<'_, Result<Answered, TaskStoreError>> {
+        let id = id.to_owned();
+        self.write(move |conn| {
+            let changed = conn
+                .prepare(concat!(
+                    "UPDATE tasks SET confirm_answer_json = ?2, confirm_answered_by = ?3, \
+                     confirm_answered_at = ?4, updated_at = ?5 \
+                     WHERE id = ?1 AND ",
+                    active!(),
+                    " AND confirm_surface_json IS NOT NULL AND confirm_answer_json IS NULL \
+                     AND (confirm_expires_at IS NULL OR ?4 < confirm_expires_at)"
+                ))?
+                .execute(params![
+                    id,
+                    answer.answer_json,
+                    answer.answered_by,
+                    answer.answered_at,
+                    now_ms()
+                ])?;
+            if changed == 1 {
+                return Ok(Answered::Recorded);
+            }
+            let exists: bool = conn
+                .prepare("SELECT EXISTS (SELECT 1 FROM tasks WHERE id = ?1)")?
+                .query_row(params![id], |r| r.get(0))?;
+            Ok(if exists {
+                Answered::NotWaiting
+            } else {
+                Answered::NotFound
+            })
+        })
+    }
+
+    fn consume_answer(&self, id: &str) -> BoxFuture<'_, Result<bool, TaskStoreError>> {
+        let id = id.to_owned();
+        self.write(move |conn| {
+            let changed = conn
+                .prepare(
+                    "UPDATE tasks SET confirm_consumed = 1, updated_at = ?2 \
+                     WHERE id = ?1 AND confirm_answer_json IS NOT NULL AND confirm_consumed = 0",
+                )?
+                .execute(params![id, now_ms()])?;
+            Ok(changed == 1)
+        })
+    }
+
+    fn resume_after_confirmation(&self, id: &str) -> BoxFuture<'_, Result<bool, TaskStoreError>> {
+        let id = id.to_owned();
+        self.write(move |conn| {
+            let changed = conn
+                .prepare(
+                    "UPDATE tasks SET status = 'running', updated_at = ?2 \
+                     WHERE id = ?1 AND status = 'waiting-confirmation'",
+                )?
+                .execute(params![id, now_ms()])?;
+            Ok(changed == 1)
+        })
+    }
+
+    fn recover(&self, now: i64) -> BoxFuture<'_, Result<Recovery, TaskStoreError>> {
+        self.write(move |conn| {
+            let pending: i64 = conn.conn().query_row(
+                concat!(
+                    "SELECT count(*) FROM tasks WHERE status = 'pending' AND ",
+                    active!()
+                ),
+                [],
+                |r| r.get(0),
+            )?;
+            let interrupted = conn.conn().execute(
+                concat!(
+                    "UPDATE tasks SET status = 'interrupted', failure_kind = 'interrupted', \
+                     failure_message = ?2, finished_at = ?1, updated_at = ?1 \
+                     WHERE status IN ('running', 'waiting-confirmation') AND ",
+                    active!(),
+                    " AND resumable = 0"
+                ),
+                params![now, HOST_RESTARTED],
+            )?;
+            let mut resumed = conn
+                .conn()
+                .prepare(concat!(
+                    "UPDATE tasks SET status = 'pending', updated_at = ?1 \
+                     WHERE status IN ('running', 'waiting-confirmation') AND ",
+                    active!(),
+                    " AND resumable = 1 RETURNING ",
+                    columns!()
+                ))?
+                .query_map(params![now], task_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            resumed.sort_by(|a, b| a.id.cmp(&b.id));
+            Ok(Recovery {
+                resumed,
+                interrupted: u64::try_from(interrupted).unwrap_or(u64::MAX),
+                pending: u64::try_from(pending).unwrap_or(0),
+            })
+        })
+    }
+
+    fn get(&self, id: &str, scope: &Scope) -> Result<Option<TaskRow>, TaskStoreError> {
+        // One statement whatever the outcome: a foreign task costs what a
+        // missing one costs.
+        self.read(|conn| {
+            conn.prepare(sql::GET)?
+                .query_row(
+                    params![id, scope.module, scope.organization_id, scope.user_id],
+                    task_row,
+                )
+                .optional()
+        })
+    }
+
+    fn get_unscoped(&self, id: &str) -> Result<Option<TaskRow>, TaskStoreError> {
+        self.read(|conn| {
+            conn.prepare(sql::GET_UNSCOPED)?
+                .query_row(params![id], task_row)
+                .optional()
+        })
+    }
+
+    fn by_key(&self, scope: &Scope, key: &str, limit: u32) -> Result<Vec<TaskRow>, TaskStoreError> {
+        self.read(|conn| {
+            conn.prepare(sql::BY_KEY)?
+                .query_map(
+                    params![
+                        scope.module,
+                        scope.organization_id,
+                        key,
+                        scope.user_id,
+                        lookup_limit(limit)
+                    ],
+                    task_row,
+                )?
+                .collect()
+        })
+    }
+
+    fn by_key_prefix(
+        &self,
+        scope: &Scope,
+        prefix: &str,
+        limit: u32,
+    ) -> Result<Vec<TaskRow>, TaskStoreError> {
+        // An index range, never LIKE/GLOB: every character of the prefix is
+        // literal. The subquery reads only the covering index and sorts row
+        // ids; the few rows returned are fetched afterwards.
+        let upper = prefix_successor(prefix);
+        let sql = if upper.is_some() {
+            sql::BY_KEY_RANGE
+        } else {
+            sql::BY_KEY_FROM
+        };
+        self.read(|conn| {
+            conn.prepare(sql)?
+                .query_map(
+                    params![
+                        scope.module,
+                        scope.organization_id,
+                        prefix,
+                        scope.user_id,
+                        lookup_limit(limit),
+                        upper
+                    ],
+                    task_row,
+                )?
+                .collect()
+        })
+    }
+
+    fn by_user(&self, scope: &Scope, limit: u32) -> Result<Vec<TaskRow>, TaskStoreError> {
+        let sql = if scope.user_id.is_some() {
+            sql::BY_USER
+        } else {
+            sql::BY_ORG
+        };
+        self.read(|conn| {
+            conn.prepare(sql)?
+                .query_map(
+                    params![
+                        scope.module,
+                        scope.organization_id,
+                        scope.user_id,
+                        lookup_limit(limit)
+                    ],
+                    task_row,
+                )?
+                .collect()
+        })
+    }
+
+    fn list(
+        &self,
+        scope: &Scope,
+        filter: &TaskFilter,
+        cursor: Option<&Cursor>,
+        limit: u32,
+    ) -> Result<TaskPage, TaskStoreError> {
+        let limit = limit.clamp(1, MAX_PAGE_LIMIT);
+        let query = ListQuery::new(scope, filter, cursor, limit);
+        let mut tasks = self.read(|conn| {
+            conn.prepare(&query.sql)?
+                .query_map(rusqlite::params_from_iter(query.params.iter()), task_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        // One row past the page says whether another page exists.
+        let page = usize::try_from(limit).unwrap_or(usize::MAX);
+        let next_cursor = if tasks.len() > page {
+            tasks.truncate(page);
+            match tasks.last() {
+                Some(last) => Some(Cursor::after_task(&last.id).map_err(|_| {
+                    TaskStoreError::Internal(format!("stored task id {:?} is not a uuid", last.id))
+                })?),
+                None => None,
+            }
+        } else {
+            None
+        };
+        Ok(TaskPage { tasks, next_cursor })
+    }
+
+    fn pending(&self, limit: u32) -> Result<Vec<TaskRow>, TaskStoreError> {
+        self.read(|conn| {
+            conn.prepare(sql::PENDING)?
+                .query_map(params![i64::from(limit)], task_row)?
+                .collect()
+        })
+    }
+}
+
+/// The statement of one `list` call. Values are always bound, never spliced
+/// into the text: the text depends only on which filter fields are present.
+pub(super) struct ListQuery {
+    pub(super) sql: String,
+    pub(super) params: Vec<rusqlite::types::Value>,
+}
+
+impl ListQuery {
+    pub(super) fn new(
+        scope: &Scope,
+        filter: &TaskFilter,
+        cursor: Option<&Cursor>,
+        limit: u32,
+    ) -> Self {
+        use rusqlite::types::Value;
+        let mut sql = String::from(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM tasks WHERE rowid IN (SELECT rowid FROM tasks WHERE module = ?1 AND organization_id = ?2"
+        ));
+        let mut params = vec![
+            Value::Text(scope.module.clone()),
+            Value::Text(scope.organization_id.clone()),
+        ];
+        let mut push = |sql: &mut String, clause: &str, value: Value| {
+            params.push(value);
+            sql.push_str(&clause.replace('#', &format!("?{}", params.len())));
+        };
+        if let Some(user) = &scope.user_id {
+            push(&mut sql, " AND user_id = #", Value::Text(user.clone()));
+        }
+        let mut statuses = filter.statuses.clone();
+        statuses.sort_by_key(|s| s.as_str());
+        statuses.dedup();
+        if !statuses.is_empty() {
+            // An OR chain, not IN: IN builds a temporary b-tree per run.
+            sql.push_str(" AND (");
+            for (i, status) in statuses.iter().enumerate() {
+                let term = if i == 0 {
+                    "status = #"
+                } else {
+                    " OR status = #"
+                };
+                push(&mut sql, term, Value::Text(status.as_str().to_owned()));
+            }
+            sql.push(')');
+        }
+        if let Some(name) = &filter.task_name {
+            push(&mut sql, " AND task_name = #", Value::Text(name.clone()));
+        }
+        if let Some(prefix) = &filter.key_prefix {
+            push(&mut sql, " AND task_key >= #", Value::Text(prefix.clone()));
+            if let Some(upper) = prefix_successor(prefix) {
+                push(&mut sql, " AND task_key < #", Value::Text(upper));
+            }
+        }
+        if let Some(after) = filter.created_after {
+            push(&mut sql, " AND created_at >= #", Value::Integer(after));
+        }
+        if let Some(before) = filter.created_before {
+            push(&mut sql, " AND created_at < #", Value::Integer(before));
+        }
+        if let Some(cursor) = cursor {
+            push(
+                &mut sql,
+                " AND id < #",
+                Value::Text(cursor.after_id().to_owned()),
+            );
+        }
+        push(
+            &mut sql,
+            " ORDER BY id DESC LIMIT # + 0) ORDER BY id DESC",
+            Value::Integer(i64::from(limit) + 1),
+        );
+        ListQuery { sql, params }
+    }
+}

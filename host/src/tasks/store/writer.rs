@@ -1,0 +1,267 @@
+//! The single writer of the SQLite task store, with group commit.
+//!
+//! One thread owns the write connection. It takes every queued operation at
+//! once, runs them in one transaction, each inside its own savepoint (a failed
+//! operation is rolled back alone and does not fail its batch), commits, and
+//! only then answers each caller. One fsync is shared by the whole batch, and
+//! no caller ever learns a result that a crash could take back.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ops::{Deref, DerefMut};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+
+use rusqlite::{Connection, Statement};
+use tokio::sync::{mpsc, oneshot};
+
+use super::TaskStoreError;
+
+/// The write connection as operations see it: the connection, plus its
+/// prepared statements, kept for the life of the writer.
+pub(super) struct WriteConn<'c> {
+    conn: &'c Connection,
+    statements: RefCell<HashMap<SqlKey, Statement<'c>>>,
+}
+
+/// A statement's text by address and length: the same `&'static str` finds
+/// its statement without hashing the whole text.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct SqlKey(usize, usize);
+
+impl SqlKey {
+    fn of(sql: &'static str) -> Self {
+        SqlKey(sql.as_ptr().addr(), sql.len())
+    }
+}
+
+impl<'c> WriteConn<'c> {
+    fn new(conn: &'c Connection) -> Self {
+        WriteConn {
+            conn,
+            statements: RefCell::new(HashMap::new()),
+        }
+    }
+
+    /// The connection, for one-off statements.
+    pub(super) fn conn(&self) -> &'c Connection {
+        self.conn
+    }
+
+    /// Runs one parameterless statement (transaction control), prepared once.
+    fn execute(&self, sql: &'static str) -> rusqlite::Result<()> {
+        self.prepare(sql)?.execute([]).map(|_| ())
+    }
+
+    /// The prepared statement for `sql`, prepared on first use only.
+    pub(super) fn prepare(&self, sql: &'static str) -> rusqlite::Result<Cached<'_, 'c>> {
+        let key = SqlKey::of(sql);
+        let cached = self.statements.borrow_mut().remove(&key);
+        let statement = match cached {
+            Some(statement) => statement,
+            None => self.conn.prepare(sql)?,
+        };
+        Ok(Cached {
+            owner: self,
+            key,
+            statement: Some(statement),
+        })
+    }
+}
+
+/// A prepared statement on loan from [`WriteConn`]; returned on drop.
+pub(super) struct Cached<'w, 'c> {
+    owner: &'w WriteConn<'c>,
+    key: SqlKey,
+    statement: Option<Statement<'c>>,
+}
+
+impl<'c> Deref for Cached<'_, 'c> {
+    type Target = Statement<'c>;
+
+    fn deref(&self) -> &Statement<'c> {
+        self.statement.as_ref().expect("present until drop")
+    }
+}
+
+impl DerefMut for Cached<'_, '_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        self.statement.as_mut().expect("present until drop")
+    }
+}
+
+impl Drop for Cached<'_, '_> {
+    fn drop(&mut self) {
+        if let Some(statement) = self.statement.take() {
+            self.owner
+                .statements
+                .borrow_mut()
+                .insert(self.key, statement);
+        }
+    }
+}
+
+/// One queued write: run inside the batch transaction, answered after it.
+trait Op: Send {
+    /// Runs the operation inside its own savepoint of the open transaction.
+    fn run(&mut self, conn: &WriteConn<'_>);
+    /// Answers the caller: the operation's result if `commit` succeeded,
+    /// otherwise the commit's error.
+    fn answer(self: Box<Self>, commit: Result<(), &TaskStoreError>);
+}
+
+struct TypedOp<T, F> {
+    work: Option<F>,
+    result: Option<Result<T, TaskStoreError>>,
+    reply: oneshot::Sender<Result<T, TaskStoreError>>,
+}
+
+impl<T, F> Op for TypedOp<T, F>
+where
+    T: Send,
+    F: FnOnce(&WriteConn<'_>) -> Result<T, TaskStoreError> + Send,
+{
+    fn run(&mut self, conn: &WriteConn<'_>) {
+        if let Some(work) = self.work.take() {
+            self.result = Some(in_savepoint(conn, work));
+        }
+    }
+
+    fn answer(self: Box<Self>, commit: Result<(), &TaskStoreError>) {
+        let result = match commit {
+            Err(e) => Err(e.clone()),
+            Ok(()) => self
+                .result
+                .unwrap_or_else(|| Err(TaskStoreError::Internal("operation was never run".into()))),
+        };
+        // The caller may have stopped waiting; the write stands regardless.
+        let _ = self.reply.send(result);
+    }
+}
+
+/// Runs `work` in a savepoint: released on success, rolled back on error or
+/// panic, so the rest of the batch is unaffected either way.
+fn in_savepoint<T>(
+    w: &WriteConn<'_>,
+    work: impl FnOnce(&WriteConn<'_>) -> Result<T, TaskStoreError>,
+) -> Result<T, TaskStoreError> {
+    w.execute("SAVEPOINT op")?;
+    let result = catch_unwind(AssertUnwindSafe(|| work(w))).unwrap_or_else(|_| {
+        Err(TaskStoreError::Internal(
+            "a task store operation panicked".into(),
+        ))
+    });
+    if result.is_ok() && w.execute("RELEASE op").is_ok() {
+        return result;
+    }
+    w.execute("ROLLBACK TO op")?;
+    w.execute("RELEASE op")?;
+    match result {
+        Ok(_) => Err(TaskStoreError::Internal(
+            "could not release an operation's savepoint".into(),
+        )),
+        Err(e) => Err(e),
+    }
+}
+
+/// Handle on the writer thread. Dropping it lets the thread finish what is
+/// queued, then waits for it, so the file is closed when the drop returns.
+pub(super) struct Writer {
+    queue: Option<mpsc::Sender<Box<dyn Op>>>,
+    thread: Option<JoinHandle<()>>,
+    commits: Arc<AtomicU64>,
+}
+
+impl Writer {
+    /// Starts the writer thread on `conn`. At most `max_batch` operations
+    /// share a transaction; at most `queue` wait, then callers wait too.
+    pub(super) fn spawn(conn: Connection, max_batch: usize, queue: usize) -> std::io::Result<Self> {
+        let (tx, rx) = mpsc::channel(queue.max(1));
+        let commits = Arc::new(AtomicU64::new(0));
+        let counted = Arc::clone(&commits);
+        let thread = std::thread::Builder::new()
+            .name("task-store-writer".into())
+            .spawn(move || write_loop(&conn, rx, max_batch.max(1), &counted))?;
+        Ok(Writer {
+            queue: Some(tx),
+            thread: Some(thread),
+            commits,
+        })
+    }
+
+    /// Writes waiting for the writer thread.
+    pub(super) fn queued(&self) -> usize {
+        self.queue
+            .as_ref()
+            .map_or(0, |q| q.max_capacity() - q.capacity())
+    }
+
+    /// Transactions committed so far (each holds one batch).
+    pub(super) fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
+    /// Queues `work` and resolves with its result once its batch committed.
+    pub(super) async fn run<T, F>(&self, work: F) -> Result<T, TaskStoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&WriteConn<'_>) -> Result<T, TaskStoreError> + Send + 'static,
+    {
+        let queue = self.queue.as_ref().ok_or(TaskStoreError::Closed)?;
+        let (reply, answer) = oneshot::channel();
+        let op: Box<dyn Op> = Box::new(TypedOp {
+            work: Some(work),
+            result: None,
+            reply,
+        });
+        queue.send(op).await.map_err(|_| TaskStoreError::Closed)?;
+        answer.await.map_err(|_| TaskStoreError::Closed)?
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.queue.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn write_loop(
+    conn: &Connection,
+    mut rx: mpsc::Receiver<Box<dyn Op>>,
+    max_batch: usize,
+    commits: &AtomicU64,
+) {
+    let w = WriteConn::new(conn);
+    let mut batch: Vec<Box<dyn Op>> = Vec::with_capacity(max_batch);
+    while rx.blocking_recv_many(&mut batch, max_batch) > 0 {
+        if run_batch(&w, &mut batch) {
+            commits.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Runs every op of `batch` in one transaction and answers them after it;
+/// whether it committed.
+fn run_batch(w: &WriteConn<'_>, batch: &mut Vec<Box<dyn Op>>) -> bool {
+    let outcome = w
+        .execute("BEGIN IMMEDIATE")
+        .map_err(TaskStoreError::from)
+        .and_then(|()| {
+            for op in batch.iter_mut() {
+                op.run(w);
+            }
+            w.execute("COMMIT").map_err(|e| {
+                let _ = w.execute("ROLLBACK");
+                TaskStoreError::from(e)
+            })
+        });
+    for op in batch.drain(..) {
+        op.answer(outcome.as_ref().map(|_| ()));
+    }
+    outcome.is_ok()
+}

@@ -1,0 +1,73 @@
+//! A resumable task that checkpoints, asks the user to confirm halfway, and
+//! finishes with the answer: the confirmation and restart paths end to end.
+
+use std::time::Duration;
+
+use module_sdk::prelude::*;
+use module_sdk::serde_json::{Value, json};
+use module_sdk::tasks::Confirmation;
+use module_sdk::ui::{Builder, Style};
+
+module_sdk::module! {
+    actions: {
+        "start" => start: "Start the `ask` task: {key?, timeout_ms?}",
+        "ask_here" => ask_here: "Ask for a confirmation outside a task",
+    },
+    tasks: {
+        "ask" => ask: "Checkpoint, ask, and return the answer",
+    },
+}
+
+#[derive(Deserialize, Serialize, Default)]
+struct Args {
+    key: Option<String>,
+    timeout_ms: Option<u64>,
+}
+
+#[derive(Deserialize, Serialize)]
+struct Checkpoint {
+    asked: bool,
+}
+
+fn surface() -> module_sdk::ui::Surface {
+    Builder::new("Delete 3 files?")
+        .text("The files are gone for good.")
+        .button("yes", "Delete", Style::Danger)
+        .button("no", "Keep", Style::Secondary)
+        .build()
+}
+
+fn ask(args: Args) -> Result<Value> {
+    let id = context::current_task().ok_or_else(|| Error::internal("not in a task"))?;
+    let resumed: Option<Checkpoint> = context::checkpoint()?;
+    tasks::update_progress(
+        &id,
+        0.5,
+        Some("waiting for the user"),
+        Some(&Checkpoint { asked: true }),
+    )?;
+    let outcome =
+        tasks::request_confirmation(surface(), args.timeout_ms.map(Duration::from_millis))?;
+    let answer = match outcome {
+        Confirmation::Answered(a) => json!({ "button": a.button, "by": a.answered_by }),
+        Confirmation::TimedOut => json!("timed-out"),
+    };
+    tasks::set_progress(&id, 1.0, Some("done"))?;
+    Ok(json!({ "answer": answer, "resumed": resumed.is_some_and(|c| c.asked) }))
+}
+
+fn start(args: Args) -> Result<ActionResult> {
+    let mut opts = BackgroundOptions::new()
+        .resumable(true)
+        .title("Delete files");
+    if let Some(k) = &args.key {
+        opts = opts.key(k.clone());
+    }
+    let id = tasks::run_background("ask", &args, opts)?;
+    ActionResult::data(&json!({ "id": id }))
+}
+
+fn ask_here() -> Result<ActionResult> {
+    tasks::request_confirmation(surface(), None)?;
+    Ok(ActionResult::empty())
+}

@@ -1,0 +1,704 @@
+//! The durable task runtime end to end, with real guest components:
+//! background and blocking runs, dedup, identity, scoping, progress,
+//! confirmation, cancellation and restart recovery.
+
+use std::time::Duration;
+
+use futures::future::join_all;
+use modhost::identity::{Principal, RequestMeta, Role};
+use modhost::tasks::api::ConfirmationAnswer;
+use modhost::tasks::runtime::SubmitOptions;
+use modhost::tasks::store::{Status, TaskRow};
+use modhost::{CallError, Host, SdkError};
+use modhost_tests::*;
+
+fn admin(user: &str, org: &str) -> Principal {
+    Principal {
+        role: Role::Admin,
+        ..principal(user, org)
+    }
+}
+
+fn keyed(key: &str) -> SubmitOptions {
+    SubmitOptions {
+        task_key: Some(key.to_owned()),
+        ..SubmitOptions::default()
+    }
+}
+
+async fn submit(
+    host: &Host,
+    module: &str,
+    task: &str,
+    options: SubmitOptions,
+    who: &Principal,
+) -> String {
+    host.submit_task(module, task, "{}", options, who, RequestMeta::fresh())
+        .await
+        .unwrap()
+}
+
+async fn wait_final(host: &Host, id: &str, who: &Principal) -> TaskRow {
+    tokio::time::timeout(Duration::from_secs(30), host.tasks().wait(id, who))
+        .await
+        .expect("task did not finish in 30 s")
+        .unwrap()
+}
+
+/// Polls until the task reaches `status`.
+async fn wait_status(host: &Host, id: &str, who: &Principal, status: Status) -> TaskRow {
+    for _ in 0..3000 {
+        let row = host.tasks().get(id, who).unwrap();
+        if row.status == status {
+            return row;
+        }
+        assert!(
+            row.status.is_active(),
+            "task ended as {:?} while waiting for {status:?}",
+            row.status
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("task never reached {status:?}");
+}
+
+async fn action(
+    host: &Host,
+    module: &str,
+    name: &str,
+    args: &str,
+    who: &Principal,
+) -> Result<serde_json::Value, CallError> {
+    host.call_action(module, name, args, who, RequestMeta::fresh())
+        .await
+        .map(|o| o.data.unwrap_or(serde_json::Value::Null))
+}
+
+const LONG_TASKS: &str = "[limits]\ntask-deadline-ms = 60000\n[tasks]\nmax-concurrent = 8";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_concurrent_submissions_of_one_key_make_one_task_and_one_id() {
+    let t = TestHost::with("spin", SPIN, LONG_TASKS).await;
+    t.host.start_tasks().await.unwrap();
+    let who = principal("alice", "acme");
+    let ids =
+        join_all((0..64).map(|_| submit(&t.host, "spin", "loop", keyed("one.key"), &who))).await;
+    assert!(ids.iter().all(|id| id == &ids[0]), "{ids:?}");
+    let page = t
+        .host
+        .tasks()
+        .list(
+            &admin("root", "acme"),
+            "spin",
+            &Default::default(),
+            None,
+            200,
+        )
+        .unwrap();
+    assert_eq!(page.tasks.len(), 1);
+    // The same key is free again once the task has finished.
+    t.host.tasks().cancel(&ids[0], &who).await.unwrap();
+    assert_eq!(
+        wait_final(&t.host, &ids[0], &who).await.status,
+        Status::Cancelled
+    );
+    let again = submit(&t.host, "spin", "loop", keyed("one.key"), &who).await;
+    assert_ne!(again, ids[0]);
+    t.host.tasks().cancel(&again, &who).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_and_blocking_runs_inherit_the_callers_identity() {
+    let t = TestHost::with("ident", IDENTITY, "").await;
+    t.host.start_tasks().await.unwrap();
+    let who = principal("alice", "acme");
+    let request = RequestMeta {
+        request_id: "req-42".into(),
+        session_id: Some("s-1".into()),
+    };
+    let out = t
+        .host
+        .call_action("ident", "spawn", "{}", &who, request.clone())
+        .await
+        .unwrap();
+    let id = out.data.unwrap()["id"].as_str().unwrap().to_owned();
+    let row = wait_final(&t.host, &id, &who).await;
+    assert_eq!(row.status, Status::Completed, "{row:?}");
+    let seen = json(row.result_json.as_deref().unwrap());
+    assert_eq!(seen["user_id"], "alice");
+    assert_eq!(seen["organization_id"], "acme");
+    assert_eq!(seen["module"], "ident");
+    assert_eq!(seen["request_id"], "req-42");
+    assert_eq!(seen["session_id"], "s-1");
+    assert_eq!(seen["task_id"], id.as_str());
+
+    let out = t
+        .host
+        .call_action("ident", "via_blocking", "{}", &who, request)
+        .await
+        .unwrap();
+    let seen = out.data.unwrap();
+    assert_eq!(seen["user_id"], "alice");
+    assert_eq!(seen["request_id"], "req-42");
+    assert!(seen["task_id"].is_null());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_task_id_is_indistinguishable_from_a_missing_one() {
+    let mut t = TestHost::new();
+    t.load("ta", TASKS_BASIC, LONG_TASKS).await;
+    t.load("tb", TASKS_BASIC, LONG_TASKS).await;
+    t.host.start_tasks().await.unwrap();
+    let alice = principal("alice", "acme");
+    let out = action(
+        &t.host,
+        "ta",
+        "submit",
+        r#"{"task":"echo","args":{"x":1}}"#,
+        &alice,
+    )
+    .await
+    .unwrap();
+    let id = out["id"].as_str().unwrap().to_owned();
+    wait_final(&t.host, &id, &alice).await;
+    let missing = uuid_v7();
+    let mallory_other_org = principal("mallory", "evil");
+    for (module, who, target) in [
+        ("tb", &alice, id.as_str()),
+        ("tb", &alice, missing.as_str()),
+        ("ta", &mallory_other_org, id.as_str()),
+        ("ta", &mallory_other_org, missing.as_str()),
+    ] {
+        for act in ["progress_of", "view"] {
+            let err = action(
+                &t.host,
+                module,
+                act,
+                &format!(r#"{{"id":"{target}"}}"#),
+                who,
+            )
+            .await
+            .unwrap_err();
+            assert_eq!(
+                err,
+                CallError::Guest {
+                    module: module.into(),
+                    error: SdkError::NotFound
+                },
+                "{act} from {module} as {who:?} on {target}"
+            );
+        }
+    }
+    // The owner sees it, and a finished task refuses progress with a different error.
+    let view = action(
+        &t.host,
+        "ta",
+        "view",
+        &format!(r#"{{"id":"{id}"}}"#),
+        &alice,
+    )
+    .await
+    .unwrap();
+    assert_eq!(view["summary"]["id"], id.as_str());
+    let err = action(
+        &t.host,
+        "ta",
+        "progress_of",
+        &format!(r#"{{"id":"{id}"}}"#),
+        &alice,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CallError::Guest {
+                error: SdkError::InvalidInput(_),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    // The host API hides other organizations' tasks the same way.
+    assert_eq!(
+        t.host.tasks().get(&id, &admin("root", "evil")).unwrap_err(),
+        SdkError::NotFound
+    );
+}
+
+fn uuid_v7() -> String {
+    // A well-formed id that no task has.
+    format!("{:08x}-0000-7000-8000-000000000000", std::process::id())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefix_lookups_treat_percent_underscore_and_backslash_as_ordinary_characters() {
+    let t = TestHost::with("tb", TASKS_BASIC, LONG_TASKS).await;
+    t.host.start_tasks().await.unwrap();
+    let who = principal("alice", "acme");
+    for key in [
+        "a%b.1", "a_b.1", "axb.1", "a\\b.1", "job.1", "job.2", "job.3",
+    ] {
+        let id = submit(&t.host, "tb", "noop", keyed(key), &who).await;
+        wait_final(&t.host, &id, &who).await;
+    }
+    let keys = |v: serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["task_key"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let by = |prefix: &str| serde_json::json!({ "prefix": prefix }).to_string();
+    assert_eq!(
+        keys(
+            action(&t.host, "tb", "by_prefix", &by("a%"), &who)
+                .await
+                .unwrap()
+        ),
+        ["a%b.1"]
+    );
+    assert_eq!(
+        keys(
+            action(&t.host, "tb", "by_prefix", &by("a_"), &who)
+                .await
+                .unwrap()
+        ),
+        ["a_b.1"]
+    );
+    assert_eq!(
+        keys(
+            action(&t.host, "tb", "by_prefix", &by("a\\"), &who)
+                .await
+                .unwrap()
+        ),
+        ["a\\b.1"]
+    );
+    assert_eq!(
+        keys(
+            action(&t.host, "tb", "by_prefix", &by("job."), &who)
+                .await
+                .unwrap()
+        ),
+        ["job.3", "job.2", "job.1"]
+    );
+    let exact = action(&t.host, "tb", "by_key", r#"{"key":"job.2"}"#, &who)
+        .await
+        .unwrap();
+    assert_eq!(keys(exact), ["job.2"]);
+    // Another module with the same keys sees none of them.
+    let mut t2 = t;
+    t2.load("other", TASKS_BASIC, "").await;
+    assert_eq!(
+        keys(
+            action(&t2.host, "other", "by_prefix", &by("job."), &who)
+                .await
+                .unwrap()
+        ),
+        Vec::<String>::new()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_label_and_checkpoint_are_persisted_and_announced() {
+    let t = TestHost::with("tb", TASKS_BASIC, LONG_TASKS).await;
+    t.host.start_tasks().await.unwrap();
+    let mut events = t.host.tasks().subscribe();
+    let who = principal("alice", "acme");
+    let id = submit(&t.host, "tb", "progress", SubmitOptions::default(), &who).await;
+    let row = wait_final(&t.host, &id, &who).await;
+    assert_eq!(row.status, Status::Completed, "{row:?}");
+    assert_eq!(row.progress, 1.0);
+    assert_eq!(row.label.as_deref(), Some("done"));
+    assert_eq!(
+        json(row.checkpoint_json.as_deref().unwrap()),
+        serde_json::json!({ "step": 2 })
+    );
+    let mut persisted = Vec::new();
+    let mut statuses = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        if e.task.task_id != id {
+            continue;
+        }
+        match e.kind {
+            modhost::tasks::events::EventKind::Progress {
+                progress,
+                persisted: true,
+                ..
+            } => persisted.push(progress),
+            modhost::tasks::events::EventKind::Status { status } => statuses.push(status),
+            _ => {}
+        }
+    }
+    assert_eq!(persisted, [0.25, 0.5, 1.0]);
+    assert_eq!(statuses, ["pending", "running", "completed"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_looping_or_unknown_task_fails_with_its_reason_and_the_host_keeps_serving() {
+    let mut t = TestHost::new();
+    t.load("tb", TASKS_BASIC, LONG_TASKS).await;
+    t.load("spin", SPIN, "[limits]\ntask-deadline-ms = 300")
+        .await;
+    t.host.start_tasks().await.unwrap();
+    let who = principal("alice", "acme");
+    let failing = submit(&t.host, "tb", "fail", SubmitOptions::default(), &who).await;
+    let looping = submit(&t.host, "spin", "loop", SubmitOptions::default(), &who).await;
+    let row = wait_final(&t.host, &failing, &who).await;
+    assert_eq!(
+        (row.status, row.failure_kind.as_deref()),
+        (Status::Failed, Some("error"))
+    );
+    assert!(row.failure_message.unwrap().contains("boom"));
+    let row = wait_final(&t.host, &looping, &who).await;
+    assert_eq!(
+        (row.status, row.failure_kind.as_deref()),
+        (Status::Failed, Some("deadline")),
+        "{row:?}"
+    );
+    // Bad input is refused before anything is stored.
+    let bad = |task: &str, args: &str, options: SubmitOptions| {
+        let host = t.host.clone();
+        let (task, args) = (task.to_owned(), args.to_owned());
+        let who = who.clone();
+        async move {
+            host.submit_task("tb", &task, &args, options, &who, RequestMeta::fresh())
+                .await
+                .unwrap_err()
+        }
+    };
+    assert!(matches!(
+        bad("nope", "{}", SubmitOptions::default()).await,
+        SdkError::InvalidInput(_)
+    ));
+    assert!(matches!(
+        bad("noop", "{oops", SubmitOptions::default()).await,
+        SdkError::InvalidInput(_)
+    ));
+    assert!(matches!(
+        bad("noop", "{}", keyed("")).await,
+        SdkError::InvalidInput(_)
+    ));
+    assert!(matches!(
+        bad("noop", "{}", keyed("a\u{7}b")).await,
+        SdkError::InvalidInput(_)
+    ));
+    assert!(matches!(
+        bad("noop", "{}", keyed(&"k".repeat(257))).await,
+        SdkError::InvalidInput(_)
+    ));
+    let out = action(&t.host, "tb", "blocking", r#"{"n": 21}"#, &who)
+        .await
+        .unwrap();
+    assert_eq!(out, 42);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_stops_a_running_guest_and_a_pending_task_never_starts() {
+    let t = TestHost::with(
+        "spin",
+        SPIN,
+        "[limits]\ntask-deadline-ms = 60000\n[tasks]\nmax-concurrent = 1",
+    )
+    .await;
+    t.host.start_tasks().await.unwrap();
+    let who = principal("alice", "acme");
+    let running = submit(&t.host, "spin", "loop", SubmitOptions::default(), &who).await;
+    wait_status(&t.host, &running, &who, Status::Running).await;
+    let queued = submit(&t.host, "spin", "noop", SubmitOptions::default(), &who).await;
+    t.host.tasks().cancel(&queued, &who).await.unwrap();
+    t.host.tasks().cancel(&running, &who).await.unwrap();
+    let r = wait_final(&t.host, &running, &who).await;
+    assert_eq!(r.status, Status::Cancelled);
+    let q = wait_final(&t.host, &queued, &who).await;
+    assert_eq!(
+        (q.status, q.attempts, q.started_at),
+        (Status::Cancelled, 0, None)
+    );
+    // A finished task cannot be cancelled again, and others may not cancel it at all.
+    assert!(matches!(
+        t.host.tasks().cancel(&running, &who).await,
+        Err(SdkError::InvalidInput(_))
+    ));
+    assert_eq!(
+        t.host
+            .tasks()
+            .cancel(&running, &principal("bob", "acme"))
+            .await,
+        Err(SdkError::NotFound)
+    );
+    // The module's slot was released: new work runs.
+    let next = submit(&t.host, "spin", "noop", SubmitOptions::default(), &who).await;
+    assert_eq!(
+        wait_final(&t.host, &next, &who).await.status,
+        Status::Completed
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_racing_completion_ends_in_exactly_one_final_state() {
+    let t = TestHost::with(
+        "spin",
+        SPIN,
+        "[tasks]\nmax-active-per-user = 100\nmax-concurrent = 8",
+    )
+    .await;
+    t.host.start_tasks().await.unwrap();
+    let who = principal("alice", "acme");
+    let ids =
+        join_all((0..40).map(|_| submit(&t.host, "spin", "noop", SubmitOptions::default(), &who)))
+            .await;
+    let cancels = join_all(ids.iter().map(|id| t.host.tasks().cancel(id, &who))).await;
+    for (id, cancelled) in ids.iter().zip(cancels) {
+        let row = wait_final(&t.host, id, &who).await;
+        match cancelled {
+            Ok(()) => assert_eq!(
+                row.status,
+                Status::Cancelled,
+                "cancel won, so the task must say so"
+            ),
+            Err(SdkError::InvalidInput(_)) => assert_eq!(row.status, Status::Completed),
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+    }
+}
+
+const CONFIRM_LIMITS: &str = "[limits]\ntask-deadline-ms = 60000";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_confirmation_pauses_the_task_until_its_user_answers() {
+    let t = TestHost::with("confirm", CONFIRM, CONFIRM_LIMITS).await;
+    t.host.start_tasks().await.unwrap();
+    let alice = principal("alice", "acme");
+    let id = action(&t.host, "confirm", "start", "{}", &alice)
+        .await
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let row = wait_status(&t.host, &id, &alice, Status::WaitingConfirmation).await;
+    let c = row.confirmation.expect("a stored confirmation");
+    assert!(c.surface_json.contains("Delete 3 files?"));
+    assert_eq!(row.progress, 0.5);
+    let yes = ConfirmationAnswer {
+        button: "yes".into(),
+        values: serde_json::json!({}),
+    };
+    // Another member may not answer; a button the surface lacks is refused.
+    assert!(matches!(
+        t.host
+            .tasks()
+            .answer_confirmation(&id, &yes, &principal("bob", "acme"))
+            .await,
+        Err(SdkError::NotFound)
+    ));
+    let bogus = ConfirmationAnswer {
+        button: "maybe".into(),
+        values: serde_json::json!({}),
+    };
+    assert!(matches!(
+        t.host
+            .tasks()
+            .answer_confirmation(&id, &bogus, &alice)
+            .await,
+        Err(SdkError::InvalidInput(_))
+    ));
+    t.host
+        .tasks()
+        .answer_confirmation(&id, &yes, &alice)
+        .await
+        .unwrap();
+    let row = wait_final(&t.host, &id, &alice).await;
+    assert_eq!(row.status, Status::Completed, "{row:?}");
+    let result = json(row.result_json.as_deref().unwrap());
+    assert_eq!(
+        result["answer"],
+        serde_json::json!({ "button": "yes", "by": "alice" })
+    );
+    assert_eq!(result["resumed"], false);
+    // An admin of the organization may answer too.
+    let id = action(&t.host, "confirm", "start", "{}", &alice)
+        .await
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_status(&t.host, &id, &alice, Status::WaitingConfirmation).await;
+    t.host
+        .tasks()
+        .answer_confirmation(&id, &yes, &admin("root", "acme"))
+        .await
+        .unwrap();
+    let result = json(
+        wait_final(&t.host, &id, &alice)
+            .await
+            .result_json
+            .as_deref()
+            .unwrap(),
+    );
+    assert_eq!(result["answer"]["by"], "root");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_confirmation_times_out_with_a_typed_outcome() {
+    let t = TestHost::with("confirm", CONFIRM, CONFIRM_LIMITS).await;
+    t.host.start_tasks().await.unwrap();
+    let alice = principal("alice", "acme");
+    let id = action(
+        &t.host,
+        "confirm",
+        "start",
+        r#"{"timeout_ms": 200}"#,
+        &alice,
+    )
+    .await
+    .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let row = wait_final(&t.host, &id, &alice).await;
+    assert_eq!(
+        json(row.result_json.as_deref().unwrap())["answer"],
+        "timed-out",
+        "{row:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_confirmation_outside_a_background_task_is_invalid_input() {
+    let t = TestHost::with("confirm", CONFIRM, CONFIRM_LIMITS).await;
+    let err = action(
+        &t.host,
+        "confirm",
+        "ask_here",
+        "{}",
+        &principal("alice", "acme"),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CallError::Guest {
+                error: SdkError::InvalidInput(_),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_are_the_callers_own_unless_the_manifest_grants_the_organization() {
+    let mut t = TestHost::new();
+    t.load("own", TASKS_BASIC, "").await;
+    t.load("org", TASKS_BASIC, "[tasks]\nread = \"organization\"")
+        .await;
+    t.host.start_tasks().await.unwrap();
+    let (alice, bob) = (principal("alice", "acme"), principal("bob", "acme"));
+    for m in ["own", "org"] {
+        let id = submit(&t.host, m, "noop", SubmitOptions::default(), &alice).await;
+        wait_final(&t.host, &id, &alice).await;
+    }
+    let seen = |m: &'static str| {
+        let host = t.host.clone();
+        let bob = bob.clone();
+        async move {
+            action(&host, m, "list_of", r#"{"user":"alice"}"#, &bob)
+                .await
+                .unwrap()
+                .as_array()
+                .unwrap()
+                .len()
+        }
+    };
+    assert_eq!(seen("own").await, 0);
+    assert_eq!(seen("org").await, 1);
+    let mine = action(&t.host, "own", "list_mine", "{}", &alice)
+        .await
+        .unwrap();
+    assert_eq!(mine.as_array().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_model_pages_stay_stable_while_new_tasks_arrive() {
+    let t = TestHost::with("tb", TASKS_BASIC, LONG_TASKS).await;
+    t.host.start_tasks().await.unwrap();
+    let who = principal("alice", "acme");
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        ids.push(submit(&t.host, "tb", "noop", keyed(&format!("page.{i}")), &who).await);
+    }
+    let first = action(&t.host, "tb", "list", r#"{"limit": 3}"#, &who)
+        .await
+        .unwrap();
+    let cursor = first["next_cursor"].as_str().unwrap().to_owned();
+    // New tasks arrive between pages.
+    for i in 7..10 {
+        submit(&t.host, "tb", "noop", keyed(&format!("page.{i}")), &who).await;
+    }
+    let second = action(
+        &t.host,
+        "tb",
+        "list",
+        &serde_json::json!({ "limit": 3, "cursor": cursor }).to_string(),
+        &who,
+    )
+    .await
+    .unwrap();
+    let got: Vec<&str> = first["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(second["tasks"].as_array().unwrap())
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    let want: Vec<&str> = ids.iter().rev().take(6).map(String::as_str).collect();
+    assert_eq!(got, want);
+    let err = action(&t.host, "tb", "list", r#"{"cursor": "garbage"}"#, &who)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CallError::Guest {
+                error: SdkError::InvalidInput(_),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_tasks_past_the_per_user_quota_are_refused_with_limit_exceeded() {
+    let t = TestHost::with(
+        "spin",
+        SPIN,
+        "[limits]\ntask-deadline-ms = 60000\n[tasks]\nmax-active-per-user = 2",
+    )
+    .await;
+    t.host.start_tasks().await.unwrap();
+    let (alice, bob) = (principal("alice", "acme"), principal("bob", "acme"));
+    let a = submit(&t.host, "spin", "loop", SubmitOptions::default(), &alice).await;
+    let b = submit(&t.host, "spin", "loop", SubmitOptions::default(), &alice).await;
+    let err = t
+        .host
+        .submit_task(
+            "spin",
+            "loop",
+            "{}",
+            SubmitOptions::default(),
+            &alice,
+            RequestMeta::fresh(),
+        )
+        .await;
+    assert!(matches!(err, Err(SdkError::LimitExceeded(_))), "{err:?}");
+    // Another user has a quota of their own; a finished task frees a place.
+    let c = submit(&t.host, "spin", "loop", SubmitOptions::default(), &bob).await;
+    t.host.tasks().cancel(&a, &alice).await.unwrap();
+    let d = submit(&t.host, "spin", "loop", SubmitOptions::default(), &alice).await;
+    for (id, who) in [(&b, &alice), (&c, &bob), (&d, &alice)] {
+        t.host.tasks().cancel(id, who).await.unwrap();
+    }
+}
