@@ -192,6 +192,7 @@ impl Writer {
     }
 
     /// Writes waiting for the writer thread.
+    #[cfg(test)]
     pub(super) fn queued(&self) -> usize {
         self.queue
             .as_ref()
@@ -239,15 +240,13 @@ fn write_loop(
     let w = WriteConn::new(conn);
     let mut batch: Vec<Box<dyn Op>> = Vec::with_capacity(max_batch);
     while rx.blocking_recv_many(&mut batch, max_batch) > 0 {
-        if run_batch(&w, &mut batch) {
-            commits.fetch_add(1, Ordering::Relaxed);
-        }
+        run_batch(&w, &mut batch, commits);
     }
 }
 
 /// Runs every op of `batch` in one transaction and answers them after it;
-/// whether it committed.
-fn run_batch(w: &WriteConn<'_>, batch: &mut Vec<Box<dyn Op>>) -> bool {
+/// counts the commit before answering.
+fn run_batch(w: &WriteConn<'_>, batch: &mut Vec<Box<dyn Op>>, commits: &AtomicU64) {
     let outcome = w
         .execute("BEGIN IMMEDIATE")
         .map_err(TaskStoreError::from)
@@ -260,8 +259,10 @@ fn run_batch(w: &WriteConn<'_>, batch: &mut Vec<Box<dyn Op>>) -> bool {
                 TaskStoreError::from(e)
             })
         });
+    if outcome.is_ok() {
+        commits.fetch_add(1, Ordering::Relaxed);
+    }
     for op in batch.drain(..) {
         op.answer(outcome.as_ref().map(|_| ()));
     }
-    outcome.is_ok()
 }
