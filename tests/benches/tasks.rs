@@ -51,7 +51,7 @@ fn raw_store(engine: &wasmtime::Engine) -> Store<Raw> {
 }
 
 const MANIFEST: &str =
-    "[tasks]\nmax-concurrent = 256\nmax-active-per-user = 1000000\nmax-active-per-module = 1000000";
+    "[tasks]\nmax-concurrent = 256\nmax-active-per-user = 10000\nmax-active-per-module = 1000000";
 
 fn median_us(mut v: Vec<Duration>) -> f64 {
     v.sort();
@@ -89,7 +89,7 @@ fn main() {
         let mut handles = Vec::new();
         for s in 0..submitters {
             let host = host.clone();
-            let who = who.clone();
+            let who = principal(&format!("bench{s}"), "bench");
             handles.push(tokio::spawn(async move {
                 for _ in (s..n).step_by(submitters) {
                     host.submit_task("spin", "noop", "{}", SubmitOptions::default(), &who, RequestMeta::fresh())
@@ -102,7 +102,10 @@ fn main() {
             h.await.unwrap();
         }
         let submitted = start.elapsed();
-        let admin = modhost::identity::Principal { role: modhost::identity::Role::Admin, ..who.clone() };
+        let admin = modhost::identity::Principal {
+            role: modhost::identity::Role::Admin,
+            ..who.clone()
+        };
         let active = TaskFilter {
             statuses: vec![Status::Pending, Status::Running],
             ..TaskFilter::default()
@@ -131,8 +134,8 @@ fn main() {
             {
                 let mut stmt = tx
                     .prepare(
-                        "INSERT INTO tasks (id, module, task_name, args_json, resumable, user_id, organization_id, role, request_id, status, progress, created_at, updated_at, attempts)
-                         VALUES (?1, 'spin', 'noop', '{}', 0, 'bench', 'bench', 'member', ?1, 'completed', 1.0, 0, 0, 1)",
+                        "INSERT INTO tasks (id, module, task_name, args_json, resumable, user_id, organization_id, role, request_id, status, progress, created_at, updated_at, started_at, finished_at, attempts)
+                         VALUES (?1, 'spin', 'noop', '{}', 0, 'bench', 'bench', 'member', ?1, 'completed', 1.0, 0, 0, 0, 0, 1)",
                     )
                     .unwrap();
                 for _ in chunk {

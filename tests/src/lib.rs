@@ -44,9 +44,15 @@ pub struct TestHost {
 
 /// A host on the state directory `state`: what a restarted host opens.
 pub fn host_on(state: &Path) -> Host {
+    host_with_options(state, |_| {})
+}
+
+/// A host on `state` with test defaults, adjusted by `adjust`.
+pub fn host_with_options(state: &Path, adjust: impl FnOnce(&mut HostOptions)) -> Host {
     let mut options = HostOptions::new(state);
     options.engine.cache_dir = Some(COMPONENT_CACHE_DIR.into());
     options.engine.max_instances = 64;
+    adjust(&mut options);
     Host::new(options).expect("starting a host")
 }
 
@@ -55,6 +61,16 @@ impl TestHost {
         let state = tempfile::tempdir().expect("temp dir");
         TestHost {
             host: Arc::new(host_on(state.path())),
+            state,
+            modules: Vec::new(),
+        }
+    }
+
+    /// A host with adjusted options and no module yet.
+    pub fn with_options(adjust: impl FnOnce(&mut HostOptions)) -> Self {
+        let state = tempfile::tempdir().expect("temp dir");
+        TestHost {
+            host: Arc::new(host_with_options(state.path(), adjust)),
             state,
             modules: Vec::new(),
         }

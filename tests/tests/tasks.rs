@@ -596,10 +596,29 @@ async fn lists_are_the_callers_own_unless_the_manifest_grants_the_organization()
         .await;
     t.host.start_tasks().await.unwrap();
     let (alice, bob) = (principal("alice", "acme"), principal("bob", "acme"));
+    let mut ids = Vec::new();
     for m in ["own", "org"] {
         let id = submit(&t.host, m, "noop", SubmitOptions::default(), &alice).await;
         wait_final(&t.host, &id, &alice).await;
+        ids.push(id);
     }
+    // Another user's task, its args and result, is not-found without the grant.
+    let view = |m: &'static str, id: String| {
+        let host = t.host.clone();
+        let bob = bob.clone();
+        async move { action(&host, m, "view", &format!(r#"{{"id":"{id}"}}"#), &bob).await }
+    };
+    assert_eq!(
+        view("own", ids[0].clone()).await.unwrap_err(),
+        CallError::Guest {
+            module: "own".into(),
+            error: SdkError::NotFound
+        }
+    );
+    assert_eq!(
+        view("org", ids[1].clone()).await.unwrap()["summary"]["user_id"],
+        "alice"
+    );
     let seen = |m: &'static str| {
         let host = t.host.clone();
         let bob = bob.clone();
@@ -700,5 +719,76 @@ async fn active_tasks_past_the_per_user_quota_are_refused_with_limit_exceeded() 
     let d = submit(&t.host, "spin", "loop", SubmitOptions::default(), &alice).await;
     for (id, who) in [(&b, &alice), (&c, &bob), (&d, &alice)] {
         t.host.tasks().cancel(id, who).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_blocking_pool_gives_limit_exceeded_instead_of_a_hang() {
+    let mut t = TestHost::with_options(|o| o.blocking_threads = 1);
+    t.load("spin", SPIN, "[limits]\nblocking-deadline-ms = 1500")
+        .await;
+    let who = principal("alice", "acme");
+    let busy = tokio::spawn({
+        let host = t.host.clone();
+        let who = who.clone();
+        async move {
+            host.call_blocking("spin", "loop", "{}", &who, RequestMeta::fresh())
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let refused = t
+        .host
+        .call_blocking("spin", "loop", "{}", &who, RequestMeta::fresh())
+        .await;
+    assert!(
+        matches!(&refused, Err(SdkError::LimitExceeded(m)) if m.contains("blocking pool")),
+        "{refused:?}"
+    );
+    // The looping call is stopped by its own deadline, and frees the thread.
+    let stopped = busy.await.unwrap();
+    assert!(
+        matches!(&stopped, Err(SdkError::LimitExceeded(m)) if m.contains("deadline")),
+        "{stopped:?}"
+    );
+    let err = t
+        .host
+        .call_blocking("spin", "nope", "{}", &who, RequestMeta::fresh())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SdkError::InvalidInput(_)), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_module_cannot_starve_another_modules_tasks() {
+    let mut t = TestHost::with_options(|o| o.max_running_tasks = 1);
+    t.load(
+        "busy",
+        SPIN,
+        "[limits]\ntask-deadline-ms = 100\n[tasks]\nmax-active-per-user = 100",
+    )
+    .await;
+    t.load("quiet", SPIN, "").await;
+    t.host.start_tasks().await.unwrap();
+    let who = principal("alice", "acme");
+    let mut busy = Vec::new();
+    for _ in 0..20 {
+        busy.push(submit(&t.host, "busy", "loop", SubmitOptions::default(), &who).await);
+    }
+    let quiet = submit(&t.host, "quiet", "noop", SubmitOptions::default(), &who).await;
+    let row = wait_final(&t.host, &quiet, &who).await;
+    assert_eq!(row.status, Status::Completed);
+    // Each busy task holds the only slot for 100 ms; round robin let the quiet
+    // module in long before the busy queue drained.
+    let still_queued = busy
+        .iter()
+        .filter(|id| t.host.tasks().get(id, &who).unwrap().status == Status::Pending)
+        .count();
+    assert!(
+        still_queued >= 10,
+        "only {still_queued} busy tasks were still queued"
+    );
+    for id in &busy {
+        let _ = t.host.tasks().cancel(id, &who).await;
     }
 }

@@ -1,7 +1,7 @@
 //! `interface background-tasks`: the read model of tasks: filtered,
 //! cursor-paginated lists and the full view of one task.
 //!
-//! Scoped like `tasks`: the caller's module and organization. Lists show the
+//! Scoped like `tasks`: the caller's module and organization, and the
 //! caller's own tasks unless the manifest grants `read = "organization"`; a
 //! task that is not visible is `not-found`, exactly like a missing one.
 
@@ -119,10 +119,16 @@ impl bt::Host for SandboxState {
     async fn get(&mut self, id: String) -> Result<bt::TaskView, HostError> {
         let id = policy::task_id(&id)?;
         let me = self.identity();
+        let wide = self
+            .core()
+            .module(&me.module)
+            .is_some_and(|m| m.manifest.policy.tasks.read == ReadScope::Organization);
+        // Args, results and checkpoints are the submitting user's: another
+        // user's task is not-found unless the manifest grants the organization.
         let scope = Scope {
             module: me.module.clone(),
             organization_id: me.organization_id().to_string(),
-            user_id: None,
+            user_id: (!wide).then(|| me.user_id().to_string()),
         };
         let row = self
             .core()

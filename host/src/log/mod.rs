@@ -15,6 +15,8 @@ pub const MAX_FIELDS: usize = 32;
 pub const MAX_FIELD_BYTES: usize = 1024;
 /// Records one call may write before the rest are dropped (one warning says so).
 pub const MAX_RECORDS_PER_CALL: u32 = 10_000;
+/// Bytes (messages and fields) one call may log before the rest are dropped.
+pub const MAX_BYTES_PER_CALL: u64 = 1024 * 1024;
 
 /// Identity fields the host stamps itself; a guest field with one of these
 /// names is renamed `guest.<name>` so it cannot be mistaken for the host's.
@@ -38,6 +40,14 @@ pub fn truncate(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
+/// `s` with control characters escaped, so a guest cannot forge log lines.
+pub fn escape_controls(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    std::borrow::Cow::Owned(s.chars().flat_map(char::escape_default).collect::<String>())
+}
+
 /// The fields of a record as the host writes them.
 pub fn sanitize_fields(fields: &[(String, String)]) -> String {
     let mut out = String::new();
@@ -47,10 +57,20 @@ pub fn sanitize_fields(fields: &[(String, String)]) -> String {
         if !out.is_empty() {
             out.push(' ');
         }
-        if RESERVED_FIELDS.contains(&k) {
+        // Keys are words: anything else is quoted, so `x user_id` cannot pose
+        // as a second field.
+        let plain = !k.is_empty()
+            && k.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.');
+        if !plain || RESERVED_FIELDS.contains(&k) {
             out.push_str("guest.");
         }
-        out.push_str(&format!("{k}={v:?}"));
+        if plain {
+            out.push_str(k);
+        } else {
+            out.push_str(&format!("{k:?}"));
+        }
+        out.push_str(&format!("={v:?}"));
     }
     out
 }
@@ -62,18 +82,26 @@ impl log::Host for SandboxState {
         message: String,
         fields: Vec<(String, String)>,
     ) -> wasmtime::Result<()> {
-        let n = self.count_log_record();
-        if n > MAX_RECORDS_PER_CALL {
+        let size = message.len().min(MAX_MESSAGE_BYTES)
+            + fields
+                .iter()
+                .take(MAX_FIELDS)
+                .map(|(k, v)| k.len().min(MAX_FIELD_BYTES) + v.len().min(MAX_FIELD_BYTES))
+                .sum::<usize>();
+        let (n, bytes) = self.count_log_record(u64::try_from(size).unwrap_or(u64::MAX));
+        let over = n > MAX_RECORDS_PER_CALL || bytes > MAX_BYTES_PER_CALL;
+        if over && self.log_muted() {
             return Ok(());
         }
         let id = self.identity();
         let task_id = self.task().map(|t| t.task_id.as_str()).unwrap_or("");
-        if n == MAX_RECORDS_PER_CALL {
+        if over {
             tracing::warn!(target: "modhost::guest", module = %id.module, request_id = %id.request_id,
-                "log budget of {MAX_RECORDS_PER_CALL} records for this call used up; muting");
+                "log budget of {MAX_RECORDS_PER_CALL} records or {MAX_BYTES_PER_CALL} bytes for this call used up; muting");
+            self.mute_log();
             return Ok(());
         }
-        let message = truncate(&message, MAX_MESSAGE_BYTES);
+        let message = escape_controls(truncate(&message, MAX_MESSAGE_BYTES));
         let fields = sanitize_fields(&fields);
         macro_rules! emit {
             ($lvl:ident) => {
@@ -106,6 +134,20 @@ mod tests {
     fn truncate_cuts_at_a_character_boundary() {
         assert_eq!(truncate("héllo", 2), "h");
         assert_eq!(truncate("abc", 10), "abc");
+    }
+
+    #[test]
+    fn control_characters_in_messages_are_escaped() {
+        assert_eq!(escape_controls("a\nINFO forged"), "a\\nINFO forged");
+        assert_eq!(escape_controls("plain"), "plain");
+    }
+
+    #[test]
+    fn a_key_with_spaces_is_quoted_and_prefixed() {
+        assert_eq!(
+            sanitize_fields(&[("x user_id".into(), "1".into())]),
+            "guest.\"x user_id\"=\"1\""
+        );
     }
 
     #[test]

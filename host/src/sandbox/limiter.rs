@@ -17,6 +17,8 @@ pub struct MemoryLimitExceeded(pub u64);
 #[derive(Debug)]
 pub struct MemoryLimiter {
     limit: u64,
+    /// Bytes of all linear memories of the store.
+    used: u64,
     exceeded: bool,
 }
 
@@ -24,6 +26,7 @@ impl MemoryLimiter {
     pub fn new(limit: u64) -> Self {
         MemoryLimiter {
             limit,
+            used: 0,
             exceeded: false,
         }
     }
@@ -40,14 +43,17 @@ impl MemoryLimiter {
 impl ResourceLimiter for MemoryLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if u64::try_from(desired).unwrap_or(u64::MAX) > self.limit {
+        let grow = u64::try_from(desired.saturating_sub(current)).unwrap_or(u64::MAX);
+        let total = self.used.saturating_add(grow);
+        if total > self.limit {
             self.exceeded = true;
             return Err(MemoryLimitExceeded(self.limit).into());
         }
+        self.used = total;
         Ok(true)
     }
 
@@ -72,5 +78,13 @@ mod tests {
         assert!(!l.exceeded());
         assert!(l.memory_growing(1 << 20, (1 << 20) + 65536, None).is_err());
         assert!(l.exceeded());
+    }
+
+    #[test]
+    fn the_limit_covers_all_memories_of_a_store_together() {
+        let mut l = MemoryLimiter::new(1 << 20);
+        assert!(l.memory_growing(0, 1 << 19, None).unwrap());
+        assert!(l.memory_growing(0, 1 << 19, None).unwrap());
+        assert!(l.memory_growing(0, 65536, None).is_err());
     }
 }

@@ -32,6 +32,9 @@ pub struct TaskScope {
     pub task_id: String,
     /// The last stored checkpoint, for `context.checkpoint`.
     pub checkpoint: Option<String>,
+    /// Whether this call is the task's own run (which may pause for a
+    /// confirmation), rather than a blocking call made from it.
+    pub is_run: bool,
 }
 
 /// Why a running call was stopped by the host (raised from the epoch callback).
@@ -71,6 +74,8 @@ pub struct SandboxState {
     deadline_at: Instant,
     cancel: Option<Arc<AtomicBool>>,
     log_records: u32,
+    log_bytes: u64,
+    log_muted: bool,
 }
 
 impl SandboxState {
@@ -107,10 +112,19 @@ impl SandboxState {
         self.task.as_ref()
     }
 
-    /// Counts one more log record of this call and returns the new count.
-    pub(crate) fn count_log_record(&mut self) -> u32 {
+    /// Counts one more log record of `bytes` and returns the call's totals.
+    pub(crate) fn count_log_record(&mut self, bytes: u64) -> (u32, u64) {
         self.log_records = self.log_records.saturating_add(1);
-        self.log_records
+        self.log_bytes = self.log_bytes.saturating_add(bytes);
+        (self.log_records, self.log_bytes)
+    }
+
+    pub(crate) fn log_muted(&self) -> bool {
+        self.log_muted
+    }
+
+    pub(crate) fn mute_log(&mut self) {
+        self.log_muted = true;
     }
 
     pub fn memory_exceeded(&self) -> bool {
@@ -146,7 +160,8 @@ pub fn new_store(
     if let Some(dir) = spec.data_dir {
         wasi.preopened_dir(dir, DATA_DIR_GUEST_PATH, FsPerms::ReadWrite)
             .map_err(|e| {
-                CallError::Internal(format!("cannot open data directory {}: {e}", dir.display()))
+                tracing::error!(dir = %dir.display(), error = %e, "cannot open a module's data directory");
+                CallError::Internal("cannot open the module's data directory; see the host's log".into())
             })?;
     }
     let state = SandboxState {
@@ -160,6 +175,8 @@ pub fn new_store(
         deadline_at: Instant::now() + spec.deadline,
         cancel: spec.cancel,
         log_records: 0,
+        log_bytes: 0,
+        log_muted: false,
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);

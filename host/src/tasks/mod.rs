@@ -229,9 +229,9 @@ impl tasks::Host for SandboxState {
         timeout_ms: Option<u64>,
     ) -> Result<tasks::ConfirmationOutcome, HostError> {
         self.check_cancelled()?;
-        let Some(task_id) = self.task().map(|t| t.task_id.clone()) else {
+        let Some(task_id) = self.task().filter(|t| t.is_run).map(|t| t.task_id.clone()) else {
             return Err(SdkError::invalid(
-                "request-confirmation is only available inside a background task",
+                "request-confirmation is only available in a background task's own run",
             )
             .into());
         };
@@ -243,8 +243,7 @@ impl tasks::Host for SandboxState {
         let core = self.core().clone();
         let store = &core.tasks.store;
         let now = now_ms();
-        let expires =
-            timeout.map(|t| now.saturating_add(i64::try_from(t.as_millis()).unwrap_or(i64::MAX)));
+        let expires = now.saturating_add(i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX));
         let (tx, rx) = oneshot::channel();
         let wake = {
             let mut running = core.tasks.running();
@@ -254,20 +253,36 @@ impl tasks::Host for SandboxState {
             r.answer = Some(tx);
             r.wake.clone()
         };
-        match store
-            .ask_confirmation(&task_id, &surface_json, now, expires)
-            .await
-            .map_err(store_err)?
-        {
-            Asked::AlreadyAnswered(answer) => {
-                store.consume_answer(&task_id).await.map_err(store_err)?;
-                return Ok(tasks::ConfirmationOutcome::Answered(wit_answer(&answer)?));
+        // Armed before asking, so a cancel between the ask and the wait is
+        // not lost.
+        let cancelled = wake.notified();
+        tokio::pin!(cancelled);
+        cancelled.as_mut().enable();
+        // An answer kept from before a restart counts only for the same
+        // question; a stale one is discarded and the new question asked.
+        for _ in 0..2 {
+            match store
+                .ask_confirmation(&task_id, &surface_json, now, Some(expires))
+                .await
+                .map_err(store_err)?
+            {
+                Asked::AlreadyAnswered(answer) => {
+                    let same = store
+                        .get_unscoped(&task_id)
+                        .map_err(store_err)?
+                        .and_then(|r| r.confirmation)
+                        .is_some_and(|c| c.surface_json == surface_json);
+                    store.consume_answer(&task_id).await.map_err(store_err)?;
+                    if same {
+                        return Ok(tasks::ConfirmationOutcome::Answered(wit_answer(&answer)?));
+                    }
+                }
+                Asked::NotActive => {
+                    self.check_cancelled()?;
+                    return Err(SdkError::invalid("the task is no longer active").into());
+                }
+                Asked::Waiting => break,
             }
-            Asked::NotActive => {
-                self.check_cancelled()?;
-                return Err(SdkError::invalid("the task is no longer active").into());
-            }
-            Asked::Waiting => {}
         }
         let row = store.get_unscoped(&task_id).map_err(store_err)?;
         if let Some(row) = &row {
@@ -282,16 +297,14 @@ impl tasks::Host for SandboxState {
                 .send(task_ref(row), EventKind::Confirmation { surface });
         }
         let paused = Instant::now();
-        let sleep = async {
-            match timeout {
-                Some(t) => tokio::time::sleep(t).await,
-                None => std::future::pending().await,
+        let outcome = if self.cancelled() {
+            None
+        } else {
+            tokio::select! {
+                answer = rx => answer.ok(),
+                () = tokio::time::sleep(timeout) => None,
+                () = &mut cancelled => None,
             }
-        };
-        let outcome = tokio::select! {
-            answer = rx => answer.ok(),
-            () = sleep => None,
-            () = wake.notified() => None,
         };
         self.extend_deadline(paused.elapsed());
         self.check_cancelled()?;

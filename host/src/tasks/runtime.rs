@@ -6,7 +6,7 @@
 //! so racing cancel/complete/progress never lose or double a final state.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -222,7 +222,14 @@ impl Core {
                 for i in 0..modules.len() {
                     let name = &modules[(start + i) % modules.len()];
                     let Some(m) = self.module(name) else { continue };
-                    let cap = m.manifest.policy.tasks.max_concurrent;
+                    // No module may hold more than half the host's slots, so tasks
+                    // parked in confirmations cannot starve the others.
+                    let cap = m
+                        .manifest
+                        .policy
+                        .tasks
+                        .max_concurrent
+                        .min((self.tasks.max_running / 2).max(1));
                     if q.running_by_module.get(name).copied().unwrap_or(0) >= cap {
                         continue;
                     }
@@ -266,15 +273,8 @@ impl Core {
             );
             return;
         };
-        let row = match store.start(id).await {
-            Ok(Some(row)) => row,
-            Ok(None) => return, // cancelled (or taken) before it started
-            Err(e) => {
-                tracing::error!(task_id = id, error = %e, "cannot start task");
-                return;
-            }
-        };
-        let tref = task_ref(&row);
+        // Registered before `start`, so a cancel racing with the start finds
+        // the flag to set.
         let cancel = Arc::new(AtomicBool::new(false));
         let wake = Arc::new(Notify::new());
         self.tasks.running().insert(
@@ -285,10 +285,20 @@ impl Core {
                 answer: None,
             },
         );
-        // A cancel that raced with `start` finished the row already.
-        if matches!(store.get_unscoped(id), Ok(Some(r)) if !r.status.is_active()) {
-            cancel.store(true, Ordering::Relaxed);
-        }
+        let row = match store.start(id).await {
+            Ok(Some(row)) => row,
+            Ok(None) => {
+                // Cancelled (or taken) before it started.
+                self.tasks.running().remove(id);
+                return;
+            }
+            Err(e) => {
+                self.tasks.running().remove(id);
+                tracing::error!(task_id = id, error = %e, "cannot start task");
+                return;
+            }
+        };
+        let tref = task_ref(&row);
         self.tasks.events.send(
             tref.clone(),
             EventKind::Status {
@@ -340,6 +350,7 @@ impl Core {
                 task: Some(TaskScope {
                     task_id: row.id.clone(),
                     checkpoint: row.checkpoint_json.clone(),
+                    is_run: true,
                 }),
                 memory_bytes: limits.memory_bytes,
                 deadline: limits.task_deadline,
@@ -427,6 +438,9 @@ impl Core {
                     self.tasks.blocking_threads
                 ))
             })?;
+        // A blocking call made from a task knows the task, but cannot pause
+        // it: it holds a pool thread.
+        let task = task.map(|t| TaskScope { is_run: false, ..t });
         let core = self.clone();
         let (function, args) = (function.to_owned(), args_json.to_owned());
         let handle = tokio::runtime::Handle::current();
@@ -470,7 +484,12 @@ impl Core {
             })
         })
         .await;
-        joined.unwrap_or_else(|e| Err(SdkError::Internal(format!("blocking call failed: {e}"))))
+        joined.unwrap_or_else(|e| {
+            tracing::error!(error = %e, "blocking call panicked");
+            Err(SdkError::Internal(
+                "the blocking call failed; see the host's log".into(),
+            ))
+        })
     }
 }
 
@@ -500,14 +519,14 @@ pub(crate) fn identity_of(row: &TaskRow) -> Result<Identity, String> {
 }
 
 /// How long a confirmation may wait, as asked by the guest.
-pub(crate) fn confirmation_timeout(ms: Option<u64>) -> Result<Option<Duration>, SdkError> {
+pub(crate) fn confirmation_timeout(ms: Option<u64>) -> Result<Duration, SdkError> {
     match ms {
-        None => Ok(None),
+        None => Ok(Duration::from_millis(policy::MAX_CONFIRMATION_TIMEOUT_MS)),
         Some(0) => Err(SdkError::invalid("confirmation timeout must be positive")),
         Some(ms) if ms > policy::MAX_CONFIRMATION_TIMEOUT_MS => Err(SdkError::invalid(format!(
             "confirmation timeout of {ms} ms is over the limit of {} ms",
             policy::MAX_CONFIRMATION_TIMEOUT_MS
         ))),
-        Some(ms) => Ok(Some(Duration::from_millis(ms))),
+        Some(ms) => Ok(Duration::from_millis(ms)),
     }
 }

@@ -13,9 +13,15 @@ use crate::bindings::ui as wit;
 pub const MAX_COMPONENTS: usize = 256;
 /// Most effects one action may return.
 pub const MAX_EFFECTS: usize = 32;
-/// Largest surface, counted as the bytes of all its text: enough for a long
-/// confirmation, too small to use the host as storage.
+/// Largest surface, counted as the bytes of all its text plus
+/// [`ELEMENT_COST`] per element: enough for a long confirmation, too small to
+/// use the host as storage.
 pub const MAX_SURFACE_BYTES: usize = 64 * 1024;
+/// What each component, pair, option or button costs on top of its text, so
+/// millions of empty elements cannot pass as a small surface.
+pub const ELEMENT_COST: usize = 16;
+/// Largest `data` an action may return: parsed on the host, so bounded first.
+pub const MAX_ACTION_DATA_BYTES: usize = 1024 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -108,6 +114,10 @@ pub enum UiError {
     TooManyEffects(usize),
     #[error("action data is not JSON: {0}")]
     DataNotJson(String),
+    #[error("action data is {0} bytes; the limit is {MAX_ACTION_DATA_BYTES}")]
+    DataTooLarge(usize),
+    #[error("{0:?} is not a task id")]
+    BadTaskId(String),
 }
 
 impl Surface {
@@ -120,6 +130,11 @@ impl Surface {
             title: s.title,
             components: s.components.into_iter().map(Component::from).collect(),
         };
+        for c in &surface.components {
+            if let Component::TaskCard { task_id } = c {
+                check_task_id(task_id)?;
+            }
+        }
         let size = surface.text_bytes();
         if size > MAX_SURFACE_BYTES {
             return Err(UiError::SurfaceTooLarge(size));
@@ -127,32 +142,31 @@ impl Surface {
         Ok(surface)
     }
 
-    /// Bytes of all text in the surface.
+    /// Bytes of all text in the surface plus [`ELEMENT_COST`] per element.
     pub fn text_bytes(&self) -> usize {
-        self.title.len()
-            + self
-                .components
-                .iter()
-                .map(|c| match c {
-                    Component::Text { text } => text.len(),
-                    Component::Markdown { markdown } => markdown.len(),
-                    Component::KeyValue { pairs } => {
-                        pairs.iter().map(|(k, v)| k.len() + v.len()).sum()
-                    }
-                    Component::Choices { name, options, .. } => {
-                        name.len()
-                            + options
-                                .iter()
-                                .map(|o| o.id.len() + o.label.len())
-                                .sum::<usize>()
-                    }
-                    Component::Buttons { buttons } => {
-                        buttons.iter().map(|b| b.id.len() + b.label.len()).sum()
-                    }
-                    Component::TaskCard { task_id } => task_id.len(),
-                    Component::Divider => 0,
-                })
-                .sum::<usize>()
+        let e = ELEMENT_COST;
+        let component = |c: &Component| -> usize {
+            e + match c {
+                Component::Text { text } => text.len(),
+                Component::Markdown { markdown } => markdown.len(),
+                Component::KeyValue { pairs } => {
+                    pairs.iter().map(|(k, v)| e + k.len() + v.len()).sum()
+                }
+                Component::Choices { name, options, .. } => {
+                    name.len()
+                        + options
+                            .iter()
+                            .map(|o| e + o.id.len() + o.label.len())
+                            .sum::<usize>()
+                }
+                Component::Buttons { buttons } => {
+                    buttons.iter().map(|b| e + b.id.len() + b.label.len()).sum()
+                }
+                Component::TaskCard { task_id } => task_id.len(),
+                Component::Divider => 0,
+            }
+        };
+        self.title.len() + self.components.iter().map(component).sum::<usize>()
     }
 }
 
@@ -249,6 +263,11 @@ impl ActionOutput {
         if r.effects.len() > MAX_EFFECTS {
             return Err(UiError::TooManyEffects(r.effects.len()));
         }
+        if let Some(text) = &r.data
+            && text.len() > MAX_ACTION_DATA_BYTES
+        {
+            return Err(UiError::DataTooLarge(text.len()));
+        }
         let data = match r.data {
             Some(text) => {
                 Some(serde_json::from_str(&text).map_err(|e| UiError::DataNotJson(e.to_string()))?)
@@ -270,16 +289,64 @@ impl ActionOutput {
                 wit::Effect::Render(s) => Effect::Render {
                     surface: Surface::from_wit(s)?,
                 },
-                wit::Effect::ShowTask(task_id) => Effect::ShowTask { task_id },
+                wit::Effect::ShowTask(task_id) => {
+                    check_task_id(&task_id)?;
+                    Effect::ShowTask { task_id }
+                }
             });
         }
         Ok(ActionOutput { data, effects })
     }
 }
 
+fn check_task_id(id: &str) -> Result<(), UiError> {
+    uuid::Uuid::parse_str(id)
+        .map(|_| ())
+        .map_err(|_| UiError::BadTaskId(crate::log::truncate(id, 64).to_owned()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn empty_elements_still_count_against_the_surface_cap() {
+        let buttons = (0..MAX_SURFACE_BYTES / ELEMENT_COST)
+            .map(|_| wit::Button {
+                id: String::new(),
+                label: String::new(),
+                style: wit::ButtonStyle::Primary,
+            })
+            .collect();
+        let s = wit::Surface {
+            title: String::new(),
+            components: vec![wit::Component::Buttons(buttons)],
+        };
+        assert!(matches!(
+            Surface::from_wit(s),
+            Err(UiError::SurfaceTooLarge(_))
+        ));
+    }
+
+    #[test]
+    fn oversize_action_data_is_refused_before_parsing() {
+        let r = wit::ActionResult {
+            data: Some("[".repeat(MAX_ACTION_DATA_BYTES + 1)),
+            effects: vec![],
+        };
+        assert!(matches!(
+            ActionOutput::from_wit(r),
+            Err(UiError::DataTooLarge(_))
+        ));
+        let r = wit::ActionResult {
+            data: None,
+            effects: vec![wit::Effect::ShowTask("x".into())],
+        };
+        assert!(matches!(
+            ActionOutput::from_wit(r),
+            Err(UiError::BadTaskId(_))
+        ));
+    }
 
     #[test]
     fn components_serialize_with_a_type_tag() {

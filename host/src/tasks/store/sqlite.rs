@@ -771,7 +771,7 @@ impl TaskStore for SqliteTaskStore {
         // One statement whatever the outcome: a foreign task costs what a
         // missing one costs.
         self.read(|conn| {
-            conn.prepare(sql::GET)?
+            conn.prepare_cached(sql::GET)?
                 .query_row(
                     params![id, scope.module, scope.organization_id, scope.user_id],
                     task_row,
@@ -782,7 +782,7 @@ impl TaskStore for SqliteTaskStore {
 
     fn get_unscoped(&self, id: &str) -> Result<Option<TaskRow>, TaskStoreError> {
         self.read(|conn| {
-            conn.prepare(sql::GET_UNSCOPED)?
+            conn.prepare_cached(sql::GET_UNSCOPED)?
                 .query_row(params![id], task_row)
                 .optional()
         })
@@ -790,7 +790,7 @@ impl TaskStore for SqliteTaskStore {
 
     fn by_key(&self, scope: &Scope, key: &str, limit: u32) -> Result<Vec<TaskRow>, TaskStoreError> {
         self.read(|conn| {
-            conn.prepare(sql::BY_KEY)?
+            conn.prepare_cached(sql::BY_KEY)?
                 .query_map(
                     params![
                         scope.module,
@@ -821,7 +821,7 @@ impl TaskStore for SqliteTaskStore {
             sql::BY_KEY_FROM
         };
         self.read(|conn| {
-            conn.prepare(sql)?
+            conn.prepare_cached(sql)?
                 .query_map(
                     params![
                         scope.module,
@@ -844,7 +844,7 @@ impl TaskStore for SqliteTaskStore {
             sql::BY_ORG
         };
         self.read(|conn| {
-            conn.prepare(sql)?
+            conn.prepare_cached(sql)?
                 .query_map(
                     params![
                         scope.module,
@@ -868,7 +868,7 @@ impl TaskStore for SqliteTaskStore {
         let limit = limit.clamp(1, MAX_PAGE_LIMIT);
         let query = ListQuery::new(scope, filter, cursor, limit);
         let mut tasks = self.read(|conn| {
-            conn.prepare(&query.sql)?
+            conn.prepare_cached(&query.sql)?
                 .query_map(rusqlite::params_from_iter(query.params.iter()), task_row)?
                 .collect::<rusqlite::Result<Vec<_>>>()
         })?;
@@ -890,7 +890,7 @@ impl TaskStore for SqliteTaskStore {
 
     fn pending(&self, limit: u32) -> Result<Vec<TaskRow>, TaskStoreError> {
         self.read(|conn| {
-            conn.prepare(sql::PENDING)?
+            conn.prepare_cached(sql::PENDING)?
                 .query_map(params![i64::from(limit)], task_row)?
                 .collect()
         })

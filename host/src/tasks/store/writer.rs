@@ -4,7 +4,8 @@
 //! once, runs them in one transaction, each inside its own savepoint (a failed
 //! operation is rolled back alone and does not fail its batch), commits, and
 //! only then answers each caller. One fsync is shared by the whole batch, and
-//! no caller ever learns a result that a crash could take back.
+//! (with `synchronous=FULL`) no caller ever learns a result that a crash
+//! could take back.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
