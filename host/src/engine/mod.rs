@@ -30,6 +30,14 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// address space for this much per slot.
 pub const MAX_MEMORY_BYTES: usize = 1 << 30;
 
+/// Bytes of each linear-memory slot kept resident between instances: covers
+/// a typical Rust guest's touched heap, bounded so idle slots stay cheap.
+pub const KEEP_RESIDENT_MEMORY_BYTES: usize = 1 << 20;
+/// Bytes of each table slot kept resident between instances.
+pub const KEEP_RESIDENT_TABLE_BYTES: usize = 64 << 10;
+/// Bytes of each async stack kept resident between instances.
+pub const KEEP_RESIDENT_STACK_BYTES: usize = 128 << 10;
+
 /// How the engine is built. Defaults suit a server.
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
@@ -85,6 +93,12 @@ impl HostEngine {
             pool.total_tables(options.max_instances.saturating_mul(4));
             pool.max_memories_per_component(4);
             pool.max_memory_size(MAX_MEMORY_BYTES);
+            // Reset the first pages of a slot with memset instead of
+            // returning them to the kernel: a fresh instance per call would
+            // otherwise pay a TLB shootdown and page faults every time.
+            pool.linear_memory_keep_resident(KEEP_RESIDENT_MEMORY_BYTES);
+            pool.table_keep_resident(KEEP_RESIDENT_TABLE_BYTES);
+            pool.async_stack_keep_resident(KEEP_RESIDENT_STACK_BYTES);
             config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         }
         let engine = Engine::new(&config).map_err(|e| EngineError::Config(format!("{e:#}")))?;
