@@ -16,4 +16,4 @@ wasmtime::component::bindgen!({
     },
 });
 
-pub use modhost::sdk::{background_tasks, context, log, tasks, types, ui};
+pub use self::modhost::sdk::{background_tasks, context, log, tasks, types, ui};

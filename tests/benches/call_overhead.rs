@@ -7,26 +7,8 @@
 
 use std::time::{Duration, Instant};
 
-use modhost::bindings::ModulePre;
 use modhost::identity::RequestMeta;
-use modhost_tests::{SPIN, TestHost, principal};
-use wasmtime::Store;
-use wasmtime::component::{Linker, ResourceTable};
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-
-struct Raw {
-    wasi: WasiCtx,
-    table: ResourceTable,
-}
-
-impl WasiView for Raw {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
+use modhost_tests::{SPIN, TestHost, principal, raw};
 
 fn stats(name: &str, mut samples: Vec<Duration>) -> f64 {
     samples.sort();
@@ -58,12 +40,7 @@ fn main() {
 
         // Raw: the same engine and compiled component, WASI only; the
         // modhost imports are defined as traps (the `ok` action calls none).
-        let mut linker = Linker::<Raw>::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).unwrap();
-        linker
-            .define_unknown_imports_as_traps(&module.component)
-            .unwrap();
-        let raw_pre = ModulePre::new(linker.instantiate_pre(&module.component).unwrap()).unwrap();
+        let raw_pre = raw::pre(&engine, &module.component);
         let (action, args) = ("ok".to_owned(), "{}".to_owned());
         let who = principal("bench", "bench");
 
@@ -73,14 +50,7 @@ fn main() {
             // Interleave the two so machine noise hits both alike.
             for _ in 0..n {
                 let start = Instant::now();
-                let mut store = Store::new(
-                    &engine,
-                    Raw {
-                        wasi: WasiCtx::builder().build(),
-                        table: ResourceTable::new(),
-                    },
-                );
-                store.set_epoch_deadline(u64::MAX / 2);
+                let mut store = raw::store(&engine);
                 let inst = raw_pre.instantiate_async(&mut store).await.unwrap();
                 inst.call_handle_action(&mut store, &action, &args)
                     .await

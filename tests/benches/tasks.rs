@@ -14,41 +14,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use modhost::bindings::ModulePre;
 use modhost::identity::RequestMeta;
 use modhost::tasks::runtime::SubmitOptions;
 use modhost::tasks::store::{Status, TaskFilter, apply_schema};
 use modhost::{Host, HostOptions};
+use modhost_tests::raw;
 use modhost_tests::{COMPONENT_CACHE_DIR, ModuleDir, SPIN, TASKS_BASIC, principal};
-use wasmtime::Store;
-use wasmtime::component::{Linker, ResourceTable};
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-
-struct Raw {
-    wasi: WasiCtx,
-    table: ResourceTable,
-}
-
-impl WasiView for Raw {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
-
-fn raw_store(engine: &wasmtime::Engine) -> Store<Raw> {
-    let mut store = Store::new(
-        engine,
-        Raw {
-            wasi: WasiCtx::builder().build(),
-            table: ResourceTable::new(),
-        },
-    );
-    store.set_epoch_deadline(u64::MAX / 2);
-    store
-}
 
 const MANIFEST: &str =
     "[tasks]\nmax-concurrent = 256\nmax-active-per-user = 10000\nmax-active-per-module = 1000000";
@@ -150,10 +121,7 @@ fn main() {
         // 3. Raw wasmtime: instantiate + run-task, two concurrent loops.
         let module = host.module("spin").unwrap();
         let engine = host.engine().engine().clone();
-        let mut linker = Linker::<Raw>::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).unwrap();
-        linker.define_unknown_imports_as_traps(&module.component).unwrap();
-        let pre = Arc::new(ModulePre::new(linker.instantiate_pre(&module.component).unwrap()).unwrap());
+        let pre = Arc::new(raw::pre(&engine, &module.component));
         let (noop, empty) = (String::from("noop"), String::from("{}"));
         let start = Instant::now();
         let loops: Vec<_> = (0..2)
@@ -162,7 +130,7 @@ fn main() {
                 let (noop, empty) = (noop.clone(), empty.clone());
                 tokio::spawn(async move {
                     for _ in 0..n / 2 {
-                        let mut store = raw_store(&engine);
+                        let mut store = raw::store(&engine);
                         let inst = pre.instantiate_async(&mut store).await.unwrap();
                         inst.call_run_task(&mut store, &noop, &empty).await.unwrap().unwrap();
                     }
@@ -182,15 +150,12 @@ fn main() {
 
         // 4. run-blocking overhead.
         let tb = host.module("tb").unwrap();
-        let mut linker = Linker::<Raw>::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).unwrap();
-        linker.define_unknown_imports_as_traps(&tb.component).unwrap();
-        let tb_pre = ModulePre::new(linker.instantiate_pre(&tb.component).unwrap()).unwrap();
+        let tb_pre = raw::pre(&engine, &tb.component);
         let (mut direct, mut pooled) = (Vec::new(), Vec::new());
         let (double, args21) = (String::from("double"), String::from("21"));
         for i in 0..4000 {
             let t = Instant::now();
-            let mut store = raw_store(&engine);
+            let mut store = raw::store(&engine);
             let inst = tb_pre.instantiate_async(&mut store).await.unwrap();
             inst.call_call_blocking(&mut store, &double, &args21).await.unwrap().unwrap();
             drop(store);

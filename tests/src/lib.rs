@@ -7,6 +7,8 @@ use std::sync::Arc;
 use modhost::identity::{Principal, Role};
 use modhost::{Host, HostOptions};
 
+pub mod raw;
+
 include!(concat!(env!("OUT_DIR"), "/programs.rs"));
 
 /// A module directory in a temporary folder: `module.toml` plus a copy of

@@ -36,6 +36,16 @@ pub enum Durability {
     Normal,
 }
 
+impl Durability {
+    /// The value of SQLite's `synchronous` pragma for this durability.
+    pub fn synchronous(self) -> &'static str {
+        match self {
+            Durability::Full => "FULL",
+            Durability::Normal => "NORMAL",
+        }
+    }
+}
+
 /// Why the database could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -89,14 +99,7 @@ impl Db {
 
     fn setup(conn: Connection, durability: Durability) -> Result<Self, StoreError> {
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(
-            None,
-            "synchronous",
-            match durability {
-                Durability::Full => "FULL",
-                Durability::Normal => "NORMAL",
-            },
-        )?;
+        conn.pragma_update(None, "synchronous", durability.synchronous())?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         migrate(&conn)?;

@@ -173,14 +173,7 @@ fn open_error(path: &Path, e: rusqlite::Error) -> TaskStoreError {
 
 fn setup_writer(conn: &Connection, durability: Durability) -> rusqlite::Result<()> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(
-        None,
-        "synchronous",
-        match durability {
-            Durability::Full => "FULL",
-            Durability::Normal => "NORMAL",
-        },
-    )?;
+    conn.pragma_update(None, "synchronous", durability.synchronous())?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "cache_size", -WRITE_CACHE_KIB)?;
     // Savepoint journals and sorts stay in memory, never in temporary files.
