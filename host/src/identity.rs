@@ -15,6 +15,9 @@ use crate::bindings::types;
 /// embedder's directory, never free text.
 pub const MAX_ID_BYTES: usize = 128;
 
+/// User and organization id of [`Identity::loader`]: not a valid id.
+const LOADER_ID: &str = "<loader>";
+
 /// Why an id was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
@@ -157,18 +160,24 @@ impl Identity {
     }
 
     /// The identity `describe` runs under when the host loads a module: no
-    /// user's, so a module cannot act for anyone while it is being loaded.
+    /// user's. Its ids contain `<`, which no real id may, so it can never
+    /// match a real organization's tasks.
     pub fn loader(module: impl Into<String>) -> Self {
         Identity {
             module: module.into(),
             principal: Principal {
-                user_id: UserId("modhost".into()),
-                organization_id: OrgId("modhost".into()),
+                user_id: UserId(LOADER_ID.into()),
+                organization_id: OrgId(LOADER_ID.into()),
                 role: Role::Viewer,
             },
             request_id: new_request_id(),
             session_id: None,
         }
+    }
+
+    /// Whether this is the identity of a module being loaded.
+    pub fn is_loader(&self) -> bool {
+        self.principal.organization_id.0 == LOADER_ID
     }
 
     pub fn user_id(&self) -> &UserId {
@@ -230,6 +239,13 @@ mod tests {
         assert!("a\nb".parse::<UserId>().is_err());
         assert!("a b".parse::<OrgId>().is_err());
         assert!("x".repeat(MAX_ID_BYTES + 1).parse::<OrgId>().is_err());
+    }
+
+    #[test]
+    fn the_loader_identity_cannot_be_a_real_organization() {
+        let loader = Identity::loader("m");
+        assert!(loader.is_loader());
+        assert!(LOADER_ID.parse::<OrgId>().is_err());
     }
 
     #[test]

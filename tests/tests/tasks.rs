@@ -725,7 +725,7 @@ async fn active_tasks_past_the_per_user_quota_are_refused_with_limit_exceeded() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_blocking_pool_gives_limit_exceeded_instead_of_a_hang() {
     let mut t = TestHost::with_options(|o| o.blocking_threads = 1);
-    t.load("spin", SPIN, "[limits]\nblocking-deadline-ms = 1500")
+    t.load("spin", SPIN, "[limits]\nblocking-deadline-ms = 3000")
         .await;
     let who = principal("alice", "acme");
     let busy = tokio::spawn({
@@ -736,7 +736,7 @@ async fn a_full_blocking_pool_gives_limit_exceeded_instead_of_a_hang() {
                 .await
         }
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let refused = t
         .host
         .call_blocking("spin", "loop", "{}", &who, RequestMeta::fresh())

@@ -113,6 +113,11 @@ impl Core {
         args_json: &str,
         options: SubmitOptions,
     ) -> Result<String, SdkError> {
+        if identity.is_loader() {
+            return Err(SdkError::denied(
+                "a module cannot start tasks while it is being loaded",
+            ));
+        }
         let m = self.module(&identity.module).ok_or(SdkError::NotFound)?;
         if !m.description.has_task(task) {
             return Err(SdkError::invalid(format!(
