@@ -10,7 +10,8 @@ use super::{ApiError, AppState, Authenticated};
 use crate::tasks::api::ConfirmationAnswer;
 use crate::tasks::store::{ConfirmationRow, Status, TaskFilter, TaskRow};
 
-/// A task as the API shows it.
+/// A task as the API shows it. In lists the heavy fields (checkpoint,
+/// result, confirmation) are left out; `GET /v1/tasks/{id}` has them all.
 #[derive(Debug, Serialize)]
 pub struct TaskJson {
     id: String,
@@ -29,9 +30,13 @@ pub struct TaskJson {
     finished_at: Option<i64>,
     attempts: u32,
     resumable: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
     checkpoint: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     result: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     failure: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     confirmation: Option<serde_json::Value>,
 }
 

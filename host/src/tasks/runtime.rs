@@ -24,6 +24,10 @@ use crate::identity::{Identity, OrgId, Principal, Role, UserId};
 use crate::sandbox::{self, SandboxSpec, TaskScope};
 use crate::store::now_ms;
 
+/// Longest failure message stored with a task: a guest's error text is its
+/// own to choose, the host's storage is not.
+pub const MAX_FAILURE_MESSAGE_BYTES: usize = 4096;
+
 /// How the caller of `run-background` wants the task run.
 #[derive(Debug, Clone, Default)]
 pub struct SubmitOptions {
@@ -389,7 +393,11 @@ impl Core {
             },
             Ok(Err(e)) => Outcome::Failed {
                 kind: "error".into(),
-                message: SdkError::from(e).to_string(),
+                message: crate::log::truncate(
+                    &SdkError::from(e).to_string(),
+                    MAX_FAILURE_MESSAGE_BYTES,
+                )
+                .to_owned(),
             },
             Err(e) => match instantiate_or_trap(m.name(), e, &store) {
                 CallError::Cancelled { .. } => Outcome::Cancelled { by: None },

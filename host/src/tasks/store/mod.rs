@@ -121,6 +121,11 @@ pub trait TaskStore: Send + Sync + 'static {
 
     /// Tasks in `scope` whose key equals `key`, newest first, at most `limit`
     /// (capped at [`MAX_LOOKUP_LIMIT`]).
+    ///
+    /// Lookups, lists and [`TaskStore::pending`] return *summary rows*: the
+    /// heavy fields are not loaded (`args_json` is empty; `checkpoint_json`,
+    /// `result_json` and `confirmation` are `None`; `failure_message` is cut
+    /// to 1,024 bytes). [`TaskStore::get`] returns the whole row.
     fn by_key(&self, scope: &Scope, key: &str, limit: u32) -> Result<Vec<TaskRow>, TaskStoreError>;
 
     /// Tasks in `scope` whose key starts with `prefix` (every character is

@@ -251,6 +251,20 @@ macro_rules! columns {
     };
 }
 
+/// The columns of [`columns!`] for lookups and lists: the same positions,
+/// with the heavy ones (args, checkpoint, result, confirmation) not loaded,
+/// so a page of 500 summaries costs what 500 small rows cost whatever the
+/// tasks carry.
+macro_rules! summary_columns {
+    () => {
+        "id, module, task_name, task_key, title, status, progress, label, NULL, \
+         '', NULL, failure_kind, substr(failure_message, 1, 1024), resumable, user_id, \
+         organization_id, role, request_id, session_id, created_at, updated_at, started_at, \
+         finished_at, attempts, NULL, NULL, NULL, \
+         NULL, NULL, NULL, 0"
+    };
+}
+
 /// "The task is active" (pending, running or waiting-confirmation), as the
 /// schema's `CHECK` guarantees, spelled exactly as in the partial indexes'
 /// `WHERE` so SQLite uses them. A constant `IN` list of three statuses would
@@ -306,7 +320,7 @@ pub(super) mod sql {
 
     pub const BY_KEY: &str = concat!(
         "SELECT ",
-        columns!(),
+        summary_columns!(),
         " FROM tasks INDEXED BY tasks_by_key \
          WHERE module = ?1 AND organization_id = ?2 AND task_key = ?3 \
          AND (?4 IS NULL OR user_id = ?4) ORDER BY id DESC LIMIT ?5 + 0"
@@ -315,7 +329,7 @@ pub(super) mod sql {
     /// A bounded key range: `?3 <= key < ?6`.
     pub const BY_KEY_RANGE: &str = concat!(
         "SELECT ",
-        columns!(),
+        summary_columns!(),
         " FROM tasks WHERE rowid IN (SELECT rowid FROM tasks INDEXED BY tasks_by_key \
          WHERE module = ?1 AND organization_id = ?2 AND task_key >= ?3 AND task_key < ?6 \
          AND (?4 IS NULL OR user_id = ?4) ORDER BY id DESC LIMIT ?5 + 0) \
@@ -326,7 +340,7 @@ pub(super) mod sql {
     /// is always NULL.
     pub const BY_KEY_FROM: &str = concat!(
         "SELECT ",
-        columns!(),
+        summary_columns!(),
         " FROM tasks WHERE rowid IN (SELECT rowid FROM tasks INDEXED BY tasks_by_key \
          WHERE module = ?1 AND organization_id = ?2 AND task_key >= ?3 \
          AND (?4 IS NULL OR user_id = ?4) AND ?6 IS NULL ORDER BY id DESC LIMIT ?5 + 0) \
@@ -335,7 +349,7 @@ pub(super) mod sql {
 
     pub const BY_USER: &str = concat!(
         "SELECT ",
-        columns!(),
+        summary_columns!(),
         " FROM tasks INDEXED BY tasks_by_user \
          WHERE module = ?1 AND organization_id = ?2 AND user_id = ?3 \
          ORDER BY id DESC LIMIT ?4 + 0"
@@ -344,7 +358,7 @@ pub(super) mod sql {
     /// Every user's tasks; `?3` is always NULL.
     pub const BY_ORG: &str = concat!(
         "SELECT ",
-        columns!(),
+        summary_columns!(),
         " FROM tasks INDEXED BY tasks_by_org \
          WHERE module = ?1 AND organization_id = ?2 AND ?3 IS NULL \
          ORDER BY id DESC LIMIT ?4 + 0"
@@ -352,7 +366,7 @@ pub(super) mod sql {
 
     pub const PENDING: &str = concat!(
         "SELECT ",
-        columns!(),
+        summary_columns!(),
         " FROM tasks INDEXED BY tasks_active WHERE status = 'pending' AND ",
         active!(),
         " ORDER BY id LIMIT ?1 + 0"
@@ -907,7 +921,7 @@ impl ListQuery {
         use rusqlite::types::Value;
         let mut sql = String::from(concat!(
             "SELECT ",
-            columns!(),
+            summary_columns!(),
             " FROM tasks WHERE rowid IN (SELECT rowid FROM tasks WHERE module = ?1 AND organization_id = ?2"
         ));
         let mut params = vec![

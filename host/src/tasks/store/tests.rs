@@ -1400,3 +1400,36 @@ fn the_store_is_usable_as_a_trait_object() {
     fn takes(_: Option<Arc<dyn TaskStore>>) {}
     takes(None);
 }
+
+#[tokio::test]
+async fn lookups_return_summaries_without_the_heavy_fields_and_get_returns_them() {
+    let store = store();
+    let mut t = task("m", "o", "u", Some("heavy"));
+    t.args_json = format!("\"{}\"", "x".repeat(100_000));
+    let id = created(&store, t).await;
+    let own = owner("m", "o");
+    let update = ProgressUpdate {
+        progress: 0.5,
+        label: Some("half".into()),
+        checkpoint_json: Some("{\"page\": 5}".into()),
+    };
+    store.update_progress(&id, &own, update).await.unwrap();
+    let all = scope("m", "o", None);
+    for rows in [
+        store.by_key(&all, "heavy", 10).unwrap(),
+        store.by_key_prefix(&all, "hea", 10).unwrap(),
+        store.by_user(&all, 10).unwrap(),
+        store
+            .list(&all, &TaskFilter::default(), None, 10)
+            .unwrap()
+            .tasks,
+    ] {
+        assert_eq!(ids(&rows), [id.clone()]);
+        assert_eq!(rows[0].args_json, "");
+        assert_eq!(rows[0].checkpoint_json, None);
+        assert_eq!(rows[0].label.as_deref(), Some("half"));
+    }
+    let whole = store.get(&id, &all).unwrap().unwrap();
+    assert_eq!(whole.args_json.len(), 100_002);
+    assert_eq!(whole.checkpoint_json.as_deref(), Some("{\"page\": 5}"));
+}
