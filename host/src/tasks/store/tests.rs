@@ -1424,7 +1424,7 @@ async fn lookups_return_summaries_without_the_heavy_fields_and_get_returns_them(
             .unwrap()
             .tasks,
     ] {
-        assert_eq!(ids(&rows), [id.clone()]);
+        assert_eq!(ids(&rows), std::slice::from_ref(&id));
         assert_eq!(rows[0].args_json, "");
         assert_eq!(rows[0].checkpoint_json, None);
         assert_eq!(rows[0].label.as_deref(), Some("half"));
