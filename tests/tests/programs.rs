@@ -8,9 +8,10 @@ use modhost::CallError;
 use modhost::identity::RequestMeta;
 use modhost_tests::*;
 
+/// Names each guest's test module: a guest program without one does not compile.
 macro_rules! assert_test_exists {
     ($name:ident) => {
-        #[allow(unused_imports)]
+        #[expect(unused_imports, reason = "the import exists only to name the module")]
         use self::$name as _;
     };
 }
