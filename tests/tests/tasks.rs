@@ -792,3 +792,33 @@ async fn a_busy_module_cannot_starve_another_modules_tasks() {
         let _ = t.host.tasks().cancel(id, &who).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_that_finds_no_free_instance_waits_instead_of_failing() {
+    let mut t = TestHost::with_options(|o| o.engine.max_instances = 1);
+    t.load("spin", SPIN, "[limits]\ncall-deadline-ms = 1500")
+        .await;
+    t.host.start_tasks().await.unwrap();
+    let who = principal("alice", "acme");
+    // A looping action holds the only instance slot until its deadline.
+    let looping = tokio::spawn({
+        let host = t.host.clone();
+        let who = who.clone();
+        async move {
+            host.call_action("spin", "loop", "{}", &who, RequestMeta::fresh())
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let id = submit(&t.host, "spin", "noop", SubmitOptions::default(), &who).await;
+    let row = wait_final(&t.host, &id, &who).await;
+    assert_eq!(
+        (row.status, row.attempts),
+        (Status::Completed, 1),
+        "{row:?}"
+    );
+    assert!(matches!(
+        looping.await.unwrap(),
+        Err(CallError::Deadline { .. })
+    ));
+}

@@ -28,6 +28,10 @@ use crate::store::now_ms;
 /// own to choose, the host's storage is not.
 pub const MAX_FAILURE_MESSAGE_BYTES: usize = 4096;
 
+/// How long a task that found no free instance slot waits before it is
+/// queued again.
+pub const BUSY_RETRY: Duration = Duration::from_millis(100);
+
 /// How the caller of `run-background` wants the task run.
 #[derive(Debug, Clone, Default)]
 pub struct SubmitOptions {
@@ -314,7 +318,29 @@ impl Core {
                 status: Status::Running.as_str().to_owned(),
             },
         );
-        let outcome = self.execute(&m, &row, cancel).await;
+        let Some(outcome) = self.execute(&m, &row, cancel).await else {
+            // No instance slot: undo the start and try again later rather
+            // than fail a task for the host's own load.
+            self.tasks.running().remove(id);
+            match store.release(id).await {
+                Ok(true) => {
+                    self.tasks.events.send(
+                        tref,
+                        EventKind::Status {
+                            status: Status::Pending.as_str().to_owned(),
+                        },
+                    );
+                    let (core, module, id) = (self.clone(), module.to_owned(), id.to_owned());
+                    tokio::spawn(async move {
+                        tokio::time::sleep(BUSY_RETRY).await;
+                        core.enqueue(&module, id);
+                    });
+                }
+                Ok(false) => {}
+                Err(e) => tracing::error!(task_id = id, error = %e, "cannot requeue a task"),
+            }
+            return;
+        };
         let final_status = outcome_status(&outcome);
         let applied = match store.finish(id, outcome).await {
             Ok(applied) => applied,
@@ -340,14 +366,14 @@ impl Core {
         m: &crate::modules::LoadedModule,
         row: &TaskRow,
         cancel: Arc<AtomicBool>,
-    ) -> Outcome {
+    ) -> Option<Outcome> {
         let identity = match identity_of(row) {
             Ok(i) => Arc::new(i),
             Err(message) => {
-                return Outcome::Failed {
+                return Some(Outcome::Failed {
                     kind: "internal".into(),
                     message,
-                };
+                });
             }
         };
         let limits = &m.manifest.policy.limits;
@@ -369,10 +395,10 @@ impl Core {
         ) {
             Ok(s) => s,
             Err(e) => {
-                return Outcome::Failed {
+                return Some(Outcome::Failed {
                     kind: "internal".into(),
                     message: e.to_string(),
-                };
+                });
             }
         };
         let result = async {
@@ -382,7 +408,7 @@ impl Core {
                 .await
         }
         .await;
-        match result {
+        Some(match result {
             Ok(Ok(json)) => match policy::json_text("task result", &json, policy::MAX_RESULT_BYTES)
             {
                 Ok(_) => Outcome::Completed { result_json: json },
@@ -400,6 +426,7 @@ impl Core {
                 .to_owned(),
             },
             Err(e) => match instantiate_or_trap(m.name(), e, &store) {
+                CallError::Busy(_) => return None,
                 CallError::Cancelled { .. } => Outcome::Cancelled { by: None },
                 CallError::Deadline { .. } => Outcome::Failed {
                     kind: "deadline".into(),
@@ -417,7 +444,7 @@ impl Core {
                     message: other.to_string(),
                 },
             },
-        }
+        })
     }
 
     /// Runs a blocking function in a fresh instance on the blocking pool

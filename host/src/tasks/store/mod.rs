@@ -70,6 +70,11 @@ pub trait TaskStore: Send + Sync + 'static {
     /// is missing or already final: of racing finishes exactly one wins.
     fn finish(&self, id: &str, outcome: Outcome) -> BoxFuture<'_, Result<bool, TaskStoreError>>;
 
+    /// `running` → `pending`, undoing a [`TaskStore::start`] whose run never
+    /// began (no instance could be had), so the task is run later instead of
+    /// failing. False if the task is not running (e.g. it was cancelled).
+    fn release(&self, id: &str) -> BoxFuture<'_, Result<bool, TaskStoreError>>;
+
     /// Stores progress (and, when given, a label and a checkpoint) of an
     /// active task that `owner` owns, in one transaction.
     fn update_progress(

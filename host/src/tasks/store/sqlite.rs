@@ -544,6 +544,19 @@ impl TaskStore for SqliteTaskStore {
         })
     }
 
+    fn release(&self, id: &str) -> BoxFuture<'_, Result<bool, TaskStoreError>> {
+        let id = id.to_owned();
+        self.write(move |conn| {
+            let changed = conn
+                .prepare(
+                    "UPDATE tasks SET status = 'pending', attempts = max(attempts - 1, 0), \
+                     started_at = NULL, updated_at = ?2 WHERE id = ?1 AND status = 'running'",
+                )?
+                .execute(params![id, now_ms()])?;
+            Ok(changed == 1)
+        })
+    }
+
     fn finish(&self, id: &str, outcome: Outcome) -> BoxFuture<'_, Result<bool, TaskStoreError>> {
         let id = id.to_owned();
         self.write(move |conn| {

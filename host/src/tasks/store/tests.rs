@@ -1433,3 +1433,34 @@ async fn lookups_return_summaries_without_the_heavy_fields_and_get_returns_them(
     assert_eq!(whole.args_json.len(), 100_002);
     assert_eq!(whole.checkpoint_json.as_deref(), Some("{\"page\": 5}"));
 }
+
+#[tokio::test]
+async fn release_returns_a_started_task_to_pending_and_only_a_running_one() {
+    let store = store();
+    let id = running(&store, task("m", "o", "u", None)).await;
+    assert!(store.release(&id).await.unwrap());
+    let row = store.get_unscoped(&id).unwrap().unwrap();
+    assert_eq!(
+        (row.status, row.attempts, row.started_at),
+        (Status::Pending, 0, None)
+    );
+    assert!(
+        !store.release(&id).await.unwrap(),
+        "a pending task is not released"
+    );
+    let again = store.start(&id).await.unwrap().unwrap();
+    assert_eq!(again.attempts, 1);
+    store
+        .finish(
+            &id,
+            Outcome::Completed {
+                result_json: "null".into(),
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        !store.release(&id).await.unwrap(),
+        "a finished task stays finished"
+    );
+}
