@@ -771,10 +771,9 @@ async fn a_busy_module_cannot_starve_another_modules_tasks() {
     t.load("quiet", SPIN, "").await;
     t.host.start_tasks().await.unwrap();
     let who = principal("alice", "acme");
-    let mut busy = Vec::new();
-    for _ in 0..20 {
-        busy.push(submit(&t.host, "busy", "loop", SubmitOptions::default(), &who).await);
-    }
+    let busy =
+        join_all((0..20).map(|_| submit(&t.host, "busy", "loop", SubmitOptions::default(), &who)))
+            .await;
     let quiet = submit(&t.host, "quiet", "noop", SubmitOptions::default(), &who).await;
     let row = wait_final(&t.host, &quiet, &who).await;
     assert_eq!(row.status, Status::Completed);
@@ -821,4 +820,45 @@ async fn a_task_that_finds_no_free_instance_waits_instead_of_failing() {
         looping.await.unwrap(),
         Err(CallError::Deadline { .. })
     ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_waiting_for_its_user_gives_its_running_slot_to_the_next_one() {
+    let t = TestHost::with(
+        "confirm",
+        CONFIRM,
+        "[limits]\ntask-deadline-ms = 60000\n[tasks]\nmax-concurrent = 1",
+    )
+    .await;
+    t.host.start_tasks().await.unwrap();
+    let alice = principal("alice", "acme");
+    let start = || {
+        let host = t.host.clone();
+        let alice = alice.clone();
+        async move {
+            let out = action(&host, "confirm", "start", "{}", &alice)
+                .await
+                .unwrap();
+            out["id"].as_str().unwrap().to_owned()
+        }
+    };
+    let (first, second) = (start().await, start().await);
+    // With one slot, the second could only start because the first parked.
+    wait_status(&t.host, &first, &alice, Status::WaitingConfirmation).await;
+    wait_status(&t.host, &second, &alice, Status::WaitingConfirmation).await;
+    let yes = ConfirmationAnswer {
+        button: "yes".into(),
+        values: serde_json::json!({}),
+    };
+    for id in [&first, &second] {
+        t.host
+            .tasks()
+            .answer_confirmation(id, &yes, &alice)
+            .await
+            .unwrap();
+        assert_eq!(
+            wait_final(&t.host, id, &alice).await.status,
+            Status::Completed
+        );
+    }
 }

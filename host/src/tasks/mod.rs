@@ -244,13 +244,11 @@ impl tasks::Host for SandboxState {
         let store = &core.tasks.store;
         let now = now_ms();
         let expires = now.saturating_add(i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX));
-        let (tx, rx) = oneshot::channel();
         let wake = {
-            let mut running = core.tasks.running();
+            let running = core.tasks.running();
             let r = running
-                .get_mut(&task_id)
+                .get(&task_id)
                 .ok_or_else(|| SdkError::invalid("the task is not running on this host"))?;
-            r.answer = Some(tx);
             r.wake.clone()
         };
         // Armed before asking, so a cancel between the ask and the wait is
@@ -260,7 +258,15 @@ impl tasks::Host for SandboxState {
         cancelled.as_mut().enable();
         // An answer kept from before a restart counts only for the same
         // question; a stale one is discarded and the new question asked.
+        let mut rx = None;
         for _ in 0..2 {
+            // A fresh channel per question, so an answer to a stale one can
+            // never be taken for this one.
+            let (tx, fresh) = oneshot::channel();
+            if let Some(r) = core.tasks.running().get_mut(&task_id) {
+                r.answer = Some(tx);
+            }
+            rx = Some(fresh);
             match store
                 .ask_confirmation(&task_id, &surface_json, now, Some(expires))
                 .await
@@ -297,9 +303,11 @@ impl tasks::Host for SandboxState {
                 .send(task_ref(row), EventKind::Confirmation { surface });
         }
         let paused = Instant::now();
+        let _slot = core.park_slot(&self.identity().module);
         let outcome = if self.cancelled() {
             None
         } else {
+            let rx = rx.ok_or_else(|| SdkError::Internal("no confirmation channel".into()))?;
             tokio::select! {
                 answer = rx => answer.ok(),
                 () = tokio::time::sleep(timeout) => None,

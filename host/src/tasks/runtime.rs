@@ -205,6 +205,24 @@ impl Core {
         Ok(recovery)
     }
 
+    /// Gives back the running slot of a task of `module` while it waits for
+    /// a user: a parked task holds an instance, not a CPU, and must not keep
+    /// other work from running. The slot is taken back when the guard drops.
+    pub(crate) fn park_slot(self: &Arc<Self>, module: &str) -> ParkedSlot {
+        {
+            let mut q = self.tasks.queues.lock().unwrap_or_else(|p| p.into_inner());
+            q.running = q.running.saturating_sub(1);
+            if let Some(n) = q.running_by_module.get_mut(module) {
+                *n = n.saturating_sub(1);
+            }
+        }
+        self.pump();
+        ParkedSlot {
+            core: self.clone(),
+            module: module.to_owned(),
+        }
+    }
+
     fn enqueue(self: &Arc<Self>, module: &str, id: String) {
         {
             let mut q = self.tasks.queues.lock().unwrap_or_else(|p| p.into_inner());
@@ -235,14 +253,17 @@ impl Core {
                 for i in 0..modules.len() {
                     let name = &modules[(start + i) % modules.len()];
                     let Some(m) = self.module(name) else { continue };
-                    // No module may hold more than half the host's slots, so tasks
-                    // parked in confirmations cannot starve the others.
-                    let cap = m
-                        .manifest
-                        .policy
-                        .tasks
-                        .max_concurrent
-                        .min((self.tasks.max_running / 2).max(1));
+                    // While other modules wait, no module may hold more than half
+                    // the host's slots, so tasks parked in confirmations cannot
+                    // starve them; alone, a module may use its whole grant.
+                    let others_waiting = q
+                        .by_module
+                        .iter()
+                        .any(|(other, queue)| other != name && !queue.is_empty());
+                    let mut cap = m.manifest.policy.tasks.max_concurrent;
+                    if others_waiting {
+                        cap = cap.min((self.tasks.max_running / 2).max(1));
+                    }
                     if q.running_by_module.get(name).copied().unwrap_or(0) >= cap {
                         continue;
                     }
@@ -264,9 +285,9 @@ impl Core {
                 core.clone().run_task(&module, &id).await;
                 {
                     let mut q = core.tasks.queues.lock().unwrap_or_else(|p| p.into_inner());
-                    q.running -= 1;
+                    q.running = q.running.saturating_sub(1);
                     if let Some(n) = q.running_by_module.get_mut(&module) {
-                        *n -= 1;
+                        *n = n.saturating_sub(1);
                     }
                 }
                 core.pump();
@@ -289,15 +310,20 @@ impl Core {
         // Registered before `start`, so a cancel racing with the start finds
         // the flag to set.
         let cancel = Arc::new(AtomicBool::new(false));
-        let wake = Arc::new(Notify::new());
-        self.tasks.running().insert(
-            id.to_owned(),
-            Running {
-                cancel: cancel.clone(),
-                wake,
-                answer: None,
-            },
-        );
+        {
+            let mut running = self.tasks.running();
+            if running.contains_key(id) {
+                return; // queued twice; the run under way is the one
+            }
+            running.insert(
+                id.to_owned(),
+                Running {
+                    cancel: cancel.clone(),
+                    wake: Arc::new(Notify::new()),
+                    answer: None,
+                },
+            );
+        }
         let row = match store.start(id).await {
             Ok(Some(row)) => row,
             Ok(None) => {
@@ -530,6 +556,26 @@ impl Core {
                 "the blocking call failed; see the host's log".into(),
             ))
         })
+    }
+}
+
+/// A running slot given back by [`Core::park_slot`]; dropping it takes the
+/// slot again (for a moment the host may run one task over its limit).
+pub(crate) struct ParkedSlot {
+    core: Arc<Core>,
+    module: String,
+}
+
+impl Drop for ParkedSlot {
+    fn drop(&mut self) {
+        let mut q = self
+            .core
+            .tasks
+            .queues
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        q.running += 1;
+        *q.running_by_module.entry(self.module.clone()).or_default() += 1;
     }
 }
 
