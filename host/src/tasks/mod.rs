@@ -316,22 +316,15 @@ impl tasks::Host for SandboxState {
         };
         self.extend_deadline(paused.elapsed());
         self.check_cancelled()?;
-        // The answer may have been recorded by another host of a shared store.
-        let answer = match outcome {
-            Some(a) => Some(a),
-            None => store
-                .get_unscoped(&task_id)
-                .map_err(store_err)?
-                .and_then(|r| r.confirmation)
-                .and_then(|c| c.answer),
-        };
-        store.consume_answer(&task_id).await.map_err(store_err)?;
-        if store
-            .resume_after_confirmation(&task_id)
+        // One write decides: the answer recorded by then (through this host,
+        // or another host of a shared store) or none; later answers are
+        // refused, so the user is never told "answered" for a timed-out wait.
+        let answer = store
+            .close_confirmation(&task_id, now_ms())
             .await
             .map_err(store_err)?
-            && let Some(row) = &row
-        {
+            .or(outcome);
+        if let Some(row) = &row {
             core.tasks.events.send(
                 task_ref(row),
                 EventKind::Status {

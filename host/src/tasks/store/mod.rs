@@ -108,6 +108,16 @@ pub trait TaskStore: Send + Sync + 'static {
     /// opens a new confirmation. `false` if there is no unconsumed answer.
     fn consume_answer(&self, id: &str) -> BoxFuture<'_, Result<bool, TaskStoreError>>;
 
+    /// Ends the wait for a confirmation in one transaction: no answer is
+    /// accepted from `now` on, an answer already recorded is consumed and
+    /// returned, and a `waiting-confirmation` task is `running` again. So an
+    /// answer and a timeout racing each other have exactly one outcome.
+    fn close_confirmation(
+        &self,
+        id: &str,
+        now: i64,
+    ) -> BoxFuture<'_, Result<Option<StoredAnswer>, TaskStoreError>>;
+
     /// `waiting-confirmation -> running` (answered or timed out). `false` if
     /// the task was not waiting.
     fn resume_after_confirmation(&self, id: &str) -> BoxFuture<'_, Result<bool, TaskStoreError>>;

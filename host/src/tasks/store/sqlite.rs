@@ -698,7 +698,7 @@ impl TaskStore for SqliteTaskStore {
                      WHERE id = ?1 AND ",
                     active!(),
                     " AND confirm_surface_json IS NOT NULL AND confirm_answer_json IS NULL \
-                     AND (confirm_expires_at IS NULL OR ?4 < confirm_expires_at)"
+                     AND (confirm_expires_at IS NULL OR (?4 < confirm_expires_at AND ?5 < confirm_expires_at))"
                 ))?
                 .execute(params![
                     id,
@@ -731,6 +731,40 @@ impl TaskStore for SqliteTaskStore {
                 )?
                 .execute(params![id, now_ms()])?;
             Ok(changed == 1)
+        })
+    }
+
+    fn close_confirmation(
+        &self,
+        id: &str,
+        now: i64,
+    ) -> BoxFuture<'_, Result<Option<StoredAnswer>, TaskStoreError>> {
+        let id = id.to_owned();
+        self.write(move |conn| {
+            conn.prepare(
+                "UPDATE tasks SET confirm_expires_at = min(coalesce(confirm_expires_at, ?2), ?2) \
+                 WHERE id = ?1 AND confirm_surface_json IS NOT NULL AND confirm_answer_json IS NULL",
+            )?
+            .execute(params![id, now])?;
+            let answer = conn
+                .prepare(
+                    "SELECT confirm_answer_json, confirm_answered_by, confirm_answered_at \
+                     FROM tasks WHERE id = ?1 AND confirm_consumed = 0",
+                )?
+                .query_row(params![id], |r| stored_answer(r, 0))
+                .optional()?
+                .flatten();
+            conn.prepare(
+                "UPDATE tasks SET confirm_consumed = 1 \
+                 WHERE id = ?1 AND confirm_answer_json IS NOT NULL AND confirm_consumed = 0",
+            )?
+            .execute(params![id])?;
+            conn.prepare(
+                "UPDATE tasks SET status = 'running', updated_at = ?2 \
+                 WHERE id = ?1 AND status = 'waiting-confirmation'",
+            )?
+            .execute(params![id, now])?;
+            Ok(answer)
         })
     }
 

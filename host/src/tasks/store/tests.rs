@@ -803,16 +803,24 @@ async fn an_answer_is_recorded_once_with_who_and_when() {
 async fn an_answer_after_the_expiry_is_refused() {
     let store = store();
     let id = running(&store, task("m", "o", "u1", None)).await;
+    // Answers are judged by when they were given and when they are written.
+    let expires = crate::store::now_ms() + 60_000;
     store
-        .ask_confirmation(&id, "{}", 1, Some(50))
+        .ask_confirmation(&id, "{}", 1, Some(expires))
         .await
         .unwrap();
     assert_eq!(
-        store.answer_confirmation(&id, answer(50)).await.unwrap(),
+        store
+            .answer_confirmation(&id, answer(expires))
+            .await
+            .unwrap(),
         Answered::NotWaiting
     );
     assert_eq!(
-        store.answer_confirmation(&id, answer(49)).await.unwrap(),
+        store
+            .answer_confirmation(&id, answer(expires - 1))
+            .await
+            .unwrap(),
         Answered::Recorded
     );
 }
@@ -1463,4 +1471,47 @@ async fn release_returns_a_started_task_to_pending_and_only_a_running_one() {
         !store.release(&id).await.unwrap(),
         "a finished task stays finished"
     );
+}
+
+#[tokio::test]
+async fn closing_a_confirmation_decides_between_an_answer_and_a_timeout_once() {
+    let store = store();
+    // Closed with no answer: a later answer is refused, the task runs again.
+    let id = running(&store, task("m", "o", "u", None)).await;
+    store.ask_confirmation(&id, "{}", 10, None).await.unwrap();
+    assert_eq!(
+        store
+            .close_confirmation(&id, crate::store::now_ms())
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(status(&store, &id), Status::Running);
+    let late = store
+        .answer_confirmation(&id, answer(crate::store::now_ms()))
+        .await
+        .unwrap();
+    assert!(matches!(late, Answered::NotWaiting), "{late:?}");
+    // Answered before the close: the close returns it, once.
+    let id = running(&store, task("m", "o", "u", None)).await;
+    store.ask_confirmation(&id, "{}", 10, None).await.unwrap();
+    let recorded = store
+        .answer_confirmation(&id, answer(crate::store::now_ms()))
+        .await
+        .unwrap();
+    assert!(matches!(recorded, Answered::Recorded));
+    let closed = store
+        .close_confirmation(&id, crate::store::now_ms())
+        .await
+        .unwrap();
+    assert_eq!(closed.map(|a| a.answered_by), Some("u1".to_owned()));
+    assert_eq!(
+        store
+            .close_confirmation(&id, crate::store::now_ms())
+            .await
+            .unwrap(),
+        None,
+        "consumed"
+    );
+    assert_eq!(status(&store, &id), Status::Running);
 }
