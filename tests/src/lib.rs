@@ -103,6 +103,29 @@ impl Default for TestHost {
     }
 }
 
+/// Starts `action` of `module` as `who` in the background: for tests of
+/// what happens while a call is still running.
+pub fn spawn_action(
+    host: &Host,
+    module: &str,
+    action: &str,
+    args: &str,
+    who: &Principal,
+) -> tokio::task::JoinHandle<Result<modhost::ui::ActionOutput, modhost::CallError>> {
+    let (host, who) = (host.clone(), who.clone());
+    let (module, action, args) = (module.to_owned(), action.to_owned(), args.to_owned());
+    tokio::spawn(async move {
+        host.call_action(
+            &module,
+            &action,
+            &args,
+            &who,
+            modhost::identity::RequestMeta::fresh(),
+        )
+        .await
+    })
+}
+
 /// A member principal.
 pub fn principal(user: &str, org: &str) -> Principal {
     Principal {

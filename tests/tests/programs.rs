@@ -181,14 +181,7 @@ mod spin {
     async fn a_looping_call_does_not_hold_up_other_calls() {
         let t = TestHost::with("spin", SPIN, "[limits]\ncall-deadline-ms = 5000").await;
         let who = principal("alice", "acme");
-        let looping = tokio::spawn({
-            let host = t.host.clone();
-            let who = who.clone();
-            async move {
-                host.call_action("spin", "loop", "{}", &who, RequestMeta::fresh())
-                    .await
-            }
-        });
+        let looping = spawn_action(&t.host, "spin", "loop", "{}", &who);
         tokio::time::sleep(Duration::from_millis(50)).await;
         for _ in 0..5 {
             t.host
@@ -271,14 +264,7 @@ mod trap {
     async fn a_trap_in_one_call_does_not_disturb_a_concurrent_call() {
         let t = TestHost::with("trap", TRAP, "").await;
         let who = principal("alice", "acme");
-        let slow = tokio::spawn({
-            let host = t.host.clone();
-            let who = who.clone();
-            async move {
-                host.call_action("trap", "slow", r#"{"ms": 300}"#, &who, RequestMeta::fresh())
-                    .await
-            }
-        });
+        let slow = spawn_action(&t.host, "trap", "slow", r#"{"ms": 300}"#, &who);
         let traps = (0..4).map(|_| {
             t.host
                 .call_action("trap", "panic", "{}", &who, RequestMeta::fresh())

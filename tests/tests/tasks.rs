@@ -249,54 +249,29 @@ async fn prefix_lookups_treat_percent_underscore_and_backslash_as_ordinary_chara
             .map(|t| t["task_key"].as_str().unwrap().to_owned())
             .collect()
     };
-    let by = |prefix: &str| serde_json::json!({ "prefix": prefix }).to_string();
-    assert_eq!(
-        keys(
-            action(&t.host, "tb", "by_prefix", &by("a%"), &who)
-                .await
-                .unwrap()
-        ),
-        ["a%b.1"]
-    );
-    assert_eq!(
-        keys(
-            action(&t.host, "tb", "by_prefix", &by("a_"), &who)
-                .await
-                .unwrap()
-        ),
-        ["a_b.1"]
-    );
-    assert_eq!(
-        keys(
-            action(&t.host, "tb", "by_prefix", &by("a\\"), &who)
-                .await
-                .unwrap()
-        ),
-        ["a\\b.1"]
-    );
-    assert_eq!(
-        keys(
-            action(&t.host, "tb", "by_prefix", &by("job."), &who)
-                .await
-                .unwrap()
-        ),
-        ["job.3", "job.2", "job.1"]
-    );
+    let by_prefix = |module: &'static str, prefix: &str| {
+        let (host, who) = (t.host.clone(), who.clone());
+        let args = serde_json::json!({ "prefix": prefix }).to_string();
+        async move {
+            keys(
+                action(&host, module, "by_prefix", &args, &who)
+                    .await
+                    .unwrap(),
+            )
+        }
+    };
+    assert_eq!(by_prefix("tb", "a%").await, ["a%b.1"]);
+    assert_eq!(by_prefix("tb", "a_").await, ["a_b.1"]);
+    assert_eq!(by_prefix("tb", "a\\").await, ["a\\b.1"]);
+    assert_eq!(by_prefix("tb", "job.").await, ["job.3", "job.2", "job.1"]);
     let exact = action(&t.host, "tb", "by_key", r#"{"key":"job.2"}"#, &who)
         .await
         .unwrap();
     assert_eq!(keys(exact), ["job.2"]);
     // Another module with the same keys sees none of them.
-    let mut t2 = t;
-    t2.load("other", TASKS_BASIC, "").await;
-    assert_eq!(
-        keys(
-            action(&t2.host, "other", "by_prefix", &by("job."), &who)
-                .await
-                .unwrap()
-        ),
-        Vec::<String>::new()
-    );
+    let other = ModuleDir::new("other", TASKS_BASIC, "");
+    t.host.load_module(other.path(), false).await.unwrap();
+    assert_eq!(by_prefix("other", "job.").await, Vec::<String>::new());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -800,14 +775,7 @@ async fn a_task_that_finds_no_free_instance_waits_instead_of_failing() {
     t.host.start_tasks().await.unwrap();
     let who = principal("alice", "acme");
     // A looping action holds the only instance slot until its deadline.
-    let looping = tokio::spawn({
-        let host = t.host.clone();
-        let who = who.clone();
-        async move {
-            host.call_action("spin", "loop", "{}", &who, RequestMeta::fresh())
-                .await
-        }
-    });
+    let looping = spawn_action(&t.host, "spin", "loop", "{}", &who);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let id = submit(&t.host, "spin", "noop", SubmitOptions::default(), &who).await;
     let row = wait_final(&t.host, &id, &who).await;

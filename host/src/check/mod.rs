@@ -44,7 +44,7 @@ pub async fn check_dir(dir: &Path, load_env: &LoadEnv) -> CheckReport {
     };
     report.module = Some(manifest.name.to_string());
     report.warnings.extend(manifest.warnings());
-    let state = match tempfile_dir() {
+    let state = match tempfile::Builder::new().prefix("modhost-check-").tempdir() {
         Ok(d) => d,
         Err(e) => {
             report
@@ -136,24 +136,4 @@ pub fn grant_warnings(manifest: &Manifest, imports: &[String]) -> Vec<String> {
         w.push("the component imports wasi:sockets but [network] grants nothing: every connection will be refused".to_owned());
     }
     w
-}
-
-fn tempfile_dir() -> std::io::Result<ScratchDir> {
-    let path = std::env::temp_dir().join(format!("modhost-check-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&path)?;
-    Ok(ScratchDir(path))
-}
-
-struct ScratchDir(std::path::PathBuf);
-
-impl ScratchDir {
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }

@@ -63,14 +63,10 @@ impl<'a> Tasks<'a> {
         self.core.tasks.events.subscribe()
     }
 
-    /// A task the principal may see.
+    /// A task the principal may see: its own, or any of its organization's
+    /// for an admin. Seeing a task is what reading, cancelling and answering
+    /// it take; anything else is `not-found`, like a missing task.
     pub fn get(self, id: &str, by: &Principal) -> Result<TaskRow, SdkError> {
-        let (row, _) = self.visible(id, by)?;
-        Ok(row)
-    }
-
-    /// Returns the row if `by` may see it, and whether `by` may act on it.
-    fn visible(self, id: &str, by: &Principal) -> Result<(TaskRow, bool), SdkError> {
         let id = policy::task_id(id)?;
         let row = self
             .core
@@ -86,7 +82,7 @@ impl<'a> Tasks<'a> {
         if !own && by.role != Role::Admin {
             return Err(SdkError::NotFound);
         }
-        Ok((row, own || by.role == Role::Admin))
+        Ok(row)
     }
 
     /// Tasks of `module` the principal may see, newest first.
@@ -120,12 +116,7 @@ impl<'a> Tasks<'a> {
     /// Cancels a task: a pending one never starts, a running one is stopped
     /// at its next epoch tick or host call. Refuses a finished task.
     pub async fn cancel(self, id: &str, by: &Principal) -> Result<(), SdkError> {
-        let (row, may_act) = self.visible(id, by)?;
-        if !may_act {
-            return Err(SdkError::denied(
-                "only the task's user or an admin of its organization may cancel it",
-            ));
-        }
+        let row = self.get(id, by)?;
         let applied = self
             .core
             .tasks
@@ -163,12 +154,7 @@ impl<'a> Tasks<'a> {
         answer: &ConfirmationAnswer,
         by: &Principal,
     ) -> Result<(), SdkError> {
-        let (row, may_act) = self.visible(id, by)?;
-        if !may_act {
-            return Err(SdkError::denied(
-                "only the task's user or an admin of its organization may answer",
-            ));
-        }
+        let row = self.get(id, by)?;
         let answer_json =
             serde_json::to_string(answer).map_err(|e| SdkError::invalid(e.to_string()))?;
         if answer_json.len() > MAX_ANSWER_BYTES {
