@@ -16,7 +16,8 @@ use crate::modules::{self, Description, LoadedModule, ModuleError};
 use crate::sandbox::{self, SandboxSpec, SandboxState};
 use crate::store::{Db, Durability, StoreError};
 use crate::tasks::runtime::{SubmitOptions, TaskRuntime};
-use crate::tasks::store::TaskStoreError;
+use crate::tasks::store::{AuditFilter, AuditRecord, TaskStoreError};
+use crate::tasks::subprocess::SubprocessOptions;
 use crate::ui::ActionOutput;
 
 /// Largest JSON argument accepted for a call.
@@ -40,6 +41,8 @@ pub struct HostOptions {
     /// Threads of the blocking pool (`run-blocking`); more callers than this
     /// at once get `limit-exceeded`.
     pub blocking_threads: u32,
+    /// How children of `run-subprocess` are confined and capped.
+    pub subprocess: SubprocessOptions,
 }
 
 impl HostOptions {
@@ -58,6 +61,7 @@ impl HostOptions {
             durability: Durability::Full,
             max_running_tasks: 256,
             blocking_threads: 16,
+            subprocess: SubprocessOptions::default(),
             state_dir,
         }
     }
@@ -155,7 +159,10 @@ impl Host {
             return Err(ModuleError::Duplicate(name));
         }
         let data_dir = core.options.state_dir.join("data").join(&name);
-        if linked.manifest.policy.filesystem.data {
+        // Children of `run-subprocess` run inside the data directory, so a
+        // subprocess grant needs one even without `[filesystem] data`.
+        let policy = &linked.manifest.policy;
+        if policy.filesystem.data || !policy.subprocess.is_empty() {
             std::fs::create_dir_all(&data_dir).map_err(|e| ModuleError::DataDir {
                 path: data_dir.display().to_string(),
                 reason: e.to_string(),
@@ -330,6 +337,19 @@ impl Host {
     /// The task runtime: cancel, answer confirmations, read tasks, watch events.
     pub fn tasks(&self) -> crate::tasks::api::Tasks<'_> {
         crate::tasks::api::Tasks::new(&self.core)
+    }
+
+    /// The subprocess audit trail, newest first: every `run-subprocess`
+    /// decision of every module, for the operator. Principals read their
+    /// organization's share through [`Tasks::subprocess_audit`].
+    ///
+    /// [`Tasks::subprocess_audit`]: crate::tasks::api::Tasks::subprocess_audit
+    pub fn subprocess_audit(
+        &self,
+        filter: &AuditFilter,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, TaskStoreError> {
+        self.core.tasks.store.subprocess_audit(filter, limit)
     }
 }
 

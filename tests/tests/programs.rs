@@ -366,3 +366,8 @@ mod not_a_module {
         );
     }
 }
+
+mod subprocess {
+    // The subprocess guest has its own file of attacks and grants:
+    // `tests/subprocess.rs`.
+}

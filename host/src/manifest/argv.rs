@@ -302,18 +302,66 @@ impl ArgShape {
     /// Whether `args` (without the program) fit this shape, with the value
     /// rules of `family`. Optional flags make it a small NFA: the set of
     /// argument positions reachable after each token.
+    #[cfg(test)]
     fn fits<S: AsRef<str>>(&self, family: Family, args: &[S]) -> bool {
+        self.reach(family, args).is_some()
+    }
+
+    /// The positions of `args` that some accepting alignment with this shape
+    /// reads as a `{path}`, or `None` when the shape does not fit.
+    fn path_positions<S: AsRef<str>>(&self, family: Family, args: &[S]) -> Option<Vec<usize>> {
+        let table = self.reach(family, args)?;
+        let n = args.len();
+        // Walk back from the accepting end: `live[i]` is true when an
+        // accepting alignment passes position `i` after token `t`.
+        let mut live = vec![false; n + 1];
+        live[n] = true;
+        let mut paths = Vec::new();
+        for (t, token) in self.tokens.iter().enumerate().rev() {
+            let before = &table[t];
+            let mut prev = vec![false; n + 1];
+            for i in (0..=n).filter(|&i| before[i]) {
+                let arg: Option<&str> = args.get(i).map(|a| a.as_ref());
+                match token {
+                    ArgToken::Optional(flag) => {
+                        if live[i] || (arg == Some(flag.as_str()) && live[i + 1]) {
+                            prev[i] = true;
+                        }
+                    }
+                    other => {
+                        if live.get(i + 1) == Some(&true)
+                            && arg.is_some_and(|a| accepts(other, family, a))
+                        {
+                            prev[i] = true;
+                            if *other == ArgToken::Path && !paths.contains(&i) {
+                                paths.push(i);
+                            }
+                        }
+                    }
+                }
+            }
+            live = prev;
+        }
+        paths.sort_unstable();
+        Some(paths)
+    }
+
+    /// The matcher's table: `table[t][i]` is true when the first `t` tokens
+    /// can consume exactly the first `i` arguments; `None` when the whole
+    /// shape cannot consume all of them.
+    fn reach<S: AsRef<str>>(&self, family: Family, args: &[S]) -> Option<Vec<Vec<bool>>> {
         let required = self
             .tokens
             .iter()
             .filter(|t| !matches!(t, ArgToken::Optional(_)))
             .count();
         if args.len() < required || args.len() > self.tokens.len() {
-            return false;
+            return None;
         }
         let n = args.len();
         let mut reach = vec![false; n + 1];
         reach[0] = true;
+        let mut table = Vec::with_capacity(self.tokens.len() + 1);
         for token in &self.tokens {
             let mut next = vec![false; n + 1];
             for i in (0..=n).filter(|&i| reach[i]) {
@@ -333,11 +381,13 @@ impl ArgShape {
                 }
             }
             if !next.contains(&true) {
-                return false;
+                return None;
             }
-            reach = next;
+            table.push(std::mem::replace(&mut reach, next));
         }
-        reach[n]
+        let fits = reach[n];
+        table.push(reach);
+        fits.then_some(table)
     }
 }
 
@@ -474,7 +524,7 @@ pub(crate) fn match_shapes<S: AsRef<str>>(
     program: &str,
     shapes: &[ArgShape],
     args: &[S],
-) -> Result<(), ArgvDenied> {
+) -> Result<Vec<usize>, ArgvDenied> {
     let deny = |reason: String| ArgvDenied {
         program: program.to_owned(),
         reason,
@@ -483,8 +533,18 @@ pub(crate) fn match_shapes<S: AsRef<str>>(
         return Err(deny(format!("argument {} contains NUL", i + 1)));
     }
     let family = Family::of(program);
-    if shapes.iter().any(|s| s.fits(family, args)) {
-        return Ok(());
+    let mut fitted = false;
+    let mut paths = Vec::new();
+    for shape in shapes {
+        if let Some(found) = shape.path_positions(family, args) {
+            fitted = true;
+            paths.extend(found);
+        }
+    }
+    if fitted {
+        paths.sort_unstable();
+        paths.dedup();
+        return Ok(paths);
     }
     let mut tried: Vec<String> = shapes
         .iter()

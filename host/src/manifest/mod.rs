@@ -48,7 +48,7 @@ pub use subprocess::{
     MAX_SHAPES_PER_PROGRAM, ProgramGrant, SUBPROCESS_TIMEOUT_MS, SubprocessGrant,
 };
 
-use names::shown;
+pub(crate) use names::shown;
 
 /// The manifest's file name inside a module directory.
 pub const MANIFEST_FILE: &str = "module.toml";

@@ -86,6 +86,13 @@ pub struct ProgramGrant {
 impl ProgramGrant {
     /// Ok when `args` (without the program) fit one of the granted shapes.
     pub fn matches<S: AsRef<str>>(&self, args: &[S]) -> Result<(), ArgvDenied> {
+        self.path_args(args).map(drop)
+    }
+
+    /// Like [`matches`](Self::matches), and says which arguments (by index)
+    /// a granted shape reads as a `{path}`: the subprocess gate resolves
+    /// those inside the module's data directory.
+    pub fn path_args<S: AsRef<str>>(&self, args: &[S]) -> Result<Vec<usize>, ArgvDenied> {
         argv::match_shapes(&self.name, &self.shapes, args)
     }
 }

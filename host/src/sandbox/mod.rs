@@ -108,6 +108,11 @@ impl SandboxState {
         self.deadline_at += d;
     }
 
+    /// What is left of the call's deadline.
+    pub(crate) fn time_left(&self) -> Duration {
+        self.deadline_at.saturating_duration_since(Instant::now())
+    }
+
     pub fn task(&self) -> Option<&TaskScope> {
         self.task.as_ref()
     }

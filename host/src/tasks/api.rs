@@ -16,7 +16,8 @@ use super::events::{EventKind, TaskEvent};
 use super::policy;
 use super::runtime::{store_err, task_ref};
 use super::store::{
-    Answered, Cursor, Outcome, Scope, Status, StoredAnswer, TaskFilter, TaskPage, TaskRow,
+    Answered, AuditFilter, AuditRecord, Cursor, Outcome, Scope, Status, StoredAnswer, TaskFilter,
+    TaskPage, TaskRow,
 };
 use crate::error::SdkError;
 use crate::host::Core;
@@ -56,6 +57,30 @@ impl std::fmt::Debug for Tasks<'_> {
 impl<'a> Tasks<'a> {
     pub(crate) fn new(core: &'a Arc<Core>) -> Self {
         Tasks { core }
+    }
+
+    /// The subprocess audit trail as `by` may read it, newest first: an
+    /// admin reads the whole organization's, anyone else only the records of
+    /// their own calls. Whatever `filter` says, the organization (and, for
+    /// a non-admin, the user) is the principal's.
+    pub fn subprocess_audit(
+        self,
+        by: &Principal,
+        mut filter: AuditFilter,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, SdkError> {
+        filter.organization_id = Some(by.organization_id.as_str().to_owned());
+        if by.role != Role::Admin {
+            filter.user_id = Some(by.user_id.as_str().to_owned());
+        }
+        if let Some(before) = &filter.before {
+            filter.before = Some(policy::task_id(before)?);
+        }
+        self.core
+            .tasks
+            .store
+            .subprocess_audit(&filter, limit)
+            .map_err(store_err)
     }
 
     /// Every task event of this host.

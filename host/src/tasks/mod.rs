@@ -5,14 +5,15 @@
 //! passes is looked up inside the caller's module and organization, so
 //! another module's task is indistinguishable from a missing one. The checks
 //! on values live in [`policy`]; the runtime in [`runtime`]; persistence in
-//! [`store`]. Subprocesses are not part of this host version yet and are
-//! refused with a typed error.
+//! [`store`]; the subprocess gate and its confined children in
+//! [`subprocess`].
 
 pub mod api;
 pub mod events;
 pub mod policy;
 pub mod runtime;
 pub mod store;
+pub mod subprocess;
 
 use std::time::Instant;
 
@@ -139,13 +140,48 @@ impl tasks::Host for SandboxState {
 
     async fn run_subprocess(
         &mut self,
-        _request: tasks::SubprocessRequest,
+        request: tasks::SubprocessRequest,
     ) -> Result<tasks::SubprocessOutput, HostError> {
         self.check_cancelled()?;
-        Err(
-            SdkError::Internal("run-subprocess is not available in this host version".into())
-                .into(),
-        )
+        let core = self.core().clone();
+        let identity = self.identity_arc().clone();
+        let task_id = self.task().map(|t| t.task_id.clone());
+        let wake = task_id
+            .as_ref()
+            .and_then(|id| core.tasks.running().get(id).map(|r| r.wake.clone()));
+        let caller = subprocess::Caller {
+            identity: &identity,
+            task_id: task_id.as_deref(),
+            cancel: self.cancel_flag().cloned(),
+            wake,
+            time_left: self.time_left(),
+        };
+        let request = subprocess::gate::Request {
+            program: request.program,
+            args: request.args,
+            cwd: request.cwd,
+            env: request.env,
+            stdin: request.stdin,
+            timeout_ms: request.timeout_ms,
+            max_output_bytes: request.max_output_bytes,
+        };
+        let finished = core.run_subprocess(caller, request).await?;
+        self.check_cancelled()?;
+        let status = match finished.status {
+            subprocess::Status::Code(c) => tasks::ExitStatus::Code(c),
+            subprocess::Status::Signal(s) => tasks::ExitStatus::Signal(s),
+            subprocess::Status::TimedOut | subprocess::Status::Cancelled => {
+                tasks::ExitStatus::TimedOut
+            }
+        };
+        Ok(tasks::SubprocessOutput {
+            status,
+            stdout: finished.stdout,
+            stderr: finished.stderr,
+            stdout_truncated: finished.stdout_truncated,
+            stderr_truncated: finished.stderr_truncated,
+            duration_ms: u64::try_from(finished.duration.as_millis()).unwrap_or(u64::MAX),
+        })
     }
 
     async fn update_progress(

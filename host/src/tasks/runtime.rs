@@ -68,6 +68,7 @@ pub struct TaskRuntime {
     max_running: u32,
     blocking: Arc<Semaphore>,
     blocking_threads: u32,
+    pub(crate) subprocesses: super::subprocess::Subprocesses,
 }
 
 impl TaskRuntime {
@@ -89,6 +90,7 @@ impl TaskRuntime {
                 usize::try_from(options.blocking_threads.max(1)).unwrap_or(1),
             )),
             blocking_threads: options.blocking_threads.max(1),
+            subprocesses: Default::default(),
         })
     }
 

@@ -132,6 +132,51 @@ pub const MIGRATIONS: &[&str] = &[
     BEGIN
         SELECT RAISE(ABORT, 'the owner of a task cannot change');
     END;",
+    // The subprocess audit trail: one row per `run-subprocess` decision,
+    // completed with the outcome once the child has ended. Rows are never
+    // deleted or re-owned.
+    "CREATE TABLE subprocess_audit (
+        id TEXT PRIMARY KEY NOT NULL,
+        at INTEGER NOT NULL,
+        module TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        organization_id TEXT NOT NULL,
+        request_id TEXT NOT NULL,
+        task_id TEXT,
+        program TEXT NOT NULL,
+        path TEXT,
+        args_json TEXT NOT NULL,
+        cwd TEXT,
+        env_json TEXT NOT NULL,
+        decision TEXT NOT NULL CHECK (decision = 'allowed' OR decision = 'denied'
+            OR decision = 'invalid' OR decision = 'limited'),
+        reason TEXT,
+        confined INTEGER NOT NULL CHECK (confined IN (0, 1)),
+        ended TEXT CHECK (ended IS NULL OR ended = 'exited' OR ended = 'signalled'
+            OR ended = 'timed-out' OR ended = 'cancelled' OR ended = 'failed'),
+        exit_code INTEGER,
+        signal INTEGER,
+        failure TEXT,
+        duration_ms INTEGER,
+        stdout_bytes INTEGER,
+        stderr_bytes INTEGER,
+        finished_at INTEGER,
+        CHECK (ended IS NULL OR decision = 'allowed')
+    ) STRICT;
+
+    CREATE INDEX subprocess_audit_by_org ON subprocess_audit (organization_id, module, id);
+
+    CREATE TRIGGER subprocess_audit_decision_is_fixed BEFORE UPDATE OF id, at, module, user_id,
+        organization_id, request_id, task_id, program, path, args_json, cwd, env_json, decision,
+        reason, confined ON subprocess_audit
+    BEGIN
+        SELECT RAISE(ABORT, 'an audit decision cannot change');
+    END;
+
+    CREATE TRIGGER subprocess_audit_is_kept BEFORE DELETE ON subprocess_audit
+    BEGIN
+        SELECT RAISE(ABORT, 'audit records are kept');
+    END;",
 ];
 
 /// Runs every migration on a database that has none of them: for tests,

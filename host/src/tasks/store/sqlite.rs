@@ -22,6 +22,7 @@ use super::{
     Status, StoredAnswer, Submitted, TaskFilter, TaskPage, TaskRow, TaskStore, TaskStoreError,
     apply_schema, prefix_successor, validate_task_id,
 };
+use super::{AuditDecision, AuditEnd, AuditFilter, AuditRecord, audit};
 use crate::store::{Durability, now_ms};
 
 /// How long a connection waits for a lock held by another connection (the
@@ -940,6 +941,30 @@ impl TaskStore for SqliteTaskStore {
             None
         };
         Ok(TaskPage { tasks, next_cursor })
+    }
+
+    fn audit_subprocess(
+        &self,
+        decision: AuditDecision,
+    ) -> BoxFuture<'_, Result<(), TaskStoreError>> {
+        self.write(move |conn| audit::insert(conn, &decision))
+    }
+
+    fn audit_subprocess_end(
+        &self,
+        id: &str,
+        end: AuditEnd,
+    ) -> BoxFuture<'_, Result<bool, TaskStoreError>> {
+        let id = id.to_owned();
+        self.write(move |conn| audit::finish(conn, &id, &end))
+    }
+
+    fn subprocess_audit(
+        &self,
+        filter: &AuditFilter,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, TaskStoreError> {
+        self.read(|conn| audit::query(conn, filter, limit))
     }
 
     fn pending(&self, limit: u32) -> Result<Vec<TaskRow>, TaskStoreError> {

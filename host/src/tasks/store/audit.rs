@@ -1,0 +1,288 @@
+//! The subprocess audit trail: what every `run-subprocess` call asked, what
+//! the gate decided and why, and how the child ended. It is how an operator
+//! learns what a module really does, so denials are kept as carefully as
+//! launches.
+
+use rusqlite::{Connection, Row, params};
+use serde::{Deserialize, Serialize};
+
+use super::TaskStoreError;
+use super::writer::WriteConn;
+
+/// The most rows one audit query returns.
+pub const MAX_AUDIT_LIMIT: u32 = 500;
+
+/// The longest stored `args_json` or `reason`; longer ones are cut and
+/// marked, so a guest cannot grow the trail by megabytes per call.
+pub const MAX_AUDIT_TEXT_BYTES: usize = 16 * 1024;
+
+/// What the gate decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Decision {
+    /// The child was launched (or an attempt was made).
+    Allowed,
+    /// Not granted (`permission-denied`), or no confinement available.
+    Denied,
+    /// Malformed (`invalid-input`).
+    Invalid,
+    /// A concurrency cap was reached (`limit-exceeded`).
+    Limited,
+}
+
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Allowed => "allowed",
+            Decision::Denied => "denied",
+            Decision::Invalid => "invalid",
+            Decision::Limited => "limited",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "allowed" => Decision::Allowed,
+            "denied" => Decision::Denied,
+            "invalid" => Decision::Invalid,
+            "limited" => Decision::Limited,
+            _ => return None,
+        })
+    }
+}
+
+/// How a launched child ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Ended {
+    Exited,
+    Signalled,
+    TimedOut,
+    Cancelled,
+    /// It could not be started.
+    Failed,
+}
+
+impl Ended {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ended::Exited => "exited",
+            Ended::Signalled => "signalled",
+            Ended::TimedOut => "timed-out",
+            Ended::Cancelled => "cancelled",
+            Ended::Failed => "failed",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "exited" => Ended::Exited,
+            "signalled" => Ended::Signalled,
+            "timed-out" => Ended::TimedOut,
+            "cancelled" => Ended::Cancelled,
+            "failed" => Ended::Failed,
+            _ => return None,
+        })
+    }
+}
+
+/// One decision, written before anything is launched.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditDecision {
+    /// A UUIDv7: records sort by time.
+    pub id: String,
+    /// Milliseconds since the Unix epoch.
+    pub at: i64,
+    pub module: String,
+    pub user_id: String,
+    pub organization_id: String,
+    pub request_id: String,
+    pub task_id: Option<String>,
+    /// As requested.
+    pub program: String,
+    /// The absolute path it resolved to, when granted.
+    pub path: Option<String>,
+    pub args: Vec<String>,
+    pub cwd: Option<String>,
+    /// Names of the variables the request set; values are not kept (they
+    /// may be secrets).
+    pub env_names: Vec<String>,
+    pub decision: Decision,
+    pub reason: Option<String>,
+    /// Whether the child ran under Landlock.
+    pub confined: bool,
+}
+
+/// How a launched child ended, written when it has.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEnd {
+    pub ended: Ended,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    /// Why it could not be started.
+    pub failure: Option<String>,
+    pub duration_ms: i64,
+    /// Bytes the child wrote, including what was cut at the cap.
+    pub stdout_bytes: i64,
+    pub stderr_bytes: i64,
+    pub finished_at: i64,
+}
+
+/// A stored record: the decision, and the end once there is one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    #[serde(flatten)]
+    pub decision: AuditDecision,
+    pub end: Option<AuditEnd>,
+}
+
+/// Which records [`super::TaskStore::subprocess_audit`] returns; every
+/// given field must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditFilter {
+    pub organization_id: Option<String>,
+    pub module: Option<String>,
+    pub user_id: Option<String>,
+    pub decision: Option<Decision>,
+    /// Only records older than this id (the last of the previous page).
+    pub before: Option<String>,
+}
+
+/// `text` cut to [`MAX_AUDIT_TEXT_BYTES`] on a character boundary.
+fn capped(mut text: String) -> String {
+    if text.len() > MAX_AUDIT_TEXT_BYTES {
+        let mut end = MAX_AUDIT_TEXT_BYTES;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push_str("…[cut]");
+    }
+    text
+}
+
+pub(super) fn insert(conn: &WriteConn<'_>, d: &AuditDecision) -> Result<(), TaskStoreError> {
+    let args_json = capped(serde_json::to_string(&d.args).unwrap_or_default());
+    let env_json = capped(serde_json::to_string(&d.env_names).unwrap_or_default());
+    conn.prepare(
+        "INSERT INTO subprocess_audit (id, at, module, user_id, organization_id, request_id, \
+         task_id, program, path, args_json, cwd, env_json, decision, reason, confined) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+    )?
+    .execute(params![
+        d.id,
+        d.at,
+        d.module,
+        d.user_id,
+        d.organization_id,
+        d.request_id,
+        d.task_id,
+        capped(d.program.clone()),
+        d.path,
+        args_json,
+        d.cwd.clone().map(capped),
+        env_json,
+        d.decision.as_str(),
+        d.reason.clone().map(capped),
+        d.confined,
+    ])?;
+    Ok(())
+}
+
+pub(super) fn finish(conn: &WriteConn<'_>, id: &str, e: &AuditEnd) -> Result<bool, TaskStoreError> {
+    let changed = conn
+        .prepare(
+            "UPDATE subprocess_audit SET ended = ?2, exit_code = ?3, signal = ?4, failure = ?5, \
+             duration_ms = ?6, stdout_bytes = ?7, stderr_bytes = ?8, finished_at = ?9 \
+             WHERE id = ?1 AND decision = 'allowed' AND ended IS NULL",
+        )?
+        .execute(params![
+            id,
+            e.ended.as_str(),
+            e.exit_code,
+            e.signal,
+            e.failure.clone().map(capped),
+            e.duration_ms,
+            e.stdout_bytes,
+            e.stderr_bytes,
+            e.finished_at,
+        ])?;
+    Ok(changed == 1)
+}
+
+pub(super) fn query(
+    conn: &Connection,
+    filter: &AuditFilter,
+    limit: u32,
+) -> rusqlite::Result<Vec<AuditRecord>> {
+    let limit = i64::from(limit.clamp(1, MAX_AUDIT_LIMIT));
+    conn.prepare_cached(
+        "SELECT id, at, module, user_id, organization_id, request_id, task_id, program, path, \
+         args_json, cwd, env_json, decision, reason, confined, ended, exit_code, signal, failure, \
+         duration_ms, stdout_bytes, stderr_bytes, finished_at FROM subprocess_audit \
+         WHERE (?1 IS NULL OR organization_id = ?1) AND (?2 IS NULL OR module = ?2) \
+           AND (?3 IS NULL OR user_id = ?3) AND (?4 IS NULL OR decision = ?4) \
+           AND (?5 IS NULL OR id < ?5) \
+         ORDER BY id DESC LIMIT ?6",
+    )?
+    .query_map(
+        params![
+            filter.organization_id,
+            filter.module,
+            filter.user_id,
+            filter.decision.map(Decision::as_str),
+            filter.before,
+            limit,
+        ],
+        record,
+    )?
+    .collect()
+}
+
+fn record(r: &Row<'_>) -> rusqlite::Result<AuditRecord> {
+    let bad = |i: usize, what: &str| {
+        rusqlite::Error::FromSqlConversionFailure(
+            i,
+            rusqlite::types::Type::Text,
+            format!("bad {what} in subprocess_audit").into(),
+        )
+    };
+    let decision: String = r.get(12)?;
+    let ended: Option<String> = r.get(15)?;
+    let args_json: String = r.get(9)?;
+    let env_json: String = r.get(11)?;
+    let end = match ended {
+        None => None,
+        Some(e) => Some(AuditEnd {
+            ended: Ended::parse(&e).ok_or_else(|| bad(15, "ended"))?,
+            exit_code: r.get(16)?,
+            signal: r.get(17)?,
+            failure: r.get(18)?,
+            duration_ms: r.get::<_, Option<i64>>(19)?.unwrap_or(0),
+            stdout_bytes: r.get::<_, Option<i64>>(20)?.unwrap_or(0),
+            stderr_bytes: r.get::<_, Option<i64>>(21)?.unwrap_or(0),
+            finished_at: r.get::<_, Option<i64>>(22)?.unwrap_or(0),
+        }),
+    };
+    Ok(AuditRecord {
+        decision: AuditDecision {
+            id: r.get(0)?,
+            at: r.get(1)?,
+            module: r.get(2)?,
+            user_id: r.get(3)?,
+            organization_id: r.get(4)?,
+            request_id: r.get(5)?,
+            task_id: r.get(6)?,
+            program: r.get(7)?,
+            path: r.get(8)?,
+            // A cut list is not JSON any more; keep it readable as one item.
+            args: serde_json::from_str(&args_json).unwrap_or_else(|_| vec![args_json]),
+            cwd: r.get(10)?,
+            env_names: serde_json::from_str(&env_json).unwrap_or_else(|_| vec![env_json]),
+            decision: Decision::parse(&decision).ok_or_else(|| bad(12, "decision"))?,
+            reason: r.get(13)?,
+            confined: r.get(14)?,
+        },
+        end,
+    })
+}

@@ -1,0 +1,232 @@
+//! The process tree of one child: found through `/proc`, frozen, signalled
+//! and reaped through pidfds, so a recycled pid is never signalled.
+//!
+//! The child is a child subreaper (set before `exec`), so while it lives
+//! every process it starts, double-forked or `setsid` or not, stays its
+//! descendant. The tree is killed leaves first and the child last; the host
+//! itself adopts the orphans (see [`adopt_orphans`]) so the dead are reaped,
+//! not left as zombies.
+
+use std::collections::HashSet;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Once;
+
+/// Rounds of stopping newly found processes before giving up on a tree that
+/// keeps growing (each round stops every process found so far, and a
+/// stopped process cannot fork, so real trees settle in two or three).
+const MAX_FREEZE_ROUNDS: usize = 64;
+
+/// Makes the host a child subreaper, once: the descendants of a child that
+/// dies before them are re-parented to the host instead of init, so the
+/// host can reap them (init in some containers never does).
+pub fn adopt_orphans() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: a prctl on integers.
+        let r = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+        if r != 0 {
+            tracing::warn!(error = %std::io::Error::last_os_error(), "cannot make the host a child subreaper; killed grandchildren may stay zombies");
+        }
+    });
+}
+
+/// One process of `/proc`.
+#[derive(Debug, Clone, Copy)]
+struct Proc {
+    pid: i32,
+    ppid: i32,
+    pgid: i32,
+}
+
+fn stat(pid: i32) -> Option<Proc> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The name is in parentheses and may contain anything; fields follow
+    // the last `)`: state, ppid, pgrp, ...
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut fields = rest.split_ascii_whitespace();
+    let _state = fields.next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    let pgid = fields.next()?.parse().ok()?;
+    Some(Proc { pid, ppid, pgid })
+}
+
+fn all_processes() -> Vec<Proc> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(stat)
+        .collect()
+}
+
+fn pidfd_open(pid: i32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0u32) };
+    let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
+    // SAFETY: the descriptor was just returned to us and is owned here.
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn send(fd: &OwnedFd, signal: i32) {
+    // SAFETY: pidfd_send_signal on a descriptor we own, no siginfo.
+    unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0u32,
+        );
+    }
+}
+
+/// The processes of one child's tree that the host has a handle on.
+#[derive(Debug)]
+pub struct Tree {
+    root: i32,
+    /// Every member but the root, with its pidfd.
+    members: Vec<(i32, OwnedFd)>,
+    root_fd: Option<OwnedFd>,
+}
+
+impl Tree {
+    /// The tree under `root`, a child of the host not yet reaped.
+    pub fn new(root: i32) -> Self {
+        Tree {
+            root,
+            members: Vec::new(),
+            root_fd: pidfd_open(root),
+        }
+    }
+
+    fn known(&self) -> HashSet<i32> {
+        let mut set: HashSet<i32> = self.members.iter().map(|(p, _)| *p).collect();
+        set.insert(self.root);
+        set
+    }
+
+    fn belongs(&self, p: &Proc, known: &HashSet<i32>) -> bool {
+        known.contains(&p.ppid) || p.pgid == self.root
+    }
+
+    /// Adds every process that descends from a member or is in the root's
+    /// process group; returns how many were new.
+    fn discover(&mut self) -> usize {
+        let procs = all_processes();
+        let mut known = self.known();
+        let mut added = 0;
+        loop {
+            let mut grew = false;
+            for p in &procs {
+                if known.contains(&p.pid) || !self.belongs(p, &known) {
+                    continue;
+                }
+                let Some(fd) = pidfd_open(p.pid) else {
+                    continue;
+                };
+                // The pid may have been recycled between the scan and the
+                // open: keep the handle only if it still is one of ours.
+                if stat(p.pid).is_some_and(|now| self.belongs(&now, &known)) {
+                    known.insert(p.pid);
+                    self.members.push((p.pid, fd));
+                    added += 1;
+                    grew = true;
+                }
+            }
+            if !grew {
+                return added;
+            }
+        }
+    }
+
+    /// Stops the whole tree: a stopped process cannot fork, so after this
+    /// the tree is complete.
+    pub fn freeze(&mut self) {
+        if let Some(fd) = &self.root_fd {
+            send(fd, libc::SIGSTOP);
+        }
+        let mut stopped = 0;
+        for _ in 0..MAX_FREEZE_ROUNDS {
+            self.discover();
+            for (_, fd) in &self.members[stopped..] {
+                send(fd, libc::SIGSTOP);
+            }
+            if self.members.len() == stopped {
+                return;
+            }
+            stopped = self.members.len();
+        }
+    }
+
+    /// Sends `signal` to every member and then the root, and wakes them so
+    /// a handler can run.
+    pub fn signal_and_continue(&mut self, signal: i32) {
+        self.discover();
+        for (_, fd) in &self.members {
+            send(fd, signal);
+            send(fd, libc::SIGCONT);
+        }
+        if let Some(fd) = &self.root_fd {
+            send(fd, signal);
+            send(fd, libc::SIGCONT);
+        }
+    }
+
+    /// Refreshes the member list while the tree runs (between a polite
+    /// signal and the kill).
+    pub fn refresh(&mut self) {
+        self.discover();
+    }
+
+    /// Kills the tree: frozen first, then every member, then the root, so
+    /// nothing is orphaned while it can still run.
+    pub fn kill(&mut self) {
+        self.freeze();
+        for (_, fd) in &self.members {
+            send(fd, libc::SIGKILL);
+        }
+        if let Some(fd) = &self.root_fd {
+            send(fd, libc::SIGKILL);
+        }
+    }
+
+    /// Members that are not yet reaped. Call after the root was reaped:
+    /// the killed members are then the host's children (see
+    /// [`adopt_orphans`]) and are reaped here.
+    pub fn reap(&mut self) -> usize {
+        self.members.retain(|(_, fd)| {
+            // SAFETY: waitid writes only `info`.
+            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+            let r = unsafe {
+                libc::waitid(
+                    libc::P_PIDFD,
+                    libc::id_t::try_from(fd.as_raw_fd()).unwrap_or(0),
+                    &mut info,
+                    libc::WEXITED | libc::WNOHANG,
+                )
+            };
+            if r != 0 {
+                // ECHILD: not ours (reaped elsewhere or never re-parented).
+                return false;
+            }
+            // SAFETY: reading the pid field of a siginfo filled by waitid.
+            let reaped = unsafe { info.si_pid() } != 0;
+            !reaped
+        });
+        self.members.len()
+    }
+
+    /// Members still running (not yet dead); the root is not counted.
+    pub fn alive(&self) -> usize {
+        self.members
+            .iter()
+            .filter(|(pid, _)| {
+                std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|t| {
+                    t.rfind(')')
+                        .and_then(|i| t[i + 1..].split_ascii_whitespace().next())
+                        .is_some_and(|state| state != "Z" && state != "X")
+                })
+            })
+            .count()
+    }
+}

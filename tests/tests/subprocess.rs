@@ -1,0 +1,625 @@
+//! `run-subprocess` end to end, from a real guest component: each test is an
+//! attack that must fail or a grant that must work. The guest (`SUBPROCESS`)
+//! runs whatever request the test describes.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures::future::join_all;
+use modhost::identity::RequestMeta;
+use modhost::manifest::{LoadEnv, parse};
+use modhost::tasks::store::{AuditFilter, Decision, Ended};
+use modhost::{CallError, SdkError};
+use modhost_tests::*;
+use serde_json::{Value, json};
+
+/// A script that leaves four `sleep`s behind, each escaping differently: a
+/// plain background job, a double fork, a new session, and a new session
+/// whose parent exits at once; SIGTERM is ignored by all of them. Their pids
+/// go to `pids`.
+const TREE: &str = "trap '' TERM; sleep 600 & echo $! > pids; (sleep 600 & echo $! >> pids) & setsid sleep 600 & echo $! >> pids; (setsid sleep 600 & echo $! >> pids) & wait; sleep 600";
+
+fn grants(extra: &str) -> String {
+    format!(
+        r#"
+[subprocess]
+max-concurrent = 2
+timeout-ms = 20000
+max-output-bytes = 65536
+env = ["GREETING"]
+
+[[subprocess.programs]]
+program = "printenv"
+args = [[]]
+
+[[subprocess.programs]]
+program = "cat"
+args = [["{{path}}"], ["-n", "loot/secret"]]
+
+[[subprocess.programs]]
+program = "sh"
+args = [["-c", "{TREE}"], ["-c", "echo made > made.txt; cat made.txt"], ["-c", "cp /usr/bin/true ./tool && ./tool"]]
+
+[[subprocess.programs]]
+program = "head"
+args = [["-c", "{{int}}", "/dev/zero"]]
+
+[[subprocess.programs]]
+program = "sleep"
+args = [["{{int}}"]]
+
+[[subprocess.programs]]
+program = "git"
+args = [["init", "-q", "{{path}}"], ["ls-remote", "{{value}}"], ["-C", "{{path}}", "log", "-1", "--format=%at"]]
+
+[[subprocess.programs]]
+program = "tar"
+args = [["-tf", "{{path}}"]]
+{extra}
+"#
+    )
+}
+
+async fn host() -> TestHost {
+    let mut t = TestHost::with_options(|o| {
+        o.subprocess.kill_grace = Duration::from_millis(300);
+    });
+    t.load("sub", SUBPROCESS, &grants("")).await;
+    t
+}
+
+fn data_dir(t: &TestHost) -> PathBuf {
+    t.state.path().join("data").join("sub")
+}
+
+async fn run(t: &TestHost, request: Value) -> Result<Value, SdkError> {
+    let out = t
+        .host
+        .call_action(
+            "sub",
+            "run",
+            &request.to_string(),
+            &principal("alice", "acme"),
+            RequestMeta {
+                request_id: "req-7".into(),
+                session_id: None,
+            },
+        )
+        .await;
+    match out {
+        Ok(out) => Ok(out.data.expect("run returns data")),
+        Err(CallError::Guest { error, .. }) => Err(error),
+        Err(other) => panic!("unexpected call failure: {other}"),
+    }
+}
+
+fn denied(r: Result<Value, SdkError>) -> String {
+    match r {
+        Err(SdkError::PermissionDenied(reason)) => reason,
+        other => panic!("expected permission-denied, got {other:?}"),
+    }
+}
+
+fn invalid(r: Result<Value, SdkError>) -> String {
+    match r {
+        Err(SdkError::InvalidInput(reason)) => reason,
+        other => panic!("expected invalid-input, got {other:?}"),
+    }
+}
+
+fn is_gone(pid: i32) -> bool {
+    !Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn granted_call_runs_end_to_end_and_is_audited() {
+    let t = host().await;
+    let out = run(
+        &t,
+        json!({"program": "sh", "args": ["-c", "echo made > made.txt; cat made.txt"]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out["status"], json!({"code": 0}));
+    assert_eq!(out["stdout"], "made\n");
+    assert_eq!(
+        std::fs::read_to_string(data_dir(&t).join("made.txt")).unwrap(),
+        "made\n"
+    );
+    // The launch record is durable before the guest hears back; the end is
+    // written right after.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let records = t
+        .host
+        .subprocess_audit(&AuditFilter::default(), 10)
+        .unwrap();
+    let r = &records[0];
+    assert_eq!(r.decision.decision, Decision::Allowed);
+    assert_eq!(r.decision.program, "sh");
+    assert_eq!(r.decision.user_id, "alice");
+    assert_eq!(r.decision.organization_id, "acme");
+    assert_eq!(r.decision.request_id, "req-7");
+    assert!(r.decision.confined);
+    assert!(
+        r.decision
+            .path
+            .as_deref()
+            .is_some_and(|p| p.starts_with('/'))
+    );
+    let end = r.end.as_ref().expect("the end is recorded");
+    assert_eq!(end.ended, Ended::Exited);
+    assert_eq!(end.exit_code, Some(0));
+    assert_eq!(end.stdout_bytes, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn child_sees_only_granted_variables_and_the_callers_identity() {
+    let t = host().await;
+    let out = run(
+        &t,
+        json!({"program": "printenv", "env": [["GREETING", "hi"]]}),
+    )
+    .await
+    .unwrap();
+    let mut lines: Vec<&str> = out["stdout"].as_str().unwrap().lines().collect();
+    lines.sort_unstable();
+    let path = lines
+        .iter()
+        .find(|l| l.starts_with("PATH="))
+        .copied()
+        .unwrap_or_default();
+    assert_eq!(
+        lines,
+        [
+            "GREETING=hi",
+            "MODHOST_MODULE=sub",
+            "MODHOST_ORGANIZATION_ID=acme",
+            "MODHOST_REQUEST_ID=req-7",
+            "MODHOST_USER_ID=alice",
+            path,
+        ]
+    );
+    assert_eq!(path, "PATH=/usr/local/bin:/usr/bin:/bin");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn child_of_a_background_task_sees_the_task_id() {
+    let t = host().await;
+    let who = principal("bob", "acme");
+    t.host.start_tasks().await.unwrap();
+    let started = t
+        .host
+        .call_action(
+            "sub",
+            "start",
+            &json!({"program": "printenv"}).to_string(),
+            &who,
+            RequestMeta::fresh(),
+        )
+        .await
+        .unwrap();
+    let id = started.data.unwrap()["task_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let row = wait_finished(&t, &id, &who).await;
+    let result = json(
+        row.result_json
+            .as_deref()
+            .unwrap_or_else(|| panic!("no result: {row:?}")),
+    );
+    let stdout = result["stdout"].as_str().unwrap();
+    assert!(
+        stdout.contains(&format!("MODHOST_TASK_ID={id}\n")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("MODHOST_USER_ID=bob\n"), "{stdout}");
+}
+
+async fn wait_finished(
+    t: &TestHost,
+    id: &str,
+    who: &modhost::identity::Principal,
+) -> modhost::tasks::store::TaskRow {
+    for _ in 0..400 {
+        let row = t.host.tasks().get(id, who).unwrap();
+        if !row.status.is_active() {
+            return row;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("task {id} did not finish");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unapproved_program_and_program_given_as_a_path_are_denied() {
+    let t = host().await;
+    let reason = denied(run(&t, json!({"program": "id"})).await);
+    assert!(reason.contains("[[subprocess.programs]]"), "{reason}");
+    for program in ["./git", "/usr/bin/../bin/sh", "/usr/bin/sh", "bin/sh"] {
+        denied(
+            run(
+                &t,
+                json!({"program": program, "args": ["-c", "echo made > made.txt; cat made.txt"]}),
+            )
+            .await,
+        );
+    }
+    invalid(run(&t, json!({"program": ""})).await);
+    invalid(run(&t, json!({"program": "sh", "args": ["-c", ""]})).await);
+    invalid(run(&t, json!({"program": "sh\u{0}", "args": []})).await);
+    let records = t
+        .host
+        .subprocess_audit(&AuditFilter::default(), 50)
+        .unwrap();
+    assert_eq!(records.len(), 8, "every refusal is audited");
+    assert!(
+        records
+            .iter()
+            .all(|r| r.decision.decision != Decision::Allowed)
+    );
+    let first = records.last().unwrap();
+    assert_eq!(first.decision.program, "id");
+    assert_eq!(first.decision.decision, Decision::Denied);
+    assert!(
+        first
+            .decision
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("granted: ")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fake_git_planted_in_the_data_directory_is_never_run() {
+    let t = host().await;
+    let dir = data_dir(&t);
+    let fake = dir.join("git");
+    std::fs::write(&fake, "#!/bin/sh\necho pwned > pwned\n").unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    run(
+        &t,
+        json!({"program": "git", "args": ["init", "-q", "repo"]}),
+    )
+    .await
+    .unwrap();
+    assert!(!dir.join("pwned").exists());
+    assert!(dir.join("repo/.git").is_dir(), "the real git ran");
+    denied(
+        run(
+            &t,
+            json!({"program": "./git", "args": ["init", "-q", "repo"]}),
+        )
+        .await,
+    );
+    // And a binary the module copies into its data directory cannot be
+    // executed by a granted program: Landlock gives no execute right there.
+    let out = run(
+        &t,
+        json!({"program": "sh", "args": ["-c", "cp /usr/bin/true ./tool && ./tool"]}),
+    )
+    .await
+    .unwrap();
+    assert_ne!(out["status"], json!({"code": 0}), "{out}");
+    assert!(
+        out["stderr"].as_str().unwrap().contains("ermission denied"),
+        "{out}"
+    );
+}
+
+#[test]
+fn refused_environment_names_cannot_be_granted() {
+    for name in [
+        "LD_PRELOAD",
+        "LD_LIBRARY_PATH",
+        "DYLD_INSERT_LIBRARIES",
+        "BASH_ENV",
+        "GIT_SSH_COMMAND",
+        "GIT_CONFIG_COUNT",
+        "GIT_CONFIG_KEY_0",
+        "NODE_OPTIONS",
+        "PYTHONPATH",
+        "A=B",
+        "A\\u0000B",
+        "MODHOST_USER_ID",
+    ] {
+        let text = format!(
+            "name = \"t\"\nversion = \"0.1.0\"\ncomponent = \"t.wasm\"\n[subprocess]\nenv = [\"{name}\"]\n"
+        );
+        let err = parse(&text, &LoadEnv::host_default()).expect_err(name);
+        assert!(
+            err.to_string().contains("[subprocess] env"),
+            "{name}: {err}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_environment_names_are_denied_at_the_call() {
+    let t = host().await;
+    for name in [
+        "LD_PRELOAD",
+        "DYLD_INSERT_LIBRARIES",
+        "BASH_ENV",
+        "GIT_SSH_COMMAND",
+        "GIT_CONFIG_COUNT",
+        "NODE_OPTIONS",
+        "PYTHONPATH",
+        "MODHOST_USER_ID",
+        "PATH",
+    ] {
+        let reason = denied(run(&t, json!({"program": "printenv", "env": [[name, "x"]]})).await);
+        assert!(reason.contains("[subprocess] env"), "{name}: {reason}");
+    }
+    for name in ["A=B", "A\u{0}B", ""] {
+        invalid(run(&t, json!({"program": "printenv", "env": [[name, "x"]]})).await);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn argv_injections_are_denied() {
+    let t = host().await;
+    for args in [
+        json!(["-c", "core.sshCommand=touch pwned", "ls-remote", "origin"]),
+        json!(["ls-remote", "--upload-pack=touch pwned", "origin"]),
+        json!(["ls-remote", "--upload-pack=touch pwned"]),
+        json!(["ls-remote", "ext::sh -c touch% pwned"]),
+        json!(["ls-remote", "fd::3"]),
+        json!(["-C", "repo", "log", "-1", "--format=%at", "--output=pwned"]),
+        json!(["-C", "--exec-path=.", "log", "-1", "--format=%at"]),
+    ] {
+        let reason = denied(run(&t, json!({"program": "git", "args": args})).await);
+        assert!(
+            reason.contains("`git` may not run with these arguments"),
+            "{reason}"
+        );
+    }
+    for args in [
+        json!(["-tf", "a.tar", "--to-command=sh -c id"]),
+        json!(["--checkpoint-action=exec=sh", "-tf", "a.tar"]),
+        json!(["-tf", "--checkpoint-action=exec=sh"]),
+        json!(["-tf", "--to-command=sh"]),
+    ] {
+        denied(run(&t, json!({"program": "tar", "args": args})).await);
+    }
+    assert!(!data_dir(&t).join("pwned").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn working_directory_must_stay_inside_the_data_directory() {
+    let t = host().await;
+    let dir = data_dir(&t);
+    std::fs::create_dir(dir.join("inside")).unwrap();
+    std::os::unix::fs::symlink("../..", dir.join("up")).unwrap();
+    std::os::unix::fs::symlink("/etc", dir.join("etc")).unwrap();
+    let printenv = |cwd: &str| json!({"program": "printenv", "cwd": cwd});
+    for cwd in ["..", "inside/../..", "/", "/etc", "up", "etc", "up/sub"] {
+        let reason = denied(run(&t, printenv(cwd)).await);
+        assert!(reason.contains("data directory"), "{cwd}: {reason}");
+    }
+    invalid(run(&t, printenv("in\u{0}side")).await);
+    invalid(run(&t, printenv("missing")).await);
+    run(&t, printenv("inside")).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_argument_through_a_symlink_out_is_denied() {
+    let t = host().await;
+    let dir = data_dir(&t);
+    let secret = t.state.path().join("secret.txt");
+    std::fs::write(&secret, "top secret").unwrap();
+    std::os::unix::fs::symlink(&secret, dir.join("abs")).unwrap();
+    std::os::unix::fs::symlink("../../secret.txt", dir.join("rel")).unwrap();
+    for path in ["abs", "rel"] {
+        let reason = denied(run(&t, json!({"program": "cat", "args": [path]})).await);
+        assert!(
+            reason.contains("outside the module's data directory"),
+            "{reason}"
+        );
+    }
+    std::fs::write(dir.join("mine.txt"), "mine").unwrap();
+    let out = run(&t, json!({"program": "cat", "args": ["mine.txt"]}))
+        .await
+        .unwrap();
+    assert_eq!(out["stdout"], "mine");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planted_symlink_followed_by_an_allowed_program_is_blocked_by_landlock() {
+    let t = host().await;
+    let dir = data_dir(&t);
+    // `loot` climbs from the data directory (state/data/sub) to the state
+    // directory, where the host keeps its database.
+    std::fs::write(t.state.path().join("secret"), "top secret").unwrap();
+    std::os::unix::fs::symlink("../..", dir.join("loot")).unwrap();
+    // The literal `loot/secret` is granted, so only the OS stands between
+    // the child and the file.
+    let out = run(&t, json!({"program": "cat", "args": ["-n", "loot/secret"]}))
+        .await
+        .unwrap();
+    assert_ne!(out["status"], json!({"code": 0}), "{out}");
+    assert_eq!(out["stdout"], "");
+    assert!(
+        out["stderr"].as_str().unwrap().contains("ermission denied"),
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeout_kills_the_whole_tree_including_escapees_and_leaves_no_zombies() {
+    let t = host().await;
+    let out = run(
+        &t,
+        json!({"program": "sh", "args": ["-c", TREE], "timeout_ms": 1000}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out["status"], "timed-out");
+    let pids: Vec<i32> = std::fs::read_to_string(data_dir(&t).join("pids"))
+        .unwrap()
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+    assert_eq!(pids.len(), 4, "{pids:?}");
+    for pid in &pids {
+        assert!(is_gone(*pid), "process {pid} survived (or is a zombie)");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_the_task_kills_its_child_tree() {
+    let t = host().await;
+    let who = principal("alice", "acme");
+    t.host.start_tasks().await.unwrap();
+    let started = t
+        .host
+        .call_action(
+            "sub",
+            "start",
+            &json!({"program": "sh", "args": ["-c", TREE]}).to_string(),
+            &who,
+            RequestMeta::fresh(),
+        )
+        .await
+        .unwrap();
+    let id = started.data.unwrap()["task_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let pids_file = data_dir(&t).join("pids");
+    let mut pids = Vec::new();
+    for _ in 0..400 {
+        if let Ok(text) = std::fs::read_to_string(&pids_file) {
+            pids = text
+                .lines()
+                .filter_map(|l| l.trim().parse::<i32>().ok())
+                .collect();
+            if pids.len() == 4 {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(pids.len(), 4);
+    if let Err(e) = t.host.tasks().cancel(&id, &who).await {
+        panic!("{e}: {:?}", t.host.tasks().get(&id, &who));
+    }
+    let row = wait_finished(&t, &id, &who).await;
+    assert_eq!(row.status.as_str(), "cancelled");
+    for _ in 0..100 {
+        if pids.iter().all(|p| is_gone(*p)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for pid in &pids {
+        assert!(is_gone(*pid), "process {pid} survived the cancel");
+    }
+}
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gigabyte_of_output_is_truncated_and_host_memory_stays_bounded() {
+    let t = host().await;
+    let before = rss_kib();
+    let out = run(
+        &t,
+        json!({"program": "head", "args": ["-c", "1073741824", "/dev/zero"], "max_output_bytes": 4096}),
+    )
+    .await
+    .unwrap();
+    let grown_mib = rss_kib().saturating_sub(before) / 1024;
+    assert_eq!(out["status"], json!({"code": 0}));
+    assert_eq!(out["stdout_len"], 4096);
+    assert_eq!(out["stdout_truncated"], true);
+    assert_eq!(out["stderr_truncated"], false);
+    assert!(grown_mib < 64, "host RSS grew by {grown_mib} MiB");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let r = &t.host.subprocess_audit(&AuditFilter::default(), 1).unwrap()[0];
+    assert_eq!(r.end.as_ref().unwrap().stdout_bytes, 1 << 30);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spawn_storm_gets_limit_exceeded_beyond_the_module_cap() {
+    let t = host().await;
+    let calls = (0..8).map(|_| run(&t, json!({"program": "sleep", "args": ["1"]})));
+    let results = join_all(calls).await;
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    let limited = results
+        .iter()
+        .filter(|r| matches!(r, Err(SdkError::LimitExceeded(_))))
+        .count();
+    assert_eq!(ok + limited, 8, "{results:?}");
+    assert!((1..=2).contains(&ok), "{results:?}");
+    let records = t
+        .host
+        .subprocess_audit(
+            &AuditFilter {
+                decision: Some(Decision::Limited),
+                ..AuditFilter::default()
+            },
+            50,
+        )
+        .unwrap();
+    assert_eq!(records.len(), limited);
+    // The caps are given back: a later call runs.
+    run(&t, json!({"program": "sleep", "args": ["0"]}))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_is_denied_to_children_unless_granted() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    let url = format!("http://127.0.0.1:{port}/r.git");
+    let mut t = TestHost::new();
+    t.load("sub", SUBPROCESS, &grants("")).await;
+    let extra = grants("").replace("[subprocess]\n", "[subprocess]\nnetwork = true\n");
+    t.load("net", SUBPROCESS, &extra).await;
+    let request = json!({"program": "git", "args": ["ls-remote", url], "timeout_ms": 3000});
+    let out = run(&t, request.clone()).await.unwrap();
+    assert_ne!(out["status"], json!({"code": 0}), "{out}");
+    assert!(listener.accept().is_err(), "a confined child connected");
+    let (text, who) = (request.to_string(), principal("alice", "acme"));
+    let granted = t
+        .host
+        .call_action("net", "run", &text, &who, RequestMeta::fresh());
+    // The granted child connects; nothing answers, so it fails or times out.
+    let accepted = tokio::task::spawn_blocking(move || {
+        listener.set_nonblocking(false).unwrap();
+        listener.accept().is_ok()
+    });
+    let _ = granted.await;
+    assert!(accepted.await.unwrap(), "a granted child could not connect");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_subprocess_grant_nothing_is_launched() {
+    let t = TestHost::with("bare", SUBPROCESS, "").await;
+    let err = t
+        .host
+        .call_action(
+            "bare",
+            "run",
+            &json!({"program": "sh", "args": ["-c", "true"]}).to_string(),
+            &principal("alice", "acme"),
+            RequestMeta::fresh(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, CallError::Guest { error: SdkError::PermissionDenied(ref r), .. } if r.contains("no [[subprocess.programs]] grant")),
+        "{err:?}"
+    );
+}
