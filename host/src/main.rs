@@ -49,6 +49,10 @@ enum Command {
         /// `normal`: faster, may lose the last commits on a power cut.
         #[arg(long, default_value = "full", value_parser = parse_durability)]
         durability: Durability,
+        /// Start modules' subprocesses even where the kernel cannot confine
+        /// them with Landlock (they then have the host's own access).
+        #[arg(long)]
+        allow_unconfined_subprocesses: bool,
     },
     /// Run one action in-process and print its result as JSON.
     Call {
@@ -163,6 +167,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             listen,
             build,
             durability,
+            allow_unconfined_subprocesses,
         } => {
             let modules_dir = modules_pos
                 .or(modules)
@@ -175,6 +180,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 listen,
                 build,
                 durability,
+                allow_unconfined_subprocesses,
             };
             serve(config, async {
                 let _ = tokio::signal::ctrl_c().await;

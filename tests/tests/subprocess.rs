@@ -623,3 +623,69 @@ async fn without_a_subprocess_grant_nothing_is_launched() {
         "{err:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_trail_is_readable_over_http_within_the_organization() {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use http_body_util::BodyExt;
+    use modhost::auth::Tokens;
+    use modhost::http::{AppState, router};
+    use modhost::identity::{Principal, Role};
+    use modhost::store::Db;
+    use tower::ServiceExt;
+
+    let t = host().await;
+    denied(run(&t, json!({"program": "id"})).await);
+    run(&t, json!({"program": "printenv"})).await.unwrap();
+    let tokens = Tokens::new(Db::in_memory().unwrap());
+    let token = |p: Principal| tokens.create(&p, "test").unwrap().secret;
+    let admin = |org: &str| Principal {
+        role: Role::Admin,
+        ..principal("root", org)
+    };
+    let (alice, bob, acme_admin, other_admin) = (
+        token(principal("alice", "acme")),
+        token(principal("bob", "acme")),
+        token(admin("acme")),
+        token(admin("other")),
+    );
+    let app = router(AppState {
+        host: t.host.clone(),
+        tokens: tokens.clone(),
+    });
+    let get = |token: &str, query: &str| {
+        let req = Request::get(format!("/v1/audit/subprocesses{query}"))
+            .header("authorization", format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap();
+        let app = app.clone();
+        async move {
+            let res = app.oneshot(req).await.unwrap();
+            let status = res.status();
+            let bytes = res.into_body().collect().await.unwrap().to_bytes();
+            (status, json(std::str::from_utf8(&bytes).unwrap()))
+        }
+    };
+    let count = |body: &Value| body["records"].as_array().unwrap().len();
+    let (status, body) = get(&alice, "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(count(&body), 2);
+    assert_eq!(body["records"][0]["program"], "printenv");
+    assert_eq!(body["records"][1]["decision"], "denied");
+    assert_eq!(
+        count(&get(&bob, "").await.1),
+        0,
+        "a member reads only their own"
+    );
+    assert_eq!(count(&get(&bob, "?user=alice").await.1), 0);
+    assert_eq!(count(&get(&acme_admin, "").await.1), 2);
+    assert_eq!(count(&get(&acme_admin, "?decision=denied").await.1), 1);
+    assert_eq!(
+        count(&get(&other_admin, "").await.1),
+        0,
+        "another organization sees nothing"
+    );
+    let (status, _) = get(&alice, "?before=not-an-id").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}

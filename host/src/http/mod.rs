@@ -47,6 +47,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/tasks/{id}", get(tasks::view))
         .route("/v1/tasks/{id}/cancel", post(tasks::cancel))
         .route("/v1/tasks/{id}/confirmation", post(tasks::answer))
+        .route("/v1/audit/subprocesses", get(tasks::audit))
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(DefaultBodyLimit::max(crate::host::MAX_ARGS_BYTES + 1024))
         .with_state(state)

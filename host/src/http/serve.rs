@@ -27,6 +27,8 @@ pub struct ServeConfig {
     /// Run each module's `[build]` command before loading it.
     pub build: bool,
     pub durability: Durability,
+    /// Start subprocess children even where Landlock cannot confine them.
+    pub allow_unconfined_subprocesses: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +66,14 @@ pub async fn serve(
     let mut options = HostOptions::new(&config.state_dir);
     options.db_path = config.db_path.clone();
     options.durability = config.durability;
+    options.subprocess.allow_unconfined = config.allow_unconfined_subprocesses;
+    if config.allow_unconfined_subprocesses {
+        let abi = crate::tasks::subprocess::confine::landlock_abi();
+        tracing::warn!(
+            landlock_abi = abi,
+            "--allow-unconfined-subprocesses: where Landlock cannot confine a module's child, it runs UNCONFINED with the host's full file and network access"
+        );
+    }
     let host = Arc::new(Host::new(options)?);
     let tokens = Tokens::new(host.db().clone());
     let failures = host

@@ -8,7 +8,9 @@ use serde_json::json;
 
 use super::{ApiError, AppState, Authenticated};
 use crate::tasks::api::ConfirmationAnswer;
-use crate::tasks::store::{ConfirmationRow, Status, TaskFilter, TaskRow};
+use crate::tasks::store::{
+    AuditFilter, ConfirmationRow, Decision, MAX_AUDIT_LIMIT, Status, TaskFilter, TaskRow,
+};
 
 /// A task as the API shows it. In lists the heavy fields (checkpoint,
 /// result, confirmation) are left out; `GET /v1/tasks/{id}` has them all.
@@ -176,4 +178,46 @@ pub async fn answer(
         .answer_confirmation(&id, &answer, &auth.principal)
         .await?;
     Ok(Json(json!({ "id": id, "answered": true })))
+}
+
+/// Query of `GET /v1/audit/subprocesses`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    module: Option<String>,
+    /// Only for admins; others always read their own records.
+    user: Option<String>,
+    decision: Option<Decision>,
+    /// The id of the last record of the previous page.
+    before: Option<String>,
+    #[serde(default = "default_audit_limit")]
+    limit: u32,
+}
+
+fn default_audit_limit() -> u32 {
+    100
+}
+
+/// The subprocess audit trail of the caller's organization (an admin's
+/// view) or of the caller's own calls, newest first.
+pub async fn audit(
+    auth: Authenticated,
+    State(state): State<AppState>,
+    Query(q): Query<AuditQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let filter = AuditFilter {
+        organization_id: None,
+        module: q.module,
+        user_id: q.user,
+        decision: q.decision,
+        before: q.before,
+    };
+    let records = state
+        .host
+        .tasks()
+        .subprocess_audit(&auth.principal, filter, q.limit)?;
+    let next = (records.len() == usize::try_from(q.limit.clamp(1, MAX_AUDIT_LIMIT)).unwrap_or(0))
+        .then(|| records.last().map(|r| r.decision.id.clone()))
+        .flatten();
+    Ok(Json(json!({ "records": records, "next_before": next })))
 }
