@@ -122,6 +122,15 @@ pub fn grant_warnings(manifest: &Manifest, imports: &[String]) -> Vec<String> {
                 .to_owned(),
         );
     }
+    if !policy.subprocess.is_empty() {
+        use crate::tasks::subprocess::confine::{NETWORK_ABI, landlock_abi};
+        let abi = landlock_abi();
+        if abi < 1 || (!policy.subprocess.network && abi < NETWORK_ABI) {
+            w.push(format!(
+                "this kernel cannot confine subprocess children (Landlock ABI {abi}; {NETWORK_ABI} is needed to deny network): they will be refused unless the host runs with --allow-unconfined-subprocesses"
+            ));
+        }
+    }
     let uses_sockets = imports_any(imports, "wasi:sockets/");
     if !policy.network.allow.is_empty() && !uses_sockets {
         w.push(

@@ -9,8 +9,9 @@
 //! its descendants, under `no_new_privs`, resource limits and a Landlock
 //! ruleset ([`confine`]). On timeout or cancellation the whole tree gets
 //! SIGTERM, then SIGKILL ([`tree`]). Output is read into buffers capped by
-//! the grant. Every decision, and every end, goes to the audit trail; the
-//! guest learns nothing of a child before its launch record is durable.
+//! the grant. Every decision, and every end, goes to the audit trail: a
+//! refusal is committed before the guest hears of it; a launch is queued
+//! before the child starts and committed with the writer's next batch.
 
 pub mod confine;
 pub mod gate;
@@ -324,13 +325,28 @@ impl Core {
         }
 
         tree::adopt_orphans();
-        // The decision commits while the child runs; the guest hears back
-        // only after it has.
-        let decided = {
+        // One writer task per launch keeps the two records in order: the
+        // decision is queued before the child starts, the end once it is
+        // known. Neither holds the guest up for a disk flush (a flush costs
+        // more than starting a process); both commit with the writer's next
+        // batch.
+        let (end_tx, end_rx) = tokio::sync::oneshot::channel::<AuditEnd>();
+        {
             let store = store.clone();
             let record = record.clone();
-            tokio::spawn(async move { store.audit_subprocess(record).await })
-        };
+            tokio::spawn(async move {
+                let id = record.id.clone();
+                if let Err(e) = store.audit_subprocess(record).await {
+                    tracing::error!(error = %e, audit_id = %id, "cannot record a subprocess launch");
+                    return;
+                }
+                if let Ok(end) = end_rx.await
+                    && let Err(e) = store.audit_subprocess_end(&id, end).await
+                {
+                    tracing::error!(error = %e, audit_id = %id, "cannot record how a child ended");
+                }
+            });
+        }
         let mut env: Vec<(String, String)> = request.env;
         env.push(("PATH".into(), self.search_path()));
         env.push(("MODHOST_MODULE".into(), identity.module.clone()));
@@ -362,10 +378,6 @@ impl Core {
         let result = launch.run(&caller).await;
         drop(cwd);
 
-        let decided = match decided.await {
-            Ok(r) => r.map_err(store_err),
-            Err(e) => Err(SdkError::Internal(format!("audit write failed: {e}"))),
-        };
         let end = match &result {
             Ok(ran) => ran.audit_end(),
             Err(failure) => AuditEnd {
@@ -385,17 +397,7 @@ impl Core {
             duration_ms = end.duration_ms, confined = record.confined,
             "subprocess ended"
         );
-        {
-            // Queued now, committed with the writer's next batch.
-            let store = store.clone();
-            let id = record.id.clone();
-            tokio::spawn(async move {
-                if let Err(e) = store.audit_subprocess_end(&id, end).await {
-                    tracing::error!(error = %e, audit_id = %id, "cannot record how a child ended");
-                }
-            });
-        }
-        decided?;
+        let _ = end_tx.send(end);
         match result {
             Ok(ran) => Ok(ran.finished),
             Err(failure) => Err(SdkError::Internal(format!(
