@@ -15,13 +15,14 @@
 
 pub mod confine;
 pub mod gate;
+mod spawn;
 pub mod tree;
 
 use std::collections::HashMap;
+use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd};
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -545,47 +546,46 @@ impl Launch<'_> {
     /// Starts the child and waits for it, its timeout or a cancel. The
     /// error is why it could not be started.
     async fn run(self, caller: &Caller<'_>) -> Result<Ran, String> {
-        let mut cmd = tokio::process::Command::new(self.program);
-        cmd.arg0(self.arg0)
-            .args(self.args)
-            .env_clear()
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(if self.stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0);
-        let setup = self.setup;
-        // SAFETY: `apply` makes only async-signal-safe system calls on
-        // values copied into the closure; the descriptors it names are kept
-        // open by the caller until `spawn` returns.
-        unsafe {
-            cmd.pre_exec(move || setup.apply());
-        }
+        let cstr = |s: &str| CString::new(s).map_err(|_| "an argument contains NUL".to_owned());
+        let spec = spawn::Spec {
+            program: CString::new(self.program.as_os_str().as_bytes())
+                .map_err(|_| "the program path contains NUL".to_owned())?,
+            argv: std::iter::once(self.arg0)
+                .chain(self.args.iter().map(String::as_str))
+                .map(cstr)
+                .collect::<Result<_, _>>()?,
+            env: self
+                .env
+                .iter()
+                .map(|(k, v)| cstr(&format!("{k}={v}")))
+                .collect::<Result<_, _>>()?,
+            stdin: self.stdin.is_some(),
+            setup: self.setup,
+        };
         let started = Instant::now();
-        let mut child = cmd.spawn().map_err(|e| match e.kind() {
+        let mut child = spawn::spawn(&spec).map_err(|e| match e.kind() {
             std::io::ErrorKind::PermissionDenied => {
                 "permission denied (the confinement refused it)".to_owned()
             }
             _ => e.to_string(),
         })?;
-        let pid = child.id().and_then(|p| i32::try_from(p).ok());
-        let mut guard = KillOnDrop(pid);
-        let mut tree = pid.map(tree::Tree::new);
+        let pid = child.pid;
+        let mut guard = KillOnDrop(Some(pid));
+        let mut tree = tree::Tree::new(pid);
 
         let (stop_tx, stop_rx) = watch::channel(false);
-        let out = child
-            .stdout
-            .take()
-            .map(|r| tokio::spawn(read_capped(r, self.max_output, stop_rx.clone())));
-        let err = child
-            .stderr
-            .take()
-            .map(|r| tokio::spawn(read_capped(r, self.max_output, stop_rx.clone())));
-        if let (Some(mut w), Some(bytes)) = (child.stdin.take(), self.stdin) {
+        let reader = |fd| {
+            let stop = stop_rx.clone();
+            let max = self.max_output;
+            tokio::net::unix::pipe::Receiver::from_owned_fd(fd)
+                .map(|r| tokio::spawn(read_capped(r, max, stop)))
+                .ok()
+        };
+        let out = reader(child.stdout.try_clone().map_err(|e| e.to_string())?);
+        let err = reader(child.stderr.try_clone().map_err(|e| e.to_string())?);
+        if let (Some(fd), Some(bytes)) = (child.stdin.take(), self.stdin)
+            && let Ok(mut w) = tokio::net::unix::pipe::Sender::from_owned_fd(fd)
+        {
             tokio::spawn(async move {
                 // A child that does not read its input is not an error.
                 let _ = w.write_all(&bytes).await;
@@ -613,23 +613,16 @@ impl Launch<'_> {
         let status = match ending {
             Ending::Exited(status) => {
                 // Stray members of its process group go with it.
-                if let Some(pid) = pid {
-                    // SAFETY: kill(2) on the child's process group.
-                    unsafe { libc::kill(-pid, libc::SIGKILL) };
-                }
+                // SAFETY: kill(2) on the child's process group.
+                unsafe { libc::kill(-pid, libc::SIGKILL) };
                 match status {
-                    Some(s) => match (s.code(), s.signal()) {
-                        (Some(c), _) => Status::Code(c),
-                        (None, Some(sig)) => Status::Signal(sig),
-                        (None, None) => Status::Signal(0),
-                    },
+                    Some(spawn::Exit::Code(c)) => Status::Code(c),
+                    Some(spawn::Exit::Signal(s)) => Status::Signal(s),
                     None => Status::Signal(0),
                 }
             }
             Ending::TimedOut | Ending::Cancelled => {
-                if let Some(tree) = tree.as_mut() {
-                    terminate(&mut child, tree, self.grace).await;
-                }
+                terminate(&mut child, &mut tree, self.grace).await;
                 if matches!(ending, Ending::Cancelled) {
                     Status::Cancelled
                 } else {
@@ -670,14 +663,14 @@ impl Launch<'_> {
 }
 
 enum Ending {
-    Exited(Option<std::process::ExitStatus>),
+    Exited(Option<spawn::Exit>),
     TimedOut,
     Cancelled,
 }
 
 /// SIGTERM to the whole tree, time to stop, then SIGKILL, leaves first; the
 /// dead are reaped.
-async fn terminate(child: &mut tokio::process::Child, tree: &mut tree::Tree, grace: Duration) {
+async fn terminate(child: &mut spawn::Child, tree: &mut tree::Tree, grace: Duration) {
     tree.freeze();
     tree.signal_and_continue(libc::SIGTERM);
     let deadline = Instant::now() + grace;
