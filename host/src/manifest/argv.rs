@@ -466,6 +466,7 @@ fn accepts(token: &ArgToken, family: Family, arg: &str) -> bool {
         ArgToken::Value => placeholder_ok(family, arg) && !looks_like_transport(arg),
         ArgToken::Path => {
             placeholder_ok(family, arg)
+                && !looks_like_transport(arg)
                 && !arg.starts_with('/')
                 && !arg.split('/').any(|part| part == "..")
         }

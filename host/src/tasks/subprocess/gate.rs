@@ -39,6 +39,9 @@ pub enum Denied {
     /// the missing grant.
     #[error("{0}")]
     NotGranted(String),
+    /// The host failed while checking (`internal`).
+    #[error("{0}")]
+    Internal(String),
 }
 
 /// A request the manifest allows, with its limits settled.
@@ -388,6 +391,16 @@ mod tests {
                 .path_args,
             [1, 2]
         );
+    }
+
+    #[test]
+    fn path_placeholder_never_takes_a_transport_address() {
+        let g = grant("[[subprocess.programs]]\nprogram = \"cat\"\nargs = [[\"{path}\"]]\n");
+        assert!(matches!(
+            denied(&g, &request("cat", &["ext::sh -c id"])),
+            Denied::NotGranted(_)
+        ));
+        assert!(check(&g, &request("cat", &["notes.txt"])).is_ok());
     }
 
     #[test]

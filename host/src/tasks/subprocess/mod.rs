@@ -268,11 +268,9 @@ impl Core {
         let grant = &module.manifest.policy.subprocess;
         let approved = match gate::check(grant, &request) {
             Ok(a) => a,
-            Err(Denied::Invalid(r)) => {
-                return refuse(record, Decision::Invalid, SdkError::InvalidInput(r)).await;
-            }
-            Err(Denied::NotGranted(r)) => {
-                return refuse(record, Decision::Denied, SdkError::PermissionDenied(r)).await;
+            Err(denied) => {
+                let (decision, error) = sdk(denied);
+                return refuse(record, decision, error).await;
             }
         };
         record.path = Some(approved.program.path.display().to_string());
@@ -322,7 +320,12 @@ impl Core {
             }
         };
         if caller.cancelled() {
-            return Ok(Finished::cancelled());
+            return refuse(
+                record,
+                Decision::Denied,
+                SdkError::denied("the task was cancelled before the program started"),
+            )
+            .await;
         }
 
         tree::adopt_orphans();
@@ -420,21 +423,9 @@ impl Core {
     }
 }
 
-impl Finished {
-    fn cancelled() -> Self {
-        Finished {
-            status: Status::Cancelled,
-            stdout: Vec::new(),
-            stderr: Vec::new(),
-            stdout_truncated: false,
-            stderr_truncated: false,
-            duration: Duration::ZERO,
-        }
-    }
-}
-
 fn sdk(denied: Denied) -> (Decision, SdkError) {
     match denied {
+        Denied::Internal(r) => (Decision::Denied, SdkError::Internal(r)),
         Denied::Invalid(r) => (Decision::Invalid, SdkError::InvalidInput(r)),
         Denied::NotGranted(r) => (Decision::Denied, SdkError::PermissionDenied(r)),
     }
@@ -448,7 +439,7 @@ fn open_cwd(module: &LoadedModule, cwd: Option<&str>) -> Result<cap_std::fs::Dir
     let data = cap_std::fs::Dir::open_ambient_dir(&module.data_dir, cap_std::ambient_authority())
         .map_err(|e| {
             tracing::error!(dir = %module.data_dir.display(), error = %e, "cannot open a module's data directory");
-            Denied::Invalid("the module's data directory cannot be opened".into())
+            Denied::Internal("the module's data directory cannot be opened; see the host's log".into())
         })?;
     let Some(cwd) = cwd else {
         return Ok(data);
@@ -531,13 +522,14 @@ impl Ran {
 }
 
 /// Kills the tree if the call is dropped while the child runs (the guest's
-/// store was dropped, the host is shutting down).
-struct KillOnDrop(Option<i32>);
+/// store was dropped, the host is shutting down). It holds the pidfds taken
+/// at spawn, so a recycled pid is never hit.
+struct KillOnDrop(Option<tree::Tree>);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
-        if let Some(pid) = self.0.take() {
-            tree::Tree::new(pid).kill();
+        if let Some(mut tree) = self.0.take() {
+            tree.kill();
         }
     }
 }
@@ -570,8 +562,7 @@ impl Launch<'_> {
             _ => e.to_string(),
         })?;
         let pid = child.pid;
-        let mut guard = KillOnDrop(Some(pid));
-        let mut tree = tree::Tree::new(pid);
+        let mut guard = KillOnDrop(Some(tree::Tree::new(pid)));
 
         let (stop_tx, stop_rx) = watch::channel(false);
         let reader = |fd| {
@@ -583,13 +574,14 @@ impl Launch<'_> {
         };
         let out = reader(child.stdout.try_clone().map_err(|e| e.to_string())?);
         let err = reader(child.stderr.try_clone().map_err(|e| e.to_string())?);
+        let mut writer = None;
         if let (Some(fd), Some(bytes)) = (child.stdin.take(), self.stdin)
             && let Ok(mut w) = tokio::net::unix::pipe::Sender::from_owned_fd(fd)
         {
-            tokio::spawn(async move {
+            writer = Some(tokio::spawn(async move {
                 // A child that does not read its input is not an error.
                 let _ = w.write_all(&bytes).await;
-            });
+            }));
         }
 
         let cancelled = async {
@@ -622,7 +614,9 @@ impl Launch<'_> {
                 }
             }
             Ending::TimedOut | Ending::Cancelled => {
-                terminate(&mut child, &mut tree, self.grace).await;
+                if let Some(tree) = guard.0.as_mut() {
+                    terminate(&mut child, tree, self.grace).await;
+                }
                 if matches!(ending, Ending::Cancelled) {
                     Status::Cancelled
                 } else {
@@ -631,6 +625,10 @@ impl Launch<'_> {
             }
         };
         guard.0 = None;
+        if let Some(w) = writer {
+            // Input nobody will read is dropped with its pipe.
+            w.abort();
+        }
         let duration = started.elapsed();
 
         // Give the readers what is already in the pipes, then stop them.

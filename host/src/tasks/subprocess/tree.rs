@@ -185,8 +185,14 @@ impl Tree {
         for (_, fd) in &self.members {
             send(fd, libc::SIGKILL);
         }
-        if let Some(fd) = &self.root_fd {
-            send(fd, libc::SIGKILL);
+        match &self.root_fd {
+            Some(fd) => send(fd, libc::SIGKILL),
+            // No pidfd (descriptors exhausted): the root is the host's
+            // unreaped child, so its pid cannot have been recycled.
+            // SAFETY: kill(2) on that pid.
+            None => unsafe {
+                libc::kill(self.root, libc::SIGKILL);
+            },
         }
     }
 
