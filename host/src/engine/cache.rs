@@ -76,9 +76,15 @@ impl ComponentCache {
         let serialized = component
             .serialize()
             .map_err(|e| cache_err(e.to_string()))?;
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::write(&tmp, &serialized).map_err(|e| cache_err(e.to_string()))?;
-        std::fs::rename(&tmp, &path).map_err(|e| cache_err(e.to_string()))?;
+        // A name of its own per writer: two loads of one component at once
+        // (threads or processes) must not rename each other's file.
+        let tmp = path.with_extension(format!("tmp-{}", uuid::Uuid::new_v4()));
+        let written = std::fs::write(&tmp, &serialized).and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(e) = written {
+            // The component is compiled; only the next load pays again.
+            let _ = std::fs::remove_file(&tmp);
+            tracing::warn!(path = %path.display(), error = %e, "cannot write a cache entry");
+        }
         Ok((component, false))
     }
 }
