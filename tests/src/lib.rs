@@ -139,3 +139,14 @@ pub fn principal(user: &str, org: &str) -> Principal {
 pub fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
+
+/// Waits (at most 30 s) for task `id` to reach a final state, as `who`.
+pub async fn wait_final(host: &Host, id: &str, who: &Principal) -> modhost::tasks::store::TaskRow {
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        host.tasks().wait(id, who),
+    )
+    .await
+    .expect("task did not finish in 30 s")
+    .unwrap()
+}

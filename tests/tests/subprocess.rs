@@ -93,6 +93,27 @@ async fn run(t: &TestHost, request: Value) -> Result<Value, SdkError> {
     }
 }
 
+/// Starts the task scheduler, then a background task that runs `request`;
+/// returns the task id.
+async fn start_task(t: &TestHost, who: &modhost::identity::Principal, request: Value) -> String {
+    t.host.start_tasks().await.unwrap();
+    let started = t
+        .host
+        .call_action(
+            "sub",
+            "start",
+            &request.to_string(),
+            who,
+            RequestMeta::fresh(),
+        )
+        .await
+        .unwrap();
+    started.data.unwrap()["task_id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 fn denied(r: Result<Value, SdkError>) -> String {
     match r {
         Err(SdkError::PermissionDenied(reason)) => reason,
@@ -186,23 +207,8 @@ async fn child_sees_only_granted_variables_and_the_callers_identity() {
 async fn child_of_a_background_task_sees_the_task_id() {
     let t = host().await;
     let who = principal("bob", "acme");
-    t.host.start_tasks().await.unwrap();
-    let started = t
-        .host
-        .call_action(
-            "sub",
-            "start",
-            &json!({"program": "printenv"}).to_string(),
-            &who,
-            RequestMeta::fresh(),
-        )
-        .await
-        .unwrap();
-    let id = started.data.unwrap()["task_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let row = wait_finished(&t, &id, &who).await;
+    let id = start_task(&t, &who, json!({"program": "printenv"})).await;
+    let row = wait_final(&t.host, &id, &who).await;
     let result = json(
         row.result_json
             .as_deref()
@@ -214,21 +220,6 @@ async fn child_of_a_background_task_sees_the_task_id() {
         "{stdout}"
     );
     assert!(stdout.contains("MODHOST_USER_ID=bob\n"), "{stdout}");
-}
-
-async fn wait_finished(
-    t: &TestHost,
-    id: &str,
-    who: &modhost::identity::Principal,
-) -> modhost::tasks::store::TaskRow {
-    for _ in 0..400 {
-        let row = t.host.tasks().get(id, who).unwrap();
-        if !row.status.is_active() {
-            return row;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("task {id} did not finish");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -471,22 +462,7 @@ async fn timeout_kills_the_whole_tree_including_escapees_and_leaves_no_zombies()
 async fn cancelling_the_task_kills_its_child_tree() {
     let t = host().await;
     let who = principal("alice", "acme");
-    t.host.start_tasks().await.unwrap();
-    let started = t
-        .host
-        .call_action(
-            "sub",
-            "start",
-            &json!({"program": "sh", "args": ["-c", TREE]}).to_string(),
-            &who,
-            RequestMeta::fresh(),
-        )
-        .await
-        .unwrap();
-    let id = started.data.unwrap()["task_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = start_task(&t, &who, json!({"program": "sh", "args": ["-c", TREE]})).await;
     let pids_file = data_dir(&t).join("pids");
     let mut pids = Vec::new();
     for _ in 0..400 {
@@ -505,7 +481,7 @@ async fn cancelling_the_task_kills_its_child_tree() {
     if let Err(e) = t.host.tasks().cancel(&id, &who).await {
         panic!("{e}: {:?}", t.host.tasks().get(&id, &who));
     }
-    let row = wait_finished(&t, &id, &who).await;
+    let row = wait_final(&t.host, &id, &who).await;
     assert_eq!(row.status.as_str(), "cancelled");
     for _ in 0..100 {
         if pids.iter().all(|p| is_gone(*p)) {

@@ -38,13 +38,6 @@ async fn submit(
         .unwrap()
 }
 
-async fn wait_final(host: &Host, id: &str, who: &Principal) -> TaskRow {
-    tokio::time::timeout(Duration::from_secs(30), host.tasks().wait(id, who))
-        .await
-        .expect("task did not finish in 30 s")
-        .unwrap()
-}
-
 /// Polls until the task reaches `status`.
 async fn wait_status(host: &Host, id: &str, who: &Principal, status: Status) -> TaskRow {
     for _ in 0..3000 {

@@ -89,6 +89,17 @@ impl LoadEnv {
         }
     }
 
+    /// The search path as a `PATH` value for a child: its absolute entries
+    /// (the only ones a bare program name is looked up in).
+    pub fn path_var(&self) -> String {
+        self.search_path
+            .iter()
+            .filter(|p| p.is_absolute())
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(":")
+    }
+
     fn search_path_display(&self) -> String {
         self.search_path
             .iter()

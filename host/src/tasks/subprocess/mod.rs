@@ -352,7 +352,7 @@ impl Core {
             });
         }
         let mut env: Vec<(String, String)> = request.env;
-        env.push(("PATH".into(), self.search_path()));
+        env.push(("PATH".into(), self.options.load_env.path_var()));
         env.push(("MODHOST_MODULE".into(), identity.module.clone()));
         env.push(("MODHOST_USER_ID".into(), identity.user_id().to_string()));
         env.push((
@@ -409,17 +409,6 @@ impl Core {
                 approved.program.name
             ))),
         }
-    }
-
-    fn search_path(&self) -> String {
-        self.options
-            .load_env
-            .search_path
-            .iter()
-            .filter(|p| p.is_absolute())
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-            .join(":")
     }
 }
 
@@ -572,8 +561,8 @@ impl Launch<'_> {
                 .map(|r| tokio::spawn(read_capped(r, max, stop)))
                 .ok()
         };
-        let out = reader(child.stdout.try_clone().map_err(|e| e.to_string())?);
-        let err = reader(child.stderr.try_clone().map_err(|e| e.to_string())?);
+        let out = child.stdout.take().and_then(reader);
+        let err = child.stderr.take().and_then(reader);
         let mut writer = None;
         if let (Some(fd), Some(bytes)) = (child.stdin.take(), self.stdin)
             && let Ok(mut w) = tokio::net::unix::pipe::Sender::from_owned_fd(fd)

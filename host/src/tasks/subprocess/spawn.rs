@@ -25,9 +25,10 @@ const CHILD_STACK_BYTES: usize = 128 * 1024;
 pub struct Child {
     pub pid: i32,
     pidfd: AsyncFd<OwnedFd>,
+    /// The host's pipe ends, to be taken by their readers and writer.
     pub stdin: Option<OwnedFd>,
-    pub stdout: OwnedFd,
-    pub stderr: OwnedFd,
+    pub stdout: Option<OwnedFd>,
+    pub stderr: Option<OwnedFd>,
 }
 
 /// How a child ended.
@@ -214,13 +215,15 @@ pub fn spawn(spec: &Spec) -> io::Result<Child> {
         pid,
         pidfd,
         stdin: stdin_host,
-        stdout: stdout_host,
-        stderr: stderr_host,
+        stdout: Some(stdout_host),
+        stderr: Some(stderr_host),
     })
 }
 
-/// Reaps the child if it has exited (`block`: waits for it).
-fn wait_now(pidfd: &OwnedFd, nohang: bool) -> io::Result<Option<Exit>> {
+/// Reaps the process behind `pidfd` if it has exited (with `nohang`
+/// false: waits for it). `Ok(None)`: still running. Only the process's
+/// parent may reap it; anyone else gets ECHILD.
+pub(super) fn wait_now(pidfd: &OwnedFd, nohang: bool) -> io::Result<Option<Exit>> {
     // SAFETY: waitid fills `info` for the process behind our pidfd.
     let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
     let flags = libc::WEXITED | if nohang { libc::WNOHANG } else { 0 };

@@ -36,6 +36,8 @@ struct Proc {
     pid: i32,
     ppid: i32,
     pgid: i32,
+    /// Dead, not yet reaped (`Z`) or being reaped (`X`).
+    dead: bool,
 }
 
 fn stat(pid: i32) -> Option<Proc> {
@@ -44,10 +46,15 @@ fn stat(pid: i32) -> Option<Proc> {
     // the last `)`: state, ppid, pgrp, ...
     let rest = &text[text.rfind(')')? + 1..];
     let mut fields = rest.split_ascii_whitespace();
-    let _state = fields.next()?;
+    let state = fields.next()?;
     let ppid = fields.next()?.parse().ok()?;
     let pgid = fields.next()?.parse().ok()?;
-    Some(Proc { pid, ppid, pgid })
+    Some(Proc {
+        pid,
+        ppid,
+        pgid,
+        dead: state == "Z" || state == "X",
+    })
 }
 
 fn all_processes() -> Vec<Proc> {
@@ -200,25 +207,10 @@ impl Tree {
     /// the killed members are then the host's children (see
     /// [`adopt_orphans`]) and are reaped here.
     pub fn reap(&mut self) -> usize {
-        self.members.retain(|(_, fd)| {
-            // SAFETY: waitid writes only `info`.
-            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-            let r = unsafe {
-                libc::waitid(
-                    libc::P_PIDFD,
-                    libc::id_t::try_from(fd.as_raw_fd()).unwrap_or(0),
-                    &mut info,
-                    libc::WEXITED | libc::WNOHANG,
-                )
-            };
-            if r != 0 {
-                // ECHILD: not ours (reaped elsewhere or never re-parented).
-                return false;
-            }
-            // SAFETY: reading the pid field of a siginfo filled by waitid.
-            let reaped = unsafe { info.si_pid() } != 0;
-            !reaped
-        });
+        // Reaped, or not ours to reap (ECHILD: reaped elsewhere, never
+        // re-parented): either way nothing is left to wait for.
+        self.members
+            .retain(|(_, fd)| matches!(super::spawn::wait_now(fd, true), Ok(None)));
         self.members.len()
     }
 
@@ -226,13 +218,7 @@ impl Tree {
     pub fn alive(&self) -> usize {
         self.members
             .iter()
-            .filter(|(pid, _)| {
-                std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|t| {
-                    t.rfind(')')
-                        .and_then(|i| t[i + 1..].split_ascii_whitespace().next())
-                        .is_some_and(|state| state != "Z" && state != "X")
-                })
-            })
+            .filter(|(pid, _)| stat(*pid).is_some_and(|p| !p.dead))
             .count()
     }
 }
