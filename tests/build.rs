@@ -6,14 +6,36 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+#[path = "../host/src/modules/wasm_target.rs"]
+#[expect(
+    dead_code,
+    reason = "the build script uses only `ensure` of the shared file"
+)]
+mod wasm_target;
+
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let root = manifest_dir.parent().unwrap().to_path_buf();
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").unwrap());
     let programs_dir = manifest_dir.join("programs");
 
-    for p in ["programs", "../guest-sdk", "../wit"] {
+    for p in [
+        "programs",
+        "../guest-sdk",
+        "../wit",
+        "../host/src/modules/wasm_target.rs",
+    ] {
         println!("cargo:rerun-if-changed={}", manifest_dir.join(p).display());
+    }
+
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    match wasm_target::ensure(&rustc, &root, wasm_target::WASM_TARGET) {
+        Ok(wasm_target::Ensured::Present) => {}
+        Ok(wasm_target::Ensured::Added { toolchain }) => println!(
+            "cargo:warning={}",
+            wasm_target::added_message(wasm_target::WASM_TARGET, &toolchain)
+        ),
+        Err(e) => panic!("cannot build the guest programs: {e}"),
     }
 
     let mut programs: Vec<String> = std::fs::read_dir(&programs_dir)
@@ -31,7 +53,7 @@ fn main() {
             "build",
             "--release",
             "--target",
-            "wasm32-wasip2",
+            wasm_target::WASM_TARGET,
             "--target-dir",
         ])
         .arg(&target_dir);
@@ -58,10 +80,13 @@ fn main() {
     }
     out.push_str("    };\n}\n\n");
     for p in &programs {
-        let wasm = target_dir.join("wasm32-wasip2/release").join(format!(
-            "{}.wasm",
-            package_name(&programs_dir.join(p)).replace('-', "_")
-        ));
+        let wasm = target_dir
+            .join(wasm_target::WASM_TARGET)
+            .join("release")
+            .join(format!(
+                "{}.wasm",
+                package_name(&programs_dir.join(p)).replace('-', "_")
+            ));
         assert!(
             wasm.is_file(),
             "guest program {p} produced no {}",

@@ -185,11 +185,7 @@ impl Host {
         dir: &Path,
         build: bool,
     ) -> Result<Vec<LoadFailure>, std::io::Error> {
-        let mut dirs: Vec<PathBuf> = std::fs::read_dir(dir)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.join("module.toml").is_file())
-            .collect();
-        dirs.sort();
+        let dirs = modules::module_dirs(dir)?;
         let mut failures = Vec::new();
         for d in dirs {
             match self.load_module(&d, build).await {

@@ -72,6 +72,12 @@ enum Command {
         #[arg(long, default_value = ".modhost")]
         state_dir: PathBuf,
     },
+    /// Run the [build] command of a module, or of every module of a directory.
+    Build {
+        /// A module directory (with a module.toml), or a directory of them.
+        #[arg(default_value = "examples")]
+        dir: PathBuf,
+    },
     /// Check a module: manifest, component against the world, grants against imports.
     Check {
         dir: PathBuf,
@@ -227,6 +233,31 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     Ok(ExitCode::FAILURE)
                 }
             }
+        }
+        Command::Build { dir } => {
+            let env = modhost::manifest::LoadEnv::host_default();
+            let dirs = if dir.join(modhost::manifest::MANIFEST_FILE).is_file() {
+                vec![dir]
+            } else {
+                modhost::modules::module_dirs(&dir)
+                    .with_context(|| format!("reading {}", dir.display()))?
+            };
+            let mut failed = 0;
+            for d in &dirs {
+                match modhost::modules::build_module(d, &env) {
+                    Ok(true) => eprintln!("built {}", d.display()),
+                    Ok(false) => eprintln!("{}: no [build] command", d.display()),
+                    Err(e) => {
+                        failed += 1;
+                        eprintln!("error: {}: {e}", d.display());
+                    }
+                }
+            }
+            Ok(if failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Check {
             dir,

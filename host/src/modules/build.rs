@@ -3,6 +3,7 @@
 use std::path::Path;
 use std::process::Command;
 
+use super::wasm_target::{self, Ensured, TargetError};
 use crate::manifest::BuildSpec;
 
 /// How much of a failed build's output is kept in the error.
@@ -13,6 +14,8 @@ const BUILD_OUTPUT_TAIL_BYTES: usize = 4096;
 pub enum BuildError {
     #[error("cannot start build command `{program}`: {reason}")]
     Spawn { program: String, reason: String },
+    #[error("cannot build module: {0}")]
+    Target(#[from] TargetError),
     #[error("build command `{command}` failed ({status}):\n{output}")]
     Failed {
         command: String,
@@ -21,16 +24,25 @@ pub enum BuildError {
     },
 }
 
-/// Runs the build command and waits for it. Its output is kept only on failure.
+/// Runs the build command and waits for it. Its output is kept only on
+/// failure. A cargo build for a wasm target first makes sure the toolchain
+/// has that target ([`wasm_target::ensure`]).
 pub fn run_build(dir: &Path, spec: &BuildSpec) -> Result<(), BuildError> {
     let (program, args) = spec
         .command
         .split_first()
         .expect("manifest validation guarantees a non-empty build command");
+    let workdir = dir.join(&spec.workdir);
+    if let Some(target) = wasm_target::cargo_wasm_target(&spec.command)
+        && let Ensured::Added { toolchain } =
+            wasm_target::ensure("rustc".as_ref(), &workdir, target)?
+    {
+        tracing::warn!("{}", wasm_target::added_message(target, &toolchain));
+    }
     tracing::info!(dir = %dir.display(), command = ?spec.command, "building module");
     let output = Command::new(program)
         .args(args)
-        .current_dir(dir.join(&spec.workdir))
+        .current_dir(&workdir)
         .output()
         .map_err(|e| BuildError::Spawn {
             program: program.clone(),

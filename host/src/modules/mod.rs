@@ -7,6 +7,7 @@
 //! match the world, and that `describe` lists well-formed names.
 
 mod build;
+pub mod wasm_target;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -173,6 +174,29 @@ pub struct Linked {
     pub component: Component,
     pub cache_hit: bool,
     pub pre: ModulePre<SandboxState>,
+}
+
+/// The subdirectories of `dir` that hold a module, in name order.
+pub fn module_dirs(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join(manifest::MANIFEST_FILE).is_file())
+        .collect();
+    dirs.sort();
+    Ok(dirs)
+}
+
+/// Runs the `[build]` command of the module in `dir`, if its manifest has
+/// one. Returns whether there was one to run.
+pub fn build_module(dir: &Path, env: &LoadEnv) -> Result<bool, ModuleError> {
+    let manifest = manifest::load_dir(dir, env)?;
+    match &manifest.build {
+        Some(spec) => {
+            run_build(dir, spec)?;
+            Ok(true)
+        }
+        None => Ok(false),
+    }
 }
 
 /// Reads the manifest and links its component against the world.
