@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use modhost::store::Durability;
+use modhost::db::Durability;
 use modhost::tasks::store::{
     MIGRATIONS, NewTask, Outcome, Quota, Scope, SqliteOptions, SqliteTaskStore, Submitted,
     TaskStore, apply_schema,

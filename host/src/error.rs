@@ -1,11 +1,8 @@
 //! Errors at the guest boundary and at the call boundary.
 //!
-//! [`SdkError`] is the Rust face of the WIT `error` variant: what a module is
-//! told. [`HostError`] is what a host function returns: an [`SdkError`] for the
-//! guest, or a fault that traps the guest (host bugs only). [`CallError`] is
-//! what the caller of a module (HTTP, CLI, task runtime) gets back.
-
-use crate::bindings::types;
+//! [`SdkError`] is what a module is told: the Rust face of the WIT `error`
+//! variant (converted at the bindgen site, `wit/bindings.rs`). [`CallError`]
+//! is what the caller of a module (HTTP, CLI, task runtime) gets back.
 
 /// The WIT `error` variant, as the host builds it. See `wit/types.wit`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
@@ -44,49 +41,6 @@ impl SdkError {
 
     pub fn denied(reason: impl Into<String>) -> Self {
         SdkError::PermissionDenied(reason.into())
-    }
-}
-
-impl From<types::Error> for SdkError {
-    fn from(e: types::Error) -> Self {
-        match e {
-            types::Error::NotFound => SdkError::NotFound,
-            types::Error::PermissionDenied(s) => SdkError::PermissionDenied(s),
-            types::Error::InvalidInput(s) => SdkError::InvalidInput(s),
-            types::Error::Unauthenticated => SdkError::Unauthenticated,
-            types::Error::LimitExceeded(s) => SdkError::LimitExceeded(s),
-            types::Error::Internal(s) => SdkError::Internal(s),
-        }
-    }
-}
-
-impl From<SdkError> for types::Error {
-    fn from(e: SdkError) -> Self {
-        match e {
-            SdkError::NotFound => types::Error::NotFound,
-            SdkError::PermissionDenied(s) => types::Error::PermissionDenied(s),
-            SdkError::InvalidInput(s) => types::Error::InvalidInput(s),
-            SdkError::Unauthenticated => types::Error::Unauthenticated,
-            SdkError::LimitExceeded(s) => types::Error::LimitExceeded(s),
-            SdkError::Internal(s) => types::Error::Internal(s),
-        }
-    }
-}
-
-/// What a host function returns on failure.
-#[derive(Debug, thiserror::Error)]
-pub enum HostError {
-    /// Returned to the guest as the WIT `error` variant.
-    #[error(transparent)]
-    Sdk(#[from] SdkError),
-    /// Traps the guest: a host bug or guest abuse, never a normal refusal.
-    #[error("host fault: {0}")]
-    Trap(wasmtime::Error),
-}
-
-impl From<wasmtime::Error> for HostError {
-    fn from(e: wasmtime::Error) -> Self {
-        HostError::Trap(e)
     }
 }
 

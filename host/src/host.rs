@@ -1,27 +1,40 @@
-//! [`Host`]: what an embedder holds. The modules it loaded, the engine they
-//! run on, the task runtime, and the calls into them.
+//! [`Host`]: what an embedder holds, and the composition root of the rooms.
 //!
-//! Every call gets a fresh sandbox whose identity is built here from the
-//! caller's [`Principal`] and request: a module never supplies it.
+//! It opens the database and the stores on it, builds the engine, the task
+//! service and the subprocess service, loads modules (configuring each
+//! service with the module's own grant), and calls into them. It is also
+//! the [`TaskRunner`] the task service starts runs through: every call,
+//! whoever makes it, goes through one path ([`invoke`]) in a fresh sandbox
+//! whose identity is built here from the caller's [`Principal`] and request,
+//! never supplied by a module.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
+use crate::cancel::CancelToken;
+use crate::db::{Db, DbError, Durability, SqliteFile, SqliteOptions};
 use crate::engine::{EngineError, EngineOptions, HostEngine};
 use crate::error::{CallError, SdkError};
 use crate::identity::{Identity, Principal, RequestMeta};
 use crate::manifest::LoadEnv;
+use crate::modules::invoke::{Answer, Export, invoke};
 use crate::modules::{self, Description, LoadedModule, ModuleError};
-use crate::sandbox::{self, SandboxSpec, SandboxState};
-use crate::store::{Db, Durability, StoreError};
-use crate::tasks::runtime::{SubmitOptions, TaskRuntime};
-use crate::tasks::store::{AuditFilter, AuditRecord, TaskStoreError};
-use crate::tasks::subprocess::SubprocessOptions;
+use crate::sandbox::CallSpec;
+use crate::subprocess::{
+    self, AuditError, AuditFilter, AuditRecord, AuditStore, ModuleSubprocess, SqliteAuditStore,
+    SubprocessCtx, SubprocessOptions, SubprocessService,
+};
+use crate::tasks::api::Tasks;
+use crate::tasks::store::{self, Recovery, SqliteTaskStore, TaskStore, TaskStoreError};
+use crate::tasks::{
+    BlockingCall, Returned, RunFuture, SubmitOptions, TaskOptions, TaskRun, TaskRunner, TaskScope,
+    TaskService, TasksCtx, policy,
+};
 use crate::ui::ActionOutput;
 
 /// Largest JSON argument accepted for a call.
-pub const MAX_ARGS_BYTES: usize = 1024 * 1024;
+pub const MAX_ARGS_BYTES: usize = policy::MAX_ARGS_BYTES;
 
 /// How a [`Host`] is set up.
 #[derive(Debug, Clone)]
@@ -47,10 +60,14 @@ pub struct HostOptions {
 
 impl HostOptions {
     /// Defaults for a host keeping its state in `state_dir`: pooling
-    /// allocator, component cache in `state_dir/cache`, database
-    /// `state_dir/modhost.db` with `synchronous=FULL`.
+    /// allocator (1,000 instances), component cache in `state_dir/cache`,
+    /// database `state_dir/modhost.db` with `synchronous=FULL`, programs
+    /// looked up in `/usr/local/bin:/usr/bin:/bin`, 256 tasks running at
+    /// once, 16 blocking threads, and children only where Landlock confines
+    /// them ([`SubprocessOptions::default`]).
     pub fn new(state_dir: impl Into<PathBuf>) -> Self {
         let state_dir = state_dir.into();
+        let tasks = TaskOptions::default();
         HostOptions {
             engine: EngineOptions {
                 cache_dir: Some(state_dir.join("cache")),
@@ -59,8 +76,8 @@ impl HostOptions {
             load_env: LoadEnv::host_default(),
             db_path: state_dir.join("modhost.db"),
             durability: Durability::Full,
-            max_running_tasks: 256,
-            blocking_threads: 16,
+            max_running_tasks: tasks.max_running,
+            blocking_threads: tasks.blocking_threads,
             subprocess: SubprocessOptions::default(),
             state_dir,
         }
@@ -73,9 +90,11 @@ pub enum StartError {
     #[error(transparent)]
     Engine(#[from] EngineError),
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Db(#[from] DbError),
     #[error(transparent)]
     Tasks(#[from] TaskStoreError),
+    #[error(transparent)]
+    Audit(#[from] AuditError),
 }
 
 /// A module directory that failed to load, and why.
@@ -85,59 +104,104 @@ pub struct LoadFailure {
     pub error: ModuleError,
 }
 
-/// What every call and every task shares.
-pub struct Core {
-    pub(crate) engine: HostEngine,
-    pub(crate) options: HostOptions,
-    pub(crate) db: Db,
-    modules: RwLock<BTreeMap<String, Arc<LoadedModule>>>,
-    pub(crate) tasks: TaskRuntime,
-}
-
-/// The modules, the engine they run on, and the task runtime. Cheap to clone.
+/// The modules, the engine they run on, and the services their calls
+/// reach. Cheap to clone.
 #[derive(Clone)]
 pub struct Host {
-    core: Arc<Core>,
+    options: Arc<HostOptions>,
+    db: Db,
+    runner: Arc<Runner>,
+    tasks: Arc<TaskService>,
 }
 
 impl std::fmt::Debug for Host {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Host")
-            .field("state_dir", &self.core.options.state_dir)
+            .field("state_dir", &self.options.state_dir)
             .field("modules", &self.module_names())
             .finish_non_exhaustive()
     }
 }
 
+/// What runs module code: the engine, the loaded modules, and the
+/// subprocess service their calls reach. The task service reaches it as
+/// its [`TaskRunner`]; it never holds the task service, so nothing here
+/// keeps itself alive.
+struct Runner {
+    engine: HostEngine,
+    modules: RwLock<BTreeMap<String, Arc<LoadedModule>>>,
+    subprocess: Arc<SubprocessService>,
+}
+
 impl Host {
-    /// Opens the database (migrating it) and builds the engine. Modules are
-    /// loaded next; call [`Host::start_tasks`] once they are, to recover
-    /// tasks a previous run left and start the scheduler.
+    /// Opens the database (migrating the host's, the task store's and the
+    /// audit trail's tables) and builds the engine, on the embedded SQLite
+    /// store. Modules are loaded next; call [`Host::start_tasks`] once they
+    /// are, to recover tasks a previous run left and start the scheduler.
     pub fn new(options: HostOptions) -> Result<Self, StartError> {
         let db = Db::open(&options.db_path, options.durability)?;
-        let tasks = TaskRuntime::open(&options)?;
+        {
+            let conn = db.lock();
+            store::apply_schema(&conn).map_err(DbError::from)?;
+            crate::db::migrate::apply(&conn, &subprocess::audit::MIGRATION_LIST)
+                .map_err(DbError::from)?;
+        }
+        let file = Arc::new(SqliteFile::open(
+            &options.db_path,
+            SqliteOptions {
+                durability: options.durability,
+                ..SqliteOptions::default()
+            },
+        )?);
+        let tasks = Arc::new(SqliteTaskStore::on(file.clone())?);
+        let audit = Arc::new(SqliteAuditStore::on(file)?);
+        Self::with_stores(options, db, tasks, audit)
+    }
+
+    /// A host on stores of the embedder's choosing; `db` keeps the tokens.
+    pub fn with_stores(
+        options: HostOptions,
+        db: Db,
+        task_store: Arc<dyn TaskStore>,
+        audit: Arc<dyn AuditStore>,
+    ) -> Result<Self, StartError> {
+        let subprocess = Arc::new(SubprocessService::new(
+            options.subprocess.clone(),
+            options.load_env.path_var(),
+            audit,
+        ));
+        let runner = Arc::new(Runner {
+            engine: HostEngine::new(&options.engine)?,
+            modules: RwLock::new(BTreeMap::new()),
+            subprocess,
+        });
+        let tasks = TaskService::new(
+            task_store,
+            runner.clone(),
+            TaskOptions {
+                max_running: options.max_running_tasks,
+                blocking_threads: options.blocking_threads,
+            },
+        );
         Ok(Host {
-            core: Arc::new(Core {
-                engine: HostEngine::new(&options.engine)?,
-                options,
-                db,
-                modules: RwLock::new(BTreeMap::new()),
-                tasks,
-            }),
+            options: Arc::new(options),
+            db,
+            runner,
+            tasks,
         })
     }
 
     pub fn engine(&self) -> &HostEngine {
-        &self.core.engine
+        &self.runner.engine
     }
 
     pub fn options(&self) -> &HostOptions {
-        &self.core.options
+        &self.options
     }
 
     /// The database, shared with the token store.
     pub fn db(&self) -> &Db {
-        &self.core.db
+        &self.db
     }
 
     /// Loads the module in `dir` (running its `[build]` command first when
@@ -147,18 +211,17 @@ impl Host {
         dir: &Path,
         build: bool,
     ) -> Result<Arc<LoadedModule>, ModuleError> {
-        let core = &self.core;
-        let mut env = core.options.load_env.clone();
-        env.sandbox_roots.push(core.options.state_dir.clone());
+        let mut env = self.options.load_env.clone();
+        env.sandbox_roots.push(self.options.state_dir.clone());
         env.sandbox_roots.push(dir.to_path_buf());
         // Compiling is CPU-bound and happens once per module at load time
         // (later loads hit the cache), so it runs inline.
-        let linked = modules::link(&core.engine, dir, &env, build)?;
+        let linked = modules::link(&self.runner.engine, dir, &env, build)?;
         let name = linked.manifest.name.to_string();
-        if core.module(&name).is_some() {
+        if self.module(&name).is_some() {
             return Err(ModuleError::Duplicate(name));
         }
-        let data_dir = core.options.state_dir.join("data").join(&name);
+        let data_dir = self.options.state_dir.join("data").join(&name);
         // Children of `run-subprocess` run inside the data directory, so a
         // subprocess grant needs one even without `[filesystem] data`.
         let policy = &linked.manifest.policy;
@@ -168,14 +231,60 @@ impl Host {
                 reason: e.to_string(),
             })?;
         }
-        let description = core.describe(&linked, &name, &data_dir).await?;
-        let module = LoadedModule::new(linked, dir.to_path_buf(), data_dir, description);
-        let mut map = core.modules.write().expect("module map lock poisoned");
+        let description = self.describe(&linked, &name, &data_dir).await?;
+        let tasks =
+            self.tasks
+                .configure(modules::module_tasks(&name, &description, &linked.manifest));
+        let subprocess = Arc::new(ModuleSubprocess::new(
+            &name,
+            linked.manifest.policy.subprocess.clone(),
+            data_dir.clone(),
+        ));
+        let module = LoadedModule::new(
+            linked,
+            dir.to_path_buf(),
+            data_dir,
+            description,
+            tasks,
+            subprocess,
+        );
+        let mut map = self
+            .runner
+            .modules
+            .write()
+            .expect("module map lock poisoned");
         if map.contains_key(&name) {
             return Err(ModuleError::Duplicate(name));
         }
         map.insert(name, module.clone());
         Ok(module)
+    }
+
+    /// `describe` in a sandbox with no task and no subprocess context: a
+    /// module being loaded can start nothing.
+    async fn describe(
+        &self,
+        linked: &modules::Linked,
+        name: &str,
+        data_dir: &Path,
+    ) -> Result<Description, ModuleError> {
+        let limits = &linked.manifest.policy.limits;
+        let spec = CallSpec {
+            identity: Arc::new(Identity::loader(name)),
+            task: None,
+            memory_bytes: limits.memory_bytes,
+            deadline: limits.call_deadline,
+            data_dir: linked.manifest.policy.filesystem.data.then_some(data_dir),
+            cancel: None,
+            tasks: None,
+            subprocess: None,
+        };
+        let engine = self.runner.engine.engine();
+        match invoke(engine, &linked.pre, name, spec, Export::Describe).await {
+            Ok(Answer::Description(d)) => Description::from_wit(d),
+            Ok(_) => Err(ModuleError::Describe("unexpected answer".into())),
+            Err(e) => Err(ModuleError::Describe(e.to_string())),
+        }
     }
 
     /// Loads every subdirectory of `dir` that holds a `module.toml`, in name
@@ -202,11 +311,11 @@ impl Host {
     }
 
     pub fn module(&self, name: &str) -> Option<Arc<LoadedModule>> {
-        self.core.module(name)
+        self.runner.module(name)
     }
 
     pub fn modules(&self) -> Vec<Arc<LoadedModule>> {
-        self.core
+        self.runner
             .modules
             .read()
             .expect("module map lock poisoned")
@@ -216,7 +325,7 @@ impl Host {
     }
 
     pub fn module_names(&self) -> Vec<String> {
-        self.core
+        self.runner
             .modules
             .read()
             .expect("module map lock poisoned")
@@ -234,8 +343,7 @@ impl Host {
         principal: &Principal,
         request: RequestMeta,
     ) -> Result<ActionOutput, CallError> {
-        let core = &self.core;
-        let m = core
+        let m = self
             .module(module)
             .ok_or_else(|| CallError::UnknownModule(module.to_owned()))?;
         if !m.description.has_action(action) {
@@ -245,42 +353,38 @@ impl Host {
                 name: action.to_owned(),
             });
         }
-        check_args(args_json)?;
-        let (action, args_json) = (action.to_owned(), args_json.to_owned());
+        policy::args(args_json).map_err(|e| match e {
+            SdkError::InvalidInput(reason) => CallError::InvalidInput(reason),
+            other => CallError::InvalidInput(other.to_string()),
+        })?;
         let identity = Arc::new(Identity::new(module, principal.clone(), request));
-        let limits = &m.manifest.policy.limits;
-        let mut store = sandbox::new_store(
-            core.engine.engine(),
-            SandboxSpec {
-                core: core.clone(),
-                identity: identity.clone(),
-                task: None,
-                memory_bytes: limits.memory_bytes,
-                deadline: limits.call_deadline,
-                data_dir: m.granted_data_dir(),
-                cancel: None,
-            },
-        )?;
-        let result = async {
-            let instance = m.pre().instantiate_async(&mut store).await?;
-            instance
-                .call_handle_action(&mut store, &action, &args_json)
-                .await
-        }
-        .await;
-        let outcome = match result {
-            Ok(Ok(r)) => ActionOutput::from_wit(r).map_err(|e| CallError::Guest {
+        let spec = self.runner.spec(
+            &m,
+            identity.clone(),
+            Call::Action,
+            None,
+            None,
+            self.tasks.clone(),
+        );
+        let export = Export::Action {
+            name: action,
+            args_json,
+        };
+        let engine = self.runner.engine.engine();
+        let outcome = match invoke(engine, m.pre(), module, spec, export).await {
+            Ok(Answer::Action(Ok(r))) => ActionOutput::from_wit(r).map_err(|e| CallError::Guest {
                 module: module.to_owned(),
                 error: SdkError::Internal(format!("module returned an invalid result: {e}")),
             }),
-            Ok(Err(e)) => Err(CallError::Guest {
+            Ok(Answer::Action(Err(error))) => Err(CallError::Guest {
                 module: module.to_owned(),
-                error: e.into(),
+                error,
             }),
-            Err(e) => Err(instantiate_or_trap(module, e, &store)),
+            Ok(_) => Err(CallError::Internal("unexpected answer".into())),
+            Err(e) => Err(e),
         };
         if let Err(e) = &outcome {
-            tracing::info!(module, action = %action, user_id = %identity.user_id(),
+            tracing::info!(module, action, user_id = %identity.user_id(),
                 organization_id = %identity.organization_id(), request_id = %identity.request_id,
                 error = %e, "action failed");
         }
@@ -297,9 +401,10 @@ impl Host {
         principal: &Principal,
         request: RequestMeta,
     ) -> Result<String, SdkError> {
+        let m = self.module(module).ok_or(SdkError::NotFound)?;
         let identity = Arc::new(Identity::new(module, principal.clone(), request));
-        self.core
-            .run_blocking(identity, None, None, function, args_json)
+        self.tasks
+            .run_blocking(&m.tasks, identity, None, None, function, args_json)
             .await
     }
 
@@ -314,43 +419,64 @@ impl Host {
         principal: &Principal,
         request: RequestMeta,
     ) -> Result<String, SdkError> {
-        if self.core.module(module).is_none() {
-            return Err(SdkError::NotFound);
-        }
+        let m = self.module(module).ok_or(SdkError::NotFound)?;
         let identity = Identity::new(module, principal.clone(), request);
-        self.core
-            .submit_task(&identity, task, args_json, options)
+        self.tasks
+            .submit(&m.tasks, &identity, task, args_json, options)
             .await
     }
 
     /// Recovers the tasks a previous run left (interrupted, or queued again
     /// when resumable) and starts running pending tasks. Call once, after
     /// the modules are loaded.
-    pub async fn start_tasks(&self) -> Result<crate::tasks::store::Recovery, TaskStoreError> {
-        self.core.start_tasks().await
+    pub async fn start_tasks(&self) -> Result<Recovery, TaskStoreError> {
+        self.tasks.start().await
     }
 
-    /// The task runtime: cancel, answer confirmations, read tasks, watch events.
-    pub fn tasks(&self) -> crate::tasks::api::Tasks<'_> {
-        crate::tasks::api::Tasks::new(&self.core)
+    /// The tasks as a principal sees them: cancel, answer confirmations,
+    /// read tasks, watch events.
+    pub fn tasks(&self) -> Tasks<'_> {
+        Tasks::new(&self.tasks)
+    }
+
+    /// The subprocess capability: the audit trail as a principal reads it.
+    pub fn subprocesses(&self) -> &SubprocessService {
+        &self.runner.subprocess
     }
 
     /// The subprocess audit trail, newest first: every `run-subprocess`
     /// decision of every module, for the operator. Principals read their
-    /// organization's share through [`Tasks::subprocess_audit`].
-    ///
-    /// [`Tasks::subprocess_audit`]: crate::tasks::api::Tasks::subprocess_audit
+    /// organization's share through [`SubprocessService::audit_for`].
     pub fn subprocess_audit(
         &self,
         filter: &AuditFilter,
         limit: u32,
-    ) -> Result<Vec<AuditRecord>, TaskStoreError> {
-        self.core.tasks.store.subprocess_audit(filter, limit)
+    ) -> Result<Vec<AuditRecord>, AuditError> {
+        self.runner.subprocess.audit(filter, limit)
     }
 }
 
-impl Core {
-    pub(crate) fn module(&self, name: &str) -> Option<Arc<LoadedModule>> {
+/// Which kind of call a store is built for: each has its own deadline.
+#[derive(Debug, Clone, Copy)]
+enum Call {
+    Action,
+    Task,
+    Blocking,
+}
+
+/// A call whose export answers JSON: a task's run or a blocking function.
+struct JsonCall {
+    module: String,
+    identity: Arc<Identity>,
+    call: Call,
+    task: Option<TaskScope>,
+    cancel: Option<CancelToken>,
+    name: String,
+    args_json: String,
+}
+
+impl Runner {
+    fn module(&self, name: &str) -> Option<Arc<LoadedModule>> {
         self.modules
             .read()
             .expect("module map lock poisoned")
@@ -358,64 +484,90 @@ impl Core {
             .cloned()
     }
 
-    async fn describe(
-        self: &Arc<Self>,
-        linked: &modules::Linked,
-        name: &str,
-        data_dir: &Path,
-    ) -> Result<Description, ModuleError> {
-        let limits = &linked.manifest.policy.limits;
-        let mut store = sandbox::new_store(
-            self.engine.engine(),
-            SandboxSpec {
-                core: self.clone(),
-                identity: Arc::new(Identity::loader(name)),
-                task: None,
-                memory_bytes: limits.memory_bytes,
-                deadline: limits.call_deadline,
-                data_dir: linked.manifest.policy.filesystem.data.then_some(data_dir),
-                cancel: None,
-            },
-        )
-        .map_err(|e| ModuleError::Describe(e.to_string()))?;
-        let result = async {
-            let instance = linked.pre.instantiate_async(&mut store).await?;
-            instance.call_describe(&mut store).await
+    /// The store of one call of `m`: its limits, its data directory, and the
+    /// contexts of the capabilities it may use, each holding `m`'s own grant.
+    fn spec<'a>(
+        &self,
+        m: &'a LoadedModule,
+        identity: Arc<Identity>,
+        call: Call,
+        task: Option<TaskScope>,
+        cancel: Option<CancelToken>,
+        tasks: Arc<TaskService>,
+    ) -> CallSpec<'a> {
+        let limits = &m.manifest.policy.limits;
+        let deadline = match call {
+            Call::Action => limits.call_deadline,
+            Call::Task => limits.task_deadline,
+            Call::Blocking => limits.blocking_deadline,
+        };
+        CallSpec {
+            identity,
+            task,
+            memory_bytes: limits.memory_bytes,
+            deadline,
+            data_dir: m.granted_data_dir(),
+            cancel,
+            tasks: Some(TasksCtx {
+                service: tasks,
+                module: m.tasks.clone(),
+            }),
+            subprocess: Some(SubprocessCtx {
+                service: self.subprocess.clone(),
+                module: m.subprocess.clone(),
+            }),
         }
-        .await;
-        match result {
-            Ok(d) => Description::from_wit(d),
-            Err(e) => Err(ModuleError::Describe(
-                sandbox::classify_failure(name, e, store.data()).to_string(),
-            )),
+    }
+
+    async fn json_call(self: Arc<Self>, tasks: Arc<TaskService>, c: JsonCall) -> Returned {
+        let m = self
+            .module(&c.module)
+            .ok_or_else(|| CallError::UnknownModule(c.module.clone()))?;
+        let spec = self.spec(&m, c.identity, c.call, c.task, c.cancel, tasks);
+        let (name, args_json) = (c.name.as_str(), c.args_json.as_str());
+        let export = match c.call {
+            Call::Task => Export::RunTask { name, args_json },
+            Call::Action | Call::Blocking => Export::Blocking { name, args_json },
+        };
+        match invoke(self.engine.engine(), m.pre(), &c.module, spec, export).await? {
+            Answer::Json(json) => Ok(json),
+            _ => Err(CallError::Internal("unexpected answer".into())),
         }
     }
 }
 
-/// A failure before the guest ran (pool exhausted) is `Busy`; anything else
-/// is classified by what the store saw.
-pub(crate) fn instantiate_or_trap(
-    module: &str,
-    e: wasmtime::Error,
-    store: &wasmtime::Store<SandboxState>,
-) -> CallError {
-    if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
-        .is_some()
-    {
-        return CallError::Busy(format!("no free instance slot for module `{module}`"));
+impl TaskRunner for Runner {
+    fn run_task(self: Arc<Self>, tasks: Arc<TaskService>, run: TaskRun) -> RunFuture<Returned> {
+        let call = JsonCall {
+            module: run.row.module,
+            identity: run.identity,
+            call: Call::Task,
+            task: Some(TaskScope {
+                task_id: run.row.id,
+                checkpoint: run.row.checkpoint_json,
+                is_run: true,
+            }),
+            cancel: Some(run.cancel),
+            name: run.row.task_name,
+            args_json: run.row.args_json,
+        };
+        Box::pin(self.json_call(tasks, call))
     }
-    sandbox::classify_failure(module, e, store.data())
-}
 
-/// Arguments must be JSON and of bounded size before a module sees them.
-pub fn check_args(args_json: &str) -> Result<(), CallError> {
-    if args_json.len() > MAX_ARGS_BYTES {
-        return Err(CallError::InvalidInput(format!(
-            "arguments are {} bytes; the limit is {MAX_ARGS_BYTES}",
-            args_json.len()
-        )));
+    fn call_blocking(
+        self: Arc<Self>,
+        tasks: Arc<TaskService>,
+        call: BlockingCall,
+    ) -> RunFuture<Returned> {
+        let call = JsonCall {
+            module: call.identity.module.clone(),
+            identity: call.identity,
+            call: Call::Blocking,
+            task: call.task,
+            cancel: call.cancel,
+            name: call.function,
+            args_json: call.args_json,
+        };
+        Box::pin(self.json_call(tasks, call))
     }
-    serde_json::from_str::<serde::de::IgnoredAny>(args_json)
-        .map_err(|e| CallError::InvalidInput(format!("arguments are not JSON: {e}")))?;
-    Ok(())
 }

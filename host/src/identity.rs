@@ -9,8 +9,6 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::bindings::types;
-
 /// Longest user or organization id accepted: ids are opaque labels from the
 /// embedder's directory, never free text.
 pub const MAX_ID_BYTES: usize = 128;
@@ -186,22 +184,6 @@ impl Identity {
 
     pub fn organization_id(&self) -> &OrgId {
         &self.principal.organization_id
-    }
-
-    /// The WIT record `context.current` returns.
-    pub fn to_wit(&self) -> types::Identity {
-        types::Identity {
-            module: self.module.clone(),
-            user_id: self.principal.user_id.to_string(),
-            organization_id: self.principal.organization_id.to_string(),
-            role: match self.principal.role {
-                Role::Viewer => types::Role::Viewer,
-                Role::Member => types::Role::Member,
-                Role::Admin => types::Role::Admin,
-            },
-            request_id: self.request_id.clone(),
-            session_id: self.session_id.clone(),
-        }
     }
 }
 

@@ -1,39 +1,47 @@
 //! modhost: a host for third-party modules compiled to WebAssembly components.
 //!
-//! A module only ever *asks*; the host decides, records and enforces. The map:
+//! A module only ever *asks*; the host decides, records and enforces. The
+//! rooms, from the top down (each points only down):
 //!
-//! - [`bindings`]: the one `bindgen!` site for the `modhost:sdk` world (`wit/`).
-//! - [`engine`]: the wasmtime engine (pooling allocator, epoch ticker) and the
-//!   on-disk cache of compiled components.
-//! - [`sandbox`]: the per-call store state: identity, deadline, memory limit, WASI.
-//! - [`manifest`]: `module.toml` parsed once into a typed, deny-by-default `Policy`.
-//! - [`modules`]: loading, building and describing the modules of a directory.
-//! - [`context`], [`log`], [`tasks`], [`background_tasks`]: one room per WIT
-//!   interface the host implements.
-//! - [`auth`]: bearer tokens mapped to a [`identity::Principal`], stored hashed.
-//! - [`store`]: the embedded SQLite database.
-//! - [`http`]: the HTTP API, as a function returning a `Router`.
-//! - [`check`]: `modhost check`, a module validated without running it.
-//! - [`host`]: [`Host`], what an embedder holds: modules plus the means to call them.
+//! - [`host`]: [`Host`], what an embedder holds and the composition root:
+//!   it builds every service, loads modules and runs calls.
+//! - [`http`], [`check`], [`auth`]: the HTTP API (a `Router`), `modhost
+//!   check`, and bearer tokens; the CLI (`main.rs`) only calls these.
+//! - [`wit`]: one room per WIT interface (`context`, `log`, `tasks`,
+//!   `background-tasks`, `ui`), each a thin `Host` impl on a view of the call
+//!   that holds only its own capability; [`wit::bindings`] is the one
+//!   `bindgen!` site.
+//! - [`modules`] and the sandbox: loading modules, the one `invoke` path,
+//!   and the per-call store (identity, deadline, memory, deny-by-default
+//!   WASI, one context per capability). [`engine`]: wasmtime and the
+//!   compiled-component cache.
+//! - [`tasks`]: the task service (submit, lookups, progress, confirmation,
+//!   scheduler, blocking pool, events) and its store; it starts wasm only
+//!   through [`tasks::TaskRunner`], which [`Host`] implements.
+//! - [`subprocess`]: `run-subprocess` as a room of its own: grant and argv
+//!   grammar, gate, confinement, spawn, process tree, audit trail.
+//! - [`manifest`], [`identity`], [`error`], [`db`], [`ui`], [`cancel`]:
+//!   the typed policy, who is calling, errors, the SQLite file (per-owner
+//!   migrations, group-commit writer), UI values, cancel and deadline.
 
 pub mod auth;
-pub mod background_tasks;
-pub mod bindings;
+pub mod cancel;
 pub mod check;
-pub mod context;
+pub mod db;
 pub mod engine;
 pub mod error;
 pub mod host;
 pub mod http;
 pub mod identity;
-pub mod log;
 pub mod manifest;
 pub mod modules;
-pub mod sandbox;
-pub mod store;
+mod sandbox;
+pub mod subprocess;
 pub mod tasks;
+mod text;
 pub mod ui;
+pub mod wit;
 
 pub use error::{CallError, SdkError};
 pub use host::{Host, HostOptions, StartError};
-pub use identity::{Identity, Principal, Role};
+pub use identity::{Identity, Principal, RequestMeta, Role};

@@ -7,9 +7,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use modhost::auth::Tokens;
-use modhost::http::{ServeConfig, serve};
+use modhost::db::{Db, Durability};
+use modhost::http::serve::{ServeConfig, serve};
 use modhost::identity::{Principal, RequestMeta, Role};
-use modhost::store::{Db, Durability};
 use modhost::{Host, HostOptions};
 
 #[derive(Parser)]

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use modhost::identity::RequestMeta;
-use modhost::tasks::runtime::SubmitOptions;
+use modhost::tasks::SubmitOptions;
 use modhost::tasks::store::{Status, TaskFilter, apply_schema};
 use modhost::{Host, HostOptions};
 use modhost_tests::raw;

@@ -2,7 +2,7 @@
 //! engine and compiled component, a bare WASI context, the modhost imports
 //! defined as traps, a fresh store per call.
 
-use modhost::bindings::ModulePre;
+use modhost::wit::bindings::ModulePre;
 use wasmtime::Store;
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};

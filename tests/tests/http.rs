@@ -4,8 +4,8 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use modhost::auth::Tokens;
+use modhost::db::Db;
 use modhost::http::{AppState, router};
-use modhost::store::Db;
 use modhost_tests::*;
 use tower::ServiceExt;
 

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use modhost::Host;
 use modhost::identity::{Principal, RequestMeta, Role};
+use modhost::tasks::SubmitOptions;
 use modhost::tasks::api::ConfirmationAnswer;
-use modhost::tasks::runtime::SubmitOptions;
 use modhost::tasks::store::{Status, TaskRow};
 use modhost_tests::*;
 
@@ -181,7 +181,7 @@ fn a_host_killed_with_sigkill_loses_no_acknowledged_task_and_keeps_one_active_ta
     child.wait().unwrap();
 
     runtime().block_on(async {
-        let restarted_at = modhost::store::now_ms();
+        let restarted_at = modhost::db::now_ms();
         let host = host_on(state.path());
         host.load_module(spin.path(), false).await.unwrap();
         let recovery = host.start_tasks().await.unwrap();

@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures::future::join_all;
 use modhost::identity::RequestMeta;
 use modhost::manifest::{LoadEnv, parse};
-use modhost::tasks::store::{AuditFilter, Decision, Ended};
+use modhost::subprocess::{AuditFilter, Decision, Ended};
 use modhost::{CallError, SdkError};
 use modhost_tests::*;
 use serde_json::{Value, json};
@@ -606,9 +606,9 @@ async fn audit_trail_is_readable_over_http_within_the_organization() {
     use axum::http::{Request, StatusCode};
     use http_body_util::BodyExt;
     use modhost::auth::Tokens;
+    use modhost::db::Db;
     use modhost::http::{AppState, router};
     use modhost::identity::{Principal, Role};
-    use modhost::store::Db;
     use tower::ServiceExt;
 
     let t = host().await;

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use modhost::identity::{Principal, RequestMeta, Role};
+use modhost::tasks::SubmitOptions;
 use modhost::tasks::api::ConfirmationAnswer;
-use modhost::tasks::runtime::SubmitOptions;
 use modhost::tasks::store::{Status, TaskRow};
 use modhost::{CallError, Host, SdkError};
 use modhost_tests::*;

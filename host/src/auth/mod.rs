@@ -8,8 +8,8 @@
 use rusqlite::{OptionalExtension, params};
 use sha2::{Digest, Sha256};
 
+use crate::db::{Db, DbError, now_ms};
 use crate::identity::{OrgId, Principal, Role, UserId};
-use crate::store::{Db, StoreError, now_ms};
 
 /// The prefix of every token, so leaked tokens are easy to grep for.
 pub const TOKEN_PREFIX: &str = "mht_";
@@ -20,7 +20,7 @@ pub const MAX_TOKEN_BYTES: usize = 256;
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Db(#[from] DbError),
     #[error("cannot get randomness from the OS: {0}")]
     Random(String),
     #[error("stored token {0} is corrupt")]
@@ -29,7 +29,7 @@ pub enum AuthError {
 
 impl From<rusqlite::Error> for AuthError {
     fn from(e: rusqlite::Error) -> Self {
-        AuthError::Store(StoreError::Sql(e))
+        AuthError::Db(DbError::Sql(e))
     }
 }
 

@@ -123,7 +123,7 @@ pub fn grant_warnings(manifest: &Manifest, imports: &[String]) -> Vec<String> {
         );
     }
     if !policy.subprocess.is_empty() {
-        use crate::tasks::subprocess::confine::{NETWORK_ABI, landlock_abi};
+        use crate::subprocess::confine::{NETWORK_ABI, landlock_abi};
         let abi = landlock_abi();
         if abi < 1 || (!policy.subprocess.network && abi < NETWORK_ABI) {
             w.push(format!(

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-use super::EngineError;
+use super::error::EngineError;
 
 /// A directory of `<key>.cwasm` files produced by one engine configuration.
 #[derive(Debug, Clone)]

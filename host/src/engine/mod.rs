@@ -6,6 +6,7 @@
 //! kept on disk, keyed by the component's hash and the engine's configuration.
 
 mod cache;
+mod error;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,8 +18,8 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 pub use cache::ComponentCache;
+pub use error::EngineError;
 
-use crate::bindings::Module as SdkWorld;
 use crate::sandbox::SandboxState;
 
 /// How often the epoch advances. Deadlines and cancellation are checked at
@@ -68,17 +69,6 @@ impl Default for EngineOptions {
     }
 }
 
-/// Why the engine or a component could not be set up.
-#[derive(Debug, thiserror::Error)]
-pub enum EngineError {
-    #[error("cannot configure the wasm engine: {0}")]
-    Config(String),
-    #[error("cannot compile component {path}: {reason}")]
-    Compile { path: String, reason: String },
-    #[error("component cache at {path}: {reason}")]
-    Cache { path: String, reason: String },
-}
-
 /// The engine, the linker every module shares, and the epoch ticker.
 pub struct HostEngine {
     engine: Engine,
@@ -111,13 +101,8 @@ impl HostEngine {
         }
         let engine = Engine::new(&config).map_err(|e| EngineError::Config(format!("{e:#}")))?;
         let mut linker = Linker::<SandboxState>::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+        crate::wit::add_to_linker(&mut linker)
             .map_err(|e| EngineError::Config(format!("{e:#}")))?;
-        SdkWorld::add_to_linker::<SandboxState, wasmtime::component::HasSelf<SandboxState>>(
-            &mut linker,
-            |state| state,
-        )
-        .map_err(|e| EngineError::Config(format!("{e:#}")))?;
         let cache = match &options.cache_dir {
             Some(dir) => Some(ComponentCache::open(dir, &engine)?),
             None => None,

@@ -6,34 +6,23 @@
 //! [`ApiError`] shape and never show internals.
 
 mod error;
-mod serve;
+pub mod serve;
+mod state;
 mod tasks;
 
-use std::sync::Arc;
-
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State};
-use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
 pub use error::ApiError;
-pub use serve::{ServeConfig, ServeError, serve};
+pub use state::{AppState, Authenticated};
 
-use crate::Host;
-use crate::auth::Tokens;
-use crate::identity::{Principal, RequestMeta, new_request_id};
+use crate::identity::{RequestMeta, new_request_id};
 use crate::modules::LoadedModule;
-
-/// What every handler shares.
-#[derive(Clone, Debug)]
-pub struct AppState {
-    pub host: Arc<Host>,
-    pub tokens: Tokens,
-}
 
 /// The whole API.
 pub fn router(state: AppState) -> Router {
@@ -51,39 +40,6 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(DefaultBodyLimit::max(crate::host::MAX_ARGS_BYTES + 1024))
         .with_state(state)
-}
-
-/// A request that proved a principal with a bearer token.
-#[derive(Debug, Clone)]
-pub struct Authenticated {
-    pub principal: Principal,
-    /// The token's id: the session the request belongs to.
-    pub token_id: String,
-}
-
-impl FromRequestParts<AppState> for Authenticated {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let secret = bearer(&parts.headers).ok_or_else(ApiError::unauthenticated)?;
-        match state.tokens.verify_with_id(secret) {
-            Ok(Some((token_id, principal))) => Ok(Authenticated {
-                principal,
-                token_id,
-            }),
-            Ok(None) => Err(ApiError::unauthenticated()),
-            Err(e) => {
-                tracing::error!(error = %e, "token lookup failed");
-                Err(ApiError::internal())
-            }
-        }
-    }
-}
-
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 async fn healthz(State(state): State<AppState>) -> Json<serde_json::Value> {

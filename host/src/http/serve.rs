@@ -4,10 +4,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::{AppState, router};
+use super::router;
+use super::state::AppState;
 use crate::auth::{AuthError, Tokens};
+use crate::db::{DbError, Durability};
 use crate::identity::{Principal, Role};
-use crate::store::{Durability, StoreError};
 use crate::{Host, HostOptions};
 
 /// The user and organization of the development token made on a first start.
@@ -34,7 +35,7 @@ pub struct ServeConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Db(#[from] DbError),
     #[error(transparent)]
     Auth(#[from] AuthError),
     #[error(transparent)]
@@ -68,7 +69,7 @@ pub async fn serve(
     options.durability = config.durability;
     options.subprocess.allow_unconfined = config.allow_unconfined_subprocesses;
     if config.allow_unconfined_subprocesses {
-        let abi = crate::tasks::subprocess::confine::landlock_abi();
+        let abi = crate::subprocess::confine::landlock_abi();
         tracing::warn!(
             landlock_abi = abi,
             "--allow-unconfined-subprocesses: where Landlock cannot confine a module's child, it runs UNCONFINED with the host's full file and network access"

@@ -6,11 +6,11 @@ use axum::extract::{Path, Query, State};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{ApiError, AppState, Authenticated};
+use super::error::ApiError;
+use super::state::{AppState, Authenticated};
+use crate::subprocess::{AuditFilter, Decision, MAX_AUDIT_LIMIT};
 use crate::tasks::api::ConfirmationAnswer;
-use crate::tasks::store::{
-    AuditFilter, ConfirmationRow, Decision, MAX_AUDIT_LIMIT, Status, TaskFilter, TaskRow,
-};
+use crate::tasks::store::{ConfirmationRow, Status, TaskFilter, TaskRow};
 
 /// A task as the API shows it. In lists the heavy fields (checkpoint,
 /// result, confirmation) are left out; `GET /v1/tasks/{id}` has them all.
@@ -214,8 +214,8 @@ pub async fn audit(
     };
     let records = state
         .host
-        .tasks()
-        .subprocess_audit(&auth.principal, filter, q.limit)?;
+        .subprocesses()
+        .audit_for(&auth.principal, filter, q.limit)?;
     let next = (records.len() == usize::try_from(q.limit.clamp(1, MAX_AUDIT_LIMIT)).unwrap_or(0))
         .then(|| records.last().map(|r| r.decision.id.clone()))
         .flatten();

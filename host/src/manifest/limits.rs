@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::ManifestError;
+use super::error::ManifestError;
 
 /// A numeric manifest key: the value used when it is absent and the range it
 /// must fall in. Out-of-range values are refused, never clamped, so a typo

@@ -16,24 +16,22 @@
 //!
 //! Anything not granted is denied; see [`Policy`].
 
-mod argv;
-mod limits;
-mod names;
-mod network;
-mod subprocess;
+pub(crate) mod env;
+pub(crate) mod error;
+pub(crate) mod limits;
+pub(crate) mod names;
+pub(crate) mod network;
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Deserialize;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 
-pub use argv::{
-    ArgShape, ArgToken, ArgvDenied, MAX_INT_DIGITS, MAX_SHAPE_TOKENS, MAX_TOKEN_BYTES,
-    MAX_VALUE_BYTES, ShapeError,
-};
+pub use env::LoadEnv;
+pub use error::{MAX_DESCRIPTION_BYTES, MAX_MANIFEST_BYTES, ManifestError};
 pub use limits::{
     BLOCKING_DEADLINE_MS, CALL_DEADLINE_MS, Limits, MAX_ACTIVE_PER_MODULE, MAX_ACTIVE_PER_USER,
     MAX_CONCURRENT_TASKS, MEMORY_MIB, ReadScope, Setting, TASK_DEADLINE_MS, TasksGrant,
@@ -43,77 +41,18 @@ pub use names::{
     MAX_VERSION_BYTES, ModuleName,
 };
 pub use network::{HostPattern, InvalidHostPattern, MAX_NETWORK_ALLOW, NetworkGrant};
-pub use subprocess::{
-    MAX_CONCURRENT_SUBPROCESSES, MAX_ENV_NAMES, MAX_OUTPUT_BYTES, MAX_PROGRAM_BYTES, MAX_PROGRAMS,
-    MAX_SHAPES_PER_PROGRAM, ProgramGrant, SUBPROCESS_TIMEOUT_MS, SubprocessGrant,
-};
 
-pub(crate) use names::shown;
+use crate::subprocess::grant::{RawSubprocess, SubprocessGrant};
+use crate::text::shown;
 
 /// The manifest's file name inside a module directory.
 pub const MANIFEST_FILE: &str = "module.toml";
-
-/// The largest manifest read: a real one is a few KiB, and the whole file is
-/// held in memory while it is parsed.
-pub const MAX_MANIFEST_BYTES: usize = 64 * 1024;
-
-/// The longest `description`: it is shown in listings, not documentation.
-pub const MAX_DESCRIPTION_BYTES: usize = 1024;
 
 /// The longest `component` or `[build] workdir` path (PATH_MAX on Linux).
 pub const MAX_PATH_BYTES: usize = 4096;
 
 /// The most `[build] command` arguments.
 pub const MAX_BUILD_ARGS: usize = 256;
-
-/// What a manifest is checked against on this host.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LoadEnv {
-    /// Directories searched, in order, for a bare program name. Relative
-    /// entries are ignored.
-    pub search_path: Vec<PathBuf>,
-    /// Directories a module can write (module and data directories). A
-    /// program that resolves inside one is refused.
-    pub sandbox_roots: Vec<PathBuf>,
-}
-
-impl LoadEnv {
-    /// `/usr/local/bin:/usr/bin:/bin`, with no sandbox roots.
-    pub fn host_default() -> Self {
-        Self {
-            search_path: ["/usr/local/bin", "/usr/bin", "/bin"]
-                .into_iter()
-                .map(PathBuf::from)
-                .collect(),
-            sandbox_roots: Vec::new(),
-        }
-    }
-
-    /// The search path as a `PATH` value for a child: its absolute entries
-    /// (the only ones a bare program name is looked up in).
-    pub fn path_var(&self) -> String {
-        self.search_path
-            .iter()
-            .filter(|p| p.is_absolute())
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-            .join(":")
-    }
-
-    fn search_path_display(&self) -> String {
-        self.search_path
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-            .join(":")
-    }
-}
-
-impl Default for LoadEnv {
-    fn default() -> Self {
-        Self::host_default()
-    }
-}
 
 /// A module's manifest, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,124 +104,6 @@ pub struct Policy {
 pub struct FilesystemGrant {
     /// Preopen the module's private data directory for WASI.
     pub data: bool,
-}
-
-/// Why a manifest was refused. Each message names the key at fault.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum ManifestError {
-    #[error("cannot read {}: {error}", path.display())]
-    Io {
-        path: PathBuf,
-        error: Arc<io::Error>,
-    },
-    #[error("{} is not UTF-8", path.display())]
-    NotUtf8 { path: PathBuf },
-    #[error("module.toml is larger than {MAX_MANIFEST_BYTES} bytes")]
-    TooLarge,
-    #[error("module.toml{}: {message}", at_line(*.line))]
-    Syntax {
-        line: Option<usize>,
-        message: String,
-    },
-    #[error("module.toml: name `{value}` is invalid: {reason}")]
-    Name {
-        value: String,
-        reason: InvalidModuleName,
-    },
-    #[error("module.toml: version `{value}` is invalid: {reason}")]
-    Version { value: String, reason: &'static str },
-    #[error(
-        "module.toml: description has {bytes} bytes; at most {MAX_DESCRIPTION_BYTES} are allowed"
-    )]
-    DescriptionTooLong { bytes: usize },
-    #[error("module.toml: component `{value}` is invalid: {reason}")]
-    Component { value: String, reason: &'static str },
-    #[error(
-        "module.toml: [build] command is a shell string; write it as a list of arguments, as in `command = [\"cargo\", \"build\"]`"
-    )]
-    BuildShellString,
-    #[error("module.toml: [build] command is empty")]
-    BuildEmpty,
-    #[error("module.toml: [build] command argument {position} is invalid: {reason}")]
-    BuildArgument {
-        position: usize,
-        reason: &'static str,
-    },
-    #[error("module.toml: [build] workdir `{value}` is invalid: {reason}")]
-    BuildWorkdir { value: String, reason: &'static str },
-    #[error("module.toml: [network] allow `{value}` is invalid: {reason}")]
-    NetworkAllow {
-        value: String,
-        reason: InvalidHostPattern,
-    },
-    #[error("module.toml: [network] allow lists `{value}` twice")]
-    NetworkDuplicate { value: String },
-    #[error("module.toml: {key} = {value} is out of range {min}..={max}")]
-    OutOfRange {
-        key: &'static str,
-        value: i64,
-        min: u64,
-        max: u64,
-    },
-    #[error(
-        "module.toml: [tasks] max-active-per-module = {per_module} is below max-active-per-user = {per_user}"
-    )]
-    PerModuleBelowPerUser { per_module: u32, per_user: u32 },
-    #[error("module.toml: {key} has {count} entries; at most {max} are allowed")]
-    TooMany {
-        key: &'static str,
-        count: usize,
-        max: usize,
-    },
-    #[error("module.toml: [subprocess] env `{value}` is refused: {reason}")]
-    EnvName {
-        value: String,
-        reason: InvalidEnvName,
-    },
-    #[error("module.toml: [subprocess] env lists `{value}` twice")]
-    EnvDuplicate { value: String },
-    #[error("module.toml: [[subprocess.programs]] program `{program}` is invalid: {reason}")]
-    Program {
-        program: String,
-        reason: &'static str,
-    },
-    #[error(
-        "module.toml: [[subprocess.programs]] program `{program}` has no argument shapes; `args` needs at least one (`[[]]` for no arguments)"
-    )]
-    NoShapes { program: String },
-    #[error("module.toml: [[subprocess.programs]] program `{program}`, shape {shape}: {reason}")]
-    Shape {
-        program: String,
-        /// 1-based index into `args`.
-        shape: usize,
-        reason: ShapeError,
-    },
-    #[error(
-        "module.toml: [[subprocess.programs]] program `{program}` is granted twice; list all its shapes in one grant"
-    )]
-    DuplicateProgram { program: String },
-    #[error(
-        "module.toml: [[subprocess.programs]] program `{program}` is the same file as `{other}`; list all its shapes in one grant"
-    )]
-    SameProgram { program: String, other: String },
-    #[error(
-        "module.toml: [[subprocess.programs]] program `{program}` not found on the host search path {search_path}"
-    )]
-    ProgramNotFound {
-        program: String,
-        search_path: String,
-    },
-    #[error("module.toml: [[subprocess.programs]] program `{program}` is not an executable file")]
-    ProgramNotExecutable { program: String },
-    #[error(
-        "module.toml: [[subprocess.programs]] program `{program}` resolves to {}, inside a module or data directory, where a module could replace it",
-        path.display()
-    )]
-    ProgramInSandbox { program: String, path: PathBuf },
-}
-
-fn at_line(line: Option<usize>) -> String {
-    line.map(|l| format!(" line {l}")).unwrap_or_default()
 }
 
 /// Reads and validates `dir/module.toml`.
@@ -349,7 +170,7 @@ struct RawManifest {
     #[serde(default)]
     limits: limits::RawLimits,
     #[serde(default)]
-    subprocess: subprocess::RawSubprocess,
+    subprocess: RawSubprocess,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -6,6 +6,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::text::shown;
+
 /// The longest module name: it becomes a directory name, a database key and
 /// part of every log line, so it stays short and filesystem-safe.
 pub const MAX_MODULE_NAME_BYTES: usize = 63;
@@ -342,27 +344,6 @@ impl<'de> Deserialize<'de> for EnvName {
     }
 }
 
-/// The longest value echoed in an error message; longer ones are cut.
-const MAX_SHOWN_CHARS: usize = 80;
-
-/// A value as it appears inside an error message: control characters
-/// escaped so the message stays on one line, and cut when long.
-pub(crate) fn shown(value: &str) -> String {
-    let mut out = String::new();
-    for (i, c) in value.chars().enumerate() {
-        if i == MAX_SHOWN_CHARS {
-            out.push('…');
-            break;
-        }
-        if c.is_control() {
-            out.extend(c.escape_debug());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -476,7 +457,7 @@ mod tests {
     fn shown_escapes_newlines_and_cuts_long_values() {
         assert_eq!(shown("a\nb"), "a\\nb");
         let long = shown(&"x".repeat(100));
-        assert_eq!(long.chars().count(), MAX_SHOWN_CHARS + 1);
+        assert_eq!(long.chars().count(), crate::text::MAX_SHOWN_CHARS + 1);
         assert!(long.ends_with('…'));
     }
 }

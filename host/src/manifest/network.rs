@@ -4,7 +4,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
-use super::names::shown;
+use crate::text::shown;
 
 /// The most `[network] allow` entries: a grant that needs more hosts than
 /// this is better expressed with a wildcard the operator can read.

@@ -1,5 +1,6 @@
 //! Loading modules: manifest, optional build, compile (cached), link against
-//! the `modhost:sdk` world, and `describe`.
+//! the `modhost:sdk` world, and `describe`; and [`invoke`], the one path by
+//! which any export of a module is called.
 //!
 //! A module is a directory holding `module.toml` and the component it names.
 //! Loading checks everything that can be checked without a user: the manifest,
@@ -7,6 +8,7 @@
 //! match the world, and that `describe` lists well-formed names.
 
 mod build;
+pub mod invoke;
 pub mod wasm_target;
 
 use std::path::{Path, PathBuf};
@@ -17,9 +19,11 @@ use wasmtime::component::{Component, InstancePre};
 
 pub use build::{BuildError, run_build};
 
-use crate::bindings::{self, ModulePre};
 use crate::manifest::{self, LoadEnv, Manifest, ManifestError};
 use crate::sandbox::SandboxState;
+use crate::subprocess::ModuleSubprocess;
+use crate::tasks::ModuleTasks;
+use crate::wit::bindings::ModulePre;
 
 /// Longest component file accepted: far above any real module, small enough
 /// that a mistaken path (a disk image, say) is refused before it is read whole.
@@ -86,15 +90,6 @@ impl Description {
     pub fn has_blocking(&self, name: &str) -> bool {
         self.blocking.iter().any(|e| e.name == name)
     }
-
-    /// Validates what the guest returned.
-    pub fn from_wit(d: bindings::Description) -> Result<Self, ModuleError> {
-        Ok(Description {
-            actions: entries("action", d.actions)?,
-            tasks: entries("task", d.tasks)?,
-            blocking: entries("blocking function", d.blocking)?,
-        })
-    }
 }
 
 /// Whether `name` is a valid action, task or function name.
@@ -104,26 +99,6 @@ pub fn valid_entry_name(name: &str) -> bool {
         && name.bytes().all(|b| {
             b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
         })
-}
-
-fn entries(kind: &'static str, list: Vec<bindings::Entry>) -> Result<Vec<Entry>, ModuleError> {
-    if list.len() > MAX_ENTRIES {
-        return Err(ModuleError::TooManyEntries { kind });
-    }
-    let mut out: Vec<Entry> = Vec::with_capacity(list.len());
-    for e in list {
-        if !valid_entry_name(&e.name) {
-            return Err(ModuleError::BadEntryName { kind, name: e.name });
-        }
-        if out.iter().any(|o| o.name == e.name) {
-            return Err(ModuleError::DuplicateEntry { kind, name: e.name });
-        }
-        out.push(Entry {
-            name: e.name,
-            description: crate::log::truncate(&e.description, 1024).to_owned(),
-        });
-    }
-    Ok(out)
 }
 
 /// A module ready to be called.
@@ -137,6 +112,10 @@ pub struct LoadedModule {
     pub component: Component,
     /// Whether the compiled component came from the on-disk cache.
     pub cache_hit: bool,
+    /// What its calls carry into the task service.
+    pub tasks: Arc<ModuleTasks>,
+    /// What its calls carry into the subprocess service.
+    pub subprocess: Arc<ModuleSubprocess>,
     pre: ModulePre<SandboxState>,
 }
 
@@ -258,6 +237,8 @@ impl LoadedModule {
         dir: PathBuf,
         data_dir: PathBuf,
         description: Description,
+        tasks: Arc<ModuleTasks>,
+        subprocess: Arc<ModuleSubprocess>,
     ) -> Arc<Self> {
         Arc::new(LoadedModule {
             manifest: linked.manifest,
@@ -266,8 +247,22 @@ impl LoadedModule {
             description,
             component: linked.component,
             cache_hit: linked.cache_hit,
+            tasks,
+            subprocess,
             pre: linked.pre,
         })
+    }
+}
+
+/// What the task service needs of this module: its task and blocking
+/// names and its `[tasks]` grant.
+pub fn module_tasks(name: &str, description: &Description, manifest: &Manifest) -> ModuleTasks {
+    let names = |entries: &[Entry]| entries.iter().map(|e| e.name.clone()).collect();
+    ModuleTasks {
+        name: name.to_owned(),
+        tasks: names(&description.tasks),
+        blocking: names(&description.blocking),
+        grant: manifest.policy.tasks.clone(),
     }
 }
 
@@ -283,27 +278,5 @@ mod tests {
         assert!(!valid_entry_name("Greet"));
         assert!(!valid_entry_name("a b"));
         assert!(!valid_entry_name(&"a".repeat(MAX_ENTRY_NAME_BYTES + 1)));
-    }
-
-    #[test]
-    fn describe_refuses_duplicate_names() {
-        let d = bindings::Description {
-            actions: vec![
-                bindings::Entry {
-                    name: "a".into(),
-                    description: String::new(),
-                },
-                bindings::Entry {
-                    name: "a".into(),
-                    description: String::new(),
-                },
-            ],
-            tasks: vec![],
-            blocking: vec![],
-        };
-        assert!(matches!(
-            Description::from_wit(d),
-            Err(ModuleError::DuplicateEntry { .. })
-        ));
     }
 }

@@ -1,17 +1,20 @@
 //! The per-call sandbox: one fresh wasmtime `Store` per call.
 //!
-//! Its data carries who is calling ([`Identity`]), the task the call runs
-//! inside (if any), the call's deadline and cancellation flag, the module's
-//! memory limit, and a WASI context that exposes only what the manifest
-//! grants. Host functions read identity from here; nothing the guest passes
-//! can change it. A store is dropped after every call, trap or not.
+//! Its data ([`SandboxState`]) carries who is calling ([`Identity`]), the
+//! task the call runs inside (if any), the call's deadline and cancel
+//! token, the module's memory limit, a WASI context that exposes only what
+//! the manifest grants, and one context per capability, each `None` where
+//! the call may not use it: `describe` runs with neither tasks nor
+//! subprocesses. Every WIT interface is linked with a projection onto its
+//! own part (`wit/mod.rs`), so no host function reaches another
+//! capability's state. Nothing the guest passes can change the identity. A
+//! store is dropped after every call, trap or not.
 
 mod limiter;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use wasmtime::component::ResourceTable;
 use wasmtime::{Store, UpdateDeadline};
@@ -19,23 +22,14 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 pub use limiter::MemoryLimiter;
 
+use crate::cancel::{CancelToken, Deadline};
 use crate::error::CallError;
-use crate::host::Core;
 use crate::identity::Identity;
+use crate::subprocess::SubprocessCtx;
+use crate::tasks::{TaskScope, TasksCtx};
 
 /// The guest path at which a module's private data directory is preopened.
 pub const DATA_DIR_GUEST_PATH: &str = "/data";
-
-/// The task a call runs inside.
-#[derive(Debug, Clone)]
-pub struct TaskScope {
-    pub task_id: String,
-    /// The last stored checkpoint, for `context.checkpoint`.
-    pub checkpoint: Option<String>,
-    /// Whether this call is the task's own run (which may pause for a
-    /// confirmation), rather than a blocking call made from it.
-    pub is_run: bool,
-}
 
 /// Why a running call was stopped by the host (raised from the epoch callback).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -48,34 +42,42 @@ pub enum Interrupt {
 
 /// What a fresh store is built from.
 #[derive(Clone)]
-pub struct SandboxSpec<'a> {
-    /// The host the call runs in, for host functions that need its services.
-    pub core: Arc<Core>,
+pub struct CallSpec<'a> {
     pub identity: Arc<Identity>,
     pub task: Option<TaskScope>,
     pub memory_bytes: u64,
     pub deadline: Duration,
     /// Preopened at [`DATA_DIR_GUEST_PATH`] when set.
     pub data_dir: Option<&'a Path>,
-    /// Set to stop the call at the next epoch tick.
-    pub cancel: Option<Arc<AtomicBool>>,
+    /// Stops the call at the next epoch tick or host call.
+    pub cancel: Option<CancelToken>,
+    /// `interface tasks` and `background-tasks`; `None` refuses them.
+    pub tasks: Option<TasksCtx>,
+    /// `tasks.run-subprocess`; `None` refuses it.
+    pub subprocess: Option<SubprocessCtx>,
 }
 
-/// The data of one call's store.
+/// How much one call has logged, so a flood is muted (`interface log`).
+#[derive(Debug, Default)]
+pub struct LogBudget {
+    pub records: u32,
+    pub bytes: u64,
+    pub muted: bool,
+}
+
+/// The data of one call's store. Each capability's part is reached only
+/// through its interface's projection.
 pub struct SandboxState {
-    core: Arc<Core>,
-    identity: Arc<Identity>,
-    task: Option<TaskScope>,
+    pub(crate) identity: Arc<Identity>,
+    pub(crate) task: Option<TaskScope>,
+    pub(crate) cancel: Option<CancelToken>,
+    pub(crate) deadline: Deadline,
+    pub(crate) tasks: Option<TasksCtx>,
+    pub(crate) subprocess: Option<SubprocessCtx>,
+    pub(crate) log: LogBudget,
     wasi: WasiCtx,
     table: ResourceTable,
     limiter: MemoryLimiter,
-    deadline: Duration,
-    /// When the call is stopped; pushed back while the call waits for a user.
-    deadline_at: Instant,
-    cancel: Option<Arc<AtomicBool>>,
-    log_records: u32,
-    log_bytes: u64,
-    log_muted: bool,
 }
 
 impl SandboxState {
@@ -83,53 +85,13 @@ impl SandboxState {
         &self.identity
     }
 
-    pub(crate) fn identity_arc(&self) -> &Arc<Identity> {
-        &self.identity
-    }
-
-    pub(crate) fn core(&self) -> &Arc<Core> {
-        &self.core
-    }
-
-    pub(crate) fn cancel_flag(&self) -> Option<&Arc<AtomicBool>> {
-        self.cancel.as_ref()
-    }
-
     /// Whether the call was cancelled through the host's API.
     pub fn cancelled(&self) -> bool {
-        self.cancel
-            .as_ref()
-            .is_some_and(|c| c.load(Ordering::Relaxed))
-    }
-
-    /// Pushes the deadline back by `d`: time spent waiting for a user does
-    /// not count against the call.
-    pub(crate) fn extend_deadline(&mut self, d: Duration) {
-        self.deadline_at += d;
-    }
-
-    /// What is left of the call's deadline.
-    pub(crate) fn time_left(&self) -> Duration {
-        self.deadline_at.saturating_duration_since(Instant::now())
+        self.cancel.as_ref().is_some_and(CancelToken::is_cancelled)
     }
 
     pub fn task(&self) -> Option<&TaskScope> {
         self.task.as_ref()
-    }
-
-    /// Counts one more log record of `bytes` and returns the call's totals.
-    pub(crate) fn count_log_record(&mut self, bytes: u64) -> (u32, u64) {
-        self.log_records = self.log_records.saturating_add(1);
-        self.log_bytes = self.log_bytes.saturating_add(bytes);
-        (self.log_records, self.log_bytes)
-    }
-
-    pub(crate) fn log_muted(&self) -> bool {
-        self.log_muted
-    }
-
-    pub(crate) fn mute_log(&mut self) {
-        self.log_muted = true;
     }
 
     pub fn memory_exceeded(&self) -> bool {
@@ -148,14 +110,15 @@ impl WasiView for SandboxState {
 
 /// Builds the store for one call.
 ///
-/// The WASI context denies by default: no arguments, no environment, no
-/// inherited stdio, no network, no files; the module's data directory is
+/// Deny by default: the WASI context has no arguments, no environment, no
+/// inherited stdio, no network and no files; the module's data directory is
 /// preopened only when the spec carries one (the manifest's `filesystem`
-/// grant). Deadline and cancellation are checked at every epoch tick, where
-/// the guest also yields to the async scheduler.
+/// grant); tasks and subprocesses are refused unless the spec carries their
+/// context. Deadline and cancellation are checked at every epoch tick,
+/// where the guest also yields to the async scheduler.
 pub fn new_store(
     engine: &wasmtime::Engine,
-    spec: SandboxSpec<'_>,
+    spec: CallSpec<'_>,
 ) -> Result<Store<SandboxState>, CallError> {
     let mut wasi = WasiCtxBuilder::new();
     wasi.allow_ip_name_lookup(false)
@@ -170,18 +133,16 @@ pub fn new_store(
             })?;
     }
     let state = SandboxState {
-        core: spec.core,
         identity: spec.identity,
         task: spec.task,
+        cancel: spec.cancel,
+        deadline: Deadline::after(spec.deadline),
+        tasks: spec.tasks,
+        subprocess: spec.subprocess,
+        log: LogBudget::default(),
         wasi: wasi.build(),
         table: ResourceTable::new(),
         limiter: MemoryLimiter::new(spec.memory_bytes),
-        deadline: spec.deadline,
-        deadline_at: Instant::now() + spec.deadline,
-        cancel: spec.cancel,
-        log_records: 0,
-        log_bytes: 0,
-        log_muted: false,
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);
@@ -191,7 +152,7 @@ pub fn new_store(
         if state.cancelled() {
             return Err(Interrupt::Cancelled.into());
         }
-        if Instant::now() >= state.deadline_at {
+        if state.deadline.passed() {
             return Err(Interrupt::Deadline.into());
         }
         Ok(UpdateDeadline::Yield(1))
@@ -211,7 +172,7 @@ pub fn classify_failure(module: &str, err: wasmtime::Error, state: &SandboxState
     match err.downcast_ref::<Interrupt>() {
         Some(Interrupt::Deadline) => CallError::Deadline {
             module: module.to_owned(),
-            deadline_ms: u64::try_from(state.deadline.as_millis()).unwrap_or(u64::MAX),
+            deadline_ms: u64::try_from(state.deadline.limit().as_millis()).unwrap_or(u64::MAX),
         },
         Some(Interrupt::Cancelled) => CallError::Cancelled {
             module: module.to_owned(),

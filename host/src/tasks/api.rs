@@ -7,45 +7,24 @@
 //! like a missing one.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
+pub use super::confirm::{ConfirmationAnswer, MAX_ANSWER_BYTES};
 use super::events::{EventKind, TaskEvent};
 use super::policy;
-use super::runtime::{store_err, task_ref};
-use super::store::{
-    Answered, AuditFilter, AuditRecord, Cursor, Outcome, Scope, Status, StoredAnswer, TaskFilter,
-    TaskPage, TaskRow,
-};
+use super::service::{TaskService, parse_cursor, store_err, task_ref};
+use super::store::{Outcome, Scope, Status, TaskFilter, TaskPage, TaskRow};
 use crate::error::SdkError;
-use crate::host::Core;
 use crate::identity::{Principal, Role};
-use crate::store::now_ms;
 
-/// What a user answers to a confirmation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ConfirmationAnswer {
-    /// The id of the button pressed.
-    pub button: String,
-    /// Picked choices: `{ "<choices name>": ["<choice id>", ...] }`.
-    #[serde(default = "empty_object")]
-    pub values: serde_json::Value,
-}
-
-fn empty_object() -> serde_json::Value {
-    serde_json::Value::Object(Default::default())
-}
-
-/// Largest answer accepted.
-pub const MAX_ANSWER_BYTES: usize = 16 * 1024;
+/// Rows a page holds when the caller asks for 0.
+pub const DEFAULT_PAGE_LIMIT: u32 = 50;
 
 /// The task runtime, seen from outside the sandbox.
 #[derive(Clone, Copy)]
 pub struct Tasks<'a> {
-    core: &'a Arc<Core>,
+    service: &'a Arc<TaskService>,
 }
 
 impl std::fmt::Debug for Tasks<'_> {
@@ -55,37 +34,13 @@ impl std::fmt::Debug for Tasks<'_> {
 }
 
 impl<'a> Tasks<'a> {
-    pub(crate) fn new(core: &'a Arc<Core>) -> Self {
-        Tasks { core }
-    }
-
-    /// The subprocess audit trail as `by` may read it, newest first: an
-    /// admin reads the whole organization's, anyone else only the records of
-    /// their own calls. Whatever `filter` says, the organization (and, for
-    /// a non-admin, the user) is the principal's.
-    pub fn subprocess_audit(
-        self,
-        by: &Principal,
-        mut filter: AuditFilter,
-        limit: u32,
-    ) -> Result<Vec<AuditRecord>, SdkError> {
-        filter.organization_id = Some(by.organization_id.as_str().to_owned());
-        if by.role != Role::Admin {
-            filter.user_id = Some(by.user_id.as_str().to_owned());
-        }
-        if let Some(before) = &filter.before {
-            filter.before = Some(policy::task_id(before)?);
-        }
-        self.core
-            .tasks
-            .store
-            .subprocess_audit(&filter, limit)
-            .map_err(store_err)
+    pub fn new(service: &'a Arc<TaskService>) -> Self {
+        Tasks { service }
     }
 
     /// Every task event of this host.
     pub fn subscribe(self) -> broadcast::Receiver<TaskEvent> {
-        self.core.tasks.events.subscribe()
+        self.service.events.subscribe()
     }
 
     /// A task the principal may see: its own, or any of its organization's
@@ -94,8 +49,7 @@ impl<'a> Tasks<'a> {
     pub fn get(self, id: &str, by: &Principal) -> Result<TaskRow, SdkError> {
         let id = policy::task_id(id)?;
         let row = self
-            .core
-            .tasks
+            .service
             .store
             .get_unscoped(&id)
             .map_err(store_err)?
@@ -119,20 +73,14 @@ impl<'a> Tasks<'a> {
         cursor: Option<&str>,
         limit: u32,
     ) -> Result<TaskPage, SdkError> {
-        let cursor = cursor
-            .map(|c| {
-                c.parse::<Cursor>()
-                    .map_err(|e| SdkError::invalid(e.to_string()))
-            })
-            .transpose()?;
+        let cursor = parse_cursor(cursor)?;
         let scope = Scope {
             module: module.to_owned(),
             organization_id: by.organization_id.to_string(),
             user_id: (by.role != Role::Admin).then(|| by.user_id.to_string()),
         };
-        let limit = policy::limit(limit, 50, policy::MAX_PAGE_LIMIT);
-        self.core
-            .tasks
+        let limit = policy::limit(limit, DEFAULT_PAGE_LIMIT, policy::MAX_PAGE_LIMIT);
+        self.service
             .store
             .list(&scope, filter, cursor.as_ref(), limit)
             .map_err(store_err)
@@ -143,8 +91,7 @@ impl<'a> Tasks<'a> {
     pub async fn cancel(self, id: &str, by: &Principal) -> Result<(), SdkError> {
         let row = self.get(id, by)?;
         let applied = self
-            .core
-            .tasks
+            .service
             .store
             .finish(
                 &row.id,
@@ -154,19 +101,15 @@ impl<'a> Tasks<'a> {
             )
             .await
             .map_err(store_err)?;
-        if let Some(r) = self.core.tasks.running().get(&row.id) {
-            r.cancel.store(true, Ordering::Relaxed);
-            r.wake.notify_waiters();
+        if let Some(r) = self.service.running().get(&row.id) {
+            r.cancel.cancel();
         }
         if !applied {
             return Err(SdkError::invalid("the task has already finished"));
         }
-        self.core.tasks.events.send(
-            task_ref(&row),
-            EventKind::Status {
-                status: Status::Cancelled.as_str().to_owned(),
-            },
-        );
+        self.service
+            .events
+            .send(task_ref(&row), EventKind::status(Status::Cancelled));
         Ok(())
     }
 
@@ -180,68 +123,7 @@ impl<'a> Tasks<'a> {
         by: &Principal,
     ) -> Result<(), SdkError> {
         let row = self.get(id, by)?;
-        let answer_json =
-            serde_json::to_string(answer).map_err(|e| SdkError::invalid(e.to_string()))?;
-        if answer_json.len() > MAX_ANSWER_BYTES {
-            return Err(SdkError::invalid(format!(
-                "answer is over {MAX_ANSWER_BYTES} bytes"
-            )));
-        }
-        if !answer.values.is_object() {
-            return Err(SdkError::invalid("answer values must be a JSON object"));
-        }
-        if let Some(c) = &row.confirmation
-            && let Ok(surface) = serde_json::from_str::<crate::ui::Surface>(&c.surface_json)
-        {
-            let buttons: Vec<&str> = surface
-                .components
-                .iter()
-                .filter_map(|c| match c {
-                    crate::ui::Component::Buttons { buttons } => {
-                        Some(buttons.iter().map(|b| b.id.as_str()))
-                    }
-                    _ => None,
-                })
-                .flatten()
-                .collect();
-            if !buttons.is_empty() && !buttons.contains(&answer.button.as_str()) {
-                return Err(SdkError::invalid(format!(
-                    "the confirmation has no button `{}`",
-                    answer.button
-                )));
-            }
-        }
-        let stored = StoredAnswer {
-            answer_json,
-            answered_by: by.user_id.to_string(),
-            answered_at: now_ms(),
-        };
-        match self
-            .core
-            .tasks
-            .store
-            .answer_confirmation(&row.id, stored.clone())
-            .await
-            .map_err(store_err)?
-        {
-            Answered::Recorded => {}
-            Answered::NotWaiting => {
-                return Err(SdkError::invalid(
-                    "the task is not waiting for a confirmation",
-                ));
-            }
-            Answered::NotFound => return Err(SdkError::NotFound),
-        }
-        if let Some(tx) = self
-            .core
-            .tasks
-            .running()
-            .get_mut(&row.id)
-            .and_then(|r| r.answer.take())
-        {
-            let _ = tx.send(stored);
-        }
-        Ok(())
+        self.service.answer(&row, answer, by).await
     }
 
     /// Waits until the task is final and returns it (for embedders and tests).

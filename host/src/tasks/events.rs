@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::sync::broadcast;
 
+use super::store::Status;
 use crate::ui::Surface;
 
 /// Least time between two live progress events of one task.
@@ -43,6 +44,15 @@ pub enum EventKind {
     Confirmation {
         surface: Surface,
     },
+}
+
+impl EventKind {
+    /// A task reached `status`.
+    pub fn status(status: Status) -> Self {
+        EventKind::Status {
+            status: status.as_str().to_owned(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

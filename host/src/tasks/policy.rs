@@ -4,6 +4,11 @@
 //! without wasm. Each limit is a named constant.
 
 use crate::error::SdkError;
+use crate::text::{MAX_QUOTED_ID_BYTES, truncate};
+
+/// Largest JSON argument accepted for a call: parsed on the host before a
+/// module sees it.
+pub const MAX_ARGS_BYTES: usize = 1024 * 1024;
 
 /// Longest task key: long enough for hierarchical keys
 /// (`system.engine.install.openai.12`), short enough to index cheaply.
@@ -16,12 +21,38 @@ pub const MAX_LABEL_BYTES: usize = 256;
 pub const MAX_CHECKPOINT_BYTES: usize = 64 * 1024;
 /// Largest task result stored with the task.
 pub const MAX_RESULT_BYTES: usize = 1024 * 1024;
-/// Most rows one lookup returns.
-pub const MAX_LOOKUP_LIMIT: u32 = 500;
-/// Most rows one page of the read model returns.
-pub const MAX_PAGE_LIMIT: u32 = 200;
+pub use super::store::{MAX_LOOKUP_LIMIT, MAX_PAGE_LIMIT};
+
 /// Longest confirmation timeout a task may ask for: a week.
 pub const MAX_CONFIRMATION_TIMEOUT_MS: u64 = 7 * 24 * 3600 * 1000;
+
+/// How long a confirmation may wait, as asked by the guest: the longest
+/// allowed when it names none.
+pub fn confirmation_timeout(ms: Option<u64>) -> Result<std::time::Duration, SdkError> {
+    match ms {
+        None => Ok(std::time::Duration::from_millis(
+            MAX_CONFIRMATION_TIMEOUT_MS,
+        )),
+        Some(0) => Err(SdkError::invalid("confirmation timeout must be positive")),
+        Some(ms) if ms > MAX_CONFIRMATION_TIMEOUT_MS => Err(SdkError::invalid(format!(
+            "confirmation timeout of {ms} ms is over the limit of {MAX_CONFIRMATION_TIMEOUT_MS} ms"
+        ))),
+        Some(ms) => Ok(std::time::Duration::from_millis(ms)),
+    }
+}
+
+/// Arguments of a call: JSON of bounded size.
+pub fn args(args_json: &str) -> Result<&str, SdkError> {
+    if args_json.len() > MAX_ARGS_BYTES {
+        return Err(SdkError::invalid(format!(
+            "arguments are {} bytes; the limit is {MAX_ARGS_BYTES}",
+            args_json.len()
+        )));
+    }
+    serde_json::from_str::<serde::de::IgnoredAny>(args_json)
+        .map_err(|e| SdkError::invalid(format!("arguments are not JSON: {e}")))?;
+    Ok(args_json)
+}
 
 /// A task key: 1..=256 bytes, no control characters.
 pub fn task_key(key: &str) -> Result<&str, SdkError> {
@@ -99,7 +130,7 @@ pub fn task_id(id: &str) -> Result<String, SdkError> {
         .map_err(|_| {
             SdkError::invalid(format!(
                 "task id {:?} is not a UUID",
-                crate::log::truncate(id, 64)
+                truncate(id, MAX_QUOTED_ID_BYTES)
             ))
         })
 }

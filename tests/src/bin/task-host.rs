@@ -6,7 +6,7 @@
 //! Usage: task-host STATE_DIR MODULE_DIR
 
 use modhost::identity::RequestMeta;
-use modhost::tasks::runtime::SubmitOptions;
+use modhost::tasks::SubmitOptions;
 use modhost_tests::{host_on, principal};
 use std::io::Write;
 

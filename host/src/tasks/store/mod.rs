@@ -22,20 +22,15 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-mod audit;
 mod schema;
 mod sqlite;
-mod writer;
 
 #[cfg(test)]
 mod tests;
 
-pub use audit::{
-    AuditDecision, AuditEnd, AuditFilter, AuditRecord, Decision, Ended, MAX_AUDIT_LIMIT,
-    MAX_AUDIT_TEXT_BYTES,
-};
-pub use schema::{MIGRATIONS, apply_schema};
-pub use sqlite::{SqliteOptions, SqliteTaskStore};
+pub use crate::db::SqliteOptions;
+pub use schema::{MIGRATION_LIST, MIGRATIONS, OWNER, apply_schema};
+pub use sqlite::SqliteTaskStore;
 
 /// Most rows one lookup (`by_key`, `by_key_prefix`, `by_user`) returns: the
 /// WIT contract caps `list-user-tasks` and `get-tasks-by-key-prefix` at 500,
@@ -176,29 +171,6 @@ pub trait TaskStore: Send + Sync + 'static {
     /// Pending tasks of every module, oldest first: what the scheduler picks
     /// up after a restart.
     fn pending(&self, limit: u32) -> Result<Vec<TaskRow>, TaskStoreError>;
-
-    /// Records a `run-subprocess` decision. A launch is recorded before the
-    /// guest learns anything of the child.
-    fn audit_subprocess(
-        &self,
-        decision: AuditDecision,
-    ) -> BoxFuture<'_, Result<(), TaskStoreError>>;
-
-    /// Completes the record of an allowed launch with how the child ended;
-    /// false when there is no such open record.
-    fn audit_subprocess_end(
-        &self,
-        id: &str,
-        end: AuditEnd,
-    ) -> BoxFuture<'_, Result<bool, TaskStoreError>>;
-
-    /// Audit records matching every field of `filter`, newest first, `limit`
-    /// clamped to 1..=[`MAX_AUDIT_LIMIT`].
-    fn subprocess_audit(
-        &self,
-        filter: &AuditFilter,
-        limit: u32,
-    ) -> Result<Vec<AuditRecord>, TaskStoreError>;
 }
 
 /// The life of a background task (WIT `task-status`).
@@ -561,12 +533,6 @@ pub enum TaskStoreError {
     /// A bug in the store; the operation did not take effect.
     #[error("task store internal error: {0}")]
     Internal(String),
-}
-
-impl From<rusqlite::Error> for TaskStoreError {
-    fn from(e: rusqlite::Error) -> Self {
-        TaskStoreError::Backend(Arc::new(e))
-    }
 }
 
 /// Checks that `id` is a canonical (lowercase, hyphenated) UUIDv7: listing

@@ -1,5 +1,5 @@
-//! The SQLite schema of the task store, as migrations the host appends to its
-//! own list.
+//! The SQLite schema of the task store: its own migrations, versioned under
+//! [`OWNER`] (see [`crate::db::migrate`]).
 //!
 //! The schema enforces what must never depend on code paths: one active task
 //! per key (a partial unique index), valid statuses and consistent columns
@@ -8,6 +8,11 @@
 //! check reads in O(1) (kept by triggers, so no write path can forget them).
 
 use rusqlite::Connection;
+
+use crate::db::migrate::{self, MigrateError, Migrations};
+
+/// The task store's name in `schema_versions`.
+pub const OWNER: &str = "tasks";
 
 /// The task store's migrations, in order. Released entries are never edited;
 /// changes are appended.
@@ -132,61 +137,13 @@ pub const MIGRATIONS: &[&str] = &[
     BEGIN
         SELECT RAISE(ABORT, 'the owner of a task cannot change');
     END;",
-    // The subprocess audit trail: one row per `run-subprocess` decision,
-    // completed with the outcome once the child has ended. Rows are never
-    // deleted or re-owned.
-    "CREATE TABLE subprocess_audit (
-        id TEXT PRIMARY KEY NOT NULL,
-        at INTEGER NOT NULL,
-        module TEXT NOT NULL,
-        user_id TEXT NOT NULL,
-        organization_id TEXT NOT NULL,
-        request_id TEXT NOT NULL,
-        task_id TEXT,
-        program TEXT NOT NULL,
-        path TEXT,
-        args_json TEXT NOT NULL,
-        cwd TEXT,
-        env_json TEXT NOT NULL,
-        decision TEXT NOT NULL CHECK (decision = 'allowed' OR decision = 'denied'
-            OR decision = 'invalid' OR decision = 'limited'),
-        reason TEXT,
-        confined INTEGER NOT NULL CHECK (confined IN (0, 1)),
-        ended TEXT CHECK (ended IS NULL OR ended = 'exited' OR ended = 'signalled'
-            OR ended = 'timed-out' OR ended = 'cancelled' OR ended = 'failed'),
-        exit_code INTEGER,
-        signal INTEGER,
-        failure TEXT,
-        duration_ms INTEGER,
-        stdout_bytes INTEGER,
-        stderr_bytes INTEGER,
-        finished_at INTEGER,
-        CHECK (ended IS NULL OR decision = 'allowed')
-    ) STRICT;
-
-    CREATE INDEX subprocess_audit_by_org ON subprocess_audit (organization_id, module, id);
-
-    CREATE TRIGGER subprocess_audit_decision_is_fixed BEFORE UPDATE OF id, at, module, user_id,
-        organization_id, request_id, task_id, program, path, args_json, cwd, env_json, decision,
-        reason, confined ON subprocess_audit
-    BEGIN
-        SELECT RAISE(ABORT, 'an audit decision cannot change');
-    END;
-
-    CREATE TRIGGER subprocess_audit_is_kept BEFORE DELETE ON subprocess_audit
-    BEGIN
-        SELECT RAISE(ABORT, 'audit records are kept');
-    END;",
 ];
 
-/// Runs every migration on a database that has none of them: for tests,
-/// benchmarks and [`super::SqliteTaskStore::open_fresh_for_tests`]. The host
-/// runs [`MIGRATIONS`] through its own versioned migration list instead.
-pub fn apply_schema(conn: &Connection) -> rusqlite::Result<()> {
-    for sql in MIGRATIONS {
-        let tx = conn.unchecked_transaction()?;
-        tx.execute_batch(sql)?;
-        tx.commit()?;
-    }
-    Ok(())
+/// Brings the task tables of the database on `conn` to this host's schema:
+/// runs the migrations of [`OWNER`] that have not run yet.
+pub fn apply_schema(conn: &Connection) -> Result<(), MigrateError> {
+    migrate::apply(conn, &MIGRATION_LIST)
 }
+
+/// [`MIGRATIONS`] under their owner.
+pub const MIGRATION_LIST: Migrations<'static> = Migrations::new(OWNER, MIGRATIONS);

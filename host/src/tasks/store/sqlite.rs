@@ -1,74 +1,30 @@
 //! [`SqliteTaskStore`]: the task store on one SQLite file in WAL mode.
 //!
-//! Writes go through the single group-commit writer (`writer.rs`); each is a
+//! Writes go through the file's single group-commit writer ([`crate::db::writer`]); each is a
 //! compare-and-set statement (`UPDATE ... WHERE id = ? AND <expected state>`),
 //! so the database, not a prior read, decides who wins a race. Reads run on a
 //! small pool of read-only connections beside the writer, always through one
 //! statement per scope shape, so a task outside the scope costs the same as a
 //! missing one.
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, PoisonError, TryLockError};
-use std::time::Duration;
+use std::path::Path;
+use std::sync::Arc;
 
 use rusqlite::types::Type;
-use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::writer::{WriteConn, Writer};
 use super::{
     Answered, Asked, BoxFuture, ConfirmationRow, Cursor, HOST_RESTARTED, MAX_LOOKUP_LIMIT,
-    MAX_PAGE_LIMIT, NewTask, Outcome, Owner, ProgressResult, ProgressUpdate, Recovery, Scope,
-    Status, StoredAnswer, Submitted, TaskFilter, TaskPage, TaskRow, TaskStore, TaskStoreError,
-    apply_schema, prefix_successor, validate_task_id,
+    MAX_PAGE_LIMIT, MIGRATION_LIST, NewTask, Outcome, Owner, ProgressResult, ProgressUpdate,
+    Recovery, Scope, Status, StoredAnswer, Submitted, TaskFilter, TaskPage, TaskRow, TaskStore,
+    TaskStoreError, prefix_successor, validate_task_id,
 };
-use super::{AuditDecision, AuditEnd, AuditFilter, AuditRecord, audit};
-use crate::store::{Durability, now_ms};
+use crate::db::{SqliteFile, SqliteOptions, WriteConn, WriteError, now_ms};
 
-/// How long a connection waits for a lock held by another connection (the
-/// host's own `Db`, a backup, a second process) before failing.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Bytes of the database file each read connection maps into memory: a
-/// lookup then reads index and table pages without a system call per page.
-const READ_MMAP_BYTES: i64 = 1 << 30;
-
-/// Page cache of the writer, in KiB (SQLite's default is 2 MiB): index pages
-/// of a large table stay cached between batches.
-const WRITE_CACHE_KIB: i64 = 32 * 1024;
-
-/// Tuning of a [`SqliteTaskStore`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SqliteOptions {
-    /// `Full` (default): a write is on disk before it is acknowledged.
-    pub durability: Durability,
-    /// Read connections (default 4).
-    pub readers: usize,
-    /// Most writes one transaction groups (default 1024).
-    pub max_batch: usize,
-    /// Writes that may wait for the writer before callers wait too
-    /// (default 4096).
-    pub queue: usize,
-}
-
-impl Default for SqliteOptions {
-    fn default() -> Self {
-        SqliteOptions {
-            durability: Durability::Full,
-            readers: 4,
-            max_batch: 1024,
-            queue: 4096,
-        }
-    }
-}
-
-/// The SQLite task store. Field order is drop order: the writer finishes its
-/// queue before the readers close and a test file is removed.
+/// The SQLite task store, on a [`SqliteFile`] it may share with other
+/// stores (the audit trail): one writer, one group commit for all.
 pub struct SqliteTaskStore {
-    pub(super) writer: Writer,
-    readers: ReadPool,
-    path: PathBuf,
-    _scratch: Option<ScratchFile>,
+    pub(super) file: Arc<SqliteFile>,
 }
 
 impl std::fmt::Debug for SqliteTaskStore {
@@ -78,73 +34,41 @@ impl std::fmt::Debug for SqliteTaskStore {
 }
 
 impl SqliteTaskStore {
-    /// Opens the store on the database at `path`, whose schema the host's
-    /// migrations (including [`super::MIGRATIONS`]) already created.
+    /// Opens the store on the database at `path`, whose task tables
+    /// ([`apply_schema`]) already exist.
     pub fn open(path: &Path, options: SqliteOptions) -> Result<Self, TaskStoreError> {
-        Self::open_inner(path, options, None)
+        let file = SqliteFile::open(path, options).map_err(|e| open_error(path, e))?;
+        Self::on(Arc::new(file))
+    }
+
+    /// The store on an open file, whose task tables already exist.
+    pub fn on(file: Arc<SqliteFile>) -> Result<Self, TaskStoreError> {
+        let has_schema = file
+            .has_table("tasks")
+            .map_err(|e| open_error(file.path(), e))?;
+        if !has_schema {
+            return Err(TaskStoreError::SchemaMissing);
+        }
+        Ok(SqliteTaskStore { file })
     }
 
     /// A store on a new database file in the system's temporary directory,
     /// with the schema applied; the file is removed when the store drops.
     /// For tests and benchmarks.
     pub fn open_fresh_for_tests(options: SqliteOptions) -> Result<Self, TaskStoreError> {
-        let path = std::env::temp_dir().join(format!(
-            "modhost-task-store-{}.db",
-            uuid::Uuid::new_v4().simple()
-        ));
-        let scratch = ScratchFile(path.clone());
-        let conn = Connection::open(&path).map_err(|e| open_error(&path, e))?;
-        apply_schema(&conn).map_err(|e| open_error(&path, e))?;
-        drop(conn);
-        Self::open_inner(&path, options, Some(scratch))
-    }
-
-    fn open_inner(
-        path: &Path,
-        options: SqliteOptions,
-        scratch: Option<ScratchFile>,
-    ) -> Result<Self, TaskStoreError> {
-        // Never creates the file: a store on a database without the schema
-        // is a configuration error, not an empty store.
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|e| open_error(path, e))?;
-        setup_writer(&conn, options.durability).map_err(|e| open_error(path, e))?;
-        let has_schema: bool = conn
-            .query_row(
-                "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'tasks')",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(|e| open_error(path, e))?;
-        if !has_schema {
-            return Err(TaskStoreError::SchemaMissing);
-        }
-        let readers = ReadPool::open(path, options.readers.max(1))?;
-        let writer = Writer::spawn(conn, options.max_batch, options.queue).map_err(|e| {
-            TaskStoreError::Open {
-                path: path.display().to_string(),
-                source: std::sync::Arc::new(e),
-            }
-        })?;
-        Ok(SqliteTaskStore {
-            writer,
-            readers,
-            path: path.to_owned(),
-            _scratch: scratch,
-        })
+        let file = SqliteFile::open_scratch(options, &[MIGRATION_LIST])
+            .map_err(|e| open_error(Path::new("(scratch)"), e))?;
+        Self::on(Arc::new(file))
     }
 
     /// The database file.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.file.path()
     }
 
     /// Transactions the writer has committed; each holds one batch of writes.
     pub fn commits(&self) -> u64 {
-        self.writer.commits()
+        self.file.writer.commits()
     }
 
     /// Runs `f` on a read connection.
@@ -152,7 +76,8 @@ impl SqliteTaskStore {
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> Result<T, TaskStoreError> {
-        self.readers
+        self.file
+            .readers
             .with(|conn| f(conn).map_err(TaskStoreError::from))
     }
 
@@ -161,83 +86,30 @@ impl SqliteTaskStore {
         T: Send + 'static,
         F: FnOnce(&WriteConn<'_>) -> Result<T, TaskStoreError> + Send + 'static,
     {
-        Box::pin(self.writer.run(work))
+        Box::pin(self.file.writer.run(work))
     }
 }
 
-fn open_error(path: &Path, e: rusqlite::Error) -> TaskStoreError {
+impl From<rusqlite::Error> for TaskStoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        TaskStoreError::Backend(Arc::new(e))
+    }
+}
+
+impl From<WriteError> for TaskStoreError {
+    fn from(e: WriteError) -> Self {
+        match e {
+            WriteError::Sql(e) => TaskStoreError::Backend(e),
+            WriteError::Closed => TaskStoreError::Closed,
+            WriteError::Internal(m) => TaskStoreError::Internal(m),
+        }
+    }
+}
+
+fn open_error(path: &Path, e: impl std::error::Error + Send + Sync + 'static) -> TaskStoreError {
     TaskStoreError::Open {
         path: path.display().to_string(),
-        source: std::sync::Arc::new(e),
-    }
-}
-
-fn setup_writer(conn: &Connection, durability: Durability) -> rusqlite::Result<()> {
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", durability.synchronous())?;
-    conn.busy_timeout(BUSY_TIMEOUT)?;
-    conn.pragma_update(None, "cache_size", -WRITE_CACHE_KIB)?;
-    // Savepoint journals and sorts stay in memory, never in temporary files.
-    conn.pragma_update(None, "temp_store", "MEMORY")?;
-    Ok(())
-}
-
-/// Removes a scratch database and its WAL files.
-struct ScratchFile(PathBuf);
-
-impl Drop for ScratchFile {
-    fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm"] {
-            let mut path = self.0.clone().into_os_string();
-            path.push(suffix);
-            let _ = std::fs::remove_file(path);
-        }
-    }
-}
-
-/// A few query-only connections; WAL lets them read beside the writer.
-struct ReadPool {
-    conns: Vec<Mutex<Connection>>,
-    next: AtomicUsize,
-}
-
-impl ReadPool {
-    fn open(path: &Path, n: usize) -> Result<Self, TaskStoreError> {
-        let conns = (0..n)
-            .map(|_| {
-                let conn = Connection::open_with_flags(
-                    path,
-                    OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-                )?;
-                conn.pragma_update(None, "query_only", "ON")?;
-                conn.pragma_update(None, "temp_store", "MEMORY")?;
-                conn.pragma_update(None, "mmap_size", READ_MMAP_BYTES)?;
-                conn.busy_timeout(BUSY_TIMEOUT)?;
-                Ok(Mutex::new(conn))
-            })
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(|e| open_error(path, e))?;
-        Ok(ReadPool {
-            conns,
-            next: AtomicUsize::new(0),
-        })
-    }
-
-    /// Runs `f` on a free connection, or waits for one.
-    fn with<T>(&self, f: impl FnOnce(&Connection) -> T) -> T {
-        let n = self.conns.len();
-        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
-        for i in 0..n {
-            match self.conns[(start + i) % n].try_lock() {
-                Ok(conn) => return f(&conn),
-                Err(TryLockError::Poisoned(p)) => return f(&p.into_inner()),
-                Err(TryLockError::WouldBlock) => {}
-            }
-        }
-        let conn = self.conns[start]
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        f(&conn)
+        source: Arc::new(e),
     }
 }
 
@@ -941,30 +813,6 @@ impl TaskStore for SqliteTaskStore {
             None
         };
         Ok(TaskPage { tasks, next_cursor })
-    }
-
-    fn audit_subprocess(
-        &self,
-        decision: AuditDecision,
-    ) -> BoxFuture<'_, Result<(), TaskStoreError>> {
-        self.write(move |conn| audit::insert(conn, &decision))
-    }
-
-    fn audit_subprocess_end(
-        &self,
-        id: &str,
-        end: AuditEnd,
-    ) -> BoxFuture<'_, Result<bool, TaskStoreError>> {
-        let id = id.to_owned();
-        self.write(move |conn| audit::finish(conn, &id, &end))
-    }
-
-    fn subprocess_audit(
-        &self,
-        filter: &AuditFilter,
-        limit: u32,
-    ) -> Result<Vec<AuditRecord>, TaskStoreError> {
-        self.read(|conn| audit::query(conn, filter, limit))
     }
 
     fn pending(&self, limit: u32) -> Result<Vec<TaskRow>, TaskStoreError> {

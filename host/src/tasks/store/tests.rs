@@ -354,11 +354,12 @@ async fn hold_writer(store: &Arc<SqliteTaskStore>) -> Held {
     let (started, is_started) = tokio::sync::oneshot::channel::<()>();
     let s = Arc::clone(store);
     let done = tokio::spawn(async move {
-        s.writer
+        s.file
+            .writer
             .run(move |_| {
                 let _ = started.send(());
                 let _ = wait.recv();
-                Ok(())
+                Ok::<(), TaskStoreError>(())
             })
             .await
             .unwrap();
@@ -372,7 +373,7 @@ impl Held {
     /// writer go on.
     async fn release_after(self, store: &SqliteTaskStore, n: usize) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while store.writer.queued() < n {
+        while store.file.writer.queued() < n {
             assert!(tokio::time::Instant::now() < deadline, "writes not queued");
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
@@ -416,7 +417,8 @@ async fn a_failing_write_does_not_fail_the_others_in_its_batch() {
     // Writes a row, then fails: its row must be rolled back alone.
     let s = Arc::clone(&store);
     let partial = tokio::spawn(async move {
-        s.writer
+        s.file
+            .writer
             .run(|w| -> Result<(), TaskStoreError> {
                 w.conn().execute(
                     "UPDATE tasks SET label = 'half-done' WHERE module = 'm'",
@@ -455,6 +457,7 @@ async fn a_failing_write_does_not_fail_the_others_in_its_batch() {
 async fn a_panicking_write_is_contained_and_the_writer_keeps_going() {
     let store = store();
     let result = store
+        .file
         .writer
         .run(|_| -> Result<(), TaskStoreError> { panic!("bug in an operation") })
         .await;
@@ -804,7 +807,7 @@ async fn an_answer_after_the_expiry_is_refused() {
     let store = store();
     let id = running(&store, task("m", "o", "u1", None)).await;
     // Answers are judged by when they were given and when they are written.
-    let expires = crate::store::now_ms() + 60_000;
+    let expires = crate::db::now_ms() + 60_000;
     store
         .ask_confirmation(&id, "{}", 1, Some(expires))
         .await
@@ -1481,14 +1484,14 @@ async fn closing_a_confirmation_decides_between_an_answer_and_a_timeout_once() {
     store.ask_confirmation(&id, "{}", 10, None).await.unwrap();
     assert_eq!(
         store
-            .close_confirmation(&id, crate::store::now_ms())
+            .close_confirmation(&id, crate::db::now_ms())
             .await
             .unwrap(),
         None
     );
     assert_eq!(status(&store, &id), Status::Running);
     let late = store
-        .answer_confirmation(&id, answer(crate::store::now_ms()))
+        .answer_confirmation(&id, answer(crate::db::now_ms()))
         .await
         .unwrap();
     assert!(matches!(late, Answered::NotWaiting), "{late:?}");
@@ -1496,18 +1499,18 @@ async fn closing_a_confirmation_decides_between_an_answer_and_a_timeout_once() {
     let id = running(&store, task("m", "o", "u", None)).await;
     store.ask_confirmation(&id, "{}", 10, None).await.unwrap();
     let recorded = store
-        .answer_confirmation(&id, answer(crate::store::now_ms()))
+        .answer_confirmation(&id, answer(crate::db::now_ms()))
         .await
         .unwrap();
     assert!(matches!(recorded, Answered::Recorded));
     let closed = store
-        .close_confirmation(&id, crate::store::now_ms())
+        .close_confirmation(&id, crate::db::now_ms())
         .await
         .unwrap();
     assert_eq!(closed.map(|a| a.answered_by), Some("u1".to_owned()));
     assert_eq!(
         store
-            .close_confirmation(&id, crate::store::now_ms())
+            .close_confirmation(&id, crate::db::now_ms())
             .await
             .unwrap(),
         None,

@@ -1,4 +1,5 @@
-//! The single writer of the SQLite task store, with group commit.
+//! The single writer of a SQLite file, with group commit; shared by every
+//! store on the file.
 //!
 //! One thread owns the write connection. It takes every queued operation at
 //! once, runs them in one transaction, each inside its own savepoint (a failed
@@ -18,11 +19,30 @@ use std::thread::JoinHandle;
 use rusqlite::{Connection, Statement};
 use tokio::sync::{mpsc, oneshot};
 
-use super::TaskStoreError;
+/// Why the writer could not run or commit an operation. Each store turns it
+/// into its own error (`From<WriteError>`).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WriteError {
+    /// The database failed; the operation did not take effect.
+    #[error("database error: {0}")]
+    Sql(Arc<rusqlite::Error>),
+    /// The writer was shut down.
+    #[error("the database writer is closed")]
+    Closed,
+    /// A bug in an operation (it panicked); it did not take effect.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<rusqlite::Error> for WriteError {
+    fn from(e: rusqlite::Error) -> Self {
+        WriteError::Sql(Arc::new(e))
+    }
+}
 
 /// The write connection as operations see it: the connection, plus its
 /// prepared statements, kept for the life of the writer.
-pub(super) struct WriteConn<'c> {
+pub struct WriteConn<'c> {
     conn: &'c Connection,
     statements: RefCell<HashMap<SqlKey, Statement<'c>>>,
 }
@@ -47,7 +67,7 @@ impl<'c> WriteConn<'c> {
     }
 
     /// The connection, for one-off statements.
-    pub(super) fn conn(&self) -> &'c Connection {
+    pub fn conn(&self) -> &'c Connection {
         self.conn
     }
 
@@ -57,7 +77,7 @@ impl<'c> WriteConn<'c> {
     }
 
     /// The prepared statement for `sql`, prepared on first use only.
-    pub(super) fn prepare(&self, sql: &'static str) -> rusqlite::Result<Cached<'_, 'c>> {
+    pub fn prepare(&self, sql: &'static str) -> rusqlite::Result<Cached<'_, 'c>> {
         let key = SqlKey::of(sql);
         let cached = self.statements.borrow_mut().remove(&key);
         let statement = match cached {
@@ -73,7 +93,7 @@ impl<'c> WriteConn<'c> {
 }
 
 /// A prepared statement on loan from [`WriteConn`]; returned on drop.
-pub(super) struct Cached<'w, 'c> {
+pub struct Cached<'w, 'c> {
     owner: &'w WriteConn<'c>,
     key: SqlKey,
     statement: Option<Statement<'c>>,
@@ -110,19 +130,20 @@ trait Op: Send {
     fn run(&mut self, conn: &WriteConn<'_>);
     /// Answers the caller: the operation's result if `commit` succeeded,
     /// otherwise the commit's error.
-    fn answer(self: Box<Self>, commit: Result<(), &TaskStoreError>);
+    fn answer(self: Box<Self>, commit: Result<(), &WriteError>);
 }
 
-struct TypedOp<T, F> {
+struct TypedOp<T, E, F> {
     work: Option<F>,
-    result: Option<Result<T, TaskStoreError>>,
-    reply: oneshot::Sender<Result<T, TaskStoreError>>,
+    result: Option<Result<T, E>>,
+    reply: oneshot::Sender<Result<T, E>>,
 }
 
-impl<T, F> Op for TypedOp<T, F>
+impl<T, E, F> Op for TypedOp<T, E, F>
 where
     T: Send,
-    F: FnOnce(&WriteConn<'_>) -> Result<T, TaskStoreError> + Send,
+    E: From<WriteError> + Send,
+    F: FnOnce(&WriteConn<'_>) -> Result<T, E> + Send,
 {
     fn run(&mut self, conn: &WriteConn<'_>) {
         if let Some(work) = self.work.take() {
@@ -130,12 +151,14 @@ where
         }
     }
 
-    fn answer(self: Box<Self>, commit: Result<(), &TaskStoreError>) {
+    fn answer(self: Box<Self>, commit: Result<(), &WriteError>) {
         let result = match commit {
-            Err(e) => Err(e.clone()),
-            Ok(()) => self
-                .result
-                .unwrap_or_else(|| Err(TaskStoreError::Internal("operation was never run".into()))),
+            Err(e) => Err(E::from(e.clone())),
+            Ok(()) => self.result.unwrap_or_else(|| {
+                Err(E::from(WriteError::Internal(
+                    "operation was never run".into(),
+                )))
+            }),
         };
         // The caller may have stopped waiting; the write stands regardless.
         let _ = self.reply.send(result);
@@ -144,32 +167,33 @@ where
 
 /// Runs `work` in a savepoint: released on success, rolled back on error or
 /// panic, so the rest of the batch is unaffected either way.
-fn in_savepoint<T>(
+fn in_savepoint<T, E: From<WriteError>>(
     w: &WriteConn<'_>,
-    work: impl FnOnce(&WriteConn<'_>) -> Result<T, TaskStoreError>,
-) -> Result<T, TaskStoreError> {
-    w.execute("SAVEPOINT op")?;
+    work: impl FnOnce(&WriteConn<'_>) -> Result<T, E>,
+) -> Result<T, E> {
+    let sql = |e: rusqlite::Error| E::from(WriteError::from(e));
+    w.execute("SAVEPOINT op").map_err(sql)?;
     let result = catch_unwind(AssertUnwindSafe(|| work(w))).unwrap_or_else(|_| {
-        Err(TaskStoreError::Internal(
-            "a task store operation panicked".into(),
-        ))
+        Err(E::from(WriteError::Internal(
+            "a database operation panicked".into(),
+        )))
     });
     if result.is_ok() && w.execute("RELEASE op").is_ok() {
         return result;
     }
-    w.execute("ROLLBACK TO op")?;
-    w.execute("RELEASE op")?;
+    w.execute("ROLLBACK TO op").map_err(sql)?;
+    w.execute("RELEASE op").map_err(sql)?;
     match result {
-        Ok(_) => Err(TaskStoreError::Internal(
+        Ok(_) => Err(E::from(WriteError::Internal(
             "could not release an operation's savepoint".into(),
-        )),
+        ))),
         Err(e) => Err(e),
     }
 }
 
 /// Handle on the writer thread. Dropping it lets the thread finish what is
 /// queued, then waits for it, so the file is closed when the drop returns.
-pub(super) struct Writer {
+pub struct Writer {
     queue: Option<mpsc::Sender<Box<dyn Op>>>,
     thread: Option<JoinHandle<()>>,
     commits: Arc<AtomicU64>,
@@ -178,12 +202,12 @@ pub(super) struct Writer {
 impl Writer {
     /// Starts the writer thread on `conn`. At most `max_batch` operations
     /// share a transaction; at most `queue` wait, then callers wait too.
-    pub(super) fn spawn(conn: Connection, max_batch: usize, queue: usize) -> std::io::Result<Self> {
+    pub fn spawn(conn: Connection, max_batch: usize, queue: usize) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel(queue.max(1));
         let commits = Arc::new(AtomicU64::new(0));
         let counted = Arc::clone(&commits);
         let thread = std::thread::Builder::new()
-            .name("task-store-writer".into())
+            .name("db-writer".into())
             .spawn(move || write_loop(&conn, rx, max_batch.max(1), &counted))?;
         Ok(Writer {
             queue: Some(tx),
@@ -194,32 +218,34 @@ impl Writer {
 
     /// Writes waiting for the writer thread.
     #[cfg(test)]
-    pub(super) fn queued(&self) -> usize {
+    pub(crate) fn queued(&self) -> usize {
         self.queue
             .as_ref()
             .map_or(0, |q| q.max_capacity() - q.capacity())
     }
 
     /// Transactions committed so far (each holds one batch).
-    pub(super) fn commits(&self) -> u64 {
+    pub fn commits(&self) -> u64 {
         self.commits.load(Ordering::Relaxed)
     }
 
     /// Queues `work` and resolves with its result once its batch committed.
-    pub(super) async fn run<T, F>(&self, work: F) -> Result<T, TaskStoreError>
+    pub async fn run<T, E, F>(&self, work: F) -> Result<T, E>
     where
         T: Send + 'static,
-        F: FnOnce(&WriteConn<'_>) -> Result<T, TaskStoreError> + Send + 'static,
+        E: From<WriteError> + Send + 'static,
+        F: FnOnce(&WriteConn<'_>) -> Result<T, E> + Send + 'static,
     {
-        let queue = self.queue.as_ref().ok_or(TaskStoreError::Closed)?;
+        let closed = || E::from(WriteError::Closed);
+        let queue = self.queue.as_ref().ok_or_else(closed)?;
         let (reply, answer) = oneshot::channel();
         let op: Box<dyn Op> = Box::new(TypedOp {
             work: Some(work),
             result: None,
             reply,
         });
-        queue.send(op).await.map_err(|_| TaskStoreError::Closed)?;
-        answer.await.map_err(|_| TaskStoreError::Closed)?
+        queue.send(op).await.map_err(|_| closed())?;
+        answer.await.map_err(|_| closed())?
     }
 }
 
@@ -250,14 +276,14 @@ fn write_loop(
 fn run_batch(w: &WriteConn<'_>, batch: &mut Vec<Box<dyn Op>>, commits: &AtomicU64) {
     let outcome = w
         .execute("BEGIN IMMEDIATE")
-        .map_err(TaskStoreError::from)
+        .map_err(WriteError::from)
         .and_then(|()| {
             for op in batch.iter_mut() {
                 op.run(w);
             }
             w.execute("COMMIT").map_err(|e| {
                 let _ = w.execute("ROLLBACK");
-                TaskStoreError::from(e)
+                WriteError::from(e)
             })
         });
     if outcome.is_ok() {

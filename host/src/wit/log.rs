@@ -4,8 +4,10 @@
 //! are truncated, never refused, and a call that logs too much is muted after
 //! a budget, so logging can neither fail a module nor flood the host.
 
-use crate::bindings::log;
-use crate::sandbox::SandboxState;
+use super::bindings::log;
+use crate::identity::Identity;
+use crate::sandbox::{LogBudget, SandboxState};
+use crate::text::{escape_controls, truncate};
 
 /// Longest message kept; longer ones are cut at a character boundary.
 pub const MAX_MESSAGE_BYTES: usize = 8 * 1024;
@@ -27,26 +29,6 @@ const RESERVED_FIELDS: [&str; 5] = [
     "request_id",
     "task_id",
 ];
-
-/// `s` cut to at most `max` bytes at a character boundary.
-pub fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
-
-/// `s` with control characters escaped, so a guest cannot forge log lines.
-pub fn escape_controls(s: &str) -> std::borrow::Cow<'_, str> {
-    if !s.chars().any(char::is_control) {
-        return std::borrow::Cow::Borrowed(s);
-    }
-    std::borrow::Cow::Owned(s.chars().flat_map(char::escape_default).collect::<String>())
-}
 
 /// The fields of a record as the host writes them.
 pub fn sanitize_fields(fields: &[(String, String)]) -> String {
@@ -75,7 +57,32 @@ pub fn sanitize_fields(fields: &[(String, String)]) -> String {
     out
 }
 
-impl log::Host for SandboxState {
+/// What `log` sees of a call: whose records they are, and the call's budget.
+pub struct LogView<'a> {
+    pub identity: &'a Identity,
+    pub task_id: Option<&'a str>,
+    pub budget: &'a mut LogBudget,
+}
+
+impl LogView<'_> {
+    /// The projection `log` is linked with.
+    pub fn of(s: &mut SandboxState) -> LogView<'_> {
+        LogView {
+            identity: &s.identity,
+            task_id: s.task.as_ref().map(|t| t.task_id.as_str()),
+            budget: &mut s.log,
+        }
+    }
+
+    /// Counts one more record of `bytes` and returns the call's totals.
+    fn count(&mut self, bytes: u64) -> (u32, u64) {
+        self.budget.records = self.budget.records.saturating_add(1);
+        self.budget.bytes = self.budget.bytes.saturating_add(bytes);
+        (self.budget.records, self.budget.bytes)
+    }
+}
+
+impl log::Host for LogView<'_> {
     async fn write(
         &mut self,
         level: log::Level,
@@ -88,17 +95,17 @@ impl log::Host for SandboxState {
                 .take(MAX_FIELDS)
                 .map(|(k, v)| k.len().min(MAX_FIELD_BYTES) + v.len().min(MAX_FIELD_BYTES))
                 .sum::<usize>();
-        let (n, bytes) = self.count_log_record(u64::try_from(size).unwrap_or(u64::MAX));
+        let (n, bytes) = self.count(u64::try_from(size).unwrap_or(u64::MAX));
         let over = n > MAX_RECORDS_PER_CALL || bytes > MAX_BYTES_PER_CALL;
-        if over && self.log_muted() {
+        if over && self.budget.muted {
             return Ok(());
         }
-        let id = self.identity();
-        let task_id = self.task().map(|t| t.task_id.as_str()).unwrap_or("");
+        let id = self.identity;
+        let task_id = self.task_id.unwrap_or("");
         if over {
             tracing::warn!(target: "modhost::guest", module = %id.module, request_id = %id.request_id,
                 "log budget of {MAX_RECORDS_PER_CALL} records or {MAX_BYTES_PER_CALL} bytes for this call used up; muting");
-            self.mute_log();
+            self.budget.muted = true;
             return Ok(());
         }
         let message = escape_controls(truncate(&message, MAX_MESSAGE_BYTES));
@@ -129,18 +136,6 @@ impl log::Host for SandboxState {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn truncate_cuts_at_a_character_boundary() {
-        assert_eq!(truncate("héllo", 2), "h");
-        assert_eq!(truncate("abc", 10), "abc");
-    }
-
-    #[test]
-    fn control_characters_in_messages_are_escaped() {
-        assert_eq!(escape_controls("a\nINFO forged"), "a\\nINFO forged");
-        assert_eq!(escape_controls("plain"), "plain");
-    }
 
     #[test]
     fn a_key_with_spaces_is_quoted_and_prefixed() {

@@ -2,12 +2,148 @@
 //! the gate decided and why, and how the child ended. It is how an operator
 //! learns what a module really does, so denials are kept as carefully as
 //! launches.
+//!
+//! [`AuditStore`] is the room's own store; [`SqliteAuditStore`] keeps the
+//! trail in the host's SQLite file, beside the tasks and on the same
+//! group-commit writer, with its own migrations ([`OWNER`]).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 
 use rusqlite::{Connection, Row, params};
 use serde::{Deserialize, Serialize};
 
-use super::TaskStoreError;
-use super::writer::WriteConn;
+use crate::db::migrate::Migrations;
+use crate::db::{SqliteFile, WriteConn, WriteError};
+
+/// The audit trail's name in `schema_versions`.
+pub const OWNER: &str = "audit";
+
+/// The audit trail's migrations, in order. Released entries are never
+/// edited; changes are appended.
+pub const MIGRATIONS: &[&str] = &[
+    // The subprocess audit trail: one row per `run-subprocess` decision,
+    // completed with the outcome once the child has ended. Rows are never
+    // deleted or re-owned.
+    "CREATE TABLE subprocess_audit (
+        id TEXT PRIMARY KEY NOT NULL,
+        at INTEGER NOT NULL,
+        module TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        organization_id TEXT NOT NULL,
+        request_id TEXT NOT NULL,
+        task_id TEXT,
+        program TEXT NOT NULL,
+        path TEXT,
+        args_json TEXT NOT NULL,
+        cwd TEXT,
+        env_json TEXT NOT NULL,
+        decision TEXT NOT NULL CHECK (decision = 'allowed' OR decision = 'denied'
+            OR decision = 'invalid' OR decision = 'limited'),
+        reason TEXT,
+        confined INTEGER NOT NULL CHECK (confined IN (0, 1)),
+        ended TEXT CHECK (ended IS NULL OR ended = 'exited' OR ended = 'signalled'
+            OR ended = 'timed-out' OR ended = 'cancelled' OR ended = 'failed'),
+        exit_code INTEGER,
+        signal INTEGER,
+        failure TEXT,
+        duration_ms INTEGER,
+        stdout_bytes INTEGER,
+        stderr_bytes INTEGER,
+        finished_at INTEGER,
+        CHECK (ended IS NULL OR decision = 'allowed')
+    ) STRICT;
+
+    CREATE INDEX subprocess_audit_by_org ON subprocess_audit (organization_id, module, id);
+
+    CREATE TRIGGER subprocess_audit_decision_is_fixed BEFORE UPDATE OF id, at, module, user_id,
+        organization_id, request_id, task_id, program, path, args_json, cwd, env_json, decision,
+        reason, confined ON subprocess_audit
+    BEGIN
+        SELECT RAISE(ABORT, 'an audit decision cannot change');
+    END;
+
+    CREATE TRIGGER subprocess_audit_is_kept BEFORE DELETE ON subprocess_audit
+    BEGIN
+        SELECT RAISE(ABORT, 'audit records are kept');
+    END;",
+];
+
+/// [`MIGRATIONS`] under their owner.
+pub const MIGRATION_LIST: Migrations<'static> = Migrations::new(OWNER, MIGRATIONS);
+
+/// A boxed, sendable future: what the writes of the dyn-compatible
+/// [`AuditStore`] return.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Where the trail is kept. A write resolves once it is durable.
+pub trait AuditStore: Send + Sync + 'static {
+    /// Records a `run-subprocess` decision.
+    fn record(&self, decision: AuditDecision) -> BoxFuture<'_, Result<(), AuditError>>;
+
+    /// Completes the record of an allowed launch with how the child ended;
+    /// false when there is no such open record.
+    fn record_end(&self, id: &str, end: AuditEnd) -> BoxFuture<'_, Result<bool, AuditError>>;
+
+    /// Records matching every field of `filter`, newest first, `limit`
+    /// clamped to 1..=[`MAX_AUDIT_LIMIT`].
+    fn query(&self, filter: &AuditFilter, limit: u32) -> Result<Vec<AuditRecord>, AuditError>;
+}
+
+/// Why the trail could not be written or read.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AuditError {
+    /// The database has no audit table: its migrations were not applied.
+    #[error("the database has no subprocess audit table; apply its migrations first")]
+    SchemaMissing,
+    #[error("audit database error: {0}")]
+    Backend(Arc<rusqlite::Error>),
+    #[error(transparent)]
+    Write(#[from] WriteError),
+}
+
+impl From<rusqlite::Error> for AuditError {
+    fn from(e: rusqlite::Error) -> Self {
+        AuditError::Backend(Arc::new(e))
+    }
+}
+
+/// The trail in a SQLite file shared with the task store.
+pub struct SqliteAuditStore {
+    file: Arc<SqliteFile>,
+}
+
+impl std::fmt::Debug for SqliteAuditStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteAuditStore").finish_non_exhaustive()
+    }
+}
+
+impl SqliteAuditStore {
+    /// The store on an open file whose audit table already exists.
+    pub fn on(file: Arc<SqliteFile>) -> Result<Self, AuditError> {
+        if !file.has_table("subprocess_audit")? {
+            return Err(AuditError::SchemaMissing);
+        }
+        Ok(SqliteAuditStore { file })
+    }
+}
+
+impl AuditStore for SqliteAuditStore {
+    fn record(&self, decision: AuditDecision) -> BoxFuture<'_, Result<(), AuditError>> {
+        Box::pin(self.file.writer.run(move |conn| insert(conn, &decision)))
+    }
+
+    fn record_end(&self, id: &str, end: AuditEnd) -> BoxFuture<'_, Result<bool, AuditError>> {
+        let id = id.to_owned();
+        Box::pin(self.file.writer.run(move |conn| finish(conn, &id, &end)))
+    }
+
+    fn query(&self, filter: &AuditFilter, limit: u32) -> Result<Vec<AuditRecord>, AuditError> {
+        Ok(self.file.readers.with(|conn| select(conn, filter, limit))?)
+    }
+}
 
 /// The most rows one audit query returns.
 pub const MAX_AUDIT_LIMIT: u32 = 500;
@@ -136,7 +272,7 @@ pub struct AuditRecord {
     pub end: Option<AuditEnd>,
 }
 
-/// Which records [`super::TaskStore::subprocess_audit`] returns; every
+/// Which records [`AuditStore::query`] returns; every
 /// given field must match.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditFilter {
@@ -161,7 +297,7 @@ fn capped(mut text: String) -> String {
     text
 }
 
-pub(super) fn insert(conn: &WriteConn<'_>, d: &AuditDecision) -> Result<(), TaskStoreError> {
+fn insert(conn: &WriteConn<'_>, d: &AuditDecision) -> Result<(), AuditError> {
     let args_json = capped(serde_json::to_string(&d.args).unwrap_or_default());
     let env_json = capped(serde_json::to_string(&d.env_names).unwrap_or_default());
     conn.prepare(
@@ -189,7 +325,7 @@ pub(super) fn insert(conn: &WriteConn<'_>, d: &AuditDecision) -> Result<(), Task
     Ok(())
 }
 
-pub(super) fn finish(conn: &WriteConn<'_>, id: &str, e: &AuditEnd) -> Result<bool, TaskStoreError> {
+fn finish(conn: &WriteConn<'_>, id: &str, e: &AuditEnd) -> Result<bool, AuditError> {
     let changed = conn
         .prepare(
             "UPDATE subprocess_audit SET ended = ?2, exit_code = ?3, signal = ?4, failure = ?5, \
@@ -210,7 +346,7 @@ pub(super) fn finish(conn: &WriteConn<'_>, id: &str, e: &AuditEnd) -> Result<boo
     Ok(changed == 1)
 }
 
-pub(super) fn query(
+fn select(
     conn: &Connection,
     filter: &AuditFilter,
     limit: u32,

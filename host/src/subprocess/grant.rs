@@ -10,9 +10,11 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::argv::{self, ArgShape, ArgvDenied};
-use super::limits::Setting;
-use super::names::{EnvName, shown};
-use super::{LoadEnv, ManifestError};
+use crate::manifest::env::LoadEnv;
+use crate::manifest::error::ManifestError;
+use crate::manifest::limits::Setting;
+use crate::manifest::names::EnvName;
+use crate::text::shown;
 
 /// Children of this module running at once: each is a native process with
 /// its own memory and file descriptors.

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::manifest::{ProgramGrant, SubprocessGrant};
+use super::grant::{ProgramGrant, SubprocessGrant};
 
 /// Bytes a request may pipe into a child's standard input: it is copied out
 /// of the guest and held by the host until the child has read it.
@@ -116,7 +116,7 @@ pub fn check<'g>(grant: &'g SubprocessGrant, request: &Request) -> Result<Approv
 }
 
 fn not_granted(grant: &SubprocessGrant, program: &str) -> String {
-    let shown = crate::manifest::shown(program);
+    let shown = crate::text::shown(program);
     if grant.is_empty() {
         return format!("no [[subprocess.programs]] grant: `{shown}` may not be launched");
     }
@@ -152,7 +152,7 @@ fn check_cwd(dir: &str) -> Result<String, Denied> {
     let outside = || {
         Denied::NotGranted(format!(
             "cwd `{}` is outside the module's data directory: it must be a relative path without `..`",
-            crate::manifest::shown(dir)
+            crate::text::shown(dir)
         ))
     };
     if dir.starts_with('/') {
@@ -166,7 +166,7 @@ fn check_cwd(dir: &str) -> Result<String, Denied> {
 
 fn check_env(grant: &SubprocessGrant, env: &[(String, String)]) -> Result<(), Denied> {
     for (i, (name, value)) in env.iter().enumerate() {
-        let shown = crate::manifest::shown(name);
+        let shown = crate::text::shown(name);
         if name.is_empty() || name.contains(['=', '\0']) {
             return Err(Denied::Invalid(format!(
                 "environment variable name `{shown}` is not a name"

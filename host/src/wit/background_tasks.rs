@@ -5,16 +5,37 @@
 //! caller's own tasks unless the manifest grants `read = "organization"`; a
 //! task that is not visible is `not-found`, exactly like a missing one.
 
-use crate::bindings::background_tasks as bt;
-use crate::error::{HostError, SdkError};
-use crate::manifest::ReadScope;
+use super::bindings::{HostError, background_tasks as bt, convert_error, types};
+use super::tasks::{not_now, summary};
+use crate::identity::Identity;
 use crate::sandbox::SandboxState;
-use crate::tasks::runtime::store_err;
-use crate::tasks::store::{Cursor, Scope, Status, TaskFilter, TaskRow};
-use crate::tasks::{policy, summary};
+use crate::tasks::TasksCtx;
+use crate::tasks::store::{Status, TaskFilter, TaskRow};
 
-fn status_of(s: crate::bindings::types::TaskStatus) -> Status {
-    use crate::bindings::types::TaskStatus as T;
+/// What `background-tasks` sees of a call.
+pub struct ReadView<'a> {
+    pub identity: &'a Identity,
+    pub tasks: Option<&'a TasksCtx>,
+}
+
+impl ReadView<'_> {
+    /// The projection `background-tasks` is linked with.
+    pub fn of(s: &mut SandboxState) -> ReadView<'_> {
+        ReadView {
+            identity: &s.identity,
+            tasks: s.tasks.as_ref(),
+        }
+    }
+}
+
+impl types::Host for ReadView<'_> {
+    fn convert_error(&mut self, err: HostError) -> wasmtime::Result<types::Error> {
+        convert_error(err)
+    }
+}
+
+fn status_of(s: types::TaskStatus) -> Status {
+    use types::TaskStatus as T;
     match s {
         T::Pending => Status::Pending,
         T::Running => Status::Running,
@@ -56,47 +77,14 @@ pub(crate) fn view(row: &TaskRow) -> bt::TaskView {
     }
 }
 
-impl bt::Host for SandboxState {
+impl bt::Host for ReadView<'_> {
     async fn list(
         &mut self,
         filter: bt::TaskFilter,
         cursor: Option<String>,
         limit: u32,
     ) -> Result<bt::TaskPage, HostError> {
-        if !(1..=policy::MAX_PAGE_LIMIT).contains(&limit) {
-            return Err(
-                SdkError::invalid(format!("limit must be 1..={}", policy::MAX_PAGE_LIMIT)).into(),
-            );
-        }
-        let cursor = cursor
-            .map(|c| {
-                c.parse::<Cursor>()
-                    .map_err(|e| SdkError::invalid(e.to_string()))
-            })
-            .transpose()?;
-        if let Some(p) = &filter.key_prefix {
-            policy::key_prefix(p)?;
-        }
-        let me = self.identity();
-        let user = filter
-            .user_id
-            .clone()
-            .unwrap_or_else(|| me.user_id().to_string());
-        let wide = self
-            .core()
-            .module(&me.module)
-            .is_some_and(|m| m.manifest.policy.tasks.read == ReadScope::Organization);
-        if user != me.user_id().as_str() && !wide {
-            return Ok(bt::TaskPage {
-                tasks: Vec::new(),
-                next_cursor: None,
-            });
-        }
-        let scope = Scope {
-            module: me.module.clone(),
-            organization_id: me.organization_id().to_string(),
-            user_id: Some(user),
-        };
+        let ctx = self.tasks.ok_or_else(not_now)?;
         let store_filter = TaskFilter {
             statuses: filter.statuses.into_iter().map(status_of).collect(),
             task_name: filter.task_name,
@@ -104,12 +92,14 @@ impl bt::Host for SandboxState {
             created_after: filter.created_after.and_then(|t| i64::try_from(t).ok()),
             created_before: filter.created_before.and_then(|t| i64::try_from(t).ok()),
         };
-        let page = self
-            .core()
-            .tasks
-            .store
-            .list(&scope, &store_filter, cursor.as_ref(), limit)
-            .map_err(store_err)?;
+        let page = ctx.service.read_list(
+            &ctx.module,
+            self.identity,
+            filter.user_id,
+            &store_filter,
+            cursor.as_deref(),
+            limit,
+        )?;
         Ok(bt::TaskPage {
             tasks: page.tasks.iter().map(summary).collect(),
             next_cursor: page.next_cursor.map(|c| c.to_string()),
@@ -117,26 +107,8 @@ impl bt::Host for SandboxState {
     }
 
     async fn get(&mut self, id: String) -> Result<bt::TaskView, HostError> {
-        let id = policy::task_id(&id)?;
-        let me = self.identity();
-        let wide = self
-            .core()
-            .module(&me.module)
-            .is_some_and(|m| m.manifest.policy.tasks.read == ReadScope::Organization);
-        // Args, results and checkpoints are the submitting user's: another
-        // user's task is not-found unless the manifest grants the organization.
-        let scope = Scope {
-            module: me.module.clone(),
-            organization_id: me.organization_id().to_string(),
-            user_id: (!wide).then(|| me.user_id().to_string()),
-        };
-        let row = self
-            .core()
-            .tasks
-            .store
-            .get(&id, &scope)
-            .map_err(store_err)?
-            .ok_or(SdkError::NotFound)?;
+        let ctx = self.tasks.ok_or_else(not_now)?;
+        let row = ctx.service.read_get(&ctx.module, self.identity, &id)?;
         Ok(view(&row))
     }
 }

@@ -10,7 +10,7 @@
 
 use std::fmt;
 
-use super::names::shown;
+use crate::text::shown;
 
 /// The most tokens in one shape: real command lines are far shorter, and the
 /// matcher's work grows with it.

@@ -1,0 +1,218 @@
+//! Schema migrations per owner of tables.
+//!
+//! The host's tables, the task store's and the audit trail's each have their
+//! own ordered list and their own version, one row per owner in
+//! `schema_versions`. Appending a migration to one owner's list runs exactly
+//! that migration on an existing database; no other owner's version moves.
+//!
+//! Databases made before this table existed kept one `PRAGMA user_version`
+//! for every owner, the lists concatenated in [`LEGACY_ORDER`]; the first
+//! [`apply`] on such a database records how far each owner had got.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// How the single `user_version` counter of earlier databases was made up:
+/// each owner's migrations, in this order, counted together.
+pub const LEGACY_ORDER: &[(&str, usize)] = &[("host", 1), ("tasks", 1), ("audit", 1)];
+
+/// One owner's migrations, in order. A released migration is never edited,
+/// only appended to.
+#[derive(Debug, Clone, Copy)]
+pub struct Migrations<'a> {
+    pub owner: &'a str,
+    pub steps: &'a [&'a str],
+}
+
+impl<'a> Migrations<'a> {
+    pub const fn new(owner: &'a str, steps: &'a [&'a str]) -> Self {
+        Migrations { owner, steps }
+    }
+}
+
+/// Why a database could not be brought to this host's schema.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    #[error("database migration {version} of `{owner}` failed: {source}")]
+    Failed {
+        owner: String,
+        version: usize,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "database has `{owner}` schema version {version}, newer than this host understands ({known} migrations)"
+    )]
+    TooNew {
+        owner: String,
+        version: usize,
+        known: usize,
+    },
+    #[error("database error while migrating: {0}")]
+    Sql(#[from] rusqlite::Error),
+}
+
+/// Runs the migrations of `m.owner` that have not run on this database yet,
+/// each in its own transaction with its version.
+pub fn apply(conn: &Connection, m: &Migrations<'_>) -> Result<(), MigrateError> {
+    ensure_versions_table(conn)?;
+    let done = version(conn, m.owner)?;
+    if done > m.steps.len() {
+        return Err(MigrateError::TooNew {
+            owner: m.owner.to_owned(),
+            version: done,
+            known: m.steps.len(),
+        });
+    }
+    for (i, sql) in m.steps.iter().enumerate().skip(done) {
+        let n = i + 1;
+        let run = || -> rusqlite::Result<()> {
+            let tx = conn.unchecked_transaction()?;
+            tx.execute_batch(sql)?;
+            set_version(&tx, m.owner, n)?;
+            tx.commit()
+        };
+        run().map_err(|source| MigrateError::Failed {
+            owner: m.owner.to_owned(),
+            version: n,
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// How many of `owner`'s migrations ran on this database (0 for none).
+pub fn version(conn: &Connection, owner: &str) -> rusqlite::Result<usize> {
+    if !has_versions_table(conn)? {
+        return Ok(0);
+    }
+    let v: Option<i64> = conn
+        .query_row(
+            "SELECT version FROM schema_versions WHERE owner = ?1",
+            [owner],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(v.and_then(|v| usize::try_from(v).ok()).unwrap_or(0))
+}
+
+fn has_versions_table(conn: &Connection) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'schema_versions')",
+        [],
+        |r| r.get(0),
+    )
+}
+
+fn set_version(conn: &Connection, owner: &str, version: usize) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO schema_versions (owner, version) VALUES (?1, ?2) \
+         ON CONFLICT (owner) DO UPDATE SET version = excluded.version",
+        params![owner, i64::try_from(version).unwrap_or(i64::MAX)],
+    )?;
+    Ok(())
+}
+
+/// Creates `schema_versions` once; on a database of the single-counter
+/// layout, records each owner's share of its `user_version` in the same
+/// transaction.
+fn ensure_versions_table(conn: &Connection) -> rusqlite::Result<()> {
+    if has_versions_table(conn)? {
+        return Ok(());
+    }
+    let tx = conn.unchecked_transaction()?;
+    // Another connection may have created it since the check above.
+    if has_versions_table(&tx)? {
+        return Ok(());
+    }
+    tx.execute_batch(
+        "CREATE TABLE schema_versions (
+            owner TEXT PRIMARY KEY NOT NULL,
+            version INTEGER NOT NULL CHECK (version >= 0)
+        ) STRICT;",
+    )?;
+    let legacy: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for (owner, done) in legacy_versions(usize::try_from(legacy).unwrap_or(0)) {
+        set_version(&tx, owner, done)?;
+    }
+    tx.commit()
+}
+
+/// Each owner's version in a database whose single counter stood at `total`.
+fn legacy_versions(total: usize) -> Vec<(&'static str, usize)> {
+    let mut left = total;
+    let mut out = Vec::new();
+    for &(owner, count) in LEGACY_ORDER {
+        let done = left.min(count);
+        if done > 0 {
+            out.push((owner, done));
+        }
+        left -= done;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &[&str] = &["CREATE TABLE a1 (x INTEGER) STRICT;"];
+    const A2: &[&str] = &[
+        "CREATE TABLE a1 (x INTEGER) STRICT;",
+        "CREATE TABLE a2 (x INTEGER) STRICT;",
+    ];
+    const B: &[&str] = &["CREATE TABLE b1 (x INTEGER) STRICT;"];
+
+    #[test]
+    fn each_owner_runs_its_migrations_once_with_its_own_version() {
+        let conn = Connection::open_in_memory().unwrap();
+        for _ in 0..2 {
+            apply(&conn, &Migrations::new("a", A)).unwrap();
+            apply(&conn, &Migrations::new("b", B)).unwrap();
+        }
+        assert_eq!(version(&conn, "a").unwrap(), 1);
+        assert_eq!(version(&conn, "b").unwrap(), 1);
+    }
+
+    #[test]
+    fn a_migration_appended_to_one_owner_runs_alone_on_an_existing_database() {
+        let conn = Connection::open_in_memory().unwrap();
+        apply(&conn, &Migrations::new("a", A)).unwrap();
+        apply(&conn, &Migrations::new("b", B)).unwrap();
+        apply(&conn, &Migrations::new("a", A2)).unwrap();
+        apply(&conn, &Migrations::new("b", B)).unwrap();
+        assert_eq!(version(&conn, "a").unwrap(), 2);
+        assert_eq!(version(&conn, "b").unwrap(), 1);
+        conn.execute("INSERT INTO a2 (x) VALUES (1)", []).unwrap();
+    }
+
+    #[test]
+    fn a_database_newer_than_the_host_is_refused() {
+        let conn = Connection::open_in_memory().unwrap();
+        apply(&conn, &Migrations::new("a", A2)).unwrap();
+        assert!(matches!(
+            apply(&conn, &Migrations::new("a", A)),
+            Err(MigrateError::TooNew {
+                version: 2,
+                known: 1,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_single_counter_database_keeps_each_owners_share() {
+        assert_eq!(legacy_versions(0), vec![]);
+        assert_eq!(legacy_versions(1), vec![("host", 1)]);
+        assert_eq!(legacy_versions(2), vec![("host", 1), ("tasks", 1)]);
+        assert_eq!(
+            legacy_versions(3),
+            vec![("host", 1), ("tasks", 1), ("audit", 1)]
+        );
+        let conn = Connection::open_in_memory().unwrap();
+        conn.pragma_update(None, "user_version", 2).unwrap();
+        assert_eq!(version(&conn, "tasks").unwrap(), 0, "nothing recorded yet");
+        apply(&conn, &Migrations::new("host", &["SELECT 1;"])).unwrap();
+        assert_eq!(version(&conn, "host").unwrap(), 1);
+        assert_eq!(version(&conn, "tasks").unwrap(), 1);
+        assert_eq!(version(&conn, "audit").unwrap(), 0);
+    }
+}

@@ -1,0 +1,138 @@
+//! [`invoke`]: the one path by which an export of a module is called, for
+//! `describe`, actions, task runs and blocking calls alike: a fresh store,
+//! a fresh instance, the call, and its failure classified.
+
+use super::{Description, Entry, MAX_ENTRIES, ModuleError, valid_entry_name};
+use crate::error::{CallError, SdkError};
+use crate::sandbox::{self, CallSpec, SandboxState};
+use crate::text::{MAX_SHOWN_TEXT_BYTES, truncate};
+use crate::wit::bindings::{self, ModulePre};
+
+/// Which export a call runs, with its arguments.
+#[derive(Debug, Clone, Copy)]
+pub enum Export<'a> {
+    Describe,
+    Action { name: &'a str, args_json: &'a str },
+    RunTask { name: &'a str, args_json: &'a str },
+    Blocking { name: &'a str, args_json: &'a str },
+}
+
+/// What the export returned, before the caller reads it.
+#[derive(Debug)]
+pub enum Answer {
+    Description(bindings::Description),
+    Action(Result<bindings::ui::ActionResult, SdkError>),
+    /// `run-task` and `call-blocking`: JSON, or the guest's typed error.
+    Json(Result<String, SdkError>),
+}
+
+/// Calls `export` of the module `module` (named for errors) in a fresh
+/// instance of `pre`, in a store built from `spec`.
+pub async fn invoke(
+    engine: &wasmtime::Engine,
+    pre: &ModulePre<SandboxState>,
+    module: &str,
+    spec: CallSpec<'_>,
+    export: Export<'_>,
+) -> Result<Answer, CallError> {
+    let mut store = sandbox::new_store(engine, spec)?;
+    let result = async {
+        let instance = pre.instantiate_async(&mut store).await?;
+        Ok::<_, wasmtime::Error>(match export {
+            Export::Describe => Answer::Description(instance.call_describe(&mut store).await?),
+            Export::Action { name, args_json } => Answer::Action(
+                instance
+                    .call_handle_action(&mut store, name, &args_json.to_owned())
+                    .await?
+                    .map_err(SdkError::from),
+            ),
+            Export::RunTask { name, args_json } => Answer::Json(
+                instance
+                    .call_run_task(&mut store, name, &args_json.to_owned())
+                    .await?
+                    .map_err(SdkError::from),
+            ),
+            Export::Blocking { name, args_json } => Answer::Json(
+                instance
+                    .call_call_blocking(&mut store, name, &args_json.to_owned())
+                    .await?
+                    .map_err(SdkError::from),
+            ),
+        })
+    }
+    .await;
+    result.map_err(|e| instantiate_or_trap(module, e, &store))
+}
+
+/// A failure before the guest ran (pool exhausted) is `Busy`; anything else
+/// is classified by what the store saw.
+fn instantiate_or_trap(
+    module: &str,
+    e: wasmtime::Error,
+    store: &wasmtime::Store<SandboxState>,
+) -> CallError {
+    if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+        .is_some()
+    {
+        return CallError::Busy(format!("no free instance slot for module `{module}`"));
+    }
+    sandbox::classify_failure(module, e, store.data())
+}
+
+impl Description {
+    /// Validates what the guest's `describe` returned.
+    pub fn from_wit(d: bindings::Description) -> Result<Self, ModuleError> {
+        Ok(Description {
+            actions: entries("action", d.actions)?,
+            tasks: entries("task", d.tasks)?,
+            blocking: entries("blocking function", d.blocking)?,
+        })
+    }
+}
+
+fn entries(kind: &'static str, list: Vec<bindings::Entry>) -> Result<Vec<Entry>, ModuleError> {
+    if list.len() > MAX_ENTRIES {
+        return Err(ModuleError::TooManyEntries { kind });
+    }
+    let mut out: Vec<Entry> = Vec::with_capacity(list.len());
+    for e in list {
+        if !valid_entry_name(&e.name) {
+            return Err(ModuleError::BadEntryName { kind, name: e.name });
+        }
+        if out.iter().any(|o| o.name == e.name) {
+            return Err(ModuleError::DuplicateEntry { kind, name: e.name });
+        }
+        out.push(Entry {
+            name: e.name,
+            description: truncate(&e.description, MAX_SHOWN_TEXT_BYTES).to_owned(),
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn describe_refuses_duplicate_names() {
+        let d = bindings::Description {
+            actions: vec![
+                bindings::Entry {
+                    name: "a".into(),
+                    description: String::new(),
+                },
+                bindings::Entry {
+                    name: "a".into(),
+                    description: String::new(),
+                },
+            ],
+            tasks: vec![],
+            blocking: vec![],
+        };
+        assert!(matches!(
+            Description::from_wit(d),
+            Err(ModuleError::DuplicateEntry { .. })
+        ));
+    }
+}

@@ -1,0 +1,27 @@
+//! The subprocess capability (`tasks.run-subprocess`), a room of its own:
+//! the grant a manifest gives ([`grant`], with its argument grammar
+//! [`argv`]), the pure check of a request against it ([`gate`]), the
+//! service that runs a granted request ([`service`]), the child's
+//! confinement ([`confine`]), start ([`spawn`]), life ([`launch`]) and tree
+//! ([`tree`]), and the audit trail of every decision ([`audit`]).
+//!
+//! Nothing here knows wasmtime: the WIT room `wit/tasks.rs` converts the
+//! request and calls [`SubprocessService::run`].
+
+pub mod argv;
+pub mod audit;
+pub mod confine;
+pub mod gate;
+pub mod grant;
+mod launch;
+pub mod service;
+mod spawn;
+pub mod tree;
+
+pub use audit::{
+    AuditDecision, AuditEnd, AuditError, AuditFilter, AuditRecord, AuditStore, Decision, Ended,
+    MAX_AUDIT_LIMIT, MAX_AUDIT_TEXT_BYTES, SqliteAuditStore,
+};
+pub use grant::{ProgramGrant, SubprocessGrant};
+pub use launch::{Finished, Status};
+pub use service::{Caller, ModuleSubprocess, SubprocessCtx, SubprocessOptions, SubprocessService};

@@ -1,0 +1,512 @@
+//! [`SubprocessService`]: `tasks.run-subprocess`, from the capability gate
+//! to the confined child and the audit trail.
+//!
+//! A request passes [`gate::check`] (program, argument shapes, variables,
+//! working directory, limits, all from the module's typed grant), then the
+//! filesystem checks that need the data directory (the working directory and
+//! `{path}` arguments resolved with cap-std), then the concurrency caps. The
+//! child then starts with a cleared environment plus the granted variables
+//! and the caller's identity, in its own process group, as a subreaper of
+//! its descendants, under `no_new_privs`, resource limits and a Landlock
+//! ruleset ([`confine`]); [`super::launch`] runs it to its end. Every decision, and
+//! every end, goes to the audit trail: a refusal is committed before the
+//! guest hears of it; a launch is queued before the child starts and
+//! committed with the writer's next batch.
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, AsRawFd};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::audit::{
+    AuditDecision, AuditEnd, AuditError, AuditFilter, AuditRecord, AuditStore, Decision, Ended,
+};
+use super::confine::{self, ChildLimits, ChildSetup, Confinement, RulesetSpec};
+use super::gate::{self, Denied, Request};
+use super::grant::SubprocessGrant;
+use super::launch::{Finished, Launch};
+use super::tree;
+use crate::cancel::CancelToken;
+use crate::db::now_ms;
+use crate::error::SdkError;
+use crate::identity::{Identity, Principal, Role};
+
+/// How the host runs children, set by the operator. Deny by default: a child
+/// that cannot be confined by Landlock is not started unless
+/// `allow_unconfined` is set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubprocessOptions {
+    /// Children running at once over all modules (64 by default); each
+    /// module also has the manifest's `[subprocess] max-concurrent`.
+    pub max_running: u32,
+    /// Start children without Landlock when the kernel cannot confine them
+    /// (logged as a warning at every launch and audited as unconfined).
+    /// Off by default.
+    pub allow_unconfined: bool,
+    /// What children may read and execute besides the granted programs:
+    /// [`confine::DEFAULT_READ_PATHS`] unless the operator widens it.
+    pub read_paths: Vec<PathBuf>,
+    pub limits: ChildLimits,
+    /// Between SIGTERM and SIGKILL on timeout or cancellation (2 s).
+    pub kill_grace: Duration,
+}
+
+impl Default for SubprocessOptions {
+    fn default() -> Self {
+        SubprocessOptions {
+            max_running: 64,
+            allow_unconfined: false,
+            read_paths: confine::DEFAULT_READ_PATHS
+                .iter()
+                .map(PathBuf::from)
+                .collect(),
+            limits: ChildLimits::default(),
+            kill_grace: Duration::from_secs(2),
+        }
+    }
+}
+
+/// What one module may launch: its grant and data directory, configured
+/// once when the module loads, and its Landlock ruleset, built at the first
+/// launch.
+#[derive(Debug)]
+pub struct ModuleSubprocess {
+    pub name: String,
+    pub grant: SubprocessGrant,
+    pub data_dir: PathBuf,
+    ruleset: Mutex<Option<Arc<Confinement>>>,
+}
+
+impl ModuleSubprocess {
+    pub fn new(name: impl Into<String>, grant: SubprocessGrant, data_dir: PathBuf) -> Self {
+        ModuleSubprocess {
+            name: name.into(),
+            grant,
+            data_dir,
+            ruleset: Mutex::new(None),
+        }
+    }
+
+    /// The module's ruleset; a failure to build it is not kept, so the next
+    /// launch tries again.
+    fn ruleset(
+        &self,
+        options: &SubprocessOptions,
+    ) -> Result<Arc<Confinement>, confine::ConfineError> {
+        let mut slot = self.ruleset.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = slot.as_ref() {
+            return Ok(r.clone());
+        }
+        let built = Arc::new(Confinement::build(&RulesetSpec {
+            data_dir: &self.data_dir,
+            read_paths: &options.read_paths,
+            programs: self
+                .grant
+                .programs
+                .iter()
+                .map(|p| p.path.as_path())
+                .collect(),
+            network: self.grant.network,
+        })?);
+        *slot = Some(built.clone());
+        Ok(built)
+    }
+}
+
+/// What a call may use of `run-subprocess`: the service, and its own
+/// module's grant.
+#[derive(Debug, Clone)]
+pub struct SubprocessCtx {
+    pub service: Arc<SubprocessService>,
+    pub module: Arc<ModuleSubprocess>,
+}
+
+/// Where a call runs: its identity, its task, and how it learns of a cancel.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller<'a> {
+    pub identity: &'a Identity,
+    pub task_id: Option<&'a str>,
+    /// Cancelled when the task is.
+    pub cancel: Option<&'a CancelToken>,
+    /// What is left of the call's own deadline.
+    pub time_left: Duration,
+}
+
+impl Caller<'_> {
+    fn cancelled(&self) -> bool {
+        self.cancel.is_some_and(CancelToken::is_cancelled)
+    }
+}
+
+/// Children running now, per module and in all.
+#[derive(Debug, Default)]
+struct Counts {
+    total: u32,
+    by_module: HashMap<String, u32>,
+}
+
+/// A running child's place in the caps; given back on drop.
+struct Slot<'a> {
+    owner: &'a SubprocessService,
+    module: String,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let mut c = self.owner.counts.lock().unwrap_or_else(|p| p.into_inner());
+        c.total = c.total.saturating_sub(1);
+        if let Some(n) = c.by_module.get_mut(&self.module) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                c.by_module.remove(&self.module);
+            }
+        }
+    }
+}
+
+/// The subprocess capability of one host: its options, the caps it keeps,
+/// and the audit trail it writes.
+pub struct SubprocessService {
+    options: SubprocessOptions,
+    /// `PATH` of every child: the host's search path.
+    path_var: String,
+    audit: Arc<dyn AuditStore>,
+    counts: Mutex<Counts>,
+}
+
+impl std::fmt::Debug for SubprocessService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SubprocessService")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SubprocessService {
+    /// `path_var` is the `PATH` children get (the host's search path).
+    pub fn new(options: SubprocessOptions, path_var: String, audit: Arc<dyn AuditStore>) -> Self {
+        SubprocessService {
+            options,
+            path_var,
+            audit,
+            counts: Mutex::default(),
+        }
+    }
+
+    pub fn options(&self) -> &SubprocessOptions {
+        &self.options
+    }
+
+    /// The whole trail, newest first, for the operator.
+    pub fn audit(&self, filter: &AuditFilter, limit: u32) -> Result<Vec<AuditRecord>, AuditError> {
+        self.audit.query(filter, limit)
+    }
+
+    /// The trail as `by` may read it, newest first: an admin reads the whole
+    /// organization's, anyone else only the records of their own calls.
+    /// Whatever `filter` says, the organization (and, for a non-admin, the
+    /// user) is the principal's.
+    pub fn audit_for(
+        &self,
+        by: &Principal,
+        mut filter: AuditFilter,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, SdkError> {
+        filter.organization_id = Some(by.organization_id.as_str().to_owned());
+        if by.role != Role::Admin {
+            filter.user_id = Some(by.user_id.as_str().to_owned());
+        }
+        if let Some(before) = &filter.before {
+            filter.before = Some(record_id(before)?);
+        }
+        self.audit.query(&filter, limit).map_err(audit_err)
+    }
+
+    fn acquire(&self, module: &str, per_module: u32, total: u32) -> Result<Slot<'_>, String> {
+        let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let mine = c.by_module.get(module).copied().unwrap_or(0);
+        if mine >= per_module {
+            return Err(format!(
+                "[subprocess] max-concurrent: {per_module} children of this module are running"
+            ));
+        }
+        if c.total >= total {
+            return Err(format!("the host runs at most {total} children at once"));
+        }
+        c.total += 1;
+        *c.by_module.entry(module.to_owned()).or_default() += 1;
+        Ok(Slot {
+            owner: self,
+            module: module.to_owned(),
+        })
+    }
+
+    /// Runs `request` for `caller` if the module's manifest allows it.
+    pub async fn run(
+        &self,
+        module: &ModuleSubprocess,
+        caller: Caller<'_>,
+        request: Request,
+    ) -> Result<Finished, SdkError> {
+        let identity = caller.identity;
+        let audit = self.audit.clone();
+        let mut record = AuditDecision {
+            id: uuid::Uuid::now_v7().to_string(),
+            at: now_ms(),
+            module: identity.module.clone(),
+            user_id: identity.user_id().to_string(),
+            organization_id: identity.organization_id().to_string(),
+            request_id: identity.request_id.clone(),
+            task_id: caller.task_id.map(str::to_owned),
+            program: request.program.clone(),
+            path: None,
+            args: request.args.clone(),
+            cwd: request.cwd.clone(),
+            env_names: request.env.iter().map(|(n, _)| n.clone()).collect(),
+            decision: Decision::Allowed,
+            reason: None,
+            confined: false,
+        };
+        // Refusals are recorded before they are returned.
+        let refuse = |mut record: AuditDecision, decision: Decision, error: SdkError| {
+            let audit = audit.clone();
+            async move {
+                record.decision = decision;
+                record.reason = Some(match &error {
+                    SdkError::PermissionDenied(r)
+                    | SdkError::InvalidInput(r)
+                    | SdkError::LimitExceeded(r) => r.clone(),
+                    other => other.to_string(),
+                });
+                tracing::info!(
+                    module = %record.module, user = %record.user_id,
+                    program = %crate::text::shown(&record.program),
+                    decision = decision.as_str(), reason = record.reason.as_deref().unwrap_or(""),
+                    "subprocess refused"
+                );
+                audit.record(record).await.map_err(audit_err)?;
+                Err::<Finished, SdkError>(error)
+            }
+        };
+        let grant = &module.grant;
+        let approved = match gate::check(grant, &request) {
+            Ok(a) => a,
+            Err(denied) => {
+                let (decision, error) = sdk(denied);
+                return refuse(record, decision, error).await;
+            }
+        };
+        record.path = Some(approved.program.path.display().to_string());
+
+        let options = &self.options;
+        let ruleset = match module.ruleset(options) {
+            Ok(r) => Some(r),
+            Err(e) if options.allow_unconfined => {
+                tracing::warn!(module = %identity.module, error = %e, "starting a child WITHOUT confinement: the operator allowed unconfined children");
+                None
+            }
+            Err(e) => {
+                tracing::error!(module = %identity.module, error = %e, "subprocess refused: it cannot be confined");
+                return refuse(
+                    record,
+                    Decision::Denied,
+                    SdkError::denied(format!(
+                        "children cannot be confined on this host ({e}) and the operator has not allowed unconfined ones"
+                    )),
+                )
+                .await;
+            }
+        };
+        record.confined = ruleset.is_some();
+
+        let cwd = match open_cwd(&module.data_dir, approved.cwd.as_deref()) {
+            Ok(dir) => dir,
+            Err(denied) => {
+                let (decision, error) = sdk(denied);
+                return refuse(record, decision, error).await;
+            }
+        };
+        for &i in &approved.path_args {
+            if let Err(denied) = check_path_arg(&cwd, i, &request.args[i]) {
+                let (decision, error) = sdk(denied);
+                return refuse(record, decision, error).await;
+            }
+        }
+        let _slot = match self.acquire(
+            &identity.module,
+            grant.max_concurrent,
+            options.max_running.max(1),
+        ) {
+            Ok(slot) => slot,
+            Err(reason) => {
+                return refuse(record, Decision::Limited, SdkError::LimitExceeded(reason)).await;
+            }
+        };
+        if caller.cancelled() {
+            return refuse(
+                record,
+                Decision::Denied,
+                SdkError::denied("the task was cancelled before the program started"),
+            )
+            .await;
+        }
+
+        tree::adopt_orphans();
+        // One writer task per launch keeps the two records in order: the
+        // decision is queued before the child starts, the end once it is
+        // known. Neither holds the guest up for a disk flush (a flush costs
+        // more than starting a process); both commit with the writer's next
+        // batch.
+        let (end_tx, end_rx) = tokio::sync::oneshot::channel::<AuditEnd>();
+        {
+            let audit = audit.clone();
+            let record = record.clone();
+            tokio::spawn(async move {
+                let id = record.id.clone();
+                if let Err(e) = audit.record(record).await {
+                    tracing::error!(error = %e, audit_id = %id, "cannot record a subprocess launch");
+                    return;
+                }
+                if let Ok(end) = end_rx.await
+                    && let Err(e) = audit.record_end(&id, end).await
+                {
+                    tracing::error!(error = %e, audit_id = %id, "cannot record how a child ended");
+                }
+            });
+        }
+        let mut env: Vec<(String, String)> = request.env;
+        env.push(("PATH".into(), self.path_var.clone()));
+        env.push(("MODHOST_MODULE".into(), identity.module.clone()));
+        env.push(("MODHOST_USER_ID".into(), identity.user_id().to_string()));
+        env.push((
+            "MODHOST_ORGANIZATION_ID".into(),
+            identity.organization_id().to_string(),
+        ));
+        env.push(("MODHOST_REQUEST_ID".into(), identity.request_id.clone()));
+        if let Some(task) = caller.task_id {
+            env.push(("MODHOST_TASK_ID".into(), task.to_owned()));
+        }
+        let timeout = approved.timeout.min(caller.time_left);
+        let launch = Launch {
+            program: &approved.program.path,
+            arg0: &approved.program.name,
+            args: &request.args,
+            env: &env,
+            stdin: request.stdin,
+            setup: ChildSetup {
+                cwd_fd: cwd.as_fd().as_raw_fd(),
+                ruleset_fd: ruleset.as_ref().map(|r| r.raw_fd()),
+                limits: options.limits,
+            },
+            timeout,
+            max_output: approved.max_output_bytes,
+            grace: options.kill_grace,
+            cancel: caller.cancel,
+        };
+        let result = launch.run().await;
+        drop(cwd);
+
+        let end = match &result {
+            Ok(ran) => ran.audit_end(),
+            Err(failure) => AuditEnd {
+                ended: Ended::Failed,
+                exit_code: None,
+                signal: None,
+                failure: Some(failure.clone()),
+                duration_ms: 0,
+                stdout_bytes: 0,
+                stderr_bytes: 0,
+                finished_at: now_ms(),
+            },
+        };
+        tracing::info!(
+            module = %record.module, user = %record.user_id, program = %approved.program.name,
+            ended = end.ended.as_str(), code = ?end.exit_code, signal = ?end.signal,
+            duration_ms = end.duration_ms, confined = record.confined,
+            "subprocess ended"
+        );
+        let _ = end_tx.send(end);
+        match result {
+            Ok(ran) => Ok(ran.finished),
+            Err(failure) => Err(SdkError::Internal(format!(
+                "`{}` could not be started: {failure}",
+                approved.program.name
+            ))),
+        }
+    }
+}
+
+/// A record id as a client passes it: a UUID, returned in canonical form.
+fn record_id(id: &str) -> Result<String, SdkError> {
+    uuid::Uuid::parse_str(id)
+        .map(|u| u.hyphenated().to_string())
+        .map_err(|_| {
+            SdkError::invalid(format!(
+                "audit record id {:?} is not a UUID",
+                crate::text::truncate(id, crate::text::MAX_QUOTED_ID_BYTES)
+            ))
+        })
+}
+
+fn audit_err(e: AuditError) -> SdkError {
+    tracing::error!(error = %e, "subprocess audit store failed");
+    SdkError::Internal("the audit trail failed; see the host's log".into())
+}
+
+fn sdk(denied: Denied) -> (Decision, SdkError) {
+    match denied {
+        Denied::Internal(r) => (Decision::Denied, SdkError::Internal(r)),
+        Denied::Invalid(r) => (Decision::Invalid, SdkError::InvalidInput(r)),
+        Denied::NotGranted(r) => (Decision::Denied, SdkError::PermissionDenied(r)),
+    }
+}
+
+/// The working directory, opened inside the data directory by cap-std: no
+/// component may lead out (`..`, an absolute symlink, a relative symlink
+/// climbing out), and the child enters it by descriptor, so swapping it for
+/// a symlink after this check changes nothing.
+fn open_cwd(data_dir: &Path, cwd: Option<&str>) -> Result<cap_std::fs::Dir, Denied> {
+    let data = cap_std::fs::Dir::open_ambient_dir(data_dir, cap_std::ambient_authority())
+        .map_err(|e| {
+            tracing::error!(dir = %data_dir.display(), error = %e, "cannot open a module's data directory");
+            Denied::Internal("the module's data directory cannot be opened; see the host's log".into())
+        })?;
+    let Some(cwd) = cwd else {
+        return Ok(data);
+    };
+    let shown = crate::text::shown(cwd);
+    data.open_dir(cwd).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Denied::Invalid(format!(
+            "cwd `{shown}` does not exist in the data directory"
+        )),
+        std::io::ErrorKind::NotADirectory => {
+            Denied::Invalid(format!("cwd `{shown}` is not a directory"))
+        }
+        _ => Denied::NotGranted(format!(
+            "cwd `{shown}` leads outside the module's data directory"
+        )),
+    })
+}
+
+/// A `{path}` argument must not lead out of the data directory (through a
+/// symlink, say). One that does not exist yet is fine: the child may create
+/// it, and Landlock keeps its writes inside.
+fn check_path_arg(cwd: &cap_std::fs::Dir, index: usize, arg: &str) -> Result<(), Denied> {
+    match cwd.metadata(arg) {
+        Ok(_) => Ok(()),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
+            Ok(())
+        }
+        Err(_) => Err(Denied::NotGranted(format!(
+            "argument {} `{}` leads outside the module's data directory",
+            index + 1,
+            crate::text::shown(arg)
+        ))),
+    }
+}

@@ -1,0 +1,75 @@
+//! `run-blocking`: synchronous work off the event loop while the caller
+//! waits, on a bounded pool of threads (never on an async worker).
+
+use std::sync::Arc;
+
+use super::policy;
+use super::service::{BlockingCall, ModuleTasks, TaskScope, TaskService};
+use crate::cancel::CancelToken;
+use crate::error::SdkError;
+use crate::identity::Identity;
+use crate::text::{MAX_QUOTED_NAME_BYTES, truncate};
+
+impl TaskService {
+    /// Runs a blocking function of `module` in a fresh instance on the pool
+    /// and waits for it. The identity and task scope are the caller's; a
+    /// full pool answers `limit-exceeded` at once.
+    pub async fn run_blocking(
+        self: &Arc<Self>,
+        module: &ModuleTasks,
+        identity: Arc<Identity>,
+        task: Option<TaskScope>,
+        cancel: Option<CancelToken>,
+        function: &str,
+        args_json: &str,
+    ) -> Result<String, SdkError> {
+        if !module.blocking.contains(function) {
+            return Err(SdkError::invalid(format!(
+                "module `{}` has no blocking function `{}`",
+                module.name,
+                truncate(function, MAX_QUOTED_NAME_BYTES)
+            )));
+        }
+        policy::args(args_json)?;
+        let permit = self.blocking.clone().try_acquire_owned().map_err(|_| {
+            SdkError::LimitExceeded(format!(
+                "the blocking pool's {} threads are all busy",
+                self.blocking_threads
+            ))
+        })?;
+        let call = BlockingCall {
+            identity,
+            // A blocking call made from a task knows the task, but cannot
+            // pause it: it holds a pool thread.
+            task: task.map(|t| TaskScope { is_run: false, ..t }),
+            cancel,
+            function: function.to_owned(),
+            args_json: args_json.to_owned(),
+        };
+        let service = self.clone();
+        let handle = tokio::runtime::Handle::current();
+        let joined = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let returned =
+                handle.block_on(service.runner.clone().call_blocking(service.clone(), call));
+            match returned {
+                Ok(Ok(json)) => {
+                    policy::json_text("blocking result", &json, policy::MAX_RESULT_BYTES)
+                        .map(|_| json.clone())
+                        .map_err(|e| {
+                            SdkError::Internal(format!("module returned an invalid result: {e}"))
+                        })
+                }
+                Ok(Err(e)) => Err(e),
+                Err(e) => Err(e.to_sdk()),
+            }
+        })
+        .await;
+        joined.unwrap_or_else(|e| {
+            tracing::error!(error = %e, "blocking call panicked");
+            Err(SdkError::Internal(
+                "the blocking call failed; see the host's log".into(),
+            ))
+        })
+    }
+}

@@ -1,0 +1,245 @@
+//! `request-confirmation`: a running task pauses in `waiting-confirmation`
+//! until its user answers through the host's API, the wait times out, or the
+//! task is cancelled.
+//!
+//! The question and the answer are rows in the store, so an answer given
+//! through another host of a shared store counts, and a resumable task that
+//! asks again after a restart gets the answer it was given before. One write
+//! closes a wait: an answer and a timeout racing have one outcome.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::oneshot;
+
+use super::events::EventKind;
+use super::policy;
+use super::scheduler::Scheduler;
+use super::service::{TaskScope, TaskService, store_err, task_ref};
+use super::store::{Answered, Asked, Status, StoredAnswer};
+use crate::cancel::{CancelToken, Deadline};
+use crate::db::now_ms;
+use crate::error::SdkError;
+use crate::identity::Principal;
+use crate::ui::Surface;
+
+/// How a confirmation ended for the task that asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Confirmed {
+    Answered(StoredAnswer),
+    TimedOut,
+}
+
+/// What a user answers to a confirmation.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfirmationAnswer {
+    /// The id of the button pressed.
+    pub button: String,
+    /// Picked choices: `{ "<choices name>": ["<choice id>", ...] }`.
+    #[serde(default = "empty_object")]
+    pub values: serde_json::Value,
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(Default::default())
+}
+
+/// Largest answer accepted.
+pub const MAX_ANSWER_BYTES: usize = 16 * 1024;
+
+/// A running slot given up for a wait; taken back when dropped, also when
+/// the wait is abandoned (the guest's store dropped).
+struct Parked<'a> {
+    scheduler: &'a Scheduler,
+    module: &'a str,
+}
+
+impl<'a> Parked<'a> {
+    fn new(scheduler: &'a Scheduler, module: &'a str) -> Self {
+        scheduler.park(module);
+        Parked { scheduler, module }
+    }
+}
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        self.scheduler.unpark(self.module);
+    }
+}
+
+impl TaskService {
+    /// Asks the task's user to confirm `surface` and waits for the answer.
+    /// Only a task's own run may ask; while it waits, its running slot is
+    /// free for other work and its deadline does not run. When `cancel` is
+    /// cancelled, the wait ends with an error the caller turns into a stop.
+    pub async fn request_confirmation(
+        self: &Arc<Self>,
+        module: &str,
+        task: Option<&TaskScope>,
+        cancel: Option<&CancelToken>,
+        deadline: &mut Deadline,
+        surface: Surface,
+        timeout_ms: Option<u64>,
+    ) -> Result<Confirmed, SdkError> {
+        let Some(task_id) = task.filter(|t| t.is_run).map(|t| t.task_id.clone()) else {
+            return Err(SdkError::invalid(
+                "request-confirmation is only available in a background task's own run",
+            ));
+        };
+        let timeout = policy::confirmation_timeout(timeout_ms)?;
+        let surface_json =
+            serde_json::to_string(&surface).map_err(|e| SdkError::Internal(e.to_string()))?;
+        let stopped = || SdkError::invalid("the task was cancelled");
+        let store = &self.store;
+        let now = now_ms();
+        let expires = now.saturating_add(i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX));
+        if !self.running().contains_key(&task_id) {
+            return Err(SdkError::invalid("the task is not running on this host"));
+        }
+        // An answer kept from before a restart counts only for the same
+        // question; a stale one is discarded and the new question asked.
+        let mut rx = None;
+        for _ in 0..2 {
+            // A fresh channel per question, so an answer to a stale one can
+            // never be taken for this one.
+            let (tx, fresh) = oneshot::channel();
+            if let Some(r) = self.running().get_mut(&task_id) {
+                r.answer = Some(tx);
+            }
+            rx = Some(fresh);
+            match store
+                .ask_confirmation(&task_id, &surface_json, now, Some(expires))
+                .await
+                .map_err(store_err)?
+            {
+                Asked::AlreadyAnswered(answer) => {
+                    let same = store
+                        .get_unscoped(&task_id)
+                        .map_err(store_err)?
+                        .and_then(|r| r.confirmation)
+                        .is_some_and(|c| c.surface_json == surface_json);
+                    store.consume_answer(&task_id).await.map_err(store_err)?;
+                    if same {
+                        return Ok(Confirmed::Answered(answer));
+                    }
+                }
+                Asked::NotActive => {
+                    if cancel.is_some_and(CancelToken::is_cancelled) {
+                        return Err(stopped());
+                    }
+                    return Err(SdkError::invalid("the task is no longer active"));
+                }
+                Asked::Waiting => break,
+            }
+        }
+        let row = store.get_unscoped(&task_id).map_err(store_err)?;
+        if let Some(row) = &row {
+            self.events.send(
+                task_ref(row),
+                EventKind::status(Status::WaitingConfirmation),
+            );
+            self.events
+                .send(task_ref(row), EventKind::Confirmation { surface });
+        }
+        let paused = Instant::now();
+        let parked = Parked::new(&self.scheduler, module);
+        self.pump();
+        let outcome = if cancel.is_some_and(CancelToken::is_cancelled) {
+            None
+        } else {
+            let rx = rx.ok_or_else(|| SdkError::Internal("no confirmation channel".into()))?;
+            let cancelled = async {
+                match cancel {
+                    Some(token) => token.cancelled().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                answer = rx => answer.ok(),
+                () = tokio::time::sleep(timeout) => None,
+                () = cancelled => None,
+            }
+        };
+        drop(parked);
+        deadline.extend(paused.elapsed());
+        if cancel.is_some_and(CancelToken::is_cancelled) {
+            return Err(stopped());
+        }
+        // One write decides: the answer recorded by then (through this host,
+        // or another host of a shared store) or none; later answers are
+        // refused, so the user is never told "answered" for a timed-out wait.
+        let answer = store
+            .close_confirmation(&task_id, now_ms())
+            .await
+            .map_err(store_err)?
+            .or(outcome);
+        if let Some(row) = &row {
+            self.events
+                .send(task_ref(row), EventKind::status(Status::Running));
+        }
+        Ok(match answer {
+            Some(a) => Confirmed::Answered(a),
+            None => Confirmed::TimedOut,
+        })
+    }
+
+    /// Records `by`'s answer to the confirmation task `id` waits for, and
+    /// resumes the task. The answer is stored with who and when before the
+    /// task sees it.
+    pub(super) async fn answer(
+        &self,
+        row: &super::store::TaskRow,
+        answer: &ConfirmationAnswer,
+        by: &Principal,
+    ) -> Result<(), SdkError> {
+        let answer_json =
+            serde_json::to_string(answer).map_err(|e| SdkError::invalid(e.to_string()))?;
+        if answer_json.len() > MAX_ANSWER_BYTES {
+            return Err(SdkError::invalid(format!(
+                "answer is over {MAX_ANSWER_BYTES} bytes"
+            )));
+        }
+        if !answer.values.is_object() {
+            return Err(SdkError::invalid("answer values must be a JSON object"));
+        }
+        if let Some(c) = &row.confirmation
+            && let Ok(surface) = serde_json::from_str::<Surface>(&c.surface_json)
+        {
+            let buttons = surface.button_ids();
+            if !buttons.is_empty() && !buttons.contains(&answer.button.as_str()) {
+                return Err(SdkError::invalid(format!(
+                    "the confirmation has no button `{}`",
+                    answer.button
+                )));
+            }
+        }
+        let stored = StoredAnswer {
+            answer_json,
+            answered_by: by.user_id.to_string(),
+            answered_at: now_ms(),
+        };
+        match self
+            .store
+            .answer_confirmation(&row.id, stored.clone())
+            .await
+            .map_err(store_err)?
+        {
+            Answered::Recorded => {}
+            Answered::NotWaiting => {
+                return Err(SdkError::invalid(
+                    "the task is not waiting for a confirmation",
+                ));
+            }
+            Answered::NotFound => return Err(SdkError::NotFound),
+        }
+        let waiting = self
+            .running()
+            .get_mut(&row.id)
+            .and_then(|r| r.answer.take());
+        if let Some(tx) = waiting {
+            let _ = tx.send(stored);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,504 @@
+//! [`TaskService`]: the task capability of one host, below the WIT rooms.
+//!
+//! Submission, lookups, progress and the read model here; running tasks in
+//! `run.rs`, confirmations in `confirm.rs`, the blocking pool in
+//! `blocking.rs`. Nothing here knows wasmtime: the one upward need (a task's
+//! run, a blocking call, each in a fresh instance of its module) goes
+//! through the [`TaskRunner`] the host plugs in; it reports how the call
+//! went, and the service decides what that means for the task. Every call
+//! names the module it comes from by its own [`ModuleTasks`], configured
+//! once at load.
+
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::{Semaphore, oneshot};
+
+use super::events::{EventBus, EventKind, TaskRef};
+use super::policy;
+use super::scheduler::Scheduler;
+use super::store::{
+    Cursor, NewTask, Owner, ProgressResult, ProgressUpdate, Quota, Scope, Status, StoredAnswer,
+    Submitted, TaskFilter, TaskPage, TaskRow, TaskStore, TaskStoreError,
+};
+use crate::cancel::CancelToken;
+use crate::db::now_ms;
+use crate::error::{CallError, SdkError};
+use crate::identity::{Identity, OrgId, Principal, Role, UserId};
+use crate::manifest::{ReadScope, TasksGrant};
+use crate::text::{MAX_QUOTED_NAME_BYTES, truncate};
+
+/// Longest failure message stored with a task: a guest's error text is its
+/// own to choose, the host's storage is not.
+pub const MAX_FAILURE_MESSAGE_BYTES: usize = 4096;
+
+/// Rows a lookup returns when the guest asks for 0.
+pub const DEFAULT_LOOKUP_LIMIT: u32 = 50;
+
+/// How the host runs tasks. Defaults: 256 tasks running at once over all
+/// modules, 16 blocking threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskOptions {
+    /// Background tasks running at once, over all modules.
+    pub max_running: u32,
+    /// Threads of the blocking pool (`run-blocking`); more callers than this
+    /// at once get `limit-exceeded`.
+    pub blocking_threads: u32,
+}
+
+impl Default for TaskOptions {
+    fn default() -> Self {
+        TaskOptions {
+            max_running: 256,
+            blocking_threads: 16,
+        }
+    }
+}
+
+/// How the caller of `run-background` wants the task run.
+#[derive(Debug, Clone, Default)]
+pub struct SubmitOptions {
+    pub task_key: Option<String>,
+    pub title: Option<String>,
+    pub resumable: bool,
+}
+
+/// The task a call runs inside.
+#[derive(Debug, Clone)]
+pub struct TaskScope {
+    pub task_id: String,
+    /// The last stored checkpoint, for `context.checkpoint`.
+    pub checkpoint: Option<String>,
+    /// Whether this call is the task's own run (which may pause for a
+    /// confirmation), rather than a blocking call made from it.
+    pub is_run: bool,
+}
+
+/// What the task service knows of one module: what it offers and what its
+/// manifest grants. Built once when the module loads.
+#[derive(Debug, Clone)]
+pub struct ModuleTasks {
+    pub name: String,
+    /// Its background tasks, as `describe` listed them.
+    pub tasks: BTreeSet<String>,
+    /// Its blocking functions.
+    pub blocking: BTreeSet<String>,
+    pub grant: TasksGrant,
+}
+
+/// What a call may use of `interface tasks` and `background-tasks`: the
+/// service, and its own module's facts.
+#[derive(Debug, Clone)]
+pub struct TasksCtx {
+    pub service: Arc<TaskService>,
+    pub module: Arc<ModuleTasks>,
+}
+
+/// A boxed, sendable future that owns what it needs.
+pub type RunFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// What a call into a module returned: the guest's own answer (a JSON
+/// result or its typed error), or why it produced none.
+pub type Returned = Result<Result<String, SdkError>, CallError>;
+
+/// One run of a background task.
+#[derive(Debug, Clone)]
+pub struct TaskRun {
+    pub row: TaskRow,
+    /// The submitter's, as stored with the task.
+    pub identity: Arc<Identity>,
+    pub cancel: CancelToken,
+}
+
+/// One blocking call.
+#[derive(Debug, Clone)]
+pub struct BlockingCall {
+    pub identity: Arc<Identity>,
+    /// The task the caller runs inside, if any (never its own run).
+    pub task: Option<TaskScope>,
+    pub cancel: Option<CancelToken>,
+    pub function: String,
+    pub args_json: String,
+}
+
+/// Runs module code for the task service.
+pub trait TaskRunner: Send + Sync + 'static {
+    /// `run-task` of the row's module in a fresh instance, with the
+    /// submitter's identity plus the task, under the module's task deadline.
+    /// `tasks` is the service the run's own host calls go to.
+    fn run_task(self: Arc<Self>, tasks: Arc<TaskService>, run: TaskRun) -> RunFuture<Returned>;
+
+    /// `call-blocking` of the caller's module in a fresh instance, under the
+    /// module's blocking deadline. Called on a thread of the blocking pool.
+    fn call_blocking(
+        self: Arc<Self>,
+        tasks: Arc<TaskService>,
+        call: BlockingCall,
+    ) -> RunFuture<Returned>;
+}
+
+/// A task running on this host.
+#[derive(Debug)]
+pub(super) struct Running {
+    pub cancel: CancelToken,
+    /// The waiting `request-confirmation`, if any.
+    pub answer: Option<oneshot::Sender<StoredAnswer>>,
+}
+
+/// The task capability: the store, the event bus, the scheduler, the
+/// blocking pool and the tasks running here.
+pub struct TaskService {
+    pub(super) store: Arc<dyn TaskStore>,
+    pub(super) events: EventBus,
+    pub(super) scheduler: Scheduler,
+    pub(super) runner: Arc<dyn TaskRunner>,
+    pub(super) blocking: Arc<Semaphore>,
+    pub(super) blocking_threads: u32,
+    running: Mutex<HashMap<String, Running>>,
+}
+
+impl std::fmt::Debug for TaskService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskService").finish_non_exhaustive()
+    }
+}
+
+impl TaskService {
+    pub fn new(
+        store: Arc<dyn TaskStore>,
+        runner: Arc<dyn TaskRunner>,
+        options: TaskOptions,
+    ) -> Arc<Self> {
+        let threads = options.blocking_threads.max(1);
+        Arc::new(TaskService {
+            store,
+            events: EventBus::new(),
+            scheduler: Scheduler::new(options.max_running),
+            runner,
+            blocking: Arc::new(Semaphore::new(usize::try_from(threads).unwrap_or(1))),
+            blocking_threads: threads,
+            running: Mutex::default(),
+        })
+    }
+
+    /// Makes a loaded module's tasks runnable here; returns what calls of
+    /// the module carry in their [`TasksCtx`].
+    pub fn configure(&self, module: ModuleTasks) -> Arc<ModuleTasks> {
+        self.scheduler
+            .set_cap(&module.name, module.grant.max_concurrent);
+        Arc::new(module)
+    }
+
+    pub fn store(&self) -> &Arc<dyn TaskStore> {
+        &self.store
+    }
+
+    pub fn events(&self) -> &EventBus {
+        &self.events
+    }
+
+    pub(super) fn running(&self) -> MutexGuard<'_, HashMap<String, Running>> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Validates and stores a new task of `module` for `identity`, then
+    /// queues it. The id is returned only once the row is committed.
+    pub async fn submit(
+        self: &Arc<Self>,
+        module: &ModuleTasks,
+        identity: &Identity,
+        task: &str,
+        args_json: &str,
+        options: SubmitOptions,
+    ) -> Result<String, SdkError> {
+        if !module.tasks.contains(task) {
+            return Err(SdkError::invalid(format!(
+                "module `{}` has no task `{}`",
+                module.name,
+                truncate(task, MAX_QUOTED_NAME_BYTES)
+            )));
+        }
+        policy::args(args_json)?;
+        if let Some(k) = &options.task_key {
+            policy::task_key(k)?;
+        }
+        if let Some(t) = &options.title {
+            policy::short_text("title", t, policy::MAX_TITLE_BYTES)?;
+        }
+        let grant = &module.grant;
+        let submitted = self
+            .store
+            .submit(NewTask {
+                id: uuid::Uuid::now_v7().to_string(),
+                module: module.name.clone(),
+                task_name: task.to_owned(),
+                task_key: options.task_key,
+                title: options.title,
+                args_json: args_json.to_owned(),
+                resumable: options.resumable,
+                user_id: identity.user_id().to_string(),
+                organization_id: identity.organization_id().to_string(),
+                role: identity.principal.role.as_str().to_owned(),
+                request_id: identity.request_id.clone(),
+                session_id: identity.session_id.clone(),
+                created_at: now_ms(),
+                limits: Quota {
+                    max_active_per_user: grant.max_active_per_user,
+                    max_active_per_module: grant.max_active_per_module,
+                },
+            })
+            .await
+            .map_err(store_err)?;
+        match submitted {
+            Submitted::Created(id) => {
+                let task = TaskRef {
+                    task_id: id.clone(),
+                    module: module.name.clone(),
+                    organization_id: identity.organization_id().to_string(),
+                    user_id: identity.user_id().to_string(),
+                };
+                self.events.send(task, EventKind::status(Status::Pending));
+                self.enqueue(&module.name, id.clone());
+                Ok(id)
+            }
+            Submitted::Existing(id) => Ok(id),
+            Submitted::LimitExceeded(reason) => Err(SdkError::LimitExceeded(reason)),
+        }
+    }
+
+    /// Stores progress (and a label, a checkpoint) of an active task of the
+    /// caller's module and organization, and tells watchers.
+    pub async fn update_progress(
+        &self,
+        identity: &Identity,
+        task_id: &str,
+        progress: f64,
+        label: Option<String>,
+        checkpoint_json: Option<String>,
+    ) -> Result<(), SdkError> {
+        let id = policy::task_id(task_id)?;
+        let progress = policy::progress(progress)?;
+        if let Some(l) = &label {
+            policy::short_text("label", l, policy::MAX_LABEL_BYTES)?;
+        }
+        if let Some(c) = &checkpoint_json {
+            policy::json_text("checkpoint", c, policy::MAX_CHECKPOINT_BYTES)?;
+        }
+        let owner = Owner {
+            module: identity.module.clone(),
+            organization_id: identity.organization_id().to_string(),
+        };
+        let update = ProgressUpdate {
+            progress,
+            label: label.clone(),
+            checkpoint_json,
+        };
+        match self
+            .store
+            .update_progress(&id, &owner, update)
+            .await
+            .map_err(store_err)?
+        {
+            ProgressResult::Updated(row) => {
+                self.events.send(
+                    task_ref(&row),
+                    EventKind::Progress {
+                        progress,
+                        label,
+                        persisted: true,
+                    },
+                );
+                Ok(())
+            }
+            ProgressResult::NotFound => Err(SdkError::NotFound),
+            ProgressResult::NotActive => Err(SdkError::invalid("the task is no longer active")),
+        }
+    }
+
+    /// Tells watchers of progress without storing it; without a value, the
+    /// stored progress is sent again.
+    pub async fn emit_progress(
+        &self,
+        identity: &Identity,
+        task_id: &str,
+        progress: Option<f64>,
+        label: Option<String>,
+    ) -> Result<(), SdkError> {
+        let id = policy::task_id(task_id)?;
+        let progress = progress.map(policy::progress).transpose()?;
+        if let Some(l) = &label {
+            policy::short_text("label", l, policy::MAX_LABEL_BYTES)?;
+        }
+        let row = self
+            .store
+            .get(&id, &org_scope(identity))
+            .map_err(store_err)?
+            .ok_or(SdkError::NotFound)?;
+        if !row.status.is_active() {
+            return Err(SdkError::invalid("the task is no longer active"));
+        }
+        self.events
+            .emit_progress(task_ref(&row), progress.unwrap_or(row.progress), label);
+        Ok(())
+    }
+
+    /// `list-user-tasks`: another organization is never visible, another
+    /// user only with the manifest's `read = "organization"`.
+    pub fn user_tasks(
+        &self,
+        module: &ModuleTasks,
+        identity: &Identity,
+        user_id: Option<String>,
+        organization_id: Option<String>,
+        limit: u32,
+    ) -> Result<Vec<TaskRow>, SdkError> {
+        let org = organization_id.unwrap_or_else(|| identity.organization_id().to_string());
+        let user = user_id.unwrap_or_else(|| identity.user_id().to_string());
+        if org != identity.organization_id().as_str()
+            || (user != identity.user_id().as_str() && module.grant.read == ReadScope::Own)
+        {
+            return Ok(Vec::new());
+        }
+        let scope = Scope {
+            module: identity.module.clone(),
+            organization_id: org,
+            user_id: Some(user),
+        };
+        let limit = policy::limit(limit, DEFAULT_LOOKUP_LIMIT, policy::MAX_LOOKUP_LIMIT);
+        self.store.by_user(&scope, limit).map_err(store_err)
+    }
+
+    /// `get-tasks-by-key`: the caller's module and organization, newest first.
+    pub fn by_key(&self, identity: &Identity, key: &str) -> Result<Vec<TaskRow>, SdkError> {
+        policy::task_key(key)?;
+        self.store
+            .by_key(&org_scope(identity), key, policy::MAX_LOOKUP_LIMIT)
+            .map_err(store_err)
+    }
+
+    /// `get-tasks-by-key-prefix`: like [`TaskService::by_key`], every key
+    /// starting with `prefix`.
+    pub fn by_key_prefix(
+        &self,
+        identity: &Identity,
+        prefix: &str,
+        limit: u32,
+    ) -> Result<Vec<TaskRow>, SdkError> {
+        policy::key_prefix(prefix)?;
+        let limit = policy::limit(limit, DEFAULT_LOOKUP_LIMIT, policy::MAX_LOOKUP_LIMIT);
+        self.store
+            .by_key_prefix(&org_scope(identity), prefix, limit)
+            .map_err(store_err)
+    }
+
+    /// `background-tasks.list`: the caller's own tasks, or (with the
+    /// manifest's `read = "organization"`) those of `user_id`.
+    pub fn read_list(
+        &self,
+        module: &ModuleTasks,
+        identity: &Identity,
+        user_id: Option<String>,
+        filter: &TaskFilter,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<TaskPage, SdkError> {
+        if !(1..=policy::MAX_PAGE_LIMIT).contains(&limit) {
+            return Err(SdkError::invalid(format!(
+                "limit must be 1..={}",
+                policy::MAX_PAGE_LIMIT
+            )));
+        }
+        let cursor = parse_cursor(cursor)?;
+        if let Some(p) = &filter.key_prefix {
+            policy::key_prefix(p)?;
+        }
+        let user = user_id.unwrap_or_else(|| identity.user_id().to_string());
+        if user != identity.user_id().as_str() && module.grant.read != ReadScope::Organization {
+            return Ok(TaskPage {
+                tasks: Vec::new(),
+                next_cursor: None,
+            });
+        }
+        let scope = Scope {
+            module: identity.module.clone(),
+            organization_id: identity.organization_id().to_string(),
+            user_id: Some(user),
+        };
+        self.store
+            .list(&scope, filter, cursor.as_ref(), limit)
+            .map_err(store_err)
+    }
+
+    /// `background-tasks.get`: args, results and checkpoints are the
+    /// submitting user's, so another user's task is `not-found` unless the
+    /// manifest grants the organization.
+    pub fn read_get(
+        &self,
+        module: &ModuleTasks,
+        identity: &Identity,
+        task_id: &str,
+    ) -> Result<TaskRow, SdkError> {
+        let id = policy::task_id(task_id)?;
+        let wide = module.grant.read == ReadScope::Organization;
+        let scope = Scope {
+            module: identity.module.clone(),
+            organization_id: identity.organization_id().to_string(),
+            user_id: (!wide).then(|| identity.user_id().to_string()),
+        };
+        self.store
+            .get(&id, &scope)
+            .map_err(store_err)?
+            .ok_or(SdkError::NotFound)
+    }
+}
+
+/// The caller's module and organization, every user: what key lookups see.
+fn org_scope(identity: &Identity) -> Scope {
+    Scope {
+        module: identity.module.clone(),
+        organization_id: identity.organization_id().to_string(),
+        user_id: None,
+    }
+}
+
+pub(super) fn parse_cursor(cursor: Option<&str>) -> Result<Option<Cursor>, SdkError> {
+    cursor
+        .map(|c| {
+            c.parse::<Cursor>()
+                .map_err(|e| SdkError::invalid(e.to_string()))
+        })
+        .transpose()
+}
+
+pub(super) fn task_ref(row: &TaskRow) -> TaskRef {
+    TaskRef {
+        task_id: row.id.clone(),
+        module: row.module.clone(),
+        organization_id: row.organization_id.clone(),
+        user_id: row.user_id.clone(),
+    }
+}
+
+/// A store failure as the caller sees it: logged here, never shown.
+pub(crate) fn store_err(e: TaskStoreError) -> SdkError {
+    tracing::error!(error = %e, "task store failed");
+    SdkError::Internal("the task store failed; see the host's log".into())
+}
+
+/// The submitter's identity, as stored with the task.
+pub(super) fn identity_of(row: &TaskRow) -> Result<Identity, String> {
+    let bad = |what: &str| format!("stored task {} has an invalid {what}", row.id);
+    Ok(Identity {
+        module: row.module.clone(),
+        principal: Principal {
+            user_id: UserId::try_from(row.user_id.clone()).map_err(|_| bad("user id"))?,
+            organization_id: OrgId::try_from(row.organization_id.clone())
+                .map_err(|_| bad("organization id"))?,
+            role: row.role.parse::<Role>().map_err(|_| bad("role"))?,
+        },
+        request_id: row.request_id.clone(),
+        session_id: row.session_id.clone(),
+    })
+}

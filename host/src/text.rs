@@ -1,0 +1,71 @@
+//! Bounded, printable text: how the host shortens and shows strings that
+//! came from a guest or a manifest before they reach a log, an error or a row.
+
+use std::borrow::Cow;
+
+/// How much of a guest's name (a task, a function) an error message quotes.
+pub const MAX_QUOTED_NAME_BYTES: usize = 128;
+
+/// How much of a malformed id an error message quotes.
+pub const MAX_QUOTED_ID_BYTES: usize = 64;
+
+/// How much of a description or toast message is kept.
+pub const MAX_SHOWN_TEXT_BYTES: usize = 1024;
+
+/// `s` cut to at most `max` bytes at a character boundary.
+pub fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// `s` with control characters escaped, so a guest cannot forge log lines.
+pub fn escape_controls(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return Cow::Borrowed(s);
+    }
+    Cow::Owned(s.chars().flat_map(char::escape_default).collect::<String>())
+}
+
+/// The longest value echoed in an error message; longer ones are cut.
+pub const MAX_SHOWN_CHARS: usize = 80;
+
+/// A value as it appears inside an error message: control characters
+/// escaped so the message stays on one line, and cut when long.
+pub fn shown(value: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in value.chars().enumerate() {
+        if i == MAX_SHOWN_CHARS {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncate_cuts_at_a_character_boundary() {
+        assert_eq!(truncate("héllo", 2), "h");
+        assert_eq!(truncate("abc", 10), "abc");
+    }
+
+    #[test]
+    fn control_characters_in_messages_are_escaped() {
+        assert_eq!(escape_controls("a\nINFO forged"), "a\\nINFO forged");
+        assert_eq!(escape_controls("plain"), "plain");
+    }
+}

@@ -1,0 +1,280 @@
+//! `interface tasks`: background and blocking work, subprocesses, progress,
+//! confirmation and lookups.
+//!
+//! Thin: each function checks the call was not cancelled, converts its WIT
+//! arguments, and asks the task service (or, for `run-subprocess`, the
+//! subprocess service) with the identity of this call's sandbox. The
+//! capability contexts are `None` where the call may not use them, and a
+//! call then gets `permission-denied`.
+
+use super::bindings::{HostError, convert_error, tasks, types, ui as wit_ui};
+use crate::cancel::{CancelToken, Deadline};
+use crate::error::SdkError;
+use crate::identity::Identity;
+use crate::sandbox::{Interrupt, SandboxState};
+use crate::subprocess::{self, SubprocessCtx};
+use crate::tasks::api::ConfirmationAnswer;
+use crate::tasks::store::{Status, StoredAnswer, TaskRow};
+use crate::tasks::{Confirmed, SubmitOptions, TaskScope, TasksCtx};
+use crate::ui::Surface;
+
+/// What `tasks` sees of a call.
+pub struct TasksView<'a> {
+    pub identity: &'a std::sync::Arc<Identity>,
+    pub task: Option<&'a TaskScope>,
+    pub cancel: Option<&'a CancelToken>,
+    pub deadline: &'a mut Deadline,
+    pub tasks: Option<&'a TasksCtx>,
+    pub subprocess: Option<&'a SubprocessCtx>,
+}
+
+impl TasksView<'_> {
+    /// The projection `tasks` is linked with.
+    pub fn of(s: &mut SandboxState) -> TasksView<'_> {
+        TasksView {
+            identity: &s.identity,
+            task: s.task.as_ref(),
+            cancel: s.cancel.as_ref(),
+            deadline: &mut s.deadline,
+            tasks: s.tasks.as_ref(),
+            subprocess: s.subprocess.as_ref(),
+        }
+    }
+
+    /// A cancelled task stops at its next host call.
+    fn check_cancelled(&self) -> Result<(), HostError> {
+        if self.cancel.is_some_and(CancelToken::is_cancelled) {
+            return Err(HostError::Trap(Interrupt::Cancelled.into()));
+        }
+        Ok(())
+    }
+
+    fn tasks(&self) -> Result<&TasksCtx, SdkError> {
+        self.tasks.ok_or_else(not_now)
+    }
+}
+
+/// What a call without the capability hears: only `describe` runs so.
+pub(super) fn not_now() -> SdkError {
+    SdkError::denied("tasks are not available while the module is being loaded")
+}
+
+impl types::Host for TasksView<'_> {
+    fn convert_error(&mut self, err: HostError) -> wasmtime::Result<types::Error> {
+        convert_error(err)
+    }
+}
+
+impl tasks::Host for TasksView<'_> {
+    async fn run_background(
+        &mut self,
+        task: String,
+        args_json: String,
+        options: tasks::BackgroundOptions,
+    ) -> Result<String, HostError> {
+        self.check_cancelled()?;
+        let ctx = self.tasks()?;
+        let options = SubmitOptions {
+            task_key: options.task_key,
+            title: options.title,
+            resumable: options.resumable,
+        };
+        Ok(ctx
+            .service
+            .submit(&ctx.module, self.identity, &task, &args_json, options)
+            .await?)
+    }
+
+    async fn run_blocking(
+        &mut self,
+        function: String,
+        args_json: String,
+    ) -> Result<String, HostError> {
+        self.check_cancelled()?;
+        let ctx = self.tasks()?;
+        Ok(ctx
+            .service
+            .run_blocking(
+                &ctx.module,
+                self.identity.clone(),
+                self.task.cloned(),
+                self.cancel.cloned(),
+                &function,
+                &args_json,
+            )
+            .await?)
+    }
+
+    async fn run_subprocess(
+        &mut self,
+        request: tasks::SubprocessRequest,
+    ) -> Result<tasks::SubprocessOutput, HostError> {
+        self.check_cancelled()?;
+        let Some(ctx) = self.subprocess else {
+            return Err(SdkError::denied(
+                "a module cannot start programs while it is being loaded",
+            )
+            .into());
+        };
+        let caller = subprocess::Caller {
+            identity: self.identity,
+            task_id: self.task.map(|t| t.task_id.as_str()),
+            cancel: self.cancel,
+            time_left: self.deadline.time_left(),
+        };
+        let request = subprocess::gate::Request {
+            program: request.program,
+            args: request.args,
+            cwd: request.cwd,
+            env: request.env,
+            stdin: request.stdin,
+            timeout_ms: request.timeout_ms,
+            max_output_bytes: request.max_output_bytes,
+        };
+        let finished = ctx.service.run(&ctx.module, caller, request).await?;
+        self.check_cancelled()?;
+        let status = match finished.status {
+            subprocess::Status::Code(c) => tasks::ExitStatus::Code(c),
+            subprocess::Status::Signal(s) => tasks::ExitStatus::Signal(s),
+            subprocess::Status::TimedOut | subprocess::Status::Cancelled => {
+                tasks::ExitStatus::TimedOut
+            }
+        };
+        Ok(tasks::SubprocessOutput {
+            status,
+            stdout: finished.stdout,
+            stderr: finished.stderr,
+            stdout_truncated: finished.stdout_truncated,
+            stderr_truncated: finished.stderr_truncated,
+            duration_ms: u64::try_from(finished.duration.as_millis()).unwrap_or(u64::MAX),
+        })
+    }
+
+    async fn update_progress(
+        &mut self,
+        task_id: String,
+        progress: f64,
+        label: Option<String>,
+        checkpoint_json: Option<String>,
+    ) -> Result<(), HostError> {
+        self.check_cancelled()?;
+        let ctx = self.tasks()?;
+        Ok(ctx
+            .service
+            .update_progress(self.identity, &task_id, progress, label, checkpoint_json)
+            .await?)
+    }
+
+    async fn emit_progress(
+        &mut self,
+        task_id: String,
+        progress: Option<f64>,
+        label: Option<String>,
+    ) -> Result<(), HostError> {
+        self.check_cancelled()?;
+        let ctx = self.tasks()?;
+        Ok(ctx
+            .service
+            .emit_progress(self.identity, &task_id, progress, label)
+            .await?)
+    }
+
+    async fn request_confirmation(
+        &mut self,
+        surface: wit_ui::Surface,
+        timeout_ms: Option<u64>,
+    ) -> Result<tasks::ConfirmationOutcome, HostError> {
+        self.check_cancelled()?;
+        let ctx = self.tasks.ok_or_else(not_now)?;
+        let surface = Surface::from_wit(surface).map_err(|e| SdkError::invalid(e.to_string()))?;
+        let confirmed = ctx
+            .service
+            .request_confirmation(
+                &ctx.module.name,
+                self.task,
+                self.cancel,
+                self.deadline,
+                surface,
+                timeout_ms,
+            )
+            .await;
+        self.check_cancelled()?;
+        Ok(match confirmed? {
+            Confirmed::Answered(a) => tasks::ConfirmationOutcome::Answered(wit_answer(&a)?),
+            Confirmed::TimedOut => tasks::ConfirmationOutcome::TimedOut,
+        })
+    }
+
+    async fn list_user_tasks(
+        &mut self,
+        user_id: Option<String>,
+        organization_id: Option<String>,
+        limit: u32,
+    ) -> Result<Vec<types::TaskSummary>, HostError> {
+        let ctx = self.tasks()?;
+        let rows =
+            ctx.service
+                .user_tasks(&ctx.module, self.identity, user_id, organization_id, limit)?;
+        Ok(rows.iter().map(summary).collect())
+    }
+
+    async fn get_tasks_by_key(
+        &mut self,
+        key: String,
+    ) -> Result<Vec<types::TaskSummary>, HostError> {
+        let ctx = self.tasks()?;
+        let rows = ctx.service.by_key(self.identity, &key)?;
+        Ok(rows.iter().map(summary).collect())
+    }
+
+    async fn get_tasks_by_key_prefix(
+        &mut self,
+        prefix: String,
+        limit: u32,
+    ) -> Result<Vec<types::TaskSummary>, HostError> {
+        let ctx = self.tasks()?;
+        let rows = ctx.service.by_key_prefix(self.identity, &prefix, limit)?;
+        Ok(rows.iter().map(summary).collect())
+    }
+}
+
+/// The WIT summary of a stored task.
+pub(super) fn summary(row: &TaskRow) -> types::TaskSummary {
+    types::TaskSummary {
+        id: row.id.clone(),
+        module: row.module.clone(),
+        task_name: row.task_name.clone(),
+        task_key: row.task_key.clone(),
+        title: row.title.clone(),
+        status: wit_status(row.status),
+        progress: row.progress,
+        label: row.label.clone(),
+        user_id: row.user_id.clone(),
+        organization_id: row.organization_id.clone(),
+        created_at: u64::try_from(row.created_at).unwrap_or(0),
+        updated_at: u64::try_from(row.updated_at).unwrap_or(0),
+    }
+}
+
+pub(super) fn wit_status(s: Status) -> types::TaskStatus {
+    match s {
+        Status::Pending => types::TaskStatus::Pending,
+        Status::Running => types::TaskStatus::Running,
+        Status::WaitingConfirmation => types::TaskStatus::WaitingConfirmation,
+        Status::Completed => types::TaskStatus::Completed,
+        Status::Failed => types::TaskStatus::Failed,
+        Status::Cancelled => types::TaskStatus::Cancelled,
+        Status::Interrupted => types::TaskStatus::Interrupted,
+    }
+}
+
+fn wit_answer(a: &StoredAnswer) -> Result<wit_ui::Answer, SdkError> {
+    let parsed: ConfirmationAnswer = serde_json::from_str(&a.answer_json)
+        .map_err(|e| SdkError::Internal(format!("stored answer is corrupt: {e}")))?;
+    Ok(wit_ui::Answer {
+        button: parsed.button,
+        values: parsed.values.to_string(),
+        answered_by: a.answered_by.clone(),
+        answered_at: u64::try_from(a.answered_at).unwrap_or(0),
+    })
+}
