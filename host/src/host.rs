@@ -36,6 +36,10 @@ use crate::ui::ActionOutput;
 /// Largest JSON argument accepted for a call.
 pub const MAX_ARGS_BYTES: usize = policy::MAX_ARGS_BYTES;
 
+/// What a call stopped from outside is given on top of a child's SIGTERM
+/// grace to end by itself: time to reap the tree and answer.
+pub const STOP_MARGIN: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// How a [`Host`] is set up.
 #[derive(Debug, Clone)]
 pub struct HostOptions {
@@ -278,6 +282,7 @@ impl Host {
             cancel: None,
             tasks: None,
             subprocess: None,
+            stop_grace: STOP_MARGIN,
         };
         let engine = self.runner.engine.engine();
         match invoke(engine, &linked.pre, name, spec, Export::Describe).await {
@@ -516,6 +521,7 @@ impl Runner {
                 service: self.subprocess.clone(),
                 module: m.subprocess.clone(),
             }),
+            stop_grace: self.subprocess.options().kill_grace + STOP_MARGIN,
         }
     }
 

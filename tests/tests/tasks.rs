@@ -823,3 +823,104 @@ async fn a_task_waiting_for_its_user_gives_its_running_slot_to_the_next_one() {
         );
     }
 }
+
+/// Longer than any of these tests may take, far shorter than the guest's
+/// hour-long sleep: a call still waiting after this was never stopped.
+const STOPPED_WITHIN: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_action_waiting_in_a_host_call_is_stopped_at_its_deadline() {
+    let t = TestHost::with("spin", SPIN, "[limits]\ncall-deadline-ms = 300").await;
+    let who = principal("alice", "acme");
+    let call = t
+        .host
+        .call_action("spin", "sleep", "{}", &who, RequestMeta::fresh());
+    let err = tokio::time::timeout(STOPPED_WITHIN, call)
+        .await
+        .expect("the sleeping action was never stopped")
+        .unwrap_err();
+    assert_eq!(
+        err,
+        CallError::Deadline {
+            module: "spin".into(),
+            deadline_ms: 300
+        }
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_task_waiting_in_a_host_call_gives_its_running_slot_back_at_once() {
+    let t = TestHost::with(
+        "spin",
+        SPIN,
+        "[limits]\ntask-deadline-ms = 600000\n[tasks]\nmax-concurrent = 1",
+    )
+    .await;
+    t.host.start_tasks().await.unwrap();
+    let who = principal("alice", "acme");
+    let sleeper = submit(&t.host, "spin", "sleep", SubmitOptions::default(), &who).await;
+    wait_status(&t.host, &sleeper, &who, Status::Running).await;
+    let next = submit(&t.host, "spin", "noop", SubmitOptions::default(), &who).await;
+    t.host.tasks().cancel(&sleeper, &who).await.unwrap();
+    let row = tokio::time::timeout(STOPPED_WITHIN, t.host.tasks().wait(&next, &who))
+        .await
+        .expect("the cancelled sleeper kept the module's only slot")
+        .unwrap();
+    assert_eq!(row.status, Status::Completed);
+    assert_eq!(
+        t.host.tasks().get(&sleeper, &who).unwrap().status,
+        Status::Cancelled
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_waiting_in_a_host_call_past_its_deadline_fails_and_frees_its_slot() {
+    let t = TestHost::with(
+        "spin",
+        SPIN,
+        "[limits]\ntask-deadline-ms = 300\n[tasks]\nmax-concurrent = 1",
+    )
+    .await;
+    t.host.start_tasks().await.unwrap();
+    let who = principal("alice", "acme");
+    let sleeper = submit(&t.host, "spin", "sleep", SubmitOptions::default(), &who).await;
+    let next = submit(&t.host, "spin", "noop", SubmitOptions::default(), &who).await;
+    let row = tokio::time::timeout(STOPPED_WITHIN, t.host.tasks().wait(&sleeper, &who))
+        .await
+        .expect("the sleeping task was never stopped")
+        .unwrap();
+    assert_eq!(row.status, Status::Failed);
+    assert_eq!(row.failure_kind.as_deref(), Some("deadline"));
+    let next = tokio::time::timeout(STOPPED_WITHIN, t.host.tasks().wait(&next, &who))
+        .await
+        .expect("the next task never ran")
+        .unwrap();
+    assert_eq!(next.status, Status::Completed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocking_call_waiting_in_a_host_call_frees_its_pool_thread_at_its_deadline() {
+    let mut t = TestHost::with_options(|o| o.blocking_threads = 1);
+    t.load("spin", SPIN, "[limits]\nblocking-deadline-ms = 300")
+        .await;
+    let who = principal("alice", "acme");
+    let call = t
+        .host
+        .call_blocking("spin", "sleep", "{}", &who, RequestMeta::fresh());
+    let stopped = tokio::time::timeout(STOPPED_WITHIN, call)
+        .await
+        .expect("the sleeping blocking call was never stopped");
+    assert!(
+        matches!(&stopped, Err(SdkError::LimitExceeded(m)) if m.contains("deadline")),
+        "{stopped:?}"
+    );
+    // The pool's only thread is free again.
+    let again = t
+        .host
+        .call_blocking("spin", "sleep", "{}", &who, RequestMeta::fresh());
+    let again = tokio::time::timeout(STOPPED_WITHIN, again).await.unwrap();
+    assert!(
+        matches!(&again, Err(SdkError::LimitExceeded(m)) if m.contains("deadline")),
+        "{again:?}"
+    );
+}

@@ -120,7 +120,7 @@ impl HostEngine {
         &self.engine
     }
 
-    pub fn linker(&self) -> &Arc<Linker<SandboxState>> {
+    pub(crate) fn linker(&self) -> &Arc<Linker<SandboxState>> {
         &self.linker
     }
 

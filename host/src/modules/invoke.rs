@@ -1,10 +1,16 @@
 //! [`invoke`]: the one path by which an export of a module is called, for
 //! `describe`, actions, task runs and blocking calls alike: a fresh store,
-//! a fresh instance, the call, and its failure classified.
+//! a fresh instance, the call under a watchdog, and its failure classified.
+//!
+//! The epoch callback stops a guest that runs past its deadline inside wasm;
+//! a guest that waits inside a host call (a WASI sleep, a blocking read)
+//! never reaches it, so the watchdog drops the call there when the deadline
+//! passes or the call is cancelled: its instance, its running slot or its
+//! blocking thread is free at once.
 
 use super::{Description, Entry, MAX_ENTRIES, ModuleError, valid_entry_name};
 use crate::error::{CallError, SdkError};
-use crate::sandbox::{self, CallSpec, SandboxState};
+use crate::sandbox::{self, CallSpec, Interrupt, SandboxState};
 use crate::text::{MAX_SHOWN_TEXT_BYTES, truncate};
 use crate::wit::bindings::{self, ModulePre};
 
@@ -36,7 +42,8 @@ pub async fn invoke(
     export: Export<'_>,
 ) -> Result<Answer, CallError> {
     let mut store = sandbox::new_store(engine, spec)?;
-    let result = async {
+    let stop = store.data().stop_signal();
+    let call = async {
         let instance = pre.instantiate_async(&mut store).await?;
         Ok::<_, wasmtime::Error>(match export {
             Export::Describe => Answer::Description(instance.call_describe(&mut store).await?),
@@ -59,9 +66,23 @@ pub async fn invoke(
                     .map_err(SdkError::from),
             ),
         })
-    }
-    .await;
-    result.map_err(|e| instantiate_or_trap(module, e, &store))
+    };
+    let result = tokio::select! {
+        result = call => result.map_err(Stopped::Failed),
+        why = stop => Err(Stopped::Outside(why)),
+    };
+    result.map_err(|e| match e {
+        Stopped::Failed(e) => instantiate_or_trap(module, e, &store),
+        Stopped::Outside(why) => sandbox::interrupted(module, why, store.data()),
+    })
+}
+
+/// How a call ended without an answer.
+enum Stopped {
+    /// It trapped, or could not be instantiated.
+    Failed(wasmtime::Error),
+    /// The watchdog stopped it while it waited in a host call.
+    Outside(Interrupt),
 }
 
 /// A failure before the guest ran (pool exhausted) is `Busy`; anything else

@@ -133,7 +133,7 @@ impl LoadedModule {
         self.manifest.name.as_ref()
     }
 
-    pub fn pre(&self) -> &ModulePre<SandboxState> {
+    pub(crate) fn pre(&self) -> &ModulePre<SandboxState> {
         &self.pre
     }
 
@@ -152,7 +152,7 @@ pub struct Linked {
     pub manifest: Manifest,
     pub component: Component,
     pub cache_hit: bool,
-    pub pre: ModulePre<SandboxState>,
+    pub(crate) pre: ModulePre<SandboxState>,
 }
 
 /// The subdirectories of `dir` that hold a module, in name order.
@@ -205,7 +205,7 @@ pub fn link(
 
 /// Links a compiled component against the host's world: every import must be
 /// provided, every export present with the right type.
-pub fn link_component(
+pub(crate) fn link_component(
     engine: &crate::engine::HostEngine,
     component: &Component,
 ) -> Result<ModulePre<SandboxState>, ModuleError> {

@@ -55,6 +55,10 @@ pub struct CallSpec<'a> {
     pub tasks: Option<TasksCtx>,
     /// `tasks.run-subprocess`; `None` refuses it.
     pub subprocess: Option<SubprocessCtx>,
+    /// How long past its deadline or cancel a call waiting in a host call
+    /// is left to end by itself (a child's SIGTERM grace) before it is
+    /// dropped.
+    pub stop_grace: Duration,
 }
 
 /// How much one call has logged, so a flood is muted (`interface log`).
@@ -75,6 +79,7 @@ pub struct SandboxState {
     pub(crate) tasks: Option<TasksCtx>,
     pub(crate) subprocess: Option<SubprocessCtx>,
     pub(crate) log: LogBudget,
+    stop_grace: Duration,
     wasi: WasiCtx,
     table: ResourceTable,
     limiter: MemoryLimiter,
@@ -83,6 +88,30 @@ pub struct SandboxState {
 impl SandboxState {
     pub fn identity(&self) -> &Identity {
         &self.identity
+    }
+
+    /// Resolves when the call must stop from outside: its deadline passed
+    /// or it was cancelled, and the stop grace is over (so a host call that
+    /// ends itself on a cancel, a child being sent SIGTERM, can). Owns what
+    /// it watches, so it can run beside the call that borrows the store.
+    pub fn stop_signal(&self) -> impl std::future::Future<Output = Interrupt> + Send + 'static {
+        let deadline = self.deadline.clone();
+        let cancel = self.cancel.clone();
+        let grace = self.stop_grace;
+        async move {
+            let cancelled = async {
+                match &cancel {
+                    Some(token) => token.cancelled().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let why = tokio::select! {
+                () = deadline.expired() => Interrupt::Deadline,
+                () = cancelled => Interrupt::Cancelled,
+            };
+            tokio::time::sleep(grace).await;
+            why
+        }
     }
 
     /// Whether the call was cancelled through the host's API.
@@ -140,6 +169,7 @@ pub fn new_store(
         tasks: spec.tasks,
         subprocess: spec.subprocess,
         log: LogBudget::default(),
+        stop_grace: spec.stop_grace,
         wasi: wasi.build(),
         table: ResourceTable::new(),
         limiter: MemoryLimiter::new(spec.memory_bytes),
@@ -180,6 +210,20 @@ pub fn classify_failure(module: &str, err: wasmtime::Error, state: &SandboxState
         None => CallError::Trap {
             module: module.to_owned(),
             message: trap_message(&err),
+        },
+    }
+}
+
+/// The caller's error for a call the host stopped from outside while the
+/// guest waited in a host call.
+pub fn interrupted(module: &str, why: Interrupt, state: &SandboxState) -> CallError {
+    match why {
+        Interrupt::Deadline => CallError::Deadline {
+            module: module.to_owned(),
+            deadline_ms: u64::try_from(state.deadline.limit().as_millis()).unwrap_or(u64::MAX),
+        },
+        Interrupt::Cancelled => CallError::Cancelled {
+            module: module.to_owned(),
         },
     }
 }

@@ -93,15 +93,22 @@ impl Ran {
     }
 }
 
-/// Kills the tree if the call is dropped while the child runs (the guest's
-/// store was dropped, the host is shutting down). It holds the pidfds taken
-/// at spawn, so a recycled pid is never hit.
+/// Kills the tree if the call is dropped while the child runs (the call was
+/// stopped from outside, the host is shutting down), and reaps the dead on
+/// a thread of its own. It holds the pidfds taken at spawn, so a recycled
+/// pid is never hit.
 struct KillOnDrop(Option<tree::Tree>);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
         if let Some(mut tree) = self.0.take() {
             tree.kill();
+            let reaper = std::thread::Builder::new()
+                .name("modhost-reaper".into())
+                .spawn(move || tree.reap_killed(REAP_WAIT));
+            if let Err(e) = reaper {
+                tracing::error!(error = %e, "cannot start a thread to reap a killed child");
+            }
         }
     }
 }

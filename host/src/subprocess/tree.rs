@@ -203,6 +203,19 @@ impl Tree {
         }
     }
 
+    /// Reaps a killed tree, the root first, waiting at most `patience` for
+    /// members re-parented to the host. Blocks: for a thread of its own,
+    /// when the call that ran the child is gone.
+    pub fn reap_killed(mut self, patience: std::time::Duration) {
+        if let Some(fd) = &self.root_fd {
+            let _ = super::spawn::wait_now(fd, false);
+        }
+        let until = std::time::Instant::now() + patience;
+        while self.reap() > 0 && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
     /// Members that are not yet reaped. Call after the root was reaped:
     /// the killed members are then the host's children (see
     /// [`adopt_orphans`]) and are reaped here.

@@ -8,7 +8,6 @@ use super::service::{BlockingCall, ModuleTasks, TaskScope, TaskService};
 use crate::cancel::CancelToken;
 use crate::error::SdkError;
 use crate::identity::Identity;
-use crate::text::{MAX_QUOTED_NAME_BYTES, truncate};
 
 impl TaskService {
     /// Runs a blocking function of `module` in a fresh instance on the pool
@@ -23,13 +22,7 @@ impl TaskService {
         function: &str,
         args_json: &str,
     ) -> Result<String, SdkError> {
-        if !module.blocking.contains(function) {
-            return Err(SdkError::invalid(format!(
-                "module `{}` has no blocking function `{}`",
-                module.name,
-                truncate(function, MAX_QUOTED_NAME_BYTES)
-            )));
-        }
+        module.offers(&module.blocking, "blocking function", function)?;
         policy::args(args_json)?;
         let permit = self.blocking.clone().try_acquire_owned().map_err(|_| {
             SdkError::LimitExceeded(format!(

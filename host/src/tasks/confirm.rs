@@ -8,8 +8,6 @@
 //! closes a wait: an answer and a timeout racing have one outcome.
 
 use std::sync::Arc;
-use std::time::Instant;
-
 use tokio::sync::oneshot;
 
 use super::events::EventKind;
@@ -78,7 +76,7 @@ impl TaskService {
         module: &str,
         task: Option<&TaskScope>,
         cancel: Option<&CancelToken>,
-        deadline: &mut Deadline,
+        deadline: &Deadline,
         surface: Surface,
         timeout_ms: Option<u64>,
     ) -> Result<Confirmed, SdkError> {
@@ -142,7 +140,7 @@ impl TaskService {
             self.events
                 .send(task_ref(row), EventKind::Confirmation { surface });
         }
-        let paused = Instant::now();
+        let paused = deadline.pause();
         let parked = Parked::new(&self.scheduler, module);
         self.pump();
         let outcome = if cancel.is_some_and(CancelToken::is_cancelled) {
@@ -162,7 +160,7 @@ impl TaskService {
             }
         };
         drop(parked);
-        deadline.extend(paused.elapsed());
+        drop(paused);
         if cancel.is_some_and(CancelToken::is_cancelled) {
             return Err(stopped());
         }

@@ -88,6 +88,26 @@ pub struct ModuleTasks {
     pub grant: TasksGrant,
 }
 
+impl ModuleTasks {
+    /// Refuses a `name` that is not among `names` (the module's tasks or
+    /// blocking functions), quoting it bounded.
+    pub(super) fn offers(
+        &self,
+        names: &BTreeSet<String>,
+        kind: &str,
+        name: &str,
+    ) -> Result<(), SdkError> {
+        if names.contains(name) {
+            return Ok(());
+        }
+        Err(SdkError::invalid(format!(
+            "module `{}` has no {kind} `{}`",
+            self.name,
+            truncate(name, MAX_QUOTED_NAME_BYTES)
+        )))
+    }
+}
+
 /// What a call may use of `interface tasks` and `background-tasks`: the
 /// service, and its own module's facts.
 #[derive(Debug, Clone)]
@@ -213,13 +233,7 @@ impl TaskService {
         args_json: &str,
         options: SubmitOptions,
     ) -> Result<String, SdkError> {
-        if !module.tasks.contains(task) {
-            return Err(SdkError::invalid(format!(
-                "module `{}` has no task `{}`",
-                module.name,
-                truncate(task, MAX_QUOTED_NAME_BYTES)
-            )));
-        }
+        module.offers(&module.tasks, "task", task)?;
         policy::args(args_json)?;
         if let Some(k) = &options.task_key {
             policy::task_key(k)?;

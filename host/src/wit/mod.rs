@@ -33,7 +33,7 @@ use tasks::TasksView;
 use ui::UiView;
 
 /// Links WASI and every interface of the world, each with its own view.
-pub fn add_to_linker(linker: &mut Linker<SandboxState>) -> wasmtime::Result<()> {
+pub(crate) fn add_to_linker(linker: &mut Linker<SandboxState>) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
     sdk::types::add_to_linker::<_, Ui>(linker, |_| UiView)?;
     sdk::ui::add_to_linker::<_, Ui>(linker, |_| UiView)?;

@@ -23,7 +23,7 @@ pub struct TasksView<'a> {
     pub identity: &'a std::sync::Arc<Identity>,
     pub task: Option<&'a TaskScope>,
     pub cancel: Option<&'a CancelToken>,
-    pub deadline: &'a mut Deadline,
+    pub deadline: &'a Deadline,
     pub tasks: Option<&'a TasksCtx>,
     pub subprocess: Option<&'a SubprocessCtx>,
 }
@@ -35,7 +35,7 @@ impl TasksView<'_> {
             identity: &s.identity,
             task: s.task.as_ref(),
             cancel: s.cancel.as_ref(),
-            deadline: &mut s.deadline,
+            deadline: &s.deadline,
             tasks: s.tasks.as_ref(),
             subprocess: s.subprocess.as_ref(),
         }

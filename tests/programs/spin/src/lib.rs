@@ -1,5 +1,7 @@
 //! A guest that never returns, to test deadlines, epoch interruption and
-//! cancellation of actions, background tasks and blocking calls.
+//! cancellation of actions, background tasks and blocking calls: `loop`
+//! runs in wasm, `sleep` waits inside a host call (a WASI sleep of an hour),
+//! where the epoch callback never runs.
 
 use module_sdk::prelude::*;
 use module_sdk::serde_json::json;
@@ -7,14 +9,17 @@ use module_sdk::serde_json::json;
 module_sdk::module! {
     actions: {
         "loop" => spin_action: "Loop forever",
+        "sleep" => sleep_action: "Sleep for an hour",
         "ok" => ok: "Return at once",
     },
     tasks: {
         "loop" => spin_forever: "Loop forever",
+        "sleep" => sleep_long: "Sleep for an hour",
         "noop" => noop: "Return at once",
     },
     blocking: {
         "loop" => spin_forever: "Loop forever",
+        "sleep" => sleep_long: "Sleep for an hour",
     },
 }
 
@@ -27,6 +32,15 @@ fn spin_forever() -> Result<()> {
 
 fn spin_action() -> Result<ActionResult> {
     spin_forever().map(|()| ActionResult::empty())
+}
+
+fn sleep_long() -> Result<()> {
+    std::thread::sleep(std::time::Duration::from_secs(3600));
+    Ok(())
+}
+
+fn sleep_action() -> Result<ActionResult> {
+    sleep_long().map(|()| ActionResult::empty())
 }
 
 fn noop() -> Result<()> {
