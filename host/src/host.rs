@@ -101,6 +101,26 @@ pub enum StartError {
     Audit(#[from] AuditError),
 }
 
+/// Why a directory of modules was not loaded at all.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadDirError {
+    #[error("cannot read modules directory {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "two module directories declare the module name `{name}`: {} and {}; rename one",
+        first.display(),
+        second.display()
+    )]
+    SameName {
+        name: String,
+        first: PathBuf,
+        second: PathBuf,
+    },
+}
+
 /// A module directory that failed to load, and why.
 #[derive(Debug)]
 pub struct LoadFailure {
@@ -235,7 +255,7 @@ impl Host {
                 reason: e.to_string(),
             })?;
         }
-        let description = self.describe(&linked, &name, &data_dir).await?;
+        let description = self.describe(&linked, &name).await?;
         let tasks =
             self.tasks
                 .configure(modules::module_tasks(&name, &description, &linked.manifest));
@@ -264,13 +284,13 @@ impl Host {
         Ok(module)
     }
 
-    /// `describe` in a sandbox with no task and no subprocess context: a
-    /// module being loaded can start nothing.
+    /// `describe` in a sandbox with no task and no subprocess context and
+    /// no data directory: a module being loaded can start nothing and sees
+    /// no organization's files.
     async fn describe(
         &self,
         linked: &modules::Linked,
         name: &str,
-        data_dir: &Path,
     ) -> Result<Description, ModuleError> {
         let limits = &linked.manifest.policy.limits;
         let spec = CallSpec {
@@ -278,7 +298,7 @@ impl Host {
             task: None,
             memory_bytes: limits.memory_bytes,
             deadline: limits.call_deadline,
-            data_dir: linked.manifest.policy.filesystem.data.then_some(data_dir),
+            data_dir: None,
             cancel: None,
             tasks: None,
             subprocess: None,
@@ -294,12 +314,32 @@ impl Host {
 
     /// Loads every subdirectory of `dir` that holds a `module.toml`, in name
     /// order. Returns the failures; the modules that loaded are callable.
+    /// Two directories that declare one module name load nothing: the first
+    /// would otherwise own the other's route, data and tasks.
     pub async fn load_dir(
         &self,
         dir: &Path,
         build: bool,
-    ) -> Result<Vec<LoadFailure>, std::io::Error> {
-        let dirs = modules::module_dirs(dir)?;
+    ) -> Result<Vec<LoadFailure>, LoadDirError> {
+        let dirs = modules::module_dirs(dir).map_err(|source| LoadDirError::Read {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let mut named: BTreeMap<String, PathBuf> = BTreeMap::new();
+        for d in &dirs {
+            // A manifest that does not parse fails to load below, by itself.
+            let Ok(manifest) = crate::manifest::load_dir(d, &self.options.load_env) else {
+                continue;
+            };
+            let name = manifest.name.to_string();
+            if let Some(first) = named.insert(name.clone(), d.clone()) {
+                return Err(LoadDirError::SameName {
+                    name,
+                    first,
+                    second: d.clone(),
+                });
+            }
+        }
         let mut failures = Vec::new();
         for d in dirs {
             match self.load_module(&d, build).await {
@@ -370,7 +410,7 @@ impl Host {
             None,
             None,
             self.tasks.clone(),
-        );
+        )?;
         let export = Export::Action {
             name: action,
             args_json,
@@ -491,27 +531,33 @@ impl Runner {
 
     /// The store of one call of `m`: its limits, its data directory, and the
     /// contexts of the capabilities it may use, each holding `m`'s own grant.
-    fn spec<'a>(
+    fn spec(
         &self,
-        m: &'a LoadedModule,
+        m: &LoadedModule,
         identity: Arc<Identity>,
         call: Call,
         task: Option<TaskScope>,
         cancel: Option<CancelToken>,
         tasks: Arc<TaskService>,
-    ) -> CallSpec<'a> {
+    ) -> Result<CallSpec, CallError> {
+        let data_dir = m
+            .granted_data_dir(identity.organization_id())
+            .map_err(|e| {
+                tracing::error!(module = m.name(), error = %e, "cannot create an organization's data directory");
+                CallError::Internal("cannot open the module's data directory; see the host's log".into())
+            })?;
         let limits = &m.manifest.policy.limits;
         let deadline = match call {
             Call::Action => limits.call_deadline,
             Call::Task => limits.task_deadline,
             Call::Blocking => limits.blocking_deadline,
         };
-        CallSpec {
+        Ok(CallSpec {
             identity,
             task,
             memory_bytes: limits.memory_bytes,
             deadline,
-            data_dir: m.granted_data_dir(),
+            data_dir,
             cancel,
             tasks: Some(TasksCtx {
                 service: tasks,
@@ -522,14 +568,14 @@ impl Runner {
                 module: m.subprocess.clone(),
             }),
             stop_grace: self.subprocess.options().kill_grace + STOP_MARGIN,
-        }
+        })
     }
 
     async fn json_call(self: Arc<Self>, tasks: Arc<TaskService>, c: JsonCall) -> Returned {
         let m = self
             .module(&c.module)
             .ok_or_else(|| CallError::UnknownModule(c.module.clone()))?;
-        let spec = self.spec(&m, c.identity, c.call, c.task, c.cancel, tasks);
+        let spec = self.spec(&m, c.identity, c.call, c.task, c.cancel, tasks)?;
         let (name, args_json) = (c.name.as_str(), c.args_json.as_str());
         let export = match c.call {
             Call::Task => Export::RunTask { name, args_json },

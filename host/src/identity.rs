@@ -89,6 +89,15 @@ id_newtype!(
     "an organization id"
 );
 
+impl OrgId {
+    /// The organization's directory inside a module's data directory:
+    /// tenants never share files. Prefixed, so no id (not even `..`) can
+    /// name a directory outside.
+    pub fn data_dir_in(&self, module_data: &std::path::Path) -> std::path::PathBuf {
+        module_data.join(format!("org-{}", self.0))
+    }
+}
+
 /// What a caller may do inside its organization. See `wit/types.wit`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]

@@ -43,5 +43,5 @@ pub mod ui;
 pub mod wit;
 
 pub use error::{CallError, SdkError};
-pub use host::{Host, HostOptions, StartError};
+pub use host::{Host, HostOptions, LoadDirError, StartError};
 pub use identity::{Identity, Principal, RequestMeta, Role};

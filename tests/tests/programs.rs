@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use modhost::CallError;
-use modhost::identity::RequestMeta;
+use modhost::identity::{Principal, RequestMeta};
 use modhost_tests::*;
 
 /// Names each guest's test module: a guest program without one does not compile.
@@ -26,6 +26,68 @@ fn request(id: &str) -> RequestMeta {
 
 mod identity {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn organizations_never_see_each_others_files_in_a_modules_data_directory() {
+        let t = TestHost::with("ident", IDENTITY, "[filesystem]\ndata = true").await;
+        let (acme, globex) = (principal("alice", "acme"), principal("alice", "globex"));
+        let call = |action: &'static str, args: &'static str, who: &Principal| {
+            let (host, who) = (t.host.clone(), who.clone());
+            async move {
+                host.call_action("ident", action, args, &who, RequestMeta::fresh())
+                    .await
+                    .unwrap()
+                    .data
+                    .unwrap()
+            }
+        };
+        call("write_note", r#"{"text": "acme only"}"#, &acme).await;
+        assert_eq!(
+            call("read_note", "{}", &globex).await,
+            serde_json::Value::Null
+        );
+        assert_eq!(call("read_note", "{}", &acme).await, "acme only");
+        call("write_note", r#"{"text": "globex only"}"#, &globex).await;
+        assert_eq!(call("read_note", "{}", &acme).await, "acme only");
+        let data = t.state.path().join("data").join("ident");
+        assert_eq!(
+            std::fs::read_to_string(data.join("org-globex").join("note.txt")).unwrap(),
+            "globex only"
+        );
+        assert!(
+            !data.join("note.txt").exists(),
+            "a file outside every organization"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_directories_declaring_one_module_name_load_nothing_and_name_both() {
+        let modules = tempfile::tempdir().unwrap();
+        for dir in ["aaa-squat", "probe"] {
+            let m = ModuleDir::new("probe", IDENTITY, "");
+            let to = modules.path().join(dir);
+            std::fs::create_dir(&to).unwrap();
+            for file in ["module.toml", "component.wasm"] {
+                std::fs::copy(m.path().join(file), to.join(file)).unwrap();
+            }
+        }
+        let t = TestHost::new();
+        let err = t.host.load_dir(modules.path(), false).await.unwrap_err();
+        let message = err.to_string();
+        assert!(
+            matches!(&err, modhost::LoadDirError::SameName { name, .. } if name == "probe"),
+            "{err:?}"
+        );
+        assert!(
+            message.contains("aaa-squat") && message.contains("/probe"),
+            "{message}"
+        );
+        assert!(
+            t.host.module_names().is_empty(),
+            "{:?}",
+            t.host.module_names()
+        );
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn identity_travels_from_principal_to_context_current() {

@@ -68,8 +68,11 @@ async fn host() -> TestHost {
     t
 }
 
+/// The data directory of the tests' organization, `acme`.
 fn data_dir(t: &TestHost) -> PathBuf {
-    t.state.path().join("data").join("sub")
+    let dir = t.state.path().join("data").join("sub").join("org-acme");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
 
 async fn run(t: &TestHost, request: Value) -> Result<Value, SdkError> {
@@ -420,10 +423,11 @@ async fn path_argument_through_a_symlink_out_is_denied() {
 async fn planted_symlink_followed_by_an_allowed_program_is_blocked_by_landlock() {
     let t = host().await;
     let dir = data_dir(&t);
-    // `loot` climbs from the data directory (state/data/sub) to the state
-    // directory, where the host keeps its database.
+    // `loot` climbs from the organization's data directory
+    // (state/data/sub/org-acme) to the state directory, where the host
+    // keeps its database.
     std::fs::write(t.state.path().join("secret"), "top secret").unwrap();
-    std::os::unix::fs::symlink("../..", dir.join("loot")).unwrap();
+    std::os::unix::fs::symlink("../../..", dir.join("loot")).unwrap();
     // The literal `loot/secret` is granted, so only the OS stands between
     // the child and the file.
     let out = run(&t, json!({"program": "cat", "args": ["-n", "loot/secret"]}))

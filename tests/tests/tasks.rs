@@ -924,3 +924,78 @@ async fn a_blocking_call_waiting_in_a_host_call_frees_its_pool_thread_at_its_dea
         "{again:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_read_own_key_lookups_dedup_and_progress_never_reach_another_users_task() {
+    let t = TestHost::with(
+        "tb",
+        TASKS_BASIC,
+        "[limits]\ntask-deadline-ms = 600000\n[tasks]\nmax-concurrent = 8",
+    )
+    .await;
+    t.host.start_tasks().await.unwrap();
+    let (bob, alice) = (principal("bob", "acme"), principal("alice", "acme"));
+    // Bob's task holds its key while it runs.
+    let bobs = t
+        .host
+        .submit_task(
+            "tb",
+            "sleep",
+            "{}",
+            keyed("probe.1"),
+            &bob,
+            RequestMeta::fresh(),
+        )
+        .await
+        .unwrap();
+    wait_status(&t.host, &bobs, &bob, Status::Running).await;
+    let ids = |v: serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    for (act, args) in [
+        ("by_key", r#"{"key":"probe.1"}"#),
+        ("by_prefix", r#"{"prefix":"probe."}"#),
+        ("by_prefix", r#"{"prefix":""}"#),
+    ] {
+        let seen = ids(action(&t.host, "tb", act, args, &alice).await.unwrap());
+        assert!(!seen.contains(&bobs), "{act} {args} showed bob's task");
+        let own = ids(action(&t.host, "tb", act, args, &bob).await.unwrap());
+        assert!(own.contains(&bobs), "{act} {args} hid bob's task from bob");
+    }
+    let taken = t
+        .host
+        .submit_task(
+            "tb",
+            "noop",
+            "{}",
+            keyed("probe.1"),
+            &alice,
+            RequestMeta::fresh(),
+        )
+        .await;
+    assert!(
+        matches!(&taken, Err(SdkError::InvalidInput(m)) if m.contains("another user")),
+        "{taken:?}"
+    );
+    let err = action(
+        &t.host,
+        "tb",
+        "progress_of",
+        &format!(r#"{{"id":"{bobs}"}}"#),
+        &alice,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        err,
+        CallError::Guest {
+            module: "tb".into(),
+            error: SdkError::NotFound
+        }
+    );
+    let _ = t.host.tasks().cancel(&bobs, &bob).await;
+}

@@ -42,11 +42,8 @@ pub enum ServeError {
     Start(#[from] crate::host::StartError),
     #[error(transparent)]
     Tasks(#[from] crate::tasks::store::TaskStoreError),
-    #[error("cannot read modules directory {path}: {source}")]
-    ModulesDir {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Modules(#[from] crate::host::LoadDirError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -77,13 +74,7 @@ pub async fn serve(
     }
     let host = Arc::new(Host::new(options)?);
     let tokens = Tokens::new(host.db().clone());
-    let failures = host
-        .load_dir(&config.modules_dir, config.build)
-        .await
-        .map_err(|source| ServeError::ModulesDir {
-            path: config.modules_dir.display().to_string(),
-            source,
-        })?;
+    let failures = host.load_dir(&config.modules_dir, config.build).await?;
     for f in &failures {
         eprintln!("module in {} not loaded: {}", f.dir.display(), f.error);
     }

@@ -38,7 +38,7 @@ pub async fn invoke(
     engine: &wasmtime::Engine,
     pre: &ModulePre<SandboxState>,
     module: &str,
-    spec: CallSpec<'_>,
+    spec: CallSpec,
     export: Export<'_>,
 ) -> Result<Answer, CallError> {
     let mut store = sandbox::new_store(engine, spec)?;

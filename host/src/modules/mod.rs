@@ -19,6 +19,7 @@ use wasmtime::component::{Component, InstancePre};
 
 pub use build::{BuildError, run_build};
 
+use crate::identity::OrgId;
 use crate::manifest::{self, LoadEnv, Manifest, ManifestError};
 use crate::sandbox::SandboxState;
 use crate::subprocess::ModuleSubprocess;
@@ -106,7 +107,8 @@ pub struct LoadedModule {
     pub manifest: Manifest,
     /// The module's directory.
     pub dir: PathBuf,
-    /// Its private data directory (created when the manifest grants it).
+    /// Its data directory, holding one private directory per organization
+    /// ([`OrgId::data_dir_in`]); created when the manifest grants it.
     pub data_dir: PathBuf,
     pub description: Description,
     pub component: Component,
@@ -137,13 +139,15 @@ impl LoadedModule {
         &self.pre
     }
 
-    /// The data directory to preopen, if the manifest grants one.
-    pub fn granted_data_dir(&self) -> Option<&Path> {
-        self.manifest
-            .policy
-            .filesystem
-            .data
-            .then_some(self.data_dir.as_path())
+    /// The data directory of `org` to preopen, created on first use, if the
+    /// manifest grants one.
+    pub fn granted_data_dir(&self, org: &OrgId) -> std::io::Result<Option<PathBuf>> {
+        if !self.manifest.policy.filesystem.data {
+            return Ok(None);
+        }
+        let dir = org.data_dir_in(&self.data_dir);
+        std::fs::create_dir_all(&dir)?;
+        Ok(Some(dir))
     }
 }
 

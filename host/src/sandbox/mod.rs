@@ -12,7 +12,7 @@
 
 mod limiter;
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,13 +42,14 @@ pub enum Interrupt {
 
 /// What a fresh store is built from.
 #[derive(Clone)]
-pub struct CallSpec<'a> {
+pub struct CallSpec {
     pub identity: Arc<Identity>,
     pub task: Option<TaskScope>,
     pub memory_bytes: u64,
     pub deadline: Duration,
-    /// Preopened at [`DATA_DIR_GUEST_PATH`] when set.
-    pub data_dir: Option<&'a Path>,
+    /// Preopened at [`DATA_DIR_GUEST_PATH`] when set: the caller's
+    /// organization's directory of the module.
+    pub data_dir: Option<PathBuf>,
     /// Stops the call at the next epoch tick or host call.
     pub cancel: Option<CancelToken>,
     /// `interface tasks` and `background-tasks`; `None` refuses them.
@@ -147,14 +148,14 @@ impl WasiView for SandboxState {
 /// where the guest also yields to the async scheduler.
 pub fn new_store(
     engine: &wasmtime::Engine,
-    spec: CallSpec<'_>,
+    spec: CallSpec,
 ) -> Result<Store<SandboxState>, CallError> {
     let mut wasi = WasiCtxBuilder::new();
     wasi.allow_ip_name_lookup(false)
         .allow_tcp(false)
         .allow_udp(false)
         .socket_addr_check(|_, _| Box::pin(async { false }));
-    if let Some(dir) = spec.data_dir {
+    if let Some(dir) = &spec.data_dir {
         wasi.preopened_dir(dir, DATA_DIR_GUEST_PATH, FsPerms::ReadWrite)
             .map_err(|e| {
                 tracing::error!(dir = %dir.display(), error = %e, "cannot open a module's data directory");

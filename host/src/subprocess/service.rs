@@ -30,7 +30,7 @@ use super::tree;
 use crate::cancel::CancelToken;
 use crate::db::now_ms;
 use crate::error::SdkError;
-use crate::identity::{Identity, Principal, Role};
+use crate::identity::{Identity, OrgId, Principal, Role};
 
 /// How the host runs children, set by the operator. Deny by default: a child
 /// that cannot be confined by Landlock is not started unless
@@ -68,14 +68,17 @@ impl Default for SubprocessOptions {
 }
 
 /// What one module may launch: its grant and data directory, configured
-/// once when the module loads, and its Landlock ruleset, built at the first
-/// launch.
+/// once when the module loads, and its Landlock rulesets, one per
+/// organization (each confines a child to its organization's directory),
+/// built at the organization's first launch.
 #[derive(Debug)]
 pub struct ModuleSubprocess {
     pub name: String,
     pub grant: SubprocessGrant,
+    /// The module's data directory; children run in their organization's
+    /// directory inside it.
     pub data_dir: PathBuf,
-    ruleset: Mutex<Option<Arc<Confinement>>>,
+    rulesets: Mutex<HashMap<OrgId, Arc<Confinement>>>,
 }
 
 impl ModuleSubprocess {
@@ -84,22 +87,24 @@ impl ModuleSubprocess {
             name: name.into(),
             grant,
             data_dir,
-            ruleset: Mutex::new(None),
+            rulesets: Mutex::default(),
         }
     }
 
-    /// The module's ruleset; a failure to build it is not kept, so the next
-    /// launch tries again.
+    /// The ruleset of `org`'s children, confined to `data_dir`; a failure to
+    /// build it is not kept, so the next launch tries again.
     fn ruleset(
         &self,
+        org: &OrgId,
+        data_dir: &Path,
         options: &SubprocessOptions,
     ) -> Result<Arc<Confinement>, confine::ConfineError> {
-        let mut slot = self.ruleset.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(r) = slot.as_ref() {
+        let mut rulesets = self.rulesets.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = rulesets.get(org) {
             return Ok(r.clone());
         }
         let built = Arc::new(Confinement::build(&RulesetSpec {
-            data_dir: &self.data_dir,
+            data_dir,
             read_paths: &options.read_paths,
             programs: self
                 .grant
@@ -109,7 +114,7 @@ impl ModuleSubprocess {
                 .collect(),
             network: self.grant.network,
         })?);
-        *slot = Some(built.clone());
+        rulesets.insert(org.clone(), built.clone());
         Ok(built)
     }
 }
@@ -299,8 +304,18 @@ impl SubprocessService {
         };
         record.path = Some(approved.program.path.display().to_string());
 
+        // Each organization's children live in its own directory.
+        let org = identity.organization_id();
+        let data_dir = org.data_dir_in(&module.data_dir);
+        if let Err(e) = std::fs::create_dir_all(&data_dir) {
+            tracing::error!(dir = %data_dir.display(), error = %e, "cannot create an organization's data directory");
+            let error = SdkError::Internal(
+                "the module's data directory cannot be opened; see the host's log".into(),
+            );
+            return refuse(record, Decision::Denied, error).await;
+        }
         let options = &self.options;
-        let ruleset = match module.ruleset(options) {
+        let ruleset = match module.ruleset(org, &data_dir, options) {
             Ok(r) => Some(r),
             Err(e) if options.allow_unconfined => {
                 tracing::warn!(module = %identity.module, error = %e, "starting a child WITHOUT confinement: the operator allowed unconfined children");
@@ -320,7 +335,7 @@ impl SubprocessService {
         };
         record.confined = ruleset.is_some();
 
-        let cwd = match open_cwd(&module.data_dir, approved.cwd.as_deref()) {
+        let cwd = match open_cwd(&data_dir, approved.cwd.as_deref()) {
             Ok(dir) => dir,
             Err(denied) => {
                 let (decision, error) = sdk(denied);

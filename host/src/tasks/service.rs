@@ -277,7 +277,21 @@ impl TaskService {
                 self.enqueue(&module.name, id.clone());
                 Ok(id)
             }
-            Submitted::Existing(id) => Ok(id),
+            // Keys deduplicate across the organization's users; one who may
+            // not read the others' tasks learns that the key is taken, not
+            // whose task holds it.
+            Submitted::Existing(id) => {
+                let visible = self
+                    .store
+                    .get(&id, &read_scope(module, identity))
+                    .map_err(store_err)?;
+                match visible {
+                    Some(_) => Ok(id),
+                    None => Err(SdkError::invalid(
+                        "the task key is held by another user's active task",
+                    )),
+                }
+            }
             Submitted::LimitExceeded(reason) => Err(SdkError::LimitExceeded(reason)),
         }
     }
@@ -299,6 +313,15 @@ impl TaskService {
         }
         if let Some(c) = &checkpoint_json {
             policy::json_text("checkpoint", c, policy::MAX_CHECKPOINT_BYTES)?;
+        }
+        // Progress is the task's own: its run, or its user.
+        if self
+            .store
+            .get(&id, &own_scope(identity))
+            .map_err(store_err)?
+            .is_none()
+        {
+            return Err(SdkError::NotFound);
         }
         let owner = Owner {
             module: identity.module.clone(),
@@ -347,7 +370,7 @@ impl TaskService {
         }
         let row = self
             .store
-            .get(&id, &org_scope(identity))
+            .get(&id, &own_scope(identity))
             .map_err(store_err)?
             .ok_or(SdkError::NotFound)?;
         if !row.status.is_active() {
@@ -384,11 +407,18 @@ impl TaskService {
         self.store.by_user(&scope, limit).map_err(store_err)
     }
 
-    /// `get-tasks-by-key`: the caller's module and organization, newest first.
-    pub fn by_key(&self, identity: &Identity, key: &str) -> Result<Vec<TaskRow>, SdkError> {
+    /// `get-tasks-by-key`: the caller's module and organization, newest
+    /// first; the caller's own tasks unless the manifest grants the
+    /// organization.
+    pub fn by_key(
+        &self,
+        module: &ModuleTasks,
+        identity: &Identity,
+        key: &str,
+    ) -> Result<Vec<TaskRow>, SdkError> {
         policy::task_key(key)?;
         self.store
-            .by_key(&org_scope(identity), key, policy::MAX_LOOKUP_LIMIT)
+            .by_key(&read_scope(module, identity), key, policy::MAX_LOOKUP_LIMIT)
             .map_err(store_err)
     }
 
@@ -396,6 +426,7 @@ impl TaskService {
     /// starting with `prefix`.
     pub fn by_key_prefix(
         &self,
+        module: &ModuleTasks,
         identity: &Identity,
         prefix: &str,
         limit: u32,
@@ -403,7 +434,7 @@ impl TaskService {
         policy::key_prefix(prefix)?;
         let limit = policy::limit(limit, DEFAULT_LOOKUP_LIMIT, policy::MAX_LOOKUP_LIMIT);
         self.store
-            .by_key_prefix(&org_scope(identity), prefix, limit)
+            .by_key_prefix(&read_scope(module, identity), prefix, limit)
             .map_err(store_err)
     }
 
@@ -455,25 +486,30 @@ impl TaskService {
         task_id: &str,
     ) -> Result<TaskRow, SdkError> {
         let id = policy::task_id(task_id)?;
-        let wide = module.grant.read == ReadScope::Organization;
-        let scope = Scope {
-            module: identity.module.clone(),
-            organization_id: identity.organization_id().to_string(),
-            user_id: (!wide).then(|| identity.user_id().to_string()),
-        };
         self.store
-            .get(&id, &scope)
+            .get(&id, &read_scope(module, identity))
             .map_err(store_err)?
             .ok_or(SdkError::NotFound)
     }
 }
 
-/// The caller's module and organization, every user: what key lookups see.
-fn org_scope(identity: &Identity) -> Scope {
+/// What the caller may see of its module's tasks in its organization: its
+/// own, or every user's where the manifest grants `read = "organization"`.
+fn read_scope(module: &ModuleTasks, identity: &Identity) -> Scope {
     Scope {
         module: identity.module.clone(),
         organization_id: identity.organization_id().to_string(),
-        user_id: None,
+        user_id: (module.grant.read != ReadScope::Organization)
+            .then(|| identity.user_id().to_string()),
+    }
+}
+
+/// The caller's own tasks of its module in its organization.
+fn own_scope(identity: &Identity) -> Scope {
+    Scope {
+        module: identity.module.clone(),
+        organization_id: identity.organization_id().to_string(),
+        user_id: Some(identity.user_id().to_string()),
     }
 }
 

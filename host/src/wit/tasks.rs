@@ -223,7 +223,7 @@ impl tasks::Host for TasksView<'_> {
         key: String,
     ) -> Result<Vec<types::TaskSummary>, HostError> {
         let ctx = self.tasks()?;
-        let rows = ctx.service.by_key(self.identity, &key)?;
+        let rows = ctx.service.by_key(&ctx.module, self.identity, &key)?;
         Ok(rows.iter().map(summary).collect())
     }
 
@@ -233,7 +233,9 @@ impl tasks::Host for TasksView<'_> {
         limit: u32,
     ) -> Result<Vec<types::TaskSummary>, HostError> {
         let ctx = self.tasks()?;
-        let rows = ctx.service.by_key_prefix(self.identity, &prefix, limit)?;
+        let rows = ctx
+            .service
+            .by_key_prefix(&ctx.module, self.identity, &prefix, limit)?;
         Ok(rows.iter().map(summary).collect())
     }
 }

@@ -1,5 +1,6 @@
 //! Reports the identity each kind of call sees: an action, a background task
-//! and a blocking function, plus a log line with guest-chosen fields.
+//! and a blocking function, plus a log line with guest-chosen fields, and a
+//! note kept in the data directory (which organization's files a call sees).
 
 use module_sdk::context::Identity;
 use module_sdk::log::{self, Level};
@@ -11,6 +12,8 @@ module_sdk::module! {
         "log" => log_line: "Write one log line with fields",
         "spawn" => spawn: "Start the `whoami` task",
         "via_blocking" => via_blocking: "Run the `whoami` blocking function",
+        "write_note" => write_note: "Write {text} to /data/note.txt",
+        "read_note" => read_note: "The text of /data/note.txt, or null",
     },
     tasks: {
         "whoami" => whoami: "The identity a task sees",
@@ -64,6 +67,21 @@ fn log_line(args: LogArgs) -> Result<ActionResult> {
 fn spawn() -> Result<ActionResult> {
     let id = tasks::run_background("whoami", &(), BackgroundOptions::new())?;
     ActionResult::data(&serde_json::json!({ "id": id }))
+}
+
+#[derive(Deserialize)]
+struct Note {
+    text: String,
+}
+
+fn write_note(note: Note) -> Result<ActionResult> {
+    std::fs::write("/data/note.txt", note.text)
+        .map_err(|e| Error::internal(format!("cannot write the note: {e}")))?;
+    ActionResult::data(&true)
+}
+
+fn read_note() -> Result<ActionResult> {
+    ActionResult::data(&std::fs::read_to_string("/data/note.txt").ok())
 }
 
 fn via_blocking() -> Result<ActionResult> {

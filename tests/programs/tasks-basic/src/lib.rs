@@ -21,6 +21,7 @@ module_sdk::module! {
         "echo" => echo: "Return the arguments",
         "fail" => fail: "Fail with an internal error",
         "progress" => progress: "Report progress a few times",
+        "sleep" => sleep: "Stay active for an hour (until cancelled)",
     },
     blocking: {
         "double" => double: "Twice an integer",
@@ -37,6 +38,11 @@ fn echo(args: Value) -> Result<Value> {
 
 fn fail() -> Result<()> {
     Err(Error::internal("boom"))
+}
+
+fn sleep() -> Result<()> {
+    std::thread::sleep(std::time::Duration::from_secs(3600));
+    Ok(())
 }
 
 fn progress() -> Result<Value> {
