@@ -13,9 +13,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use modhost::db::Durability;
+use modhost::tasks::store::sqlite::SqliteTaskStore;
 use modhost::tasks::store::{
-    MIGRATIONS, NewTask, Outcome, Quota, Scope, SqliteOptions, SqliteTaskStore, Submitted,
-    TaskStore, apply_schema,
+    MIGRATIONS, NewTask, Outcome, Quota, Scope, SqliteOptions, Submitted, TaskStore, apply_schema,
 };
 use rusqlite::{Connection, params};
 

@@ -26,7 +26,8 @@ use crate::subprocess::{
     SubprocessCtx, SubprocessOptions, SubprocessService,
 };
 use crate::tasks::api::Tasks;
-use crate::tasks::store::{self, Recovery, SqliteTaskStore, TaskStore, TaskStoreError};
+use crate::tasks::store::sqlite::SqliteTaskStore;
+use crate::tasks::store::{self, Recovery, TaskStore, TaskStoreError};
 use crate::tasks::{
     BlockingCall, Returned, RunFuture, SubmitOptions, TaskOptions, TaskRun, TaskRunner, TaskScope,
     TaskService, TasksCtx, policy,
@@ -37,8 +38,10 @@ use crate::ui::ActionOutput;
 pub const MAX_ARGS_BYTES: usize = policy::MAX_ARGS_BYTES;
 
 /// What a call stopped from outside is given on top of a child's SIGTERM
-/// grace to end by itself: time to reap the tree and answer.
-pub const STOP_MARGIN: std::time::Duration = std::time::Duration::from_secs(1);
+/// grace to end by itself: longer than reaping the tree (1 s) and reading
+/// what is left in its pipes (0.5 s), so the child's own path finishes and
+/// is audited.
+pub const STOP_MARGIN: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// How a [`Host`] is set up.
 #[derive(Debug, Clone)]
@@ -256,9 +259,7 @@ impl Host {
             })?;
         }
         let description = self.describe(&linked, &name).await?;
-        let tasks =
-            self.tasks
-                .configure(modules::module_tasks(&name, &description, &linked.manifest));
+        let tasks = Arc::new(modules::module_tasks(&name, &description, &linked.manifest));
         let subprocess = Arc::new(ModuleSubprocess::new(
             &name,
             linked.manifest.policy.subprocess.clone(),
@@ -281,6 +282,10 @@ impl Host {
             return Err(ModuleError::Duplicate(name));
         }
         map.insert(name, module.clone());
+        drop(map);
+        // Runnable only once callable: a task started before the module is
+        // in the map would find no module.
+        self.tasks.configure(&module.tasks);
         Ok(module)
     }
 

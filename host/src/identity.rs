@@ -96,6 +96,38 @@ impl OrgId {
     pub fn data_dir_in(&self, module_data: &std::path::Path) -> std::path::PathBuf {
         module_data.join(format!("org-{}", self.0))
     }
+
+    /// [`OrgId::data_dir_in`], created if missing. Whatever already has its
+    /// name must be a real directory: a symlink or file left there (by an
+    /// older layout that let modules write beside the organizations'
+    /// directories) is refused, never followed.
+    pub fn ensure_data_dir_in(
+        &self,
+        module_data: &std::path::Path,
+    ) -> std::io::Result<std::path::PathBuf> {
+        let dir = self.data_dir_in(module_data);
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(module_data)?;
+                match std::fs::create_dir(&dir) {
+                    Ok(()) => return Ok(dir),
+                    Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
+                    Err(_) => {}
+                }
+            }
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
+            Err(_) => {}
+        }
+        if std::fs::symlink_metadata(&dir)?.file_type().is_dir() {
+            Ok(dir)
+        } else {
+            Err(std::io::Error::other(format!(
+                "{} is not a directory (a symlink or a file is refused)",
+                dir.display()
+            )))
+        }
+    }
 }
 
 /// What a caller may do inside its organization. See `wit/types.wit`.
@@ -230,6 +262,20 @@ mod tests {
         assert!("a\nb".parse::<UserId>().is_err());
         assert!("a b".parse::<OrgId>().is_err());
         assert!("x".repeat(MAX_ID_BYTES + 1).parse::<OrgId>().is_err());
+    }
+
+    #[test]
+    fn an_organizations_data_directory_is_never_a_planted_symlink() {
+        let data = tempfile::tempdir().unwrap();
+        let acme: OrgId = "acme".parse().unwrap();
+        let dir = acme.ensure_data_dir_in(data.path()).unwrap();
+        assert_eq!(dir, data.path().join("org-acme"));
+        assert_eq!(acme.ensure_data_dir_in(data.path()).unwrap(), dir);
+        let dots: OrgId = "..".parse().unwrap();
+        assert_eq!(dots.data_dir_in(data.path()), data.path().join("org-.."));
+        let victim: OrgId = "victim".parse().unwrap();
+        std::os::unix::fs::symlink("/etc", data.path().join("org-victim")).unwrap();
+        assert!(victim.ensure_data_dir_in(data.path()).is_err());
     }
 
     #[test]

@@ -15,6 +15,11 @@ use rusqlite::{Connection, OptionalExtension, params};
 /// each owner's migrations, in this order, counted together.
 pub const LEGACY_ORDER: &[(&str, usize)] = &[("host", 1), ("tasks", 1), ("audit", 1)];
 
+/// `user_version` once `schema_versions` holds the versions: more
+/// migrations than a single-counter host knows, so such a host refuses the
+/// database.
+pub const LEGACY_SENTINEL: i64 = 1_000_000;
+
 /// One owner's migrations, in order. A released migration is never edited,
 /// only appended to.
 #[derive(Debug, Clone, Copy)]
@@ -51,7 +56,9 @@ pub enum MigrateError {
 }
 
 /// Runs the migrations of `m.owner` that have not run on this database yet,
-/// each in its own transaction with its version.
+/// each in its own write transaction with its version. The version is read
+/// again inside that transaction, so two processes opening one database
+/// never run a step twice.
 pub fn apply(conn: &Connection, m: &Migrations<'_>) -> Result<(), MigrateError> {
     ensure_versions_table(conn)?;
     let done = version(conn, m.owner)?;
@@ -64,19 +71,36 @@ pub fn apply(conn: &Connection, m: &Migrations<'_>) -> Result<(), MigrateError> 
     }
     for (i, sql) in m.steps.iter().enumerate().skip(done) {
         let n = i + 1;
-        let run = || -> rusqlite::Result<()> {
-            let tx = conn.unchecked_transaction()?;
-            tx.execute_batch(sql)?;
-            set_version(&tx, m.owner, n)?;
-            tx.commit()
-        };
-        run().map_err(|source| MigrateError::Failed {
+        in_write_transaction(conn, || {
+            if version(conn, m.owner)? >= n {
+                return Ok(());
+            }
+            conn.execute_batch(sql)?;
+            set_version(conn, m.owner, n)
+        })
+        .map_err(|source| MigrateError::Failed {
             owner: m.owner.to_owned(),
             version: n,
             source,
         })?;
     }
     Ok(())
+}
+
+/// Runs `work` in a transaction that takes the write lock at once
+/// (`BEGIN IMMEDIATE`), committed if it succeeds.
+fn in_write_transaction(
+    conn: &Connection,
+    work: impl FnOnce() -> rusqlite::Result<()>,
+) -> rusqlite::Result<()> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    match work() {
+        Ok(()) => conn.execute_batch("COMMIT"),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
 }
 
 /// How many of `owner`'s migrations ran on this database (0 for none).
@@ -103,6 +127,7 @@ fn has_versions_table(conn: &Connection) -> rusqlite::Result<bool> {
 }
 
 fn set_version(conn: &Connection, owner: &str, version: usize) -> rusqlite::Result<()> {
+    // Written inside the caller's transaction.
     conn.execute(
         "INSERT INTO schema_versions (owner, version) VALUES (?1, ?2) \
          ON CONFLICT (owner) DO UPDATE SET version = excluded.version",
@@ -113,27 +138,42 @@ fn set_version(conn: &Connection, owner: &str, version: usize) -> rusqlite::Resu
 
 /// Creates `schema_versions` once; on a database of the single-counter
 /// layout, records each owner's share of its `user_version` in the same
-/// transaction.
-fn ensure_versions_table(conn: &Connection) -> rusqlite::Result<()> {
+/// transaction, and moves `user_version` to [`LEGACY_SENTINEL`] so a host
+/// of the single-counter layout refuses the database instead of running on
+/// a schema it does not know.
+fn ensure_versions_table(conn: &Connection) -> Result<(), MigrateError> {
     if has_versions_table(conn)? {
         return Ok(());
     }
-    let tx = conn.unchecked_transaction()?;
-    // Another connection may have created it since the check above.
-    if has_versions_table(&tx)? {
-        return Ok(());
-    }
-    tx.execute_batch(
-        "CREATE TABLE schema_versions (
-            owner TEXT PRIMARY KEY NOT NULL,
-            version INTEGER NOT NULL CHECK (version >= 0)
-        ) STRICT;",
-    )?;
-    let legacy: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    for (owner, done) in legacy_versions(usize::try_from(legacy).unwrap_or(0)) {
-        set_version(&tx, owner, done)?;
-    }
-    tx.commit()
+    let mut outcome = Ok(());
+    in_write_transaction(conn, || {
+        // Another process may have created it since the check above.
+        if has_versions_table(conn)? {
+            return Ok(());
+        }
+        let legacy: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let legacy = usize::try_from(legacy).unwrap_or(0);
+        let known: usize = LEGACY_ORDER.iter().map(|(_, n)| n).sum();
+        if legacy > known {
+            outcome = Err(MigrateError::TooNew {
+                owner: "the single-counter layout".to_owned(),
+                version: legacy,
+                known,
+            });
+            return Ok(());
+        }
+        conn.execute_batch(
+            "CREATE TABLE schema_versions (
+                owner TEXT PRIMARY KEY NOT NULL,
+                version INTEGER NOT NULL CHECK (version >= 0)
+            ) STRICT;",
+        )?;
+        for (owner, done) in legacy_versions(legacy) {
+            set_version(conn, owner, done)?;
+        }
+        conn.pragma_update(None, "user_version", LEGACY_SENTINEL)
+    })?;
+    outcome
 }
 
 /// Each owner's version in a database whose single counter stood at `total`.
@@ -214,5 +254,26 @@ mod tests {
         assert_eq!(version(&conn, "host").unwrap(), 1);
         assert_eq!(version(&conn, "tasks").unwrap(), 1);
         assert_eq!(version(&conn, "audit").unwrap(), 0);
+        let counter: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(
+            counter, LEGACY_SENTINEL,
+            "a single-counter host must refuse it"
+        );
+    }
+
+    #[test]
+    fn a_single_counter_database_newer_than_its_layout_is_refused() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.pragma_update(None, "user_version", 4).unwrap();
+        assert!(matches!(
+            apply(&conn, &Migrations::new("host", &["SELECT 1;"])),
+            Err(MigrateError::TooNew {
+                version: 4,
+                known: 3,
+                ..
+            })
+        ));
     }
 }

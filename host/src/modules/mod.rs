@@ -145,9 +145,7 @@ impl LoadedModule {
         if !self.manifest.policy.filesystem.data {
             return Ok(None);
         }
-        let dir = org.data_dir_in(&self.data_dir);
-        std::fs::create_dir_all(&dir)?;
-        Ok(Some(dir))
+        org.ensure_data_dir_in(&self.data_dir).map(Some)
     }
 }
 

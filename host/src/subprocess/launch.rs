@@ -101,13 +101,24 @@ struct KillOnDrop(Option<tree::Tree>);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
-        if let Some(mut tree) = self.0.take() {
-            tree.kill();
+        if let Some(tree) = self.0.take() {
+            // Freezing a tree scans /proc: not on an async worker.
+            let shared = std::sync::Arc::new(std::sync::Mutex::new(Some(tree)));
+            let on_thread = shared.clone();
             let reaper = std::thread::Builder::new()
                 .name("modhost-reaper".into())
-                .spawn(move || tree.reap_killed(REAP_WAIT));
+                .spawn(move || {
+                    let tree = on_thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+                    if let Some(mut tree) = tree {
+                        tree.kill();
+                        tree.reap_killed(REAP_WAIT);
+                    }
+                });
             if let Err(e) = reaper {
-                tracing::error!(error = %e, "cannot start a thread to reap a killed child");
+                tracing::error!(error = %e, "cannot start a thread to reap a killed child; killing it here");
+                if let Some(mut tree) = shared.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                    tree.kill();
+                }
             }
         }
     }

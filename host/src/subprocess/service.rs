@@ -67,6 +67,9 @@ impl Default for SubprocessOptions {
     }
 }
 
+/// Landlock rulesets one module keeps built, one per organization.
+pub const MAX_CACHED_RULESETS: usize = 64;
+
 /// What one module may launch: its grant and data directory, configured
 /// once when the module loads, and its Landlock rulesets, one per
 /// organization (each confines a child to its organization's directory),
@@ -102,6 +105,11 @@ impl ModuleSubprocess {
         let mut rulesets = self.rulesets.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(r) = rulesets.get(org) {
             return Ok(r.clone());
+        }
+        // Each ruleset holds a descriptor: a host serving many organizations
+        // keeps only the recent ones (running children hold their own).
+        if rulesets.len() >= MAX_CACHED_RULESETS {
+            rulesets.clear();
         }
         let built = Arc::new(Confinement::build(&RulesetSpec {
             data_dir,
@@ -306,14 +314,16 @@ impl SubprocessService {
 
         // Each organization's children live in its own directory.
         let org = identity.organization_id();
-        let data_dir = org.data_dir_in(&module.data_dir);
-        if let Err(e) = std::fs::create_dir_all(&data_dir) {
-            tracing::error!(dir = %data_dir.display(), error = %e, "cannot create an organization's data directory");
-            let error = SdkError::Internal(
-                "the module's data directory cannot be opened; see the host's log".into(),
-            );
-            return refuse(record, Decision::Denied, error).await;
-        }
+        let data_dir = match org.ensure_data_dir_in(&module.data_dir) {
+            Ok(dir) => dir,
+            Err(e) => {
+                tracing::error!(module = %identity.module, error = %e, "cannot prepare an organization's data directory");
+                let error = SdkError::Internal(
+                    "the module's data directory cannot be opened; see the host's log".into(),
+                );
+                return refuse(record, Decision::Denied, error).await;
+            }
+        };
         let options = &self.options;
         let ruleset = match module.ruleset(org, &data_dir, options) {
             Ok(r) => Some(r),
@@ -374,6 +384,7 @@ impl SubprocessService {
         // more than starting a process); both commit with the writer's next
         // batch.
         let (end_tx, end_rx) = tokio::sync::oneshot::channel::<AuditEnd>();
+        let end_tx = EndOfRecord(Some(end_tx));
         {
             let audit = audit.clone();
             let record = record.clone();
@@ -441,7 +452,7 @@ impl SubprocessService {
             duration_ms = end.duration_ms, confined = record.confined,
             "subprocess ended"
         );
-        let _ = end_tx.send(end);
+        end_tx.send(end);
         match result {
             Ok(ran) => Ok(ran.finished),
             Err(failure) => Err(SdkError::Internal(format!(
@@ -467,6 +478,38 @@ fn record_id(id: &str) -> Result<String, SdkError> {
 fn audit_err(e: AuditError) -> SdkError {
     tracing::error!(error = %e, "subprocess audit store failed");
     SdkError::Internal("the audit trail failed; see the host's log".into())
+}
+
+/// Completes a launch's audit record with how the child ended; a call
+/// stopped from outside while its child ran (the child's tree is then killed
+/// on drop) is recorded as such instead of staying open.
+struct EndOfRecord(Option<tokio::sync::oneshot::Sender<AuditEnd>>);
+
+impl EndOfRecord {
+    fn send(mut self, end: AuditEnd) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(end);
+        }
+    }
+}
+
+impl Drop for EndOfRecord {
+    fn drop(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(AuditEnd {
+                ended: Ended::Cancelled,
+                exit_code: None,
+                signal: None,
+                failure: Some(
+                    "the call was stopped while the child ran; its tree was killed".into(),
+                ),
+                duration_ms: 0,
+                stdout_bytes: 0,
+                stderr_bytes: 0,
+                finished_at: now_ms(),
+            });
+        }
+    }
 }
 
 fn sdk(denied: Denied) -> (Decision, SdkError) {

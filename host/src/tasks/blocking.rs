@@ -9,6 +9,15 @@ use crate::cancel::CancelToken;
 use crate::error::SdkError;
 use crate::identity::Identity;
 
+/// Cancels a token when dropped.
+struct CancelOnDrop(CancelToken);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
 impl TaskService {
     /// Runs a blocking function of `module` in a fresh instance on the pool
     /// and waits for it. The identity and task scope are the caller's; a
@@ -30,18 +39,23 @@ impl TaskService {
                 self.blocking_threads
             ))
         })?;
+        // The call has a token of its own: cancelled with the caller's task,
+        // and when the caller is gone (stopped from outside), so the pool
+        // thread is never held for a caller that stopped waiting.
+        let token = CancelToken::new();
+        let _stop_when_dropped = CancelOnDrop(token.clone());
         let call = BlockingCall {
             identity,
             // A blocking call made from a task knows the task, but cannot
             // pause it: it holds a pool thread.
             task: task.map(|t| TaskScope { is_run: false, ..t }),
-            cancel,
+            cancel: Some(token.clone()),
             function: function.to_owned(),
             args_json: args_json.to_owned(),
         };
         let service = self.clone();
         let handle = tokio::runtime::Handle::current();
-        let joined = tokio::task::spawn_blocking(move || {
+        let mut joined = tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let returned =
                 handle.block_on(service.runner.clone().call_blocking(service.clone(), call));
@@ -56,8 +70,17 @@ impl TaskService {
                 Ok(Err(e)) => Err(e),
                 Err(e) => Err(e.to_sdk()),
             }
-        })
-        .await;
+        });
+        let joined = match &cancel {
+            Some(task) => tokio::select! {
+                joined = &mut joined => joined,
+                () = task.cancelled() => {
+                    token.cancel();
+                    joined.await
+                }
+            },
+            None => joined.await,
+        };
         joined.unwrap_or_else(|e| {
             tracing::error!(error = %e, "blocking call panicked");
             Err(SdkError::Internal(

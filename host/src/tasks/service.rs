@@ -203,12 +203,11 @@ impl TaskService {
         })
     }
 
-    /// Makes a loaded module's tasks runnable here; returns what calls of
-    /// the module carry in their [`TasksCtx`].
-    pub fn configure(&self, module: ModuleTasks) -> Arc<ModuleTasks> {
+    /// Makes a loaded module's tasks runnable here: until then, its pending
+    /// tasks wait in the queue.
+    pub fn configure(&self, module: &ModuleTasks) {
         self.scheduler
             .set_cap(&module.name, module.grant.max_concurrent);
-        Arc::new(module)
     }
 
     pub fn store(&self) -> &Arc<dyn TaskStore> {
@@ -242,41 +241,51 @@ impl TaskService {
             policy::short_text("title", t, policy::MAX_TITLE_BYTES)?;
         }
         let grant = &module.grant;
-        let submitted = self
-            .store
-            .submit(NewTask {
-                id: uuid::Uuid::now_v7().to_string(),
-                module: module.name.clone(),
-                task_name: task.to_owned(),
-                task_key: options.task_key,
-                title: options.title,
-                args_json: args_json.to_owned(),
-                resumable: options.resumable,
-                user_id: identity.user_id().to_string(),
-                organization_id: identity.organization_id().to_string(),
-                role: identity.principal.role.as_str().to_owned(),
-                request_id: identity.request_id.clone(),
-                session_id: identity.session_id.clone(),
-                created_at: now_ms(),
-                limits: Quota {
-                    max_active_per_user: grant.max_active_per_user,
-                    max_active_per_module: grant.max_active_per_module,
-                },
-            })
-            .await
-            .map_err(store_err)?;
-        match submitted {
-            Submitted::Created(id) => {
-                let task = TaskRef {
-                    task_id: id.clone(),
-                    module: module.name.clone(),
-                    organization_id: identity.organization_id().to_string(),
-                    user_id: identity.user_id().to_string(),
-                };
-                self.events.send(task, EventKind::status(Status::Pending));
-                self.enqueue(&module.name, id.clone());
-                Ok(id)
+        let new = NewTask {
+            id: uuid::Uuid::now_v7().to_string(),
+            module: module.name.clone(),
+            task_name: task.to_owned(),
+            task_key: options.task_key,
+            title: options.title,
+            args_json: args_json.to_owned(),
+            resumable: options.resumable,
+            user_id: identity.user_id().to_string(),
+            organization_id: identity.organization_id().to_string(),
+            role: identity.principal.role.as_str().to_owned(),
+            request_id: identity.request_id.clone(),
+            session_id: identity.session_id.clone(),
+            created_at: now_ms(),
+            limits: Quota {
+                max_active_per_user: grant.max_active_per_user,
+                max_active_per_module: grant.max_active_per_module,
+            },
+        };
+        // Stored and queued on a task of its own: once the row is written it
+        // is queued, even if the caller is stopped while it waits.
+        let service = self.clone();
+        let stored = tokio::spawn(async move {
+            let task = TaskRef {
+                task_id: new.id.clone(),
+                module: new.module.clone(),
+                organization_id: new.organization_id.clone(),
+                user_id: new.user_id.clone(),
+            };
+            let submitted = service.store.submit(new).await.map_err(store_err)?;
+            if let Submitted::Created(id) = &submitted {
+                let module = task.module.clone();
+                service
+                    .events
+                    .send(task, EventKind::status(Status::Pending));
+                service.enqueue(&module, id.clone());
             }
+            Ok::<_, SdkError>(submitted)
+        });
+        let submitted = stored.await.map_err(|e| {
+            tracing::error!(error = %e, "a task submission panicked");
+            SdkError::Internal("the task could not be stored; see the host's log".into())
+        })??;
+        match submitted {
+            Submitted::Created(id) => Ok(id),
             // Keys deduplicate across the organization's users; one who may
             // not read the others' tasks learns that the key is taken, not
             // whose task holds it.

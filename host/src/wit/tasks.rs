@@ -41,10 +41,14 @@ impl TasksView<'_> {
         }
     }
 
-    /// A cancelled task stops at its next host call.
+    /// A cancelled call, or one past its deadline, stops at its next host
+    /// call.
     fn check_cancelled(&self) -> Result<(), HostError> {
         if self.cancel.is_some_and(CancelToken::is_cancelled) {
             return Err(HostError::Trap(Interrupt::Cancelled.into()));
+        }
+        if self.deadline.passed() {
+            return Err(HostError::Trap(Interrupt::Deadline.into()));
         }
         Ok(())
     }

@@ -1,7 +1,7 @@
 //! The durable task store: the persistence contract of background tasks
 //! (`interface tasks` and `interface background-tasks`).
 //!
-//! [`TaskStore`] is what the task runtime talks to; [`SqliteTaskStore`] is the
+//! [`TaskStore`] is what the task runtime talks to; [`sqlite::SqliteTaskStore`] is the
 //! default implementation, and a PostgreSQL store can implement the same trait
 //! without touching the runtime. Whatever the backend, the contract is:
 //!
@@ -23,14 +23,13 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 mod schema;
-mod sqlite;
+pub mod sqlite;
 
 #[cfg(test)]
 mod tests;
 
 pub use crate::db::SqliteOptions;
 pub use schema::{MIGRATION_LIST, MIGRATIONS, OWNER, apply_schema};
-pub use sqlite::SqliteTaskStore;
 
 /// Most rows one lookup (`by_key`, `by_key_prefix`, `by_user`) returns: the
 /// WIT contract caps `list-user-tasks` and `get-tasks-by-key-prefix` at 500,

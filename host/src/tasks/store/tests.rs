@@ -8,7 +8,7 @@ use std::time::Duration;
 use rusqlite::Connection;
 use tokio::task::JoinSet;
 
-use super::sqlite::{ListQuery, sql};
+use super::sqlite::{ListQuery, SqliteTaskStore, sql};
 use super::*;
 
 fn store() -> Arc<SqliteTaskStore> {
