@@ -22,7 +22,6 @@ mod ui;
 
 use wasmtime::component::{HasData, Linker};
 
-pub use bindings::HostError;
 use bindings::modhost::sdk;
 
 use crate::sandbox::SandboxState;
