@@ -21,6 +21,7 @@ use crate::manifest::LoadEnv;
 use crate::modules::invoke::{Answer, Export, invoke};
 use crate::modules::{self, Description, LoadedModule, ModuleError};
 use crate::sandbox::CallSpec;
+use crate::share::{Refused, Share, Shares};
 use crate::subprocess::{
     self, AuditError, AuditFilter, AuditRecord, AuditStore, ModuleSubprocess, SqliteAuditStore,
     SubprocessCtx, SubprocessOptions, SubprocessService,
@@ -58,8 +59,9 @@ pub struct HostOptions {
     pub load_env: LoadEnv,
     /// Background tasks running at once, over all modules.
     pub max_running_tasks: u32,
-    /// Threads of the blocking pool (`run-blocking`); more callers than this
-    /// at once get `limit-exceeded`.
+    /// Threads of the blocking pool (`run-blocking`), of which one module
+    /// holds at most half; more callers than that at once get
+    /// `limit-exceeded`.
     pub blocking_threads: u32,
     /// How children of `run-subprocess` are confined and capped.
     pub subprocess: SubprocessOptions,
@@ -158,6 +160,9 @@ struct Runner {
     engine: HostEngine,
     modules: RwLock<BTreeMap<String, Arc<LoadedModule>>>,
     subprocess: Arc<SubprocessService>,
+    /// Live instances per module: one module holds at most half the
+    /// engine's, so its callers cannot take every organization's.
+    instances: Arc<Shares>,
 }
 
 impl Host {
@@ -201,6 +206,7 @@ impl Host {
             engine: HostEngine::new(&options.engine)?,
             modules: RwLock::new(BTreeMap::new()),
             subprocess,
+            instances: Shares::new(options.engine.max_instances),
         });
         let tasks = TaskService::new(
             task_store,
@@ -416,6 +422,7 @@ impl Host {
             None,
             self.tasks.clone(),
         )?;
+        let _instance = self.runner.instance(module)?;
         let export = Export::Action {
             name: action,
             args_json,
@@ -534,6 +541,21 @@ impl Runner {
             .cloned()
     }
 
+    /// An instance slot of `module` for one call; `Busy` when the module
+    /// holds its share (a task then waits and is run again later).
+    fn instance(&self, module: &str) -> Result<Share, CallError> {
+        let total = self.instances.total();
+        let share = (total / 2).max(1);
+        self.instances.take(module, share).map_err(|refused| {
+            CallError::Busy(match refused {
+                Refused::Owner => format!(
+                    "module `{module}` holds its share of instances: {share} of the host's {total}"
+                ),
+                Refused::Total => format!("no free instance slot for module `{module}`"),
+            })
+        })
+    }
+
     /// The store of one call of `m`: its limits, its data directory, and the
     /// contexts of the capabilities it may use, each holding `m`'s own grant.
     fn spec(
@@ -580,6 +602,7 @@ impl Runner {
         let m = self
             .module(&c.module)
             .ok_or_else(|| CallError::UnknownModule(c.module.clone()))?;
+        let _instance = self.instance(&c.module)?;
         let spec = self.spec(&m, c.identity, c.call, c.task, c.cancel, tasks)?;
         let (name, args_json) = (c.name.as_str(), c.args_json.as_str());
         let export = match c.call {

@@ -36,6 +36,7 @@ pub mod identity;
 pub mod manifest;
 pub mod modules;
 mod sandbox;
+mod share;
 pub mod subprocess;
 pub mod tasks;
 mod text;

@@ -22,6 +22,7 @@ const WASM_FREE: &[&str] = &[
     "error.rs",
     "cancel.rs",
     "text.rs",
+    "share.rs",
 ];
 
 /// Rooms that hold wasm: the engine, the per-call store, the loaded modules,

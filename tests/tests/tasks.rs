@@ -999,3 +999,70 @@ async fn under_read_own_key_lookups_dedup_and_progress_never_reach_another_users
     );
     let _ = t.host.tasks().cancel(&bobs, &bob).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_module_holds_at_most_half_the_blocking_pool_and_the_instances() {
+    let mut t = TestHost::with_options(|o| {
+        o.blocking_threads = 2;
+        o.engine.max_instances = 4;
+    });
+    let slow = "[limits]\ncall-deadline-ms = 20000\nblocking-deadline-ms = 500";
+    t.load("busy", SPIN, slow).await;
+    t.load("quiet", SPIN, "").await;
+    let who = principal("alice", "acme");
+    // Blocking pool: `busy` gets one of the two threads, not both.
+    let sleeping = tokio::spawn({
+        let (host, who) = (t.host.clone(), who.clone());
+        async move {
+            host.call_blocking("busy", "sleep", "{}", &who, RequestMeta::fresh())
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let refused = t
+        .host
+        .call_blocking("busy", "sleep", "{}", &who, RequestMeta::fresh())
+        .await;
+    assert!(
+        matches!(&refused, Err(SdkError::LimitExceeded(m)) if m.contains("its share of the blocking pool")),
+        "{refused:?}"
+    );
+    let other = t
+        .host
+        .call_blocking("quiet", "nope", "{}", &who, RequestMeta::fresh())
+        .await;
+    assert!(matches!(other, Err(SdkError::InvalidInput(_))), "{other:?}");
+    // Its deadline ends the sleep and gives the thread and instance back.
+    let stopped = tokio::time::timeout(STOPPED_WITHIN, sleeping)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(stopped, Err(SdkError::LimitExceeded(_))),
+        "{stopped:?}"
+    );
+
+    // Instances: two sleeping actions are `busy`'s share of the four.
+    let holders: Vec<_> = (0..2)
+        .map(|_| spawn_action(&t.host, "busy", "sleep", "{}", &who))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let err = t
+        .host
+        .call_action("busy", "ok", "{}", &who, RequestMeta::fresh())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, CallError::Busy(m) if m.contains("its share of instances")),
+        "{err:?}"
+    );
+    let ok = t
+        .host
+        .call_action("quiet", "ok", "{}", &who, RequestMeta::fresh())
+        .await
+        .unwrap();
+    assert_eq!(ok.data.unwrap()["ok"], true);
+    for h in holders {
+        h.abort();
+    }
+}

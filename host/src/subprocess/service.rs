@@ -31,6 +31,7 @@ use crate::cancel::CancelToken;
 use crate::db::now_ms;
 use crate::error::SdkError;
 use crate::identity::{Identity, OrgId, Principal, Role};
+use crate::share::{Refused, Share, Shares};
 
 /// How the host runs children, set by the operator. Deny by default: a child
 /// that cannot be confined by Landlock is not started unless
@@ -152,32 +153,6 @@ impl Caller<'_> {
     }
 }
 
-/// Children running now, per module and in all.
-#[derive(Debug, Default)]
-struct Counts {
-    total: u32,
-    by_module: HashMap<String, u32>,
-}
-
-/// A running child's place in the caps; given back on drop.
-struct Slot<'a> {
-    owner: &'a SubprocessService,
-    module: String,
-}
-
-impl Drop for Slot<'_> {
-    fn drop(&mut self) {
-        let mut c = self.owner.counts.lock().unwrap_or_else(|p| p.into_inner());
-        c.total = c.total.saturating_sub(1);
-        if let Some(n) = c.by_module.get_mut(&self.module) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                c.by_module.remove(&self.module);
-            }
-        }
-    }
-}
-
 /// The subprocess capability of one host: its options, the caps it keeps,
 /// and the audit trail it writes.
 pub struct SubprocessService {
@@ -185,7 +160,8 @@ pub struct SubprocessService {
     /// `PATH` of every child: the host's search path.
     path_var: String,
     audit: Arc<dyn AuditStore>,
-    counts: Mutex<Counts>,
+    /// Children running now, per module and in all.
+    children: Arc<Shares>,
 }
 
 impl std::fmt::Debug for SubprocessService {
@@ -200,10 +176,10 @@ impl SubprocessService {
     /// `path_var` is the `PATH` children get (the host's search path).
     pub fn new(options: SubprocessOptions, path_var: String, audit: Arc<dyn AuditStore>) -> Self {
         SubprocessService {
+            children: Shares::new(options.max_running),
             options,
             path_var,
             audit,
-            counts: Mutex::default(),
         }
     }
 
@@ -236,23 +212,19 @@ impl SubprocessService {
         self.audit.query(&filter, limit).map_err(audit_err)
     }
 
-    fn acquire(&self, module: &str, per_module: u32, total: u32) -> Result<Slot<'_>, String> {
-        let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        let mine = c.by_module.get(module).copied().unwrap_or(0);
-        if mine >= per_module {
-            return Err(format!(
-                "[subprocess] max-concurrent: {per_module} children of this module are running"
-            ));
-        }
-        if c.total >= total {
-            return Err(format!("the host runs at most {total} children at once"));
-        }
-        c.total += 1;
-        *c.by_module.entry(module.to_owned()).or_default() += 1;
-        Ok(Slot {
-            owner: self,
-            module: module.to_owned(),
-        })
+    /// A running child's place in the caps; given back on drop.
+    fn acquire(&self, module: &str, per_module: u32) -> Result<Share, String> {
+        self.children
+            .take(module, per_module)
+            .map_err(|refused| match refused {
+                Refused::Owner => format!(
+                    "[subprocess] max-concurrent: {per_module} children of this module are running"
+                ),
+                Refused::Total => format!(
+                    "the host runs at most {} children at once",
+                    self.children.total()
+                ),
+            })
     }
 
     /// Runs `request` for `caller` if the module's manifest allows it.
@@ -358,11 +330,7 @@ impl SubprocessService {
                 return refuse(record, decision, error).await;
             }
         }
-        let _slot = match self.acquire(
-            &identity.module,
-            grant.max_concurrent,
-            options.max_running.max(1),
-        ) {
+        let _slot = match self.acquire(&identity.module, grant.max_concurrent) {
             Ok(slot) => slot,
             Err(reason) => {
                 return refuse(record, Decision::Limited, SdkError::LimitExceeded(reason)).await;

@@ -1,5 +1,6 @@
 //! `run-blocking`: synchronous work off the event loop while the caller
-//! waits, on a bounded pool of threads (never on an async worker).
+//! waits, on a bounded pool of threads (never on an async worker), of which
+//! one module holds at most half, so it cannot keep the others out.
 
 use std::sync::Arc;
 
@@ -8,6 +9,7 @@ use super::service::{BlockingCall, ModuleTasks, TaskScope, TaskService};
 use crate::cancel::CancelToken;
 use crate::error::SdkError;
 use crate::identity::Identity;
+use crate::share::Refused;
 
 /// Cancels a token when dropped.
 struct CancelOnDrop(CancelToken);
@@ -33,12 +35,20 @@ impl TaskService {
     ) -> Result<String, SdkError> {
         module.offers(&module.blocking, "blocking function", function)?;
         policy::args(args_json)?;
-        let permit = self.blocking.clone().try_acquire_owned().map_err(|_| {
-            SdkError::LimitExceeded(format!(
-                "the blocking pool's {} threads are all busy",
-                self.blocking_threads
-            ))
-        })?;
+        let threads = self.blocking.total();
+        let share = (threads / 2).max(1);
+        let permit = self
+            .blocking
+            .take(&module.name, share)
+            .map_err(|refused| {
+                SdkError::LimitExceeded(match refused {
+                    Refused::Owner => format!(
+                        "module `{}` holds its share of the blocking pool: {share} of its {threads} threads",
+                        module.name
+                    ),
+                    Refused::Total => format!("the blocking pool's {threads} threads are all busy"),
+                })
+            })?;
         // The call has a token of its own: cancelled with the caller's task,
         // and when the caller is gone (stopped from outside), so the pool
         // thread is never held for a caller that stopped waiting.

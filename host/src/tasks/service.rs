@@ -14,7 +14,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::oneshot;
 
 use super::events::{EventBus, EventKind, TaskRef};
 use super::policy;
@@ -28,6 +28,7 @@ use crate::db::now_ms;
 use crate::error::{CallError, SdkError};
 use crate::identity::{Identity, OrgId, Principal, Role, UserId};
 use crate::manifest::{ReadScope, TasksGrant};
+use crate::share::Shares;
 use crate::text::{MAX_QUOTED_NAME_BYTES, truncate};
 
 /// Longest failure message stored with a task: a guest's error text is its
@@ -43,8 +44,9 @@ pub const DEFAULT_LOOKUP_LIMIT: u32 = 50;
 pub struct TaskOptions {
     /// Background tasks running at once, over all modules.
     pub max_running: u32,
-    /// Threads of the blocking pool (`run-blocking`); more callers than this
-    /// at once get `limit-exceeded`.
+    /// Threads of the blocking pool (`run-blocking`), of which one module
+    /// holds at most half; more callers than that at once get
+    /// `limit-exceeded`.
     pub blocking_threads: u32,
 }
 
@@ -174,8 +176,8 @@ pub struct TaskService {
     pub(super) events: EventBus,
     pub(super) scheduler: Scheduler,
     pub(super) runner: Arc<dyn TaskRunner>,
-    pub(super) blocking: Arc<Semaphore>,
-    pub(super) blocking_threads: u32,
+    /// The blocking pool's threads, counted per module.
+    pub(super) blocking: Arc<Shares>,
     running: Mutex<HashMap<String, Running>>,
 }
 
@@ -191,14 +193,12 @@ impl TaskService {
         runner: Arc<dyn TaskRunner>,
         options: TaskOptions,
     ) -> Arc<Self> {
-        let threads = options.blocking_threads.max(1);
         Arc::new(TaskService {
             store,
             events: EventBus::new(),
             scheduler: Scheduler::new(options.max_running),
             runner,
-            blocking: Arc::new(Semaphore::new(usize::try_from(threads).unwrap_or(1))),
-            blocking_threads: threads,
+            blocking: Shares::new(options.blocking_threads),
             running: Mutex::default(),
         })
     }
