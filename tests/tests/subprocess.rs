@@ -669,3 +669,53 @@ async fn audit_trail_is_readable_over_http_within_the_organization() {
     let (status, _) = get(&alice, "?before=not-an-id").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
+
+/// The descriptors of a running child of this process named `name`, read
+/// from `/proc` while it runs.
+async fn descriptors_of_child(name: &str) -> Vec<String> {
+    let me = std::process::id().to_string();
+    for _ in 0..200 {
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let dir = entry.path();
+            let Ok(stat) = std::fs::read_to_string(dir.join("stat")) else {
+                continue;
+            };
+            let Some(close) = stat.rfind(')') else {
+                continue;
+            };
+            let comm = &stat[stat.find('(').unwrap_or(0) + 1..close];
+            let ppid = stat[close + 1..].split_whitespace().nth(1).unwrap_or("");
+            if comm == name && ppid == me {
+                let mut fds: Vec<String> = std::fs::read_dir(dir.join("fd"))
+                    .map(|d| {
+                        d.flatten()
+                            .map(|e| e.file_name().to_string_lossy().into_owned())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                fds.sort_by_key(|f| f.parse::<u32>().unwrap_or(u32::MAX));
+                return fds;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("no child `{name}` of this process appeared");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_inherits_no_descriptor_beyond_its_standard_three() {
+    let t = host().await;
+    // A descriptor of the host's without close-on-exec (as a C library
+    // might open one) must not reach the child either.
+    let leaky = std::fs::File::open("/dev/null").unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&leaky);
+    // SAFETY: fcntl on a descriptor this test owns.
+    assert_eq!(unsafe { libc::fcntl(fd, libc::F_SETFD, 0) }, 0);
+    let (out, fds) = tokio::join!(
+        run(&t, json!({"program": "sleep", "args": ["2"]})),
+        descriptors_of_child("sleep")
+    );
+    assert_eq!(out.unwrap()["status"], json!({"code": 0}));
+    assert_eq!(fds, ["0", "1", "2"], "descriptors open in the child");
+    drop(leaky);
+}

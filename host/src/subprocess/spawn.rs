@@ -63,6 +63,10 @@ struct ChildArgs {
     error: c_int,
 }
 
+/// Where closing descriptors one by one stops on a kernel without
+/// `close_range` (before 5.9): far above any descriptor a host opens.
+const MAX_FALLBACK_FD: c_int = 65_536;
+
 /// Runs in the child, on its own stack, sharing the host's memory.
 extern "C" fn child_main(arg: *mut c_void) -> c_int {
     // SAFETY: `arg` is the `ChildArgs` the parent keeps alive (and does not
@@ -109,6 +113,14 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
         let mut empty: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut empty);
         libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        // Nothing of the host's but the three pipes reaches the program:
+        // not a descriptor opened without close-on-exec (by a C library, or
+        // inherited by the host itself), not the ones the setup used.
+        if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) == -1 {
+            for fd in 3..MAX_FALLBACK_FD {
+                libc::close(fd);
+            }
+        }
         libc::execve(a.path, a.argv, a.envp);
         fail(a, errno())
     }
