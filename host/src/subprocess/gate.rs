@@ -17,6 +17,12 @@ pub const MAX_CWD_BYTES: usize = 4096;
 /// strings over 128 KiB in `execve`, and anything near that is data.
 pub const MAX_ENV_VALUE_BYTES: usize = 64 * 1024;
 
+/// The most bytes of arguments and environment one launch may pass,
+/// counting each string's NUL and pointer: Linux refuses more than a
+/// quarter of the stack limit (2 MiB with the usual 8 MiB) with `E2BIG`,
+/// and the host adds `PATH` and the identity variables on top.
+pub const MAX_EXEC_BYTES: usize = 1024 * 1024;
+
 /// A request, as the guest sent it.
 #[derive(Debug, Clone, Default)]
 pub struct Request {
@@ -82,6 +88,16 @@ pub fn check<'g>(grant: &'g SubprocessGrant, request: &Request) -> Result<Approv
         Some(dir) => Some(check_cwd(dir)?),
     };
     check_env(grant, &request.env)?;
+    let exec_bytes: usize = std::iter::once(program.len())
+        .chain(request.args.iter().map(String::len))
+        .chain(request.env.iter().map(|(k, v)| k.len() + 1 + v.len()))
+        .map(|n| n + 1 + std::mem::size_of::<usize>())
+        .sum();
+    if exec_bytes > MAX_EXEC_BYTES {
+        return Err(invalid(format!(
+            "the arguments and environment are {exec_bytes} bytes; a launch passes at most {MAX_EXEC_BYTES}"
+        )));
+    }
     if request
         .stdin
         .as_ref()
@@ -223,6 +239,21 @@ mod tests {
 
     fn denied(g: &SubprocessGrant, r: &Request) -> Denied {
         check(g, r).expect_err("request must be refused")
+    }
+
+    #[test]
+    fn an_argument_list_over_the_exec_limit_is_invalid_input_not_internal() {
+        let g = grant(
+            "[[subprocess.programs]]\nprogram = \"echo\"\nargs = [[\"{value}\", \"{value}\", \"{value}\", \"{value}\", \"{value}\", \"{value}\", \"{value}\", \"{value}\", \"{value}\", \"{value}\", \"{value}\", \"{value}\", \"{value}\", \"{value}\", \"{value}\", \"{value}\", \"{value}\"]]\n",
+        );
+        let big = "x".repeat(64 * 1024 - 1);
+        let args: Vec<&str> = (0..17).map(|_| big.as_str()).collect();
+        let Denied::Invalid(reason) = denied(&g, &request("echo", &args)) else {
+            panic!("expected invalid-input");
+        };
+        assert!(reason.contains("a launch passes at most"), "{reason}");
+        let fits: Vec<&str> = (0..17).map(|_| "small").collect();
+        assert!(check(&g, &request("echo", &fits)).is_ok());
     }
 
     #[test]

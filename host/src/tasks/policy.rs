@@ -54,6 +54,12 @@ pub fn args(args_json: &str) -> Result<&str, SdkError> {
     Ok(args_json)
 }
 
+/// Whether `c` reorders how text is shown (the bidirectional overrides,
+/// embeddings and isolates): a key or label could then read as another.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
 /// A task key: 1..=256 bytes, no control characters.
 pub fn task_key(key: &str) -> Result<&str, SdkError> {
     if key.is_empty() {
@@ -65,7 +71,7 @@ pub fn task_key(key: &str) -> Result<&str, SdkError> {
             key.len()
         )));
     }
-    if key.chars().any(char::is_control) {
+    if key.chars().any(|c| c.is_control() || is_bidi_control(c)) {
         return Err(SdkError::invalid("task key contains a control character"));
     }
     Ok(key)
@@ -92,7 +98,10 @@ pub fn short_text<'a>(what: &str, text: &'a str, max: usize) -> Result<&'a str, 
             text.len()
         )));
     }
-    if text.chars().any(|c| c.is_control() && c != '\t') {
+    if text
+        .chars()
+        .any(|c| (c.is_control() && c != '\t') || is_bidi_control(c))
+    {
         return Err(SdkError::invalid(format!(
             "{what} contains a control character"
         )));
@@ -189,6 +198,13 @@ mod tests {
         assert_eq!(task_id(&id.to_uppercase()).unwrap(), id);
         assert!(task_id("42").is_err());
         assert!(task_id("../etc").is_err());
+    }
+
+    #[test]
+    fn keys_titles_and_labels_refuse_bidi_overrides() {
+        assert!(task_key("report\u{202E}fdp.exe").is_err());
+        assert!(short_text("label", "done \u{2066}x\u{2069}", MAX_LABEL_BYTES).is_err());
+        assert!(short_text("title", "Rapport für März", MAX_TITLE_BYTES).is_ok());
     }
 
     #[test]
