@@ -19,6 +19,9 @@ use serde_json::{Value, json};
 /// go to `pids`.
 const TREE: &str = "trap '' TERM; sleep 600 & echo $! > pids; (sleep 600 & echo $! >> pids) & setsid sleep 600 & echo $! >> pids; (setsid sleep 600 & echo $! >> pids) & wait; sleep 600";
 
+/// Leaves a `setsid` orphan that dies 0.3 s after the child exits normally.
+const ORPHAN: &str = "setsid sh -c 'sleep 0.3' & echo $! > orphan; exit 0";
+
 fn grants(extra: &str) -> String {
     format!(
         r#"
@@ -38,7 +41,7 @@ args = [["{{path}}"], ["-n", "loot/secret"]]
 
 [[subprocess.programs]]
 program = "sh"
-args = [["-c", "{TREE}"], ["-c", "echo made > made.txt; cat made.txt"], ["-c", "cp /usr/bin/true ./tool && ./tool"]]
+args = [["-c", "{TREE}"], ["-c", "{ORPHAN}"], ["-c", "echo made > made.txt; cat made.txt"], ["-c", "cp /usr/bin/true ./tool && ./tool"]]
 
 [[subprocess.programs]]
 program = "head"
@@ -718,4 +721,28 @@ async fn a_child_inherits_no_descriptor_beyond_its_standard_three() {
     assert_eq!(out.unwrap()["status"], json!({"code": 0}));
     assert_eq!(fds, ["0", "1", "2"], "descriptors open in the child");
     drop(leaky);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orphan_a_child_leaves_on_a_normal_exit_is_reaped_when_it_dies() {
+    let t = host().await;
+    let out = run(&t, json!({"program": "sh", "args": ["-c", ORPHAN]}))
+        .await
+        .unwrap();
+    assert_eq!(out["status"], json!({"code": 0}), "{out}");
+    let pid: i32 = std::fs::read_to_string(data_dir(&t).join("orphan"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    for _ in 0..500 {
+        if is_gone(pid) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        is_gone(pid),
+        "orphan {pid} is still there (alive or a zombie)"
+    );
 }

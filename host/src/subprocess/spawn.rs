@@ -7,6 +7,7 @@
 //! waits meanwhile: the child touches only the [`ChildArgs`] prepared for it
 //! and makes only async-signal-safe calls.
 
+use std::collections::BTreeSet;
 use std::ffi::{CString, c_char, c_int, c_void};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -152,6 +153,20 @@ fn null_fd() -> io::Result<OwnedFd> {
     Ok(std::fs::File::open("/dev/null")?.into())
 }
 
+/// Pids of the children started here that their [`Child`] reaps: the
+/// orphan reaper ([`super::tree::adopt_orphans`]) never takes their exit
+/// status.
+static ROOTS: std::sync::Mutex<BTreeSet<i32>> = std::sync::Mutex::new(BTreeSet::new());
+
+fn roots() -> std::sync::MutexGuard<'static, BTreeSet<i32>> {
+    ROOTS.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Whether `pid` is a child started here whose [`Child`] still reaps it.
+pub(super) fn is_root(pid: i32) -> bool {
+    roots().contains(&pid)
+}
+
 /// Starts `spec`. An error is why the child could not be started (its
 /// setup or `execve` failed; the child has then been reaped).
 pub fn spawn(spec: &Spec) -> io::Result<Child> {
@@ -180,6 +195,9 @@ pub fn spawn(spec: &Spec) -> io::Result<Child> {
     };
     let mut stack = vec![0u8; CHILD_STACK_BYTES];
     let mut pidfd: c_int = -1;
+    // Held across the clone: the reaper cannot see the new child before
+    // it is registered as a root.
+    let mut registry = roots();
     // SAFETY: signals are blocked around the clone so no host handler runs
     // on the child's stack; the child runs `child_main` on `stack` with
     // `args`, both alive until clone returns (CLONE_VFORK: after the
@@ -205,12 +223,15 @@ pub fn spawn(spec: &Spec) -> io::Result<Child> {
         }
         pid
     };
+    registry.insert(pid);
+    drop(registry);
     drop(stack);
     // SAFETY: CLONE_PIDFD stored a new descriptor for the child here.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
     if args.error != 0 {
         // It exited before execve: reap it and report why.
         let _ = wait_now(&pidfd, false);
+        roots().remove(&pid);
         return Err(io::Error::from_raw_os_error(args.error));
     }
     drop((stdin_child, stdout_child, stderr_child));
@@ -260,6 +281,13 @@ pub(super) fn wait_now(pidfd: &OwnedFd, nohang: bool) -> io::Result<Option<Exit>
             libc::CLD_EXITED => Exit::Code(status),
             _ => Exit::Signal(status),
         }))
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        // Reaped by now, or by the tree's reaper through its own pidfd.
+        roots().remove(&self.pid);
     }
 }
 

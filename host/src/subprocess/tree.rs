@@ -16,9 +16,15 @@ use std::sync::Once;
 /// stopped process cannot fork, so real trees settle in two or three).
 const MAX_FREEZE_ROUNDS: usize = 64;
 
+/// How often the orphan reaper looks for dead adopted descendants.
+const ORPHAN_REAP_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Makes the host a child subreaper, once: the descendants of a child that
 /// dies before them are re-parented to the host instead of init, so the
-/// host can reap them (init in some containers never does).
+/// host can reap them (init in some containers never does). A thread then
+/// reaps those orphans when they die (a child that leaves one behind on a
+/// normal exit, like git's detached maintenance, would otherwise leave a
+/// zombie for the host's lifetime).
 pub fn adopt_orphans() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
@@ -26,8 +32,45 @@ pub fn adopt_orphans() {
         let r = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
         if r != 0 {
             tracing::warn!(error = %std::io::Error::last_os_error(), "cannot make the host a child subreaper; killed grandchildren may stay zombies");
+            return;
+        }
+        let reaper = std::thread::Builder::new()
+            .name("modhost-orphans".into())
+            .spawn(|| {
+                loop {
+                    std::thread::sleep(ORPHAN_REAP_INTERVAL);
+                    reap_orphans();
+                }
+            });
+        if let Err(e) = reaper {
+            tracing::warn!(error = %e, "cannot start the orphan reaper; adopted orphans may stay zombies");
         }
     });
+}
+
+/// Reaps the dead among the host's adopted orphans: zombies whose parent is
+/// the host, that are not a child the host started itself (a root, whose
+/// owner takes its status), and that are not in the host's own process
+/// group (the children of `std::process::Command`, such as module builds,
+/// are; every launched child and its descendants left it).
+fn reap_orphans() {
+    // SAFETY: getpid and getpgid on our own process.
+    let (me, my_group) = unsafe { (libc::getpid(), libc::getpgid(0)) };
+    for p in all_processes() {
+        if !p.dead || p.ppid != me || p.pgid == my_group || super::spawn::is_root(p.pid) {
+            continue;
+        }
+        // SAFETY: waitid on a pid, filling a siginfo of ours.
+        unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            libc::waitid(
+                libc::P_PID,
+                libc::id_t::try_from(p.pid).unwrap_or(0),
+                &mut info,
+                libc::WEXITED | libc::WNOHANG,
+            );
+        }
+    }
 }
 
 /// One process of `/proc`.
