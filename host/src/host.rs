@@ -104,6 +104,81 @@ pub enum StartError {
     Tasks(#[from] TaskStoreError),
     #[error(transparent)]
     Audit(#[from] AuditError),
+    /// The host's own files would be readable by children.
+    #[error(
+        "{} lies under {}, which children may read: move the host's state (database, module data, compiled components) elsewhere",
+        state.display(),
+        read_path.display()
+    )]
+    StateReachable { state: PathBuf, read_path: PathBuf },
+    #[error("cannot prepare the state directory {}: {source}", path.display())]
+    State {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Owner-only permissions of the host's directories and database files.
+const OWNER_ONLY_DIR: u32 = 0o700;
+const OWNER_ONLY_FILE: u32 = 0o600;
+
+/// Creates the state directory and the database file owner-only, and
+/// refuses a state directory or database that a child could read: they
+/// hold every module's data and every organization's tasks.
+fn prepare_state(options: &HostOptions) -> Result<(), StartError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| StartError::State { path, source }
+    };
+    // The component cache is left out: compiled code is no secret, and a
+    // child cannot write where it may only read.
+    let mut places = vec![options.state_dir.clone()];
+    if let Some(dir) = options
+        .db_path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+    {
+        places.push(dir.to_path_buf());
+    }
+    for dir in &places {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+    }
+    std::fs::set_permissions(
+        &options.state_dir,
+        std::fs::Permissions::from_mode(OWNER_ONLY_DIR),
+    )
+    .map_err(io(&options.state_dir))?;
+    for dir in &places {
+        let state = dir.canonicalize().map_err(io(dir))?;
+        for read in &options.subprocess.read_paths {
+            let Ok(read_path) = read.canonicalize() else {
+                continue;
+            };
+            if state.starts_with(&read_path) {
+                return Err(StartError::StateReachable { state, read_path });
+            }
+        }
+    }
+    // Created owner-only before SQLite opens it: its journal files take the
+    // database's permissions.
+    let db = &options.db_path;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(OWNER_ONLY_FILE)
+        .open(db)
+        .map_err(io(db))?;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut path = db.clone().into_os_string();
+        path.push(suffix);
+        let path = PathBuf::from(path);
+        if path.exists() {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(OWNER_ONLY_FILE))
+                .map_err(io(&path))?;
+        }
+    }
+    Ok(())
 }
 
 /// Why a directory of modules was not loaded at all.
@@ -171,6 +246,7 @@ impl Host {
     /// store. Modules are loaded next; call [`Host::start_tasks`] once they
     /// are, to recover tasks a previous run left and start the scheduler.
     pub fn new(options: HostOptions) -> Result<Self, StartError> {
+        prepare_state(&options)?;
         let db = Db::open(&options.db_path, options.durability)?;
         {
             let conn = db.lock();
