@@ -123,11 +123,13 @@ pub fn grant_warnings(manifest: &Manifest, imports: &[String]) -> Vec<String> {
         );
     }
     if !policy.subprocess.is_empty() {
-        use crate::subprocess::confine::{NETWORK_ABI, landlock_abi};
+        use crate::subprocess::confine::{landlock_abi, missing_protections};
         let abi = landlock_abi();
-        if abi < 1 || (!policy.subprocess.network && abi < NETWORK_ABI) {
+        let missing = missing_protections(abi, policy.subprocess.network);
+        if !missing.is_empty() {
             w.push(format!(
-                "this kernel cannot confine subprocess children (Landlock ABI {abi}; {NETWORK_ABI} is needed to deny network): they will be refused unless the host runs with --allow-unconfined-subprocesses"
+                "this kernel cannot confine subprocess children (Landlock ABI {abi} lacks {}): they will be refused unless the host runs with --allow-unconfined-subprocesses",
+                missing.join(", ")
             ));
         }
     }

@@ -115,6 +115,8 @@ pub enum ConfineError {
         "this kernel's Landlock (ABI {abi}) cannot deny network access (needs ABI {NETWORK_ABI})"
     )]
     NoNetworkRules { abi: i32 },
+    #[error("this kernel's Landlock (ABI {abi}) cannot enforce {missing} (needs ABI {SCOPE_ABI})")]
+    Partial { abi: i32, missing: String },
     #[error("cannot build the Landlock ruleset: {0}")]
     Ruleset(String),
 }
@@ -139,8 +141,30 @@ pub struct RulesetSpec<'a> {
     pub network: bool,
 }
 
+/// The Landlock ABI that scopes signals and abstract unix sockets to the
+/// child's domain: without it a child could signal the host's processes or
+/// reach a session bus or agent socket outside its box.
+pub const SCOPE_ABI: i32 = 6;
+
+/// What the policy relies on that a kernel with Landlock ABI `abi` would not
+/// enforce (Landlock's best-effort mode would drop it silently).
+pub fn missing_protections(abi: i32, network: bool) -> Vec<&'static str> {
+    let mut missing = Vec::new();
+    if abi < 1 {
+        missing.push("file access rules");
+    }
+    if !network && abi < NETWORK_ABI {
+        missing.push("denying TCP");
+    }
+    if abi < SCOPE_ABI {
+        missing.push("scoping signals and abstract unix sockets");
+    }
+    missing
+}
+
 impl Confinement {
-    /// Builds the ruleset, or says why this kernel cannot enforce it.
+    /// Builds the ruleset, or says why this kernel cannot enforce all of
+    /// it: a child is never started under a policy that holds only in part.
     pub fn build(spec: &RulesetSpec<'_>) -> Result<Self, ConfineError> {
         let abi = landlock_abi();
         if abi < 1 {
@@ -148,6 +172,13 @@ impl Confinement {
         }
         if !spec.network && abi < NETWORK_ABI {
             return Err(ConfineError::NoNetworkRules { abi });
+        }
+        let missing = missing_protections(abi, spec.network);
+        if !missing.is_empty() {
+            return Err(ConfineError::Partial {
+                abi,
+                missing: missing.join(", "),
+            });
         }
         let fail = |e: &dyn std::fmt::Display| ConfineError::Ruleset(e.to_string());
         let all = AccessFs::from_all(TARGET_ABI);
@@ -285,6 +316,21 @@ impl ChildSetup {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kernel_that_would_enforce_the_policy_only_in_part_is_named_short() {
+        assert!(missing_protections(7, false).is_empty());
+        assert!(missing_protections(6, true).is_empty());
+        assert_eq!(
+            missing_protections(5, false),
+            ["scoping signals and abstract unix sockets"]
+        );
+        assert_eq!(
+            missing_protections(3, false),
+            ["denying TCP", "scoping signals and abstract unix sockets"]
+        );
+        assert!(missing_protections(0, true).contains(&"file access rules"));
+    }
 
     #[test]
     fn kernel_reports_a_landlock_abi_that_can_deny_network() {
