@@ -50,10 +50,25 @@ async fn a_single_counter_database_opens_with_its_tasks_and_each_owners_version(
     assert_eq!(row.status, Status::Completed);
     assert_eq!(row.result_json.as_deref(), Some("{\"ok\":true}"));
 
+    // Each owner's share was recorded, and the audit trail's second
+    // migration, appended after the single counter was retired, ran alone.
     let conn = Connection::open(&db).unwrap();
-    for (owner, version) in [("host", 1), ("tasks", 1), ("audit", 1)] {
+    for (owner, version) in [
+        ("host", HOST_MIGRATIONS.len()),
+        ("tasks", modhost::tasks::store::MIGRATIONS.len()),
+        ("audit", modhost::subprocess::audit::MIGRATIONS.len()),
+    ] {
         assert_eq!(migrate::version(&conn, owner).unwrap(), version, "{owner}");
     }
+    assert_eq!(modhost::subprocess::audit::MIGRATIONS.len(), 2);
+    let index: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE name = 'subprocess_audit_by_user'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(index, 1);
     drop(host);
     // Opening again runs nothing: a re-run `CREATE TABLE` would fail.
     let again = host_on(state.path());
