@@ -214,23 +214,34 @@ mod identity {
 mod spin {
     use super::*;
 
+    /// Longer than a stopped call may take, far shorter than the guest's
+    /// hour-long sleep: a call still waiting after this was never stopped.
+    const STOPPED_WITHIN: Duration = Duration::from_secs(30);
+
+    /// `loop` runs in wasm, where the epoch callback stops it; `sleep` waits
+    /// inside a host call, where only the watchdog around the call can.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn infinite_loop_is_stopped_by_the_deadline_and_the_next_call_succeeds() {
         let t = TestHost::with("spin", SPIN, "[limits]\ncall-deadline-ms = 300").await;
         let who = principal("alice", "acme");
-        let err = t
-            .host
-            .call_action("spin", "loop", "{}", &who, RequestMeta::fresh())
-            .await
-            .unwrap_err();
-        assert_eq!(
-            err,
-            CallError::Deadline {
-                module: "spin".into(),
-                deadline_ms: 300
-            }
-        );
-        assert_eq!(err.to_sdk().kind(), "limit-exceeded");
+        for action in ["loop", "sleep"] {
+            let call = t
+                .host
+                .call_action("spin", action, "{}", &who, RequestMeta::fresh());
+            let err = tokio::time::timeout(STOPPED_WITHIN, call)
+                .await
+                .unwrap_or_else(|_| panic!("`{action}` was never stopped"))
+                .unwrap_err();
+            assert_eq!(
+                err,
+                CallError::Deadline {
+                    module: "spin".into(),
+                    deadline_ms: 300
+                },
+                "{action}"
+            );
+            assert_eq!(err.to_sdk().kind(), "limit-exceeded");
+        }
         let ok = t
             .host
             .call_action("spin", "ok", "{}", &who, RequestMeta::fresh())

@@ -829,26 +829,6 @@ async fn a_task_waiting_for_its_user_gives_its_running_slot_to_the_next_one() {
 const STOPPED_WITHIN: Duration = Duration::from_secs(30);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_action_waiting_in_a_host_call_is_stopped_at_its_deadline() {
-    let t = TestHost::with("spin", SPIN, "[limits]\ncall-deadline-ms = 300").await;
-    let who = principal("alice", "acme");
-    let call = t
-        .host
-        .call_action("spin", "sleep", "{}", &who, RequestMeta::fresh());
-    let err = tokio::time::timeout(STOPPED_WITHIN, call)
-        .await
-        .expect("the sleeping action was never stopped")
-        .unwrap_err();
-    assert_eq!(
-        err,
-        CallError::Deadline {
-            module: "spin".into(),
-            deadline_ms: 300
-        }
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_task_waiting_in_a_host_call_gives_its_running_slot_back_at_once() {
     let t = TestHost::with(
         "spin",
