@@ -746,3 +746,71 @@ async fn an_orphan_a_child_leaves_on_a_normal_exit_is_reaped_when_it_dies() {
         "orphan {pid} is still there (alive or a zombie)"
     );
 }
+
+/// An audit trail that cannot be written (its disk failed, say).
+struct BrokenAudit;
+
+impl modhost::subprocess::AuditStore for BrokenAudit {
+    fn record(
+        &self,
+        _: modhost::subprocess::AuditDecision,
+    ) -> modhost::subprocess::audit::BoxFuture<'_, Result<(), modhost::subprocess::AuditError>>
+    {
+        Box::pin(async { Err(modhost::subprocess::AuditError::SchemaMissing) })
+    }
+
+    fn record_end(
+        &self,
+        _: &str,
+        _: modhost::subprocess::AuditEnd,
+    ) -> modhost::subprocess::audit::BoxFuture<'_, Result<bool, modhost::subprocess::AuditError>>
+    {
+        Box::pin(async { Err(modhost::subprocess::AuditError::SchemaMissing) })
+    }
+
+    fn query(
+        &self,
+        _: &AuditFilter,
+        _: u32,
+    ) -> Result<Vec<modhost::subprocess::AuditRecord>, modhost::subprocess::AuditError> {
+        Ok(Vec::new())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_launch_that_cannot_be_put_on_the_audit_trail_is_not_started() {
+    use std::sync::Arc;
+
+    use modhost::db::{Db, Durability};
+    use modhost::tasks::store::sqlite::SqliteTaskStore;
+    use modhost::tasks::store::{SqliteOptions, apply_schema};
+
+    let state = tempfile::tempdir().unwrap();
+    let mut options = modhost::HostOptions::new(state.path());
+    options.engine.cache_dir = Some(COMPONENT_CACHE_DIR.into());
+    options.engine.max_instances = 64;
+    let db = Db::open(&options.db_path, Durability::Full).unwrap();
+    apply_schema(&db.lock()).unwrap();
+    let tasks =
+        Arc::new(SqliteTaskStore::open(&options.db_path, SqliteOptions::default()).unwrap());
+    let host = modhost::Host::with_stores(options, db, tasks, Arc::new(BrokenAudit)).unwrap();
+    let module = ModuleDir::new("sub", SUBPROCESS, &grants(""));
+    host.load_module(module.path(), false).await.unwrap();
+    let request = json!({"program": "sh", "args": ["-c", "echo made > made.txt; cat made.txt"]});
+    let err = host
+        .call_action(
+            "sub",
+            "run",
+            &request.to_string(),
+            &principal("alice", "acme"),
+            RequestMeta::fresh(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, CallError::Guest { error: SdkError::Internal(m), .. } if m.contains("audit trail")),
+        "{err:?}"
+    );
+    let made = state.path().join("data/sub/org-acme/made.txt");
+    assert!(!made.exists(), "the child ran without a record");
+}

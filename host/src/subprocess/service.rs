@@ -10,8 +10,8 @@
 //! its descendants, under `no_new_privs`, resource limits and a Landlock
 //! ruleset ([`confine`]); [`super::launch`] runs it to its end. Every decision, and
 //! every end, goes to the audit trail: a refusal is committed before the
-//! guest hears of it; a launch is queued before the child starts and
-//! committed with the writer's next batch.
+//! guest hears of it, a launch before the child starts (a launch that
+//! cannot be recorded is not started).
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd};
@@ -346,22 +346,22 @@ impl SubprocessService {
         }
 
         tree::adopt_orphans();
-        // One writer task per launch keeps the two records in order: the
-        // decision is queued before the child starts, the end once it is
-        // known. Neither holds the guest up for a disk flush (a flush costs
-        // more than starting a process); both commit with the writer's next
-        // batch.
+        // Fail closed: the launch is on record (committed) before the child
+        // starts, so a child the trail cannot show never runs. The end is
+        // written once known, off the guest's path.
+        if let Err(e) = audit.record(record.clone()).await {
+            tracing::error!(error = %e, audit_id = %record.id, module = %record.module, "cannot record a subprocess launch; not starting it");
+            return Err(SdkError::Internal(
+                "the launch could not be put on the audit trail, so nothing was started; see the host's log"
+                    .into(),
+            ));
+        }
         let (end_tx, end_rx) = tokio::sync::oneshot::channel::<AuditEnd>();
         let end_tx = EndOfRecord(Some(end_tx));
         {
             let audit = audit.clone();
-            let record = record.clone();
+            let id = record.id.clone();
             tokio::spawn(async move {
-                let id = record.id.clone();
-                if let Err(e) = audit.record(record).await {
-                    tracing::error!(error = %e, audit_id = %id, "cannot record a subprocess launch");
-                    return;
-                }
                 if let Ok(end) = end_rx.await
                     && let Err(e) = audit.record_end(&id, end).await
                 {
