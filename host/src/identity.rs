@@ -245,6 +245,19 @@ impl RequestMeta {
     }
 }
 
+/// An id a caller passed that must be a UUID (a task's, an audit
+/// record's), in canonical form; `what` names it in the refusal.
+pub fn canonical_uuid(what: &str, id: &str) -> Result<String, crate::error::SdkError> {
+    uuid::Uuid::parse_str(id)
+        .map(|u| u.hyphenated().to_string())
+        .map_err(|_| {
+            crate::error::SdkError::invalid(format!(
+                "{what} {:?} is not a UUID",
+                crate::text::truncate(id, crate::text::MAX_QUOTED_ID_BYTES)
+            ))
+        })
+}
+
 /// A new request id: a UUIDv7, so ids sort by time in logs.
 pub fn new_request_id() -> String {
     uuid::Uuid::now_v7().to_string()

@@ -126,10 +126,8 @@ impl Db {
     }
 
     fn setup(conn: Connection, durability: Durability) -> Result<Self, DbError> {
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", durability.synchronous())?;
+        setup_connection(&conn, durability)?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.busy_timeout(BUSY_TIMEOUT)?;
         migrate::apply(&conn, &Migrations::new(HOST_OWNER, HOST_MIGRATIONS))?;
         Ok(Db {
             conn: Arc::new(Mutex::new(conn)),
@@ -261,10 +259,16 @@ impl SqliteFile {
     }
 }
 
-fn setup_writer(conn: &Connection, durability: Durability) -> rusqlite::Result<()> {
+/// What every writing connection of the file has: WAL, the durability,
+/// and a bounded wait for another connection's lock.
+fn setup_connection(conn: &Connection, durability: Durability) -> rusqlite::Result<()> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", durability.synchronous())?;
-    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+}
+
+fn setup_writer(conn: &Connection, durability: Durability) -> rusqlite::Result<()> {
+    setup_connection(conn, durability)?;
     conn.pragma_update(None, "cache_size", -WRITE_CACHE_KIB)?;
     // Savepoint journals and sorts stay in memory, never in temporary files.
     conn.pragma_update(None, "temp_store", "MEMORY")?;

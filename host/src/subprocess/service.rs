@@ -207,7 +207,7 @@ impl SubprocessService {
             filter.user_id = Some(by.user_id.as_str().to_owned());
         }
         if let Some(before) = &filter.before {
-            filter.before = Some(record_id(before)?);
+            filter.before = Some(crate::identity::canonical_uuid("audit record id", before)?);
         }
         self.audit.query(&filter, limit).map_err(audit_err)
     }
@@ -429,18 +429,6 @@ impl SubprocessService {
             ))),
         }
     }
-}
-
-/// A record id as a client passes it: a UUID, returned in canonical form.
-fn record_id(id: &str) -> Result<String, SdkError> {
-    uuid::Uuid::parse_str(id)
-        .map(|u| u.hyphenated().to_string())
-        .map_err(|_| {
-            SdkError::invalid(format!(
-                "audit record id {:?} is not a UUID",
-                crate::text::truncate(id, crate::text::MAX_QUOTED_ID_BYTES)
-            ))
-        })
 }
 
 fn audit_err(e: AuditError) -> SdkError {

@@ -4,7 +4,6 @@
 //! without wasm. Each limit is a named constant.
 
 use crate::error::SdkError;
-use crate::text::{MAX_QUOTED_ID_BYTES, truncate};
 
 /// Largest JSON argument accepted for a call: parsed on the host before a
 /// module sees it.
@@ -134,14 +133,7 @@ pub fn json_text<'a>(what: &str, text: &'a str, max: usize) -> Result<&'a str, S
 
 /// A task id as a guest passes it: a UUID, returned in canonical form.
 pub fn task_id(id: &str) -> Result<String, SdkError> {
-    uuid::Uuid::parse_str(id)
-        .map(|u| u.hyphenated().to_string())
-        .map_err(|_| {
-            SdkError::invalid(format!(
-                "task id {:?} is not a UUID",
-                truncate(id, MAX_QUOTED_ID_BYTES)
-            ))
-        })
+    crate::identity::canonical_uuid("task id", id)
 }
 
 /// A lookup limit: 0 means the default, anything above the cap is the cap.
