@@ -23,11 +23,8 @@ async fn main() -> anyhow::Result<()> {
     // Your sink: every task event of this host, as JSON lines.
     let mut events = host.tasks().subscribe();
     let sink = tokio::spawn(async move {
-        while let Ok(event) = events.recv().await {
-            println!(
-                "event {}",
-                serde_json::to_string(&event).unwrap_or_default()
-            );
+        while let Ok(Some(event)) = events.recv().await {
+            println!("event {}", event.json);
         }
     });
 

@@ -273,10 +273,12 @@ impl Host {
         task_store: Arc<dyn TaskStore>,
         audit: Arc<dyn AuditStore>,
     ) -> Result<Self, StartError> {
+        let events = crate::events::EventHub::new();
         let subprocess = Arc::new(SubprocessService::new(
             options.subprocess.clone(),
             options.load_env.path_var(),
             audit,
+            events.clone(),
         ));
         let runner = Arc::new(Runner {
             engine: HostEngine::new(&options.engine)?,
@@ -291,6 +293,7 @@ impl Host {
                 max_running: options.max_running_tasks,
                 blocking_threads: options.blocking_threads,
             },
+            events,
         );
         Ok(Host {
             options: Arc::new(options),
@@ -570,6 +573,12 @@ impl Host {
     /// read tasks, watch events.
     pub fn tasks(&self) -> Tasks<'_> {
         Tasks::new(&self.tasks)
+    }
+
+    /// Every event of this host (tasks and subprocess decisions), unscoped:
+    /// the HTTP stream filters it per principal.
+    pub fn events(&self) -> &crate::events::EventHub {
+        self.tasks.events()
     }
 
     /// The subprocess capability: the audit trail as a principal reads it.

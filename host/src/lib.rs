@@ -20,9 +20,10 @@
 //!   through [`tasks::TaskRunner`], which [`Host`] implements.
 //! - [`subprocess`]: `run-subprocess` as a room of its own: grant and argv
 //!   grammar, gate, confinement, spawn, process tree, audit trail.
-//! - [`manifest`], [`identity`], [`error`], [`db`], [`ui`], [`cancel`]:
-//!   the typed policy, who is calling, errors, the SQLite file (per-owner
-//!   migrations, group-commit writer), UI values, cancel and deadline.
+//! - [`manifest`], [`identity`], [`error`], [`db`], [`ui`], [`cancel`],
+//!   [`events`]: the typed policy, who is calling, errors, the SQLite file
+//!   (per-owner migrations, group-commit writer), UI values, cancel and
+//!   deadline, and the event hub tasks and subprocess calls publish to.
 
 pub mod auth;
 pub mod cancel;
@@ -30,6 +31,7 @@ pub mod check;
 pub mod db;
 pub mod engine;
 pub mod error;
+pub mod events;
 pub mod host;
 pub mod http;
 pub mod identity;

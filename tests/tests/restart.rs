@@ -134,10 +134,7 @@ fn a_confirmation_asked_before_a_restart_is_answered_after_it() {
         // confirmation, still waiting for its answer.
         let row = wait_for(&host, &id, Status::WaitingConfirmation).await;
         assert_eq!(row.attempts, 2);
-        let yes = ConfirmationAnswer {
-            button: "yes".into(),
-            values: serde_json::json!({}),
-        };
+        let yes = ConfirmationAnswer::press("yes");
         host.tasks()
             .answer_confirmation(&id, &yes, &alice)
             .await

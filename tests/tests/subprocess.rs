@@ -633,10 +633,7 @@ async fn audit_trail_is_readable_over_http_within_the_organization() {
         token(admin("acme")),
         token(admin("other")),
     );
-    let app = router(AppState {
-        host: t.host.clone(),
-        tokens: tokens.clone(),
-    });
+    let app = router(AppState::new(t.host.clone(), tokens.clone()));
     let get = |token: &str, query: &str| {
         let req = Request::get(format!("/v1/audit/subprocesses{query}"))
             .header("authorization", format!("Bearer {token}"))

@@ -284,22 +284,25 @@ async fn progress_label_and_checkpoint_are_persisted_and_announced() {
     );
     let mut persisted = Vec::new();
     let mut statuses = Vec::new();
-    while let Ok(e) = events.try_recv() {
-        if e.task.task_id != id {
+    let mut kinds = Vec::new();
+    for p in events.try_batch(usize::MAX).unwrap() {
+        if p.event.subject.task_id.as_deref() != Some(id.as_str()) {
             continue;
         }
-        match e.kind {
-            modhost::tasks::events::EventKind::Progress {
+        kinds.push(p.event.kind.name());
+        match p.event.kind.clone() {
+            modhost::events::EventKind::Progress {
                 progress,
                 persisted: true,
                 ..
             } => persisted.push(progress),
-            modhost::tasks::events::EventKind::Status { status } => statuses.push(status),
+            modhost::events::EventKind::Status { status } => statuses.push(status),
             _ => {}
         }
     }
     assert_eq!(persisted, [0.25, 0.5, 1.0]);
     assert_eq!(statuses, ["pending", "running", "completed"]);
+    assert_eq!(kinds.first(), Some(&"task-created"), "{kinds:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -448,10 +451,7 @@ async fn a_confirmation_pauses_the_task_until_its_user_answers() {
     let c = row.confirmation.expect("a stored confirmation");
     assert!(c.surface_json.contains("Delete 3 files?"));
     assert_eq!(row.progress, 0.5);
-    let yes = ConfirmationAnswer {
-        button: "yes".into(),
-        values: serde_json::json!({}),
-    };
+    let yes = ConfirmationAnswer::press("yes");
     // Another member may not answer; a button the surface lacks is refused.
     assert!(matches!(
         t.host
@@ -460,10 +460,7 @@ async fn a_confirmation_pauses_the_task_until_its_user_answers() {
             .await,
         Err(SdkError::NotFound)
     ));
-    let bogus = ConfirmationAnswer {
-        button: "maybe".into(),
-        values: serde_json::json!({}),
-    };
+    let bogus = ConfirmationAnswer::press("maybe");
     assert!(matches!(
         t.host
             .tasks()
@@ -807,10 +804,7 @@ async fn a_task_waiting_for_its_user_gives_its_running_slot_to_the_next_one() {
     // With one slot, the second could only start because the first parked.
     wait_status(&t.host, &first, &alice, Status::WaitingConfirmation).await;
     wait_status(&t.host, &second, &alice, Status::WaitingConfirmation).await;
-    let yes = ConfirmationAnswer {
-        button: "yes".into(),
-        values: serde_json::json!({}),
-    };
+    let yes = ConfirmationAnswer::press("yes");
     for id in [&first, &second] {
         t.host
             .tasks()

@@ -5,21 +5,30 @@
 //! module sees is the token's, whatever the request says. Errors are one
 //! [`ApiError`] shape and never show internals.
 
+mod dashboard;
 mod error;
+pub mod events;
+mod extract;
+pub mod openapi;
 pub mod serve;
 mod state;
+mod streams;
 mod tasks;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::HeaderValue;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
+pub use dashboard::CONTENT_SECURITY_POLICY;
 pub use error::ApiError;
 pub use state::{AppState, Authenticated};
+pub use streams::{StreamLimits, Streams};
+
+use extract::Path;
 
 use crate::identity::{RequestMeta, new_request_id};
 use crate::modules::LoadedModule;
@@ -27,17 +36,30 @@ use crate::modules::LoadedModule;
 /// The whole API.
 pub fn router(state: AppState) -> Router {
     Router::new()
+        .route("/", get(dashboard::index))
+        .route("/assets/app.js", get(dashboard::app_js))
+        .route("/assets/app.css", get(dashboard::app_css))
         .route("/healthz", get(healthz))
         .route("/v1/whoami", get(whoami))
         .route("/v1/modules", get(list_modules))
         .route("/v1/modules/{module}", get(get_module))
         .route("/v1/modules/{module}/actions/{action}", post(call_action))
         .route("/v1/modules/{module}/tasks", get(tasks::list))
+        .route("/v1/tasks", get(tasks::list_all))
         .route("/v1/tasks/{id}", get(tasks::view))
         .route("/v1/tasks/{id}/cancel", post(tasks::cancel))
         .route("/v1/tasks/{id}/confirmation", post(tasks::answer))
         .route("/v1/audit/subprocesses", get(tasks::audit))
+        .route("/v1/events", get(events::stream))
+        .route("/v1/openapi.json", get(openapi::document))
         .fallback(|| async { ApiError::not_found("no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "invalid-input",
+                "this route does not take that method",
+            )
+        })
         .layer(DefaultBodyLimit::max(crate::host::MAX_ARGS_BYTES + 1024))
         .with_state(state)
 }
@@ -62,6 +84,7 @@ fn module_json(m: &LoadedModule) -> serde_json::Value {
         "actions": m.description.actions,
         "tasks": m.description.tasks,
         "blocking": m.description.blocking,
+        "grants": m.manifest.policy.in_plain_words(),
     })
 }
 

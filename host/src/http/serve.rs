@@ -118,9 +118,14 @@ pub async fn serve(
     } else {
         println!("tokens: use one you created (`modhost token create --user U --org O`)");
     }
-    let app = router(AppState { host, tokens });
+    let state = AppState::new(host, tokens);
+    let closing = state.closing.clone();
+    let app = router(state);
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            closing.cancel();
+        })
         .await
         .map_err(ServeError::Serve)
 }

@@ -8,8 +8,10 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 
 use super::error::ApiError;
+use super::streams::{StreamLimits, Streams};
 use crate::Host;
 use crate::auth::Tokens;
+use crate::cancel::CancelToken;
 use crate::identity::Principal;
 
 /// What every handler shares.
@@ -17,6 +19,27 @@ use crate::identity::Principal;
 pub struct AppState {
     pub host: Arc<Host>,
     pub tokens: Tokens,
+    /// The event streams open now, under their caps.
+    pub streams: Arc<Streams>,
+    /// Cancelled when the server stops: event streams end, so a graceful
+    /// shutdown does not wait for clients that never hang up.
+    pub closing: CancelToken,
+}
+
+impl AppState {
+    /// The state of a server with the default stream caps.
+    pub fn new(host: Arc<Host>, tokens: Tokens) -> Self {
+        Self::with_stream_limits(host, tokens, StreamLimits::default())
+    }
+
+    pub fn with_stream_limits(host: Arc<Host>, tokens: Tokens, limits: StreamLimits) -> Self {
+        AppState {
+            host,
+            tokens,
+            streams: Arc::new(Streams::new(limits)),
+            closing: CancelToken::new(),
+        }
+    }
 }
 
 /// A request that proved a principal with a bearer token.

@@ -2,11 +2,13 @@
 //! its organization's). Another organization's task is 404, like a missing one.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::error::ApiError;
+use super::events::ViewScope;
+use super::extract::{Path, Query};
 use super::state::{AppState, Authenticated};
 use crate::subprocess::{AuditFilter, Decision, MAX_AUDIT_LIMIT};
 use crate::tasks::api::ConfirmationAnswer;
@@ -40,6 +42,66 @@ pub struct TaskJson {
     failure: Option<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     confirmation: Option<serde_json::Value>,
+    /// Only in `GET /v1/tasks/{id}`: the transitions the row records.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timeline: Option<Vec<Moment>>,
+}
+
+/// One transition of a task, as its row records it.
+#[derive(Debug, Serialize)]
+pub struct Moment {
+    at: i64,
+    event: &'static str,
+    detail: Option<String>,
+}
+
+/// What the row says happened, oldest first: created, started (of the
+/// latest attempt), the current confirmation asked and answered, finished.
+fn timeline(r: &TaskRow) -> Vec<Moment> {
+    let mut out = vec![Moment {
+        at: r.created_at,
+        event: "created",
+        detail: r.title.clone(),
+    }];
+    if let Some(at) = r.started_at {
+        out.push(Moment {
+            at,
+            event: "started",
+            detail: (r.attempts > 1).then(|| format!("attempt {}", r.attempts)),
+        });
+    }
+    if let Some(c) = &r.confirmation {
+        out.push(Moment {
+            at: c.asked_at,
+            event: "confirmation-asked",
+            detail: serde_json::from_str::<crate::ui::Surface>(&c.surface_json)
+                .ok()
+                .map(|s| s.title),
+        });
+        if let Some(a) = &c.answer {
+            let button = serde_json::from_str::<ConfirmationAnswer>(&a.answer_json)
+                .map(|a| a.button)
+                .unwrap_or_default();
+            out.push(Moment {
+                at: a.answered_at,
+                event: "confirmation-answered",
+                detail: Some(format!("{button} by {}", a.answered_by)),
+            });
+        }
+    }
+    if let Some(at) = r.finished_at {
+        let why = r
+            .failure_message
+            .as_deref()
+            .map_or_else(String::new, |m| format!(": {m}"));
+        out.push(Moment {
+            at,
+            event: "finished",
+            detail: Some(format!("{}{why}", r.status.as_str())),
+        });
+    }
+    out.sort_by_key(|m| m.at);
+    out
 }
 
 fn parse(text: &Option<String>) -> Option<serde_json::Value> {
@@ -85,12 +147,19 @@ impl From<&TaskRow> for TaskJson {
                 .as_ref()
                 .map(|k| json!({ "kind": k, "message": r.failure_message })),
             confirmation: r.confirmation.as_ref().map(confirmation),
+            timeline: None,
         }
     }
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ListQuery {
+    /// Only for `GET /v1/tasks`: one module's tasks.
+    module: Option<String>,
+    /// Only for `GET /v1/tasks`: `organization` (admins) for every user's.
+    #[serde(default)]
+    scope: ViewScope,
     /// Comma-separated statuses.
     status: Option<String>,
     task: Option<String>,
@@ -102,6 +171,38 @@ pub struct ListQuery {
     limit: u32,
 }
 
+impl ListQuery {
+    fn filter(&self) -> Result<TaskFilter, ApiError> {
+        let statuses = match &self.status {
+            Some(s) => s
+                .split(',')
+                .map(|v| {
+                    v.trim()
+                        .parse::<Status>()
+                        .map_err(|e| ApiError::invalid_input(e.to_string()))
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            None => Vec::new(),
+        };
+        Ok(TaskFilter {
+            statuses,
+            task_name: self.task.clone(),
+            key_prefix: self.key_prefix.clone(),
+            created_after: self.created_after,
+            created_before: self.created_before,
+        })
+    }
+}
+
+fn page_json(page: &crate::tasks::store::TaskPage) -> Json<serde_json::Value> {
+    let tasks: Vec<TaskJson> = page.tasks.iter().map(TaskJson::from).collect();
+    Json(
+        json!({ "tasks": tasks, "next_cursor": page.next_cursor.as_ref().map(ToString::to_string) }),
+    )
+}
+
+/// `GET /v1/modules/{module}/tasks`: the module's tasks the principal may
+/// see (an admin: the organization's).
 pub async fn list(
     auth: Authenticated,
     State(state): State<AppState>,
@@ -111,35 +212,42 @@ pub async fn list(
     if state.host.module(&module).is_none() {
         return Err(ApiError::not_found(format!("module `{module}` not found")));
     }
-    let statuses = match &q.status {
-        Some(s) => s
-            .split(',')
-            .map(|v| {
-                v.trim()
-                    .parse::<Status>()
-                    .map_err(|e| ApiError::invalid_input(e.to_string()))
-            })
-            .collect::<Result<Vec<_>, _>>()?,
-        None => Vec::new(),
-    };
-    let filter = TaskFilter {
-        statuses,
-        task_name: q.task,
-        key_prefix: q.key_prefix,
-        created_after: q.created_after,
-        created_before: q.created_before,
-    };
+    if q.module.is_some() || q.scope != ViewScope::Own {
+        return Err(ApiError::invalid_input(
+            "`module` and `scope` belong to GET /v1/tasks; this route names its module",
+        ));
+    }
     let page = state.host.tasks().list(
         &auth.principal,
         &module,
-        &filter,
+        &q.filter()?,
         q.cursor.as_deref(),
         q.limit,
     )?;
-    let tasks: Vec<TaskJson> = page.tasks.iter().map(TaskJson::from).collect();
-    Ok(Json(
-        json!({ "tasks": tasks, "next_cursor": page.next_cursor.map(|c| c.to_string()) }),
-    ))
+    Ok(page_json(&page))
+}
+
+/// `GET /v1/tasks`: the principal's own tasks across modules, or (admins,
+/// `scope=organization`) the organization's.
+pub async fn list_all(
+    auth: Authenticated,
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    if let Some(m) = &q.module
+        && state.host.module(m).is_none()
+    {
+        return Err(ApiError::not_found(format!("module `{m}` not found")));
+    }
+    let page = state.host.tasks().list_across(
+        &auth.principal,
+        q.module.as_deref(),
+        q.scope == ViewScope::Organization,
+        &q.filter()?,
+        q.cursor.as_deref(),
+        q.limit,
+    )?;
+    Ok(page_json(&page))
 }
 
 pub async fn view(
@@ -147,9 +255,10 @@ pub async fn view(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<TaskJson>, ApiError> {
-    Ok(Json(TaskJson::from(
-        &state.host.tasks().get(&id, &auth.principal)?,
-    )))
+    let row = state.host.tasks().get(&id, &auth.principal)?;
+    let mut task = TaskJson::from(&row);
+    task.timeline = Some(timeline(&row));
+    Ok(Json(task))
 }
 
 pub async fn cancel(
@@ -169,7 +278,7 @@ pub async fn answer(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let answer: ConfirmationAnswer = serde_json::from_slice(&body).map_err(|e| {
         ApiError::invalid_input(format!(
-            "answer must be {{\"button\": ..., \"values\": {{...}}}}: {e}"
+            "answer must be {{\"button\": ..., \"values\": {{...}}, \"asked_at\": ...}}: {e}"
         ))
     })?;
     state

@@ -99,6 +99,81 @@ pub struct Policy {
     pub subprocess: SubprocessGrant,
 }
 
+impl Policy {
+    /// What the module may do, one sentence per grant, for the people who
+    /// decide whether to run it (the API's and dashboard's module list).
+    pub fn in_plain_words(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.filesystem.data {
+            out.push(
+                "Reads and writes files in its own data directory, a separate one per organization."
+                    .to_owned(),
+            );
+        } else {
+            out.push("Has no file access.".to_owned());
+        }
+        if self.network.allow.is_empty() {
+            out.push("Makes no network connections.".to_owned());
+        } else {
+            let hosts: Vec<String> = self.network.allow.iter().map(|h| h.to_string()).collect();
+            out.push(format!(
+                "May connect to {} (outbound connections are not yet enabled by this host).",
+                hosts.join(", ")
+            ));
+        }
+        let t = &self.tasks;
+        out.push(format!(
+            "Runs background tasks: at most {} at once, {} active per user, {} active in all.",
+            t.max_concurrent, t.max_active_per_user, t.max_active_per_module
+        ));
+        out.push(match t.read {
+            ReadScope::Own => "Each user sees only their own tasks of this module.".to_owned(),
+            ReadScope::Organization => {
+                "Any user sees every task of this module in their organization.".to_owned()
+            }
+        });
+        let l = &self.limits;
+        out.push(format!(
+            "Uses at most {} MiB of memory; an action may run {} ms, a task {} ms.",
+            l.memory_bytes / (1024 * 1024),
+            l.call_deadline.as_millis(),
+            l.task_deadline.as_millis()
+        ));
+        let sp = &self.subprocess;
+        if sp.programs.is_empty() {
+            out.push("Launches no programs.".to_owned());
+        }
+        for p in &sp.programs {
+            let shapes: Vec<String> = p
+                .shapes
+                .iter()
+                .map(|s| format!("`{} {s}`", p.name))
+                .collect();
+            out.push(format!(
+                "May run {} ({}) only as {}.",
+                p.name,
+                p.path.display(),
+                shapes.join(" or ")
+            ));
+        }
+        if !sp.programs.is_empty() {
+            let env: Vec<&str> = sp.env.iter().map(AsRef::as_ref).collect();
+            out.push(format!(
+                "Its programs run confined to its data directory{}, for at most {} ms, {} at once{}.",
+                if sp.network { ", with network access" } else { ", without network" },
+                sp.timeout.as_millis(),
+                sp.max_concurrent,
+                if env.is_empty() {
+                    String::new()
+                } else {
+                    format!(", and may be given the variables {}", env.join(", "))
+                }
+            ));
+        }
+        out
+    }
+}
+
 /// `[filesystem]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FilesystemGrant {

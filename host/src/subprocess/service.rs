@@ -30,6 +30,7 @@ use super::tree;
 use crate::cancel::CancelToken;
 use crate::db::now_ms;
 use crate::error::SdkError;
+use crate::events::{EventHub, EventKind, Subject};
 use crate::identity::{Identity, OrgId, Principal, Role};
 use crate::share::{Refused, Share, Shares};
 
@@ -162,6 +163,7 @@ pub struct SubprocessService {
     audit: Arc<dyn AuditStore>,
     /// Children running now, per module and in all.
     children: Arc<Shares>,
+    events: EventHub,
 }
 
 impl std::fmt::Debug for SubprocessService {
@@ -174,12 +176,19 @@ impl std::fmt::Debug for SubprocessService {
 
 impl SubprocessService {
     /// `path_var` is the `PATH` children get (the host's search path).
-    pub fn new(options: SubprocessOptions, path_var: String, audit: Arc<dyn AuditStore>) -> Self {
+    /// Decisions are published to `events` once they are on the record.
+    pub fn new(
+        options: SubprocessOptions,
+        path_var: String,
+        audit: Arc<dyn AuditStore>,
+        events: EventHub,
+    ) -> Self {
         SubprocessService {
             children: Shares::new(options.max_running),
             options,
             path_var,
             audit,
+            events,
         }
     }
 
@@ -256,6 +265,7 @@ impl SubprocessService {
         // Refusals are recorded before they are returned.
         let refuse = |mut record: AuditDecision, decision: Decision, error: SdkError| {
             let audit = audit.clone();
+            let events = self.events.clone();
             async move {
                 record.decision = decision;
                 record.reason = Some(match &error {
@@ -270,7 +280,8 @@ impl SubprocessService {
                     decision = decision.as_str(), reason = record.reason.as_deref().unwrap_or(""),
                     "subprocess refused"
                 );
-                audit.record(record).await.map_err(audit_err)?;
+                audit.record(record.clone()).await.map_err(audit_err)?;
+                announce(&events, &record);
                 Err::<Finished, SdkError>(error)
             }
         };
@@ -356,6 +367,7 @@ impl SubprocessService {
                     .into(),
             ));
         }
+        announce(&self.events, &record);
         let (end_tx, end_rx) = tokio::sync::oneshot::channel::<AuditEnd>();
         let end_tx = EndOfRecord(Some(end_tx));
         {
@@ -466,6 +478,23 @@ impl Drop for EndOfRecord {
             });
         }
     }
+}
+
+/// Tells watchers of the caller's identity how its call was decided.
+fn announce(events: &EventHub, record: &AuditDecision) {
+    events.send(
+        Subject {
+            task_id: record.task_id.clone(),
+            module: record.module.clone(),
+            organization_id: record.organization_id.clone(),
+            user_id: record.user_id.clone(),
+        },
+        EventKind::Subprocess {
+            program: record.program.clone(),
+            decision: record.decision.as_str().to_owned(),
+            reason: record.reason.clone(),
+        },
+    );
 }
 
 fn sdk(denied: Denied) -> (Decision, SdkError) {

@@ -8,14 +8,13 @@
 
 use std::sync::Arc;
 
-use tokio::sync::broadcast;
-
 pub use super::confirm::{ConfirmationAnswer, MAX_ANSWER_BYTES};
-use super::events::{EventKind, TaskEvent};
 use super::policy;
+use super::service::status_event;
 use super::service::{TaskService, parse_cursor, store_err, task_ref};
-use super::store::{Outcome, Scope, Status, TaskFilter, TaskPage, TaskRow};
+use super::store::{OrgScope, Outcome, Status, TaskFilter, TaskPage, TaskRow};
 use crate::error::SdkError;
+use crate::events::Subscription;
 use crate::identity::{Principal, Role};
 
 /// Rows a page holds when the caller asks for 0.
@@ -38,8 +37,8 @@ impl<'a> Tasks<'a> {
         Tasks { service }
     }
 
-    /// Every task event of this host.
-    pub fn subscribe(self) -> broadcast::Receiver<TaskEvent> {
+    /// Every event of this host from now on (filter by subject).
+    pub fn subscribe(self) -> Subscription {
         self.service.events.subscribe()
     }
 
@@ -64,7 +63,8 @@ impl<'a> Tasks<'a> {
         Ok(row)
     }
 
-    /// Tasks of `module` the principal may see, newest first.
+    /// Tasks of `module` the principal may see, newest first: its own, or
+    /// its organization's for an admin.
     pub fn list(
         self,
         by: &Principal,
@@ -73,16 +73,37 @@ impl<'a> Tasks<'a> {
         cursor: Option<&str>,
         limit: u32,
     ) -> Result<TaskPage, SdkError> {
+        let whole = by.role == Role::Admin;
+        self.list_across(by, Some(module), whole, filter, cursor, limit)
+    }
+
+    /// The principal's tasks across modules (or of `module`), newest first;
+    /// with `organization`, every user's of its organization, which only an
+    /// admin may ask for.
+    pub fn list_across(
+        self,
+        by: &Principal,
+        module: Option<&str>,
+        organization: bool,
+        filter: &TaskFilter,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<TaskPage, SdkError> {
+        if organization && by.role != Role::Admin {
+            return Err(SdkError::denied(
+                "only an admin of the organization may list the organization's tasks",
+            ));
+        }
         let cursor = parse_cursor(cursor)?;
-        let scope = Scope {
-            module: module.to_owned(),
+        let scope = OrgScope {
             organization_id: by.organization_id.to_string(),
-            user_id: (by.role != Role::Admin).then(|| by.user_id.to_string()),
+            user_id: (!organization).then(|| by.user_id.to_string()),
+            module: module.map(str::to_owned),
         };
         let limit = policy::limit(limit, DEFAULT_PAGE_LIMIT, policy::MAX_PAGE_LIMIT);
         self.service
             .store
-            .list(&scope, filter, cursor.as_ref(), limit)
+            .list_org(&scope, filter, cursor.as_ref(), limit)
             .map_err(store_err)
     }
 
@@ -109,7 +130,7 @@ impl<'a> Tasks<'a> {
         }
         self.service
             .events
-            .send(task_ref(&row), EventKind::status(Status::Cancelled));
+            .send(task_ref(&row), status_event(Status::Cancelled));
         Ok(())
     }
 
@@ -134,10 +155,9 @@ impl<'a> Tasks<'a> {
             if !row.status.is_active() {
                 return Ok(row);
             }
+            // Missed events only mean reading the row again.
             match tokio::time::timeout(std::time::Duration::from_millis(200), events.recv()).await {
-                Ok(Err(broadcast::error::RecvError::Closed)) => {
-                    return Err(SdkError::Internal("host stopped".into()));
-                }
+                Ok(Ok(None)) => return Err(SdkError::Internal("host stopped".into())),
                 _ => continue,
             }
         }

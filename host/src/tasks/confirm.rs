@@ -10,14 +10,15 @@
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
-use super::events::EventKind;
 use super::policy;
 use super::scheduler::Scheduler;
+use super::service::status_event;
 use super::service::{TaskScope, TaskService, store_err, task_ref};
 use super::store::{Answered, Asked, Status, StoredAnswer};
 use crate::cancel::{CancelToken, Deadline};
 use crate::db::now_ms;
 use crate::error::SdkError;
+use crate::events::EventKind;
 use crate::identity::Principal;
 use crate::ui::Surface;
 
@@ -37,6 +38,21 @@ pub struct ConfirmationAnswer {
     /// Picked choices: `{ "<choices name>": ["<choice id>", ...] }`.
     #[serde(default = "empty_object")]
     pub values: serde_json::Value,
+    /// When given, the `asked_at` of the question being answered: an answer
+    /// to an older question (the task asked again since) is refused.
+    #[serde(default, skip_serializing)]
+    pub asked_at: Option<i64>,
+}
+
+impl ConfirmationAnswer {
+    /// Pressing `button`, with nothing picked.
+    pub fn press(button: impl Into<String>) -> Self {
+        ConfirmationAnswer {
+            button: button.into(),
+            values: empty_object(),
+            asked_at: None,
+        }
+    }
 }
 
 fn empty_object() -> serde_json::Value {
@@ -133,12 +149,13 @@ impl TaskService {
         }
         let row = store.get_unscoped(&task_id).map_err(store_err)?;
         if let Some(row) = &row {
+            self.events
+                .send(task_ref(row), status_event(Status::WaitingConfirmation));
+            let asked_at = row.confirmation.as_ref().map_or(now, |c| c.asked_at);
             self.events.send(
                 task_ref(row),
-                EventKind::status(Status::WaitingConfirmation),
+                EventKind::ConfirmationAsked { surface, asked_at },
             );
-            self.events
-                .send(task_ref(row), EventKind::Confirmation { surface });
         }
         let paused = deadline.pause();
         let parked = Parked::new(&self.scheduler, module);
@@ -173,8 +190,18 @@ impl TaskService {
             .map_err(store_err)?
             .or(outcome);
         if let Some(row) = &row {
+            let closed = match &answer {
+                Some(a) => EventKind::ConfirmationAnswered {
+                    button: serde_json::from_str::<ConfirmationAnswer>(&a.answer_json)
+                        .map(|a| a.button)
+                        .unwrap_or_default(),
+                    answered_by: a.answered_by.clone(),
+                },
+                None => EventKind::ConfirmationTimedOut,
+            };
+            self.events.send(task_ref(row), closed);
             self.events
-                .send(task_ref(row), EventKind::status(Status::Running));
+                .send(task_ref(row), status_event(Status::Running));
         }
         Ok(match answer {
             Some(a) => Confirmed::Answered(a),
@@ -200,6 +227,13 @@ impl TaskService {
         }
         if !answer.values.is_object() {
             return Err(SdkError::invalid("answer values must be a JSON object"));
+        }
+        if let (Some(asked), Some(c)) = (answer.asked_at, &row.confirmation)
+            && asked != c.asked_at
+        {
+            return Err(SdkError::invalid(
+                "the question was asked again since; answer the current one",
+            ));
         }
         if let Some(c) = &row.confirmation
             && let Ok(surface) = serde_json::from_str::<Surface>(&c.surface_json)

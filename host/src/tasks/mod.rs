@@ -8,7 +8,6 @@
 //!   how it starts wasm without knowing it (the host implements it).
 //! - [`scheduler`]: the queues and running slots of this host.
 //! - [`policy`]: what a guest may pass, as pure checks.
-//! - [`events`]: the event bus of task changes.
 //! - [`store`]: persistence ([`store::TaskStore`], SQLite by default).
 //! - [`api`]: the same tasks seen by a principal (HTTP, CLI, embedders).
 //!
@@ -19,7 +18,6 @@
 pub mod api;
 mod blocking;
 pub mod confirm;
-pub mod events;
 pub mod policy;
 mod run;
 pub mod scheduler;

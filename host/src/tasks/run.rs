@@ -8,8 +8,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::events::EventKind;
 use super::policy;
+use super::service::status_event;
 use super::service::{
     MAX_FAILURE_MESSAGE_BYTES, Returned, Running, TaskRun, TaskService, identity_of, task_ref,
 };
@@ -93,7 +93,7 @@ impl TaskService {
         };
         let tref = task_ref(&row);
         self.events
-            .send(tref.clone(), EventKind::status(Status::Running));
+            .send(tref.clone(), status_event(Status::Running));
         let outcome = match identity_of(&row) {
             Err(message) => Some(Outcome::Failed {
                 kind: "internal".into(),
@@ -114,7 +114,7 @@ impl TaskService {
             self.running().remove(id);
             match self.store.release(id).await {
                 Ok(true) => {
-                    self.events.send(tref, EventKind::status(Status::Pending));
+                    self.events.send(tref, status_event(Status::Pending));
                     let (service, module, id) = (self.clone(), row.module, id.to_owned());
                     tokio::spawn(async move {
                         tokio::time::sleep(BUSY_RETRY).await;
@@ -137,7 +137,7 @@ impl TaskService {
         self.running().remove(id);
         self.events.forget(id);
         if applied {
-            self.events.send(tref, EventKind::status(final_status));
+            self.events.send(tref, status_event(final_status));
         }
     }
 }

@@ -16,7 +16,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::oneshot;
 
-use super::events::{EventBus, EventKind, TaskRef};
 use super::policy;
 use super::scheduler::Scheduler;
 use super::store::{
@@ -26,6 +25,7 @@ use super::store::{
 use crate::cancel::CancelToken;
 use crate::db::now_ms;
 use crate::error::{CallError, SdkError};
+use crate::events::{EventHub, EventKind, Subject};
 use crate::identity::{Identity, OrgId, Principal, Role, UserId};
 use crate::manifest::{ReadScope, TasksGrant};
 use crate::share::Shares;
@@ -173,7 +173,7 @@ pub(super) struct Running {
 /// blocking pool and the tasks running here.
 pub struct TaskService {
     pub(super) store: Arc<dyn TaskStore>,
-    pub(super) events: EventBus,
+    pub(super) events: EventHub,
     pub(super) scheduler: Scheduler,
     pub(super) runner: Arc<dyn TaskRunner>,
     /// The blocking pool's threads, counted per module.
@@ -192,10 +192,11 @@ impl TaskService {
         store: Arc<dyn TaskStore>,
         runner: Arc<dyn TaskRunner>,
         options: TaskOptions,
+        events: EventHub,
     ) -> Arc<Self> {
         Arc::new(TaskService {
             store,
-            events: EventBus::new(),
+            events,
             scheduler: Scheduler::new(options.max_running),
             runner,
             blocking: Shares::new(options.blocking_threads),
@@ -214,7 +215,7 @@ impl TaskService {
         &self.store
     }
 
-    pub fn events(&self) -> &EventBus {
+    pub fn events(&self) -> &EventHub {
         &self.events
     }
 
@@ -264,18 +265,21 @@ impl TaskService {
         // is queued, even if the caller is stopped while it waits.
         let service = self.clone();
         let stored = tokio::spawn(async move {
-            let task = TaskRef {
-                task_id: new.id.clone(),
+            let task = Subject {
+                task_id: Some(new.id.clone()),
                 module: new.module.clone(),
                 organization_id: new.organization_id.clone(),
                 user_id: new.user_id.clone(),
             };
+            let created = EventKind::TaskCreated {
+                task_name: new.task_name.clone(),
+                title: new.title.clone(),
+            };
             let submitted = service.store.submit(new).await.map_err(store_err)?;
             if let Submitted::Created(id) = &submitted {
                 let module = task.module.clone();
-                service
-                    .events
-                    .send(task, EventKind::status(Status::Pending));
+                service.events.send(task.clone(), created);
+                service.events.send(task, status_event(Status::Pending));
                 service.enqueue(&module, id.clone());
             }
             Ok::<_, SdkError>(submitted)
@@ -531,9 +535,16 @@ pub(super) fn parse_cursor(cursor: Option<&str>) -> Result<Option<Cursor>, SdkEr
         .transpose()
 }
 
-pub(super) fn task_ref(row: &TaskRow) -> TaskRef {
-    TaskRef {
-        task_id: row.id.clone(),
+/// A status event.
+pub(super) fn status_event(status: Status) -> EventKind {
+    EventKind::Status {
+        status: status.as_str().to_owned(),
+    }
+}
+
+pub(super) fn task_ref(row: &TaskRow) -> Subject {
+    Subject {
+        task_id: Some(row.id.clone()),
         module: row.module.clone(),
         organization_id: row.organization_id.clone(),
         user_id: row.user_id.clone(),

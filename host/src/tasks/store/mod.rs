@@ -167,6 +167,16 @@ pub trait TaskStore: Send + Sync + 'static {
         limit: u32,
     ) -> Result<TaskPage, TaskStoreError>;
 
+    /// [`TaskStore::list`] for a principal outside the sandbox: the same
+    /// page, across the modules of an organization unless `scope` names one.
+    fn list_org(
+        &self,
+        scope: &OrgScope,
+        filter: &TaskFilter,
+        cursor: Option<&Cursor>,
+        limit: u32,
+    ) -> Result<TaskPage, TaskStoreError>;
+
     /// Pending tasks of every module, oldest first: what the scheduler picks
     /// up after a restart.
     fn pending(&self, limit: u32) -> Result<Vec<TaskRow>, TaskStoreError>;
@@ -323,6 +333,25 @@ pub struct Scope {
     pub module: String,
     pub organization_id: String,
     pub user_id: Option<String>,
+}
+
+/// What a principal's read may see: one organization, one user's tasks or
+/// (`user_id: None`) every user's, of one module or (`module: None`) all.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct OrgScope {
+    pub organization_id: String,
+    pub user_id: Option<String>,
+    pub module: Option<String>,
+}
+
+impl From<&Scope> for OrgScope {
+    fn from(s: &Scope) -> Self {
+        OrgScope {
+            organization_id: s.organization_id.clone(),
+            user_id: s.user_id.clone(),
+            module: Some(s.module.clone()),
+        }
+    }
 }
 
 /// A progress write. The caller has already clamped `progress` to 0..=1 and

@@ -137,6 +137,10 @@ pub const MIGRATIONS: &[&str] = &[
     BEGIN
         SELECT RAISE(ABORT, 'the owner of a task cannot change');
     END;",
+    // A principal's tasks across modules, newest first: the dashboard's and
+    // the CLI's list.
+    "CREATE INDEX tasks_org_user ON tasks (organization_id, user_id, id);
+    CREATE INDEX tasks_org_all ON tasks (organization_id, id);",
 ];
 
 /// Brings the task tables of the database on `conn` to this host's schema:

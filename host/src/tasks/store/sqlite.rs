@@ -15,9 +15,9 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{
     Answered, Asked, BoxFuture, ConfirmationRow, Cursor, HOST_RESTARTED, MAX_LOOKUP_LIMIT,
-    MAX_PAGE_LIMIT, MIGRATION_LIST, NewTask, Outcome, Owner, ProgressResult, ProgressUpdate,
-    Recovery, Scope, Status, StoredAnswer, Submitted, TaskFilter, TaskPage, TaskRow, TaskStore,
-    TaskStoreError, prefix_successor, validate_task_id,
+    MAX_PAGE_LIMIT, MIGRATION_LIST, NewTask, OrgScope, Outcome, Owner, ProgressResult,
+    ProgressUpdate, Recovery, Scope, Status, StoredAnswer, Submitted, TaskFilter, TaskPage,
+    TaskRow, TaskStore, TaskStoreError, prefix_successor, validate_task_id,
 };
 use crate::db::{SqliteFile, SqliteOptions, WriteConn, WriteError, now_ms};
 
@@ -792,6 +792,16 @@ impl TaskStore for SqliteTaskStore {
         cursor: Option<&Cursor>,
         limit: u32,
     ) -> Result<TaskPage, TaskStoreError> {
+        self.list_org(&OrgScope::from(scope), filter, cursor, limit)
+    }
+
+    fn list_org(
+        &self,
+        scope: &OrgScope,
+        filter: &TaskFilter,
+        cursor: Option<&Cursor>,
+        limit: u32,
+    ) -> Result<TaskPage, TaskStoreError> {
         let limit = limit.clamp(1, MAX_PAGE_LIMIT);
         let query = ListQuery::new(scope, filter, cursor, limit);
         let mut tasks = self.read(|conn| {
@@ -833,7 +843,7 @@ pub(super) struct ListQuery {
 
 impl ListQuery {
     pub(super) fn new(
-        scope: &Scope,
+        scope: &OrgScope,
         filter: &TaskFilter,
         cursor: Option<&Cursor>,
         limit: u32,
@@ -842,16 +852,16 @@ impl ListQuery {
         let mut sql = String::from(concat!(
             "SELECT ",
             summary_columns!(),
-            " FROM tasks WHERE rowid IN (SELECT rowid FROM tasks WHERE module = ?1 AND organization_id = ?2"
+            " FROM tasks WHERE rowid IN (SELECT rowid FROM tasks WHERE organization_id = ?1"
         ));
-        let mut params = vec![
-            Value::Text(scope.module.clone()),
-            Value::Text(scope.organization_id.clone()),
-        ];
+        let mut params = vec![Value::Text(scope.organization_id.clone())];
         let mut push = |sql: &mut String, clause: &str, value: Value| {
             params.push(value);
             sql.push_str(&clause.replace('#', &format!("?{}", params.len())));
         };
+        if let Some(module) = &scope.module {
+            push(&mut sql, " AND module = #", Value::Text(module.clone()));
+        }
         if let Some(user) = &scope.user_id {
             push(&mut sql, " AND user_id = #", Value::Text(user.clone()));
         }

@@ -1292,7 +1292,12 @@ async fn list_clamps_its_page_size_to_one_through_two_hundred() {
     let page = store.list(&me, &TaskFilter::default(), None, 0).unwrap();
     assert_eq!(page.tasks.len(), 1);
     assert!(page.next_cursor.is_some());
-    let q = ListQuery::new(&me, &TaskFilter::default(), None, MAX_PAGE_LIMIT);
+    let q = ListQuery::new(
+        &OrgScope::from(&me),
+        &TaskFilter::default(),
+        None,
+        MAX_PAGE_LIMIT,
+    );
     assert_eq!(q.params.last(), Some(&rusqlite::types::Value::Integer(201)));
 }
 

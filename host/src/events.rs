@@ -1,0 +1,471 @@
+//! The host's event hub: what happens to tasks and subprocess calls, for
+//! whoever watches (the HTTP event stream, the CLI, embedders, tests).
+//!
+//! Every event gets an id one higher than the last, starting at the boot's
+//! time in microseconds, so ids also rise across restarts. The newest
+//! [`RING_CAPACITY`] events stay in a ring: a subscriber is only a cursor
+//! into it, so a slow or stuck watcher costs the publisher nothing (a push
+//! and a wake-up) and simply falls behind; one that falls out of the ring is
+//! told so ([`Missed`]) instead of silently skipping events. A subscriber
+//! can start after an id it saw before (`Last-Event-ID`).
+//!
+//! `emit-progress` floods are coalesced per task: at most one live progress
+//! event per [`EMIT_INTERVAL`], carrying the latest value.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::ui::Surface;
+
+/// Least time between two live progress events of one task.
+pub const EMIT_INTERVAL: Duration = Duration::from_millis(100);
+/// Events kept for subscribers that are behind or resume: about a minute of
+/// a busy host's events, a few MiB.
+pub const RING_CAPACITY: usize = 16 * 1024;
+
+/// Whose event it is: the identity that started the work, and the task when
+/// there is one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Subject {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<String>,
+    pub module: String,
+    pub organization_id: String,
+    pub user_id: String,
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum EventKind {
+    /// A task was stored.
+    TaskCreated {
+        task_name: String,
+        title: Option<String>,
+    },
+    /// A task reached `status`.
+    Status { status: String },
+    /// Progress: `persisted` for `update-progress`, not for `emit-progress`.
+    Progress {
+        progress: f64,
+        label: Option<String>,
+        persisted: bool,
+    },
+    /// A task asks its user to confirm `surface`.
+    ConfirmationAsked { surface: Surface, asked_at: i64 },
+    /// The confirmation was answered.
+    ConfirmationAnswered { button: String, answered_by: String },
+    /// Nobody answered in time.
+    ConfirmationTimedOut,
+    /// The subprocess gate decided on a call.
+    Subprocess {
+        program: String,
+        decision: String,
+        reason: Option<String>,
+    },
+}
+
+impl EventKind {
+    /// The event's name on the wire (SSE `event:` field).
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::TaskCreated { .. } => "task-created",
+            EventKind::Status { .. } => "status",
+            EventKind::Progress { .. } => "progress",
+            EventKind::ConfirmationAsked { .. } => "confirmation-asked",
+            EventKind::ConfirmationAnswered { .. } => "confirmation-answered",
+            EventKind::ConfirmationTimedOut => "confirmation-timed-out",
+            EventKind::Subprocess { .. } => "subprocess",
+        }
+    }
+}
+
+/// One event as subscribers get it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Event {
+    pub id: u64,
+    /// Milliseconds since the Unix epoch.
+    pub at: i64,
+    #[serde(flatten)]
+    pub subject: Subject,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+impl Event {
+    /// The JSON every watcher of this event is sent, made once.
+    pub fn json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| "{}".to_owned())
+    }
+}
+
+/// An event with its JSON made once for every watcher.
+#[derive(Debug)]
+pub struct Published {
+    pub event: Event,
+    pub json: String,
+}
+
+/// A subscriber fell out of the ring: events after `after` are gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("events after {after} are no longer kept; the oldest kept is {oldest}")]
+pub struct Missed {
+    pub after: u64,
+    pub oldest: u64,
+}
+
+/// Why a resume point was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResumeError {
+    #[error("event id `{0}` is not a number")]
+    NotAnId(String),
+    #[error("event id {0} has not happened yet")]
+    Future(u64),
+}
+
+struct Ring {
+    /// Id of `events[0]`; the next id is `first + events.len()`.
+    first: u64,
+    events: VecDeque<Arc<Published>>,
+}
+
+impl Ring {
+    fn next_id(&self) -> u64 {
+        self.first + self.events.len() as u64
+    }
+}
+
+#[derive(Debug, Default)]
+struct EmitSlot {
+    last_sent: Option<Instant>,
+    pending: Option<(f64, Option<String>)>,
+    flush_scheduled: bool,
+}
+
+struct Inner {
+    ring: RwLock<Ring>,
+    /// The id of the newest event, for waking subscribers.
+    newest: watch::Sender<u64>,
+    slots: Mutex<HashMap<String, EmitSlot>>,
+}
+
+/// The hub. Cheap to clone.
+#[derive(Clone)]
+pub struct EventHub {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for EventHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventHub")
+            .field("newest", &*self.inner.newest.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for EventHub {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl EventHub {
+    pub fn new() -> Self {
+        let boot = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX / 2));
+        EventHub {
+            inner: Arc::new(Inner {
+                ring: RwLock::new(Ring {
+                    first: boot,
+                    events: VecDeque::with_capacity(RING_CAPACITY),
+                }),
+                newest: watch::channel(boot - 1).0,
+                slots: Mutex::default(),
+            }),
+        }
+    }
+
+    /// The id of the newest event (one below the first when there is none).
+    pub fn newest(&self) -> u64 {
+        *self.inner.newest.borrow()
+    }
+
+    /// Publishes an event now.
+    pub fn send(&self, subject: Subject, kind: EventKind) {
+        let mut ring = self.inner.ring.write().unwrap_or_else(|p| p.into_inner());
+        let event = Event {
+            id: ring.next_id(),
+            at: crate::db::now_ms(),
+            subject,
+            kind,
+        };
+        let json = event.json();
+        let id = event.id;
+        if ring.events.len() == RING_CAPACITY {
+            ring.events.pop_front();
+            ring.first += 1;
+        }
+        ring.events.push_back(Arc::new(Published { event, json }));
+        drop(ring);
+        self.inner.newest.send_replace(id);
+    }
+
+    /// Watches events from now on.
+    pub fn subscribe(&self) -> Subscription {
+        Subscription {
+            hub: Arc::downgrade(&self.inner),
+            after: self.newest(),
+            wake: self.inner.newest.subscribe(),
+        }
+    }
+
+    /// Watches the events after `last_seen` (an id as the client sent it),
+    /// then live ones. An id older than the ring starts a subscription whose
+    /// first call answers [`Missed`].
+    pub fn subscribe_after(&self, last_seen: &str) -> Result<Subscription, ResumeError> {
+        let after: u64 = last_seen
+            .trim()
+            .parse()
+            .map_err(|_| ResumeError::NotAnId(crate::text::truncate(last_seen, 40).to_owned()))?;
+        if after > self.newest() {
+            return Err(ResumeError::Future(after));
+        }
+        Ok(Subscription {
+            hub: Arc::downgrade(&self.inner),
+            after,
+            wake: self.inner.newest.subscribe(),
+        })
+    }
+
+    /// A live progress event, coalesced per task.
+    pub fn emit_progress(&self, subject: Subject, progress: f64, label: Option<String>) {
+        let key = subject.task_id.clone().unwrap_or_default();
+        let now = Instant::now();
+        let mut slots = self.inner.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = slots.entry(key.clone()).or_default();
+        let due = slot
+            .last_sent
+            .is_none_or(|t| now.duration_since(t) >= EMIT_INTERVAL);
+        let live = |progress, label| EventKind::Progress {
+            progress,
+            label,
+            persisted: false,
+        };
+        if due && !slot.flush_scheduled {
+            slot.last_sent = Some(now);
+            drop(slots);
+            self.send(subject, live(progress, label));
+            return;
+        }
+        slot.pending = Some((progress, label));
+        if slot.flush_scheduled {
+            return;
+        }
+        slot.flush_scheduled = true;
+        let wait = slot
+            .last_sent
+            .map(|t| EMIT_INTERVAL.saturating_sub(now.duration_since(t)))
+            .unwrap_or_default();
+        drop(slots);
+        let hub = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            let pending = {
+                let mut slots = hub.inner.slots.lock().unwrap_or_else(|p| p.into_inner());
+                match slots.get_mut(&key) {
+                    Some(slot) => {
+                        slot.flush_scheduled = false;
+                        slot.last_sent = Some(Instant::now());
+                        slot.pending.take()
+                    }
+                    None => None,
+                }
+            };
+            if let Some((progress, label)) = pending {
+                hub.send(subject, live(progress, label));
+            }
+        });
+    }
+
+    /// Drops a finished task's coalescing state.
+    pub fn forget(&self, task_id: &str) {
+        self.inner
+            .slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(task_id);
+    }
+}
+
+/// A cursor into the hub: the events after the last one it returned.
+#[derive(Debug)]
+pub struct Subscription {
+    /// Weak, so watchers never keep a stopped host's hub alive.
+    hub: std::sync::Weak<Inner>,
+    after: u64,
+    wake: watch::Receiver<u64>,
+}
+
+impl Subscription {
+    /// The id of the last event returned (or the resume point).
+    pub fn position(&self) -> u64 {
+        self.after
+    }
+
+    /// The events after the cursor that are already there, at most `max`,
+    /// without waiting. After [`Missed`] the cursor has moved to the oldest
+    /// kept event, so the next call goes on from there.
+    pub fn try_batch(&mut self, max: usize) -> Result<Vec<Arc<Published>>, Missed> {
+        let Some(hub) = self.hub.upgrade() else {
+            return Ok(Vec::new());
+        };
+        let ring = hub.ring.read().unwrap_or_else(|p| p.into_inner());
+        let start = self.after + 1;
+        if start < ring.first {
+            let missed = Missed {
+                after: self.after,
+                oldest: ring.first,
+            };
+            self.after = ring.first - 1;
+            return Err(missed);
+        }
+        let offset = usize::try_from(start - ring.first).unwrap_or(usize::MAX);
+        let batch: Vec<_> = ring.events.iter().skip(offset).take(max).cloned().collect();
+        if let Some(last) = batch.last() {
+            self.after = last.event.id;
+        }
+        Ok(batch)
+    }
+
+    /// Waits until there are events after the cursor and returns up to `max`
+    /// of them. Returns an empty batch only when the hub is gone.
+    pub async fn batch(&mut self, max: usize) -> Result<Vec<Arc<Published>>, Missed> {
+        loop {
+            self.wake.borrow_and_update();
+            let batch = self.try_batch(max)?;
+            if !batch.is_empty() {
+                return Ok(batch);
+            }
+            if self.wake.changed().await.is_err() {
+                return Ok(Vec::new());
+            }
+        }
+    }
+
+    /// The next event, waiting for it. `None` when the hub is gone.
+    pub async fn recv(&mut self) -> Result<Option<Arc<Published>>, Missed> {
+        Ok(self.batch(1).await?.pop())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(id: &str) -> Subject {
+        Subject {
+            task_id: Some(id.into()),
+            module: "m".into(),
+            organization_id: "o".into(),
+            user_id: "u".into(),
+        }
+    }
+
+    fn status(s: &str) -> EventKind {
+        EventKind::Status { status: s.into() }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flood_of_emits_becomes_one_event_per_interval_carrying_the_latest_value() {
+        let hub = EventHub::new();
+        let mut sub = hub.subscribe();
+        for i in 0..1000 {
+            hub.emit_progress(task("t"), f64::from(i) / 1000.0, None);
+        }
+        tokio::time::sleep(EMIT_INTERVAL * 2).await;
+        let got = sub.try_batch(100).unwrap();
+        assert_eq!(got.len(), 2, "{got:?}");
+        let progress = |i: usize| match got[i].event.kind {
+            EventKind::Progress { progress, .. } => progress,
+            _ => f64::NAN,
+        };
+        assert_eq!(progress(0), 0.0);
+        assert_eq!(progress(1), 0.999);
+    }
+
+    #[test]
+    fn ids_rise_by_one_and_a_resumed_subscription_gets_exactly_what_came_after() {
+        let hub = EventHub::new();
+        for s in ["pending", "running", "completed"] {
+            hub.send(task("t"), status(s));
+        }
+        let newest = hub.newest();
+        let mut all = hub.subscribe_after(&(newest - 3).to_string()).unwrap();
+        let ids: Vec<u64> = all
+            .try_batch(10)
+            .unwrap()
+            .iter()
+            .map(|p| p.event.id)
+            .collect();
+        assert_eq!(ids, [newest - 2, newest - 1, newest]);
+        let mut resumed = hub.subscribe_after(&(newest - 1).to_string()).unwrap();
+        let got = resumed.try_batch(10).unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].event.kind, status("completed"));
+        assert!(
+            got[0].json.contains("\"type\":\"status\""),
+            "{}",
+            got[0].json
+        );
+    }
+
+    #[test]
+    fn a_resume_point_in_the_future_or_not_a_number_is_refused() {
+        let hub = EventHub::new();
+        hub.send(task("t"), status("pending"));
+        let next = (hub.newest() + 1).to_string();
+        assert!(matches!(
+            hub.subscribe_after(&next),
+            Err(ResumeError::Future(_))
+        ));
+        assert!(matches!(
+            hub.subscribe_after("12; DROP"),
+            Err(ResumeError::NotAnId(_))
+        ));
+    }
+
+    #[test]
+    fn a_subscriber_that_fell_out_of_the_ring_is_told_and_goes_on_from_the_oldest_kept() {
+        let hub = EventHub::new();
+        let mut slow = hub.subscribe();
+        for _ in 0..RING_CAPACITY + 10 {
+            hub.send(task("t"), status("running"));
+        }
+        let missed = slow.try_batch(10).unwrap_err();
+        assert_eq!(missed.oldest, hub.newest() + 1 - RING_CAPACITY as u64);
+        let next = slow.try_batch(10).unwrap();
+        assert_eq!(next[0].event.id, missed.oldest);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_subscriber_wakes_for_the_next_event() {
+        let hub = EventHub::new();
+        let mut sub = hub.subscribe();
+        let sender = hub.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            sender.send(task("t"), status("running"));
+        });
+        let got = tokio::time::timeout(Duration::from_secs(5), sub.recv())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.event.kind, status("running"));
+    }
+}
