@@ -72,6 +72,49 @@ fn main() {
     let status = cmd.status().expect("running cargo for the guest programs");
     assert!(status.success(), "building guest programs failed: {status}");
 
+    // The example modules the browser test serves, built as their own
+    // workspaces into the same target directory (sharing its dependencies).
+    let mut examples = Vec::new();
+    for example in EXAMPLES {
+        let dir = root.join("examples").join(example);
+        for p in ["src", "Cargo.toml", "module.toml"] {
+            println!("cargo:rerun-if-changed={}", dir.join(p).display());
+        }
+        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cmd.current_dir(&dir)
+            .args([
+                "build",
+                "--release",
+                "--target",
+                wasm_target::WASM_TARGET,
+                "--target-dir",
+            ])
+            .arg(&target_dir);
+        for var in [
+            "CARGO_ENCODED_RUSTFLAGS",
+            "RUSTFLAGS",
+            "CARGO_BUILD_TARGET",
+            "RUSTC_WORKSPACE_WRAPPER",
+        ] {
+            cmd.env_remove(var);
+        }
+        let status = cmd.status().expect("running cargo for an example module");
+        assert!(
+            status.success(),
+            "building examples/{example} failed: {status}"
+        );
+        let wasm = target_dir
+            .join(wasm_target::WASM_TARGET)
+            .join("release")
+            .join(format!("{}.wasm", example.replace('-', "_")));
+        assert!(
+            wasm.is_file(),
+            "examples/{example} produced no {}",
+            wasm.display()
+        );
+        examples.push((example, wasm));
+    }
+
     let mut out = String::new();
     out.push_str("/// Every guest program, for `for_each_program!`.\n");
     out.push_str("#[macro_export]\nmacro_rules! for_each_program {\n    ($m:ident) => {\n");
@@ -98,6 +141,13 @@ fn main() {
             wasm.display().to_string()
         ));
     }
+    for (example, wasm) in &examples {
+        out.push_str(&format!(
+            "/// The component built from `examples/{example}`.\npub const EXAMPLE_{}: &str = {:?};\n",
+            ident(example).to_uppercase(),
+            wasm.display().to_string()
+        ));
+    }
     out.push_str(&format!(
         "/// A component cache shared by the tests of this build.\npub const COMPONENT_CACHE_DIR: &str = {:?};\n",
         out_dir.join("component-cache").display().to_string()
@@ -106,6 +156,9 @@ fn main() {
 }
 
 /// The `name` of a guest crate's `[package]`.
+/// Example modules whose components the tests use.
+const EXAMPLES: &[&str] = &["reports"];
+
 fn package_name(dir: &Path) -> String {
     let text =
         std::fs::read_to_string(dir.join("Cargo.toml")).expect("reading a guest's Cargo.toml");

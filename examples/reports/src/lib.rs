@@ -29,6 +29,9 @@ module_sdk::module! {
 const PAGES: u32 = 10;
 /// The page after which the user is asked about drafts.
 const ASK_AT: u32 = 5;
+/// What a page takes at least: rendering stands for real work (queries,
+/// layout), so a person watching sees the report advance page by page.
+const PAGE_MS: u64 = 200;
 
 #[derive(Deserialize, Serialize)]
 struct Month {
@@ -79,6 +82,7 @@ fn monthly(args: Month) -> Result<Report> {
             };
             state.include_drafts = Some(include);
         }
+        std::thread::sleep(Duration::from_millis(PAGE_MS));
         state.total += render_page(&args.month, state.next_page);
         state.next_page += 1;
         let label = format!("page {} of {PAGES}", state.next_page);

@@ -10,7 +10,7 @@ use module_sdk::ui::{Builder, Style};
 
 module_sdk::module! {
     actions: {
-        "start" => start: "Start the `ask` task: {key?, timeout_ms?}",
+        "start" => start: "Start the `ask` task: {key?, timeout_ms?, text?}",
         "ask_here" => ask_here: "Ask for a confirmation outside a task",
     },
     tasks: {
@@ -22,6 +22,8 @@ module_sdk::module! {
 struct Args {
     key: Option<String>,
     timeout_ms: Option<u64>,
+    /// Shown in the question after its fixed text.
+    text: Option<String>,
 }
 
 #[derive(Deserialize, Serialize)]
@@ -29,10 +31,12 @@ struct Checkpoint {
     asked: bool,
 }
 
-fn surface() -> module_sdk::ui::Surface {
-    Builder::new("Delete 3 files?")
-        .text("The files are gone for good.")
-        .button("yes", "Delete", Style::Danger)
+fn surface(extra: Option<&str>) -> module_sdk::ui::Surface {
+    let mut b = Builder::new("Delete 3 files?").text("The files are gone for good.");
+    if let Some(t) = extra {
+        b = b.text(t);
+    }
+    b.button("yes", "Delete", Style::Danger)
         .button("no", "Keep", Style::Secondary)
         .build()
 }
@@ -46,8 +50,10 @@ fn ask(args: Args) -> Result<Value> {
         Some("waiting for the user"),
         Some(&Checkpoint { asked: true }),
     )?;
-    let outcome =
-        tasks::request_confirmation(surface(), args.timeout_ms.map(Duration::from_millis))?;
+    let outcome = tasks::request_confirmation(
+        surface(args.text.as_deref()),
+        args.timeout_ms.map(Duration::from_millis),
+    )?;
     let answer = match outcome {
         Confirmation::Answered(a) => json!({ "button": a.button, "by": a.answered_by }),
         Confirmation::TimedOut => json!("timed-out"),
@@ -68,6 +74,6 @@ fn start(args: Args) -> Result<ActionResult> {
 }
 
 fn ask_here() -> Result<ActionResult> {
-    tasks::request_confirmation(surface(), None)?;
+    tasks::request_confirmation(surface(None), None)?;
     Ok(ActionResult::empty())
 }

@@ -11,7 +11,7 @@ module_sdk::module! {
         "by_prefix" => by_prefix: "Tasks whose key starts with: {prefix, limit?}",
         "list_mine" => list_mine: "The caller's tasks: {limit?}",
         "blocking" => blocking: "Call the `double` blocking function: {n}",
-        "progress_of" => progress_of: "Update the progress of a task by id: {id}",
+        "progress_of" => progress_of: "Update the progress of a task by id: {id, label?}",
         "view" => view: "The read-model view of a task by id: {id}",
         "list" => list: "One page of the read model: {limit?, cursor?, prefix?, statuses?}",
         "list_of" => list_of: "Tasks of another user: {user}",
@@ -67,12 +67,16 @@ struct Submit {
     key: Option<String>,
     #[serde(default)]
     resumable: bool,
+    title: Option<String>,
 }
 
 fn submit(s: Submit) -> Result<ActionResult> {
     let mut opts = BackgroundOptions::new().resumable(s.resumable);
     if let Some(key) = s.key {
         opts = opts.key(key);
+    }
+    if let Some(title) = s.title {
+        opts = opts.title(title);
     }
     let id = tasks::run_background(&s.task, &s.args, opts)?;
     ActionResult::data(&json!({ "id": id })).map(|r| r.show_task(id))
@@ -81,10 +85,11 @@ fn submit(s: Submit) -> Result<ActionResult> {
 #[derive(Deserialize)]
 struct ById {
     id: String,
+    label: Option<String>,
 }
 
 fn progress_of(a: ById) -> Result<ActionResult> {
-    tasks::set_progress(&TaskId::from(a.id), 0.5, None)?;
+    tasks::set_progress(&TaskId::from(a.id), 0.5, a.label.as_deref())?;
     Ok(ActionResult::empty())
 }
 
