@@ -28,6 +28,7 @@
 pub mod auth;
 pub mod cancel;
 pub mod check;
+pub mod client;
 pub mod db;
 pub mod engine;
 pub mod error;

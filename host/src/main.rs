@@ -5,27 +5,61 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use modhost::auth::Tokens;
 use modhost::db::{Db, Durability};
 use modhost::http::serve::{ServeConfig, serve};
 use modhost::identity::{Principal, RequestMeta, Role};
 use modhost::{Host, HostOptions};
 
+#[path = "cli/remote.rs"]
+mod remote;
+
+const EXIT_CODES: &str = "Exit codes:
+  0  success
+  1  the action, task or command failed (a task that failed, was cancelled or interrupted)
+  2  bad usage or input (unknown option, invalid JSON, no such task or module)
+  3  not authenticated or not allowed (no token, a wrong one, a refused scope)
+  4  the server could not be reached or failed
+
+Commands that talk to a running server (call without --user, tasks, audit,
+events) take --url (MODHOST_URL, default http://127.0.0.1:8080) and --token
+(MODHOST_TOKEN). `serve` and `token` share STATE_DIR/modhost.db.";
+
 #[derive(Parser)]
 #[command(
     name = "modhost",
     version,
-    about = "A host for WebAssembly component modules"
+    about = "A host for WebAssembly component modules",
+    after_help = EXIT_CODES
 )]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
+/// Where the server is and who is asking.
+#[derive(Args, Clone, Debug)]
+pub struct Server {
+    /// The server's URL.
+    #[arg(
+        long,
+        global = true,
+        env = "MODHOST_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub url: String,
+    /// A bearer token (`modhost token create` prints one).
+    #[arg(long, global = true, env = "MODHOST_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Serve the modules of a directory over HTTP, on the embedded SQLite store.
+    #[command(
+        after_help = "Example:\n  modhost serve --build examples\n  # then open the printed URL: the dashboard signs in with the printed token"
+    )]
     Serve {
         /// Directory whose subdirectories are modules (each with a module.toml).
         #[arg(value_name = "MODULES")]
@@ -54,31 +88,71 @@ enum Command {
         #[arg(long)]
         allow_unconfined_subprocesses: bool,
     },
-    /// Run one action in-process and print its result as JSON.
+    /// Run an action and print its result as JSON; with --follow, follow the
+    /// task it started until it ends.
+    #[command(
+        after_help = "Examples:\n  export MODHOST_TOKEN=mht_...\n  modhost call reports start --json '{\"month\": \"2026-11\"}' --follow\n  # in-process, without a server, as a user of an organization:\n  modhost call hello greet --user alice --org acme"
+    )]
     Call {
         module: String,
         action: String,
-        #[arg(long)]
-        user: String,
-        #[arg(long)]
-        org: String,
-        #[arg(long, default_value = "member")]
-        role: Role,
         /// The action's arguments, as JSON.
         #[arg(long, default_value = "{}")]
         json: String,
+        /// Follow the task the action started (a progress bar, questions
+        /// asked in the terminal) and exit with its outcome.
+        #[arg(long)]
+        follow: bool,
+        #[command(flatten)]
+        server: Server,
+        /// Run in-process as this user instead of asking a server.
+        #[arg(long, requires = "org")]
+        user: Option<String>,
+        /// The user's organization (in-process).
+        #[arg(long, requires = "user")]
+        org: Option<String>,
+        /// The user's role (in-process).
+        #[arg(long, default_value = "member")]
+        role: Role,
+        /// The modules directory (in-process).
         #[arg(long, default_value = "examples")]
         modules: PathBuf,
+        /// The host's state directory (in-process).
         #[arg(long, default_value = ".modhost")]
         state_dir: PathBuf,
     },
+    /// Read and steer tasks on a running server.
+    Tasks {
+        #[command(subcommand)]
+        command: remote::TasksCommand,
+        #[command(flatten)]
+        server: Server,
+    },
+    /// The subprocess audit trail: your own calls, or an admin's organization's.
+    #[command(after_help = "Example:\n  modhost audit --module git-stats --decision denied")]
+    Audit {
+        #[command(flatten)]
+        query: remote::AuditArgs,
+        #[command(flatten)]
+        server: Server,
+    },
+    /// Follow the event stream (tasks and subprocess decisions) as it happens.
+    #[command(after_help = "Examples:\n  modhost events\n  modhost events --task 01a2... --json")]
+    Events {
+        #[command(flatten)]
+        query: remote::EventsArgs,
+        #[command(flatten)]
+        server: Server,
+    },
     /// Run the [build] command of a module, or of every module of a directory.
+    #[command(after_help = "Example:\n  modhost build examples/hello")]
     Build {
         /// A module directory (with a module.toml), or a directory of them.
         #[arg(default_value = "examples")]
         dir: PathBuf,
     },
     /// Check a module: manifest, component against the world, grants against imports.
+    #[command(after_help = "Example:\n  modhost check examples/hello --deny-warnings")]
     Check {
         dir: PathBuf,
         /// Print the report as JSON.
@@ -88,13 +162,19 @@ enum Command {
         #[arg(long)]
         deny_warnings: bool,
     },
-    /// Manage bearer tokens.
+    /// Manage bearer tokens, in the database `serve` uses.
+    #[command(
+        after_help = "Examples:\n  modhost token create --user alice --org acme --role member\n  modhost token list --state-dir /var/lib/modhost"
+    )]
     Token {
         #[command(subcommand)]
         command: TokenCommand,
-        /// The SQLite database file.
-        #[arg(long, global = true, default_value = ".modhost/modhost.db")]
-        db: PathBuf,
+        /// The host's state directory, as given to `serve`.
+        #[arg(long, global = true, default_value = ".modhost")]
+        state_dir: PathBuf,
+        /// The SQLite database file [default: STATE_DIR/modhost.db].
+        #[arg(long, global = true)]
+        db: Option<PathBuf>,
     },
 }
 
@@ -158,7 +238,10 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            match e.downcast_ref::<remote::Failure>() {
+                Some(f) => f.exit_code(),
+                None => ExitCode::FAILURE,
+            }
         }
     }
 }
@@ -197,43 +280,31 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Call {
             module,
             action,
+            json,
+            follow,
+            server,
             user,
             org,
             role,
-            json,
             modules,
             state_dir,
-        } => {
-            let principal = principal(&user, &org, role)?;
-            let host = Host::new(HostOptions::new(&state_dir))?;
-            let dir = modules.join(&module);
-            if dir.join("module.toml").is_file() {
-                host.load_module(&dir, false)
-                    .await
-                    .with_context(|| format!("loading {}", dir.display()))?;
-            } else {
-                for f in host.load_dir(&modules, false).await? {
-                    eprintln!("module in {} not loaded: {}", f.dir.display(), f.error);
+        } => match (user, org) {
+            (Some(user), Some(org)) => {
+                if follow {
+                    return Err(remote::usage(
+                        "--follow needs a server; drop --user and --org to call one",
+                    ));
                 }
-            }
-            match host
-                .call_action(&module, &action, &json, &principal, RequestMeta::fresh())
+                call_in_process(
+                    &module, &action, &json, &user, &org, role, &modules, &state_dir,
+                )
                 .await
-            {
-                Ok(out) => {
-                    println!("{}", serde_json::to_string_pretty(&out)?);
-                    Ok(ExitCode::SUCCESS)
-                }
-                Err(e) => {
-                    let api = modhost::http::ApiError::from(e.clone());
-                    eprintln!(
-                        "{}",
-                        serde_json::json!({ "error": { "code": api.code, "message": e.to_string() } })
-                    );
-                    Ok(ExitCode::FAILURE)
-                }
             }
-        }
+            _ => remote::call(&server, &module, &action, &json, follow).await,
+        },
+        Command::Tasks { command, server } => remote::tasks(&server, command).await,
+        Command::Audit { query, server } => remote::audit(&server, query).await,
+        Command::Events { query, server } => remote::events(&server, query).await,
         Command::Build { dir } => {
             let env = modhost::manifest::LoadEnv::host_default();
             let dirs = if dir.join(modhost::manifest::MANIFEST_FILE).is_file() {
@@ -278,7 +349,16 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
-        Command::Token { command, db } => {
+        Command::Token {
+            command,
+            state_dir,
+            db,
+        } => {
+            let db = db.unwrap_or_else(|| state_dir.join("modhost.db"));
+            if let Some(parent) = db.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("creating {}", parent.display()))?;
+            }
             let tokens = Tokens::new(Db::open(&db, Durability::Full)?);
             match command {
                 TokenCommand::Create {
@@ -309,11 +389,56 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 }
                 TokenCommand::Revoke { id } => {
                     if !tokens.revoke(&id)? {
-                        anyhow::bail!("no live token with id {id}");
+                        return Err(remote::usage(format!("no live token with id {id}")));
                     }
                 }
             }
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the in-process call's options, passed on once"
+)]
+async fn call_in_process(
+    module: &str,
+    action: &str,
+    json: &str,
+    user: &str,
+    org: &str,
+    role: Role,
+    modules: &std::path::Path,
+    state_dir: &std::path::Path,
+) -> anyhow::Result<ExitCode> {
+    let principal = principal(user, org, role)?;
+    let host = Host::new(HostOptions::new(state_dir))?;
+    let dir = modules.join(module);
+    if dir.join("module.toml").is_file() {
+        host.load_module(&dir, false)
+            .await
+            .with_context(|| format!("loading {}", dir.display()))?;
+    } else {
+        for f in host.load_dir(modules, false).await? {
+            eprintln!("module in {} not loaded: {}", f.dir.display(), f.error);
+        }
+    }
+    match host
+        .call_action(module, action, json, &principal, RequestMeta::fresh())
+        .await
+    {
+        Ok(out) => {
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            let api = modhost::http::ApiError::from(e.clone());
+            eprintln!(
+                "{}",
+                serde_json::json!({ "error": { "code": api.code, "message": e.to_string() } })
+            );
+            Ok(remote::exit_for_status(api.status.as_u16()))
         }
     }
 }

@@ -32,6 +32,33 @@ pub fn escape_controls(s: &str) -> Cow<'_, str> {
     Cow::Owned(s.chars().flat_map(char::escape_default).collect::<String>())
 }
 
+/// Whether `c` reorders or hides text (bidi embeddings, overrides,
+/// isolates and marks, zero-width characters): shown escaped, so text
+/// from a module cannot pass for something else.
+pub fn is_format_control(c: char) -> bool {
+    matches!(c,
+        '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}'
+        | '\u{061C}' | '\u{FEFF}')
+}
+
+/// `s` made safe to print on a terminal: control characters (escape
+/// sequences among them) and format controls escaped, newlines kept.
+pub fn terminal_safe(s: &str) -> Cow<'_, str> {
+    let unsafe_char = |c: char| (c.is_control() && c != '\n') || is_format_control(c);
+    if !s.chars().any(unsafe_char) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if unsafe_char(c) {
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
 /// The longest value echoed in an error message; longer ones are cut.
 pub const MAX_SHOWN_CHARS: usize = 80;
 
@@ -56,6 +83,15 @@ pub fn shown(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn terminal_text_escapes_escape_sequences_and_bidi_overrides_but_keeps_newlines() {
+        assert_eq!(terminal_safe("a\nb"), "a\nb");
+        assert_eq!(
+            terminal_safe("\u{1b}[2Jx\u{202E}y"),
+            "\\u{1b}[2Jx\\u{202e}y"
+        );
+    }
 
     #[test]
     fn truncate_cuts_at_a_character_boundary() {

@@ -1,0 +1,380 @@
+//! The `modhost` command against a running server, run as a user runs it:
+//! built by cargo, talking HTTP to a host on a real socket.
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use modhost::auth::Tokens;
+use modhost::db::Db;
+use modhost::http::{AppState, router};
+use modhost_tests::*;
+use serde_json::Value;
+
+const LONG_TASKS: &str = "[limits]\ntask-deadline-ms = 60000\n[tasks]\nmax-concurrent = 8";
+
+/// The `modhost` binary, built once for this test run.
+fn modhost() -> &'static PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let out = Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "modhost",
+                "--bin",
+                "modhost",
+                "--message-format=json",
+            ])
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("running cargo build");
+        assert!(out.status.success(), "building modhost failed");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "modhost")
+            .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+            .expect("cargo named the modhost executable")
+    })
+}
+
+struct Server {
+    url: String,
+    token: String,
+    t: TestHost,
+    tokens: Tokens,
+}
+
+async fn server() -> Server {
+    let mut t = TestHost::new();
+    t.load("tb", TASKS_BASIC, LONG_TASKS).await;
+    t.load("confirm", CONFIRM, LONG_TASKS).await;
+    t.host.start_tasks().await.unwrap();
+    let tokens = Tokens::new(Db::in_memory().unwrap());
+    let token = tokens
+        .create(&principal("alice", "acme"), "cli")
+        .unwrap()
+        .secret;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let app = router(AppState::new(t.host.clone(), tokens.clone()));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Server {
+        url,
+        token,
+        t,
+        tokens,
+    }
+}
+
+impl Server {
+    /// Runs `modhost ARGS` with this server's URL and token in the
+    /// environment, off the test's runtime.
+    async fn run(&self, args: &[&str]) -> Output {
+        self.run_with(args, Some(&self.token)).await
+    }
+
+    async fn run_with(&self, args: &[&str], token: Option<&str>) -> Output {
+        let mut cmd = Command::new(modhost());
+        cmd.args(args)
+            .env("MODHOST_URL", &self.url)
+            .env_remove("MODHOST_TOKEN")
+            .stdin(Stdio::null());
+        if let Some(t) = token {
+            cmd.env("MODHOST_TOKEN", t);
+        }
+        tokio::task::spawn_blocking(move || cmd.output().unwrap())
+            .await
+            .unwrap()
+    }
+}
+
+fn code(out: &Output) -> i32 {
+    out.status.code().unwrap_or(-1)
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_follow_shows_the_task_to_its_end_and_exits_with_its_outcome() {
+    let s = server().await;
+    let out = s
+        .run(&[
+            "call",
+            "tb",
+            "submit",
+            "--json",
+            r#"{"task": "progress"}"#,
+            "--follow",
+        ])
+        .await;
+    assert_eq!(code(&out), 0, "{}\n{}", stdout(&out), stderr(&out));
+    let task: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(task["status"], "completed");
+    assert_eq!(task["progress"], 1.0);
+    assert!(stderr(&out).contains("following task"), "{}", stderr(&out));
+
+    let out = s
+        .run(&[
+            "call",
+            "tb",
+            "submit",
+            "--json",
+            r#"{"task": "fail"}"#,
+            "--follow",
+        ])
+        .await;
+    assert_eq!(code(&out), 1, "a failed task: {}", stderr(&out));
+    let task: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(task["status"], "failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_followed_task_that_asks_waits_for_an_answer_given_elsewhere() {
+    let s = server().await;
+    let follower = {
+        let mut cmd = Command::new(modhost());
+        cmd.args(["call", "confirm", "start", "--json", "{}", "--follow"])
+            .env("MODHOST_URL", &s.url)
+            .env("MODHOST_TOKEN", &s.token)
+            .stdin(Stdio::null());
+        tokio::task::spawn_blocking(move || cmd.output().unwrap())
+    };
+    let alice = principal("alice", "acme");
+    let id = loop {
+        let page =
+            s.t.host
+                .tasks()
+                .list(&alice, "confirm", &Default::default(), None, 1)
+                .unwrap();
+        if let Some(t) = page.tasks.first()
+            && t.status == modhost::tasks::store::Status::WaitingConfirmation
+        {
+            break t.id.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // Give the follower time to see the question, then answer with the CLI.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let refused = s.run(&["tasks", "confirm", &id]).await;
+    assert_eq!(
+        code(&refused),
+        2,
+        "no terminal, no --button: {}",
+        stderr(&refused)
+    );
+    let answered = s.run(&["tasks", "confirm", &id, "--button", "no"]).await;
+    assert_eq!(code(&answered), 0, "{}", stderr(&answered));
+    let out = tokio::time::timeout(Duration::from_secs(30), follower)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}\n{}", stdout(&out), stderr(&out));
+    assert!(
+        stderr(&out).contains("Delete 3 files?"),
+        "the question was shown: {}",
+        stderr(&out)
+    );
+    let task: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(task["result"]["answer"]["button"], "no");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_list_show_cancel_audit_and_events_work_for_scripts() {
+    let s = server().await;
+    let out = s
+        .run(&["call", "tb", "submit", "--json", r#"{"task": "sleep"}"#])
+        .await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let id = serde_json::from_str::<Value>(&stdout(&out)).unwrap()["data"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let events = {
+        let mut cmd = Command::new(modhost());
+        cmd.args(["events", "--json", "--task", &id])
+            .env("MODHOST_URL", &s.url)
+            .env("MODHOST_TOKEN", &s.token)
+            .stdout(Stdio::piped())
+            .stdin(Stdio::null());
+        cmd.spawn().unwrap()
+    };
+    let list = s.run(&["tasks", "list", "--json", "--module", "tb"]).await;
+    assert_eq!(code(&list), 0, "{}", stderr(&list));
+    let page: Value = serde_json::from_str(&stdout(&list)).unwrap();
+    assert_eq!(page["tasks"][0]["id"], id.as_str());
+    let text = s.run(&["tasks", "list"]).await;
+    assert!(stdout(&text).contains(&id), "{}", stdout(&text));
+    let show = s.run(&["tasks", "show", &id]).await;
+    assert!(stdout(&show).contains("timeline"), "{}", stdout(&show));
+    // Let the stream connect before the cancel it must report.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let cancel = s.run(&["tasks", "cancel", &id]).await;
+    assert_eq!(code(&cancel), 0, "{}", stderr(&cancel));
+    let again = s.run(&["tasks", "cancel", &id]).await;
+    assert_eq!(code(&again), 2, "cancelling a finished task is bad input");
+    let mut events = events;
+    let mut reader = std::io::BufReader::new(events.stdout.take().unwrap());
+    let line = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if reader.read_line(&mut line).unwrap() == 0 || line.contains("cancelled") {
+                return line;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let _ = events.kill();
+    let _ = events.wait();
+    let event: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(event["status"], "cancelled");
+    assert_eq!(event["task_id"], id.as_str());
+
+    let audit = s.run(&["audit", "--json"]).await;
+    assert_eq!(code(&audit), 0, "{}", stderr(&audit));
+    assert!(serde_json::from_str::<Value>(&stdout(&audit)).unwrap()["records"].is_array());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_codes_tell_usage_auth_and_unreachable_servers_apart() {
+    let s = server().await;
+    let missing = s.run_with(&["tasks", "list"], None).await;
+    assert_eq!(code(&missing), 3, "{}", stderr(&missing));
+    assert!(stderr(&missing).contains("MODHOST_TOKEN"));
+    let wrong = s.run_with(&["tasks", "list"], Some("mht_wrong")).await;
+    assert_eq!(code(&wrong), 3, "{}", stderr(&wrong));
+    let bad_json = s.run(&["call", "tb", "submit", "--json", "{nope"]).await;
+    assert_eq!(code(&bad_json), 2);
+    let unknown = s
+        .run(&["tasks", "show", "01900000-0000-7000-8000-000000000000"])
+        .await;
+    assert_eq!(code(&unknown), 2, "{}", stderr(&unknown));
+    let member = s.run(&["tasks", "list", "--org"]).await;
+    assert_eq!(code(&member), 3, "a member asking for the organization");
+    let nowhere = s
+        .run(&["tasks", "list", "--url", "http://127.0.0.1:9"])
+        .await;
+    assert_eq!(code(&nowhere), 4, "{}", stderr(&nowhere));
+    let usage = s.run(&["tasks", "frobnicate"]).await;
+    assert_eq!(code(&usage), 2);
+    drop(s.tokens);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_takes_the_state_dir_serve_uses_and_every_command_teaches_by_example() {
+    let state = tempfile::tempdir().unwrap();
+    let dir = state.path().to_str().unwrap().to_owned();
+    let out = Command::new(modhost())
+        .args([
+            "token",
+            "create",
+            "--user",
+            "alice",
+            "--org",
+            "acme",
+            "--state-dir",
+            &dir,
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("mht_"));
+    assert!(state.path().join("modhost.db").is_file());
+    let list = Command::new(modhost())
+        .args(["token", "list", "--state-dir", &dir])
+        .output()
+        .unwrap();
+    assert!(stdout(&list).contains("alice@acme"), "{}", stdout(&list));
+    for command in [
+        &["serve"][..],
+        &["call"],
+        &["tasks", "list"],
+        &["tasks", "show"],
+        &["tasks", "cancel"],
+        &["tasks", "confirm"],
+        &["audit"],
+        &["events"],
+        &["build"],
+        &["check"],
+        &["token"],
+    ] {
+        let out = Command::new(modhost())
+            .args(command)
+            .arg("--help")
+            .output()
+            .unwrap();
+        let help = stdout(&out);
+        assert!(
+            help.contains("Example"),
+            "`{}` --help: {help}",
+            command.join(" ")
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_question_is_asked_in_the_terminal_and_the_typed_choice_is_the_answer() {
+    let Ok(script) = which("script") else {
+        panic!("the terminal test needs `script` (util-linux) to give the command a terminal");
+    };
+    let s = server().await;
+    let out = s.run(&["call", "confirm", "start", "--json", "{}"]).await;
+    let id = serde_json::from_str::<Value>(&stdout(&out)).unwrap()["data"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let alice = principal("alice", "acme");
+    while s.t.host.tasks().get(&id, &alice).unwrap().status
+        != modhost::tasks::store::Status::WaitingConfirmation
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let command = format!("{} tasks confirm {id}", modhost().display());
+    let mut child = Command::new(script)
+        .args(["-q", "-e", "-c", &command, "/dev/null"])
+        .env("MODHOST_URL", &s.url)
+        .env("MODHOST_TOKEN", &s.token)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        // The second button, "Keep" (id `no`).
+        child.stdin.take().unwrap().write_all(b"2\n").unwrap();
+    }
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let shown = stdout(&out);
+    assert_eq!(code(&out), 0, "{shown}\n{}", stderr(&out));
+    assert!(
+        shown.contains("Delete 3 files?") && shown.contains("2) Keep"),
+        "{shown}"
+    );
+    let row = wait_final(&s.t.host, &id, &alice).await;
+    assert!(
+        row.result_json.unwrap().contains(r#""button":"no""#),
+        "the typed choice was the answer"
+    );
+}
+
+fn which(program: &str) -> Result<PathBuf, ()> {
+    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+        .ok_or(())
+}
