@@ -24,7 +24,7 @@ async fn main() -> anyhow::Result<()> {
     let mut events = host.tasks().subscribe();
     let sink = tokio::spawn(async move {
         while let Ok(Some(event)) = events.recv().await {
-            println!("event {}", event.json);
+            println!("event {}", event.json());
         }
     });
 

@@ -96,18 +96,37 @@ pub struct Event {
     pub kind: EventKind,
 }
 
-impl Event {
-    /// The JSON every watcher of this event is sent, made once.
-    pub fn json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_else(|_| "{}".to_owned())
-    }
-}
-
-/// An event with its JSON made once for every watcher.
+/// An event with its wire form made once for every watcher: the
+/// Server-Sent Event `id: …\nevent: …\ndata: JSON\n\n`, whose data is the
+/// event as one line of JSON (serde escapes newlines inside strings).
 #[derive(Debug)]
 pub struct Published {
     pub event: Event,
-    pub json: String,
+    sse: String,
+    json: std::ops::Range<usize>,
+}
+
+impl Published {
+    fn new(event: Event) -> Self {
+        let json = serde_json::to_string(&event).unwrap_or_else(|_| "{}".to_owned());
+        let head = format!("id: {}\nevent: {}\ndata: ", event.id, event.kind.name());
+        let range = head.len()..head.len() + json.len();
+        Published {
+            event,
+            sse: format!("{head}{json}\n\n"),
+            json: range,
+        }
+    }
+
+    /// The event as JSON.
+    pub fn json(&self) -> &str {
+        &self.sse[self.json.clone()]
+    }
+
+    /// The event as a Server-Sent Event, blank line included.
+    pub fn sse(&self) -> &str {
+        &self.sse
+    }
 }
 
 /// A subscriber fell out of the ring: events after `after` are gone.
@@ -204,13 +223,12 @@ impl EventHub {
             subject,
             kind,
         };
-        let json = event.json();
         let id = event.id;
         if ring.events.len() == RING_CAPACITY {
             ring.events.pop_front();
             ring.first += 1;
         }
-        ring.events.push_back(Arc::new(Published { event, json }));
+        ring.events.push_back(Arc::new(Published::new(event)));
         drop(ring);
         self.inner.newest.send_replace(id);
     }
@@ -317,12 +335,18 @@ impl Subscription {
         self.after
     }
 
-    /// The events after the cursor that are already there, at most `max`,
-    /// without waiting. After [`Missed`] the cursor has moved to the oldest
-    /// kept event, so the next call goes on from there.
-    pub fn try_batch(&mut self, max: usize) -> Result<Vec<Arc<Published>>, Missed> {
+    /// Calls `f` on the events after the cursor that are already there, at
+    /// most `max`, without waiting, and moves the cursor past them; returns
+    /// how many there were. `f` runs under the ring's read lock, so it only
+    /// copies. After [`Missed`] the cursor has moved to the oldest kept
+    /// event, so the next call goes on from there.
+    pub fn try_visit(
+        &mut self,
+        max: usize,
+        mut f: impl FnMut(&Arc<Published>),
+    ) -> Result<usize, Missed> {
         let Some(hub) = self.hub.upgrade() else {
-            return Ok(Vec::new());
+            return Ok(0);
         };
         let ring = hub.ring.read().unwrap_or_else(|p| p.into_inner());
         let start = self.after + 1;
@@ -335,24 +359,49 @@ impl Subscription {
             return Err(missed);
         }
         let offset = usize::try_from(start - ring.first).unwrap_or(usize::MAX);
-        let batch: Vec<_> = ring.events.iter().skip(offset).take(max).cloned().collect();
-        if let Some(last) = batch.last() {
-            self.after = last.event.id;
+        let mut seen = 0;
+        for p in ring.events.iter().skip(offset).take(max) {
+            f(p);
+            self.after = p.event.id;
+            seen += 1;
         }
+        Ok(seen)
+    }
+
+    /// The events after the cursor that are already there, at most `max`.
+    pub fn try_batch(&mut self, max: usize) -> Result<Vec<Arc<Published>>, Missed> {
+        let mut batch = Vec::new();
+        self.try_visit(max, |p| batch.push(p.clone()))?;
         Ok(batch)
+    }
+
+    /// Waits until there are events after the cursor (or it fell out of the
+    /// ring); false when the hub is gone.
+    pub async fn ready(&mut self) -> bool {
+        loop {
+            // The last id stays readable after the hub is gone.
+            if self.hub.strong_count() == 0 {
+                return false;
+            }
+            if *self.wake.borrow_and_update() > self.after {
+                return true;
+            }
+            if self.wake.changed().await.is_err() {
+                return false;
+            }
+        }
     }
 
     /// Waits until there are events after the cursor and returns up to `max`
     /// of them. Returns an empty batch only when the hub is gone.
     pub async fn batch(&mut self, max: usize) -> Result<Vec<Arc<Published>>, Missed> {
         loop {
-            self.wake.borrow_and_update();
+            if !self.ready().await {
+                return Ok(Vec::new());
+            }
             let batch = self.try_batch(max)?;
             if !batch.is_empty() {
                 return Ok(batch);
-            }
-            if self.wake.changed().await.is_err() {
-                return Ok(Vec::new());
             }
         }
     }
@@ -418,9 +467,13 @@ mod tests {
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].event.kind, status("completed"));
         assert!(
-            got[0].json.contains("\"type\":\"status\""),
+            got[0].json().contains("\"type\":\"status\""),
             "{}",
-            got[0].json
+            got[0].json()
+        );
+        assert_eq!(
+            got[0].sse(),
+            format!("id: {}\nevent: status\ndata: {}\n\n", newest, got[0].json())
         );
     }
 
@@ -450,6 +503,16 @@ mod tests {
         assert_eq!(missed.oldest, hub.newest() + 1 - RING_CAPACITY as u64);
         let next = slow.try_batch(10).unwrap();
         assert_eq!(next[0].event.id, missed.oldest);
+    }
+
+    #[tokio::test]
+    async fn a_subscription_ends_when_the_hub_is_gone_even_with_events_unread() {
+        let hub = EventHub::new();
+        let mut sub = hub.subscribe();
+        hub.send(task("t"), status("running"));
+        drop(hub);
+        let end = tokio::time::timeout(Duration::from_secs(5), sub.recv()).await;
+        assert!(matches!(end, Ok(Ok(None))), "{end:?}");
     }
 
     #[tokio::test]

@@ -164,6 +164,10 @@ async fn health_needs_no_token_and_modules_are_listed_with_what_they_offer() {
     );
 }
 
+fn uuid_like() -> &'static str {
+    "01900000-0000-7000-8000-000000000000"
+}
+
 fn get(uri: &str, token: &str) -> Request<Body> {
     Request::get(uri)
         .header("authorization", format!("Bearer {token}"))
@@ -207,6 +211,22 @@ async fn bad_query_strings_unknown_routes_and_wrong_methods_answer_in_the_one_er
         (
             post("/v1/whoami", Some(t), ""),
             StatusCode::METHOD_NOT_ALLOWED,
+        ),
+        (
+            post(
+                "/v1/modules/ident/actions/whoami",
+                Some(t),
+                &"x".repeat(modhost::host::MAX_ARGS_BYTES + 4096),
+            ),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        (
+            post(
+                &format!("/v1/tasks/{}/confirmation", uuid_like()),
+                Some(t),
+                "{not json",
+            ),
+            StatusCode::BAD_REQUEST,
         ),
     ];
     for (req, want) in cases {

@@ -44,3 +44,36 @@ where
             .map_err(|e| ApiError::invalid_input(format!("bad path: {}", e.body_text())))
     }
 }
+
+/// A request body up to the router's limit; a larger one is 413
+/// `limit-exceeded`, not axum's plain text.
+#[derive(Debug, Clone, Default)]
+pub struct Body(pub axum::body::Bytes);
+
+impl<S> axum::extract::FromRequest<S> for Body
+where
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        axum::body::Bytes::from_request(req, state)
+            .await
+            .map(Body)
+            .map_err(|e| {
+                let status = e.status();
+                if status == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::new(
+                        status,
+                        "limit-exceeded",
+                        format!(
+                            "the body is over the limit of {} bytes",
+                            crate::host::MAX_ARGS_BYTES
+                        ),
+                    )
+                } else {
+                    ApiError::invalid_input(format!("unreadable body: {}", e.body_text()))
+                }
+            })
+    }
+}

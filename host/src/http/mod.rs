@@ -15,7 +15,6 @@ mod state;
 mod streams;
 mod tasks;
 
-use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -28,7 +27,7 @@ pub use error::ApiError;
 pub use state::{AppState, Authenticated};
 pub use streams::{StreamLimits, Streams};
 
-use extract::Path;
+use extract::{Body, Path};
 
 use crate::identity::{RequestMeta, new_request_id};
 use crate::modules::LoadedModule;
@@ -117,7 +116,7 @@ async fn call_action(
     auth: Authenticated,
     State(state): State<AppState>,
     Path((module, action)): Path<(String, String)>,
-    body: Bytes,
+    Body(body): Body,
 ) -> Response {
     let request_id = new_request_id();
     let args = if body.iter().all(u8::is_ascii_whitespace) {

@@ -98,6 +98,7 @@ pub async fn serve(
         "modhost serving {} module(s) at {url}",
         host.module_names().len()
     );
+    println!("  dashboard: open {url}/ and sign in with a token");
     for name in host.module_names() {
         println!("  {url}/v1/modules/{name}");
     }

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::error::ApiError;
 use super::events::ViewScope;
-use super::extract::{Path, Query};
+use super::extract::{Body, Path, Query};
 use super::state::{AppState, Authenticated};
 use crate::subprocess::{AuditFilter, Decision, MAX_AUDIT_LIMIT};
 use crate::tasks::api::ConfirmationAnswer;
@@ -274,7 +274,7 @@ pub async fn answer(
     auth: Authenticated,
     State(state): State<AppState>,
     Path(id): Path<String>,
-    body: axum::body::Bytes,
+    Body(body): Body,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let answer: ConfirmationAnswer = serde_json::from_slice(&body).map_err(|e| {
         ApiError::invalid_input(format!(

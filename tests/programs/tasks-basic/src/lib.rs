@@ -22,6 +22,7 @@ module_sdk::module! {
         "fail" => fail: "Fail with an internal error",
         "progress" => progress: "Report progress a few times",
         "sleep" => sleep: "Stay active for an hour (until cancelled)",
+        "burst" => burst: "Store progress n times, flat out or with a pause between: {n, pause_ms?}",
     },
     blocking: {
         "double" => double: "Twice an integer",
@@ -52,6 +53,25 @@ fn progress() -> Result<Value> {
     tasks::emit_progress(&id, Some(0.75), None)?;
     tasks::set_progress(&id, 1.0, Some("done"))?;
     Ok(json!({ "steps": 4 }))
+}
+
+#[derive(Deserialize)]
+struct Burst {
+    n: u32,
+    /// A pause between updates, for a steady rate.
+    #[serde(default)]
+    pause_ms: u64,
+}
+
+fn burst(b: Burst) -> Result<Value> {
+    let id = context::current_task().ok_or_else(|| Error::internal("not in a task"))?;
+    for i in 1..=b.n {
+        tasks::set_progress(&id, f64::from(i) / f64::from(b.n), None)?;
+        if b.pause_ms > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(b.pause_ms));
+        }
+    }
+    Ok(json!({ "updates": b.n }))
 }
 
 fn double(n: i64) -> Result<i64> {
