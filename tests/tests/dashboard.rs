@@ -434,5 +434,29 @@ async fn a_person_signs_in_watches_a_report_answer_its_question_and_cancels_anot
         t.host.tasks().get(&sleeper, &alice).unwrap().status,
         modhost::tasks::store::Status::Cancelled
     );
+
+    // The modules with their grants in plain words, and the audit trail.
+    click(&c, "#nav-modules").await;
+    let modules = until(
+        "the module list",
+        || async {
+            match c.find(Locator::Id("modules")).await {
+                Ok(e) => e.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            }
+        },
+        |t| t.contains("reports") && t.contains("Launches no programs."),
+    )
+    .await;
+    assert!(
+        modules.contains("Runs background tasks: at most 2 at once"),
+        "{modules}"
+    );
+    click(&c, "#nav-audit").await;
+    let audit = c
+        .wait()
+        .for_element(Locator::Css("#view-audit:not([hidden]) #audit"))
+        .await;
+    assert!(audit.is_ok(), "the audit view opens");
     c.close().await.unwrap();
 }
