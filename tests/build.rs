@@ -47,27 +47,9 @@ fn main() {
     programs.sort();
 
     let target_dir = out_dir.join("guests");
-    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.current_dir(&root)
-        .args([
-            "build",
-            "--release",
-            "--target",
-            wasm_target::WASM_TARGET,
-            "--target-dir",
-        ])
-        .arg(&target_dir);
+    let mut cmd = guest_build(&root, &target_dir);
     for p in &programs {
         cmd.args(["-p", &package_name(&programs_dir.join(p))]);
-    }
-    // Flags meant for the host build must not leak into the guest build.
-    for var in [
-        "CARGO_ENCODED_RUSTFLAGS",
-        "RUSTFLAGS",
-        "CARGO_BUILD_TARGET",
-        "RUSTC_WORKSPACE_WRAPPER",
-    ] {
-        cmd.env_remove(var);
     }
     let status = cmd.status().expect("running cargo for the guest programs");
     assert!(status.success(), "building guest programs failed: {status}");
@@ -80,25 +62,9 @@ fn main() {
         for p in ["src", "Cargo.toml", "module.toml"] {
             println!("cargo:rerun-if-changed={}", dir.join(p).display());
         }
-        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        cmd.current_dir(&dir)
-            .args([
-                "build",
-                "--release",
-                "--target",
-                wasm_target::WASM_TARGET,
-                "--target-dir",
-            ])
-            .arg(&target_dir);
-        for var in [
-            "CARGO_ENCODED_RUSTFLAGS",
-            "RUSTFLAGS",
-            "CARGO_BUILD_TARGET",
-            "RUSTC_WORKSPACE_WRAPPER",
-        ] {
-            cmd.env_remove(var);
-        }
-        let status = cmd.status().expect("running cargo for an example module");
+        let status = guest_build(&dir, &target_dir)
+            .status()
+            .expect("running cargo for an example module");
         assert!(
             status.success(),
             "building examples/{example} failed: {status}"
@@ -156,6 +122,30 @@ fn main() {
 }
 
 /// The `name` of a guest crate's `[package]`.
+/// `cargo build` of wasm guests in `dir` into `target_dir`. Flags meant
+/// for the host build must not leak into the guest build.
+fn guest_build(dir: &Path, target_dir: &Path) -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(dir)
+        .args([
+            "build",
+            "--release",
+            "--target",
+            wasm_target::WASM_TARGET,
+            "--target-dir",
+        ])
+        .arg(target_dir);
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
+        "RUSTC_WORKSPACE_WRAPPER",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
 /// Example modules whose components the tests use.
 const EXAMPLES: &[&str] = &["reports"];
 

@@ -19,13 +19,18 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::ui::Surface;
+use crate::text::truncate;
 
 /// Least time between two live progress events of one task.
 pub const EMIT_INTERVAL: Duration = Duration::from_millis(100);
 /// Events kept for subscribers that are behind or resume: about a minute of
-/// a busy host's events, a few MiB.
+/// a busy host's events.
 pub const RING_CAPACITY: usize = 16 * 1024;
+/// Bytes the ring may hold, whatever the events' sizes: the oldest go first.
+pub const RING_BYTES: usize = 32 * 1024 * 1024;
+/// Longest text an event quotes from a guest (a program name, a reason):
+/// events tell what happened; the full record is the audit trail's.
+pub const MAX_EVENT_TEXT_BYTES: usize = 512;
 
 /// Whose event it is: the identity that started the work, and the task when
 /// there is one.
@@ -55,8 +60,9 @@ pub enum EventKind {
         label: Option<String>,
         persisted: bool,
     },
-    /// A task asks its user to confirm `surface`.
-    ConfirmationAsked { surface: Surface, asked_at: i64 },
+    /// A task asks its user a question (the surface titled `title`; the
+    /// task's detail holds the whole surface).
+    ConfirmationAsked { title: String, asked_at: i64 },
     /// The confirmation was answered.
     ConfirmationAnswered { button: String, answered_by: String },
     /// Nobody answered in time.
@@ -70,6 +76,16 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// A subprocess decision, its guest-chosen text cut to
+    /// [`MAX_EVENT_TEXT_BYTES`].
+    pub fn subprocess(program: &str, decision: &str, reason: Option<&str>) -> Self {
+        EventKind::Subprocess {
+            program: truncate(program, MAX_EVENT_TEXT_BYTES).to_owned(),
+            decision: decision.to_owned(),
+            reason: reason.map(|r| truncate(r, MAX_EVENT_TEXT_BYTES).to_owned()),
+        }
+    }
+
     /// The event's name on the wire (SSE `event:` field).
     pub fn name(&self) -> &'static str {
         match self {
@@ -150,6 +166,8 @@ struct Ring {
     /// Id of `events[0]`; the next id is `first + events.len()`.
     first: u64,
     events: VecDeque<Arc<Published>>,
+    /// Bytes of the events' wire forms.
+    bytes: usize,
 }
 
 impl Ring {
@@ -202,6 +220,7 @@ impl EventHub {
                 ring: RwLock::new(Ring {
                     first: boot,
                     events: VecDeque::with_capacity(RING_CAPACITY),
+                    bytes: 0,
                 }),
                 newest: watch::channel(boot - 1).0,
                 slots: Mutex::default(),
@@ -224,11 +243,17 @@ impl EventHub {
             kind,
         };
         let id = event.id;
-        if ring.events.len() == RING_CAPACITY {
-            ring.events.pop_front();
-            ring.first += 1;
+        let published = Arc::new(Published::new(event));
+        ring.bytes += published.sse.len();
+        ring.events.push_back(published);
+        while ring.events.len() > RING_CAPACITY
+            || (ring.bytes > RING_BYTES && ring.events.len() > 1)
+        {
+            if let Some(old) = ring.events.pop_front() {
+                ring.bytes -= old.sse.len();
+                ring.first += 1;
+            }
         }
-        ring.events.push_back(Arc::new(Published::new(event)));
         drop(ring);
         self.inner.newest.send_replace(id);
     }
@@ -503,6 +528,28 @@ mod tests {
         assert_eq!(missed.oldest, hub.newest() + 1 - RING_CAPACITY as u64);
         let next = slow.try_batch(10).unwrap();
         assert_eq!(next[0].event.id, missed.oldest);
+    }
+
+    #[test]
+    fn the_ring_holds_a_bounded_number_of_bytes_and_guest_text_in_events_is_cut() {
+        let hub = EventHub::new();
+        let mut sub = hub.subscribe();
+        let big = "x".repeat(8 * 1024);
+        for _ in 0..RING_BYTES / big.len() + 100 {
+            hub.send(task("t"), status(&big));
+        }
+        let bytes = hub.inner.ring.read().unwrap().bytes;
+        assert!(bytes <= RING_BYTES, "{bytes}");
+        assert!(sub.try_batch(1).is_err(), "the oldest were dropped");
+        let huge = "p".repeat(1 << 20);
+        let EventKind::Subprocess {
+            program, reason, ..
+        } = EventKind::subprocess(&huge, "denied", Some(&huge))
+        else {
+            unreachable!()
+        };
+        assert_eq!(program.len(), MAX_EVENT_TEXT_BYTES);
+        assert_eq!(reason.map(|r| r.len()), Some(MAX_EVENT_TEXT_BYTES));
     }
 
     #[tokio::test]

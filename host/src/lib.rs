@@ -5,8 +5,10 @@
 //!
 //! - [`host`]: [`Host`], what an embedder holds and the composition root:
 //!   it builds every service, loads modules and runs calls.
-//! - [`http`], [`check`], [`auth`]: the HTTP API (a `Router`), `modhost
-//!   check`, and bearer tokens; the CLI (`main.rs`) only calls these.
+//! - [`http`], [`check`], [`auth`], [`client`]: the HTTP API (a `Router`:
+//!   the JSON API, the event stream, the dashboard), `modhost check`, bearer
+//!   tokens, and a client of a running server's API; the CLI (`main.rs`,
+//!   `cli/`) only calls these.
 //! - [`wit`]: one room per WIT interface (`context`, `log`, `tasks`,
 //!   `background-tasks`, `ui`), each a thin `Host` impl on a view of the call
 //!   that holds only its own capability; [`wit::bindings`] is the one

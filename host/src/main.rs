@@ -237,7 +237,11 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli.command)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // A refusal's message may be a module's own text.
+            eprintln!(
+                "error: {}",
+                modhost::client::terminal_safe(&format!("{e:#}"))
+            );
             match e.downcast_ref::<remote::Failure>() {
                 Some(f) => f.exit_code(),
                 None => ExitCode::FAILURE,
@@ -271,10 +275,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 durability,
                 allow_unconfined_subprocesses,
             };
-            serve(config, async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await?;
+            serve(config, stop_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Call {
@@ -440,6 +441,22 @@ async fn call_in_process(
             );
             Ok(remote::exit_for_status(api.status.as_u16()))
         }
+    }
+}
+
+/// Ctrl-C or SIGTERM (what `kill` and service managers send).
+async fn stop_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
     }
 }
 

@@ -154,6 +154,7 @@ fn main() {
             StreamLimits {
                 per_user: 4096,
                 per_host: 4096,
+                ..StreamLimits::default()
             },
         );
         let streams = state.streams.clone();

@@ -78,17 +78,24 @@ impl Server {
     }
 
     async fn run_with(&self, args: &[&str], token: Option<&str>) -> Output {
-        let mut cmd = Command::new(modhost());
-        cmd.args(args)
-            .env("MODHOST_URL", &self.url)
-            .env_remove("MODHOST_TOKEN")
-            .stdin(Stdio::null());
+        let mut cmd = self.command(args);
+        cmd.env_remove("MODHOST_TOKEN");
         if let Some(t) = token {
             cmd.env("MODHOST_TOKEN", t);
         }
         tokio::task::spawn_blocking(move || cmd.output().unwrap())
             .await
             .unwrap()
+    }
+
+    /// `modhost ARGS` for this server and token, stdin closed.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(modhost());
+        cmd.args(args)
+            .env("MODHOST_URL", &self.url)
+            .env("MODHOST_TOKEN", &self.token)
+            .stdin(Stdio::null());
+        cmd
     }
 }
 
@@ -142,11 +149,7 @@ async fn call_follow_shows_the_task_to_its_end_and_exits_with_its_outcome() {
 async fn a_followed_task_that_asks_waits_for_an_answer_given_elsewhere() {
     let s = server().await;
     let follower = {
-        let mut cmd = Command::new(modhost());
-        cmd.args(["call", "confirm", "start", "--json", "{}", "--follow"])
-            .env("MODHOST_URL", &s.url)
-            .env("MODHOST_TOKEN", &s.token)
-            .stdin(Stdio::null());
+        let mut cmd = s.command(&["call", "confirm", "start", "--json", "{}", "--follow"]);
         tokio::task::spawn_blocking(move || cmd.output().unwrap())
     };
     let alice = principal("alice", "acme");
@@ -199,15 +202,11 @@ async fn tasks_list_show_cancel_audit_and_events_work_for_scripts() {
         .as_str()
         .unwrap()
         .to_owned();
-    let events = {
-        let mut cmd = Command::new(modhost());
-        cmd.args(["events", "--json", "--task", &id])
-            .env("MODHOST_URL", &s.url)
-            .env("MODHOST_TOKEN", &s.token)
-            .stdout(Stdio::piped())
-            .stdin(Stdio::null());
-        cmd.spawn().unwrap()
-    };
+    let events = s
+        .command(&["events", "--json", "--task", &id])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     let list = s.run(&["tasks", "list", "--json", "--module", "tb"]).await;
     assert_eq!(code(&list), 0, "{}", stderr(&list));
     let page: Value = serde_json::from_str(&stdout(&list)).unwrap();

@@ -169,6 +169,14 @@ async fn card(c: &Client, id: &str) -> Option<(String, String, String, String)> 
     Some((status, progress, label, title))
 }
 
+/// The text of the element `css` selects, or nothing while it is missing.
+async fn text_of(c: &Client, css: &str) -> String {
+    match c.find(Locator::Css(css)).await {
+        Ok(e) => e.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
 async fn status_of(c: &Client, id: &str) -> String {
     card(c, id).await.map(|c| c.0).unwrap_or_default()
 }
@@ -218,12 +226,7 @@ async fn a_person_signs_in_watches_a_report_answer_its_question_and_cancels_anot
     click(&c, "#sign-in").await;
     until(
         "signed in",
-        || async {
-            match c.find(Locator::Id("whoami")).await {
-                Ok(e) => e.text().await.unwrap_or_default(),
-                Err(_) => String::new(),
-            }
-        },
+        || text_of(&c, "#whoami"),
         |who| who.contains("alice") && who.contains("acme"),
     )
     .await;
@@ -439,12 +442,7 @@ async fn a_person_signs_in_watches_a_report_answer_its_question_and_cancels_anot
     click(&c, "#nav-modules").await;
     let modules = until(
         "the module list",
-        || async {
-            match c.find(Locator::Id("modules")).await {
-                Ok(e) => e.text().await.unwrap_or_default(),
-                Err(_) => String::new(),
-            }
-        },
+        || text_of(&c, "#modules"),
         |t| t.contains("reports") && t.contains("Launches no programs."),
     )
     .await;

@@ -358,6 +358,7 @@ async fn streams_past_the_per_user_cap_are_refused_clearly_and_a_closed_one_free
     let api = Api::new(StreamLimits {
         per_user: 2,
         per_host: 3,
+        ..StreamLimits::default()
     })
     .await;
     let alice = api.token(&principal("alice", "acme"));
@@ -438,4 +439,52 @@ async fn the_callers_subprocess_decisions_are_on_its_stream() {
     assert_eq!(e.data["program"], "id");
     assert_eq!(e.data["decision"], "denied");
     assert_eq!(e.data["user_id"], "alice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_question_nobody_answers_in_time_is_announced_as_timed_out() {
+    let api = Api::new(StreamLimits::default()).await;
+    let alice = api.token(&principal("alice", "acme"));
+    let mut stream = api.stream(&alice, "?module=confirm", None).await.unwrap();
+    let id = api
+        .action(&alice, "confirm", "start", json!({"timeout_ms": 200}))
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let events = stream.until(|e| is_final(e, &id)).await;
+    let kinds: Vec<&str> = events.iter().map(|e| e.event.as_str()).collect();
+    let asked = kinds.iter().position(|k| *k == "confirmation-asked");
+    let timed_out = kinds.iter().position(|k| *k == "confirmation-timed-out");
+    assert!(
+        matches!((asked, timed_out), (Some(a), Some(t)) if a < t),
+        "{kinds:?}"
+    );
+    assert!(!kinds.contains(&"confirmation-answered"), "{kinds:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_ends_at_its_next_keep_alive_once_its_token_is_revoked() {
+    let api = Api::new(StreamLimits {
+        keep_alive: Duration::from_millis(200),
+        ..StreamLimits::default()
+    })
+    .await;
+    let alice = api.tokens.create(&principal("alice", "acme"), "t").unwrap();
+    let mut stream = api.stream(&alice.secret, "", None).await.unwrap();
+    // Keep-alives flow while the token holds.
+    let mut raw = String::new();
+    let until = tokio::time::Instant::now() + Duration::from_millis(700);
+    while let Ok(Some(frame)) = tokio::time::timeout_at(until, stream.body.frame()).await {
+        raw.push_str(std::str::from_utf8(&frame.unwrap().into_data().unwrap()).unwrap());
+    }
+    assert!(raw.contains(": keep-alive"), "{raw:?}");
+    assert!(api.tokens.revoke(&alice.id).unwrap());
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(frame) = stream.body.frame().await {
+            frame.unwrap();
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream of a revoked token went on");
 }

@@ -121,6 +121,20 @@ fn t(v: &Value) -> String {
     }
 }
 
+/// Module text inside a question, each line behind a margin, so it cannot
+/// pass for the host's own header or choices.
+fn quoted(v: &Value) -> String {
+    t(v).lines()
+        .map(|l| format!("│ {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Module text that must stay on one line (a label).
+fn one_line(v: &Value) -> String {
+    t(v).replace('\n', "\\n")
+}
+
 fn time(ms: &Value) -> String {
     let Some(ms) = ms.as_i64() else {
         return "-".into();
@@ -490,21 +504,25 @@ fn ask_in_terminal(task: &Value, surface: &Value) -> anyhow::Result<(String, Val
         ));
     }
     let mut err = std::io::stderr();
-    writeln!(err, "\n── modhost: module `{}` asks ──", t(&task["module"]))?;
-    writeln!(err, "{}", t(&surface["title"]))?;
+    writeln!(
+        err,
+        "\n── modhost: module `{}` asks ──",
+        one_line(&task["module"])
+    )?;
+    writeln!(err, "{}", quoted(&surface["title"]))?;
     let mut buttons = Vec::new();
     let mut choices = Vec::new();
     for c in surface["components"].as_array().into_iter().flatten() {
         match c["type"].as_str().unwrap_or("") {
-            "text" => writeln!(err, "{}", t(&c["text"]))?,
-            "markdown" => writeln!(err, "{}", t(&c["markdown"]))?,
+            "text" => writeln!(err, "{}", quoted(&c["text"]))?,
+            "markdown" => writeln!(err, "{}", quoted(&c["markdown"]))?,
             "key-value" => {
                 for pair in c["pairs"].as_array().into_iter().flatten() {
-                    writeln!(err, "  {}: {}", t(&pair[0]), t(&pair[1]))?;
+                    writeln!(err, "│   {}: {}", one_line(&pair[0]), one_line(&pair[1]))?;
                 }
             }
-            "divider" => writeln!(err, "────")?,
-            "task-card" => writeln!(err, "  (task {})", t(&c["task_id"]))?,
+            "divider" => writeln!(err, "│ ────")?,
+            "task-card" => writeln!(err, "│ (task {})", one_line(&c["task_id"]))?,
             "buttons" => buttons.extend(c["buttons"].as_array().cloned().unwrap_or_default()),
             "choices" => choices.push(c.clone()),
             _ => {}
@@ -523,9 +541,9 @@ fn ask_in_terminal(task: &Value, surface: &Value) -> anyhow::Result<(String, Val
     let mut values = serde_json::Map::new();
     for c in &choices {
         let options = c["options"].as_array().cloned().unwrap_or_default();
-        eprintln!("{}:", t(&c["name"]));
+        eprintln!("{}:", one_line(&c["name"]));
         for (i, o) in options.iter().enumerate() {
-            eprintln!("  {}) {}", i + 1, t(&o["label"]));
+            eprintln!("  {}) {}", i + 1, one_line(&o["label"]));
         }
         let picked = read(if c["multiple"] == true {
             "pick (numbers, comma-separated): "
@@ -547,7 +565,7 @@ fn ask_in_terminal(task: &Value, surface: &Value) -> anyhow::Result<(String, Val
         buttons.push(serde_json::json!({"id": "ok", "label": "OK"}));
     }
     for (i, b) in buttons.iter().enumerate() {
-        eprintln!("  {}) {}", i + 1, t(&b["label"]));
+        eprintln!("  {}) {}", i + 1, one_line(&b["label"]));
     }
     loop {
         let answer = read("answer (a number): ")?;
@@ -673,7 +691,7 @@ async fn answer_live(c: &Client, bar: &ProgressBar, id: &str, task: &Value) -> a
     let answer = bar.suspend(|| ask_in_terminal(task, &surface))?;
     let asked_at = task["confirmation"]["asked_at"].as_i64();
     if let Err(e) = c.confirm(id, &answer.0, answer.1, asked_at).await {
-        bar.suspend(|| eprintln!("the answer was refused: {e}"));
+        bar.suspend(|| eprintln!("the answer was refused: {}", terminal_safe(&e.to_string())));
     }
     Ok(())
 }
@@ -746,7 +764,10 @@ pub async fn events(server: &Server, a: EventsArgs) -> anyhow::Result<ExitCode> 
             }
             Ok(None) => return Ok(ExitCode::SUCCESS),
             Err(err) => {
-                eprintln!("stream interrupted ({err}); reconnecting");
+                eprintln!(
+                    "stream interrupted ({}); reconnecting",
+                    terminal_safe(&err.to_string())
+                );
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 stream = c.events(&q, last).await.map_err(failure)?;
             }
@@ -770,7 +791,7 @@ fn summary(d: &Value) -> String {
             d["progress"].as_f64().unwrap_or(0.0) * 100.0,
             t(&d["label"])
         ),
-        "confirmation-asked" => format!("asks: {}", t(&d["surface"]["title"])),
+        "confirmation-asked" => format!("asks: {}", t(&d["title"])),
         "confirmation-answered" => {
             format!("answered {} by {}", t(&d["button"]), t(&d["answered_by"]))
         }

@@ -28,8 +28,6 @@ use crate::identity::{Principal, Role, canonical_uuid};
 
 /// Most events written in one chunk: bounds a chunk, not the rate.
 pub const MAX_BATCH: usize = 512;
-/// A comment line this often keeps proxies and clients from timing out.
-pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// Least time between two writes to one stream: events that arrive in
 /// between go out together. A task storing progress thousands of times a
 /// second then costs each watcher at most this many wake-ups and writes,
@@ -132,6 +130,15 @@ pub async fn stream(
         }
     };
     let permit = state.streams.admit(&auth.principal)?;
+    let still_allowed = {
+        let (tokens, principal) = (state.tokens.clone(), auth.principal.clone());
+        let secret = super::state::bearer(&headers)
+            .unwrap_or_default()
+            .to_owned();
+        Box::new(
+            move || matches!(tokens.verify_with_id(&secret), Ok(Some((_, p))) if p == principal),
+        )
+    };
     let feed = Feed {
         subscription,
         watch,
@@ -139,6 +146,9 @@ pub async fn stream(
         _permit: permit,
         started: false,
         flushed: None,
+        last_write: tokio::time::Instant::now(),
+        keep_alive: state.streams.limits().keep_alive,
+        still_allowed,
     };
     let body = Body::from_stream(futures::stream::unfold(feed, |mut feed| async move {
         let chunk = feed.next().await?;
@@ -165,6 +175,13 @@ struct Feed {
     /// When the stream last wrote events, and whether that batch was full
     /// (a backlog goes out without waiting).
     flushed: Option<(tokio::time::Instant, bool)>,
+    /// When the stream last wrote anything: a keep-alive follows
+    /// `keep_alive` of silence, however many events it could not see.
+    last_write: tokio::time::Instant,
+    keep_alive: Duration,
+    /// Whether the token still proves the same principal (not revoked, role
+    /// unchanged): asked at every keep-alive, and the stream ends if not.
+    still_allowed: Box<dyn Fn() -> bool + Send>,
 }
 
 impl Feed {
@@ -185,12 +202,20 @@ impl Feed {
                     () = tokio::time::sleep_until(at + FLUSH_INTERVAL) => {}
                 }
             }
+            let idle = self.last_write.elapsed();
+            if idle >= self.keep_alive {
+                if !(self.still_allowed)() {
+                    return None;
+                }
+                self.last_write = tokio::time::Instant::now();
+                return Some(Bytes::from_static(b": keep-alive\n\n"));
+            }
             let ready = tokio::select! {
                 () = self.closing.cancelled() => return None,
-                r = tokio::time::timeout(KEEP_ALIVE, self.subscription.ready()) => r,
+                r = tokio::time::timeout(self.keep_alive - idle, self.subscription.ready()) => r,
             };
             match ready {
-                Err(_) => return Some(Bytes::from_static(b": keep-alive\n\n")),
+                Err(_) => continue,
                 Ok(false) => return None,
                 Ok(true) => {}
             }
@@ -207,6 +232,7 @@ impl Feed {
                 Ok(seen) => {
                     self.flushed = Some((tokio::time::Instant::now(), seen == MAX_BATCH));
                     if !chunk.is_empty() {
+                        self.last_write = tokio::time::Instant::now();
                         return Some(Bytes::from(chunk));
                     }
                 }

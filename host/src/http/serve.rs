@@ -122,11 +122,24 @@ pub async fn serve(
     let state = AppState::new(host, tokens);
     let closing = state.closing.clone();
     let app = router(state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            closing.cancel();
-        })
-        .await
-        .map_err(ServeError::Serve)
+    let stopping = closing.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        closing.cancel();
+    });
+    // A client that stopped reading can hold a connection open forever; the
+    // drain gets a bounded time.
+    tokio::select! {
+        served = server => served.map_err(ServeError::Serve),
+        () = async {
+            stopping.cancelled().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => {
+            tracing::warn!("connections still open {SHUTDOWN_GRACE:?} after the stop signal; stopping anyway");
+            Ok(())
+        }
+    }
 }
+
+/// How long a stopping server waits for open connections to finish.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);

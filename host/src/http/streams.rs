@@ -16,6 +16,10 @@ pub struct StreamLimits {
     pub per_user: usize,
     /// For the whole host: each stream holds a socket and a task.
     pub per_host: usize,
+    /// Silence after which a stream writes a comment line (so proxies and
+    /// clients do not time out, and a gone client is noticed) and checks
+    /// that its token still holds.
+    pub keep_alive: std::time::Duration,
 }
 
 impl Default for StreamLimits {
@@ -23,6 +27,7 @@ impl Default for StreamLimits {
         StreamLimits {
             per_user: 16,
             per_host: 4096,
+            keep_alive: std::time::Duration::from_secs(15),
         }
     }
 }
@@ -50,6 +55,10 @@ impl Streams {
             limits,
             open: Mutex::default(),
         }
+    }
+
+    pub fn limits(&self) -> StreamLimits {
+        self.limits
     }
 
     /// How many streams are open.
@@ -123,6 +132,7 @@ mod tests {
         let streams = Arc::new(Streams::new(StreamLimits {
             per_user: 2,
             per_host: 3,
+            ..StreamLimits::default()
         }));
         let alice = principal("alice");
         let a1 = streams.admit(&alice).unwrap();

@@ -489,11 +489,11 @@ fn announce(events: &EventHub, record: &AuditDecision) {
             organization_id: record.organization_id.clone(),
             user_id: record.user_id.clone(),
         },
-        EventKind::Subprocess {
-            program: record.program.clone(),
-            decision: record.decision.as_str().to_owned(),
-            reason: record.reason.clone(),
-        },
+        EventKind::subprocess(
+            &record.program,
+            record.decision.as_str(),
+            record.reason.as_deref(),
+        ),
     );
 }
 

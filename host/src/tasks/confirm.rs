@@ -154,7 +154,10 @@ impl TaskService {
             let asked_at = row.confirmation.as_ref().map_or(now, |c| c.asked_at);
             self.events.send(
                 task_ref(row),
-                EventKind::ConfirmationAsked { surface, asked_at },
+                EventKind::ConfirmationAsked {
+                    title: surface.title,
+                    asked_at,
+                },
             );
         }
         let paused = deadline.pause();

@@ -22,7 +22,9 @@ const TOAST_MS = 6000;
 // C0 controls except \t and \n, DEL and C1, the Arabic letter mark,
 // zero-width characters, LRM/RLM, bidi embeddings, overrides and isolates,
 // word joiner and BOM.
-const UNSAFE = /[\u0000-\u0008\u000B-\u001F\u007F-\u009F\u061C\u200B-\u200F\u202A-\u202E\u2060\u2066-\u2069\uFEFF]/g;
+// Controls, format characters (bidi, zero-width, tags, soft hyphen) and the
+// fillers and joiners that render blank; newline and tab are kept.
+const UNSAFE = /[\p{Cc}\p{Cf}\u034F\u115F\u1160\u3164\uFFA0\uFE00-\uFE0F]/gu;
 
 function clean(s) {
   if (s === null || s === undefined) return "";
@@ -34,7 +36,7 @@ function clean(s) {
     if (code >= 0xd800 && code <= 0xdbff) end -= 1;
     str = str.slice(0, end) + "…";
   }
-  return str.replace(UNSAFE, (ch) =>
+  return str.replace(UNSAFE, (ch) => (ch === "\n" || ch === "\t") ? ch :
     "⟦U+" + ch.codePointAt(0).toString(16).toUpperCase().padStart(4, "0") + "⟧");
 }
 
@@ -585,6 +587,14 @@ async function runAction() {
       if (effect.type === "toast") toast(effect.level, effect.message, target.module);
       else if (effect.type === "show-task" && typeof effect.task_id === "string") showTask(effect.task_id);
     }
+  } catch (err) {
+    // The module's own refusal: said to be the module's, so its text
+    // cannot pass for the host's (a fake "session expired", say).
+    if (err instanceof ApiError && err.status !== 401) {
+      showError(`module ${clean(target.module)} replied: ${err.message}`);
+      return;
+    }
+    throw err;
   } finally {
     button.disabled = false;
   }
@@ -1135,7 +1145,9 @@ function handleEvent(type, ev) {
       if (!id) return;
       const known = liveUpdate(id, {
         status: "waiting-confirmation",
-        confirmation: { surface: ev.surface, asked_at: ev.asked_at, expires_at: null, answer: null },
+        // The event carries the question's title; the dialog reads the
+        // whole surface from the task when it opens.
+        confirmation: { surface: { title: ev.title, components: [] }, asked_at: ev.asked_at, expires_at: null, answer: null },
       });
       if (!known) refreshQuietly(id);
       return;
