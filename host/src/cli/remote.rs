@@ -238,6 +238,11 @@ pub enum TasksCommand {
         /// Picked choices, as JSON: {"<choices name>": ["<choice id>", ...]}.
         #[arg(long, default_value = "{}")]
         values: String,
+        /// The `asked_at` of the question you mean (from `tasks show
+        /// --json`): refused if the task asked again since. Without it, the
+        /// open question is answered.
+        #[arg(long)]
+        asked_at: Option<i64>,
         #[arg(long)]
         json: bool,
     },
@@ -378,6 +383,7 @@ pub async fn tasks(server: &Server, command: TasksCommand) -> anyhow::Result<Exi
             id,
             button,
             values,
+            asked_at: meant,
             json,
         } => {
             let task = c.task(&id).await.map_err(failure)?;
@@ -388,7 +394,7 @@ pub async fn tasks(server: &Server, command: TasksCommand) -> anyhow::Result<Exi
                     t(&task["status"])
                 )));
             }
-            let asked_at = confirmation["asked_at"].as_i64();
+            let asked_at = meant.or(confirmation["asked_at"].as_i64());
             let (button, values) = match button {
                 Some(b) => {
                     let v = serde_json::from_str(&values)
@@ -404,7 +410,11 @@ pub async fn tasks(server: &Server, command: TasksCommand) -> anyhow::Result<Exi
             if json {
                 print_json(&out)?;
             } else {
-                println!("answered {id}: {}", terminal_safe(&button));
+                println!(
+                    "answered {id} ({}): {}",
+                    one_line(&confirmation["surface"]["title"]),
+                    one_line(&Value::from(button))
+                );
             }
             Ok(ExitCode::SUCCESS)
         }

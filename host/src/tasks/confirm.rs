@@ -256,7 +256,7 @@ impl TaskService {
         };
         match self
             .store
-            .answer_confirmation(&row.id, stored.clone())
+            .answer_confirmation(&row.id, stored.clone(), answer.asked_at)
             .await
             .map_err(store_err)?
         {
@@ -264,6 +264,11 @@ impl TaskService {
             Answered::NotWaiting => {
                 return Err(SdkError::invalid(
                     "the task is not waiting for a confirmation",
+                ));
+            }
+            Answered::OtherQuestion => {
+                return Err(SdkError::invalid(
+                    "the question was asked again since; answer the current one",
                 ));
             }
             Answered::NotFound => return Err(SdkError::NotFound),

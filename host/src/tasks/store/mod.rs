@@ -95,12 +95,14 @@ pub trait TaskStore: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<Asked, TaskStoreError>>;
 
     /// Records the answer of an open confirmation: the task is active, the
-    /// confirmation is unanswered, and `answer.answered_at` is before its
-    /// expiry.
+    /// confirmation is unanswered, `answer.answered_at` is before its
+    /// expiry and, when `asked_at` is given, it is that question (in the
+    /// same write, so a question asked again in between is not answered).
     fn answer_confirmation(
         &self,
         id: &str,
         answer: StoredAnswer,
+        asked_at: Option<i64>,
     ) -> BoxFuture<'_, Result<Answered, TaskStoreError>>;
 
     /// Marks the current answer as delivered to the task, so the next ask
@@ -416,6 +418,9 @@ pub enum Answered {
     /// The task exists but has no open confirmation (none asked, already
     /// answered, expired, or the task is final).
     NotWaiting,
+    /// The task waits for the answer to another question than the one
+    /// answered (it asked again since).
+    OtherQuestion,
     NotFound,
 }
 

@@ -561,6 +561,7 @@ impl TaskStore for SqliteTaskStore {
         &self,
         id: &str,
         answer: StoredAnswer,
+        asked_at: Option<i64>,
     ) -> BoxFuture<'_, Result<Answered, TaskStoreError>> {
         let id = id.to_owned();
         self.write(move |conn| {
@@ -571,17 +572,29 @@ impl TaskStore for SqliteTaskStore {
                      WHERE id = ?1 AND ",
                     active!(),
                     " AND confirm_surface_json IS NOT NULL AND confirm_answer_json IS NULL \
-                     AND (confirm_expires_at IS NULL OR (?4 < confirm_expires_at AND ?5 < confirm_expires_at))"
+                     AND (confirm_expires_at IS NULL OR (?4 < confirm_expires_at AND ?5 < confirm_expires_at)) \
+                     AND (?6 IS NULL OR confirm_asked_at = ?6)"
                 ))?
                 .execute(params![
                     id,
                     answer.answer_json,
                     answer.answered_by,
                     answer.answered_at,
-                    now_ms()
+                    now_ms(),
+                    asked_at
                 ])?;
             if changed == 1 {
                 return Ok(Answered::Recorded);
+            }
+            if let Some(asked) = asked_at {
+                let current: Option<i64> = conn
+                    .prepare("SELECT confirm_asked_at FROM tasks WHERE id = ?1")?
+                    .query_row(params![id], |r| r.get(0))
+                    .optional()?
+                    .flatten();
+                if current.is_some_and(|c| c != asked) {
+                    return Ok(Answered::OtherQuestion);
+                }
             }
             let exists: bool = conn
                 .prepare("SELECT EXISTS (SELECT 1 FROM tasks WHERE id = ?1)")?

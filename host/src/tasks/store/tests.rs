@@ -766,23 +766,50 @@ async fn asking_for_a_pending_waiting_final_or_missing_task_is_not_active() {
 }
 
 #[tokio::test]
+async fn an_answer_naming_another_question_than_the_open_one_is_refused_in_the_same_write() {
+    let store = store();
+    let id = running(&store, task("m", "o", "u1", None)).await;
+    store.ask_confirmation(&id, "{}", 7, None).await.unwrap();
+    assert_eq!(
+        store
+            .answer_confirmation(&id, answer(8), Some(3))
+            .await
+            .unwrap(),
+        Answered::OtherQuestion
+    );
+    assert_eq!(
+        store
+            .answer_confirmation(&id, answer(8), Some(7))
+            .await
+            .unwrap(),
+        Answered::Recorded
+    );
+}
+
+#[tokio::test]
 async fn an_answer_is_recorded_once_with_who_and_when() {
     let store = store();
     let id = running(&store, task("m", "o", "u1", None)).await;
     assert_eq!(
-        store.answer_confirmation(&id, answer(5)).await.unwrap(),
+        store
+            .answer_confirmation(&id, answer(5), None)
+            .await
+            .unwrap(),
         Answered::NotWaiting,
         "nothing asked yet"
     );
     store.ask_confirmation(&id, "{}", 1, None).await.unwrap();
     assert_eq!(
-        store.answer_confirmation(&id, answer(5)).await.unwrap(),
+        store
+            .answer_confirmation(&id, answer(5), None)
+            .await
+            .unwrap(),
         Answered::Recorded
     );
     let mut late = answer(6);
     late.answered_by = "u9".into();
     assert_eq!(
-        store.answer_confirmation(&id, late).await.unwrap(),
+        store.answer_confirmation(&id, late, None).await.unwrap(),
         Answered::NotWaiting
     );
     let c = store
@@ -795,7 +822,7 @@ async fn an_answer_is_recorded_once_with_who_and_when() {
     let missing = uuid::Uuid::now_v7().to_string();
     assert_eq!(
         store
-            .answer_confirmation(&missing, answer(5))
+            .answer_confirmation(&missing, answer(5), None)
             .await
             .unwrap(),
         Answered::NotFound
@@ -814,14 +841,14 @@ async fn an_answer_after_the_expiry_is_refused() {
         .unwrap();
     assert_eq!(
         store
-            .answer_confirmation(&id, answer(expires))
+            .answer_confirmation(&id, answer(expires), None)
             .await
             .unwrap(),
         Answered::NotWaiting
     );
     assert_eq!(
         store
-            .answer_confirmation(&id, answer(expires - 1))
+            .answer_confirmation(&id, answer(expires - 1), None)
             .await
             .unwrap(),
         Answered::Recorded
@@ -833,7 +860,10 @@ async fn an_unconsumed_answer_is_returned_by_the_repeated_ask_without_a_status_c
     let store = store();
     let id = running(&store, task("m", "o", "u1", None)).await;
     store.ask_confirmation(&id, "{}", 1, None).await.unwrap();
-    store.answer_confirmation(&id, answer(5)).await.unwrap();
+    store
+        .answer_confirmation(&id, answer(5), None)
+        .await
+        .unwrap();
     assert!(store.resume_after_confirmation(&id).await.unwrap());
     let asked = store.ask_confirmation(&id, "{}", 9, None).await.unwrap();
     assert_eq!(asked, Asked::AlreadyAnswered(answer(5)));
@@ -845,7 +875,10 @@ async fn a_consumed_answer_lets_the_next_ask_open_a_new_confirmation() {
     let store = store();
     let id = running(&store, task("m", "o", "u1", None)).await;
     store.ask_confirmation(&id, "{}", 1, None).await.unwrap();
-    store.answer_confirmation(&id, answer(5)).await.unwrap();
+    store
+        .answer_confirmation(&id, answer(5), None)
+        .await
+        .unwrap();
     store.resume_after_confirmation(&id).await.unwrap();
     assert!(store.consume_answer(&id).await.unwrap());
     assert!(!store.consume_answer(&id).await.unwrap(), "only once");
@@ -952,7 +985,7 @@ async fn recovery_requeues_resumable_tasks_with_checkpoint_and_open_confirmation
     assert_eq!(asked, Asked::Waiting, "the re-run waits for the answer");
     assert_eq!(
         store
-            .answer_confirmation(&wait, answer(9_002))
+            .answer_confirmation(&wait, answer(9_002), None)
             .await
             .unwrap(),
         Answered::Recorded
@@ -968,7 +1001,10 @@ async fn recovery_keeps_an_answered_confirmation_for_the_repeated_ask() {
         let store = SqliteTaskStore::open(&path, SqliteOptions::default()).unwrap();
         let id = running(&store, resumable("u1")).await;
         store.ask_confirmation(&id, "{}", 1, None).await.unwrap();
-        store.answer_confirmation(&id, answer(5)).await.unwrap();
+        store
+            .answer_confirmation(&id, answer(5), None)
+            .await
+            .unwrap();
         id
     };
     // A new host process on the same file.
@@ -1496,7 +1532,7 @@ async fn closing_a_confirmation_decides_between_an_answer_and_a_timeout_once() {
     );
     assert_eq!(status(&store, &id), Status::Running);
     let late = store
-        .answer_confirmation(&id, answer(crate::db::now_ms()))
+        .answer_confirmation(&id, answer(crate::db::now_ms()), None)
         .await
         .unwrap();
     assert!(matches!(late, Answered::NotWaiting), "{late:?}");
@@ -1504,7 +1540,7 @@ async fn closing_a_confirmation_decides_between_an_answer_and_a_timeout_once() {
     let id = running(&store, task("m", "o", "u", None)).await;
     store.ask_confirmation(&id, "{}", 10, None).await.unwrap();
     let recorded = store
-        .answer_confirmation(&id, answer(crate::db::now_ms()))
+        .answer_confirmation(&id, answer(crate::db::now_ms()), None)
         .await
         .unwrap();
     assert!(matches!(recorded, Answered::Recorded));
