@@ -598,8 +598,14 @@ fn ask_in_terminal(task: &Value, surface: &Value) -> anyhow::Result<(String, Val
 /// the terminal; prints the final task as JSON and exits with its outcome.
 async fn follow_task(c: &Client, id: &str) -> anyhow::Result<ExitCode> {
     // Subscribe first, then read the task: nothing that happens in between
-    // is missed.
-    let query = [("task", id.to_owned())];
+    // is missed. An admin following another user's task watches with the
+    // organization's scope (the task read says whose it is).
+    let me = c.whoami().await.map_err(failure)?;
+    let owner = c.task(id).await.map_err(failure)?["user_id"].clone();
+    let mut query = vec![("task", id.to_owned())];
+    if me["role"] == "admin" && owner != me["user_id"] {
+        query.push(("scope", "organization".to_owned()));
+    }
     let mut stream = c.events(&query, None).await.map_err(failure)?;
     let mut task = c.task(id).await.map_err(failure)?;
     let bar = ProgressBar::new(1000);
