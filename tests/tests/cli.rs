@@ -111,35 +111,24 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// `modhost call tb submit --follow` of tb's task `task`.
+async fn follow(s: &Server, task: &str) -> Output {
+    let args = format!(r#"{{"task": "{task}"}}"#);
+    s.run(&["call", "tb", "submit", "--json", &args, "--follow"])
+        .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn call_follow_shows_the_task_to_its_end_and_exits_with_its_outcome() {
     let s = server().await;
-    let out = s
-        .run(&[
-            "call",
-            "tb",
-            "submit",
-            "--json",
-            r#"{"task": "progress"}"#,
-            "--follow",
-        ])
-        .await;
+    let out = follow(&s, "progress").await;
     assert_eq!(code(&out), 0, "{}\n{}", stdout(&out), stderr(&out));
     let task: Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(task["status"], "completed");
     assert_eq!(task["progress"], 1.0);
     assert!(stderr(&out).contains("following task"), "{}", stderr(&out));
 
-    let out = s
-        .run(&[
-            "call",
-            "tb",
-            "submit",
-            "--json",
-            r#"{"task": "fail"}"#,
-            "--follow",
-        ])
-        .await;
+    let out = follow(&s, "fail").await;
     assert_eq!(code(&out), 1, "a failed task: {}", stderr(&out));
     let task: Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(task["status"], "failed");

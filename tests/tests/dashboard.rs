@@ -194,6 +194,15 @@ async fn click(c: &Client, css: &str) {
         .unwrap_or_else(|e| panic!("clicking {css}: {e}"));
 }
 
+/// Clicks a task card's Answer button and returns the dialog it opens.
+async fn open_question(c: &Client, id: &str) -> fantoccini::elements::Element {
+    click(c, &format!(".task-card[data-task-id='{id}'] button.answer")).await;
+    c.wait()
+        .for_element(Locator::Css("dialog#confirmation[open]"))
+        .await
+        .unwrap()
+}
+
 fn target_dir() -> PathBuf {
     // The test binary lives in <target>/debug/deps.
     let exe = std::env::current_exe().unwrap();
@@ -349,16 +358,7 @@ async fn a_person_signs_in_watches_a_report_answer_its_question_and_cancels_anot
     }
 
     // Answer in the dialog rendered from the task's surface.
-    click(
-        &c,
-        &format!(".task-card[data-task-id='{report}'] button.answer"),
-    )
-    .await;
-    let dialog = c
-        .wait()
-        .for_element(Locator::Css("dialog#confirmation[open]"))
-        .await
-        .unwrap();
+    let dialog = open_question(&c, &report).await;
     let question = dialog.text().await.unwrap();
     assert!(
         question.contains("Include drafts in the 2026-11 report?"),
@@ -395,16 +395,7 @@ async fn a_person_signs_in_watches_a_report_answer_its_question_and_cancels_anot
         |s| s == "waiting-confirmation",
     )
     .await;
-    click(
-        &c,
-        &format!(".task-card[data-task-id='{asker}'] button.answer"),
-    )
-    .await;
-    let dialog = c
-        .wait()
-        .for_element(Locator::Css("dialog#confirmation[open]"))
-        .await
-        .unwrap();
+    let dialog = open_question(&c, &asker).await;
     let shown = until(
         "the question's text",
         || async { dialog.text().await.unwrap_or_default() },
