@@ -153,6 +153,7 @@ fn main() {
             tokens,
             StreamLimits {
                 per_user: 4096,
+                per_organization: 4096,
                 per_host: 4096,
                 ..StreamLimits::default()
             },

@@ -1,4 +1,5 @@
-//! The caps on open event streams: per user and per host. A stream holds a
+//! The caps on open event streams: per user, per organization and per
+//! host. A stream holds a
 //! [`Permit`] for as long as it is open.
 
 use std::collections::HashMap;
@@ -14,6 +15,9 @@ use crate::identity::Principal;
 pub struct StreamLimits {
     /// Per user of an organization: a few tabs and a CLI.
     pub per_user: usize,
+    /// Per organization: so one tenant's users cannot take every stream
+    /// of the host.
+    pub per_organization: usize,
     /// For the whole host: each stream holds a socket and a task.
     pub per_host: usize,
     /// Silence after which a stream writes a comment line (so proxies and
@@ -26,6 +30,7 @@ impl Default for StreamLimits {
     fn default() -> Self {
         StreamLimits {
             per_user: 16,
+            per_organization: 1024,
             per_host: 4096,
             keep_alive: std::time::Duration::from_secs(15),
         }
@@ -35,11 +40,22 @@ impl Default for StreamLimits {
 /// An organization and a user.
 type UserKey = (String, String);
 
-/// Open streams in all, and per user.
+/// Open streams in all, per organization and per user.
 #[derive(Debug, Default)]
 struct Open {
     total: usize,
+    per_organization: HashMap<String, usize>,
     per_user: HashMap<UserKey, usize>,
+}
+
+/// Takes one from a count, dropping it at zero.
+fn release<K: std::hash::Hash + Eq>(counts: &mut HashMap<K, usize>, key: &K) {
+    if let Some(n) = counts.get_mut(key) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            counts.remove(key);
+        }
+    }
 }
 
 /// The streams open now.
@@ -75,6 +91,13 @@ impl Streams {
                 self.limits.per_host
             )));
         }
+        let org = open.per_organization.get(&key.0).copied().unwrap_or(0);
+        if org >= self.limits.per_organization {
+            return Err(too_many(format!(
+                "at most {} event streams per organization are open at once; try again later",
+                self.limits.per_organization
+            )));
+        }
         let mine = open.per_user.entry(key.clone()).or_default();
         if *mine >= self.limits.per_user {
             return Err(too_many(format!(
@@ -83,6 +106,7 @@ impl Streams {
             )));
         }
         *mine += 1;
+        *open.per_organization.entry(key.0.clone()).or_default() += 1;
         open.total += 1;
         Ok(Permit {
             streams: self.clone(),
@@ -105,12 +129,8 @@ impl Drop for Permit {
     fn drop(&mut self) {
         let mut open = self.streams.open.lock().unwrap_or_else(|p| p.into_inner());
         open.total = open.total.saturating_sub(1);
-        if let Some(n) = open.per_user.get_mut(&self.key) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                open.per_user.remove(&self.key);
-            }
-        }
+        release(&mut open.per_user, &self.key);
+        release(&mut open.per_organization, &self.key.0);
     }
 }
 
@@ -120,11 +140,32 @@ mod tests {
     use crate::identity::Role;
 
     fn principal(user: &str) -> Principal {
+        member_of(user, "acme")
+    }
+
+    fn member_of(user: &str, org: &str) -> Principal {
         Principal {
             user_id: user.parse().unwrap(),
-            organization_id: "acme".parse().unwrap(),
+            organization_id: org.parse().unwrap(),
             role: Role::Member,
         }
+    }
+
+    #[test]
+    fn one_organization_cannot_take_every_stream_of_the_host() {
+        let streams = Arc::new(Streams::new(StreamLimits {
+            per_user: 1,
+            per_organization: 2,
+            per_host: 10,
+            ..StreamLimits::default()
+        }));
+        let a = streams.admit(&member_of("a", "acme")).unwrap();
+        let _b = streams.admit(&member_of("b", "acme")).unwrap();
+        let refused = streams.admit(&member_of("c", "acme")).err().unwrap();
+        assert!(refused.message.contains("per organization"), "{refused:?}");
+        streams.admit(&member_of("c", "globex")).unwrap();
+        drop(a);
+        streams.admit(&member_of("c", "acme")).unwrap();
     }
 
     #[test]

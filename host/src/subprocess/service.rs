@@ -268,6 +268,7 @@ impl SubprocessService {
             let events = self.events.clone();
             async move {
                 record.decision = decision;
+                cut_refused(&mut record);
                 record.reason = Some(match &error {
                     SdkError::PermissionDenied(r)
                     | SdkError::InvalidInput(r)
@@ -480,6 +481,35 @@ impl Drop for EndOfRecord {
     }
 }
 
+/// Longest program name, argument, directory or variable name a refused
+/// request leaves on the record, and most arguments and names: a refusal
+/// is kept whole enough to read, never as large as the guest made it.
+pub const MAX_REFUSED_FIELD_BYTES: usize = 4 * 1024;
+pub const MAX_REFUSED_ITEMS: usize = 64;
+
+/// Cuts a refused request's guest-chosen fields to the limits above.
+fn cut_refused(record: &mut AuditDecision) {
+    let cut = |s: &mut String| {
+        if s.len() > MAX_REFUSED_FIELD_BYTES {
+            let kept = crate::text::truncate(s, MAX_REFUSED_FIELD_BYTES).len();
+            s.truncate(kept);
+            s.push('…');
+        }
+    };
+    cut(&mut record.program);
+    if let Some(cwd) = &mut record.cwd {
+        cut(cwd);
+    }
+    for list in [&mut record.args, &mut record.env_names] {
+        if list.len() > MAX_REFUSED_ITEMS {
+            let dropped = list.len() - MAX_REFUSED_ITEMS;
+            list.truncate(MAX_REFUSED_ITEMS);
+            list.push(format!("… {dropped} more"));
+        }
+        list.iter_mut().for_each(cut);
+    }
+}
+
 /// Tells watchers of the caller's identity how its call was decided.
 fn announce(events: &EventHub, record: &AuditDecision) {
     events.send(
@@ -551,5 +581,38 @@ fn check_path_arg(cwd: &cap_std::fs::Dir, index: usize, arg: &str) -> Result<(),
             index + 1,
             crate::text::shown(arg)
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_request_is_recorded_cut_to_a_readable_size() {
+        let mut r = AuditDecision {
+            id: String::new(),
+            at: 0,
+            module: "m".into(),
+            user_id: "u".into(),
+            organization_id: "o".into(),
+            request_id: "r".into(),
+            task_id: None,
+            program: "p".repeat(1 << 20),
+            path: None,
+            args: vec!["a".repeat(10_000); 1000],
+            cwd: Some("c".repeat(10_000)),
+            env_names: vec![],
+            decision: Decision::Invalid,
+            reason: None,
+            confined: false,
+        };
+        cut_refused(&mut r);
+        let most = MAX_REFUSED_FIELD_BYTES + '…'.len_utf8();
+        assert_eq!(r.program.len(), most);
+        assert_eq!(r.args.len(), MAX_REFUSED_ITEMS + 1);
+        assert_eq!(r.args.last().unwrap(), "… 936 more");
+        assert!(r.args.iter().all(|a| a.len() <= most));
+        assert!(r.cwd.unwrap().len() <= most);
     }
 }
