@@ -209,6 +209,8 @@ const SEARCH: &str = "it changes where programs and libraries are looked up";
 const RESERVED: &str = "`MODHOST_*` names are reserved for the identity the host injects";
 const CONFIG_HOME: &str = "it points programs at configuration the module can write";
 const COMMAND: &str = "it names a command that programs run";
+const PROXY: &str = "it sends a program's connections through a proxy of the caller's choosing";
+const AGENT: &str = "it hands a program a socket to an agent outside the box";
 
 /// Prefixes refused whatever follows (compared in upper case).
 const REFUSED_ENV_PREFIXES: &[(&str, &str)] = &[
@@ -237,6 +239,21 @@ const REFUSED_ENV_NAMES: &[(&str, &str)] = &[
     ("GIT_PAGER", GIT),
     ("GIT_EXTERNAL_DIFF", GIT),
     ("GIT_TEMPLATE_DIR", GIT),
+    // A repository or work tree elsewhere brings its own config and hooks.
+    ("GIT_DIR", GIT),
+    ("GIT_WORK_TREE", GIT),
+    ("GIT_COMMON_DIR", GIT),
+    ("ZDOTDIR", SHELL),
+    ("OPENSSL_CONF", CONFIG_HOME),
+    ("OPENSSL_ENGINES", LOADER),
+    ("OPENSSL_MODULES", LOADER),
+    ("CURL_HOME", CONFIG_HOME),
+    ("WGETRC", CONFIG_HOME),
+    ("SSH_AUTH_SOCK", AGENT),
+    ("GPG_AGENT_INFO", AGENT),
+    ("LUA_INIT", INTERPRETER),
+    ("LUA_PATH", INTERPRETER),
+    ("LUA_CPATH", INTERPRETER),
     ("SSH_ASKPASS", COMMAND),
     ("EDITOR", COMMAND),
     ("VISUAL", COMMAND),
@@ -301,6 +318,11 @@ fn check_env_name(name: &str) -> Result<(), InvalidEnvName> {
     if let Some((_, why)) = REFUSED_ENV_NAMES.iter().find(|(n, _)| upper == *n) {
         return Err(InvalidEnvName::Refused(why));
     }
+    // `http_proxy`, `HTTPS_PROXY`, `ALL_PROXY`, `GIT_PROXY_...`: curl, git
+    // and most libraries read them.
+    if upper.ends_with("_PROXY") || upper == "NO_PROXY" {
+        return Err(InvalidEnvName::Refused(PROXY));
+    }
     Ok(())
 }
 
@@ -347,6 +369,31 @@ impl<'de> Deserialize<'de> for EnvName {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn variables_that_reconfigure_programs_or_route_their_connections_are_refused() {
+        for name in [
+            "OPENSSL_CONF",
+            "GIT_DIR",
+            "git_work_tree",
+            "ZDOTDIR",
+            "LUA_INIT",
+            "http_proxy",
+            "HTTPS_PROXY",
+            "ALL_PROXY",
+            "no_proxy",
+            "SSH_AUTH_SOCK",
+            "CURL_HOME",
+        ] {
+            assert!(
+                matches!(EnvName::new(name), Err(InvalidEnvName::Refused(_))),
+                "{name}"
+            );
+        }
+        for name in ["GIT_AUTHOR_NAME", "LANG", "TZ", "PROXY_PORT_NUMBER"] {
+            assert!(EnvName::new(name).is_ok(), "{name}");
+        }
+    }
 
     #[test]
     fn module_name_accepts_lowercase_words_with_single_hyphens() {

@@ -101,6 +101,7 @@ pub(crate) enum Family {
     Rsync,
     Ssh,
     Zip,
+    Sed,
     Other,
 }
 
@@ -114,6 +115,7 @@ impl Family {
             "rsync" => Self::Rsync,
             "ssh" | "scp" | "sftp" => Self::Ssh,
             "zip" => Self::Zip,
+            "sed" | "gsed" => Self::Sed,
             _ => Self::Other,
         }
     }
@@ -128,6 +130,14 @@ const SSH_COMMAND: &str = "it makes ssh run a local command or read a config fil
 const FIND_EXEC: &str = "it makes find run a command";
 const RSYNC_COMMAND: &str = "it names a command for rsync to run";
 const ZIP_COMMAND: &str = "it names a command for zip to run";
+const GIT_RUNS_FILTERS: &str = "it runs shell filters over every commit";
+const GIT_RUNS_COMMAND: &str = "it makes git run a command of the caller's choosing";
+const SSH_ANY_OPTION: &str =
+    "it lets the caller set any ssh option, `ProxyCommand=` (a local command) among them";
+const SED_SCRIPT_FILE: &str = "it reads the sed script from a file the module can write";
+const SED_COMMAND: &str = "the script runs a shell command (`e`) or writes a file (`w`)";
+const SED_CALLER_SCRIPT: &str =
+    "a sed script of the caller's choosing can run commands (`e`) and write files (`w`)";
 
 /// tar options whose value is a command; refused as the start of a literal
 /// for every program, since a wrapper may pass them on to tar.
@@ -168,6 +178,13 @@ const GIT_LONG_OPTIONS: &[&str] = &[
     "--receive-pack",
     "--exec",
     "--template",
+    // difftool's and send-email's commands.
+    "--extcmd",
+    "--sendmail-cmd",
+    "--smtp-server",
+    "--to-cmd",
+    "--cc-cmd",
+    "--header-cmd",
 ];
 
 /// ssh options that run a command, matched anywhere in a literal.
@@ -233,7 +250,107 @@ fn refusal(family: Family, token: &str, maybe_first: bool) -> Option<&'static st
                 return Some(ZIP_COMMAND);
             }
         }
+        Family::Sed => {
+            if token == "-f" || long.is_some_and(|l| hits(l, &["--file"])) {
+                return Some(SED_SCRIPT_FILE);
+            }
+            if !token.starts_with('-') && sed_runs_or_writes(token) {
+                return Some(SED_COMMAND);
+            }
+        }
         Family::Other => {}
+    }
+    None
+}
+
+/// Whether a literal sed script has a command that runs a shell (`e`, the
+/// `e` flag of `s`) or writes a file (`w`, `W`, the `w` flag of `s`).
+fn sed_runs_or_writes(script: &str) -> bool {
+    script.split([';', '\n']).any(|command| {
+        let command = command
+            .trim_start()
+            .trim_start_matches(|c: char| c.is_ascii_digit() || "$,!~ ".contains(c));
+        let mut chars = command.chars();
+        match chars.next() {
+            Some('e' | 'w' | 'W') => true,
+            Some('s') => {
+                let Some(delimiter) = chars.next() else {
+                    return false;
+                };
+                // After the pattern and the replacement come the flags.
+                let mut seen = 0;
+                let mut escaped = false;
+                let mut flags = String::new();
+                for c in chars {
+                    if seen == 2 {
+                        flags.push(c);
+                    } else if escaped {
+                        escaped = false;
+                    } else if c == '\\' {
+                        escaped = true;
+                    } else if c == delimiter {
+                        seen += 1;
+                    }
+                }
+                flags.contains(['e', 'w'])
+            }
+            _ => false,
+        }
+    })
+}
+
+/// Why a whole shape may not be granted, when each token alone may: a git
+/// subcommand whose arguments name a command to run, an ssh option the
+/// caller chooses, a sed script the caller chooses.
+fn shape_refusal(family: Family, tokens: &[ArgToken]) -> Option<(String, &'static str)> {
+    fn literal(t: &ArgToken) -> Option<&str> {
+        match t {
+            ArgToken::Literal(l) | ArgToken::Optional(l) => Some(l.as_str()),
+            _ => None,
+        }
+    }
+    let has = |word: &str| tokens.iter().any(|t| literal(t) == Some(word));
+    let after = |first: &str, then: &str| {
+        tokens
+            .iter()
+            .position(|t| literal(t) == Some(first))
+            .is_some_and(|i| tokens[i + 1..].iter().any(|t| literal(t) == Some(then)))
+    };
+    match family {
+        Family::Git => {
+            if has("filter-branch") {
+                return Some(("filter-branch".into(), GIT_RUNS_FILTERS));
+            }
+            for (sub, word) in [("submodule", "foreach"), ("bisect", "run")] {
+                if after(sub, word) {
+                    return Some((format!("{sub} {word}"), GIT_RUNS_COMMAND));
+                }
+            }
+            for sub in ["rebase", "difftool", "mergetool"] {
+                if has(sub)
+                    && tokens.iter().any(|t| {
+                        literal(t)
+                            .is_some_and(|l| short_cluster(l).is_some_and(|c| c.contains('x')))
+                    })
+                {
+                    return Some((format!("{sub} -x"), GIT_RUNS_COMMAND));
+                }
+            }
+        }
+        Family::Ssh => {
+            let option_then_placeholder = tokens.windows(2).any(|w| {
+                literal(&w[0]).is_some_and(|l| {
+                    l == "-o" || short_cluster(l).is_some_and(|c| c.ends_with('o'))
+                }) && matches!(w[1], ArgToken::Value | ArgToken::Path)
+            });
+            if option_then_placeholder {
+                return Some(("-o {value}".into(), SSH_ANY_OPTION));
+            }
+        }
+        Family::Sed if tokens.iter().any(|t| matches!(t, ArgToken::Value)) => {
+            return Some(("{value}".into(), SED_CALLER_SCRIPT));
+        }
+        _ => {}
     }
     None
 }
@@ -291,6 +408,9 @@ impl ArgShape {
                 maybe_first = false;
             }
             parsed.push(token);
+        }
+        if let Some((token, why)) = shape_refusal(family, &parsed) {
+            return Err(ShapeError::Refused { token, why });
         }
         Ok(Self { tokens: parsed })
     }
@@ -684,6 +804,57 @@ mod tests {
     fn empty_shape_matches_only_no_arguments() {
         assert!(fits("true", &[], &[]));
         assert!(!fits("true", &[], &["x"]));
+    }
+
+    #[test]
+    fn shapes_through_which_a_granted_program_runs_a_command_are_refused() {
+        let cases: &[(&str, &[&str])] = &[
+            ("git", &["rebase", "-x", "{value}", "main"]),
+            ("git", &["rebase", "[-x]", "main"]),
+            ("git", &["difftool", "-x", "{value}"]),
+            ("git", &["difftool", "--extcmd", "{value}"]),
+            ("git", &["mergetool", "-x"]),
+            ("git", &["submodule", "foreach", "{value}"]),
+            ("git", &["submodule", "--quiet", "foreach", "true"]),
+            ("git", &["bisect", "run", "{value}"]),
+            ("git", &["filter-branch", "--tree-filter", "{value}"]),
+            ("git", &["send-email", "--sendmail-cmd", "{value}", "{path}"]),
+            ("git", &["send-email", "--smtp-server", "{value}"]),
+            ("ssh", &["-o", "{value}", "host"]),
+            ("/usr/bin/ssh", &["-qo", "{value}", "host", "true"]),
+            ("sed", &["{value}", "{path}"]),
+            ("sed", &["-n", "-e", "{value}", "{path}"]),
+            ("sed", &["-f", "{path}"]),
+            ("sed", &["--file=script.sed", "{path}"]),
+            ("sed", &["1e id", "{path}"]),
+            ("sed", &["s/x/id/e", "{path}"]),
+            ("sed", &["-n", "s|a|b|w out", "{path}"]),
+            ("sed", &["$w loot", "{path}"]),
+        ];
+        for (program, tokens) in cases {
+            assert!(
+                matches!(
+                    ArgShape::parse(program, tokens),
+                    Err(ShapeError::Refused { .. })
+                ),
+                "{program} {tokens:?}"
+            );
+        }
+        let fine: &[(&str, &[&str])] = &[
+            ("git", &["cherry-pick", "-x", "{value}"]),
+            ("git", &["log", "-1", "--format=%at"]),
+            ("git", &["submodule", "update", "--init"]),
+            ("ssh", &["-p", "{int}", "host", "uptime"]),
+            ("sed", &["-n", "1p", "{path}"]),
+            ("sed", &["s/hello/bye/g", "{path}"]),
+            ("sed", &["-i", "s/a\\/e/b/", "{path}"]),
+        ];
+        for (program, tokens) in fine {
+            assert!(
+                ArgShape::parse(program, tokens).is_ok(),
+                "{program} {tokens:?}"
+            );
+        }
     }
 
     #[test]
