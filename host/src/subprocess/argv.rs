@@ -102,6 +102,7 @@ pub(crate) enum Family {
     Ssh,
     Zip,
     Sed,
+    Curl,
     Other,
 }
 
@@ -116,6 +117,7 @@ impl Family {
             "ssh" | "scp" | "sftp" => Self::Ssh,
             "zip" => Self::Zip,
             "sed" | "gsed" => Self::Sed,
+            "curl" => Self::Curl,
             _ => Self::Other,
         }
     }
@@ -134,6 +136,7 @@ const GIT_RUNS_FILTERS: &str = "it runs shell filters over every commit";
 const GIT_RUNS_COMMAND: &str = "it makes git run a command of the caller's choosing";
 const SSH_ANY_OPTION: &str =
     "it lets the caller set any ssh option, `ProxyCommand=` (a local command) among them";
+const CURL_CONFIG: &str = "it reads curl options (any of them) from a file the module can write";
 const SED_SCRIPT_FILE: &str = "it reads the sed script from a file the module can write";
 const SED_COMMAND: &str = "the script runs a shell command (`e`) or writes a file (`w`)";
 const SED_CALLER_SCRIPT: &str =
@@ -256,6 +259,11 @@ fn refusal(family: Family, token: &str, maybe_first: bool) -> Option<&'static st
             }
             if !token.starts_with('-') && sed_runs_or_writes(token) {
                 return Some(SED_COMMAND);
+            }
+        }
+        Family::Curl => {
+            if token == "-K" || short_has(&['K']) || long.is_some_and(|l| hits(l, &["--config"])) {
+                return Some(CURL_CONFIG);
             }
         }
         Family::Other => {}
@@ -818,7 +826,10 @@ mod tests {
             ("git", &["submodule", "--quiet", "foreach", "true"]),
             ("git", &["bisect", "run", "{value}"]),
             ("git", &["filter-branch", "--tree-filter", "{value}"]),
-            ("git", &["send-email", "--sendmail-cmd", "{value}", "{path}"]),
+            (
+                "git",
+                &["send-email", "--sendmail-cmd", "{value}", "{path}"],
+            ),
             ("git", &["send-email", "--smtp-server", "{value}"]),
             ("ssh", &["-o", "{value}", "host"]),
             ("/usr/bin/ssh", &["-qo", "{value}", "host", "true"]),
@@ -830,6 +841,9 @@ mod tests {
             ("sed", &["s/x/id/e", "{path}"]),
             ("sed", &["-n", "s|a|b|w out", "{path}"]),
             ("sed", &["$w loot", "{path}"]),
+            ("curl", &["-K", "{path}"]),
+            ("curl", &["-sK", "{path}"]),
+            ("curl", &["--config", "{path}"]),
         ];
         for (program, tokens) in cases {
             assert!(
@@ -848,6 +862,7 @@ mod tests {
             ("sed", &["-n", "1p", "{path}"]),
             ("sed", &["s/hello/bye/g", "{path}"]),
             ("sed", &["-i", "s/a\\/e/b/", "{path}"]),
+            ("curl", &["-fsS", "{value}"]),
         ];
         for (program, tokens) in fine {
             assert!(
