@@ -60,8 +60,15 @@ async fn server() -> Server {
         .secret;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let app = router(AppState::new(t.host.clone(), tokens.clone()));
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let state = AppState::new(t.host.clone(), tokens.clone());
+    let closing = state.closing.clone();
+    tokio::spawn(modhost::http::serve::serve_app(
+        listener,
+        router(state),
+        closing,
+        std::future::pending(),
+        modhost::http::serve::HEADER_READ_TIMEOUT,
+    ));
     Server {
         url,
         token,

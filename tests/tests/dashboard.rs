@@ -225,8 +225,15 @@ async fn a_person_signs_in_watches_a_report_answer_its_question_and_cancels_anot
     let token = tokens.create(&alice, "browser").unwrap().secret;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let app = router(AppState::new(t.host.clone(), tokens));
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let state = AppState::new(t.host.clone(), tokens);
+    let closing = state.closing.clone();
+    tokio::spawn(modhost::http::serve::serve_app(
+        listener,
+        router(state),
+        closing,
+        std::future::pending(),
+        modhost::http::serve::HEADER_READ_TIMEOUT,
+    ));
 
     let c = driver.browser().await;
     c.goto(&url).await.unwrap();

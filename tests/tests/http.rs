@@ -529,3 +529,97 @@ async fn real_responses_conform_to_the_schemas_the_openapi_document_gives_them()
         "error",
     );
 }
+
+/// A server on a real socket through `serve_app`; its address, and the
+/// sender that stops it.
+async fn served(
+    header_timeout: std::time::Duration,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), modhost::http::serve::ServeError>>,
+    String,
+    TestHost,
+) {
+    let t = TestHost::with("ident", IDENTITY, "").await;
+    let tokens = Tokens::new(Db::in_memory().unwrap());
+    let token = tokens
+        .create(&principal("alice", "acme"), "t")
+        .unwrap()
+        .secret;
+    let state = AppState::new(t.host.clone(), tokens);
+    let closing = state.closing.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(modhost::http::serve::serve_app(
+        listener,
+        router(state),
+        closing,
+        async move {
+            let _ = stopped.await;
+        },
+        header_timeout,
+    ));
+    (addr, stop, server, token, t)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_trickles_its_headers_is_cut_off_and_a_whole_request_is_served() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (addr, _stop, _server, _token, _t) = served(std::time::Duration::from_millis(300)).await;
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), slow.read(&mut buf))
+        .await
+        .expect("the server kept a trickling client past its header timeout");
+    assert!(
+        matches!(read, Ok(0) | Err(_)) || buf.starts_with(b"HTTP/1.1 408"),
+        "{read:?} {:?}",
+        String::from_utf8_lossy(&buf)
+    );
+    let mut whole = tokio::net::TcpStream::connect(addr).await.unwrap();
+    whole
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    whole.read_to_end(&mut out).await.unwrap();
+    assert!(
+        out.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_the_server_ends_its_event_streams_and_returns_promptly() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (addr, stop, server, token, _t) = served(modhost::http::serve::HEADER_READ_TIMEOUT).await;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(
+            format!("GET /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = stream.read(&mut buf).await.unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    let started = std::time::Instant::now();
+    stop.send(()).unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(3), server)
+        .await
+        .expect("the server waited on an open event stream")
+        .unwrap()
+        .unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
+}

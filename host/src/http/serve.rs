@@ -121,24 +121,76 @@ pub async fn serve(
     }
     let state = AppState::new(host, tokens);
     let closing = state.closing.clone();
-    let app = router(state);
-    let stopping = closing.clone();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown.await;
-        closing.cancel();
-    });
+    serve_app(
+        listener,
+        router(state),
+        closing,
+        shutdown,
+        HEADER_READ_TIMEOUT,
+    )
+    .await
+}
+
+/// How long a client may take to send a request's headers (and an idle
+/// keep-alive connection may wait for the next request): a client that
+/// trickles bytes cannot hold a connection and its task forever.
+pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Serves `app` on `listener` until `shutdown` resolves: HTTP/1.1, each
+/// connection on a task of its own, headers read within `header_timeout`.
+/// On shutdown `closing` is cancelled (event streams end), open
+/// connections finish their requests, and after [`SHUTDOWN_GRACE`] the rest
+/// are dropped.
+pub async fn serve_app(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    closing: crate::cancel::CancelToken,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    header_timeout: std::time::Duration,
+) -> Result<(), ServeError> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+    use tower::ServiceExt;
+
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of descriptors and the like: pause, do not spin.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let service = TowerToHyperService::new(app.clone().map_request(
+            |req: axum::http::Request<hyper::body::Incoming>| req.map(axum::body::Body::new),
+        ));
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "a connection ended with an error");
+            }
+        });
+    }
+    closing.cancel();
     // A client that stopped reading can hold a connection open forever; the
     // drain gets a bounded time.
     tokio::select! {
-        served = server => served.map_err(ServeError::Serve),
-        () = async {
-            stopping.cancelled().await;
-            tokio::time::sleep(SHUTDOWN_GRACE).await;
-        } => {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(SHUTDOWN_GRACE) => {
             tracing::warn!("connections still open {SHUTDOWN_GRACE:?} after the stop signal; stopping anyway");
-            Ok(())
         }
     }
+    Ok(())
 }
 
 /// How long a stopping server waits for open connections to finish.
