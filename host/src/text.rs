@@ -36,9 +36,14 @@ pub fn escape_controls(s: &str) -> Cow<'_, str> {
 /// isolates and marks, zero-width characters): shown escaped, so text
 /// from a module cannot pass for something else.
 pub fn is_format_control(c: char) -> bool {
-    matches!(c,
-        '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}'
-        | '\u{061C}' | '\u{FEFF}')
+    is_bidi_control(c)
+        || matches!(c, '\u{200B}'..='\u{200F}' | '\u{2060}'..='\u{2065}' | '\u{061C}' | '\u{FEFF}')
+}
+
+/// Whether `c` is a bidi embedding, override or isolate: it reorders the
+/// text around it, so a key or label could read as another.
+pub fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 /// `s` made safe to print on a terminal: control characters (escape

@@ -19,13 +19,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use modhost::Host;
 use modhost::auth::Tokens;
 use modhost::events::{EventKind, Subject};
-use modhost::http::{AppState, StreamLimits, router};
+use modhost::http::{AppState, StreamLimits};
 use modhost::identity::RequestMeta;
 use modhost::tasks::SubmitOptions;
-use modhost::{Host, HostOptions};
-use modhost_tests::{COMPONENT_CACHE_DIR, ModuleDir, TASKS_BASIC, principal};
+use modhost_tests::{ModuleDir, TASKS_BASIC, host_on, principal, serve_socket};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -133,16 +133,10 @@ fn main() {
         .collect();
     let subscribers = args.first().copied().unwrap_or(1000);
     let n = u32::try_from(args.get(1).copied().unwrap_or(2000)).unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = modhost_tests::runtime();
     rt.block_on(async move {
         let state = tempfile::tempdir().unwrap();
-        let mut options = HostOptions::new(state.path());
-        options.engine.cache_dir = Some(COMPONENT_CACHE_DIR.into());
-        let host = Arc::new(Host::new(options).unwrap());
+        let host = Arc::new(host_on(state.path()));
         let tb = ModuleDir::new("tb", TASKS_BASIC, "[limits]\ntask-deadline-ms = 600000");
         host.load_module(tb.path(), false).await.unwrap();
         host.start_tasks().await.unwrap();
@@ -159,9 +153,8 @@ fn main() {
             },
         );
         let streams = state.streams.clone();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, router(state)).await });
+        let served = serve_socket(state, modhost::http::serve::HEADER_READ_TIMEOUT).await;
+        let addr = served.addr;
         println!(
             "modhost event-stream benchmark: {subscribers} subscribers over TCP, {n} progress updates, 2 tokio workers, 2 cores"
         );

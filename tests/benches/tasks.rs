@@ -34,11 +34,7 @@ fn main() {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(20_000);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = modhost_tests::runtime();
     rt.block_on(async move {
         let state = tempfile::tempdir().unwrap();
         let mut options = HostOptions::new(state.path());

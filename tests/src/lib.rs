@@ -150,3 +150,60 @@ pub async fn wait_final(host: &Host, id: &str, who: &Principal) -> modhost::task
     .expect("task did not finish in 30 s")
     .unwrap()
 }
+
+/// A runtime with the two workers of the machines the suite runs on: what
+/// benches and tests that own their runtime use.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("building a tokio runtime")
+}
+
+/// `program` found on `PATH`.
+pub fn on_path(program: &str) -> Option<std::path::PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+}
+
+/// The HTTP API of `host` on a real socket of 127.0.0.1, served by the same
+/// loop as `modhost serve`.
+#[derive(Debug)]
+pub struct Served {
+    pub addr: std::net::SocketAddr,
+    /// `http://ADDR`.
+    pub url: String,
+    /// Stops the server (dropping it does too).
+    pub stop: tokio::sync::oneshot::Sender<()>,
+    pub server: tokio::task::JoinHandle<Result<(), modhost::http::serve::ServeError>>,
+}
+
+/// Serves `state` (see [`Served`]), reading headers within `header_timeout`.
+pub async fn serve_socket(
+    state: modhost::http::AppState,
+    header_timeout: std::time::Duration,
+) -> Served {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binding 127.0.0.1:0");
+    let addr = listener.local_addr().expect("the bound address");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let closing = state.closing.clone();
+    let server = tokio::spawn(modhost::http::serve::serve_app(
+        listener,
+        modhost::http::router(state),
+        closing,
+        async move {
+            let _ = stopped.await;
+        },
+        header_timeout,
+    ));
+    Served {
+        addr,
+        url: format!("http://{addr}"),
+        stop,
+        server,
+    }
+}

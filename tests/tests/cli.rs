@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use modhost::auth::Tokens;
 use modhost::db::Db;
-use modhost::http::{AppState, router};
+use modhost::http::AppState;
 use modhost_tests::*;
 use serde_json::Value;
 
@@ -43,6 +43,7 @@ fn modhost() -> &'static PathBuf {
 
 struct Server {
     url: String,
+    _served: Served,
     token: String,
     t: TestHost,
     tokens: Tokens,
@@ -58,19 +59,14 @@ async fn server() -> Server {
         .create(&principal("alice", "acme"), "cli")
         .unwrap()
         .secret;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let state = AppState::new(t.host.clone(), tokens.clone());
-    let closing = state.closing.clone();
-    tokio::spawn(modhost::http::serve::serve_app(
-        listener,
-        router(state),
-        closing,
-        std::future::pending(),
+    let served = serve_socket(
+        AppState::new(t.host.clone(), tokens.clone()),
         modhost::http::serve::HEADER_READ_TIMEOUT,
-    ));
+    )
+    .await;
     Server {
-        url,
+        url: served.url.clone(),
+        _served: served,
         token,
         t,
         tokens,
@@ -321,7 +317,7 @@ async fn token_takes_the_state_dir_serve_uses_and_every_command_teaches_by_examp
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_question_is_asked_in_the_terminal_and_the_typed_choice_is_the_answer() {
-    let Ok(script) = which("script") else {
+    let Some(script) = on_path("script") else {
         panic!("the terminal test needs `script` (util-linux) to give the command a terminal");
     };
     let s = server().await;
@@ -365,11 +361,4 @@ async fn a_question_is_asked_in_the_terminal_and_the_typed_choice_is_the_answer(
         row.result_json.unwrap().contains(r#""button":"no""#),
         "the typed choice was the answer"
     );
-}
-
-fn which(program: &str) -> Result<PathBuf, ()> {
-    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-        .map(|d| d.join(program))
-        .find(|p| p.is_file())
-        .ok_or(())
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use fantoccini::{Client, ClientBuilder, Locator};
 use modhost::auth::Tokens;
 use modhost::db::Db;
-use modhost::http::{AppState, router};
+use modhost::http::AppState;
 use modhost_tests::*;
 use serde_json::json;
 
@@ -23,14 +23,6 @@ const REPORTS_MANIFEST: &str =
 const LONG_TASKS: &str = "[limits]\ntask-deadline-ms = 600000\n[tasks]\nmax-concurrent = 8";
 /// How long a step in the browser may take before the test gives up.
 const STEP: Duration = Duration::from_secs(30);
-
-fn on_path(program: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|d| d.join(program))
-        .find(|p| p.is_file())
-}
 
 /// chromedriver, installed with apt where it is missing and we may.
 fn chromedriver() -> PathBuf {
@@ -223,17 +215,12 @@ async fn a_person_signs_in_watches_a_report_answer_its_question_and_cancels_anot
     let tokens = Tokens::new(Db::in_memory().unwrap());
     let alice = principal("alice", "acme");
     let token = tokens.create(&alice, "browser").unwrap().secret;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let state = AppState::new(t.host.clone(), tokens);
-    let closing = state.closing.clone();
-    tokio::spawn(modhost::http::serve::serve_app(
-        listener,
-        router(state),
-        closing,
-        std::future::pending(),
+    let served = serve_socket(
+        AppState::new(t.host.clone(), tokens),
         modhost::http::serve::HEADER_READ_TIMEOUT,
-    ));
+    )
+    .await;
+    let url = served.url.clone();
 
     let c = driver.browser().await;
     c.goto(&url).await.unwrap();

@@ -530,44 +530,23 @@ async fn real_responses_conform_to_the_schemas_the_openapi_document_gives_them()
     );
 }
 
-/// A server on a real socket through `serve_app`; its address, and the
-/// sender that stops it.
-async fn served(
-    header_timeout: std::time::Duration,
-) -> (
-    std::net::SocketAddr,
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<Result<(), modhost::http::serve::ServeError>>,
-    String,
-    TestHost,
-) {
+/// A server on a real socket, with a token for alice of acme.
+async fn served(header_timeout: std::time::Duration) -> (Served, String, TestHost) {
     let t = TestHost::with("ident", IDENTITY, "").await;
     let tokens = Tokens::new(Db::in_memory().unwrap());
     let token = tokens
         .create(&principal("alice", "acme"), "t")
         .unwrap()
         .secret;
-    let state = AppState::new(t.host.clone(), tokens);
-    let closing = state.closing.clone();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(modhost::http::serve::serve_app(
-        listener,
-        router(state),
-        closing,
-        async move {
-            let _ = stopped.await;
-        },
-        header_timeout,
-    ));
-    (addr, stop, server, token, t)
+    let served = serve_socket(AppState::new(t.host.clone(), tokens), header_timeout).await;
+    (served, token, t)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_trickles_its_headers_is_cut_off_and_a_whole_request_is_served() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (addr, _stop, _server, _token, _t) = served(std::time::Duration::from_millis(300)).await;
+    let (served, _token, _t) = served(std::time::Duration::from_millis(300)).await;
+    let addr = served.addr;
     let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
     slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
         .await
@@ -598,7 +577,8 @@ async fn a_client_that_trickles_its_headers_is_cut_off_and_a_whole_request_is_se
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_the_server_ends_its_event_streams_and_returns_promptly() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (addr, stop, server, token, _t) = served(modhost::http::serve::HEADER_READ_TIMEOUT).await;
+    let (served, token, _t) = served(modhost::http::serve::HEADER_READ_TIMEOUT).await;
+    let (addr, stop, server) = (served.addr, served.stop, served.server);
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     stream
         .write_all(

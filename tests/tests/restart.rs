@@ -12,14 +12,6 @@ use modhost::tasks::api::ConfirmationAnswer;
 use modhost::tasks::store::{Status, TaskRow};
 use modhost_tests::*;
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 fn admin() -> Principal {
     Principal {
         role: Role::Admin,

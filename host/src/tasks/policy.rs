@@ -4,6 +4,7 @@
 //! without wasm. Each limit is a named constant.
 
 use crate::error::SdkError;
+use crate::text::is_bidi_control;
 
 /// Largest JSON argument accepted for a call: parsed on the host before a
 /// module sees it.
@@ -51,12 +52,6 @@ pub fn args(args_json: &str) -> Result<&str, SdkError> {
     serde_json::from_str::<serde::de::IgnoredAny>(args_json)
         .map_err(|e| SdkError::invalid(format!("arguments are not JSON: {e}")))?;
     Ok(args_json)
-}
-
-/// Whether `c` reorders how text is shown (the bidirectional overrides,
-/// embeddings and isolates): a key or label could then read as another.
-fn is_bidi_control(c: char) -> bool {
-    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 /// A task key: 1..=256 bytes, no control characters.

@@ -16,11 +16,7 @@ fn main() {
         args.next().expect("STATE_DIR"),
         args.next().expect("MODULE_DIR"),
     );
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = modhost_tests::runtime();
     rt.block_on(async move {
         let host = host_on(state.as_ref());
         host.load_module(module.as_ref(), false)
