@@ -349,6 +349,7 @@ impl Host {
             &name,
             linked.manifest.policy.subprocess.clone(),
             data_dir.clone(),
+            self.options.state_dir.clone(),
         ));
         let module = LoadedModule::new(
             linked,

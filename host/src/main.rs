@@ -10,6 +10,7 @@ use modhost::auth::Tokens;
 use modhost::db::{Db, Durability};
 use modhost::http::serve::{ServeConfig, serve};
 use modhost::identity::{Principal, RequestMeta, Role};
+use modhost::subprocess::user::ChildUserChoice;
 use modhost::{Host, HostOptions};
 
 #[path = "cli/remote.rs"]
@@ -58,7 +59,7 @@ pub struct Server {
 enum Command {
     /// Serve the modules of a directory over HTTP, on the embedded SQLite store.
     #[command(
-        after_help = "Example:\n  modhost serve --build examples\n  # then open the printed URL: the dashboard signs in with the printed token"
+        after_help = "Example:\n  modhost serve --build-unconfined examples\n  # then open the printed URL: the dashboard signs in with the printed token"
     )]
     Serve {
         /// Directory whose subdirectories are modules (each with a module.toml).
@@ -76,9 +77,15 @@ enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
-        /// Run each module's [build] command before loading it.
-        #[arg(long)]
+        /// Run each module's [build] command before loading it. The command
+        /// is the module author's code and runs with your user's files and
+        /// network (only its environment is cleared): use it for modules you
+        /// trust, and build third-party modules yourself first.
+        #[arg(long = "build-unconfined")]
         build: bool,
+        /// Replaced by --build-unconfined, which says what it does.
+        #[arg(long = "build", hide = true)]
+        build_renamed: bool,
         /// `full`: every commit reaches the disk before it is acknowledged;
         /// `normal`: faster, may lose the last commits on a power cut.
         #[arg(long, default_value = "full", value_parser = parse_durability)]
@@ -87,6 +94,11 @@ enum Command {
         /// them with Landlock (they then have the host's own access).
         #[arg(long)]
         allow_unconfined_subprocesses: bool,
+        /// Who modules' subprocesses run as: a user name, UID:GID, or `host`
+        /// (the host's own user, root included). By default a host running
+        /// as root runs them as `nobody`.
+        #[arg(long, default_value = "auto", value_parser = parse_child_user)]
+        child_user: ChildUserChoice,
     },
     /// Run an action and print its result as JSON; with --follow, follow the
     /// task it started until it ends.
@@ -152,7 +164,9 @@ enum Command {
         dir: PathBuf,
     },
     /// Check a module: manifest, component against the world, grants against imports.
-    #[command(after_help = "Example:\n  modhost check examples/hello --deny-warnings")]
+    #[command(
+        after_help = "Examples:\n  modhost check examples/hello --deny-warnings\n  modhost check examples/git-stats --explain"
+    )]
     Check {
         dir: PathBuf,
         /// Print the report as JSON.
@@ -161,6 +175,9 @@ enum Command {
         /// Exit non-zero on warnings too.
         #[arg(long)]
         deny_warnings: bool,
+        /// Also print, in plain words, what the manifest allows.
+        #[arg(long)]
+        explain: bool,
     },
     /// Manage bearer tokens, in the database `serve` uses.
     #[command(
@@ -195,6 +212,13 @@ enum TokenCommand {
     List,
     /// Revoke a token by id.
     Revoke { id: String },
+}
+
+fn parse_child_user(s: &str) -> Result<ChildUserChoice, String> {
+    if s == "auto" {
+        return Ok(ChildUserChoice::Auto);
+    }
+    s.parse()
 }
 
 fn parse_durability(s: &str) -> Result<Durability, String> {
@@ -259,9 +283,16 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             db,
             listen,
             build,
+            build_renamed,
             durability,
             allow_unconfined_subprocesses,
+            child_user,
         } => {
+            if build_renamed {
+                anyhow::bail!(
+                    "--build is now --build-unconfined: it runs each module's [build] command, the module author's code, with your user's files and network"
+                );
+            }
             let modules_dir = modules_pos
                 .or(modules)
                 .unwrap_or_else(|| PathBuf::from("examples"));
@@ -274,6 +305,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 build,
                 durability,
                 allow_unconfined_subprocesses,
+                child_user,
             };
             serve(config, stop_signal()).await?;
             Ok(ExitCode::SUCCESS)
@@ -335,6 +367,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             dir,
             json,
             deny_warnings,
+            explain,
         } => {
             let report =
                 modhost::check::check_dir(&dir, &modhost::manifest::LoadEnv::host_default()).await;
@@ -342,6 +375,12 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 print_report(&dir, &report);
+                if explain && !report.grants.is_empty() {
+                    println!("what `{}` may do:", report.module.as_deref().unwrap_or("?"));
+                    for line in &report.grants {
+                        println!("  - {line}");
+                    }
+                }
             }
             let failed = !report.ok() || (deny_warnings && !report.warnings.is_empty());
             Ok(if failed {

@@ -22,6 +22,14 @@ const TREE: &str = "trap '' TERM; sleep 600 & echo $! > pids; (sleep 600 & echo 
 /// Leaves a `setsid` orphan that dies 0.3 s after the child exits normally.
 const ORPHAN: &str = "setsid sh -c 'sleep 0.3' & echo $! > orphan; exit 0";
 
+/// Leaves a daemon in a session of its own that would run for ten minutes
+/// after the child exits normally.
+const DAEMON: &str = "setsid sleep 600 & echo $! > daemon; exit 0";
+
+/// Writes into a directory that was in the data directory before any child
+/// ran, and into one made afterwards by the host (as the guest would).
+const WRITES: &str = "echo a > before/a.txt && echo b > after/b.txt && cat before/old.txt";
+
 fn grants(extra: &str) -> String {
     format!(
         r#"
@@ -41,7 +49,7 @@ args = [["{{path}}"], ["-n", "loot/secret"]]
 
 [[subprocess.programs]]
 program = "sh"
-args = [["-c", "{TREE}"], ["-c", "{ORPHAN}"], ["-c", "echo made > made.txt; cat made.txt"], ["-c", "cp /usr/bin/true ./tool && ./tool"]]
+args = [["-c", "{TREE}"], ["-c", "{ORPHAN}"], ["-c", "{DAEMON}"], ["-c", "{WRITES}"], ["-c", "echo made > made.txt; cat made.txt"], ["-c", "cp /usr/bin/true ./tool && ./tool"]]
 
 [[subprocess.programs]]
 program = "head"
@@ -275,12 +283,13 @@ async fn fake_git_planted_in_the_data_directory_is_never_run() {
     let fake = dir.join("git");
     std::fs::write(&fake, "#!/bin/sh\necho pwned > pwned\n").unwrap();
     std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    run(
+    let out = run(
         &t,
         json!({"program": "git", "args": ["init", "-q", "repo"]}),
     )
     .await
     .unwrap();
+    assert_eq!(out["status"], json!({"code": 0}), "{out}");
     assert!(!dir.join("pwned").exists());
     assert!(dir.join("repo/.git").is_dir(), "the real git ran");
     denied(
@@ -579,9 +588,16 @@ async fn network_is_denied_to_children_unless_granted() {
         .host
         .call_action("net", "run", &text, &who, RequestMeta::fresh());
     // The granted child connects; nothing answers, so it fails or times out.
+    // Bounded: a child that never connects fails the test, not the suite.
     let accepted = tokio::task::spawn_blocking(move || {
-        listener.set_nonblocking(false).unwrap();
-        listener.accept().is_ok()
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < until {
+            if listener.accept().is_ok() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
     });
     let _ = granted.await;
     assert!(accepted.await.unwrap(), "a granted child could not connect");
@@ -810,4 +826,205 @@ async fn a_launch_that_cannot_be_put_on_the_audit_trail_is_not_started() {
     );
     let made = state.path().join("data/sub/org-acme/made.txt");
     assert!(!made.exists(), "the child ran without a record");
+}
+
+/// The `probe` program, copied where any user may run it (the build's own
+/// directory may be private to root), and a host whose module `probe` may
+/// run it with or without the network.
+async fn probe_host(network: bool) -> (TestHost, tempfile::TempDir) {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = tempfile::tempdir().unwrap();
+    let probe = bin.path().join("probe");
+    std::fs::copy(env!("CARGO_BIN_EXE_probe"), &probe).unwrap();
+    std::fs::set_permissions(bin.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&probe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut t = TestHost::new();
+    let grant = format!(
+        "[subprocess]\nnetwork = {network}\n\n[[subprocess.programs]]\nprogram = \"{}\"\nargs = [[\"sockets\"], [\"calls\"], [\"id\"]]\n",
+        probe.display()
+    );
+    t.load("sub", SUBPROCESS, &grant).await;
+    (t, bin)
+}
+
+/// What `probe WHAT` printed, as `name -> outcome`.
+async fn probe(t: &TestHost, bin: &tempfile::TempDir, what: &str) -> Vec<(String, String)> {
+    let program = bin.path().join("probe").display().to_string();
+    let out = run(t, json!({"program": program, "args": [what]}))
+        .await
+        .unwrap();
+    assert_eq!(out["status"], json!({"code": 0}), "{out}");
+    out["stdout"]
+        .as_str()
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (name, outcome) = l.split_once(' ').unwrap();
+            (name.to_owned(), outcome.to_owned())
+        })
+        .collect()
+}
+
+const EACCES: &str = "errno 13";
+const EPERM: &str = "errno 1";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_without_the_network_opens_no_socket_of_any_family() {
+    let (t, bin) = probe_host(false).await;
+    let lines = probe(&t, &bin, "sockets").await;
+    assert_eq!(lines.len(), 15, "{lines:?}");
+    for (name, result) in &lines {
+        let expected = if name == "unix-pair" { "ok" } else { EACCES };
+        assert_eq!(result, expected, "{name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_with_the_network_opens_tcp_and_udp_sockets_and_nothing_else() {
+    let (t, bin) = probe_host(true).await;
+    let lines = probe(&t, &bin, "sockets").await;
+    for (name, result) in &lines {
+        let expected = match name.as_str() {
+            "tcp" | "tcp6" | "udp" | "udp6" | "unix-pair" => "ok",
+            _ => EACCES,
+        };
+        assert_eq!(result, expected, "{name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_cannot_reach_the_kernel_entry_points_it_never_needs() {
+    let (t, bin) = probe_host(true).await;
+    let lines = probe(&t, &bin, "calls").await;
+    assert_eq!(lines.len(), 8, "{lines:?}");
+    for (name, result) in &lines {
+        assert_eq!(result, EPERM, "{name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_of_a_root_host_runs_unprivileged_with_no_groups_or_capabilities() {
+    let (t, bin) = probe_host(false).await;
+    let program = bin.path().join("probe").display().to_string();
+    let out = run(&t, json!({"program": program, "args": ["id"]}))
+        .await
+        .unwrap();
+    let line = out["stdout"].as_str().unwrap().trim().to_owned();
+    // SAFETY: geteuid has no preconditions.
+    let host_uid = unsafe { libc::geteuid() };
+    if host_uid == 0 {
+        assert_eq!(
+            line,
+            "uid=65534 gid=65534 groups=0 capbnd=0000000000000000 capeff=0000000000000000"
+        );
+    } else {
+        assert!(line.starts_with(&format!("uid={host_uid} ")), "{line}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_left_by_a_child_that_exits_normally_ends_with_it() {
+    modhost::subprocess::cgroup::cgroups()
+        .expect("the machines this host is built for have a cgroup v2 hierarchy");
+    let t = host().await;
+    let out = run(&t, json!({"program": "sh", "args": ["-c", DAEMON]}))
+        .await
+        .unwrap();
+    assert_eq!(out["status"], json!({"code": 0}), "{out}");
+    let pid: i32 = std::fs::read_to_string(data_dir(&t).join("daemon"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    for _ in 0..100 {
+        if is_gone(pid) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(is_gone(pid), "daemon {pid} outlived its child");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_works_in_what_the_host_put_in_its_data_directory_before_and_after() {
+    let t = host().await;
+    let dir = data_dir(&t);
+    std::fs::create_dir(dir.join("before")).unwrap();
+    std::fs::write(dir.join("before/old.txt"), "old\n").unwrap();
+    // The first launch shares the directory with the child user ...
+    run(&t, json!({"program": "printenv"})).await.unwrap();
+    // ... and what the host makes in it later inherits that.
+    std::fs::create_dir(dir.join("after")).unwrap();
+    let out = run(&t, json!({"program": "sh", "args": ["-c", WRITES]}))
+        .await
+        .unwrap();
+    assert_eq!(out["status"], json!({"code": 0}), "{out}");
+    assert_eq!(out["stdout"], "old\n");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("after/b.txt")).unwrap(),
+        "b\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_symlink_swapped_under_a_path_argument_never_reaches_the_host_or_another_tenant() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let t = host().await;
+    let dir = data_dir(&t);
+    std::fs::write(t.state.path().join("secret"), "host secret").unwrap();
+    let globex = dir.parent().unwrap().join("org-globex");
+    std::fs::create_dir_all(&globex).unwrap();
+    std::fs::write(globex.join("notes.txt"), "globex secret").unwrap();
+    std::fs::write(dir.join("swap"), "inside").unwrap();
+    // Another process of the module's swaps `swap` between a file of its
+    // own and symlinks out, as fast as it can, while the guest asks for
+    // `cat swap` again and again: the check sees one, the child may open
+    // the other.
+    let stop = Arc::new(AtomicBool::new(false));
+    let swapper = {
+        let (stop, dir) = (stop.clone(), dir.clone());
+        std::thread::spawn(move || {
+            let mut swaps = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                for target in ["../org-globex/notes.txt", "../../../secret"] {
+                    let _ = std::fs::remove_file(dir.join("next"));
+                    let _ = std::os::unix::fs::symlink(target, dir.join("next"));
+                    let _ = std::fs::rename(dir.join("next"), dir.join("swap"));
+                    let _ = std::fs::write(dir.join("next"), "inside");
+                    let _ = std::fs::rename(dir.join("next"), dir.join("swap"));
+                    swaps += 2;
+                }
+            }
+            swaps
+        })
+    };
+    let (mut inside, mut refused, mut kernel_denied, mut leaked) = (0, 0, 0, Vec::new());
+    for _ in 0..400 {
+        match run(&t, json!({"program": "cat", "args": ["swap"]})).await {
+            Err(SdkError::PermissionDenied(_)) => refused += 1,
+            Err(other) => panic!("{other:?}"),
+            Ok(out) => {
+                let stdout = out["stdout"].as_str().unwrap().to_owned();
+                if stdout.contains("secret") {
+                    leaked.push(stdout);
+                } else if stdout == "inside" {
+                    inside += 1;
+                } else {
+                    kernel_denied += 1;
+                }
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let swaps = swapper.join().unwrap();
+    eprintln!(
+        "{swaps} swaps: {inside} read inside, {refused} refused by the check, {kernel_denied} opened a symlink past the check and were denied by the kernel"
+    );
+    assert!(leaked.is_empty(), "{leaked:?}");
+    assert!(
+        refused > 0 && inside + kernel_denied > 0,
+        "the swaps did not race the calls: {refused} refused, {} passed the check",
+        inside + kernel_denied
+    );
 }

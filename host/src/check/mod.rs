@@ -19,6 +19,8 @@ pub struct CheckReport {
     pub module: Option<String>,
     pub errors: Vec<String>,
     pub warnings: Vec<String>,
+    /// What the manifest allows, one sentence per grant.
+    pub grants: Vec<String>,
     /// The component's imports, by interface name.
     pub imports: Vec<String>,
     pub actions: Vec<String>,
@@ -43,6 +45,7 @@ pub async fn check_dir(dir: &Path, load_env: &LoadEnv) -> CheckReport {
         }
     };
     report.module = Some(manifest.name.to_string());
+    report.grants = manifest.policy.in_plain_words();
     report.warnings.extend(manifest.warnings());
     let state = match tempfile::Builder::new().prefix("modhost-check-").tempdir() {
         Ok(d) => d,

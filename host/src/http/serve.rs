@@ -30,6 +30,8 @@ pub struct ServeConfig {
     pub durability: Durability,
     /// Start subprocess children even where Landlock cannot confine them.
     pub allow_unconfined_subprocesses: bool,
+    /// Who subprocess children run as.
+    pub child_user: crate::subprocess::user::ChildUserChoice,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +67,7 @@ pub async fn serve(
     options.db_path = config.db_path.clone();
     options.durability = config.durability;
     options.subprocess.allow_unconfined = config.allow_unconfined_subprocesses;
+    options.subprocess.child_user = config.child_user.clone();
     if config.allow_unconfined_subprocesses {
         let abi = crate::subprocess::confine::landlock_abi();
         tracing::warn!(
@@ -99,6 +102,15 @@ pub async fn serve(
         host.module_names().len()
     );
     println!("  dashboard: open {url}/ and sign in with a token");
+    if host
+        .modules()
+        .iter()
+        .any(|m| !m.manifest.policy.subprocess.is_empty())
+    {
+        for line in host.subprocesses().confinement_report() {
+            println!("  children: {line}");
+        }
+    }
     for name in host.module_names() {
         println!("  {url}/v1/modules/{name}");
     }

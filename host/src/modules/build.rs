@@ -1,4 +1,10 @@
 //! A module's `[build]` command: an argv list run in the module's directory.
+//!
+//! The command is the module author's code (a cargo build runs build
+//! scripts and proc macros): it runs with the operator's user, files and
+//! network, which is why `serve` runs it only when told so by name
+//! (`--build-unconfined`). Its environment is cleared to what a toolchain
+//! needs, so the host's own secrets (tokens, database URLs) stay out of it.
 
 use std::path::Path;
 use std::process::Command;
@@ -24,6 +30,31 @@ pub enum BuildError {
     },
 }
 
+/// The host's variables a build command sees: where the toolchain and its
+/// caches are, the search path, the locale, and the proxies a registry is
+/// reached through. Nothing else of the host's environment.
+pub const BUILD_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "TMPDIR",
+    "LANG",
+    "LC_ALL",
+    "TERM",
+    "CARGO_HOME",
+    "CARGO_TARGET_DIR",
+    "RUSTUP_HOME",
+    "RUSTUP_TOOLCHAIN",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+];
+
 /// Runs the build command and waits for it. Its output is kept only on
 /// failure. A cargo build for a wasm target first makes sure the toolchain
 /// has that target ([`wasm_target::ensure`]).
@@ -40,7 +71,14 @@ pub fn run_build(dir: &Path, spec: &BuildSpec) -> Result<(), BuildError> {
         tracing::warn!("{}", wasm_target::added_message(target, &toolchain));
     }
     tracing::info!(dir = %dir.display(), command = ?spec.command, "building module");
-    let output = Command::new(program)
+    let mut command = Command::new(program);
+    command.env_clear();
+    for name in BUILD_ENV {
+        if let Some(value) = std::env::var_os(name) {
+            command.env(name, value);
+        }
+    }
+    let output = command
         .args(args)
         .current_dir(&workdir)
         .output()

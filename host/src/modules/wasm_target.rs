@@ -5,7 +5,7 @@
 //! rustup installs the targets of `rust-toolchain.toml` only when it
 //! installs the toolchain itself; a toolchain that came preinstalled lacks
 //! them, and cargo then fails with "can't find crate for `std`". Whoever
-//! builds guests (the tests' build script, `modhost build`, `serve --build`)
+//! builds guests (the tests' build script, `modhost build`, `serve --build-unconfined`)
 //! calls [`ensure`] first: it adds the target through rustup where rustup is
 //! there, and otherwise stops with the exact command to run.
 //!

@@ -12,6 +12,8 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use super::seccomp::{self, Filter};
+use super::user::ChildUser;
 use landlock::{
     ABI, Access, AccessFs, AccessNet, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset,
     RulesetAttr, RulesetCreatedAttr, Scope,
@@ -72,8 +74,15 @@ pub struct ChildLimits {
     pub open_files: u64,
     /// `RLIMIT_NPROC`: processes of the host's user, counted by the kernel
     /// over the whole user (not per child), so it is a fork-bomb brake; the
-    /// kernel does not apply it to root.
+    /// kernel does not apply it to root. Also each child's `pids.max`
+    /// where the host has a cgroup per child with the pids controller.
     pub processes: u64,
+    /// `memory.max` of each child's cgroup, where the memory controller is
+    /// delegated.
+    pub memory: u64,
+    /// CPUs' worth of time (`cpu.max`) each child's cgroup may use, where
+    /// the cpu controller is delegated.
+    pub cpus: u32,
 }
 
 impl Default for ChildLimits {
@@ -83,6 +92,8 @@ impl Default for ChildLimits {
             file_size: 1 << 30,
             open_files: 1024,
             processes: 4096,
+            memory: 2 << 30,
+            cpus: 1,
         }
     }
 }
@@ -119,6 +130,10 @@ pub enum ConfineError {
     Partial { abi: i32, missing: String },
     #[error("cannot build the Landlock ruleset: {0}")]
     Ruleset(String),
+    #[error(
+        "{0}: sockets other than the granted ones and the kernel's other entry points would stay open to children"
+    )]
+    Seccomp(#[from] seccomp::SeccompError),
 }
 
 /// A module's Landlock ruleset, built once and applied to each of its
@@ -126,6 +141,7 @@ pub enum ConfineError {
 #[derive(Debug)]
 pub struct Confinement {
     fd: OwnedFd,
+    filter: &'static Filter,
 }
 
 /// What a module's children may touch.
@@ -180,6 +196,7 @@ impl Confinement {
                 missing: missing.join(", "),
             });
         }
+        let filter = seccomp::filter(spec.network)?;
         let fail = |e: &dyn std::fmt::Display| ConfineError::Ruleset(e.to_string());
         let all = AccessFs::from_all(TARGET_ABI);
         let read_exec = AccessFs::from_read(TARGET_ABI);
@@ -236,11 +253,16 @@ impl Confinement {
 
         let fd: Option<OwnedFd> = created.into();
         let fd = fd.ok_or(ConfineError::Unavailable)?;
-        Ok(Confinement { fd })
+        Ok(Confinement { fd, filter })
     }
 
     pub fn raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
+    }
+
+    /// The seccomp filter that goes with the ruleset.
+    pub fn filter(&self) -> &'static Filter {
+        self.filter
     }
 }
 
@@ -253,6 +275,12 @@ pub struct ChildSetup {
     /// The Landlock ruleset, or `None` for an unconfined child (only when
     /// the operator allowed it).
     pub ruleset_fd: Option<RawFd>,
+    /// The seccomp filter, loaded last (with the ruleset).
+    pub seccomp: Option<&'static Filter>,
+    /// The unprivileged user to become, when the host is root.
+    pub user: Option<ChildUser>,
+    /// `cgroup.procs` of the child's own cgroup, joined first.
+    pub cgroup_procs: Option<RawFd>,
     pub limits: ChildLimits,
 }
 
@@ -271,6 +299,13 @@ impl ChildSetup {
                 Ok(())
             }
         };
+        if let Some(fd) = self.cgroup_procs {
+            // SAFETY: a write of two bytes to a descriptor the parent keeps
+            // open; "0" moves the writer.
+            if unsafe { libc::write(fd, c"0".as_ptr().cast(), 1) } == -1 {
+                return Err(io::Error::last_os_error());
+            }
+        }
         let l = self.limits;
         for (resource, value) in [
             (libc::RLIMIT_AS, l.address_space),
@@ -301,12 +336,18 @@ impl ChildSetup {
             // to init: the host can find and kill the whole tree.
             check(libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0))?;
             check(libc::fchdir(self.cwd_fd))?;
+            if let Some(user) = &self.user {
+                user.become_in_child()?;
+            }
             check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
             if let Some(fd) = self.ruleset_fd {
                 let r = libc::syscall(libc::SYS_landlock_restrict_self, fd, 0u32);
                 if r != 0 {
                     return Err(io::Error::last_os_error());
                 }
+            }
+            if let Some(filter) = self.seccomp {
+                filter.load()?;
             }
         }
         Ok(())

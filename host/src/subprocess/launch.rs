@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use super::audit::{AuditEnd, Ended};
 use super::confine::ChildSetup;
-use super::{spawn, tree};
+use super::{cgroup, spawn, tree};
 use crate::cancel::CancelToken;
 use crate::db::now_ms;
 
@@ -63,6 +63,9 @@ pub(super) struct Launch<'a> {
     pub grace: Duration,
     /// Stops the child (its whole tree) when cancelled.
     pub cancel: Option<&'a CancelToken>,
+    /// The child's own cgroup: whatever is left in it when the child ends
+    /// (or the call is dropped) is killed.
+    pub cgroup: Option<cgroup::ChildCgroup>,
 }
 
 /// A child that ran, and what the audit trail says of it.
@@ -145,6 +148,7 @@ impl Launch<'_> {
             setup: self.setup,
         };
         let started = Instant::now();
+        let cgroup = self.cgroup;
         let mut child = spawn::spawn(&spec).map_err(|e| match e.kind() {
             std::io::ErrorKind::PermissionDenied => {
                 "permission denied (the confinement refused it)".to_owned()
@@ -208,6 +212,9 @@ impl Launch<'_> {
             }
         };
         guard.0 = None;
+        // Descendants that left the process group and the session (a
+        // `setsid` daemon) end with the child too.
+        drop(cgroup);
         if let Some(w) = writer {
             // Input nobody will read is dropped with its pipe.
             w.abort();

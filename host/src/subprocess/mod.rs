@@ -2,7 +2,7 @@
 //! the grant a manifest gives ([`grant`], with its argument grammar
 //! [`argv`]), the pure check of a request against it ([`gate`]), the
 //! service that runs a granted request ([`service`]), the child's
-//! confinement ([`confine`]), start ([`spawn`]), life ([`launch`]) and tree
+//! confinement ([`confine`], [`seccomp`], [`user`], [`cgroup`]), start ([`spawn`]), life ([`launch`]) and tree
 //! ([`tree`]), and the audit trail of every decision ([`audit`]).
 //!
 //! Nothing here knows wasmtime: the WIT room `wit/tasks.rs` converts the
@@ -10,13 +10,16 @@
 
 pub mod argv;
 pub mod audit;
+pub mod cgroup;
 pub mod confine;
 pub mod gate;
 pub mod grant;
 mod launch;
+pub mod seccomp;
 pub mod service;
 mod spawn;
 pub mod tree;
+pub mod user;
 
 pub use audit::{
     AuditDecision, AuditEnd, AuditError, AuditFilter, AuditRecord, AuditStore, Decision, Ended,

@@ -27,6 +27,8 @@ use super::gate::{self, Denied, Request};
 use super::grant::SubprocessGrant;
 use super::launch::{Finished, Launch};
 use super::tree;
+use super::user::{self, ChildUser, ChildUserChoice, ChildUserError};
+use super::{cgroup, seccomp};
 use crate::cancel::CancelToken;
 use crate::db::now_ms;
 use crate::error::SdkError;
@@ -52,6 +54,10 @@ pub struct SubprocessOptions {
     pub limits: ChildLimits,
     /// Between SIGTERM and SIGKILL on timeout or cancellation (2 s).
     pub kill_grace: Duration,
+    /// Who children run as: by default, when the host is root, the
+    /// unprivileged [`user::DEFAULT_CHILD_USER`]; a host that is not root
+    /// runs them as itself.
+    pub child_user: ChildUserChoice,
 }
 
 impl Default for SubprocessOptions {
@@ -65,6 +71,7 @@ impl Default for SubprocessOptions {
                 .collect(),
             limits: ChildLimits::default(),
             kill_grace: Duration::from_secs(2),
+            child_user: ChildUserChoice::Auto,
         }
     }
 }
@@ -83,15 +90,25 @@ pub struct ModuleSubprocess {
     /// The module's data directory; children run in their organization's
     /// directory inside it.
     pub data_dir: PathBuf,
+    /// The host's state directory, which holds `data_dir`: a child user
+    /// may pass through the directories from it down.
+    pub reached_from: PathBuf,
     rulesets: Mutex<HashMap<OrgId, Arc<Confinement>>>,
 }
 
 impl ModuleSubprocess {
-    pub fn new(name: impl Into<String>, grant: SubprocessGrant, data_dir: PathBuf) -> Self {
+    /// `data_dir` lies inside `state_dir`, the host's state directory.
+    pub fn new(
+        name: impl Into<String>,
+        grant: SubprocessGrant,
+        data_dir: PathBuf,
+        state_dir: PathBuf,
+    ) -> Self {
         ModuleSubprocess {
             name: name.into(),
             grant,
             data_dir,
+            reached_from: state_dir,
             rulesets: Mutex::default(),
         }
     }
@@ -164,6 +181,9 @@ pub struct SubprocessService {
     /// Children running now, per module and in all.
     children: Arc<Shares>,
     events: EventHub,
+    /// Who children run as (`None`: the host's own user), or why no
+    /// unprivileged user could be found, which refuses every launch.
+    child_user: Result<Option<ChildUser>, ChildUserError>,
 }
 
 impl std::fmt::Debug for SubprocessService {
@@ -185,6 +205,7 @@ impl SubprocessService {
     ) -> Self {
         SubprocessService {
             children: Shares::new(options.max_running),
+            child_user: options.child_user.resolve(),
             options,
             path_var,
             audit,
@@ -194,6 +215,42 @@ impl SubprocessService {
 
     pub fn options(&self) -> &SubprocessOptions {
         &self.options
+    }
+
+    /// What confines children on this host, in plain words, for the log at
+    /// start: Landlock, seccomp, the child user and the cgroup mode.
+    pub fn confinement_report(&self) -> Vec<String> {
+        let abi = confine::landlock_abi();
+        let missing = confine::missing_protections(abi, false);
+        let landlock = if missing.is_empty() {
+            format!("Landlock ABI {abi}: files, TCP, signals and abstract unix sockets")
+        } else {
+            format!(
+                "Landlock ABI {abi} lacks {}: children are refused{}",
+                missing.join(", "),
+                if self.options.allow_unconfined {
+                    " confinement and started UNCONFINED (the operator allowed it)"
+                } else {
+                    ""
+                }
+            )
+        };
+        let seccomp = match seccomp::filter(false) {
+            Ok(_) => "seccomp: sockets only as granted, no kernel modules, ptrace, bpf, keys, mounts, namespaces or io_uring".to_owned(),
+            Err(e) => format!("seccomp: {e}"),
+        };
+        let user = match &self.child_user {
+            Ok(Some(u)) => format!(
+                "children run as uid {} gid {}, no supplementary groups, no capabilities",
+                u.uid, u.gid
+            ),
+            Ok(None) if user::host_is_root() => {
+                "children run as ROOT with every capability (the operator chose `host`)".to_owned()
+            }
+            Ok(None) => "children run as the host's own user".to_owned(),
+            Err(e) => format!("children are refused: {e}"),
+        };
+        vec![landlock, seccomp, user, cgroup::describe()]
     }
 
     /// The whole trail, newest first, for the operator.
@@ -328,6 +385,30 @@ impl SubprocessService {
             }
         };
         record.confined = ruleset.is_some();
+        let child_user = match &self.child_user {
+            Ok(u) => *u,
+            Err(e) => {
+                tracing::error!(module = %identity.module, error = %e, "subprocess refused: no unprivileged user for children");
+                return refuse(
+                    record,
+                    Decision::Denied,
+                    SdkError::denied(format!("children cannot run on this host: {e}")),
+                )
+                .await;
+            }
+        };
+        if let Some(user) = child_user {
+            let dir = data_dir.clone();
+            let top = module.reached_from.clone();
+            let shared = tokio::task::spawn_blocking(move || user.share(&top, &dir)).await;
+            if let Err(e) = shared.unwrap_or_else(|e| Err(std::io::Error::other(e))) {
+                tracing::error!(module = %identity.module, dir = %data_dir.display(), error = %e, "cannot share a data directory with the child user");
+                let error = SdkError::Internal(
+                    "the module's data directory cannot be prepared for its children; see the host's log".into(),
+                );
+                return refuse(record, Decision::Denied, error).await;
+            }
+        }
 
         let cwd = match open_cwd(&data_dir, approved.cwd.as_deref()) {
             Ok(dir) => dir,
@@ -358,6 +439,19 @@ impl SubprocessService {
         }
 
         tree::adopt_orphans();
+        let cgroup = match cgroup::cgroups() {
+            Ok(groups) => match groups.create(&options.limits) {
+                Ok(group) => Some(group),
+                Err(e) => {
+                    tracing::error!(module = %identity.module, error = %e, "cannot create a child's cgroup; not starting it");
+                    let error = SdkError::Internal(
+                        "the child's cgroup could not be created, so nothing was started; see the host's log".into(),
+                    );
+                    return refuse(record, Decision::Denied, error).await;
+                }
+            },
+            Err(_) => None,
+        };
         // Fail closed: the launch is on record (committed) before the child
         // starts, so a child the trail cannot show never runs. The end is
         // written once known, off the guest's path.
@@ -404,8 +498,12 @@ impl SubprocessService {
             setup: ChildSetup {
                 cwd_fd: cwd.as_fd().as_raw_fd(),
                 ruleset_fd: ruleset.as_ref().map(|r| r.raw_fd()),
+                seccomp: ruleset.as_ref().map(|r| r.filter()),
+                user: child_user,
+                cgroup_procs: cgroup.as_ref().and_then(cgroup::ChildCgroup::procs_fd),
                 limits: options.limits,
             },
+            cgroup,
             timeout,
             max_output: approved.max_output_bytes,
             grace: options.kill_grace,

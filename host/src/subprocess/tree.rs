@@ -40,6 +40,7 @@ pub fn adopt_orphans() {
                 loop {
                     std::thread::sleep(ORPHAN_REAP_INTERVAL);
                     reap_orphans();
+                    super::cgroup::remove_emptied();
                 }
             });
         if let Err(e) = reaper {
