@@ -8,7 +8,8 @@
 //! - [`http`], [`check`], [`auth`], [`client`]: the HTTP API (a `Router`:
 //!   the JSON API, the event stream, the dashboard), `modhost check`, bearer
 //!   tokens, and a client of a running server's API; the CLI (`main.rs`,
-//!   `cli/`) only calls these.
+//!   `cli/`) only calls these. [`kit`]: the policy test kit, the host's own
+//!   checks asked without a server.
 //! - [`wit`]: one room per WIT interface (`context`, `log`, `tasks`,
 //!   `background-tasks`, `ui`), each a thin `Host` impl on a view of the call
 //!   that holds only its own capability; [`wit::bindings`] is the one
@@ -38,6 +39,7 @@ pub mod events;
 pub mod host;
 pub mod http;
 pub mod identity;
+pub mod kit;
 pub mod manifest;
 pub mod modules;
 mod sandbox;

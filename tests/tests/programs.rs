@@ -444,3 +444,32 @@ mod subprocess {
     // The subprocess guest has its own file of attacks and grants:
     // `tests/subprocess.rs`.
 }
+
+mod files {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_file_written_in_the_data_directory_is_read_back_and_listed() {
+        let t = TestHost::with("files", FILES, "[filesystem]\ndata = true").await;
+        let ops = serde_json::json!({"ops": [
+            {"op": "write", "path": "/data/n.txt", "text": "hi"},
+            {"op": "read", "path": "/data/n.txt"},
+            {"op": "list", "path": "/data"},
+        ]});
+        let out = t
+            .host
+            .call_action(
+                "files",
+                "try",
+                &ops.to_string(),
+                &principal("alice", "acme"),
+                RequestMeta::fresh(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            out.data.unwrap(),
+            serde_json::json!([{"ok": true}, {"ok": "hi"}, {"ok": ["n.txt"]}])
+        );
+    }
+}

@@ -4,6 +4,8 @@
 //! without wasm. Each limit is a named constant.
 
 use crate::error::SdkError;
+use crate::identity::Principal;
+use crate::manifest::ReadScope;
 use crate::text::is_bidi_control;
 
 /// Largest JSON argument accepted for a call: parsed on the host before a
@@ -137,6 +139,19 @@ pub fn limit(requested: u32, default: u32, max: u32) -> u32 {
         0 => default,
         n => n.min(max),
     }
+}
+
+/// Whether `caller` may see the tasks of `user` in `organization`: never
+/// another organization's, another user's only when the manifest grants
+/// `read = "organization"`.
+pub fn may_read_tasks_of(
+    read: ReadScope,
+    caller: &Principal,
+    user: &str,
+    organization: &str,
+) -> bool {
+    organization == caller.organization_id.as_str()
+        && (user == caller.user_id.as_str() || read == ReadScope::Organization)
 }
 
 #[cfg(test)]

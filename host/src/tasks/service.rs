@@ -406,9 +406,7 @@ impl TaskService {
     ) -> Result<Vec<TaskRow>, SdkError> {
         let org = organization_id.unwrap_or_else(|| identity.organization_id().to_string());
         let user = user_id.unwrap_or_else(|| identity.user_id().to_string());
-        if org != identity.organization_id().as_str()
-            || (user != identity.user_id().as_str() && module.grant.read == ReadScope::Own)
-        {
+        if !policy::may_read_tasks_of(module.grant.read, &identity.principal, &user, &org) {
             return Ok(Vec::new());
         }
         let scope = Scope {
