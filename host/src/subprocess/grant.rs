@@ -252,6 +252,7 @@ fn check_program(raw: &RawProgram) -> Result<Vec<ArgShape>, ManifestError> {
         let shape = ArgShape::parse(program, tokens).map_err(|reason| ManifestError::Shape {
             program: shown(program),
             shape: i + 1,
+            written: written(tokens),
             reason,
         })?;
         if !shapes.contains(&shape) {
@@ -259,6 +260,22 @@ fn check_program(raw: &RawProgram) -> Result<Vec<ArgShape>, ManifestError> {
         }
     }
     Ok(shapes)
+}
+
+/// A shape as an error shows it: its tokens separated by spaces, a token
+/// that is empty or holds a space or a quote in quotes, and cut when long.
+fn written(tokens: &[String]) -> String {
+    let quoted: Vec<String> = tokens
+        .iter()
+        .map(|t| {
+            if t.is_empty() || t.contains(char::is_whitespace) || t.contains(['"', '\\']) {
+                format!("{t:?}")
+            } else {
+                t.clone()
+            }
+        })
+        .collect();
+    shown(&quoted.join(" "))
 }
 
 fn check_program_name(program: &str) -> Result<(), &'static str> {
