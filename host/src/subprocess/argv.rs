@@ -12,6 +12,10 @@ use std::fmt;
 
 use crate::text::shown;
 
+mod code;
+
+pub(crate) use code::Dialect;
+
 /// The most tokens in one shape: real command lines are far shorter, and the
 /// matcher's work grows with it.
 pub const MAX_SHAPE_TOKENS: usize = 64;
@@ -80,6 +84,8 @@ pub enum ShapeError {
         "a placeholder cannot be tar's first argument: tar reads it as an old-style option cluster"
     )]
     TarLeadingPlaceholder,
+    #[error("the shape is refused: {why}")]
+    RefusedShape { why: &'static str },
 }
 
 /// Why an argument list was not allowed for a program.
@@ -103,13 +109,25 @@ pub(crate) enum Family {
     Zip,
     Sed,
     Curl,
+    /// A shell or an interpreter: its arguments can be code.
+    Code(Dialect),
+    /// Runs the program its arguments name (`env`, `timeout`, ...).
+    Runner,
+    /// Builds command lines from standard input (`xargs`, `parallel`).
+    Batch,
+    /// `busybox`, `toybox`: the first argument names the applet.
+    MultiCall,
     Other,
 }
 
 impl Family {
     pub(crate) fn of(program: &str) -> Self {
         let base = program.rsplit('/').next().unwrap_or(program);
-        match base.to_ascii_lowercase().as_str() {
+        let base = base.to_ascii_lowercase();
+        if let Some(family) = code::classify(&base) {
+            return family;
+        }
+        match base.as_str() {
             "git" => Self::Git,
             "tar" | "gtar" | "bsdtar" => Self::Tar,
             "find" | "gfind" => Self::Find,
@@ -266,7 +284,7 @@ fn refusal(family: Family, token: &str, maybe_first: bool) -> Option<&'static st
                 return Some(CURL_CONFIG);
             }
         }
-        Family::Other => {}
+        Family::Code(_) | Family::Runner | Family::Batch | Family::MultiCall | Family::Other => {}
     }
     None
 }
@@ -403,23 +421,11 @@ impl ArgShape {
         if tokens.len() > MAX_SHAPE_TOKENS {
             return Err(ShapeError::TooManyTokens);
         }
-        let family = Family::of(program);
         let mut parsed = Vec::with_capacity(tokens.len());
-        // Until the first non-optional token, a token may be argv[1].
-        let mut maybe_first = true;
         for (i, token) in tokens.iter().enumerate() {
-            let token = parse_token(family, i + 1, token.as_ref(), maybe_first)?;
-            if !matches!(token, ArgToken::Optional(_)) {
-                if maybe_first && family == Family::Tar && !matches!(token, ArgToken::Literal(_)) {
-                    return Err(ShapeError::TarLeadingPlaceholder);
-                }
-                maybe_first = false;
-            }
-            parsed.push(token);
+            parsed.push(parse_token(i + 1, token.as_ref())?);
         }
-        if let Some((token, why)) = shape_refusal(family, &parsed) {
-            return Err(ShapeError::Refused { token, why });
-        }
+        check_as(Family::of(program), &parsed)?;
         Ok(Self { tokens: parsed })
     }
 
@@ -519,12 +525,8 @@ impl ArgShape {
     }
 }
 
-fn parse_token(
-    family: Family,
-    position: usize,
-    token: &str,
-    maybe_first: bool,
-) -> Result<ArgToken, ShapeError> {
+/// One token's syntax: a placeholder, an optional flag or a literal.
+fn parse_token(position: usize, token: &str) -> Result<ArgToken, ShapeError> {
     if token.is_empty() {
         return Err(ShapeError::EmptyToken { position });
     }
@@ -556,12 +558,6 @@ fn parse_token(
                 token: shown(token),
             });
         }
-        if let Some(why) = refusal(family, inner, false) {
-            return Err(ShapeError::Refused {
-                token: shown(inner),
-                why,
-            });
-        }
         return Ok(ArgToken::Optional(inner.to_owned()));
     }
     if ["{value}", "{int}", "{path}"]
@@ -572,13 +568,40 @@ fn parse_token(
             token: shown(token),
         });
     }
-    if let Some(why) = refusal(family, token, maybe_first) {
-        return Err(ShapeError::Refused {
-            token: shown(token),
-            why,
-        });
-    }
     Ok(ArgToken::Literal(token.to_owned()))
+}
+
+/// The refusals of `family` over parsed tokens: each literal alone, then
+/// the shape as a whole. A runner or multi-call binary checks the program
+/// it runs with this too.
+fn check_as(family: Family, tokens: &[ArgToken]) -> Result<(), ShapeError> {
+    // Until the first non-optional token, a token may be argv[1].
+    let mut maybe_first = true;
+    for token in tokens {
+        let (literal, first) = match token {
+            ArgToken::Literal(l) => (Some(l), maybe_first),
+            ArgToken::Optional(l) => (Some(l), false),
+            _ => (None, false),
+        };
+        if let Some(l) = literal
+            && let Some(why) = refusal(family, l, first)
+        {
+            return Err(ShapeError::Refused {
+                token: shown(l),
+                why,
+            });
+        }
+        if !matches!(token, ArgToken::Optional(_)) {
+            if maybe_first && family == Family::Tar && literal.is_none() {
+                return Err(ShapeError::TarLeadingPlaceholder);
+            }
+            maybe_first = false;
+        }
+    }
+    if let Some((token, why)) = shape_refusal(family, tokens) {
+        return Err(ShapeError::Refused { token, why });
+    }
+    code::check(family, tokens)
 }
 
 /// Whether one argument fits a non-optional token.

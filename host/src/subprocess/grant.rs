@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::argv::{self, ArgShape, ArgvDenied};
+use super::argv::{self, ArgShape, ArgvDenied, Dialect, Family};
 use crate::manifest::env::LoadEnv;
 use crate::manifest::error::ManifestError;
 use crate::manifest::limits::Setting;
@@ -379,77 +379,10 @@ fn is_executable_file(path: &Path) -> bool {
     }
 }
 
-const SHELLS: &[&str] = &[
-    "sh", "bash", "rbash", "dash", "ash", "zsh", "fish", "ksh", "mksh", "pdksh", "ksh93", "csh",
-    "tcsh", "yash", "busybox", "toybox",
-];
-
-/// Interpreters; a trailing version (`python3.12`, `lua5.4`) is ignored.
-const INTERPRETERS: &[&str] = &[
-    "python",
-    "pypy",
-    "perl",
-    "ruby",
-    "irb",
-    "node",
-    "nodejs",
-    "deno",
-    "bun",
-    "php",
-    "lua",
-    "luajit",
-    "tclsh",
-    "wish",
-    "expect",
-    "awk",
-    "gawk",
-    "mawk",
-    "nawk",
-    "rscript",
-    "julia",
-    "pwsh",
-    "powershell",
-    "osascript",
-    "guile",
-    "java",
-    "jshell",
-];
-
 /// Programs with a built-in way to run shell commands.
 const SHELL_ESCAPES: &[&str] = &[
     "vi", "vim", "nvim", "ex", "ed", "emacs", "less", "more", "man", "sqlite3", "psql", "mysql",
     "gdb",
-];
-
-/// Programs whose arguments name another program to run.
-const RUNNERS: &[&str] = &[
-    "env",
-    "xargs",
-    "nice",
-    "nohup",
-    "timeout",
-    "sudo",
-    "doas",
-    "su",
-    "runuser",
-    "setsid",
-    "stdbuf",
-    "chroot",
-    "flock",
-    "watch",
-    "ssh",
-    "time",
-    "unshare",
-    "nsenter",
-    "strace",
-    "ltrace",
-    "parallel",
-    "script",
-    "systemd-run",
-    "chrt",
-    "ionice",
-    "taskset",
-    "bwrap",
 ];
 
 /// Build tools: they run code from the project they build.
@@ -461,28 +394,35 @@ const BUILD_TOOLS: &[&str] = &[
 fn warning(name: &str) -> Option<String> {
     let base = name.rsplit('/').next().unwrap_or(name).to_ascii_lowercase();
     let is = |list: &[&str]| list.contains(&base.as_str());
-    if is(SHELLS) {
-        return Some(format!(
-            "subprocess grant `{name}` is a shell: a grant of `{name} -c {{value}}` runs arbitrary code"
-        ));
+    match Family::of(name) {
+        Family::Code(Dialect::Sh | Dialect::Fish) => {
+            return Some(format!(
+                "subprocess grant `{name}` is a shell: its granted scripts are literal, but they run \
+                 with the caller's arguments in a directory the module writes"
+            ));
+        }
+        Family::Code(_) => {
+            return Some(format!(
+                "subprocess grant `{name}` is an interpreter: its granted code is literal, but it runs \
+                 with the caller's arguments and may import modules from the working directory, which \
+                 the module writes"
+            ));
+        }
+        Family::Runner | Family::Batch | Family::MultiCall => {
+            return Some(format!(
+                "subprocess grant `{name}` runs other programs: its arguments choose what runs"
+            ));
+        }
+        _ => {}
     }
-    let versioned = |family: &&str| {
-        base.strip_prefix(family)
-            .is_some_and(|rest| rest.bytes().all(|b| b.is_ascii_digit() || b == b'.'))
-    };
-    if INTERPRETERS.iter().any(versioned) {
+    if base == "ssh" {
         return Some(format!(
-            "subprocess grant `{name}` is an interpreter: a script or code argument runs arbitrary code"
+            "subprocess grant `{name}` runs commands on the hosts it connects to"
         ));
     }
     if is(SHELL_ESCAPES) {
         return Some(format!(
             "subprocess grant `{name}` can run shell commands from its input or arguments"
-        ));
-    }
-    if is(RUNNERS) {
-        return Some(format!(
-            "subprocess grant `{name}` runs other programs: its arguments choose what runs"
         ));
     }
     if is(BUILD_TOOLS) {
@@ -542,7 +482,8 @@ mod tests {
     fn shells_and_interpreters_get_a_warning_and_plain_tools_do_not() {
         assert_eq!(
             warning("sh").unwrap(),
-            "subprocess grant `sh` is a shell: a grant of `sh -c {value}` runs arbitrary code"
+            "subprocess grant `sh` is a shell: its granted scripts are literal, but they run \
+             with the caller's arguments in a directory the module writes"
         );
         for name in [
             "/bin/bash",
