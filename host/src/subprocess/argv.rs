@@ -152,6 +152,10 @@ const RSYNC_COMMAND: &str = "it names a command for rsync to run";
 const ZIP_COMMAND: &str = "it names a command for zip to run";
 const GIT_RUNS_FILTERS: &str = "it runs shell filters over every commit";
 const GIT_RUNS_COMMAND: &str = "it makes git run a command of the caller's choosing";
+const GIT_CONFIG_CALLER_KEY: &str = "it is the key `git config` sets: the caller could set one that \
+     runs a command (`alias.*`, `core.sshCommand`, `filter.*.clean`, `include.path`, ...)";
+const GIT_SUBCOMMAND: &str = "it is git's subcommand: the rules for git's arguments (`config` \
+     keys, `submodule foreach`, `filter-branch`, ...) hold only for a literal one";
 const SSH_ANY_OPTION: &str =
     "it lets the caller set any ssh option, `ProxyCommand=` (a local command) among them";
 const CURL_CONFIG: &str = "it reads curl options (any of them) from a file the module can write";
@@ -191,6 +195,218 @@ const GIT_COMMAND_KEYS: &[&str] = &[
     "protocol.allow",
     "protocol.ext.allow",
 ];
+
+/// git configuration keys that run a command or read configuration that
+/// may: `section.name`, `section.*.name` (any subsection) or `section.*`
+/// (any key of the section), in lower case. Matched at the key position
+/// of `git config`.
+const GIT_COMMAND_KEY_PATTERNS: &[&str] = &[
+    "core.sshcommand",
+    "core.gitproxy",
+    "core.fsmonitor",
+    "core.hookspath",
+    "core.pager",
+    "core.editor",
+    "core.askpass",
+    "core.alternaterefscommand",
+    "sequence.editor",
+    "diff.external",
+    "diff.*.textconv",
+    "diff.*.command",
+    "merge.*.driver",
+    "filter.*.*",
+    "difftool.*.cmd",
+    "difftool.*.path",
+    "mergetool.*.cmd",
+    "mergetool.*.path",
+    "man.*.cmd",
+    "man.*.path",
+    "browser.*.cmd",
+    "browser.*.path",
+    "guitool.*.cmd",
+    "pager.*",
+    "alias.*",
+    "include.path",
+    "includeif.*.path",
+    "remote.*.uploadpack",
+    "remote.*.receivepack",
+    "remote.*.vcs",
+    "credential.helper",
+    "credential.*.helper",
+    "gpg.program",
+    "gpg.*.program",
+    "gpg.ssh.defaultkeycommand",
+    "uploadpack.packobjectshook",
+    "protocol.allow",
+    "protocol.*.allow",
+    "submodule.*.update",
+    "trailer.*.command",
+    "trailer.*.cmd",
+    "hook.*.command",
+    "tar.*.command",
+    "interactive.difffilter",
+    "imap.tunnel",
+    "sendemail.smtpserver",
+    "sendemail.*.smtpserver",
+    "sendemail.sendmailcmd",
+    "sendemail.*.sendmailcmd",
+    "sendemail.tocmd",
+    "sendemail.cccmd",
+    "sendemail.headercmd",
+    "instaweb.httpd",
+];
+
+/// Whether a git configuration key (`section[.subsection].name`) is one
+/// of [`GIT_COMMAND_KEY_PATTERNS`].
+fn git_command_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    let Some((section, rest)) = key.split_once('.') else {
+        return false;
+    };
+    let (subsection, name) = match rest.rsplit_once('.') {
+        Some((sub, name)) => (Some(sub), name),
+        None => (None, rest),
+    };
+    GIT_COMMAND_KEY_PATTERNS.iter().any(|pattern| {
+        let parts: Vec<&str> = pattern.split('.').collect();
+        match parts[..] {
+            [s, "*"] => s == section,
+            [s, n] => s == section && subsection.is_none() && n == name,
+            [s, "*", n] => s == section && subsection.is_some() && (n == "*" || n == name),
+            _ => false,
+        }
+    })
+}
+
+/// git's options before the subcommand that take the next argument.
+const GIT_GLOBAL_VALUE_OPTIONS: &[&str] = &[
+    "-C",
+    "--git-dir",
+    "--work-tree",
+    "--namespace",
+    "--super-prefix",
+    "--attr-source",
+];
+
+/// `git config` options that take the next argument.
+const GIT_CONFIG_VALUE_OPTIONS: &[&str] = &[
+    "-f",
+    "--file",
+    "--blob",
+    "--type",
+    "--default",
+    "--comment",
+    "--value",
+    "--url",
+];
+
+/// `git config` options and subcommands that only read.
+const GIT_CONFIG_READS: &[&str] = &[
+    "--get",
+    "--get-all",
+    "--get-regexp",
+    "--get-urlmatch",
+    "--get-color",
+    "--get-colorbool",
+    "-l",
+    "--list",
+    "get",
+    "list",
+];
+
+/// `git config` options and subcommands that write.
+const GIT_CONFIG_WRITES: &[&str] = &[
+    "--add",
+    "--replace-all",
+    "--unset",
+    "--unset-all",
+    "--rename-section",
+    "--remove-section",
+    "-e",
+    "--edit",
+    "set",
+    "unset",
+    "rename-section",
+    "remove-section",
+    "edit",
+];
+
+/// The index of git's subcommand in a shape: the first token that is not
+/// a global option or its value.
+fn git_subcommand(tokens: &[ArgToken]) -> Option<usize> {
+    let mut i = 0;
+    while let Some(token) = tokens.get(i) {
+        match token {
+            ArgToken::Literal(l) | ArgToken::Optional(l) if l.starts_with('-') => {
+                if GIT_GLOBAL_VALUE_OPTIONS.contains(&l.as_str()) {
+                    i += 1;
+                }
+                i += 1;
+            }
+            _ => return Some(i),
+        }
+    }
+    None
+}
+
+/// Why a `git config` shape (the tokens after `config`) may not be
+/// granted: a placeholder key in a mode that writes, or a literal key that
+/// runs a command.
+fn git_config_refusal(tokens: &[ArgToken]) -> Option<(String, &'static str)> {
+    let mut read = false;
+    let mut write = false;
+    let mut operands: Vec<&ArgToken> = Vec::new();
+    let mut dashdash = false;
+    let mut i = 0;
+    while let Some(token) = tokens.get(i) {
+        i += 1;
+        match token {
+            ArgToken::Literal(l) | ArgToken::Optional(l) if l.starts_with('-') && !dashdash => {
+                if l == "--" {
+                    dashdash = true;
+                    continue;
+                }
+                let name = l.split('=').next().unwrap_or(l);
+                if GIT_CONFIG_VALUE_OPTIONS.contains(&name) && !l.contains('=') {
+                    i += 1;
+                }
+                // An optional mode may be absent: only a required one reads.
+                read |= matches!(token, ArgToken::Literal(_)) && GIT_CONFIG_READS.contains(&name);
+                write |= GIT_CONFIG_WRITES.contains(&name);
+            }
+            ArgToken::Literal(l)
+                if operands.is_empty()
+                    && !dashdash
+                    && (GIT_CONFIG_READS.contains(&l.as_str())
+                        || GIT_CONFIG_WRITES.contains(&l.as_str())) =>
+            {
+                read |= GIT_CONFIG_READS.contains(&l.as_str());
+                write |= GIT_CONFIG_WRITES.contains(&l.as_str());
+            }
+            other => operands.push(other),
+        }
+    }
+    // `git config KEY` alone reads it.
+    let reads = !write && (read || operands.len() == 1);
+    for (n, operand) in operands.iter().enumerate() {
+        match operand {
+            ArgToken::Literal(key) if n == 0 && git_command_key(key) => {
+                return Some((shown(key), GIT_CONFIG_KEY));
+            }
+            ArgToken::Value | ArgToken::Path if n == 0 && !reads => {
+                return Some((operand.to_string(), GIT_CONFIG_CALLER_KEY));
+            }
+            // `--rename-section OLD NEW`: the new name is a key prefix too.
+            ArgToken::Value | ArgToken::Path
+                if n == 1 && tokens.iter().any(|t| matches!(t, ArgToken::Literal(l) | ArgToken::Optional(l) if l.contains("rename-section"))) =>
+            {
+                return Some((operand.to_string(), GIT_CONFIG_CALLER_KEY));
+            }
+            _ => {}
+        }
+    }
+    None
+}
 
 /// git options that run a program or inject configuration (long forms).
 const GIT_LONG_OPTIONS: &[&str] = &[
@@ -344,6 +560,29 @@ fn shape_refusal(family: Family, tokens: &[ArgToken]) -> Option<(String, &'stati
     };
     match family {
         Family::Git => {
+            if let Some(i) = git_subcommand(tokens) {
+                match &tokens[i] {
+                    ArgToken::Value | ArgToken::Path => {
+                        return Some((tokens[i].to_string(), GIT_SUBCOMMAND));
+                    }
+                    ArgToken::Literal(sub) if sub == "config" => {
+                        if let Some(refusal) = git_config_refusal(&tokens[i + 1..]) {
+                            return Some(refusal);
+                        }
+                    }
+                    // `git clone -qc key=value`: `-c` sets configuration.
+                    ArgToken::Literal(sub) if sub == "clone" => {
+                        let sets_config = tokens[i + 1..].iter().any(|t| {
+                            literal(t)
+                                .is_some_and(|l| short_cluster(l).is_some_and(|c| c.contains('c')))
+                        });
+                        if sets_config {
+                            return Some(("clone -c".into(), GIT_OPTION));
+                        }
+                    }
+                    _ => {}
+                }
+            }
             if has("filter-branch") {
                 return Some(("filter-branch".into(), GIT_RUNS_FILTERS));
             }
@@ -758,13 +997,13 @@ mod tests {
 
     #[test]
     fn git_value_cannot_name_a_command_configuration_key() {
-        let s = ["config", "{value}", "{value}"];
-        assert!(fits("git", &s, &["config", "user.name", "Ada"]));
-        assert!(!fits("git", &s, &["config", "core.sshCommand", "sh"]));
+        let s = ["config", "--get", "{value}"];
+        assert!(fits("git", &s, &["config", "--get", "user.name"]));
+        assert!(!fits("git", &s, &["config", "--get", "core.sshCommand"]));
         assert!(!fits(
             "/usr/bin/git",
             &s,
-            &["config", "Core.FsMonitor", "x"]
+            &["config", "--get", "Core.FsMonitor"]
         ));
     }
 
@@ -893,6 +1132,104 @@ mod tests {
                 "{program} {tokens:?}"
             );
         }
+    }
+
+    #[test]
+    fn git_config_refuses_a_caller_chosen_key_where_it_writes() {
+        for tokens in [
+            &["config", "{value}", "{value}"][..],
+            &["config", "set", "{value}", "x"],
+            &["config", "--add", "{value}", "{value}"],
+            &["config", "--unset", "{value}"],
+            &["config", "unset", "{value}"],
+            &["-C", "{path}", "config", "--global", "{value}", "{value}"],
+            &["config", "--file", "{path}", "{value}", "{value}"],
+            &["config", "-f", "x", "--type", "bool", "{path}", "true"],
+            &["config", "[--get]", "{value}", "x"],
+            &["config", "--rename-section", "old", "{value}"],
+            &["--git-dir", "{path}", "config", "{value}", "1"],
+        ] {
+            assert!(
+                matches!(refused("git", tokens), ShapeError::Refused { .. }),
+                "{tokens:?}"
+            );
+        }
+        for tokens in [
+            &["config", "user.name", "{value}"][..],
+            &["config", "--get", "{value}"],
+            &["config", "get", "{value}"],
+            &["config", "{value}"],
+            &["config", "--get-regexp", "{value}"],
+            &["-C", "{path}", "config", "user.email", "{value}"],
+            &["config", "--file", "{path}", "user.name", "{value}"],
+            &["-C", "{path}", "log", "--", "config"],
+        ] {
+            assert!(
+                ArgShape::parse("git", tokens).is_ok(),
+                "{tokens:?}: {:?}",
+                ArgShape::parse("git", tokens)
+            );
+        }
+    }
+
+    #[test]
+    fn git_config_refuses_literal_keys_that_run_commands() {
+        for key in [
+            "alias.st",
+            "remote.origin.uploadpack",
+            "remote.origin.receivePack",
+            "Filter.lfs.clean",
+            "filter.x.smudge",
+            "filter.x.process",
+            "diff.pdf.textconv",
+            "merge.ours.driver",
+            "include.path",
+            "includeIf.gitdir:/x/.path",
+            "gpg.program",
+            "gpg.ssh.program",
+            "credential.https://example.com.helper",
+            "core.sshCommand",
+            "pager.log",
+            "submodule.lib.update",
+            "difftool.x.cmd",
+        ] {
+            assert!(
+                matches!(
+                    refused("git", &["config", key, "{value}"]),
+                    ShapeError::Refused { .. }
+                ),
+                "{key}"
+            );
+        }
+        for key in [
+            "user.name",
+            "remote.origin.url",
+            "diff.renames",
+            "core.autocrlf",
+        ] {
+            assert!(
+                ArgShape::parse("git", &["config", key, "{value}"]).is_ok(),
+                "{key}"
+            );
+        }
+    }
+
+    #[test]
+    fn git_refuses_a_placeholder_subcommand_and_clone_configuration() {
+        for tokens in [
+            &["{value}", "x"][..],
+            &["-C", "{path}", "{value}"],
+            &["clone", "-qc", "core.bare=true", "{value}"],
+            &["clone", "-ccore.bare=true", "{value}"],
+            &["--config-env", "core.pager=X", "log"],
+            &["--config-env=core.pager=X", "log"],
+        ] {
+            assert!(
+                matches!(refused("git", tokens), ShapeError::Refused { .. }),
+                "{tokens:?}"
+            );
+        }
+        assert!(ArgShape::parse("git", &["clone", "-q", "{value}", "{path}"]).is_ok());
     }
 
     #[test]
