@@ -106,6 +106,11 @@ pub(crate) enum Family {
     Find,
     Rsync,
     Ssh,
+    /// `scp`: ssh's rules, and `-D` runs a local program.
+    Scp,
+    /// `sftp`: scp's rules, and it reads commands (`!cmd` among them) from
+    /// standard input unless `-b` names a batch file.
+    Sftp,
     Zip,
     Sed,
     Curl,
@@ -132,7 +137,9 @@ impl Family {
             "tar" | "gtar" | "bsdtar" => Self::Tar,
             "find" | "gfind" => Self::Find,
             "rsync" => Self::Rsync,
-            "ssh" | "scp" | "sftp" => Self::Ssh,
+            "ssh" => Self::Ssh,
+            "scp" => Self::Scp,
+            "sftp" => Self::Sftp,
             "zip" => Self::Zip,
             "sed" | "gsed" => Self::Sed,
             "curl" => Self::Curl,
@@ -146,7 +153,10 @@ const TRANSPORT: &str =
 const TAR_COMMAND: &str = "it names a command or script for tar to run";
 const GIT_CONFIG_KEY: &str = "it sets a git configuration key that runs a command";
 const GIT_OPTION: &str = "it makes git run a program or read injected configuration";
-const SSH_COMMAND: &str = "it makes ssh run a local command or read a config file";
+const SSH_COMMAND: &str = "it makes ssh run a local command, load a library, or read a config file";
+const SCP_SERVER: &str = "it names a local sftp server program to run";
+const SFTP_STDIN: &str = "without `-b` naming a batch file by an absolute path, sftp reads its \
+     commands from standard input, which the caller supplies, and `!command` runs a local shell";
 const FIND_EXEC: &str = "it makes find run a command";
 const RSYNC_COMMAND: &str = "it names a command for rsync to run";
 const ZIP_COMMAND: &str = "it names a command for zip to run";
@@ -425,7 +435,15 @@ const GIT_LONG_OPTIONS: &[&str] = &[
 ];
 
 /// ssh options that run a command, matched anywhere in a literal.
-const SSH_COMMAND_KEYS: &[&str] = &["proxycommand", "localcommand", "knownhostscommand"];
+const SSH_COMMAND_KEYS: &[&str] = &[
+    "proxycommand",
+    "localcommand",
+    "knownhostscommand",
+    // Shared libraries ssh loads, and a control socket another ssh serves.
+    "pkcs11provider",
+    "securitykeyprovider",
+    "controlpath",
+];
 
 /// Why the literal `token` may never be granted to `family`, if it may not.
 /// `maybe_first` says it could be the first argument (tar reads a first
@@ -455,9 +473,9 @@ fn refusal(family: Family, token: &str, maybe_first: bool) -> Option<&'static st
             }
         }
         Family::Tar => {
-            let old_style = maybe_first
-                && !token.starts_with('-')
-                && token.bytes().all(|b| b.is_ascii_alphabetic());
+            // tar reads a first argument without `-` as options, digits
+            // (a tape density) and all.
+            let old_style = maybe_first && !token.starts_with('-');
             let cluster = if old_style { Some(token) } else { short };
             if cluster.is_some_and(|s| s.contains(['I', 'F']))
                 || long.is_some_and(|l| {
@@ -477,21 +495,41 @@ fn refusal(family: Family, token: &str, maybe_first: bool) -> Option<&'static st
                 return Some(RSYNC_COMMAND);
             }
         }
-        Family::Ssh => {
-            if short_has(&['F', 'S']) {
+        Family::Ssh | Family::Scp | Family::Sftp => {
+            // -F config file, -S control socket (scp, sftp: the ssh
+            // program), -I PKCS#11 library.
+            if short_has(&['F', 'S', 'I']) {
                 return Some(SSH_COMMAND);
+            }
+            if family != Family::Ssh && short_has(&['D']) {
+                return Some(SCP_SERVER);
             }
         }
         Family::Zip => {
-            if token == "-TT" || long.is_some_and(|l| hits(l, &["--unzip-command"])) {
+            // zip reads `-TT cmd`, `-TT=cmd` and `-TTcmd`, in a cluster too.
+            if short.is_some_and(|s| s.contains("TT"))
+                || long.is_some_and(|l| hits(l, &["--unzip-command"]))
+            {
                 return Some(ZIP_COMMAND);
             }
         }
         Family::Sed => {
-            if token == "-f" || long.is_some_and(|l| hits(l, &["--file"])) {
+            if long.is_some_and(|l| hits(l, &["--file"])) {
                 return Some(SED_SCRIPT_FILE);
             }
-            if !token.starts_with('-') && sed_runs_or_writes(token) {
+            if let Some(cluster) = short {
+                match sed_cluster(cluster) {
+                    SedCluster::File => return Some(SED_SCRIPT_FILE),
+                    SedCluster::Script(script) if sed_runs_or_writes(script) => {
+                        return Some(SED_COMMAND);
+                    }
+                    _ => {}
+                }
+            }
+            if let Some((name, script)) = token.split_once('=')
+                && long_option_name(name).is_some_and(|n| hits(n, &["--expression"]))
+                && sed_runs_or_writes(script)
+            {
                 return Some(SED_COMMAND);
             }
         }
@@ -503,6 +541,107 @@ fn refusal(family: Family, token: &str, maybe_first: bool) -> Option<&'static st
         Family::Code(_) | Family::Runner | Family::Batch | Family::MultiCall | Family::Other => {}
     }
     None
+}
+
+/// What one short-option cluster of sed holds.
+#[derive(Debug, PartialEq, Eq)]
+enum SedCluster<'a> {
+    /// `-f`: the script is read from a file.
+    File,
+    /// `-eSCRIPT`: the script is the rest of the cluster.
+    Script(&'a str),
+    /// `-e` last: the next argument is the script.
+    ScriptNext,
+    /// `-l` last: the next argument is its value.
+    ValueNext,
+    Flags,
+}
+
+/// Reads a sed cluster (`-ne`, `-i.bak`, `-e1d`) the way GNU getopt does:
+/// `e`, `f` and `l` take the rest or the next argument, `i` takes the rest
+/// as its suffix.
+fn sed_cluster(cluster: &str) -> SedCluster<'_> {
+    for (i, c) in cluster.char_indices() {
+        let rest = &cluster[i + c.len_utf8()..];
+        match c {
+            'f' => return SedCluster::File,
+            'e' if rest.is_empty() => return SedCluster::ScriptNext,
+            'e' => return SedCluster::Script(rest),
+            'l' if rest.is_empty() => return SedCluster::ValueNext,
+            'l' | 'i' => return SedCluster::Flags,
+            _ => {}
+        }
+    }
+    SedCluster::Flags
+}
+
+/// Why a sed shape may not be granted: a script that is a placeholder, or
+/// a literal script that runs or writes. The script is each `-e` value, or,
+/// with no required `-e` before the operands, the first operand. `--sandbox` makes GNU sed refuse `e`, `w` and `r`,
+/// so then a placeholder script is allowed.
+fn sed_refusal(tokens: &[ArgToken]) -> Option<(String, &'static str)> {
+    let sandbox = tokens
+        .iter()
+        .any(|t| matches!(t, ArgToken::Literal(l) if l == "--sandbox"));
+    let mut required_e = false;
+    let mut first_operand: Option<&ArgToken> = None;
+    let mut next = SedCluster::Flags;
+    let mut dashdash = false;
+    for token in tokens {
+        match std::mem::replace(&mut next, SedCluster::Flags) {
+            SedCluster::ScriptNext => {
+                match token {
+                    ArgToken::Value | ArgToken::Path | ArgToken::Int if !sandbox => {
+                        return Some((token.to_string(), SED_CALLER_SCRIPT));
+                    }
+                    ArgToken::Literal(l) if sed_runs_or_writes(l) => {
+                        return Some((shown(l), SED_COMMAND));
+                    }
+                    _ => {}
+                }
+                continue;
+            }
+            SedCluster::ValueNext => continue,
+            _ => {}
+        }
+        match token {
+            ArgToken::Literal(l) | ArgToken::Optional(l) if l.starts_with('-') && !dashdash => {
+                // Only an `-e` before the operands counts: without argument
+                // permutation (POSIXLY_CORRECT, other seds) the first
+                // operand is the script.
+                let required = matches!(token, ArgToken::Literal(_)) && first_operand.is_none();
+                if l == "--" {
+                    dashdash = true;
+                } else if let Some(name) = long_option_name(l) {
+                    let attached = l.contains('=');
+                    if hits(name, &["--expression"]) {
+                        required_e |= required;
+                        if !attached {
+                            next = SedCluster::ScriptNext;
+                        }
+                    } else if hits(name, &["--line-length"]) && !attached {
+                        next = SedCluster::ValueNext;
+                    }
+                } else if let Some(cluster) = short_cluster(l) {
+                    next = sed_cluster(cluster);
+                    if matches!(next, SedCluster::Script(_) | SedCluster::ScriptNext) {
+                        required_e |= required;
+                    }
+                }
+            }
+            _ if first_operand.is_none() => first_operand = Some(token),
+            _ => {}
+        }
+    }
+    if required_e {
+        return None;
+    }
+    match first_operand? {
+        ArgToken::Literal(l) if sed_runs_or_writes(l) => Some((shown(l), SED_COMMAND)),
+        ArgToken::Literal(_) => None,
+        _ if sandbox => None,
+        other => Some((other.to_string(), SED_CALLER_SCRIPT)),
+    }
 }
 
 /// Whether a literal sed script has a command that runs a shell (`e`, the
@@ -602,7 +741,7 @@ fn shape_refusal(family: Family, tokens: &[ArgToken]) -> Option<(String, &'stati
                 }
             }
         }
-        Family::Ssh => {
+        Family::Ssh | Family::Scp | Family::Sftp => {
             let option_then_placeholder = tokens.windows(2).any(|w| {
                 literal(&w[0]).is_some_and(|l| {
                     l == "-o" || short_cluster(l).is_some_and(|c| c.ends_with('o'))
@@ -612,12 +751,33 @@ fn shape_refusal(family: Family, tokens: &[ArgToken]) -> Option<(String, &'stati
                 return Some(("-o {value}".into(), SSH_ANY_OPTION));
             }
         }
-        Family::Sed if tokens.iter().any(|t| matches!(t, ArgToken::Value)) => {
-            return Some(("{value}".into(), SED_CALLER_SCRIPT));
-        }
+        Family::Sed => return sed_refusal(tokens),
         _ => {}
     }
     None
+}
+
+/// Whether an sftp shape lacks a batch file named by an absolute literal
+/// (`-b /path`, `-b/path`), so that sftp reads its commands from stdin.
+fn sftp_reads_stdin(tokens: &[ArgToken]) -> bool {
+    let batch = tokens.iter().enumerate().find_map(|(i, t)| {
+        let ArgToken::Literal(l) = t else {
+            return None;
+        };
+        let cluster = short_cluster(l)?;
+        // The letters before `b` may be flags; `b` takes the rest or the next.
+        let at = cluster.find('b')?;
+        let rest = &cluster[at + 1..];
+        if rest.is_empty() {
+            match tokens.get(i + 1) {
+                Some(ArgToken::Literal(file)) => Some(file.as_str()),
+                _ => Some(""),
+            }
+        } else {
+            Some(rest)
+        }
+    });
+    !batch.is_some_and(|file| file.starts_with('/') && !code::is_stdin(file))
 }
 
 /// The option name of a `--long[=value]` token.
@@ -640,6 +800,18 @@ fn hits(name: &str, options: &[&str]) -> bool {
     options
         .iter()
         .any(|o| name.starts_with(o) || o.starts_with(name))
+}
+
+/// Whether `[user@]host:path` names a host that starts with `-`.
+fn remote_host_is_option(value: &str) -> bool {
+    let Some((host, _)) = value.split_once(':') else {
+        return false;
+    };
+    if host.contains('/') {
+        return false;
+    }
+    let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+    host.starts_with('-')
 }
 
 /// A placeholder value that the program would read as a transport address,
@@ -840,6 +1012,9 @@ fn check_as(family: Family, tokens: &[ArgToken]) -> Result<(), ShapeError> {
     if let Some((token, why)) = shape_refusal(family, tokens) {
         return Err(ShapeError::Refused { token, why });
     }
+    if family == Family::Sftp && sftp_reads_stdin(tokens) {
+        return Err(ShapeError::RefusedShape { why: SFTP_STDIN });
+    }
     code::check(family, tokens)
 }
 
@@ -878,6 +1053,9 @@ fn placeholder_ok(family: Family, arg: &str) -> bool {
             }
             // tar reads `host:file` as a remote archive and runs rsh for it.
             Family::Tar => !arg.contains(':'),
+            // `user@-oProxyCommand=...:file`: rsync and scp pass the host
+            // on to ssh, which would read it as an option.
+            Family::Rsync | Family::Scp | Family::Sftp => !remote_host_is_option(arg),
             _ => true,
         }
 }
@@ -1230,6 +1408,111 @@ mod tests {
             );
         }
         assert!(ArgShape::parse("git", &["clone", "-q", "{value}", "{path}"]).is_ok());
+    }
+
+    #[test]
+    fn a_value_taking_letter_is_caught_anywhere_in_a_cluster_and_with_its_value_attached() {
+        let cases: &[(&str, &[&str])] = &[
+            ("rsync", &["-avze", "ssh", "{path}", "{path}"]),
+            ("rsync", &["-essh", "{path}", "{path}"]),
+            ("rsync", &["-aqe", "{value}"]),
+            ("tar", &["-xvIf", "zstd", "{path}"]),
+            ("tar", &["-Izstd", "-xf", "{path}"]),
+            ("tar", &["-xF", "{path}"]),
+            ("tar", &["xIf0", "sh"]),
+            ("tar", &["c9If", "sh"]),
+            ("curl", &["-sK", "{path}"]),
+            ("curl", &["-Kcurlrc", "{value}"]),
+            ("curl", &["-sSLK", "x", "{value}"]),
+            ("ssh", &["-vF", "{path}", "host"]),
+            ("ssh", &["-Fcfg", "host"]),
+            ("ssh", &["-oProxyCommand=sh", "host"]),
+            ("ssh", &["-o", "LocalCommand id", "host"]),
+            ("ssh", &["-vvo", "{value}", "host"]),
+            ("ssh", &["-I", "{path}", "host"]),
+            ("ssh", &["-qI/usr/lib/p11.so", "host"]),
+            ("ssh", &["-oPKCS11Provider=/x.so", "host"]),
+            ("ssh", &["-S", "{path}", "host"]),
+            ("scp", &["-S", "{path}", "a", "b"]),
+            ("scp", &["-qSx", "a", "b"]),
+            ("scp", &["-D", "/usr/lib/sftp-server", "a", "b"]),
+            ("scp", &["-o", "{value}", "a", "b"]),
+            ("sftp", &["host"]),
+            ("sftp", &["-q", "-b", "{path}", "host"]),
+            ("sftp", &["-b", "cmds", "host"]),
+            ("sftp", &["-b", "-", "host"]),
+            ("sftp", &["-qb/dev/stdin", "host"]),
+            ("git", &["rebase", "-ix", "make"]),
+            ("git", &["rebase", "-xmake"]),
+            ("git", &["clone", "-qc", "a.b=c", "{value}"]),
+            ("git", &["fetch", "-qu", "x", "{value}"]),
+            ("sed", &["-nf", "{path}", "{path}"]),
+            ("sed", &["-fscript.sed", "{path}"]),
+            ("sed", &["-n", "-e", "1e id", "{path}"]),
+            ("sed", &["-ne1e id", "{path}"]),
+            ("sed", &["-ne", "{value}", "{path}"]),
+            ("sed", &["--expression=1e id", "{path}"]),
+            ("sed", &["--expr", "{value}", "{path}"]),
+            ("sed", &["{path}", "{path}"]),
+            ("sed", &["-n", "{path}"]),
+            ("sed", &["-s", "[-e]", "{value}"]),
+            ("sed", &["-l", "5", "{value}", "{path}"]),
+            ("sed", &["{value}", "-e", "1p"]),
+            ("zip", &["-qTT", "sh", "a.zip", "b"]),
+            ("zip", &["-TT=sh", "a.zip"]),
+            ("zip", &["-TTsh", "a.zip"]),
+        ];
+        for (program, tokens) in cases {
+            assert!(
+                matches!(
+                    ArgShape::parse(program, tokens),
+                    Err(ShapeError::Refused { .. } | ShapeError::RefusedShape { .. })
+                ),
+                "{program} {tokens:?}: {:?}",
+                ArgShape::parse(program, tokens)
+            );
+        }
+        let fine: &[(&str, &[&str])] = &[
+            ("rsync", &["-avz", "{path}", "{path}"]),
+            ("tar", &["-czf", "{path}", "{path}"]),
+            ("tar", &["czf", "{path}", "{path}"]),
+            ("curl", &["-sSfL", "{value}"]),
+            ("curl", &["-o", "{path}", "{value}"]),
+            ("ssh", &["-p", "{int}", "host", "uptime"]),
+            ("ssh", &["-vo", "BatchMode=yes", "host", "true"]),
+            ("ssh", &["-D", "{int}", "host"]),
+            ("scp", &["-q", "{path}", "host:/srv/x"]),
+            ("sftp", &["-b", "/etc/modhost/batch", "host"]),
+            ("sftp", &["-qb/etc/modhost/batch", "host"]),
+            ("sed", &["-e", "1p", "{value}"]),
+            ("sed", &["-n", "1p", "{path}"]),
+            ("sed", &["-n", "1p", "words.txt"]),
+            ("sed", &["-i.bak", "s/a/b/", "{path}"]),
+            ("sed", &["-if", "s/a/b/", "{path}"]),
+            ("sed", &["-l", "5", "l", "{path}"]),
+            ("sed", &["--sandbox", "{value}", "{path}"]),
+            ("sed", &["--sandbox", "-e", "{value}", "{path}"]),
+            ("zip", &["-qr", "{path}", "{path}"]),
+        ];
+        for (program, tokens) in fine {
+            assert!(
+                ArgShape::parse(program, tokens).is_ok(),
+                "{program} {tokens:?}: {:?}",
+                ArgShape::parse(program, tokens)
+            );
+        }
+    }
+
+    #[test]
+    fn rsync_and_scp_placeholders_refuse_a_remote_host_that_is_an_option() {
+        let s = ["-a", "{value}", "{path}"];
+        assert!(fits("rsync", &s, &["-a", "backup:/srv/x", "out"]));
+        assert!(!fits("rsync", &s, &["-a", "x@-oProxyCommand=id:f", "out"]));
+        assert!(!fits("rsync", &s, &["-a", "-oProxyCommand=id:f", "out"]));
+        let s = ["{value}", "{path}"];
+        assert!(fits("scp", &s, &["host:/srv/x", "out"]));
+        assert!(!fits("scp", &s, &["u@-oProxyCommand=id:x", "out"]));
+        assert!(fits("scp", &s, &["./a-b:c", "out"]));
     }
 
     #[test]

@@ -579,7 +579,7 @@ enum Pending {
 }
 
 /// Whether a literal names standard input as a file.
-fn is_stdin(literal: &str) -> bool {
+pub(super) fn is_stdin(literal: &str) -> bool {
     matches!(
         literal,
         "-" | "/dev/stdin" | "/dev/fd/0" | "/proc/self/fd/0"
