@@ -114,6 +114,8 @@ pub(crate) enum Family {
     Zip,
     Sed,
     Curl,
+    /// `ffmpeg`, `ffprobe`, `ffplay`: a file name may be a protocol URL.
+    Ffmpeg,
     /// A shell or an interpreter: its arguments can be code.
     Code(Dialect),
     /// Runs the program its arguments name (`env`, `timeout`, ...).
@@ -143,6 +145,7 @@ impl Family {
             "zip" => Self::Zip,
             "sed" | "gsed" => Self::Sed,
             "curl" => Self::Curl,
+            "ffmpeg" | "ffprobe" | "ffplay" => Self::Ffmpeg,
             _ => Self::Other,
         }
     }
@@ -159,6 +162,12 @@ const SFTP_STDIN: &str = "without `-b` naming a batch file by an absolute path, 
      commands from standard input, which the caller supplies, and `!command` runs a local shell";
 const FIND_EXEC: &str = "it makes find run a command";
 const RSYNC_COMMAND: &str = "it names a command for rsync to run";
+const RSYNC_DAEMON: &str =
+    "it runs rsync's daemon, whose configuration (`pre-xfer exec`, ...) runs commands";
+const CURL_UNIX_SOCKET: &str = "it lets the caller connect to any unix socket of the host, which \
+     the confinement does not cover on every kernel";
+const FFMPEG_FILTER: &str = "it is a filtergraph, a format or an option file of the caller's \
+     choosing: filters load shared libraries (`ladspa`, `frei0r`) and open any URL (`movie`)";
 const ZIP_COMMAND: &str = "it names a command for zip to run";
 const GIT_RUNS_FILTERS: &str = "it runs shell filters over every commit";
 const GIT_RUNS_COMMAND: &str = "it makes git run a command of the caller's choosing";
@@ -494,6 +503,9 @@ fn refusal(family: Family, token: &str, maybe_first: bool) -> Option<&'static st
             if short_has(&['e']) || long.is_some_and(|l| hits(l, &["--rsh", "--rsync-path"])) {
                 return Some(RSYNC_COMMAND);
             }
+            if long.is_some_and(|l| hits(l, &["--daemon", "--config", "--dparam"])) {
+                return Some(RSYNC_DAEMON);
+            }
         }
         Family::Ssh | Family::Scp | Family::Sftp => {
             // -F config file, -S control socket (scp, sftp: the ssh
@@ -538,9 +550,48 @@ fn refusal(family: Family, token: &str, maybe_first: bool) -> Option<&'static st
                 return Some(CURL_CONFIG);
             }
         }
-        Family::Code(_) | Family::Runner | Family::Batch | Family::MultiCall | Family::Other => {}
+        Family::Ffmpeg
+        | Family::Code(_)
+        | Family::Runner
+        | Family::Batch
+        | Family::MultiCall
+        | Family::Other => {}
     }
     None
+}
+
+/// Whether an ffmpeg option takes a filtergraph, a format, or (`-/opt`)
+/// reads its value from a file.
+fn ffmpeg_graph_option(option: &str) -> bool {
+    let Some(name) = option.strip_prefix('-') else {
+        return false;
+    };
+    let name = name.split(':').next().unwrap_or(name);
+    name.starts_with('/')
+        || [
+            "vf",
+            "af",
+            "filter",
+            "filter_complex",
+            "lavfi",
+            "filter_script",
+            "filter_complex_script",
+            "f",
+            "protocol_whitelist",
+            "protocol_blacklist",
+        ]
+        .contains(&name)
+}
+
+/// The protocol ffmpeg reads a file name as: letters, digits, `+`, `-` and
+/// `.` up to a `:` or `,`, starting with a letter.
+fn ffmpeg_protocol(value: &str) -> Option<&str> {
+    let end = value
+        .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+        .unwrap_or(value.len());
+    let scheme = &value[..end];
+    let opens = value[end..].starts_with([':', ',']);
+    (opens && scheme.starts_with(|c: char| c.is_ascii_alphabetic())).then_some(scheme)
 }
 
 /// What one short-option cluster of sed holds.
@@ -752,6 +803,32 @@ fn shape_refusal(family: Family, tokens: &[ArgToken]) -> Option<(String, &'stati
             }
         }
         Family::Sed => return sed_refusal(tokens),
+        Family::Ffmpeg => {
+            let mut lavfi = false;
+            for w in tokens.windows(2) {
+                let option = literal(&w[0]);
+                let placeholder = matches!(w[1], ArgToken::Value | ArgToken::Path);
+                if option.is_some_and(ffmpeg_graph_option) && placeholder {
+                    return Some((format!("{} {}", w[0], w[1]), FFMPEG_FILTER));
+                }
+                // `-f lavfi -i GRAPH`: the input is a filtergraph.
+                lavfi |= option == Some("-f") && literal(&w[1]) == Some("lavfi");
+                if lavfi && option == Some("-i") && placeholder {
+                    return Some((format!("-f lavfi -i {}", w[1]), FFMPEG_FILTER));
+                }
+            }
+        }
+        Family::Curl => {
+            let socket_of_choice = tokens.windows(2).any(|w| {
+                literal(&w[0])
+                    .and_then(long_option_name)
+                    .is_some_and(|l| hits(l, &["--unix-socket", "--abstract-unix-socket"]))
+                    && matches!(w[1], ArgToken::Value)
+            });
+            if socket_of_choice {
+                return Some(("--unix-socket {value}".into(), CURL_UNIX_SOCKET));
+            }
+        }
         _ => {}
     }
     None
@@ -1032,6 +1109,7 @@ fn accepts(token: &ArgToken, family: Family, arg: &str) -> bool {
         ArgToken::Path => {
             placeholder_ok(family, arg)
                 && !looks_like_transport(arg)
+                && (family != Family::Ffmpeg || ffmpeg_protocol(arg).is_none())
                 && !arg.starts_with('/')
                 && !arg.split('/').any(|part| part == "..")
         }
@@ -1056,6 +1134,11 @@ fn placeholder_ok(family: Family, arg: &str) -> bool {
             // `user@-oProxyCommand=...:file`: rsync and scp pass the host
             // on to ssh, which would read it as an option.
             Family::Rsync | Family::Scp | Family::Sftp => !remote_host_is_option(arg),
+            // ffmpeg opens `udp:`, `unix:`, `pipe:`, `concat:`, `file:/abs`
+            // ... wherever a file name goes; only http(s) stays open, and
+            // only to `{value}` (see `accepts`).
+            Family::Ffmpeg => ffmpeg_protocol(arg)
+                .is_none_or(|p| p.eq_ignore_ascii_case("http") || p.eq_ignore_ascii_case("https")),
             _ => true,
         }
 }
@@ -1085,6 +1168,35 @@ impl fmt::Display for ArgShape {
         }
         Ok(())
     }
+}
+
+/// find primaries that delete or write files.
+const FIND_WRITES: &[&str] = &["-delete", "-fprint", "-fprint0", "-fprintf", "-fls"];
+
+/// What an operator should know about a shape that is allowed but risky:
+/// `find` deleting or writing files (Landlock keeps both inside the data
+/// directory, which the module can change anyway).
+pub(crate) fn shape_warning(program: &str, shape: &ArgShape) -> Option<String> {
+    if Family::of(program) != Family::Find {
+        return None;
+    }
+    let writes: Vec<&str> = shape
+        .tokens
+        .iter()
+        .filter_map(|t| match t {
+            ArgToken::Literal(l) | ArgToken::Optional(l) if FIND_WRITES.contains(&l.as_str()) => {
+                Some(l.as_str())
+            }
+            _ => None,
+        })
+        .collect();
+    (!writes.is_empty()).then(|| {
+        format!(
+            "subprocess grant `{program}` shape `{shape}` deletes or writes files ({}): only \
+             inside the data directory, where Landlock confines it",
+            writes.join(", ")
+        )
+    })
 }
 
 /// Ok when any of `shapes` fits `args`; otherwise a short denial naming the
@@ -1513,6 +1625,97 @@ mod tests {
         assert!(fits("scp", &s, &["host:/srv/x", "out"]));
         assert!(!fits("scp", &s, &["u@-oProxyCommand=id:x", "out"]));
         assert!(fits("scp", &s, &["./a-b:c", "out"]));
+    }
+
+    #[test]
+    fn ffmpeg_refuses_caller_filtergraphs_formats_and_protocol_urls() {
+        for tokens in [
+            &["-i", "{path}", "-vf", "{value}", "{path}"][..],
+            &["-i", "{path}", "-filter:v", "{value}", "{path}"],
+            &["-i", "{path}", "-filter_complex", "{value}", "{path}"],
+            &["-i", "{path}", "-af", "{path}", "{path}"],
+            &["-f", "{value}", "-i", "{path}", "{path}"],
+            &["-f", "lavfi", "-i", "{value}", "{path}"],
+            &["-i", "{path}", "-/vf", "{path}", "{path}"],
+            &["-protocol_whitelist", "{value}", "-i", "{value}"],
+        ] {
+            assert!(
+                matches!(refused("ffmpeg", tokens), ShapeError::Refused { .. }),
+                "{tokens:?}"
+            );
+        }
+        let s = ["-i", "{value}", "-ss", "{value}", "{path}"];
+        assert!(fits(
+            "ffmpeg",
+            &s,
+            &["-i", "in.mp4", "-ss", "00:01:00", "out.webm"]
+        ));
+        assert!(fits(
+            "ffmpeg",
+            &s,
+            &["-i", "https://x/a.mp4", "-ss", "1", "o.mp4"]
+        ));
+        for url in [
+            "udp://10.0.0.1:9",
+            "unix:/run/docker.sock",
+            "pipe:0",
+            "concat:a.mp4|/etc/passwd",
+            "subfile,,start,0,end,9,,:a.mp4",
+            "file:/etc/passwd",
+            "tee:a.mp4|b.mp4",
+            "data:text/plain,x",
+        ] {
+            assert!(!fits("ffprobe", &["{value}"], &[url]), "{url}");
+        }
+        assert!(!fits(
+            "ffmpeg",
+            &["-i", "in.mp4", "{path}"],
+            &["-i", "in.mp4", "file:out"]
+        ));
+        assert!(!fits(
+            "ffmpeg",
+            &["-i", "in.mp4", "{path}"],
+            &["-i", "in.mp4", "http:out"]
+        ));
+        assert!(fits(
+            "ffmpeg",
+            &["-i", "in.mp4", "{path}"],
+            &["-i", "in.mp4", "out/a.mp4"]
+        ));
+    }
+
+    #[test]
+    fn rsync_daemon_and_curl_socket_of_the_callers_choosing_are_refused() {
+        for tokens in [
+            &["--daemon", "--config", "{path}"][..],
+            &["--daemon"],
+            &["--dparam=pre-xfer exec=id", "{path}", "{path}"],
+        ] {
+            assert!(
+                matches!(refused("rsync", tokens), ShapeError::Refused { .. }),
+                "{tokens:?}"
+            );
+        }
+        assert!(matches!(
+            refused("curl", &["--unix-socket", "{value}", "http://x/"]),
+            ShapeError::Refused { .. }
+        ));
+        assert!(ArgShape::parse("curl", &["--unix-socket", "{path}", "http://x/"]).is_ok());
+        assert!(ArgShape::parse("curl", &["-fsS", "-o", "{value}", "{value}"]).is_ok());
+        assert!(ArgShape::parse("rsync", &["-a", "--delete", "{path}", "{path}"]).is_ok());
+    }
+
+    #[test]
+    fn find_shapes_that_delete_or_write_files_load_with_a_warning() {
+        let s = shape("find", &["{path}", "-name", "*.tmp", "-delete"]);
+        assert_eq!(
+            shape_warning("find", &s).unwrap(),
+            "subprocess grant `find` shape `{path} -name *.tmp -delete` deletes or writes files \
+             (-delete): only inside the data directory, where Landlock confines it"
+        );
+        let s = shape("find", &["{path}", "-fprint", "list.txt"]);
+        assert!(shape_warning("find", &s).is_some());
+        assert!(shape_warning("find", &shape("find", &["{path}", "-print"])).is_none());
     }
 
     #[test]

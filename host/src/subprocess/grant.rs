@@ -192,11 +192,15 @@ impl SubprocessGrant {
     /// What an operator should know before granting this: programs that
     /// can run arbitrary code however carefully their arguments are shaped.
     pub(crate) fn warnings(&self) -> Vec<String> {
-        let mut out: Vec<String> = self
-            .programs
-            .iter()
-            .filter_map(|p| warning(&p.name))
-            .collect();
+        let mut out: Vec<String> = Vec::new();
+        for p in &self.programs {
+            out.extend(warning(&p.name));
+            out.extend(
+                p.shapes
+                    .iter()
+                    .filter_map(|s| argv::shape_warning(&p.name, s)),
+            );
+        }
         if self.network && !self.is_empty() {
             out.push(
                 "subprocess children may use the network ([subprocess] network = true)".to_owned(),
@@ -415,6 +419,12 @@ fn warning(name: &str) -> Option<String> {
         }
         _ => {}
     }
+    if Family::of(name) == Family::Ffmpeg {
+        return Some(format!(
+            "subprocess grant `{name}` follows URLs named inside its inputs (HLS playlists, concat \
+             lists): an input the module writes can reach any protocol ffmpeg supports, UDP among them"
+        ));
+    }
     if base == "ssh" {
         return Some(format!(
             "subprocess grant `{name}` runs commands on the hosts it connects to"
@@ -499,6 +509,21 @@ mod tests {
         for name in ["cat", "tar", "ls", "pythonic", "true"] {
             assert!(warning(name).is_none(), "{name}");
         }
+    }
+
+    #[test]
+    fn a_find_grant_that_deletes_files_loads_with_a_warning_naming_the_shape() {
+        let text = "name = \"t\"\nversion = \"0.1.0\"\ncomponent = \"t.wasm\"\n\
+                    [[subprocess.programs]]\nprogram = \"find\"\n\
+                    args = [[\"{path}\", \"-name\", \"*.tmp\", \"-delete\"], [\"{path}\"]]\n";
+        let manifest = crate::manifest::parse(text, &LoadEnv::host_default()).unwrap();
+        assert_eq!(
+            manifest.warnings(),
+            [
+                "subprocess grant `find` shape `{path} -name *.tmp -delete` deletes or writes files \
+              (-delete): only inside the data directory, where Landlock confines it"
+            ]
+        );
     }
 
     #[test]
