@@ -2,11 +2,17 @@
 //! subprocess gate asks before it launches anything.
 //!
 //! A shape is a list of tokens: a literal (exact match), `{value}`, `{int}`,
-//! `{path}`, or `[--flag]` (the literal flag, zero or one time). Literals
-//! that turn a harmless program into "run this command" (`git -c`,
-//! `tar --to-command`, `ext::` transports, ...) are refused when the manifest
-//! loads, so they cannot be granted by accident; placeholders never accept a
-//! value that starts with `-`, so a guest cannot smuggle an option in.
+//! `{path}`, or `[--flag]` (the literal flag, zero or one time). Shapes
+//! through which a granted program runs a command of the caller's choosing
+//! are refused when the manifest loads, so they cannot be granted by
+//! accident: literals such as `git -c`, `tar --to-command` or `ext::`
+//! transports, placeholders where a program reads code or a command
+//! (`git config {value} ...`, `ssh -o {value}`, a sed script; shells,
+//! interpreters and runners in `argv/code.rs`), with short options read inside
+//! clusters. Placeholders never accept a value that starts with `-`, so a
+//! guest cannot smuggle an option in, and some programs refuse more at the
+//! call (tar's `host:file`, ffmpeg's protocol URLs). The README lists the
+//! refusals per program.
 
 use std::fmt;
 
