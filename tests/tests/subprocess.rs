@@ -341,6 +341,48 @@ fn refused_environment_names_cannot_be_granted() {
     }
 }
 
+#[test]
+fn shapes_that_let_the_caller_choose_the_code_cannot_be_granted() {
+    for (program, args) in [
+        ("sh", r#"["-c", "{value}"]"#),
+        ("bash", r#"["{path}"]"#),
+        ("python3", r#"["-c", "{value}"]"#),
+        ("env", r#"["{value}"]"#),
+        ("setsid", r#"["{path}"]"#),
+        ("xargs", r#"["-0"]"#),
+        ("git", r#"["config", "{value}", "{value}"]"#),
+        ("git", r#"["config", "alias.x", "{value}"]"#),
+        ("sed", r#"["{path}", "{path}"]"#),
+    ] {
+        let text = format!(
+            "name = \"t\"\nversion = \"0.1.0\"\ncomponent = \"t.wasm\"\n\
+             [[subprocess.programs]]\nprogram = \"{program}\"\nargs = [{args}]\n"
+        );
+        let err = parse(&text, &LoadEnv::host_default()).expect_err(program);
+        assert!(
+            err.to_string().contains("is refused"),
+            "{program} {args}: {err}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_host_that_is_an_ssh_option_is_denied_at_the_call() {
+    let mut t = TestHost::new();
+    let extra =
+        "[[subprocess.programs]]\nprogram = \"scp\"\nargs = [[\"-q\", \"{value}\", \"{path}\"]]\n";
+    t.load("sub", SUBPROCESS, &grants(extra)).await;
+    let reason = denied(
+        run(
+            &t,
+            json!({"program": "scp", "args": ["-q", "x@-oProxyCommand=touch pwned:f", "out"]}),
+        )
+        .await,
+    );
+    assert!(reason.contains("`scp` may not run"), "{reason}");
+    assert!(!data_dir(&t).join("pwned").exists());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_environment_names_are_denied_at_the_call() {
     let t = host().await;

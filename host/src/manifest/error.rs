@@ -98,11 +98,15 @@ pub enum ManifestError {
         "module.toml: [[subprocess.programs]] program `{program}` has no argument shapes; `args` needs at least one (`[[]]` for no arguments)"
     )]
     NoShapes { program: String },
-    #[error("module.toml: [[subprocess.programs]] program `{program}`, shape {shape}: {reason}")]
+    #[error(
+        "module.toml: [[subprocess.programs]] program `{program}`, shape {shape} `{written}`: {reason}"
+    )]
     Shape {
         program: String,
         /// 1-based index into `args`.
         shape: usize,
+        /// The shape as the manifest writes it, cut when long.
+        written: String,
         reason: ShapeError,
     },
     #[error(

@@ -2,15 +2,25 @@
 //! subprocess gate asks before it launches anything.
 //!
 //! A shape is a list of tokens: a literal (exact match), `{value}`, `{int}`,
-//! `{path}`, or `[--flag]` (the literal flag, zero or one time). Literals
-//! that turn a harmless program into "run this command" (`git -c`,
-//! `tar --to-command`, `ext::` transports, ...) are refused when the manifest
-//! loads, so they cannot be granted by accident; placeholders never accept a
-//! value that starts with `-`, so a guest cannot smuggle an option in.
+//! `{path}`, or `[--flag]` (the literal flag, zero or one time). Shapes
+//! through which a granted program runs a command of the caller's choosing
+//! are refused when the manifest loads, so they cannot be granted by
+//! accident: literals such as `git -c`, `tar --to-command` or `ext::`
+//! transports, placeholders where a program reads code or a command
+//! (`git config {value} ...`, `ssh -o {value}`, a sed script; shells,
+//! interpreters and runners in `argv/code.rs`), with short options read inside
+//! clusters. Placeholders never accept a value that starts with `-`, so a
+//! guest cannot smuggle an option in, and some programs refuse more at the
+//! call (tar's `host:file`, ffmpeg's protocol URLs). The README lists the
+//! refusals per program.
 
 use std::fmt;
 
 use crate::text::shown;
+
+mod code;
+
+pub(crate) use code::Dialect;
 
 /// The most tokens in one shape: real command lines are far shorter, and the
 /// matcher's work grows with it.
@@ -80,6 +90,8 @@ pub enum ShapeError {
         "a placeholder cannot be tar's first argument: tar reads it as an old-style option cluster"
     )]
     TarLeadingPlaceholder,
+    #[error("the shape is refused: {why}")]
+    RefusedShape { why: &'static str },
 }
 
 /// Why an argument list was not allowed for a program.
@@ -100,24 +112,46 @@ pub(crate) enum Family {
     Find,
     Rsync,
     Ssh,
+    /// `scp`: ssh's rules, and `-D` runs a local program.
+    Scp,
+    /// `sftp`: scp's rules, and it reads commands (`!cmd` among them) from
+    /// standard input unless `-b` names a batch file.
+    Sftp,
     Zip,
     Sed,
     Curl,
+    /// `ffmpeg`, `ffprobe`, `ffplay`: a file name may be a protocol URL.
+    Ffmpeg,
+    /// A shell or an interpreter: its arguments can be code.
+    Code(Dialect),
+    /// Runs the program its arguments name (`env`, `timeout`, ...).
+    Runner,
+    /// Builds command lines from standard input (`xargs`, `parallel`).
+    Batch,
+    /// `busybox`, `toybox`: the first argument names the applet.
+    MultiCall,
     Other,
 }
 
 impl Family {
     pub(crate) fn of(program: &str) -> Self {
         let base = program.rsplit('/').next().unwrap_or(program);
-        match base.to_ascii_lowercase().as_str() {
+        let base = base.to_ascii_lowercase();
+        if let Some(family) = code::classify(&base) {
+            return family;
+        }
+        match base.as_str() {
             "git" => Self::Git,
             "tar" | "gtar" | "bsdtar" => Self::Tar,
             "find" | "gfind" => Self::Find,
             "rsync" => Self::Rsync,
-            "ssh" | "scp" | "sftp" => Self::Ssh,
+            "ssh" => Self::Ssh,
+            "scp" => Self::Scp,
+            "sftp" => Self::Sftp,
             "zip" => Self::Zip,
             "sed" | "gsed" => Self::Sed,
             "curl" => Self::Curl,
+            "ffmpeg" | "ffprobe" | "ffplay" => Self::Ffmpeg,
             _ => Self::Other,
         }
     }
@@ -128,12 +162,25 @@ const TRANSPORT: &str =
 const TAR_COMMAND: &str = "it names a command or script for tar to run";
 const GIT_CONFIG_KEY: &str = "it sets a git configuration key that runs a command";
 const GIT_OPTION: &str = "it makes git run a program or read injected configuration";
-const SSH_COMMAND: &str = "it makes ssh run a local command or read a config file";
+const SSH_COMMAND: &str = "it makes ssh run a local command, load a library, or read a config file";
+const SCP_SERVER: &str = "it names a local sftp server program to run";
+const SFTP_STDIN: &str = "without `-b` naming a batch file by an absolute path, sftp reads its \
+     commands from standard input, which the caller supplies, and `!command` runs a local shell";
 const FIND_EXEC: &str = "it makes find run a command";
 const RSYNC_COMMAND: &str = "it names a command for rsync to run";
+const RSYNC_DAEMON: &str =
+    "it runs rsync's daemon, whose configuration (`pre-xfer exec`, ...) runs commands";
+const CURL_UNIX_SOCKET: &str = "it lets the caller connect to any unix socket of the host, which \
+     the confinement does not cover on every kernel";
+const FFMPEG_FILTER: &str = "it is a filtergraph, a format or an option file of the caller's \
+     choosing: filters load shared libraries (`ladspa`, `frei0r`) and open any URL (`movie`)";
 const ZIP_COMMAND: &str = "it names a command for zip to run";
 const GIT_RUNS_FILTERS: &str = "it runs shell filters over every commit";
 const GIT_RUNS_COMMAND: &str = "it makes git run a command of the caller's choosing";
+const GIT_CONFIG_CALLER_KEY: &str = "it is the key `git config` sets: the caller could set one that \
+     runs a command (`alias.*`, `core.sshCommand`, `filter.*.clean`, `include.path`, ...)";
+const GIT_SUBCOMMAND: &str = "it is git's subcommand: the rules for git's arguments (`config` \
+     keys, `submodule foreach`, `filter-branch`, ...) hold only for a literal one";
 const SSH_ANY_OPTION: &str =
     "it lets the caller set any ssh option, `ProxyCommand=` (a local command) among them";
 const CURL_CONFIG: &str = "it reads curl options (any of them) from a file the module can write";
@@ -174,6 +221,218 @@ const GIT_COMMAND_KEYS: &[&str] = &[
     "protocol.ext.allow",
 ];
 
+/// git configuration keys that run a command or read configuration that
+/// may: `section.name`, `section.*.name` (any subsection) or `section.*`
+/// (any key of the section), in lower case. Matched at the key position
+/// of `git config`.
+const GIT_COMMAND_KEY_PATTERNS: &[&str] = &[
+    "core.sshcommand",
+    "core.gitproxy",
+    "core.fsmonitor",
+    "core.hookspath",
+    "core.pager",
+    "core.editor",
+    "core.askpass",
+    "core.alternaterefscommand",
+    "sequence.editor",
+    "diff.external",
+    "diff.*.textconv",
+    "diff.*.command",
+    "merge.*.driver",
+    "filter.*.*",
+    "difftool.*.cmd",
+    "difftool.*.path",
+    "mergetool.*.cmd",
+    "mergetool.*.path",
+    "man.*.cmd",
+    "man.*.path",
+    "browser.*.cmd",
+    "browser.*.path",
+    "guitool.*.cmd",
+    "pager.*",
+    "alias.*",
+    "include.path",
+    "includeif.*.path",
+    "remote.*.uploadpack",
+    "remote.*.receivepack",
+    "remote.*.vcs",
+    "credential.helper",
+    "credential.*.helper",
+    "gpg.program",
+    "gpg.*.program",
+    "gpg.ssh.defaultkeycommand",
+    "uploadpack.packobjectshook",
+    "protocol.allow",
+    "protocol.*.allow",
+    "submodule.*.update",
+    "trailer.*.command",
+    "trailer.*.cmd",
+    "hook.*.command",
+    "tar.*.command",
+    "interactive.difffilter",
+    "imap.tunnel",
+    "sendemail.smtpserver",
+    "sendemail.*.smtpserver",
+    "sendemail.sendmailcmd",
+    "sendemail.*.sendmailcmd",
+    "sendemail.tocmd",
+    "sendemail.cccmd",
+    "sendemail.headercmd",
+    "instaweb.httpd",
+];
+
+/// Whether a git configuration key (`section[.subsection].name`) is one
+/// of [`GIT_COMMAND_KEY_PATTERNS`].
+fn git_command_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    let Some((section, rest)) = key.split_once('.') else {
+        return false;
+    };
+    let (subsection, name) = match rest.rsplit_once('.') {
+        Some((sub, name)) => (Some(sub), name),
+        None => (None, rest),
+    };
+    GIT_COMMAND_KEY_PATTERNS.iter().any(|pattern| {
+        let parts: Vec<&str> = pattern.split('.').collect();
+        match parts[..] {
+            [s, "*"] => s == section,
+            [s, n] => s == section && subsection.is_none() && n == name,
+            [s, "*", n] => s == section && subsection.is_some() && (n == "*" || n == name),
+            _ => false,
+        }
+    })
+}
+
+/// git's options before the subcommand that take the next argument.
+const GIT_GLOBAL_VALUE_OPTIONS: &[&str] = &[
+    "-C",
+    "--git-dir",
+    "--work-tree",
+    "--namespace",
+    "--super-prefix",
+    "--attr-source",
+];
+
+/// `git config` options that take the next argument.
+const GIT_CONFIG_VALUE_OPTIONS: &[&str] = &[
+    "-f",
+    "--file",
+    "--blob",
+    "--type",
+    "--default",
+    "--comment",
+    "--value",
+    "--url",
+];
+
+/// `git config` options and subcommands that only read.
+const GIT_CONFIG_READS: &[&str] = &[
+    "--get",
+    "--get-all",
+    "--get-regexp",
+    "--get-urlmatch",
+    "--get-color",
+    "--get-colorbool",
+    "-l",
+    "--list",
+    "get",
+    "list",
+];
+
+/// `git config` options and subcommands that write.
+const GIT_CONFIG_WRITES: &[&str] = &[
+    "--add",
+    "--replace-all",
+    "--unset",
+    "--unset-all",
+    "--rename-section",
+    "--remove-section",
+    "-e",
+    "--edit",
+    "set",
+    "unset",
+    "rename-section",
+    "remove-section",
+    "edit",
+];
+
+/// The index of git's subcommand in a shape: the first token that is not
+/// a global option or its value.
+fn git_subcommand(tokens: &[ArgToken]) -> Option<usize> {
+    let mut i = 0;
+    while let Some(token) = tokens.get(i) {
+        match token {
+            ArgToken::Literal(l) | ArgToken::Optional(l) if l.starts_with('-') => {
+                if GIT_GLOBAL_VALUE_OPTIONS.contains(&l.as_str()) {
+                    i += 1;
+                }
+                i += 1;
+            }
+            _ => return Some(i),
+        }
+    }
+    None
+}
+
+/// Why a `git config` shape (the tokens after `config`) may not be
+/// granted: a placeholder key in a mode that writes, or a literal key that
+/// runs a command.
+fn git_config_refusal(tokens: &[ArgToken]) -> Option<(String, &'static str)> {
+    let mut read = false;
+    let mut write = false;
+    let mut operands: Vec<&ArgToken> = Vec::new();
+    let mut dashdash = false;
+    let mut i = 0;
+    while let Some(token) = tokens.get(i) {
+        i += 1;
+        match token {
+            ArgToken::Literal(l) | ArgToken::Optional(l) if l.starts_with('-') && !dashdash => {
+                if l == "--" {
+                    dashdash = true;
+                    continue;
+                }
+                let name = l.split('=').next().unwrap_or(l);
+                if GIT_CONFIG_VALUE_OPTIONS.contains(&name) && !l.contains('=') {
+                    i += 1;
+                }
+                // An optional mode may be absent: only a required one reads.
+                read |= matches!(token, ArgToken::Literal(_)) && GIT_CONFIG_READS.contains(&name);
+                write |= GIT_CONFIG_WRITES.contains(&name);
+            }
+            ArgToken::Literal(l)
+                if operands.is_empty()
+                    && !dashdash
+                    && (GIT_CONFIG_READS.contains(&l.as_str())
+                        || GIT_CONFIG_WRITES.contains(&l.as_str())) =>
+            {
+                read |= GIT_CONFIG_READS.contains(&l.as_str());
+                write |= GIT_CONFIG_WRITES.contains(&l.as_str());
+            }
+            other => operands.push(other),
+        }
+    }
+    // `git config KEY` alone reads it.
+    let reads = !write && (read || operands.len() == 1);
+    for (n, operand) in operands.iter().enumerate() {
+        match operand {
+            ArgToken::Literal(key) if n == 0 && git_command_key(key) => {
+                return Some((shown(key), GIT_CONFIG_KEY));
+            }
+            ArgToken::Value | ArgToken::Path if n == 0 && !reads => {
+                return Some((operand.to_string(), GIT_CONFIG_CALLER_KEY));
+            }
+            // `--rename-section OLD NEW`: the new name is a key prefix too.
+            ArgToken::Value | ArgToken::Path
+                if n == 1 && tokens.iter().any(|t| matches!(t, ArgToken::Literal(l) | ArgToken::Optional(l) if l.contains("rename-section"))) =>
+            {
+                return Some((operand.to_string(), GIT_CONFIG_CALLER_KEY));
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
 /// git options that run a program or inject configuration (long forms).
 const GIT_LONG_OPTIONS: &[&str] = &[
     "--config",
@@ -191,7 +450,15 @@ const GIT_LONG_OPTIONS: &[&str] = &[
 ];
 
 /// ssh options that run a command, matched anywhere in a literal.
-const SSH_COMMAND_KEYS: &[&str] = &["proxycommand", "localcommand", "knownhostscommand"];
+const SSH_COMMAND_KEYS: &[&str] = &[
+    "proxycommand",
+    "localcommand",
+    "knownhostscommand",
+    // Shared libraries ssh loads, and a control socket another ssh serves.
+    "pkcs11provider",
+    "securitykeyprovider",
+    "controlpath",
+];
 
 /// Why the literal `token` may never be granted to `family`, if it may not.
 /// `maybe_first` says it could be the first argument (tar reads a first
@@ -221,9 +488,9 @@ fn refusal(family: Family, token: &str, maybe_first: bool) -> Option<&'static st
             }
         }
         Family::Tar => {
-            let old_style = maybe_first
-                && !token.starts_with('-')
-                && token.bytes().all(|b| b.is_ascii_alphabetic());
+            // tar reads a first argument without `-` as options, digits
+            // (a tape density) and all.
+            let old_style = maybe_first && !token.starts_with('-');
             let cluster = if old_style { Some(token) } else { short };
             if cluster.is_some_and(|s| s.contains(['I', 'F']))
                 || long.is_some_and(|l| {
@@ -242,22 +509,45 @@ fn refusal(family: Family, token: &str, maybe_first: bool) -> Option<&'static st
             if short_has(&['e']) || long.is_some_and(|l| hits(l, &["--rsh", "--rsync-path"])) {
                 return Some(RSYNC_COMMAND);
             }
+            if long.is_some_and(|l| hits(l, &["--daemon", "--config", "--dparam"])) {
+                return Some(RSYNC_DAEMON);
+            }
         }
-        Family::Ssh => {
-            if short_has(&['F', 'S']) {
+        Family::Ssh | Family::Scp | Family::Sftp => {
+            // -F config file, -S control socket (scp, sftp: the ssh
+            // program), -I PKCS#11 library.
+            if short_has(&['F', 'S', 'I']) {
                 return Some(SSH_COMMAND);
+            }
+            if family != Family::Ssh && short_has(&['D']) {
+                return Some(SCP_SERVER);
             }
         }
         Family::Zip => {
-            if token == "-TT" || long.is_some_and(|l| hits(l, &["--unzip-command"])) {
+            // zip reads `-TT cmd`, `-TT=cmd` and `-TTcmd`, in a cluster too.
+            if short.is_some_and(|s| s.contains("TT"))
+                || long.is_some_and(|l| hits(l, &["--unzip-command"]))
+            {
                 return Some(ZIP_COMMAND);
             }
         }
         Family::Sed => {
-            if token == "-f" || long.is_some_and(|l| hits(l, &["--file"])) {
+            if long.is_some_and(|l| hits(l, &["--file"])) {
                 return Some(SED_SCRIPT_FILE);
             }
-            if !token.starts_with('-') && sed_runs_or_writes(token) {
+            if let Some(cluster) = short {
+                match sed_cluster(cluster) {
+                    SedCluster::File => return Some(SED_SCRIPT_FILE),
+                    SedCluster::Script(script) if sed_runs_or_writes(script) => {
+                        return Some(SED_COMMAND);
+                    }
+                    _ => {}
+                }
+            }
+            if let Some((name, script)) = token.split_once('=')
+                && long_option_name(name).is_some_and(|n| hits(n, &["--expression"]))
+                && sed_runs_or_writes(script)
+            {
                 return Some(SED_COMMAND);
             }
         }
@@ -266,9 +556,149 @@ fn refusal(family: Family, token: &str, maybe_first: bool) -> Option<&'static st
                 return Some(CURL_CONFIG);
             }
         }
-        Family::Other => {}
+        Family::Ffmpeg
+        | Family::Code(_)
+        | Family::Runner
+        | Family::Batch
+        | Family::MultiCall
+        | Family::Other => {}
     }
     None
+}
+
+/// Whether an ffmpeg option takes a filtergraph, a format, or (`-/opt`)
+/// reads its value from a file.
+fn ffmpeg_graph_option(option: &str) -> bool {
+    let Some(name) = option.strip_prefix('-') else {
+        return false;
+    };
+    let name = name.split(':').next().unwrap_or(name);
+    name.starts_with('/')
+        || [
+            "vf",
+            "af",
+            "filter",
+            "filter_complex",
+            "lavfi",
+            "filter_script",
+            "filter_complex_script",
+            "f",
+            "protocol_whitelist",
+            "protocol_blacklist",
+        ]
+        .contains(&name)
+}
+
+/// The protocol ffmpeg reads a file name as: letters, digits, `+`, `-` and
+/// `.` up to a `:` or `,`, starting with a letter.
+fn ffmpeg_protocol(value: &str) -> Option<&str> {
+    let end = value
+        .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+        .unwrap_or(value.len());
+    let scheme = &value[..end];
+    let opens = value[end..].starts_with([':', ',']);
+    (opens && scheme.starts_with(|c: char| c.is_ascii_alphabetic())).then_some(scheme)
+}
+
+/// What one short-option cluster of sed holds.
+#[derive(Debug, PartialEq, Eq)]
+enum SedCluster<'a> {
+    /// `-f`: the script is read from a file.
+    File,
+    /// `-eSCRIPT`: the script is the rest of the cluster.
+    Script(&'a str),
+    /// `-e` last: the next argument is the script.
+    ScriptNext,
+    /// `-l` last: the next argument is its value.
+    ValueNext,
+    Flags,
+}
+
+/// Reads a sed cluster (`-ne`, `-i.bak`, `-e1d`) the way GNU getopt does:
+/// `e`, `f` and `l` take the rest or the next argument, `i` takes the rest
+/// as its suffix.
+fn sed_cluster(cluster: &str) -> SedCluster<'_> {
+    for (i, c) in cluster.char_indices() {
+        let rest = &cluster[i + c.len_utf8()..];
+        match c {
+            'f' => return SedCluster::File,
+            'e' if rest.is_empty() => return SedCluster::ScriptNext,
+            'e' => return SedCluster::Script(rest),
+            'l' if rest.is_empty() => return SedCluster::ValueNext,
+            'l' | 'i' => return SedCluster::Flags,
+            _ => {}
+        }
+    }
+    SedCluster::Flags
+}
+
+/// Why a sed shape may not be granted: a script that is a placeholder, or
+/// a literal script that runs or writes. The script is each `-e` value, or,
+/// with no required `-e` before the operands, the first operand. `--sandbox` makes GNU sed refuse `e`, `w` and `r`,
+/// so then a placeholder script is allowed.
+fn sed_refusal(tokens: &[ArgToken]) -> Option<(String, &'static str)> {
+    let sandbox = tokens
+        .iter()
+        .any(|t| matches!(t, ArgToken::Literal(l) if l == "--sandbox"));
+    let mut required_e = false;
+    let mut first_operand: Option<&ArgToken> = None;
+    let mut next = SedCluster::Flags;
+    let mut dashdash = false;
+    for token in tokens {
+        match std::mem::replace(&mut next, SedCluster::Flags) {
+            SedCluster::ScriptNext => {
+                match token {
+                    ArgToken::Value | ArgToken::Path | ArgToken::Int if !sandbox => {
+                        return Some((token.to_string(), SED_CALLER_SCRIPT));
+                    }
+                    ArgToken::Literal(l) if sed_runs_or_writes(l) => {
+                        return Some((shown(l), SED_COMMAND));
+                    }
+                    _ => {}
+                }
+                continue;
+            }
+            SedCluster::ValueNext => continue,
+            _ => {}
+        }
+        match token {
+            ArgToken::Literal(l) | ArgToken::Optional(l) if l.starts_with('-') && !dashdash => {
+                // Only an `-e` before the operands counts: without argument
+                // permutation (POSIXLY_CORRECT, other seds) the first
+                // operand is the script.
+                let required = matches!(token, ArgToken::Literal(_)) && first_operand.is_none();
+                if l == "--" {
+                    dashdash = true;
+                } else if let Some(name) = long_option_name(l) {
+                    let attached = l.contains('=');
+                    if hits(name, &["--expression"]) {
+                        required_e |= required;
+                        if !attached {
+                            next = SedCluster::ScriptNext;
+                        }
+                    } else if hits(name, &["--line-length"]) && !attached {
+                        next = SedCluster::ValueNext;
+                    }
+                } else if let Some(cluster) = short_cluster(l) {
+                    next = sed_cluster(cluster);
+                    if matches!(next, SedCluster::Script(_) | SedCluster::ScriptNext) {
+                        required_e |= required;
+                    }
+                }
+            }
+            _ if first_operand.is_none() => first_operand = Some(token),
+            _ => {}
+        }
+    }
+    if required_e {
+        return None;
+    }
+    match first_operand? {
+        ArgToken::Literal(l) if sed_runs_or_writes(l) => Some((shown(l), SED_COMMAND)),
+        ArgToken::Literal(_) => None,
+        _ if sandbox => None,
+        other => Some((other.to_string(), SED_CALLER_SCRIPT)),
+    }
 }
 
 /// Whether a literal sed script has a command that runs a shell (`e`, the
@@ -326,6 +756,29 @@ fn shape_refusal(family: Family, tokens: &[ArgToken]) -> Option<(String, &'stati
     };
     match family {
         Family::Git => {
+            if let Some(i) = git_subcommand(tokens) {
+                match &tokens[i] {
+                    ArgToken::Value | ArgToken::Path => {
+                        return Some((tokens[i].to_string(), GIT_SUBCOMMAND));
+                    }
+                    ArgToken::Literal(sub) if sub == "config" => {
+                        if let Some(refusal) = git_config_refusal(&tokens[i + 1..]) {
+                            return Some(refusal);
+                        }
+                    }
+                    // `git clone -qc key=value`: `-c` sets configuration.
+                    ArgToken::Literal(sub) if sub == "clone" => {
+                        let sets_config = tokens[i + 1..].iter().any(|t| {
+                            literal(t)
+                                .is_some_and(|l| short_cluster(l).is_some_and(|c| c.contains('c')))
+                        });
+                        if sets_config {
+                            return Some(("clone -c".into(), GIT_OPTION));
+                        }
+                    }
+                    _ => {}
+                }
+            }
             if has("filter-branch") {
                 return Some(("filter-branch".into(), GIT_RUNS_FILTERS));
             }
@@ -345,7 +798,7 @@ fn shape_refusal(family: Family, tokens: &[ArgToken]) -> Option<(String, &'stati
                 }
             }
         }
-        Family::Ssh => {
+        Family::Ssh | Family::Scp | Family::Sftp => {
             let option_then_placeholder = tokens.windows(2).any(|w| {
                 literal(&w[0]).is_some_and(|l| {
                     l == "-o" || short_cluster(l).is_some_and(|c| c.ends_with('o'))
@@ -355,12 +808,59 @@ fn shape_refusal(family: Family, tokens: &[ArgToken]) -> Option<(String, &'stati
                 return Some(("-o {value}".into(), SSH_ANY_OPTION));
             }
         }
-        Family::Sed if tokens.iter().any(|t| matches!(t, ArgToken::Value)) => {
-            return Some(("{value}".into(), SED_CALLER_SCRIPT));
+        Family::Sed => return sed_refusal(tokens),
+        Family::Ffmpeg => {
+            let mut lavfi = false;
+            for w in tokens.windows(2) {
+                let option = literal(&w[0]);
+                let placeholder = matches!(w[1], ArgToken::Value | ArgToken::Path);
+                if option.is_some_and(ffmpeg_graph_option) && placeholder {
+                    return Some((format!("{} {}", w[0], w[1]), FFMPEG_FILTER));
+                }
+                // `-f lavfi -i GRAPH`: the input is a filtergraph.
+                lavfi |= option == Some("-f") && literal(&w[1]) == Some("lavfi");
+                if lavfi && option == Some("-i") && placeholder {
+                    return Some((format!("-f lavfi -i {}", w[1]), FFMPEG_FILTER));
+                }
+            }
+        }
+        Family::Curl => {
+            let socket_of_choice = tokens.windows(2).any(|w| {
+                literal(&w[0])
+                    .and_then(long_option_name)
+                    .is_some_and(|l| hits(l, &["--unix-socket", "--abstract-unix-socket"]))
+                    && matches!(w[1], ArgToken::Value)
+            });
+            if socket_of_choice {
+                return Some(("--unix-socket {value}".into(), CURL_UNIX_SOCKET));
+            }
         }
         _ => {}
     }
     None
+}
+
+/// Whether an sftp shape lacks a batch file named by an absolute literal
+/// (`-b /path`, `-b/path`), so that sftp reads its commands from stdin.
+fn sftp_reads_stdin(tokens: &[ArgToken]) -> bool {
+    let batch = tokens.iter().enumerate().find_map(|(i, t)| {
+        let ArgToken::Literal(l) = t else {
+            return None;
+        };
+        let cluster = short_cluster(l)?;
+        // The letters before `b` may be flags; `b` takes the rest or the next.
+        let at = cluster.find('b')?;
+        let rest = &cluster[at + 1..];
+        if rest.is_empty() {
+            match tokens.get(i + 1) {
+                Some(ArgToken::Literal(file)) => Some(file.as_str()),
+                _ => Some(""),
+            }
+        } else {
+            Some(rest)
+        }
+    });
+    !batch.is_some_and(|file| file.starts_with('/') && !code::is_stdin(file))
 }
 
 /// The option name of a `--long[=value]` token.
@@ -385,6 +885,18 @@ fn hits(name: &str, options: &[&str]) -> bool {
         .any(|o| name.starts_with(o) || o.starts_with(name))
 }
 
+/// Whether `[user@]host:path` names a host that starts with `-`.
+fn remote_host_is_option(value: &str) -> bool {
+    let Some((host, _)) = value.split_once(':') else {
+        return false;
+    };
+    if host.contains('/') {
+        return false;
+    }
+    let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+    host.starts_with('-')
+}
+
 /// A placeholder value that the program would read as a transport address,
 /// as in `ext::sh -c x` or `fd::3`.
 fn looks_like_transport(value: &str) -> bool {
@@ -403,23 +915,11 @@ impl ArgShape {
         if tokens.len() > MAX_SHAPE_TOKENS {
             return Err(ShapeError::TooManyTokens);
         }
-        let family = Family::of(program);
         let mut parsed = Vec::with_capacity(tokens.len());
-        // Until the first non-optional token, a token may be argv[1].
-        let mut maybe_first = true;
         for (i, token) in tokens.iter().enumerate() {
-            let token = parse_token(family, i + 1, token.as_ref(), maybe_first)?;
-            if !matches!(token, ArgToken::Optional(_)) {
-                if maybe_first && family == Family::Tar && !matches!(token, ArgToken::Literal(_)) {
-                    return Err(ShapeError::TarLeadingPlaceholder);
-                }
-                maybe_first = false;
-            }
-            parsed.push(token);
+            parsed.push(parse_token(i + 1, token.as_ref())?);
         }
-        if let Some((token, why)) = shape_refusal(family, &parsed) {
-            return Err(ShapeError::Refused { token, why });
-        }
+        check_as(Family::of(program), &parsed)?;
         Ok(Self { tokens: parsed })
     }
 
@@ -519,12 +1019,8 @@ impl ArgShape {
     }
 }
 
-fn parse_token(
-    family: Family,
-    position: usize,
-    token: &str,
-    maybe_first: bool,
-) -> Result<ArgToken, ShapeError> {
+/// One token's syntax: a placeholder, an optional flag or a literal.
+fn parse_token(position: usize, token: &str) -> Result<ArgToken, ShapeError> {
     if token.is_empty() {
         return Err(ShapeError::EmptyToken { position });
     }
@@ -556,12 +1052,6 @@ fn parse_token(
                 token: shown(token),
             });
         }
-        if let Some(why) = refusal(family, inner, false) {
-            return Err(ShapeError::Refused {
-                token: shown(inner),
-                why,
-            });
-        }
         return Ok(ArgToken::Optional(inner.to_owned()));
     }
     if ["{value}", "{int}", "{path}"]
@@ -572,13 +1062,43 @@ fn parse_token(
             token: shown(token),
         });
     }
-    if let Some(why) = refusal(family, token, maybe_first) {
-        return Err(ShapeError::Refused {
-            token: shown(token),
-            why,
-        });
-    }
     Ok(ArgToken::Literal(token.to_owned()))
+}
+
+/// The refusals of `family` over parsed tokens: each literal alone, then
+/// the shape as a whole. A runner or multi-call binary checks the program
+/// it runs with this too.
+fn check_as(family: Family, tokens: &[ArgToken]) -> Result<(), ShapeError> {
+    // Until the first non-optional token, a token may be argv[1].
+    let mut maybe_first = true;
+    for token in tokens {
+        let (literal, first) = match token {
+            ArgToken::Literal(l) => (Some(l), maybe_first),
+            ArgToken::Optional(l) => (Some(l), false),
+            _ => (None, false),
+        };
+        if let Some(l) = literal
+            && let Some(why) = refusal(family, l, first)
+        {
+            return Err(ShapeError::Refused {
+                token: shown(l),
+                why,
+            });
+        }
+        if !matches!(token, ArgToken::Optional(_)) {
+            if maybe_first && family == Family::Tar && literal.is_none() {
+                return Err(ShapeError::TarLeadingPlaceholder);
+            }
+            maybe_first = false;
+        }
+    }
+    if let Some((token, why)) = shape_refusal(family, tokens) {
+        return Err(ShapeError::Refused { token, why });
+    }
+    if family == Family::Sftp && sftp_reads_stdin(tokens) {
+        return Err(ShapeError::RefusedShape { why: SFTP_STDIN });
+    }
+    code::check(family, tokens)
 }
 
 /// Whether one argument fits a non-optional token.
@@ -595,6 +1115,7 @@ fn accepts(token: &ArgToken, family: Family, arg: &str) -> bool {
         ArgToken::Path => {
             placeholder_ok(family, arg)
                 && !looks_like_transport(arg)
+                && (family != Family::Ffmpeg || ffmpeg_protocol(arg).is_none())
                 && !arg.starts_with('/')
                 && !arg.split('/').any(|part| part == "..")
         }
@@ -616,6 +1137,14 @@ fn placeholder_ok(family: Family, arg: &str) -> bool {
             }
             // tar reads `host:file` as a remote archive and runs rsh for it.
             Family::Tar => !arg.contains(':'),
+            // `user@-oProxyCommand=...:file`: rsync and scp pass the host
+            // on to ssh, which would read it as an option.
+            Family::Rsync | Family::Scp | Family::Sftp => !remote_host_is_option(arg),
+            // ffmpeg opens `udp:`, `unix:`, `pipe:`, `concat:`, `file:/abs`
+            // ... wherever a file name goes; only http(s) stays open, and
+            // only to `{value}` (see `accepts`).
+            Family::Ffmpeg => ffmpeg_protocol(arg)
+                .is_none_or(|p| p.eq_ignore_ascii_case("http") || p.eq_ignore_ascii_case("https")),
             _ => true,
         }
 }
@@ -645,6 +1174,35 @@ impl fmt::Display for ArgShape {
         }
         Ok(())
     }
+}
+
+/// find primaries that delete or write files.
+const FIND_WRITES: &[&str] = &["-delete", "-fprint", "-fprint0", "-fprintf", "-fls"];
+
+/// What an operator should know about a shape that is allowed but risky:
+/// `find` deleting or writing files (Landlock keeps both inside the data
+/// directory, which the module can change anyway).
+pub(crate) fn shape_warning(program: &str, shape: &ArgShape) -> Option<String> {
+    if Family::of(program) != Family::Find {
+        return None;
+    }
+    let writes: Vec<&str> = shape
+        .tokens
+        .iter()
+        .filter_map(|t| match t {
+            ArgToken::Literal(l) | ArgToken::Optional(l) if FIND_WRITES.contains(&l.as_str()) => {
+                Some(l.as_str())
+            }
+            _ => None,
+        })
+        .collect();
+    (!writes.is_empty()).then(|| {
+        format!(
+            "subprocess grant `{program}` shape `{shape}` deletes or writes files ({}): only \
+             inside the data directory, where Landlock confines it",
+            writes.join(", ")
+        )
+    })
 }
 
 /// Ok when any of `shapes` fits `args`; otherwise a short denial naming the
@@ -735,13 +1293,13 @@ mod tests {
 
     #[test]
     fn git_value_cannot_name_a_command_configuration_key() {
-        let s = ["config", "{value}", "{value}"];
-        assert!(fits("git", &s, &["config", "user.name", "Ada"]));
-        assert!(!fits("git", &s, &["config", "core.sshCommand", "sh"]));
+        let s = ["config", "--get", "{value}"];
+        assert!(fits("git", &s, &["config", "--get", "user.name"]));
+        assert!(!fits("git", &s, &["config", "--get", "core.sshCommand"]));
         assert!(!fits(
             "/usr/bin/git",
             &s,
-            &["config", "Core.FsMonitor", "x"]
+            &["config", "--get", "Core.FsMonitor"]
         ));
     }
 
@@ -870,6 +1428,300 @@ mod tests {
                 "{program} {tokens:?}"
             );
         }
+    }
+
+    #[test]
+    fn git_config_refuses_a_caller_chosen_key_where_it_writes() {
+        for tokens in [
+            &["config", "{value}", "{value}"][..],
+            &["config", "set", "{value}", "x"],
+            &["config", "--add", "{value}", "{value}"],
+            &["config", "--unset", "{value}"],
+            &["config", "unset", "{value}"],
+            &["-C", "{path}", "config", "--global", "{value}", "{value}"],
+            &["config", "--file", "{path}", "{value}", "{value}"],
+            &["config", "-f", "x", "--type", "bool", "{path}", "true"],
+            &["config", "[--get]", "{value}", "x"],
+            &["config", "--rename-section", "old", "{value}"],
+            &["--git-dir", "{path}", "config", "{value}", "1"],
+        ] {
+            assert!(
+                matches!(refused("git", tokens), ShapeError::Refused { .. }),
+                "{tokens:?}"
+            );
+        }
+        for tokens in [
+            &["config", "user.name", "{value}"][..],
+            &["config", "--get", "{value}"],
+            &["config", "get", "{value}"],
+            &["config", "{value}"],
+            &["config", "--get-regexp", "{value}"],
+            &["-C", "{path}", "config", "user.email", "{value}"],
+            &["config", "--file", "{path}", "user.name", "{value}"],
+            &["-C", "{path}", "log", "--", "config"],
+        ] {
+            assert!(
+                ArgShape::parse("git", tokens).is_ok(),
+                "{tokens:?}: {:?}",
+                ArgShape::parse("git", tokens)
+            );
+        }
+    }
+
+    #[test]
+    fn git_config_refuses_literal_keys_that_run_commands() {
+        for key in [
+            "alias.st",
+            "remote.origin.uploadpack",
+            "remote.origin.receivePack",
+            "Filter.lfs.clean",
+            "filter.x.smudge",
+            "filter.x.process",
+            "diff.pdf.textconv",
+            "merge.ours.driver",
+            "include.path",
+            "includeIf.gitdir:/x/.path",
+            "gpg.program",
+            "gpg.ssh.program",
+            "credential.https://example.com.helper",
+            "core.sshCommand",
+            "pager.log",
+            "submodule.lib.update",
+            "difftool.x.cmd",
+        ] {
+            assert!(
+                matches!(
+                    refused("git", &["config", key, "{value}"]),
+                    ShapeError::Refused { .. }
+                ),
+                "{key}"
+            );
+        }
+        for key in [
+            "user.name",
+            "remote.origin.url",
+            "diff.renames",
+            "core.autocrlf",
+        ] {
+            assert!(
+                ArgShape::parse("git", &["config", key, "{value}"]).is_ok(),
+                "{key}"
+            );
+        }
+    }
+
+    #[test]
+    fn git_refuses_a_placeholder_subcommand_and_clone_configuration() {
+        for tokens in [
+            &["{value}", "x"][..],
+            &["-C", "{path}", "{value}"],
+            &["clone", "-qc", "core.bare=true", "{value}"],
+            &["clone", "-ccore.bare=true", "{value}"],
+            &["--config-env", "core.pager=X", "log"],
+            &["--config-env=core.pager=X", "log"],
+        ] {
+            assert!(
+                matches!(refused("git", tokens), ShapeError::Refused { .. }),
+                "{tokens:?}"
+            );
+        }
+        assert!(ArgShape::parse("git", &["clone", "-q", "{value}", "{path}"]).is_ok());
+    }
+
+    #[test]
+    fn a_value_taking_letter_is_caught_anywhere_in_a_cluster_and_with_its_value_attached() {
+        let cases: &[(&str, &[&str])] = &[
+            ("rsync", &["-avze", "ssh", "{path}", "{path}"]),
+            ("rsync", &["-essh", "{path}", "{path}"]),
+            ("rsync", &["-aqe", "{value}"]),
+            ("tar", &["-xvIf", "zstd", "{path}"]),
+            ("tar", &["-Izstd", "-xf", "{path}"]),
+            ("tar", &["-xF", "{path}"]),
+            ("tar", &["xIf0", "sh"]),
+            ("tar", &["c9If", "sh"]),
+            ("curl", &["-sK", "{path}"]),
+            ("curl", &["-Kcurlrc", "{value}"]),
+            ("curl", &["-sSLK", "x", "{value}"]),
+            ("ssh", &["-vF", "{path}", "host"]),
+            ("ssh", &["-Fcfg", "host"]),
+            ("ssh", &["-oProxyCommand=sh", "host"]),
+            ("ssh", &["-o", "LocalCommand id", "host"]),
+            ("ssh", &["-vvo", "{value}", "host"]),
+            ("ssh", &["-I", "{path}", "host"]),
+            ("ssh", &["-qI/usr/lib/p11.so", "host"]),
+            ("ssh", &["-oPKCS11Provider=/x.so", "host"]),
+            ("ssh", &["-S", "{path}", "host"]),
+            ("scp", &["-S", "{path}", "a", "b"]),
+            ("scp", &["-qSx", "a", "b"]),
+            ("scp", &["-D", "/usr/lib/sftp-server", "a", "b"]),
+            ("scp", &["-o", "{value}", "a", "b"]),
+            ("sftp", &["host"]),
+            ("sftp", &["-q", "-b", "{path}", "host"]),
+            ("sftp", &["-b", "cmds", "host"]),
+            ("sftp", &["-b", "-", "host"]),
+            ("sftp", &["-qb/dev/stdin", "host"]),
+            ("git", &["rebase", "-ix", "make"]),
+            ("git", &["rebase", "-xmake"]),
+            ("git", &["clone", "-qc", "a.b=c", "{value}"]),
+            ("git", &["fetch", "-qu", "x", "{value}"]),
+            ("sed", &["-nf", "{path}", "{path}"]),
+            ("sed", &["-fscript.sed", "{path}"]),
+            ("sed", &["-n", "-e", "1e id", "{path}"]),
+            ("sed", &["-ne1e id", "{path}"]),
+            ("sed", &["-ne", "{value}", "{path}"]),
+            ("sed", &["--expression=1e id", "{path}"]),
+            ("sed", &["--expr", "{value}", "{path}"]),
+            ("sed", &["{path}", "{path}"]),
+            ("sed", &["-n", "{path}"]),
+            ("sed", &["-s", "[-e]", "{value}"]),
+            ("sed", &["-l", "5", "{value}", "{path}"]),
+            ("sed", &["{value}", "-e", "1p"]),
+            ("zip", &["-qTT", "sh", "a.zip", "b"]),
+            ("zip", &["-TT=sh", "a.zip"]),
+            ("zip", &["-TTsh", "a.zip"]),
+        ];
+        for (program, tokens) in cases {
+            assert!(
+                matches!(
+                    ArgShape::parse(program, tokens),
+                    Err(ShapeError::Refused { .. } | ShapeError::RefusedShape { .. })
+                ),
+                "{program} {tokens:?}: {:?}",
+                ArgShape::parse(program, tokens)
+            );
+        }
+        let fine: &[(&str, &[&str])] = &[
+            ("rsync", &["-avz", "{path}", "{path}"]),
+            ("tar", &["-czf", "{path}", "{path}"]),
+            ("tar", &["czf", "{path}", "{path}"]),
+            ("curl", &["-sSfL", "{value}"]),
+            ("curl", &["-o", "{path}", "{value}"]),
+            ("ssh", &["-p", "{int}", "host", "uptime"]),
+            ("ssh", &["-vo", "BatchMode=yes", "host", "true"]),
+            ("ssh", &["-D", "{int}", "host"]),
+            ("scp", &["-q", "{path}", "host:/srv/x"]),
+            ("sftp", &["-b", "/etc/modhost/batch", "host"]),
+            ("sftp", &["-qb/etc/modhost/batch", "host"]),
+            ("sed", &["-e", "1p", "{value}"]),
+            ("sed", &["-n", "1p", "{path}"]),
+            ("sed", &["-n", "1p", "words.txt"]),
+            ("sed", &["-i.bak", "s/a/b/", "{path}"]),
+            ("sed", &["-if", "s/a/b/", "{path}"]),
+            ("sed", &["-l", "5", "l", "{path}"]),
+            ("sed", &["--sandbox", "{value}", "{path}"]),
+            ("sed", &["--sandbox", "-e", "{value}", "{path}"]),
+            ("zip", &["-qr", "{path}", "{path}"]),
+        ];
+        for (program, tokens) in fine {
+            assert!(
+                ArgShape::parse(program, tokens).is_ok(),
+                "{program} {tokens:?}: {:?}",
+                ArgShape::parse(program, tokens)
+            );
+        }
+    }
+
+    #[test]
+    fn rsync_and_scp_placeholders_refuse_a_remote_host_that_is_an_option() {
+        let s = ["-a", "{value}", "{path}"];
+        assert!(fits("rsync", &s, &["-a", "backup:/srv/x", "out"]));
+        assert!(!fits("rsync", &s, &["-a", "x@-oProxyCommand=id:f", "out"]));
+        assert!(!fits("rsync", &s, &["-a", "-oProxyCommand=id:f", "out"]));
+        let s = ["{value}", "{path}"];
+        assert!(fits("scp", &s, &["host:/srv/x", "out"]));
+        assert!(!fits("scp", &s, &["u@-oProxyCommand=id:x", "out"]));
+        assert!(fits("scp", &s, &["./a-b:c", "out"]));
+    }
+
+    #[test]
+    fn ffmpeg_refuses_caller_filtergraphs_formats_and_protocol_urls() {
+        for tokens in [
+            &["-i", "{path}", "-vf", "{value}", "{path}"][..],
+            &["-i", "{path}", "-filter:v", "{value}", "{path}"],
+            &["-i", "{path}", "-filter_complex", "{value}", "{path}"],
+            &["-i", "{path}", "-af", "{path}", "{path}"],
+            &["-f", "{value}", "-i", "{path}", "{path}"],
+            &["-f", "lavfi", "-i", "{value}", "{path}"],
+            &["-i", "{path}", "-/vf", "{path}", "{path}"],
+            &["-protocol_whitelist", "{value}", "-i", "{value}"],
+        ] {
+            assert!(
+                matches!(refused("ffmpeg", tokens), ShapeError::Refused { .. }),
+                "{tokens:?}"
+            );
+        }
+        let s = ["-i", "{value}", "-ss", "{value}", "{path}"];
+        assert!(fits(
+            "ffmpeg",
+            &s,
+            &["-i", "in.mp4", "-ss", "00:01:00", "out.webm"]
+        ));
+        assert!(fits(
+            "ffmpeg",
+            &s,
+            &["-i", "https://x/a.mp4", "-ss", "1", "o.mp4"]
+        ));
+        for url in [
+            "udp://10.0.0.1:9",
+            "unix:/run/docker.sock",
+            "pipe:0",
+            "concat:a.mp4|/etc/passwd",
+            "subfile,,start,0,end,9,,:a.mp4",
+            "file:/etc/passwd",
+            "tee:a.mp4|b.mp4",
+            "data:text/plain,x",
+        ] {
+            assert!(!fits("ffprobe", &["{value}"], &[url]), "{url}");
+        }
+        assert!(!fits(
+            "ffmpeg",
+            &["-i", "in.mp4", "{path}"],
+            &["-i", "in.mp4", "file:out"]
+        ));
+        assert!(!fits(
+            "ffmpeg",
+            &["-i", "in.mp4", "{path}"],
+            &["-i", "in.mp4", "http:out"]
+        ));
+        assert!(fits(
+            "ffmpeg",
+            &["-i", "in.mp4", "{path}"],
+            &["-i", "in.mp4", "out/a.mp4"]
+        ));
+    }
+
+    #[test]
+    fn rsync_daemon_and_curl_socket_of_the_callers_choosing_are_refused() {
+        for tokens in [
+            &["--daemon", "--config", "{path}"][..],
+            &["--daemon"],
+            &["--dparam=pre-xfer exec=id", "{path}", "{path}"],
+        ] {
+            assert!(
+                matches!(refused("rsync", tokens), ShapeError::Refused { .. }),
+                "{tokens:?}"
+            );
+        }
+        assert!(matches!(
+            refused("curl", &["--unix-socket", "{value}", "http://x/"]),
+            ShapeError::Refused { .. }
+        ));
+        assert!(ArgShape::parse("curl", &["--unix-socket", "{path}", "http://x/"]).is_ok());
+        assert!(ArgShape::parse("curl", &["-fsS", "-o", "{value}", "{value}"]).is_ok());
+        assert!(ArgShape::parse("rsync", &["-a", "--delete", "{path}", "{path}"]).is_ok());
+    }
+
+    #[test]
+    fn find_shapes_that_delete_or_write_files_load_with_a_warning() {
+        let s = shape("find", &["{path}", "-name", "*.tmp", "-delete"]);
+        assert_eq!(
+            shape_warning("find", &s).unwrap(),
+            "subprocess grant `find` shape `{path} -name *.tmp -delete` deletes or writes files \
+             (-delete): only inside the data directory, where Landlock confines it"
+        );
+        let s = shape("find", &["{path}", "-fprint", "list.txt"]);
+        assert!(shape_warning("find", &s).is_some());
+        assert!(shape_warning("find", &shape("find", &["{path}", "-print"])).is_none());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::argv::{self, ArgShape, ArgvDenied};
+use super::argv::{self, ArgShape, ArgvDenied, Dialect, Family};
 use crate::manifest::env::LoadEnv;
 use crate::manifest::error::ManifestError;
 use crate::manifest::limits::Setting;
@@ -192,11 +192,15 @@ impl SubprocessGrant {
     /// What an operator should know before granting this: programs that
     /// can run arbitrary code however carefully their arguments are shaped.
     pub(crate) fn warnings(&self) -> Vec<String> {
-        let mut out: Vec<String> = self
-            .programs
-            .iter()
-            .filter_map(|p| warning(&p.name))
-            .collect();
+        let mut out: Vec<String> = Vec::new();
+        for p in &self.programs {
+            out.extend(warning(&p.name));
+            out.extend(
+                p.shapes
+                    .iter()
+                    .filter_map(|s| argv::shape_warning(&p.name, s)),
+            );
+        }
         if self.network && !self.is_empty() {
             out.push(
                 "subprocess children may use the network ([subprocess] network = true)".to_owned(),
@@ -252,6 +256,7 @@ fn check_program(raw: &RawProgram) -> Result<Vec<ArgShape>, ManifestError> {
         let shape = ArgShape::parse(program, tokens).map_err(|reason| ManifestError::Shape {
             program: shown(program),
             shape: i + 1,
+            written: written(tokens),
             reason,
         })?;
         if !shapes.contains(&shape) {
@@ -259,6 +264,22 @@ fn check_program(raw: &RawProgram) -> Result<Vec<ArgShape>, ManifestError> {
         }
     }
     Ok(shapes)
+}
+
+/// A shape as an error shows it: its tokens separated by spaces, a token
+/// that is empty or holds a space or a quote in quotes, and cut when long.
+fn written(tokens: &[String]) -> String {
+    let quoted: Vec<String> = tokens
+        .iter()
+        .map(|t| {
+            if t.is_empty() || t.contains(char::is_whitespace) || t.contains(['"', '\\']) {
+                format!("{t:?}")
+            } else {
+                t.clone()
+            }
+        })
+        .collect();
+    shown(&quoted.join(" "))
 }
 
 fn check_program_name(program: &str) -> Result<(), &'static str> {
@@ -362,77 +383,10 @@ fn is_executable_file(path: &Path) -> bool {
     }
 }
 
-const SHELLS: &[&str] = &[
-    "sh", "bash", "rbash", "dash", "ash", "zsh", "fish", "ksh", "mksh", "pdksh", "ksh93", "csh",
-    "tcsh", "yash", "busybox", "toybox",
-];
-
-/// Interpreters; a trailing version (`python3.12`, `lua5.4`) is ignored.
-const INTERPRETERS: &[&str] = &[
-    "python",
-    "pypy",
-    "perl",
-    "ruby",
-    "irb",
-    "node",
-    "nodejs",
-    "deno",
-    "bun",
-    "php",
-    "lua",
-    "luajit",
-    "tclsh",
-    "wish",
-    "expect",
-    "awk",
-    "gawk",
-    "mawk",
-    "nawk",
-    "rscript",
-    "julia",
-    "pwsh",
-    "powershell",
-    "osascript",
-    "guile",
-    "java",
-    "jshell",
-];
-
 /// Programs with a built-in way to run shell commands.
 const SHELL_ESCAPES: &[&str] = &[
     "vi", "vim", "nvim", "ex", "ed", "emacs", "less", "more", "man", "sqlite3", "psql", "mysql",
     "gdb",
-];
-
-/// Programs whose arguments name another program to run.
-const RUNNERS: &[&str] = &[
-    "env",
-    "xargs",
-    "nice",
-    "nohup",
-    "timeout",
-    "sudo",
-    "doas",
-    "su",
-    "runuser",
-    "setsid",
-    "stdbuf",
-    "chroot",
-    "flock",
-    "watch",
-    "ssh",
-    "time",
-    "unshare",
-    "nsenter",
-    "strace",
-    "ltrace",
-    "parallel",
-    "script",
-    "systemd-run",
-    "chrt",
-    "ionice",
-    "taskset",
-    "bwrap",
 ];
 
 /// Build tools: they run code from the project they build.
@@ -444,28 +398,41 @@ const BUILD_TOOLS: &[&str] = &[
 fn warning(name: &str) -> Option<String> {
     let base = name.rsplit('/').next().unwrap_or(name).to_ascii_lowercase();
     let is = |list: &[&str]| list.contains(&base.as_str());
-    if is(SHELLS) {
+    match Family::of(name) {
+        Family::Code(Dialect::Sh | Dialect::Fish) => {
+            return Some(format!(
+                "subprocess grant `{name}` is a shell: its granted scripts are literal, but they run \
+                 with the caller's arguments in a directory the module writes"
+            ));
+        }
+        Family::Code(_) => {
+            return Some(format!(
+                "subprocess grant `{name}` is an interpreter: its granted code is literal, but it runs \
+                 with the caller's arguments and may import modules from the working directory, which \
+                 the module writes"
+            ));
+        }
+        Family::Runner | Family::Batch | Family::MultiCall => {
+            return Some(format!(
+                "subprocess grant `{name}` runs other programs: its arguments choose what runs"
+            ));
+        }
+        _ => {}
+    }
+    if Family::of(name) == Family::Ffmpeg {
         return Some(format!(
-            "subprocess grant `{name}` is a shell: a grant of `{name} -c {{value}}` runs arbitrary code"
+            "subprocess grant `{name}` follows URLs named inside its inputs (HLS playlists, concat \
+             lists): an input the module writes can reach any protocol ffmpeg supports, UDP among them"
         ));
     }
-    let versioned = |family: &&str| {
-        base.strip_prefix(family)
-            .is_some_and(|rest| rest.bytes().all(|b| b.is_ascii_digit() || b == b'.'))
-    };
-    if INTERPRETERS.iter().any(versioned) {
+    if base == "ssh" {
         return Some(format!(
-            "subprocess grant `{name}` is an interpreter: a script or code argument runs arbitrary code"
+            "subprocess grant `{name}` runs commands on the hosts it connects to"
         ));
     }
     if is(SHELL_ESCAPES) {
         return Some(format!(
             "subprocess grant `{name}` can run shell commands from its input or arguments"
-        ));
-    }
-    if is(RUNNERS) {
-        return Some(format!(
-            "subprocess grant `{name}` runs other programs: its arguments choose what runs"
         ));
     }
     if is(BUILD_TOOLS) {
@@ -525,7 +492,8 @@ mod tests {
     fn shells_and_interpreters_get_a_warning_and_plain_tools_do_not() {
         assert_eq!(
             warning("sh").unwrap(),
-            "subprocess grant `sh` is a shell: a grant of `sh -c {value}` runs arbitrary code"
+            "subprocess grant `sh` is a shell: its granted scripts are literal, but they run \
+             with the caller's arguments in a directory the module writes"
         );
         for name in [
             "/bin/bash",
@@ -541,6 +509,21 @@ mod tests {
         for name in ["cat", "tar", "ls", "pythonic", "true"] {
             assert!(warning(name).is_none(), "{name}");
         }
+    }
+
+    #[test]
+    fn a_find_grant_that_deletes_files_loads_with_a_warning_naming_the_shape() {
+        let text = "name = \"t\"\nversion = \"0.1.0\"\ncomponent = \"t.wasm\"\n\
+                    [[subprocess.programs]]\nprogram = \"find\"\n\
+                    args = [[\"{path}\", \"-name\", \"*.tmp\", \"-delete\"], [\"{path}\"]]\n";
+        let manifest = crate::manifest::parse(text, &LoadEnv::host_default()).unwrap();
+        assert_eq!(
+            manifest.warnings(),
+            [
+                "subprocess grant `find` shape `{path} -name *.tmp -delete` deletes or writes files \
+              (-delete): only inside the data directory, where Landlock confines it"
+            ]
+        );
     }
 
     #[test]
