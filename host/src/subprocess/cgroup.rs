@@ -61,12 +61,12 @@ pub fn describe() -> String {
                 )
             };
             format!(
-                "a cgroup v2 per child under {} (the whole tree ends with its child; {caps})",
+                "a cgroup v2 group each, under {} (the whole tree ends with its child; {caps})",
                 c.root.display()
             )
         }
         Err(why) => format!(
-            "no cgroup per child ({why}): a descendant that leaves the child's process group and session may outlive a child that exits normally"
+            "no cgroup v2 group each ({why}): a descendant that leaves the child's process group and session may outlive a child that exits normally"
         ),
     }
 }

@@ -241,14 +241,14 @@ impl SubprocessService {
         };
         let user = match &self.child_user {
             Ok(Some(u)) => format!(
-                "children run as uid {} gid {}, no supplementary groups, no capabilities",
+                "run as uid {} gid {}, with no supplementary groups and no capabilities",
                 u.uid, u.gid
             ),
             Ok(None) if user::host_is_root() => {
-                "children run as ROOT with every capability (the operator chose `host`)".to_owned()
+                "run as ROOT with every capability (the operator chose `host`)".to_owned()
             }
-            Ok(None) => "children run as the host's own user".to_owned(),
-            Err(e) => format!("children are refused: {e}"),
+            Ok(None) => "run as the host's own user".to_owned(),
+            Err(e) => format!("refused: {e}"),
         };
         vec![landlock, seccomp, user, cgroup::describe()]
     }
