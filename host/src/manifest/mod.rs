@@ -43,7 +43,7 @@ pub use names::{
 pub use network::{HostPattern, InvalidHostPattern, MAX_NETWORK_ALLOW, NetworkGrant};
 
 use crate::subprocess::grant::{RawSubprocess, SubprocessGrant};
-use crate::text::shown;
+use crate::text::{shown, truncate};
 
 /// The manifest's file name inside a module directory.
 pub const MANIFEST_FILE: &str = "module.toml";
@@ -218,15 +218,34 @@ fn syntax_error(text: &str, error: &toml::de::Error) -> ManifestError {
         let before = text.as_bytes().get(..span.start).unwrap_or(text.as_bytes());
         before.iter().filter(|&&b| b == b'\n').count() + 1
     });
-    let message = error
+    let joined = error
         .message()
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .collect::<Vec<_>>()
         .join("; ");
+    // The parser quotes keys as written: escape their control characters
+    // and cut a long one, as `shown` does for values.
+    let mut message = String::with_capacity(joined.len());
+    for c in joined.chars() {
+        if c.is_control() {
+            message.extend(c.escape_debug());
+        } else {
+            message.push(c);
+        }
+    }
+    let cut = truncate(&message, MAX_SYNTAX_MESSAGE_BYTES).len();
+    if cut < message.len() {
+        message.truncate(cut);
+        message.push('…');
+    }
     ManifestError::Syntax { line, message }
 }
+
+/// The longest parser message a [`ManifestError::Syntax`] keeps: it may
+/// quote a key, which can be as long as the file.
+const MAX_SYNTAX_MESSAGE_BYTES: usize = 1024;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -484,6 +503,24 @@ mod tests {
                 .starts_with("module.toml line 6: unknown field `colour`"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn syntax_error_escapes_control_characters_and_cuts_a_long_key() {
+        let env = LoadEnv::host_default();
+        let err = parse(&format!("{MINIMAL}\n\"a\\u001b[31m\\u0000\" = 1\n"), &env).unwrap_err();
+        let message = err.to_string();
+        assert!(!message.chars().any(char::is_control), "{message:?}");
+        assert!(
+            message.contains(r"unknown field `a\u{1b}[31m\0`"),
+            "{message}"
+        );
+        let long = "k".repeat(60_000);
+        let message = parse(&format!("{MINIMAL}\n{long} = 1\n"), &env)
+            .unwrap_err()
+            .to_string();
+        assert!(message.len() < 1200, "{} bytes", message.len());
+        assert!(message.ends_with('…'), "{message}");
     }
 
     #[test]

@@ -29,7 +29,7 @@ use crate::events::{EventHub, EventKind, Subject};
 use crate::identity::{Identity, OrgId, Principal, Role, UserId};
 use crate::manifest::{ReadScope, TasksGrant};
 use crate::share::Shares;
-use crate::text::{MAX_QUOTED_NAME_BYTES, truncate};
+use crate::text::{MAX_QUOTED_NAME_BYTES, escape_controls, truncate};
 
 /// Longest failure message stored with a task: a guest's error text is its
 /// own to choose, the host's storage is not.
@@ -105,7 +105,7 @@ impl ModuleTasks {
         Err(SdkError::invalid(format!(
             "module `{}` has no {kind} `{}`",
             self.name,
-            truncate(name, MAX_QUOTED_NAME_BYTES)
+            escape_controls(truncate(name, MAX_QUOTED_NAME_BYTES))
         )))
     }
 }

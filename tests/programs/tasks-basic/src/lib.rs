@@ -6,12 +6,12 @@ use serde_json::{Value, json};
 
 module_sdk::module! {
     actions: {
-        "submit" => submit: "Start a task: {task, args, key?, resumable?}",
+        "submit" => submit: "Start a task: {task, args, key?, resumable?, title?, pad?}",
         "by_key" => by_key: "Tasks with this key: {key}",
         "by_prefix" => by_prefix: "Tasks whose key starts with: {prefix, limit?}",
         "list_mine" => list_mine: "The caller's tasks: {limit?}",
         "blocking" => blocking: "Call the `double` blocking function: {n}",
-        "progress_of" => progress_of: "Update the progress of a task by id: {id, label?}",
+        "progress_of" => progress_of: "Update the progress of a task by id: {id, label?, progress?, checkpoint?}",
         "view" => view: "The read-model view of a task by id: {id}",
         "list" => list: "One page of the read model: {limit?, cursor?, prefix?, statuses?}",
         "list_of" => list_of: "Tasks of another user: {user}",
@@ -88,6 +88,9 @@ struct Submit {
     #[serde(default)]
     resumable: bool,
     title: Option<String>,
+    /// Replaces `args` with a string of this many bytes, made here: the
+    /// action's own arguments cannot carry an oversize host call.
+    pad: Option<usize>,
 }
 
 fn submit(s: Submit) -> Result<ActionResult> {
@@ -98,7 +101,11 @@ fn submit(s: Submit) -> Result<ActionResult> {
     if let Some(title) = s.title {
         opts = opts.title(title);
     }
-    let id = tasks::run_background(&s.task, &s.args, opts)?;
+    let args = match s.pad {
+        Some(n) => Value::String("x".repeat(n)),
+        None => s.args,
+    };
+    let id = tasks::run_background(&s.task, &args, opts)?;
     ActionResult::data(&json!({ "id": id })).map(|r| r.show_task(id))
 }
 
@@ -106,10 +113,32 @@ fn submit(s: Submit) -> Result<ActionResult> {
 struct ById {
     id: String,
     label: Option<String>,
+    /// A number, or text such as `NaN` or `-inf` that JSON cannot carry.
+    progress: Option<Value>,
+    checkpoint: Option<Value>,
+    /// Makes the checkpoint a string of this many bytes.
+    checkpoint_pad: Option<usize>,
 }
 
 fn progress_of(a: ById) -> Result<ActionResult> {
-    tasks::set_progress(&TaskId::from(a.id), 0.5, a.label.as_deref())?;
+    let progress = match &a.progress {
+        None => 0.5,
+        Some(Value::Number(n)) => n.as_f64().unwrap_or(f64::NAN),
+        Some(Value::String(s)) => s
+            .parse()
+            .map_err(|_| Error::invalid_input("`progress` is not a number"))?,
+        Some(_) => return Err(Error::invalid_input("`progress` is not a number")),
+    };
+    let checkpoint = match a.checkpoint_pad {
+        Some(n) => Some(Value::String("x".repeat(n))),
+        None => a.checkpoint,
+    };
+    tasks::update_progress(
+        &TaskId::from(a.id),
+        progress,
+        a.label.as_deref(),
+        checkpoint.as_ref(),
+    )?;
     Ok(ActionResult::empty())
 }
 
