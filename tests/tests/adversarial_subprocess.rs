@@ -158,6 +158,21 @@ const ARGVS: &[&[&str]] = &[
     &["curl", "-fsS", "-o", "page.html", "--output=/tmp/x"],
     &["curl", "-fsS", "-o", "-", "https://example.org/"],
     &["curl", "-fsS", "-o", "page.html", "-T/etc/passwd"],
+    &["curl", "-fsS", "-o", "page.html", "file:///etc/passwd"],
+    &[
+        "curl",
+        "-fsS",
+        "-o",
+        "page.html",
+        "dict://127.0.0.1:11211/stats",
+    ],
+    &[
+        "curl",
+        "-fsS",
+        "-o",
+        "page.html",
+        "gopher://127.0.0.1:6379/_FLUSHALL",
+    ],
     &[
         "curl",
         "-fsS",

@@ -1145,8 +1145,29 @@ fn placeholder_ok(family: Family, arg: &str) -> bool {
             // only to `{value}` (see `accepts`).
             Family::Ffmpeg => ffmpeg_protocol(arg)
                 .is_none_or(|p| p.eq_ignore_ascii_case("http") || p.eq_ignore_ascii_case("https")),
+            // curl reads local files through `file://` and speaks `dict:`,
+            // `gopher:`, `telnet:`, `smb:`, `tftp:` ...: only web and ftp
+            // URLs stay open.
+            Family::Curl => url_scheme(arg).is_none_or(|s| {
+                CURL_SCHEMES
+                    .iter()
+                    .any(|allowed| s.eq_ignore_ascii_case(allowed))
+            }),
             _ => true,
         }
+}
+
+/// The URL schemes a curl `{value}` may name.
+const CURL_SCHEMES: &[&str] = &["http", "https", "ftp", "ftps"];
+
+/// The scheme of `scheme:rest`, if `arg` starts with one.
+fn url_scheme(arg: &str) -> Option<&str> {
+    let (scheme, _) = arg.split_once(':')?;
+    let mut bytes = scheme.bytes();
+    let first = bytes.next()?;
+    (first.is_ascii_alphabetic()
+        && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.')))
+    .then_some(scheme)
 }
 
 impl fmt::Display for ArgToken {
@@ -1688,6 +1709,32 @@ mod tests {
             &["-i", "in.mp4", "{path}"],
             &["-i", "in.mp4", "out/a.mp4"]
         ));
+    }
+
+    #[test]
+    fn curl_values_open_only_web_and_ftp_urls() {
+        let curl = ["-fsS", "-o", "{path}", "{value}"];
+        for url in [
+            "https://example.org/a",
+            "HTTP://example.org",
+            "ftp://example.org/f",
+            "example.org/a",
+        ] {
+            assert!(fits("curl", &curl, &["-fsS", "-o", "out", url]), "{url}");
+        }
+        for url in [
+            "file:///etc/passwd",
+            "FILE:///etc/passwd",
+            "dict://localhost:11211/stats",
+            "gopher://127.0.0.1:6379/_INFO",
+            "telnet://host",
+            "smb://host/share",
+            "tftp://host/f",
+            "ldap://host",
+            "localhost:8080/x",
+        ] {
+            assert!(!fits("curl", &curl, &["-fsS", "-o", "out", url]), "{url}");
+        }
     }
 
     #[test]
