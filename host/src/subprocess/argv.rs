@@ -19,15 +19,11 @@ use std::fmt;
 use crate::text::shown;
 
 mod code;
+mod words;
 
-pub(crate) use code::Dialect;
-
-/// The most tokens in one shape: real command lines are far shorter, and the
-/// matcher's work grows with it.
-pub const MAX_SHAPE_TOKENS: usize = 64;
-
-/// The longest literal token in a manifest.
-pub const MAX_TOKEN_BYTES: usize = 1024;
+pub use words::{ArgToken, MAX_SHAPE_TOKENS, MAX_TOKEN_BYTES, ShapeError};
+pub(crate) use words::{Dialect, Family};
+use words::{hits, long_option_name};
 
 /// The longest argument a placeholder accepts: anything longer is data, not a
 /// parameter (and Linux refuses single arguments over 128 KiB).
@@ -39,59 +35,10 @@ pub const MAX_INT_DIGITS: usize = 19;
 /// How many shapes a denial lists before it says "and N more".
 const MAX_SHAPES_IN_DENIAL: usize = 4;
 
-/// One token of an [`ArgShape`].
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum ArgToken {
-    /// Matches exactly this argument.
-    Literal(String),
-    /// `[--flag]`: this literal flag, zero or one time.
-    Optional(String),
-    /// `{value}`: non-empty, no NUL, not starting with `-`, not a transport
-    /// address such as `ext::sh -c x`.
-    Value,
-    /// `{int}`: an unsigned decimal of 1 to 19 digits.
-    Int,
-    /// `{path}`: a relative path with no `..` component, not starting with
-    /// `-`. The subprocess gate resolves it inside the data directory; this
-    /// is only the syntactic check.
-    Path,
-}
-
 /// One argument list a program may take (after the program itself).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ArgShape {
     tokens: Vec<ArgToken>,
-}
-
-/// Why a shape in a manifest is refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ShapeError {
-    #[error("argument {position} is empty")]
-    EmptyToken { position: usize },
-    #[error("argument {position} contains NUL")]
-    Nul { position: usize },
-    #[error("argument {position} is longer than {MAX_TOKEN_BYTES} bytes")]
-    TooLong { position: usize },
-    #[error("a shape has at most {MAX_SHAPE_TOKENS} arguments")]
-    TooManyTokens,
-    #[error(
-        "`{token}` is not a placeholder; the placeholders are `{{value}}`, `{{int}}` and `{{path}}`"
-    )]
-    UnknownPlaceholder { token: String },
-    #[error("`{token}` embeds a placeholder; a placeholder must be a whole argument")]
-    EmbeddedPlaceholder { token: String },
-    #[error(
-        "`{token}` is not an optional flag; write one literal flag in brackets, as in `[--oneline]`"
-    )]
-    BadOptional { token: String },
-    #[error("argument `{token}` is refused: {why}")]
-    Refused { token: String, why: &'static str },
-    #[error(
-        "a placeholder cannot be tar's first argument: tar reads it as an old-style option cluster"
-    )]
-    TarLeadingPlaceholder,
-    #[error("the shape is refused: {why}")]
-    RefusedShape { why: &'static str },
 }
 
 /// Why an argument list was not allowed for a program.
@@ -101,36 +48,6 @@ pub struct ArgvDenied {
     /// The program as granted.
     pub program: String,
     pub reason: String,
-}
-
-/// Programs whose literal arguments get extra scrutiny, named by the last
-/// path component of the grant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Family {
-    Git,
-    Tar,
-    Find,
-    Rsync,
-    Ssh,
-    /// `scp`: ssh's rules, and `-D` runs a local program.
-    Scp,
-    /// `sftp`: scp's rules, and it reads commands (`!cmd` among them) from
-    /// standard input unless `-b` names a batch file.
-    Sftp,
-    Zip,
-    Sed,
-    Curl,
-    /// `ffmpeg`, `ffprobe`, `ffplay`: a file name may be a protocol URL.
-    Ffmpeg,
-    /// A shell or an interpreter: its arguments can be code.
-    Code(Dialect),
-    /// Runs the program its arguments name (`env`, `timeout`, ...).
-    Runner,
-    /// Builds command lines from standard input (`xargs`, `parallel`).
-    Batch,
-    /// `busybox`, `toybox`: the first argument names the applet.
-    MultiCall,
-    Other,
 }
 
 impl Family {
@@ -863,26 +780,11 @@ fn sftp_reads_stdin(tokens: &[ArgToken]) -> bool {
     !batch.is_some_and(|file| file.starts_with('/') && !code::is_stdin(file))
 }
 
-/// The option name of a `--long[=value]` token.
-fn long_option_name(token: &str) -> Option<&str> {
-    let name = token.split('=').next().unwrap_or(token);
-    (name.starts_with("--") && name.len() > 2).then_some(name)
-}
-
 /// The letters of a `-abc` short-option cluster.
 fn short_cluster(token: &str) -> Option<&str> {
     token
         .strip_prefix('-')
         .filter(|rest| !rest.is_empty() && !rest.starts_with('-'))
-}
-
-/// Whether a long option name is one of `options`, has one as a prefix
-/// (`--exec-path`), or abbreviates one (`--upload`, which getopt-style
-/// parsers accept when unambiguous).
-fn hits(name: &str, options: &[&str]) -> bool {
-    options
-        .iter()
-        .any(|o| name.starts_with(o) || o.starts_with(name))
 }
 
 /// Whether `[user@]host:path` names a host that starts with `-`.
@@ -1098,7 +1000,7 @@ fn check_as(family: Family, tokens: &[ArgToken]) -> Result<(), ShapeError> {
     if family == Family::Sftp && sftp_reads_stdin(tokens) {
         return Err(ShapeError::RefusedShape { why: SFTP_STDIN });
     }
-    code::check(family, tokens)
+    code::check(family, tokens, &check_as)
 }
 
 /// Whether one argument fits a non-optional token.

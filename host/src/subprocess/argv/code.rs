@@ -21,27 +21,11 @@
 //! and are refused in every shape. `busybox` and `toybox` are checked as
 //! the applet their first argument names.
 
-use super::{ArgToken, Family, ShapeError, check_as, hits, long_option_name, shown};
+use super::words::{ArgToken, Dialect, Family, ShapeError, hits, long_option_name};
+use crate::text::shown;
 
-/// How a shell or interpreter reads its command line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Dialect {
-    /// POSIX shells and csh: `-c` makes the first operand the code.
-    Sh,
-    Fish,
-    Python,
-    Perl,
-    Ruby,
-    Node,
-    Php,
-    Lua,
-    Awk,
-    /// A command line this grammar does not model: literals only.
-    Unmodeled {
-        /// Whether it reads code from standard input when given none.
-        stdin: bool,
-    },
-}
+/// Checks the shape of a program a runner runs, as if granted directly.
+pub(super) type CheckAs<'a> = &'a dyn Fn(Family, &[ArgToken]) -> Result<(), ShapeError>;
 
 /// What a program's arguments run: shells and interpreters, runners,
 /// batch runners and multi-call binaries; `None` for the rest.
@@ -503,7 +487,11 @@ const AMBIGUOUS_CLUSTER: &str = "a letter that takes the rest of its cluster as 
      followed by one that would change where the code is; write each option on its own";
 
 /// The refusals of a shell, interpreter or runner shape.
-pub(super) fn check(family: Family, tokens: &[ArgToken]) -> Result<(), ShapeError> {
+pub(super) fn check(
+    family: Family,
+    tokens: &[ArgToken],
+    check_as: CheckAs<'_>,
+) -> Result<(), ShapeError> {
     let placeholder = |t: &ArgToken| matches!(t, ArgToken::Value | ArgToken::Path);
     match family {
         Family::Code(dialect) => match rules(dialect) {
