@@ -207,3 +207,39 @@ pub async fn serve_socket(
         server,
     }
 }
+
+/// A manifest granting the programs modules ask for, with `{path}`,
+/// `{value}`, `{int}` and optional shapes: the adversarial tables ask the
+/// policy kit about requests against it.
+pub const REALISTIC_GRANT: &str = r#"
+name = "probe"
+version = "0.1.0"
+component = "probe.wasm"
+
+[subprocess]
+env = ["LANG", "GIT_AUTHOR_NAME"]
+
+[[subprocess.programs]]
+program = "git"
+args = [["-C", "{path}", "log", "-1", "--format=%at"], ["ls-remote", "{value}"], ["init", "-q", "{path}"]]
+
+[[subprocess.programs]]
+program = "tar"
+args = [["-tf", "{path}"], ["-xf", "{path}", "-C", "{path}"]]
+
+[[subprocess.programs]]
+program = "cat"
+args = [["{path}"]]
+
+[[subprocess.programs]]
+program = "head"
+args = [["-c", "{int}", "{path}"]]
+
+[[subprocess.programs]]
+program = "curl"
+args = [["-fsS", "-o", "{path}", "{value}"]]
+
+[[subprocess.programs]]
+program = "sort"
+args = [["[-r]", "{path}"]]
+"#;

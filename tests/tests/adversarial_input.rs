@@ -489,9 +489,9 @@ fn mutation() -> impl Strategy<Value = Mutation> {
     ]
 }
 
-#[test]
-fn the_unmutated_manifest_of_the_mutation_property_loads() {
-    let entries: Vec<Entry> = base_entries()
+/// The base manifest's entries, none changed.
+fn unmutated() -> Vec<Entry> {
+    base_entries()
         .into_iter()
         .map(|(section, key, kind, value)| Entry {
             section,
@@ -501,7 +501,12 @@ fn the_unmutated_manifest_of_the_mutation_property_loads() {
             unknown: false,
             bad: None,
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn the_unmutated_manifest_of_the_mutation_property_loads() {
+    let entries = unmutated();
     let text = render(&entries);
     let m = manifest::parse(&text, &LoadEnv::host_default()).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(m.policy.subprocess.programs.len(), 1);
@@ -518,17 +523,7 @@ proptest! {
     fn a_mutated_manifest_loads_or_is_refused_and_schema_violations_are_always_refused(
         mutations in prop::collection::vec(mutation(), 1..4),
     ) {
-        let mut entries: Vec<Entry> = base_entries()
-            .into_iter()
-            .map(|(section, key, kind, value)| Entry {
-                section,
-                key: key.to_owned(),
-                kind,
-                value,
-                unknown: false,
-                bad: None,
-            })
-            .collect();
+        let mut entries = unmutated();
         for m in &mutations {
             if entries.is_empty() {
                 break;
@@ -709,42 +704,8 @@ proptest! {
     }
 }
 
-/// The grant of `adversarial_subprocess.rs`: the programs modules ask for.
-const GRANT: &str = r#"
-name = "probe"
-version = "0.1.0"
-component = "probe.wasm"
-
-[subprocess]
-env = ["LANG", "GIT_AUTHOR_NAME"]
-
-[[subprocess.programs]]
-program = "git"
-args = [["-C", "{path}", "log", "-1", "--format=%at"], ["ls-remote", "{value}"], ["init", "-q", "{path}"]]
-
-[[subprocess.programs]]
-program = "tar"
-args = [["-tf", "{path}"], ["-xf", "{path}", "-C", "{path}"]]
-
-[[subprocess.programs]]
-program = "cat"
-args = [["{path}"]]
-
-[[subprocess.programs]]
-program = "head"
-args = [["-c", "{int}", "{path}"]]
-
-[[subprocess.programs]]
-program = "curl"
-args = [["-fsS", "-o", "{path}", "{value}"]]
-
-[[subprocess.programs]]
-program = "sort"
-args = [["[-r]", "{path}"]]
-"#;
-
 fn kit() -> PolicyKit {
-    PolicyKit::parse(GRANT).expect("the realistic grant loads")
+    PolicyKit::parse(REALISTIC_GRANT).expect("the realistic grant loads")
 }
 
 /// Arguments made of the grant's own literals, typical values and anything.

@@ -13,42 +13,10 @@
 
 use modhost::kit::{PolicyKit, Verdict};
 use modhost::subprocess::gate::Request;
-
-const GRANT: &str = r#"
-name = "probe"
-version = "0.1.0"
-component = "probe.wasm"
-
-[subprocess]
-env = ["LANG", "GIT_AUTHOR_NAME"]
-
-[[subprocess.programs]]
-program = "git"
-args = [["-C", "{path}", "log", "-1", "--format=%at"], ["ls-remote", "{value}"], ["init", "-q", "{path}"]]
-
-[[subprocess.programs]]
-program = "tar"
-args = [["-tf", "{path}"], ["-xf", "{path}", "-C", "{path}"]]
-
-[[subprocess.programs]]
-program = "cat"
-args = [["{path}"]]
-
-[[subprocess.programs]]
-program = "head"
-args = [["-c", "{int}", "{path}"]]
-
-[[subprocess.programs]]
-program = "curl"
-args = [["-fsS", "-o", "{path}", "{value}"]]
-
-[[subprocess.programs]]
-program = "sort"
-args = [["[-r]", "{path}"]]
-"#;
+use modhost_tests::REALISTIC_GRANT;
 
 fn kit() -> PolicyKit {
-    PolicyKit::parse(GRANT).expect("the realistic grant loads")
+    PolicyKit::parse(REALISTIC_GRANT).expect("the realistic grant loads")
 }
 
 /// Requests the grant allows: the tables below are not refusing everything.

@@ -138,21 +138,12 @@ const GIT_COMMAND_KEYS: &[&str] = &[
     "protocol.ext.allow",
 ];
 
-/// git configuration keys that run a command or read configuration that
-/// may: `section.name`, `section.*.name` (any subsection) or `section.*`
-/// (any key of the section), in lower case. Matched at the key position
-/// of `git config`.
+/// More git configuration keys that run a command or read configuration
+/// that may, beside [`GIT_COMMAND_KEYS`]: `section.name`, `section.*.name`
+/// (any subsection) or `section.*` (any key of the section), in lower case.
+/// Matched, with those, at the key position of `git config`.
 const GIT_COMMAND_KEY_PATTERNS: &[&str] = &[
-    "core.sshcommand",
-    "core.gitproxy",
-    "core.fsmonitor",
-    "core.hookspath",
-    "core.pager",
-    "core.editor",
-    "core.askpass",
     "core.alternaterefscommand",
-    "sequence.editor",
-    "diff.external",
     "diff.*.textconv",
     "diff.*.command",
     "merge.*.driver",
@@ -173,13 +164,10 @@ const GIT_COMMAND_KEY_PATTERNS: &[&str] = &[
     "remote.*.uploadpack",
     "remote.*.receivepack",
     "remote.*.vcs",
-    "credential.helper",
     "credential.*.helper",
     "gpg.program",
     "gpg.*.program",
     "gpg.ssh.defaultkeycommand",
-    "uploadpack.packobjectshook",
-    "protocol.allow",
     "protocol.*.allow",
     "submodule.*.update",
     "trailer.*.command",
@@ -199,7 +187,7 @@ const GIT_COMMAND_KEY_PATTERNS: &[&str] = &[
 ];
 
 /// Whether a git configuration key (`section[.subsection].name`) is one
-/// of [`GIT_COMMAND_KEY_PATTERNS`].
+/// of [`GIT_COMMAND_KEYS`] or [`GIT_COMMAND_KEY_PATTERNS`].
 fn git_command_key(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
     let Some((section, rest)) = key.split_once('.') else {
@@ -209,7 +197,8 @@ fn git_command_key(key: &str) -> bool {
         Some((sub, name)) => (Some(sub), name),
         None => (None, rest),
     };
-    GIT_COMMAND_KEY_PATTERNS.iter().any(|pattern| {
+    let mut patterns = GIT_COMMAND_KEYS.iter().chain(GIT_COMMAND_KEY_PATTERNS);
+    patterns.any(|pattern| {
         let parts: Vec<&str> = pattern.split('.').collect();
         match parts[..] {
             [s, "*"] => s == section,
