@@ -51,9 +51,17 @@ pub fn args(args_json: &str) -> Result<&str, SdkError> {
             args_json.len()
         )));
     }
-    serde_json::from_str::<serde::de::IgnoredAny>(args_json)
+    readable_json(args_json)
         .map_err(|e| SdkError::invalid(format!("arguments are not JSON: {e}")))?;
     Ok(args_json)
+}
+
+/// Parses `text` the way stored JSON is read back later (as a
+/// `serde_json::Value`), so what could not be read then — nesting past
+/// serde_json's 128 levels, a number past `f64` — is refused now instead of
+/// being stored and shown as `null`.
+fn readable_json(text: &str) -> Result<(), serde_json::Error> {
+    serde_json::from_str::<serde_json::Value>(text).map(drop)
 }
 
 /// A task key: 1..=256 bytes, no control characters.
@@ -123,8 +131,7 @@ pub fn json_text<'a>(what: &str, text: &'a str, max: usize) -> Result<&'a str, S
             text.len()
         )));
     }
-    serde_json::from_str::<serde::de::IgnoredAny>(text)
-        .map_err(|e| SdkError::invalid(format!("{what} is not JSON: {e}")))?;
+    readable_json(text).map_err(|e| SdkError::invalid(format!("{what} is not JSON: {e}")))?;
     Ok(text)
 }
 
@@ -157,6 +164,21 @@ pub fn may_read_tasks_of(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_the_host_could_not_read_back_is_refused_when_given() {
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        let huge = "9".repeat(400);
+        for text in [deep.as_str(), huge.as_str()] {
+            assert!(matches!(args(text), Err(SdkError::InvalidInput(_))));
+            assert!(matches!(
+                json_text("checkpoint", text, MAX_CHECKPOINT_BYTES),
+                Err(SdkError::InvalidInput(_))
+            ));
+        }
+        let nested_enough = format!("{}{}", "[".repeat(100), "]".repeat(100));
+        assert!(args(&nested_enough).is_ok());
+    }
 
     #[test]
     fn task_key_refuses_empty_oversize_and_control_characters() {
