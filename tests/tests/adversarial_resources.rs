@@ -73,14 +73,14 @@ async fn action(
 /// The abuser's deadline for every kind of call.
 const DEADLINE: Duration = Duration::from_millis(800);
 
-/// The children's SIGTERM grace here: a call waiting in a host call is
-/// stopped from outside this plus `STOP_MARGIN` after its deadline.
+/// The children's SIGTERM grace here; only a call with a child running is
+/// given it (and `STOP_MARGIN`) past its deadline.
 const KILL_GRACE: Duration = Duration::from_millis(300);
 
-/// How late after its deadline a stopped call may end: the grace of a call
-/// waiting in a host call, and a second for a busy machine.
+/// How late after its deadline a stopped call may end: no child runs in
+/// these calls, so at once, give or take a second for a busy machine.
 fn stop_slack() -> Duration {
-    KILL_GRACE + modhost::host::STOP_MARGIN + Duration::from_secs(1)
+    Duration::from_secs(1)
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -14,6 +14,7 @@ mod limiter;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use wasmtime::component::ResourceTable;
@@ -62,6 +63,9 @@ pub struct CallSpec {
     pub stop_grace: Duration,
 }
 
+/// How often a stopped call looks whether its children have ended.
+const CHILD_POLL: Duration = Duration::from_millis(10);
+
 /// How much one call has logged, so a flood is muted (`interface log`).
 #[derive(Debug, Default)]
 pub struct LogBudget {
@@ -80,6 +84,9 @@ pub struct SandboxState {
     pub(crate) tasks: Option<TasksCtx>,
     pub(crate) subprocess: Option<SubprocessCtx>,
     pub(crate) log: LogBudget,
+    /// Children of `run-subprocess` running for this call now: a stop gives
+    /// the grace only to a call that has one to end.
+    pub(crate) children: Arc<AtomicU32>,
     stop_grace: Duration,
     wasi: WasiCtx,
     table: ResourceTable,
@@ -92,13 +99,16 @@ impl SandboxState {
     }
 
     /// Resolves when the call must stop from outside: its deadline passed
-    /// or it was cancelled, and the stop grace is over (so a host call that
-    /// ends itself on a cancel, a child being sent SIGTERM, can). Owns what
-    /// it watches, so it can run beside the call that borrows the store.
+    /// or it was cancelled, and — while a child of the call runs — the stop
+    /// grace is over (so a child being sent SIGTERM ends, is reaped and
+    /// audited on its own path). A call waiting in any other host call (a
+    /// sleep, a read) stops at once. Owns what it watches, so it can run
+    /// beside the call that borrows the store.
     pub fn stop_signal(&self) -> impl std::future::Future<Output = Interrupt> + Send + 'static {
         let deadline = self.deadline.clone();
         let cancel = self.cancel.clone();
         let grace = self.stop_grace;
+        let children = self.children.clone();
         async move {
             let cancelled = async {
                 match &cancel {
@@ -110,7 +120,10 @@ impl SandboxState {
                 () = deadline.expired() => Interrupt::Deadline,
                 () = cancelled => Interrupt::Cancelled,
             };
-            tokio::time::sleep(grace).await;
+            let until = tokio::time::Instant::now() + grace;
+            while children.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < until {
+                tokio::time::sleep(CHILD_POLL).await;
+            }
             why
         }
     }
@@ -170,6 +183,7 @@ pub fn new_store(
         tasks: spec.tasks,
         subprocess: spec.subprocess,
         log: LogBudget::default(),
+        children: Arc::default(),
         stop_grace: spec.stop_grace,
         wasi: wasi.build(),
         table: ResourceTable::new(),

@@ -26,6 +26,8 @@ pub struct TasksView<'a> {
     pub deadline: &'a Deadline,
     pub tasks: Option<&'a TasksCtx>,
     pub subprocess: Option<&'a SubprocessCtx>,
+    /// Children of this call running now (see `SandboxState::stop_signal`).
+    pub children: &'a std::sync::Arc<std::sync::atomic::AtomicU32>,
 }
 
 impl TasksView<'_> {
@@ -38,6 +40,7 @@ impl TasksView<'_> {
             deadline: &s.deadline,
             tasks: s.tasks.as_ref(),
             subprocess: s.subprocess.as_ref(),
+            children: &s.children,
         }
     }
 
@@ -135,7 +138,10 @@ impl tasks::Host for TasksView<'_> {
             timeout_ms: request.timeout_ms,
             max_output_bytes: request.max_output_bytes,
         };
-        let finished = ctx.service.run(&ctx.module, caller, request).await?;
+        let finished = {
+            let _running = Running::enter(self.children);
+            ctx.service.run(&ctx.module, caller, request).await?
+        };
         self.check_cancelled()?;
         let status = match finished.status {
             subprocess::Status::Code(c) => tasks::ExitStatus::Code(c),
@@ -283,4 +289,21 @@ fn wit_answer(a: &StoredAnswer) -> Result<wit_ui::Answer, SdkError> {
         answered_by: a.answered_by.clone(),
         answered_at: u64::try_from(a.answered_at).unwrap_or(0),
     })
+}
+
+/// Counts a call's child as running until dropped (the call may be dropped
+/// mid-way: a stop from outside).
+struct Running(std::sync::Arc<std::sync::atomic::AtomicU32>);
+
+impl Running {
+    fn enter(children: &std::sync::Arc<std::sync::atomic::AtomicU32>) -> Self {
+        children.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Running(children.clone())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
