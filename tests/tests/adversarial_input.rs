@@ -137,6 +137,13 @@ fn is_bidi(c: char) -> bool {
     matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
+/// Whether `c` is an invisible format character (bidi controls, zero-width
+/// spaces and joiners, the BOM), which a key may not hold.
+fn is_invisible(c: char) -> bool {
+    is_bidi(c)
+        || matches!(c, '\u{200B}'..='\u{200F}' | '\u{2060}'..='\u{2065}' | '\u{061C}' | '\u{FEFF}')
+}
+
 /// A refusal message a terminal or a log can show as it is.
 fn readable(message: &str) -> Result<(), TestCaseError> {
     prop_assert!(!message.is_empty());
@@ -955,11 +962,11 @@ fn key_like() -> impl Strategy<Value = String> {
 }
 
 /// The documented rules of a key: 1 to 256 bytes, no control character,
-/// no bidi control.
+/// no invisible format character.
 fn key_rules(k: &str) -> bool {
     !k.is_empty()
         && k.len() <= policy::MAX_TASK_KEY_BYTES
-        && !k.chars().any(|c| c.is_control() || is_bidi(c))
+        && !k.chars().any(|c| c.is_control() || is_invisible(c))
 }
 
 /// The documented rules of a title or label: at most `max` bytes, no

@@ -6,7 +6,7 @@
 use crate::error::SdkError;
 use crate::identity::Principal;
 use crate::manifest::ReadScope;
-use crate::text::is_bidi_control;
+use crate::text::{is_bidi_control, is_format_control};
 
 /// Largest JSON argument accepted for a call: parsed on the host before a
 /// module sees it.
@@ -64,7 +64,9 @@ fn readable_json(text: &str) -> Result<(), serde_json::Error> {
     serde_json::from_str::<serde_json::Value>(text).map(drop)
 }
 
-/// A task key: 1..=256 bytes, no control characters.
+/// A task key: 1..=256 bytes, no control characters, and no invisible
+/// format characters (bidi controls, zero-width spaces and joiners, the
+/// BOM): two keys that look the same are the same key.
 pub fn task_key(key: &str) -> Result<&str, SdkError> {
     if key.is_empty() {
         return Err(SdkError::invalid("task key is empty"));
@@ -75,8 +77,10 @@ pub fn task_key(key: &str) -> Result<&str, SdkError> {
             key.len()
         )));
     }
-    if key.chars().any(|c| c.is_control() || is_bidi_control(c)) {
-        return Err(SdkError::invalid("task key contains a control character"));
+    if key.chars().any(|c| c.is_control() || is_format_control(c)) {
+        return Err(SdkError::invalid(
+            "task key contains a control character or an invisible format character",
+        ));
     }
     Ok(key)
 }
@@ -164,6 +168,28 @@ pub fn may_read_tasks_of(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_that_look_like_another_are_refused() {
+        for key in [
+            "job\u{200b}.1",
+            "job.1\u{feff}",
+            "\u{2060}job",
+            "job\u{202e}1",
+            "a\u{200d}b",
+        ] {
+            assert!(
+                matches!(task_key(key), Err(SdkError::InvalidInput(_))),
+                "{key:?}"
+            );
+            assert!(
+                matches!(key_prefix(key), Err(SdkError::InvalidInput(_))),
+                "{key:?}"
+            );
+        }
+        assert_eq!(task_key("job.1"), Ok("job.1"));
+        assert_eq!(task_key("rapport.été"), Ok("rapport.été"));
+    }
 
     #[test]
     fn json_the_host_could_not_read_back_is_refused_when_given() {
