@@ -49,6 +49,7 @@ fn new_task(key: Option<String>) -> NewTask {
         limits: Quota {
             max_active_per_user: u32::MAX,
             max_active_per_module: u32::MAX,
+            max_active_per_org: u32::MAX,
         },
     }
 }

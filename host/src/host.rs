@@ -13,13 +13,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use crate::cancel::CancelToken;
+use crate::data_quota::{DataQuotaOptions, DataUsage, Full, WriteGuard};
 use crate::db::{Db, DbError, Durability, SqliteFile, SqliteOptions};
 use crate::engine::{EngineError, EngineOptions, HostEngine};
 use crate::error::{CallError, SdkError};
-use crate::identity::{Identity, Principal, RequestMeta};
+use crate::identity::{Identity, OrgId, Principal, RequestMeta};
 use crate::manifest::LoadEnv;
 use crate::modules::invoke::{Answer, Export, invoke};
 use crate::modules::{self, Description, LoadedModule, ModuleError};
+use crate::retention::{self, Pruned, RetentionError, RetentionOptions};
 use crate::sandbox::CallSpec;
 use crate::share::{Refused, Share, Shares};
 use crate::subprocess::{
@@ -63,6 +65,17 @@ pub struct HostOptions {
     /// holds at most half; more callers than that at once get
     /// `limit-exceeded`.
     pub blocking_threads: u32,
+    /// Active tasks one organization may have over all modules
+    /// ([`crate::tasks::service::DEFAULT_MAX_ACTIVE_PER_ORG`] by default);
+    /// each module's `[tasks]` quotas count within one organization too.
+    pub max_active_tasks_per_org: u32,
+    /// How long finished tasks and subprocess audit records are kept
+    /// (30 and 90 days by default; see [`crate::retention`]).
+    pub retention: RetentionOptions,
+    /// The quota of each (module, organization) data directory whose
+    /// manifest names none (1 GiB by default), and how long a measurement
+    /// is reused; see [`crate::data_quota`] and [`Host`].
+    pub data_quota: DataQuotaOptions,
     /// How children of `run-subprocess` are confined and capped.
     pub subprocess: SubprocessOptions,
 }
@@ -72,8 +85,12 @@ impl HostOptions {
     /// allocator (1,000 instances), component cache in `state_dir/cache`,
     /// database `state_dir/modhost.db` with `synchronous=FULL`, programs
     /// looked up in `/usr/local/bin:/usr/bin:/bin`, 256 tasks running at
-    /// once, 16 blocking threads, and children only where Landlock confines
-    /// them ([`SubprocessOptions::default`]).
+    /// once, 16 blocking threads, 10,000 active tasks per organization,
+    /// finished tasks kept 30 days and audit records 90
+    /// ([`RetentionOptions::default`]), data directories of at most 1 GiB
+    /// per module and organization unless the manifest says otherwise, and
+    /// children only where Landlock confines them
+    /// ([`SubprocessOptions::default`]).
     pub fn new(state_dir: impl Into<PathBuf>) -> Self {
         let state_dir = state_dir.into();
         let tasks = TaskOptions::default();
@@ -87,6 +104,9 @@ impl HostOptions {
             durability: Durability::Full,
             max_running_tasks: tasks.max_running,
             blocking_threads: tasks.blocking_threads,
+            max_active_tasks_per_org: tasks.max_active_per_org,
+            retention: RetentionOptions::default(),
+            data_quota: DataQuotaOptions::default(),
             subprocess: SubprocessOptions::default(),
             state_dir,
         }
@@ -104,6 +124,8 @@ pub enum StartError {
     Tasks(#[from] TaskStoreError),
     #[error(transparent)]
     Audit(#[from] AuditError),
+    #[error(transparent)]
+    Retention(#[from] RetentionError),
     /// The host's own files would be readable by children.
     #[error(
         "{} lies under {}, which children may read: move the host's state (database, module data, compiled components) elsewhere",
@@ -210,12 +232,28 @@ pub struct LoadFailure {
 
 /// The modules, the engine they run on, and the services their calls
 /// reach. Cheap to clone.
+///
+/// Data quota: while the data directory of a module for an organization is
+/// at or over its quota (`[filesystem] max-mib`, or
+/// [`HostOptions::data_quota`]), that module's calls for that organization
+/// see `/data` read-only (reading and listing work; creating, writing,
+/// renaming and deleting fail, as wasmtime-wasi offers no permission that
+/// deletes without writing), and its new background tasks are refused with
+/// `limit-exceeded` naming the quota, from the guest's `run-background` and
+/// from [`Host::submit_task`] alike. Other organizations are not affected.
+/// The size is checked when a call starts, so a call that started under the
+/// quota may overshoot it by what it writes; children of `run-subprocess`
+/// write to the same directory and are not stopped by the quota.
 #[derive(Clone)]
 pub struct Host {
     options: Arc<HostOptions>,
     db: Db,
     runner: Arc<Runner>,
     tasks: Arc<TaskService>,
+    /// The audit trail's store, for retention.
+    audit: Arc<dyn AuditStore>,
+    /// Whether the pruning loop runs (started once, by `start_tasks`).
+    pruning: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Host {
@@ -238,6 +276,10 @@ struct Runner {
     /// Live instances per module: one module holds at most half the
     /// engine's, so its callers cannot take every organization's.
     instances: Arc<Shares>,
+    /// The measured size of the data directories.
+    data_usage: Arc<DataUsage>,
+    /// The quota of a data directory whose manifest names none.
+    default_data_max_bytes: u64,
 }
 
 impl Host {
@@ -246,6 +288,7 @@ impl Host {
     /// store. Modules are loaded next; call [`Host::start_tasks`] once they
     /// are, to recover tasks a previous run left and start the scheduler.
     pub fn new(options: HostOptions) -> Result<Self, StartError> {
+        options.retention.validate()?;
         prepare_state(&options)?;
         let db = Db::open(&options.db_path, options.durability)?;
         {
@@ -273,11 +316,12 @@ impl Host {
         task_store: Arc<dyn TaskStore>,
         audit: Arc<dyn AuditStore>,
     ) -> Result<Self, StartError> {
+        options.retention.validate()?;
         let events = crate::events::EventHub::new();
         let subprocess = Arc::new(SubprocessService::new(
             options.subprocess.clone(),
             options.load_env.path_var(),
-            audit,
+            audit.clone(),
             events.clone(),
         ));
         let runner = Arc::new(Runner {
@@ -285,6 +329,11 @@ impl Host {
             modules: RwLock::new(BTreeMap::new()),
             subprocess,
             instances: Shares::new(options.engine.max_instances),
+            data_usage: Arc::new(DataUsage::new(
+                options.data_quota.measure_every,
+                options.data_quota.min_remeasure,
+            )),
+            default_data_max_bytes: options.data_quota.default_max_bytes,
         });
         let tasks = TaskService::new(
             task_store,
@@ -292,6 +341,7 @@ impl Host {
             TaskOptions {
                 max_running: options.max_running_tasks,
                 blocking_threads: options.blocking_threads,
+                max_active_per_org: options.max_active_tasks_per_org,
             },
             events,
         );
@@ -300,6 +350,8 @@ impl Host {
             db,
             runner,
             tasks,
+            audit,
+            pruning: Arc::default(),
         })
     }
 
@@ -390,6 +442,7 @@ impl Host {
             memory_bytes: limits.memory_bytes,
             deadline: limits.call_deadline,
             data_dir: None,
+            data_writable: false,
             cancel: None,
             tasks: None,
             subprocess: None,
@@ -494,14 +547,19 @@ impl Host {
             other => CallError::InvalidInput(other.to_string()),
         })?;
         let identity = Arc::new(Identity::new(module, principal.clone(), request));
-        let spec = self.runner.spec(
+        let data = self
+            .runner
+            .data_access(&m, identity.organization_id())
+            .await?;
+        let (spec, _written) = self.runner.spec(
             &m,
             identity.clone(),
             Call::Action,
             None,
             None,
             self.tasks.clone(),
-        )?;
+            data,
+        );
         let _instance = self.runner.instance(module)?;
         let export = Export::Action {
             name: action,
@@ -564,10 +622,33 @@ impl Host {
     }
 
     /// Recovers the tasks a previous run left (interrupted, or queued again
-    /// when resumable) and starts running pending tasks. Call once, after
-    /// the modules are loaded.
+    /// when resumable), starts running pending tasks, and starts deleting
+    /// finished tasks and audit records past their retention (at once, then
+    /// every `options.retention.every`). Call once, after the modules are
+    /// loaded.
     pub async fn start_tasks(&self) -> Result<Recovery, TaskStoreError> {
-        self.tasks.start().await
+        let recovery = self.tasks.start().await?;
+        if !self.pruning.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            // Detached: the loop ends once the stores are dropped.
+            drop(retention::spawn(
+                self.tasks.store(),
+                &self.audit,
+                self.options.retention,
+            ));
+        }
+        Ok(recovery)
+    }
+
+    /// Deletes the finished tasks and audit records past their retention
+    /// now, in batches; what the periodic pass does, for an embedder that
+    /// prunes on its own schedule.
+    pub async fn prune(&self) -> Result<Pruned, RetentionError> {
+        retention::prune_now(
+            self.tasks.store().as_ref(),
+            self.audit.as_ref(),
+            &self.options.retention,
+        )
+        .await
     }
 
     /// The tasks as a principal sees them: cancel, answer confirmations,
@@ -642,8 +723,59 @@ impl Runner {
         })
     }
 
-    /// The store of one call of `m`: its limits, its data directory, and the
-    /// contexts of the capabilities it may use, each holding `m`'s own grant.
+    /// The quota of each of `m`'s data directories.
+    fn data_max_bytes(&self, m: &LoadedModule) -> u64 {
+        m.manifest
+            .policy
+            .filesystem
+            .max_bytes
+            .unwrap_or(self.default_data_max_bytes)
+    }
+
+    /// Whether `m`'s data directory of `org` is full; `Ok` when the module
+    /// has none.
+    async fn data_room(&self, m: &LoadedModule, org: &OrgId) -> Result<(), Full> {
+        let policy = &m.manifest.policy;
+        if !policy.filesystem.data && policy.subprocess.is_empty() {
+            return Ok(());
+        }
+        let dir = org.data_dir_in(&m.data_dir);
+        self.data_usage
+            .check(&dir, self.data_max_bytes(m))
+            .await
+            .map(|_| ())
+    }
+
+    /// The data directory a call of `m` for `org` preopens, if the manifest
+    /// grants one, and whether the call may write to it (not while it is
+    /// full).
+    async fn data_access(
+        &self,
+        m: &LoadedModule,
+        org: &OrgId,
+    ) -> Result<Option<(PathBuf, bool)>, CallError> {
+        let dir = m.granted_data_dir(org).map_err(|e| {
+            tracing::error!(module = m.name(), error = %e, "cannot create an organization's data directory");
+            CallError::Internal("cannot open the module's data directory; see the host's log".into())
+        })?;
+        let Some(dir) = dir else {
+            return Ok(None);
+        };
+        let writable = match self.data_usage.check(&dir, self.data_max_bytes(m)).await {
+            Ok(_) => true,
+            Err(full) => {
+                tracing::info!(module = m.name(), organization_id = %org, %full, "data directory full: the call sees it read-only");
+                false
+            }
+        };
+        Ok(Some((dir, writable)))
+    }
+
+    /// The store of one call of `m`: its limits, its data directory (from
+    /// [`Runner::data_access`]), and the contexts of the capabilities it may
+    /// use, each holding `m`'s own grant. The guard marks a writable data
+    /// directory written when the call is over.
+    #[expect(clippy::too_many_arguments, reason = "one call's whole description")]
     fn spec(
         &self,
         m: &LoadedModule,
@@ -652,25 +784,27 @@ impl Runner {
         task: Option<TaskScope>,
         cancel: Option<CancelToken>,
         tasks: Arc<TaskService>,
-    ) -> Result<CallSpec, CallError> {
-        let data_dir = m
-            .granted_data_dir(identity.organization_id())
-            .map_err(|e| {
-                tracing::error!(module = m.name(), error = %e, "cannot create an organization's data directory");
-                CallError::Internal("cannot open the module's data directory; see the host's log".into())
-            })?;
+        data: Option<(PathBuf, bool)>,
+    ) -> (CallSpec, Option<WriteGuard>) {
+        let written = data
+            .as_ref()
+            .filter(|(_, writable)| *writable)
+            .map(|(dir, _)| WriteGuard::new(self.data_usage.clone(), dir.clone()));
+        let data_writable = data.as_ref().is_some_and(|(_, writable)| *writable);
+        let data_dir = data.map(|(dir, _)| dir);
         let limits = &m.manifest.policy.limits;
         let deadline = match call {
             Call::Action => limits.call_deadline,
             Call::Task => limits.task_deadline,
             Call::Blocking => limits.blocking_deadline,
         };
-        Ok(CallSpec {
+        let spec = CallSpec {
             identity,
             task,
             memory_bytes: limits.memory_bytes,
             deadline,
             data_dir,
+            data_writable,
             cancel,
             tasks: Some(TasksCtx {
                 service: tasks,
@@ -681,7 +815,8 @@ impl Runner {
                 module: m.subprocess.clone(),
             }),
             stop_grace: self.subprocess.options().kill_grace + STOP_MARGIN,
-        })
+        };
+        (spec, written)
     }
 
     async fn json_call(self: Arc<Self>, tasks: Arc<TaskService>, c: JsonCall) -> Returned {
@@ -689,7 +824,8 @@ impl Runner {
             .module(&c.module)
             .ok_or_else(|| CallError::UnknownModule(c.module.clone()))?;
         let _instance = self.instance(&c.module)?;
-        let spec = self.spec(&m, c.identity, c.call, c.task, c.cancel, tasks)?;
+        let data = self.data_access(&m, c.identity.organization_id()).await?;
+        let (spec, _written) = self.spec(&m, c.identity, c.call, c.task, c.cancel, tasks, data);
         let (name, args_json) = (c.name.as_str(), c.args_json.as_str());
         let export = match c.call {
             Call::Task => Export::RunTask { name, args_json },
@@ -735,5 +871,25 @@ impl TaskRunner for Runner {
             args_json: call.args_json,
         };
         Box::pin(self.json_call(tasks, call))
+    }
+
+    fn admit(self: Arc<Self>, identity: Arc<Identity>) -> RunFuture<Result<(), SdkError>> {
+        Box::pin(async move {
+            let Some(m) = self.module(&identity.module) else {
+                return Ok(());
+            };
+            self.data_room(&m, identity.organization_id())
+                .await
+                .map_err(|full| {
+                    let key = if m.manifest.policy.filesystem.max_bytes.is_some() {
+                        "[filesystem] max-mib"
+                    } else {
+                        "the host's data quota (--data-max-mib)"
+                    };
+                    SdkError::LimitExceeded(format!(
+                        "{key}: {full}; no new background task may start"
+                    ))
+                })
+        })
     }
 }

@@ -23,6 +23,10 @@
 //!   through [`tasks::TaskRunner`], which [`Host`] implements.
 //! - [`subprocess`]: `run-subprocess` as a room of its own: grant and argv
 //!   grammar, gate, confinement, spawn, process tree, audit trail.
+//! - [`retention`]: deleting finished tasks and audit records past their
+//!   retention, in batches through the stores. [`data_quota`]: the measured
+//!   size of each module's data directory per organization, against its
+//!   quota.
 //! - [`manifest`], [`identity`], [`error`], [`db`], [`ui`], [`cancel`],
 //!   [`events`]: the typed policy, who is calling, errors, the SQLite file
 //!   (per-owner migrations, group-commit writer), UI values, cancel and
@@ -32,6 +36,7 @@ pub mod auth;
 pub mod cancel;
 pub mod check;
 pub mod client;
+pub mod data_quota;
 pub mod db;
 pub mod engine;
 pub mod error;
@@ -42,6 +47,7 @@ pub mod identity;
 pub mod kit;
 pub mod manifest;
 pub mod modules;
+pub mod retention;
 mod sandbox;
 mod share;
 pub mod subprocess;

@@ -10,6 +10,8 @@ use modhost::auth::Tokens;
 use modhost::db::{Db, Durability};
 use modhost::http::serve::{ServeConfig, serve};
 use modhost::identity::{Principal, RequestMeta, Role};
+use modhost::manifest::DATA_MAX_MIB;
+use modhost::retention::{self, Retention};
 use modhost::subprocess::user::ChildUserChoice;
 use modhost::{Host, HostOptions};
 
@@ -99,6 +101,29 @@ enum Command {
         /// as root runs them as `nobody`.
         #[arg(long, default_value = "auto", value_parser = parse_child_user)]
         child_user: ChildUserChoice,
+        /// Active (pending, running, waiting) background tasks one
+        /// organization may have over all modules; each module's own
+        /// `[tasks]` quotas also count per organization.
+        #[arg(long, default_value_t = modhost::tasks::service::DEFAULT_MAX_ACTIVE_PER_ORG,
+              value_parser = clap::value_parser!(u32).range(1..))]
+        max_active_tasks_per_org: u32,
+        /// How long a finished task (completed, failed, cancelled,
+        /// interrupted) is kept, counted from when it finished: `30d`,
+        /// `12h`, `90m`; at least a minute; `forever` (or `0`) never deletes.
+        /// Expired tasks are deleted every ten minutes, in batches.
+        #[arg(long, default_value = "30d", value_parser = parse_task_retention)]
+        task_retention: Retention,
+        /// How long a subprocess audit record is kept, counted from its
+        /// decision: at least a day; `forever` (or `0`) never deletes.
+        #[arg(long, default_value = "90d", value_parser = parse_audit_retention)]
+        audit_retention: Retention,
+        /// The quota, in MiB, of each organization's data directory of a
+        /// module whose manifest sets no `[filesystem] max-mib`. While a
+        /// directory is at its quota, the module's calls for that
+        /// organization see `/data` read-only and its new background tasks
+        /// are refused with limit-exceeded.
+        #[arg(long, default_value_t = DATA_MAX_MIB.default, value_parser = parse_data_max_mib)]
+        data_max_mib: u64,
     },
     /// Run an action and print its result as JSON; with --follow, follow the
     /// task it started until it ends.
@@ -231,6 +256,26 @@ fn parse_durability(s: &str) -> Result<Durability, String> {
     }
 }
 
+fn parse_data_max_mib(s: &str) -> Result<u64, String> {
+    let (min, max) = (DATA_MAX_MIB.min, DATA_MAX_MIB.max);
+    s.parse::<u64>()
+        .ok()
+        .filter(|mib| (min..=max).contains(mib))
+        .ok_or_else(|| format!("expected a number of MiB in {min}..={max}"))
+}
+
+fn parse_task_retention(s: &str) -> Result<Retention, String> {
+    s.parse::<Retention>()
+        .and_then(|r| r.at_least(retention::MIN_TASK_RETENTION))
+        .map_err(|e| e.to_string())
+}
+
+fn parse_audit_retention(s: &str) -> Result<Retention, String> {
+    s.parse::<Retention>()
+        .and_then(|r| r.at_least(retention::MIN_AUDIT_RETENTION))
+        .map_err(|e| e.to_string())
+}
+
 fn principal(user: &str, org: &str, role: Role) -> anyhow::Result<Principal> {
     Ok(Principal {
         user_id: user.parse()?,
@@ -287,6 +332,10 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             durability,
             allow_unconfined_subprocesses,
             child_user,
+            max_active_tasks_per_org,
+            task_retention,
+            audit_retention,
+            data_max_mib,
         } => {
             if build_renamed {
                 anyhow::bail!(
@@ -306,6 +355,10 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 durability,
                 allow_unconfined_subprocesses,
                 child_user,
+                max_active_tasks_per_org,
+                task_retention,
+                audit_retention,
+                data_max_bytes: data_max_mib * 1024 * 1024,
             };
             serve(config, stop_signal()).await?;
             Ok(ExitCode::SUCCESS)

@@ -23,6 +23,8 @@ const WASM_FREE: &[&str] = &[
     "cancel.rs",
     "text.rs",
     "share.rs",
+    "retention.rs",
+    "data_quota.rs",
 ];
 
 /// Rooms that hold wasm: the engine, the per-call store, the loaded modules,

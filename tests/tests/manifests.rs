@@ -143,6 +143,7 @@ fn everything_manifest_grants_what_it_says() -> Result<()> {
 
     let p = &m.policy;
     assert!(p.filesystem.data);
+    assert_eq!(p.filesystem.max_bytes, Some(512 * 1024 * 1024));
     assert!(p.network.allows("api.example.com", 443));
     assert!(p.network.allows("cdn.example.org", 443));
     assert!(!p.network.allows("example.org", 443));

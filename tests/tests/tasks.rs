@@ -688,6 +688,55 @@ async fn active_tasks_past_the_per_user_quota_are_refused_with_limit_exceeded() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_organization_at_its_quotas_does_not_stop_another() {
+    let mut t = TestHost::with_options(|o| o.max_active_tasks_per_org = 3);
+    let grant = "[limits]\ntask-deadline-ms = 60000\n\
+                 [tasks]\nmax-active-per-user = 2\nmax-active-per-module = 2";
+    t.load("first", SPIN, grant).await;
+    t.load("second", SPIN, grant).await;
+    let (alice, bob) = (principal("alice", "acme"), principal("bob", "acme"));
+    let carol = principal("carol", "globex");
+    let try_submit = |module: &'static str, who: &Principal| {
+        let (host, who) = (t.host.clone(), who.clone());
+        async move {
+            host.submit_task(
+                module,
+                "sleep",
+                "{}",
+                SubmitOptions::default(),
+                &who,
+                RequestMeta::fresh(),
+            )
+            .await
+            .map(|id| (id, who))
+        }
+    };
+    let mut active = Vec::new();
+    active.push(try_submit("first", &alice).await.unwrap());
+    active.push(try_submit("first", &bob).await.unwrap());
+    // acme holds `first`'s quota in acme, whichever of its users asks ...
+    let refused = try_submit("first", &alice).await;
+    assert!(
+        matches!(&refused, Err(SdkError::LimitExceeded(m)) if m.contains("max-active-per-module")),
+        "{refused:?}"
+    );
+    // ... and globex still has all of its own.
+    active.push(try_submit("first", &carol).await.unwrap());
+    active.push(try_submit("first", &carol).await.unwrap());
+    // The host's cap counts acme's tasks over every module.
+    active.push(try_submit("second", &alice).await.unwrap());
+    let refused = try_submit("second", &bob).await;
+    assert!(
+        matches!(&refused, Err(SdkError::LimitExceeded(m)) if m.contains("max-active-tasks-per-org")),
+        "{refused:?}"
+    );
+    active.push(try_submit("second", &carol).await.unwrap());
+    for (id, who) in &active {
+        t.host.tasks().cancel(id, who).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_blocking_pool_gives_limit_exceeded_instead_of_a_hang() {
     let mut t = TestHost::with_options(|o| o.blocking_threads = 1);
     t.load("spin", SPIN, "[limits]\nblocking-deadline-ms = 3000")

@@ -50,8 +50,9 @@ async fn a_single_counter_database_opens_with_its_tasks_and_each_owners_version(
     assert_eq!(row.status, Status::Completed);
     assert_eq!(row.result_json.as_deref(), Some("{\"ok\":true}"));
 
-    // Each owner's share was recorded, and the audit trail's second
-    // migration, appended after the single counter was retired, ran alone.
+    // Each owner's share was recorded, and the migrations appended after
+    // the single counter was retired (the audit trail's second and third,
+    // the task store's second to fourth) ran on their own.
     let conn = Connection::open(&db).unwrap();
     for (owner, version) in [
         ("host", HOST_MIGRATIONS.len()),
@@ -60,7 +61,7 @@ async fn a_single_counter_database_opens_with_its_tasks_and_each_owners_version(
     ] {
         assert_eq!(migrate::version(&conn, owner).unwrap(), version, "{owner}");
     }
-    assert_eq!(modhost::subprocess::audit::MIGRATIONS.len(), 2);
+    assert_eq!(modhost::subprocess::audit::MIGRATIONS.len(), 3);
     let index: i64 = conn
         .query_row(
             "SELECT count(*) FROM sqlite_schema WHERE name = 'subprocess_audit_by_user'",

@@ -9,6 +9,7 @@ use super::state::AppState;
 use crate::auth::{AuthError, Tokens};
 use crate::db::{DbError, Durability};
 use crate::identity::{Principal, Role};
+use crate::retention::Retention;
 use crate::{Host, HostOptions};
 
 /// The user and organization of the development token made on a first start.
@@ -32,6 +33,15 @@ pub struct ServeConfig {
     pub allow_unconfined_subprocesses: bool,
     /// Who subprocess children run as.
     pub child_user: crate::subprocess::user::ChildUserChoice,
+    /// Active tasks one organization may have over all modules.
+    pub max_active_tasks_per_org: u32,
+    /// How long finished tasks are kept.
+    pub task_retention: Retention,
+    /// How long subprocess audit records are kept.
+    pub audit_retention: Retention,
+    /// The quota of a (module, organization) data directory whose manifest
+    /// names none, in bytes.
+    pub data_max_bytes: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +78,10 @@ pub async fn serve(
     options.durability = config.durability;
     options.subprocess.allow_unconfined = config.allow_unconfined_subprocesses;
     options.subprocess.child_user = config.child_user.clone();
+    options.max_active_tasks_per_org = config.max_active_tasks_per_org;
+    options.retention.tasks = config.task_retention;
+    options.retention.audit = config.audit_retention;
+    options.data_quota.default_max_bytes = config.data_max_bytes;
     if config.allow_unconfined_subprocesses {
         let abi = crate::subprocess::confine::landlock_abi();
         tracing::warn!(

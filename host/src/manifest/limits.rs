@@ -56,8 +56,10 @@ pub const MAX_ACTIVE_PER_USER: Setting = Setting {
     max: 10_000,
 };
 
-/// Active background tasks of this module across all users: bounds the rows
-/// the scheduler holds for one module.
+/// Active background tasks of this module in one organization, across its
+/// users: bounds the rows one organization holds for one module, and one
+/// organization never uses up another's (the name predates the
+/// per-organization count and is kept so manifests stay valid).
 pub const MAX_ACTIVE_PER_MODULE: Setting = Setting {
     key: "[tasks] max-active-per-module",
     default: 1_000,
@@ -109,7 +111,18 @@ pub const BLOCKING_DEADLINE_MS: Setting = Setting {
     max: 3_600_000,
 };
 
-const MIB: u64 = 1024 * 1024;
+/// Bytes one organization's data directory of this module may hold, in MiB
+/// (`[filesystem] max-mib`); when absent, the host's default applies
+/// (1,024 MiB unless the operator says otherwise). At most a TiB: more is a
+/// disk of its own, not a quota.
+pub const DATA_MAX_MIB: Setting = Setting {
+    key: "[filesystem] max-mib",
+    default: 1024,
+    min: 1,
+    max: 1024 * 1024,
+};
+
+pub(crate) const MIB: u64 = 1024 * 1024;
 
 /// Whose tasks of this module a caller may list and view.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -125,7 +138,9 @@ pub enum ReadScope {
 /// `[tasks]`: how many background tasks, and whose tasks are visible.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TasksGrant {
+    /// Active tasks per user of this module, in one organization.
     pub max_active_per_user: u32,
+    /// Active tasks of this module per organization.
     pub max_active_per_module: u32,
     pub max_concurrent: u32,
     pub read: ReadScope,

@@ -33,8 +33,9 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 pub use env::LoadEnv;
 pub use error::{MAX_DESCRIPTION_BYTES, MAX_MANIFEST_BYTES, ManifestError};
 pub use limits::{
-    BLOCKING_DEADLINE_MS, CALL_DEADLINE_MS, Limits, MAX_ACTIVE_PER_MODULE, MAX_ACTIVE_PER_USER,
-    MAX_CONCURRENT_TASKS, MEMORY_MIB, ReadScope, Setting, TASK_DEADLINE_MS, TasksGrant,
+    BLOCKING_DEADLINE_MS, CALL_DEADLINE_MS, DATA_MAX_MIB, Limits, MAX_ACTIVE_PER_MODULE,
+    MAX_ACTIVE_PER_USER, MAX_CONCURRENT_TASKS, MEMORY_MIB, ReadScope, Setting, TASK_DEADLINE_MS,
+    TasksGrant,
 };
 pub use names::{
     EnvName, InvalidEnvName, InvalidModuleName, MAX_ENV_NAME_BYTES, MAX_MODULE_NAME_BYTES,
@@ -105,10 +106,14 @@ impl Policy {
     pub fn in_plain_words(&self) -> Vec<String> {
         let mut out = Vec::new();
         if self.filesystem.data {
-            out.push(
-                "Reads and writes files in its own data directory, a separate one per organization."
+            out.push(match self.filesystem.max_bytes {
+                Some(max) => format!(
+                    "Reads and writes files in its own data directory, a separate one per organization, of at most {} MiB each.",
+                    max / limits::MIB
+                ),
+                None => "Reads and writes files in its own data directory, a separate one per organization, within the host's quota."
                     .to_owned(),
-            );
+            });
         } else {
             out.push("Has no file access.".to_owned());
         }
@@ -123,7 +128,7 @@ impl Policy {
         }
         let t = &self.tasks;
         out.push(format!(
-            "Runs background tasks: at most {} at once, {} active per user, {} active in all.",
+            "Runs background tasks: at most {} at once, {} active per user, {} active per organization.",
             t.max_concurrent, t.max_active_per_user, t.max_active_per_module
         ));
         out.push(match t.read {
@@ -179,6 +184,9 @@ impl Policy {
 pub struct FilesystemGrant {
     /// Preopen the module's private data directory for WASI.
     pub data: bool,
+    /// Bytes each organization's data directory may hold (`max-mib`);
+    /// `None`: the host's default quota.
+    pub max_bytes: Option<u64>,
 }
 
 /// Reads and validates `dir/module.toml`.
@@ -272,6 +280,7 @@ struct RawManifest {
 struct RawFilesystem {
     #[serde(default)]
     data: bool,
+    max_mib: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -350,6 +359,11 @@ impl RawManifest {
         let policy = Policy {
             filesystem: FilesystemGrant {
                 data: self.filesystem.data,
+                max_bytes: self
+                    .filesystem
+                    .max_mib
+                    .map(|mib| DATA_MAX_MIB.read(Some(mib)).map(|m| m * limits::MIB))
+                    .transpose()?,
             },
             network: network_grant(self.network)?,
             tasks: TasksGrant::from_raw(self.tasks)?,

@@ -51,6 +51,9 @@ pub struct CallSpec {
     /// Preopened at [`DATA_DIR_GUEST_PATH`] when set: the caller's
     /// organization's directory of the module.
     pub data_dir: Option<PathBuf>,
+    /// Whether `data_dir` is preopened read-write; read-only otherwise (the
+    /// directory is at its quota).
+    pub data_writable: bool,
     /// Stops the call at the next epoch tick or host call.
     pub cancel: Option<CancelToken>,
     /// `interface tasks` and `background-tasks`; `None` refuses them.
@@ -156,7 +159,7 @@ impl WasiView for SandboxState {
 /// Deny by default: the WASI context has no arguments, no environment, no
 /// inherited stdio, no network and no files; the module's data directory is
 /// preopened only when the spec carries one (the manifest's `filesystem`
-/// grant); tasks and subprocesses are refused unless the spec carries their
+/// grant), and read-write only when the spec says so; tasks and subprocesses are refused unless the spec carries their
 /// context. Deadline and cancellation are checked at every epoch tick,
 /// where the guest also yields to the async scheduler.
 pub fn new_store(
@@ -169,7 +172,12 @@ pub fn new_store(
         .allow_udp(false)
         .socket_addr_check(|_, _| Box::pin(async { false }));
     if let Some(dir) = &spec.data_dir {
-        wasi.preopened_dir(dir, DATA_DIR_GUEST_PATH, FsPerms::ReadWrite)
+        let perms = if spec.data_writable {
+            FsPerms::ReadWrite
+        } else {
+            FsPerms::ReadOnly
+        };
+        wasi.preopened_dir(dir, DATA_DIR_GUEST_PATH, perms)
             .map_err(|e| {
                 tracing::error!(dir = %dir.display(), error = %e, "cannot open a module's data directory");
                 CallError::Internal("cannot open the module's data directory; see the host's log".into())

@@ -25,7 +25,7 @@ pub const OWNER: &str = "audit";
 pub const MIGRATIONS: &[&str] = &[
     // The subprocess audit trail: one row per `run-subprocess` decision,
     // completed with the outcome once the child has ended. Rows are never
-    // deleted or re-owned.
+    // deleted (until migration 3's retention) or re-owned.
     "CREATE TABLE subprocess_audit (
         id TEXT PRIMARY KEY NOT NULL,
         at INTEGER NOT NULL,
@@ -71,6 +71,19 @@ pub const MIGRATIONS: &[&str] = &[
     // A member reads the records of their own calls: by organization and
     // user, newest first, without scanning the organization's.
     "CREATE INDEX subprocess_audit_by_user ON subprocess_audit (organization_id, user_id, id);",
+    // Retention: records older than the operator's period are deleted,
+    // oldest first along this index. A record younger than a day is still
+    // never deleted (longer than any child runs, so a launch keeps its
+    // record until its end is written), whatever deletes it.
+    "DROP TRIGGER subprocess_audit_is_kept;
+
+    CREATE INDEX subprocess_audit_by_at ON subprocess_audit (at);
+
+    CREATE TRIGGER subprocess_audit_is_kept_a_day BEFORE DELETE ON subprocess_audit
+    WHEN OLD.at > CAST(unixepoch('subsec') * 1000 AS INTEGER) - 86400000
+    BEGIN
+        SELECT RAISE(ABORT, 'audit records are kept for at least a day');
+    END;",
 ];
 
 /// [`MIGRATIONS`] under their owner.
@@ -92,6 +105,16 @@ pub trait AuditStore: Send + Sync + 'static {
     /// Records matching every field of `filter`, newest first, `limit`
     /// clamped to 1..=[`MAX_AUDIT_LIMIT`].
     fn query(&self, filter: &AuditFilter, limit: u32) -> Result<Vec<AuditRecord>, AuditError>;
+
+    /// Deletes at most `limit` records decided before `before` (ms since the
+    /// epoch), oldest first, in one write; returns how many. Retention calls
+    /// it until it deletes fewer than `limit` ([`crate::retention`]). The
+    /// default deletes nothing: a store that keeps its trail elsewhere keeps
+    /// it by that place's own rules.
+    fn prune(&self, before: i64, limit: u32) -> BoxFuture<'_, Result<u64, AuditError>> {
+        let _ = (before, limit);
+        Box::pin(async { Ok(0) })
+    }
 }
 
 /// Why the trail could not be written or read.
@@ -146,7 +169,22 @@ impl AuditStore for SqliteAuditStore {
     fn query(&self, filter: &AuditFilter, limit: u32) -> Result<Vec<AuditRecord>, AuditError> {
         Ok(self.file.readers.with(|conn| select(conn, filter, limit))?)
     }
+
+    fn prune(&self, before: i64, limit: u32) -> BoxFuture<'_, Result<u64, AuditError>> {
+        Box::pin(self.file.writer.run(move |conn| {
+            let deleted = conn
+                .prepare(PRUNE_SQL)?
+                .execute(params![before, i64::from(limit)])?;
+            Ok(u64::try_from(deleted).unwrap_or(u64::MAX))
+        }))
+    }
 }
+
+/// The oldest records decided before `?1`, at most `?2`: a walk of the
+/// decision-time index that stops at the limit.
+const PRUNE_SQL: &str = "DELETE FROM subprocess_audit WHERE rowid IN (SELECT rowid \
+    FROM subprocess_audit INDEXED BY subprocess_audit_by_at WHERE at < ?1 \
+    ORDER BY at LIMIT ?2 + 0)";
 
 /// The most rows one audit query returns.
 pub const MAX_AUDIT_LIMIT: u32 = 500;
@@ -443,6 +481,87 @@ fn record(r: &Row<'_>) -> rusqlite::Result<AuditRecord> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::db::{SqliteOptions, now_ms};
+
+    const DAY_MS: i64 = 86_400_000;
+
+    fn trail() -> SqliteAuditStore {
+        let file = SqliteFile::open_scratch(SqliteOptions::default(), &[MIGRATION_LIST]).unwrap();
+        SqliteAuditStore::on(Arc::new(file)).unwrap()
+    }
+
+    fn decided_at(at: i64) -> AuditDecision {
+        AuditDecision {
+            id: uuid::Uuid::now_v7().to_string(),
+            at,
+            module: "m".into(),
+            user_id: "alice".into(),
+            organization_id: "acme".into(),
+            request_id: "r".into(),
+            task_id: None,
+            program: "true".into(),
+            path: None,
+            args: Vec::new(),
+            cwd: None,
+            env_names: Vec::new(),
+            decision: Decision::Denied,
+            reason: Some("not granted".into()),
+            confined: false,
+        }
+    }
+
+    fn ats(trail: &SqliteAuditStore) -> Vec<i64> {
+        let mut ats: Vec<i64> = trail
+            .query(&AuditFilter::default(), MAX_AUDIT_LIMIT)
+            .unwrap()
+            .iter()
+            .map(|r| r.decision.at)
+            .collect();
+        ats.sort_unstable();
+        ats
+    }
+
+    #[tokio::test]
+    async fn pruning_deletes_records_before_the_cutoff_oldest_first_a_batch_at_a_time() {
+        let trail = trail();
+        let now = now_ms();
+        let (old, kept) = (now - 100 * DAY_MS, now - 10 * DAY_MS);
+        for at in [old, old + 1, old + 2, kept, now] {
+            trail.record(decided_at(at)).await.unwrap();
+        }
+        let cutoff = now - 90 * DAY_MS;
+        assert_eq!(trail.prune(cutoff, 2).await.unwrap(), 2);
+        assert_eq!(ats(&trail), [old + 2, kept, now], "the oldest go first");
+        assert_eq!(trail.prune(cutoff, 2).await.unwrap(), 1);
+        assert_eq!(trail.prune(cutoff, 2).await.unwrap(), 0);
+        assert_eq!(ats(&trail), [kept, now]);
+    }
+
+    #[tokio::test]
+    async fn the_schema_keeps_a_record_younger_than_a_day_whatever_deletes_it() {
+        let trail = trail();
+        let now = now_ms();
+        trail.record(decided_at(now - DAY_MS / 2)).await.unwrap();
+        let err = trail.prune(now + DAY_MS, 10).await.unwrap_err();
+        assert!(err.to_string().contains("kept for at least a day"), "{err}");
+        assert_eq!(ats(&trail).len(), 1);
+    }
+
+    #[test]
+    fn pruning_walks_the_decision_time_index() {
+        let conn = Connection::open_in_memory().unwrap();
+        crate::db::migrate::apply(&conn, &MIGRATION_LIST).unwrap();
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {PRUNE_SQL}"))
+            .unwrap()
+            .query_map(params![0, 10], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        let plan = plan.join("; ");
+        assert!(plan.contains("subprocess_audit_by_at"), "{plan}");
+        assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+    }
 
     #[test]
     fn a_members_query_reads_the_user_index_not_the_whole_trail() {

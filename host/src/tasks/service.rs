@@ -2,10 +2,11 @@
 //!
 //! Submission, lookups, progress and the read model here; running tasks in
 //! `run.rs`, confirmations in `confirm.rs`, the blocking pool in
-//! `blocking.rs`. Nothing here knows wasmtime: the one upward need (a task's
-//! run, a blocking call, each in a fresh instance of its module) goes
-//! through the [`TaskRunner`] the host plugs in; it reports how the call
-//! went, and the service decides what that means for the task. Every call
+//! `blocking.rs`. Nothing here knows wasmtime: the upward needs (a task's
+//! run, a blocking call, each in a fresh instance of its module, and
+//! whether the host's own limits admit a new task) go through the
+//! [`TaskRunner`] the host plugs in; it reports how the call went, and the
+//! service decides what that means for the task. Every call
 //! names the module it comes from by its own [`ModuleTasks`], configured
 //! once at load.
 
@@ -38,8 +39,15 @@ pub const MAX_FAILURE_MESSAGE_BYTES: usize = 4096;
 /// Rows a lookup returns when the guest asks for 0.
 pub const DEFAULT_LOOKUP_LIMIT: u32 = 50;
 
+/// Active tasks one organization may have over all modules unless the
+/// operator says otherwise: each module's own quota is per organization, so
+/// without this an organization could hold every module's quota at once;
+/// 10,000 rows stay cheap for the scheduler and the dashboard's lists.
+pub const DEFAULT_MAX_ACTIVE_PER_ORG: u32 = 10_000;
+
 /// How the host runs tasks. Defaults: 256 tasks running at once over all
-/// modules, 16 blocking threads.
+/// modules, 16 blocking threads, [`DEFAULT_MAX_ACTIVE_PER_ORG`] active
+/// tasks per organization.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TaskOptions {
     /// Background tasks running at once, over all modules.
@@ -48,6 +56,9 @@ pub struct TaskOptions {
     /// holds at most half; more callers than that at once get
     /// `limit-exceeded`.
     pub blocking_threads: u32,
+    /// Active (pending, running, waiting) tasks one organization may have
+    /// over all modules; a submission past it gets `limit-exceeded`.
+    pub max_active_per_org: u32,
 }
 
 impl Default for TaskOptions {
@@ -55,6 +66,7 @@ impl Default for TaskOptions {
         TaskOptions {
             max_running: 256,
             blocking_threads: 16,
+            max_active_per_org: DEFAULT_MAX_ACTIVE_PER_ORG,
         }
     }
 }
@@ -159,6 +171,11 @@ pub trait TaskRunner: Send + Sync + 'static {
         tasks: Arc<TaskService>,
         call: BlockingCall,
     ) -> RunFuture<Returned>;
+
+    /// Whether `identity` may start new background work of its module now,
+    /// as far as the host's other limits go (its data directory's quota);
+    /// asked before a task is stored. `Err` is what the submitter is told.
+    fn admit(self: Arc<Self>, identity: Arc<Identity>) -> RunFuture<Result<(), SdkError>>;
 }
 
 /// A task running on this host.
@@ -178,6 +195,8 @@ pub struct TaskService {
     pub(super) runner: Arc<dyn TaskRunner>,
     /// The blocking pool's threads, counted per module.
     pub(super) blocking: Arc<Shares>,
+    /// [`TaskOptions::max_active_per_org`].
+    max_active_per_org: u32,
     running: Mutex<HashMap<String, Running>>,
 }
 
@@ -200,6 +219,7 @@ impl TaskService {
             scheduler: Scheduler::new(options.max_running),
             runner,
             blocking: Shares::new(options.blocking_threads),
+            max_active_per_org: options.max_active_per_org,
             running: Mutex::default(),
         })
     }
@@ -241,6 +261,12 @@ impl TaskService {
         if let Some(t) = &options.title {
             policy::short_text("title", t, policy::MAX_TITLE_BYTES)?;
         }
+        // Before the store: a refused task starts nothing, even one whose key
+        // is held by an active task.
+        self.runner
+            .clone()
+            .admit(Arc::new(identity.clone()))
+            .await?;
         let grant = &module.grant;
         let new = NewTask {
             id: uuid::Uuid::now_v7().to_string(),
@@ -259,6 +285,7 @@ impl TaskService {
             limits: Quota {
                 max_active_per_user: grant.max_active_per_user,
                 max_active_per_module: grant.max_active_per_module,
+                max_active_per_org: self.max_active_per_org,
             },
         };
         // Stored and queued on a task of its own: once the row is written it

@@ -182,6 +182,13 @@ pub trait TaskStore: Send + Sync + 'static {
     /// Pending tasks of every module, oldest first: what the scheduler picks
     /// up after a restart.
     fn pending(&self, limit: u32) -> Result<Vec<TaskRow>, TaskStoreError>;
+
+    /// Deletes at most `limit` finished tasks whose `finished_at` is before
+    /// `finished_before` (ms since the epoch), oldest first, in one write;
+    /// returns how many. An active task is never deleted. Retention calls it
+    /// until it deletes fewer than `limit` ([`crate::retention`]).
+    fn prune(&self, finished_before: i64, limit: u32)
+    -> BoxFuture<'_, Result<u64, TaskStoreError>>;
 }
 
 /// The life of a background task (WIT `task-status`).
@@ -253,13 +260,20 @@ impl FromStr for Status {
     }
 }
 
-/// Active-task limits, checked at submission.
+/// Active-task limits, checked at submission in the transaction of the
+/// insert. Every count is within one organization: one organization's tasks
+/// never use up another's quota.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Quota {
-    /// Active tasks one user may have in one module and organization.
+    /// Active tasks one user may have in one module and organization
+    /// (`[tasks] max-active-per-user`).
     pub max_active_per_user: u32,
-    /// Active tasks one module may have across every organization.
+    /// Active tasks one module may have in one organization
+    /// (`[tasks] max-active-per-module`).
     pub max_active_per_module: u32,
+    /// Active tasks one organization may have over all modules (the host's
+    /// setting, [`crate::tasks::TaskOptions::max_active_per_org`]).
+    pub max_active_per_org: u32,
 }
 
 /// A task to store, as the runtime built it from a validated submission.

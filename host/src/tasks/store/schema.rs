@@ -141,6 +141,75 @@ pub const MIGRATIONS: &[&str] = &[
     // the CLI's list.
     "CREATE INDEX tasks_org_user ON tasks (organization_id, user_id, id);
     CREATE INDEX tasks_org_all ON tasks (organization_id, id);",
+    // Active-task counters per module and organization, and per
+    // organization over all modules, replacing the per-module counter that
+    // counted every organization together (one organization could use up a
+    // module's quota for all). Filled from the active rows, then kept by
+    // triggers as before.
+    "DROP TRIGGER tasks_count_insert;
+    DROP TRIGGER tasks_count_finish;
+    DROP TRIGGER tasks_count_delete;
+    DROP TABLE task_active_per_module;
+
+    CREATE TABLE task_active_per_module_org (
+        module TEXT NOT NULL,
+        organization_id TEXT NOT NULL,
+        active INTEGER NOT NULL CHECK (active >= 0),
+        PRIMARY KEY (module, organization_id)
+    ) STRICT, WITHOUT ROWID;
+
+    CREATE TABLE task_active_per_org (
+        organization_id TEXT PRIMARY KEY NOT NULL,
+        active INTEGER NOT NULL CHECK (active >= 0)
+    ) STRICT, WITHOUT ROWID;
+
+    INSERT INTO task_active_per_module_org (module, organization_id, active)
+        SELECT module, organization_id, count(*) FROM tasks WHERE finished_at IS NULL
+        GROUP BY module, organization_id;
+    INSERT INTO task_active_per_org (organization_id, active)
+        SELECT organization_id, count(*) FROM tasks WHERE finished_at IS NULL
+        GROUP BY organization_id;
+
+    CREATE TRIGGER tasks_count_insert AFTER INSERT ON tasks
+    WHEN NEW.finished_at IS NULL
+    BEGIN
+        INSERT INTO task_active_per_user (module, organization_id, user_id, active)
+            VALUES (NEW.module, NEW.organization_id, NEW.user_id, 1)
+            ON CONFLICT (module, organization_id, user_id) DO UPDATE SET active = active + 1;
+        INSERT INTO task_active_per_module_org (module, organization_id, active)
+            VALUES (NEW.module, NEW.organization_id, 1)
+            ON CONFLICT (module, organization_id) DO UPDATE SET active = active + 1;
+        INSERT INTO task_active_per_org (organization_id, active)
+            VALUES (NEW.organization_id, 1)
+            ON CONFLICT (organization_id) DO UPDATE SET active = active + 1;
+    END;
+
+    CREATE TRIGGER tasks_count_finish AFTER UPDATE OF finished_at ON tasks
+    WHEN OLD.finished_at IS NULL AND NEW.finished_at IS NOT NULL
+    BEGIN
+        UPDATE task_active_per_user SET active = active - 1
+            WHERE module = OLD.module AND organization_id = OLD.organization_id
+              AND user_id = OLD.user_id;
+        UPDATE task_active_per_module_org SET active = active - 1
+            WHERE module = OLD.module AND organization_id = OLD.organization_id;
+        UPDATE task_active_per_org SET active = active - 1
+            WHERE organization_id = OLD.organization_id;
+    END;
+
+    CREATE TRIGGER tasks_count_delete AFTER DELETE ON tasks
+    WHEN OLD.finished_at IS NULL
+    BEGIN
+        UPDATE task_active_per_user SET active = active - 1
+            WHERE module = OLD.module AND organization_id = OLD.organization_id
+              AND user_id = OLD.user_id;
+        UPDATE task_active_per_module_org SET active = active - 1
+            WHERE module = OLD.module AND organization_id = OLD.organization_id;
+        UPDATE task_active_per_org SET active = active - 1
+            WHERE organization_id = OLD.organization_id;
+    END;",
+    // Finished tasks by finish time: retention deletes the oldest first,
+    // a batch at a time, without scanning the table.
+    "CREATE INDEX tasks_finished ON tasks (finished_at) WHERE finished_at IS NOT NULL;",
 ];
 
 /// Brings the task tables of the database on `conn` to this host's schema:

@@ -155,11 +155,14 @@ macro_rules! active {
 /// stop at the limit; key ranges are not in id order, so they sort only the
 /// (id, rowid) pairs of the covering index and fetch just the rows returned.
 pub(super) mod sql {
-    /// Active-task counters of the submitter and of the module.
+    /// Active-task counters of the submitter, of the module in the
+    /// organization, and of the organization.
     pub const ACTIVE_COUNTS: &str = "SELECT \
         COALESCE((SELECT active FROM task_active_per_user \
                   WHERE module = ?1 AND organization_id = ?2 AND user_id = ?3), 0), \
-        COALESCE((SELECT active FROM task_active_per_module WHERE module = ?1), 0)";
+        COALESCE((SELECT active FROM task_active_per_module_org \
+                  WHERE module = ?1 AND organization_id = ?2), 0), \
+        COALESCE((SELECT active FROM task_active_per_org WHERE organization_id = ?2), 0)";
 
     /// Inserts a pending task unless the active-key index already holds its
     /// key (then nothing happens); any other conflict is an error.
@@ -237,6 +240,12 @@ pub(super) mod sql {
          ORDER BY id DESC LIMIT ?4 + 0"
     );
 
+    /// The oldest finished tasks finished before `?1`, at most `?2`: a walk
+    /// of the finish-time index that stops at the limit.
+    pub const PRUNE: &str = "DELETE FROM tasks WHERE rowid IN (SELECT rowid FROM tasks \
+        INDEXED BY tasks_finished WHERE finished_at IS NOT NULL AND finished_at < ?1 \
+        ORDER BY finished_at LIMIT ?2 + 0)";
+
     pub const PENDING: &str = concat!(
         "SELECT ",
         summary_columns!(),
@@ -313,20 +322,25 @@ fn stored_answer(r: &Row<'_>, first: usize) -> rusqlite::Result<Option<StoredAns
 /// writer's transaction: the counters read here cannot change before the
 /// insert, and the active-key index decides dedup.
 fn submit(conn: &WriteConn<'_>, t: &NewTask) -> Result<Submitted, TaskStoreError> {
-    let (per_user, per_module): (i64, i64) = conn
+    let (per_user, per_module, per_org): (i64, i64, i64) = conn
         .prepare(sql::ACTIVE_COUNTS)?
         .query_row(params![t.module, t.organization_id, t.user_id], |r| {
-            Ok((r.get(0)?, r.get(1)?))
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
         })?;
     let refusal = if per_user >= i64::from(t.limits.max_active_per_user) {
         Some(format!(
-            "max_active_per_user: at most {} active tasks per user in module {}",
+            "[tasks] max-active-per-user: at most {} active tasks per user of module `{}`",
             t.limits.max_active_per_user, t.module
         ))
     } else if per_module >= i64::from(t.limits.max_active_per_module) {
         Some(format!(
-            "max_active_per_module: at most {} active tasks in module {}",
+            "[tasks] max-active-per-module: at most {} active tasks of module `{}` per organization",
             t.limits.max_active_per_module, t.module
+        ))
+    } else if per_org >= i64::from(t.limits.max_active_per_org) {
+        Some(format!(
+            "max-active-tasks-per-org: at most {} active tasks per organization over all modules (a host setting)",
+            t.limits.max_active_per_org
         ))
     } else {
         None
@@ -843,6 +857,19 @@ impl TaskStore for SqliteTaskStore {
             conn.prepare_cached(sql::PENDING)?
                 .query_map(params![i64::from(limit)], task_row)?
                 .collect()
+        })
+    }
+
+    fn prune(
+        &self,
+        finished_before: i64,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<u64, TaskStoreError>> {
+        self.write(move |conn| {
+            let deleted = conn
+                .prepare(sql::PRUNE)?
+                .execute(params![finished_before, i64::from(limit)])?;
+            Ok(u64::try_from(deleted).unwrap_or(u64::MAX))
         })
     }
 }

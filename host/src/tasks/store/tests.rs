@@ -18,6 +18,7 @@ fn store() -> Arc<SqliteTaskStore> {
 const ROOMY: Quota = Quota {
     max_active_per_user: 10_000,
     max_active_per_module: 10_000,
+    max_active_per_org: 10_000,
 };
 
 fn task(module: &str, org: &str, user: &str, key: Option<&str>) -> NewTask {
@@ -223,8 +224,23 @@ fn limited(user: &str, per_user: u32, per_module: u32) -> NewTask {
     t.limits = Quota {
         max_active_per_user: per_user,
         max_active_per_module: per_module,
+        max_active_per_org: 10_000,
     };
     t
+}
+
+/// A task of `module` in `org` under an organization-wide cap of `per_org`.
+fn in_org(module: &str, org: &str, user: &str, per_org: u32) -> NewTask {
+    let mut t = task(module, org, user, None);
+    t.limits.max_active_per_org = per_org;
+    t
+}
+
+fn refusal(s: Submitted) -> String {
+    match s {
+        Submitted::LimitExceeded(reason) => reason,
+        other => panic!("expected LimitExceeded, got {other:?}"),
+    }
 }
 
 #[tokio::test]
@@ -233,24 +249,76 @@ async fn submit_refuses_when_user_has_max_active_tasks() {
     for _ in 0..2 {
         created(&store, limited("u1", 2, 100)).await;
     }
-    match store.submit(limited("u1", 2, 100)).await.unwrap() {
-        Submitted::LimitExceeded(reason) => assert!(reason.contains("max_active_per_user")),
-        other => panic!("{other:?}"),
-    }
+    let reason = refusal(store.submit(limited("u1", 2, 100)).await.unwrap());
+    assert!(reason.contains("[tasks] max-active-per-user"), "{reason}");
     created(&store, limited("u2", 2, 100)).await;
 }
 
 #[tokio::test]
-async fn submit_refuses_when_module_has_max_active_tasks() {
+async fn submit_refuses_when_the_module_has_max_active_tasks_in_the_organization() {
     let store = store();
     created(&store, limited("u1", 10, 2)).await;
-    let mut other_org = limited("u2", 10, 2);
-    other_org.organization_id = "o2".into();
-    created(&store, other_org).await;
-    match store.submit(limited("u3", 10, 2)).await.unwrap() {
-        Submitted::LimitExceeded(reason) => assert!(reason.contains("max_active_per_module")),
-        other => panic!("{other:?}"),
+    created(&store, limited("u2", 10, 2)).await;
+    let reason = refusal(store.submit(limited("u3", 10, 2)).await.unwrap());
+    assert!(reason.contains("[tasks] max-active-per-module"), "{reason}");
+}
+
+#[tokio::test]
+async fn an_organization_at_a_modules_quota_does_not_stop_another_organization() {
+    let store = store();
+    for user in ["u1", "u2"] {
+        created(&store, limited(user, 10, 2)).await;
     }
+    assert!(matches!(
+        store.submit(limited("u3", 10, 2)).await.unwrap(),
+        Submitted::LimitExceeded(_)
+    ));
+    for user in ["u1", "u2"] {
+        let mut other_org = limited(user, 10, 2);
+        other_org.organization_id = "o2".into();
+        created(&store, other_org).await;
+    }
+}
+
+#[tokio::test]
+async fn the_organizations_cap_holds_across_modules_and_spares_other_organizations() {
+    let store = store();
+    created(&store, in_org("m1", "o", "u1", 3)).await;
+    created(&store, in_org("m2", "o", "u2", 3)).await;
+    created(&store, in_org("m3", "o", "u3", 3)).await;
+    let reason = refusal(store.submit(in_org("m4", "o", "u4", 3)).await.unwrap());
+    assert!(reason.contains("max-active-tasks-per-org"), "{reason}");
+    created(&store, in_org("m4", "o2", "u4", 3)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_submits_of_many_modules_never_exceed_the_organizations_cap() {
+    let store = store();
+    let mut set = JoinSet::new();
+    for i in 0..48 {
+        let store = Arc::clone(&store);
+        set.spawn(async move {
+            let module = format!("m{}", i % 6);
+            store
+                .submit(in_org(&module, "o", &format!("u{i}"), 7))
+                .await
+                .unwrap()
+        });
+    }
+    let results = set.join_all().await;
+    let created = results
+        .iter()
+        .filter(|r| matches!(r, Submitted::Created(_)))
+        .count();
+    assert_eq!(created, 7, "{results:?}");
+    let active: i64 = raw(&store)
+        .query_row(
+            "SELECT active FROM task_active_per_org WHERE organization_id = 'o'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(active, 7);
 }
 
 #[tokio::test]
@@ -329,15 +397,135 @@ async fn active_counters_match_active_rows_after_every_transition() {
         )
         .unwrap();
     assert_eq!(mismatched, 0);
-    let module_active: i64 = conn
+    let (module_active, org_active): (i64, i64) = conn
         .query_row(
-            "SELECT active FROM task_active_per_module WHERE module = 'm'",
+            "SELECT (SELECT active FROM task_active_per_module_org \
+                     WHERE module = 'm' AND organization_id = 'o'), \
+                    (SELECT active FROM task_active_per_org WHERE organization_id = 'o')",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    // c stays pending, d was resumed; a finished, b was interrupted.
+    assert_eq!((module_active, org_active), (2, 2));
+}
+
+#[tokio::test]
+async fn the_per_organization_counters_start_from_the_active_rows_of_an_older_database() {
+    let conn = Connection::open_in_memory().unwrap();
+    let before = crate::db::migrate::Migrations::new(OWNER, &MIGRATIONS[..2]);
+    crate::db::migrate::apply(&conn, &before).unwrap();
+    for (id, org, finished) in [("a", "o1", None), ("b", "o1", None), ("c", "o2", None)]
+        .into_iter()
+        .chain([("d", "o1", Some(5_i64))])
+    {
+        let status = if finished.is_some() {
+            "completed"
+        } else {
+            "pending"
+        };
+        conn.execute(
+            "INSERT INTO tasks (id, module, task_name, status, args_json, resumable, user_id, \
+             organization_id, role, request_id, created_at, updated_at, finished_at) \
+             VALUES (?1, 'm', 't', ?2, '{}', 0, 'u', ?3, 'member', 'r', 1, 1, ?4)",
+            rusqlite::params![id, status, org, finished],
+        )
+        .unwrap();
+    }
+    apply_schema(&conn).unwrap();
+    let counts: Vec<(String, i64, i64)> = conn
+        .prepare(
+            "SELECT m.organization_id, m.active, o.active FROM task_active_per_module_org AS m \
+             JOIN task_active_per_org AS o USING (organization_id) ORDER BY 1",
+        )
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    assert_eq!(counts, [("o1".to_owned(), 2, 2), ("o2".to_owned(), 1, 1)]);
+}
+
+// ---- retention --------------------------------------------------------------
+
+/// Stores a task that finished at `finished_at` with `status`, as an older
+/// run of the host left it.
+fn insert_finished(conn: &Connection, status: &str, finished_at: i64) -> String {
+    let id = uuid::Uuid::now_v7().to_string();
+    conn.execute(
+        "INSERT INTO tasks (id, module, task_name, status, args_json, resumable, user_id, \
+         organization_id, role, request_id, created_at, updated_at, finished_at) \
+         VALUES (?1, 'm', 'work', ?2, '{}', 0, 'u1', 'o', 'member', 'r', 1, ?3, ?3)",
+        rusqlite::params![id, status, finished_at],
+    )
+    .unwrap();
+    id
+}
+
+#[tokio::test]
+async fn pruning_deletes_finished_tasks_before_the_cutoff_and_never_an_active_one() {
+    let store = store();
+    let conn = raw(&store);
+    let old: Vec<String> = ["completed", "failed", "cancelled", "interrupted"]
+        .into_iter()
+        .map(|status| insert_finished(&conn, status, 1_000))
+        .collect();
+    let recent = insert_finished(&conn, "completed", 50_000);
+    // Active tasks submitted long ago: their age is no reason to delete them.
+    let pending = created(&store, task("m", "o", "u1", None)).await;
+    let started = running(&store, task("m", "o", "u1", None)).await;
+    let waiting = running_task_waiting(&store).await;
+
+    assert_eq!(store.prune(10_000, 100).await.unwrap(), 4);
+    for id in &old {
+        assert!(store.get_unscoped(id).unwrap().is_none(), "{id} was kept");
+    }
+    for id in [&recent, &pending, &started, &waiting] {
+        assert!(store.get_unscoped(id).unwrap().is_some(), "{id} was pruned");
+    }
+    // Even a cutoff in the future spares active tasks, and their counters.
+    assert_eq!(store.prune(i64::MAX, 100).await.unwrap(), 1);
+    let active: i64 = conn
+        .query_row(
+            "SELECT active FROM task_active_per_org WHERE organization_id = 'o'",
             [],
             |r| r.get(0),
         )
         .unwrap();
-    // c stays pending, d was resumed; a finished, b was interrupted.
-    assert_eq!(module_active, 2);
+    assert_eq!(active, 3);
+}
+
+async fn running_task_waiting(store: &SqliteTaskStore) -> String {
+    let id = running(store, task("m", "o", "u2", None)).await;
+    store.ask_confirmation(&id, "{}", 1, None).await.unwrap();
+    id
+}
+
+#[tokio::test]
+async fn one_pruning_write_deletes_at_most_its_limit_oldest_first() {
+    let store = store();
+    let conn = raw(&store);
+    for at in 0..26 {
+        insert_finished(&conn, "completed", 100 + at);
+    }
+    let before = store.commits();
+    assert_eq!(store.prune(1_000, 10).await.unwrap(), 10);
+    assert_eq!(store.prune(1_000, 10).await.unwrap(), 10);
+    assert_eq!(store.prune(1_000, 10).await.unwrap(), 6);
+    assert_eq!(store.prune(1_000, 10).await.unwrap(), 0);
+    assert_eq!(store.commits() - before, 4, "one transaction per write");
+}
+
+#[tokio::test]
+async fn pruning_in_batches_leaves_the_newest_until_the_last_batch() {
+    let store = store();
+    let conn = raw(&store);
+    let newest = insert_finished(&conn, "completed", 900);
+    for at in 0..9 {
+        insert_finished(&conn, "failed", 100 + at);
+    }
+    assert_eq!(store.prune(1_000, 9).await.unwrap(), 9);
+    assert!(store.get_unscoped(&newest).unwrap().is_some());
 }
 
 // ---- group commit -----------------------------------------------------------
@@ -1200,6 +1388,7 @@ async fn lookups_read_their_indexes_and_never_scan_the_table() {
         (sql::BY_ORG, 4, "USING INDEX tasks_by_org"),
         (sql::PENDING, 1, "USING INDEX tasks_active"),
         (sql::ACTIVE_WITH_KEY, 3, "INDEX tasks_active_key"),
+        (sql::PRUNE, 2, "INDEX tasks_finished"),
     ];
     for (sql, n, expected) in cases {
         let plan = plan(&conn, sql, n);
@@ -1218,6 +1407,7 @@ async fn lookups_read_their_indexes_and_never_scan_the_table() {
         (sql::BY_USER, 4),
         (sql::BY_ORG, 4),
         (sql::PENDING, 1),
+        (sql::PRUNE, 2),
     ] {
         let plan = plan(&conn, sql, n);
         assert!(!plan.contains("TEMP B-TREE"), "{sql}\n{plan}");
@@ -1423,7 +1613,9 @@ fn the_schema_refuses_unknown_statuses_and_wrongly_typed_values() {
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(strict, 3);
+    // tasks and its counters per user, per (module, organization) and per
+    // organization.
+    assert_eq!(strict, 4);
 }
 
 #[test]
