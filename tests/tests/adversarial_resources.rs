@@ -448,7 +448,10 @@ async fn burst(
 async fn a_burst_of_distinct_keys_stays_within_the_active_caps_and_prefix_lookups_stay_exact() {
     let _serial = ONE_AT_A_TIME.lock().await;
     // Each task sleeps for an hour, one at a time: every task stays active.
-    let t = TestHost::with(
+    // Every user is in one organization: the host's cap on an
+    // organization's active tasks is raised past the module's.
+    let mut t = TestHost::with_options(|o| o.max_active_tasks_per_org = 2 * PER_MODULE);
+    t.load(
         "tb",
         TASKS_BASIC,
         &format!(
@@ -479,18 +482,18 @@ async fn a_burst_of_distinct_keys_stays_within_the_active_caps_and_prefix_lookup
         }
         created += burst_.len();
         let over = burst(&t.host, &who, keys(user, PER_USER..PER_USER + 40)).await;
-        refused(&over, "max_active_per_user");
+        refused(&over, "max-active-per-user");
     }
     let carol = principal("carol", "acme");
     let burst_ = burst(&t.host, &carol, keys("carol", 0..LEFT)).await;
     assert!(burst_.iter().all(|(_, r)| r.is_ok()));
     created += burst_.len();
     let over = burst(&t.host, &carol, keys("carol", LEFT..LEFT + 40)).await;
-    refused(&over, "max_active_per_module");
+    refused(&over, "max-active-per-module");
     let dave = principal("dave", "acme");
     refused(
         &burst(&t.host, &dave, keys("dave", 0..40)).await,
-        "max_active_per_module",
+        "max-active-per-module",
     );
     let took = started.elapsed();
     assert_eq!(created, usize::try_from(PER_MODULE).unwrap(), "in {took:?}");
