@@ -261,7 +261,7 @@ pub fn spawn(
 mod tests {
     use super::*;
     use crate::db::{SqliteFile, SqliteOptions};
-    use crate::subprocess::audit::{self, AuditDecision, Decision, SqliteAuditStore};
+    use crate::subprocess::audit::{self, SqliteAuditStore, decided_at};
     use crate::tasks::store::sqlite::SqliteTaskStore;
 
     const DAY_MS: i64 = 86_400_000;
@@ -283,26 +283,6 @@ mod tests {
             rusqlite::params![uuid::Uuid::now_v7().to_string(), at],
         )
         .unwrap();
-    }
-
-    fn decided_at(at: i64) -> AuditDecision {
-        AuditDecision {
-            id: uuid::Uuid::now_v7().to_string(),
-            at,
-            module: "m".into(),
-            user_id: "u".into(),
-            organization_id: "o".into(),
-            request_id: "r".into(),
-            task_id: None,
-            program: "true".into(),
-            path: None,
-            args: Vec::new(),
-            cwd: None,
-            env_names: Vec::new(),
-            decision: Decision::Denied,
-            reason: None,
-            confined: false,
-        }
     }
 
     #[tokio::test]

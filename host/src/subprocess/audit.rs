@@ -478,6 +478,29 @@ fn record(r: &Row<'_>) -> rusqlite::Result<AuditRecord> {
     })
 }
 
+/// A denied decision of user `alice` of `acme` made at `at`: a fixture of
+/// the audit tests and the retention tests.
+#[cfg(test)]
+pub(crate) fn decided_at(at: i64) -> AuditDecision {
+    AuditDecision {
+        id: uuid::Uuid::now_v7().to_string(),
+        at,
+        module: "m".into(),
+        user_id: "alice".into(),
+        organization_id: "acme".into(),
+        request_id: "r".into(),
+        task_id: None,
+        program: "true".into(),
+        path: None,
+        args: Vec::new(),
+        cwd: None,
+        env_names: Vec::new(),
+        decision: Decision::Denied,
+        reason: Some("not granted".into()),
+        confined: false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -488,26 +511,6 @@ mod tests {
     fn trail() -> SqliteAuditStore {
         let file = SqliteFile::open_scratch(SqliteOptions::default(), &[MIGRATION_LIST]).unwrap();
         SqliteAuditStore::on(Arc::new(file)).unwrap()
-    }
-
-    fn decided_at(at: i64) -> AuditDecision {
-        AuditDecision {
-            id: uuid::Uuid::now_v7().to_string(),
-            at,
-            module: "m".into(),
-            user_id: "alice".into(),
-            organization_id: "acme".into(),
-            request_id: "r".into(),
-            task_id: None,
-            program: "true".into(),
-            path: None,
-            args: Vec::new(),
-            cwd: None,
-            env_names: Vec::new(),
-            decision: Decision::Denied,
-            reason: Some("not granted".into()),
-            confined: false,
-        }
     }
 
     fn ats(trail: &SqliteAuditStore) -> Vec<i64> {
