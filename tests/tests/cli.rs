@@ -263,6 +263,22 @@ async fn exit_codes_tell_usage_auth_and_unreachable_servers_apart() {
     drop(s.tokens);
 }
 
+#[test]
+fn serve_build_is_refused_with_the_name_that_says_what_it_does() {
+    let modules = tempfile::tempdir().unwrap();
+    let out = Command::new(modhost())
+        .args(["serve", "--build"])
+        .arg(modules.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("--build is now --build-unconfined"),
+        "{}",
+        stderr(&out)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_takes_the_state_dir_serve_uses_and_every_command_teaches_by_example() {
     let state = tempfile::tempdir().unwrap();

@@ -101,3 +101,34 @@ pub fn run_build(dir: &Path, spec: &BuildSpec) -> Result<(), BuildError> {
         output: text[start..].to_owned(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_build_sees_only_the_toolchains_variables_of_the_hosts_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        // The output of a failed build is kept: print the environment, fail.
+        let spec = BuildSpec {
+            command: vec!["sh".into(), "-c".into(), "env; exit 3".into()],
+            workdir: ".".into(),
+        };
+        let Err(BuildError::Failed { output, .. }) = run_build(dir.path(), &spec) else {
+            panic!("the build was to fail");
+        };
+        let names: Vec<&str> = output
+            .lines()
+            .filter_map(|l| l.split_once('=').map(|(n, _)| n))
+            .collect();
+        assert!(names.contains(&"PATH"), "{output}");
+        // What the shell sets itself, and nothing else of the host's.
+        let shell = ["PWD", "OLDPWD", "SHLVL", "_"];
+        for name in names {
+            assert!(
+                BUILD_ENV.contains(&name) || shell.contains(&name),
+                "the build saw {name}"
+            );
+        }
+    }
+}
