@@ -547,10 +547,9 @@ impl Host {
             other => CallError::InvalidInput(other.to_string()),
         })?;
         let identity = Arc::new(Identity::new(module, principal.clone(), request));
-        let data = self
-            .runner
-            .data_access(&m, identity.organization_id())
-            .await?;
+        let org = identity.organization_id();
+        let data = self.runner.data_access(&m, org).await?;
+        let children_room = self.runner.children_room(&m, org).await;
         let (spec, _written) = self.runner.spec(
             &m,
             identity.clone(),
@@ -559,6 +558,7 @@ impl Host {
             None,
             self.tasks.clone(),
             data,
+            children_room,
         );
         let _instance = self.runner.instance(module)?;
         let export = Export::Action {
@@ -746,6 +746,22 @@ impl Runner {
             .map(|_| ())
     }
 
+    /// Whether `m`'s children may run for `org`: not while the data
+    /// directory they work in is full. `true` for a module with no
+    /// subprocess grant.
+    async fn children_room(&self, m: &LoadedModule, org: &OrgId) -> bool {
+        if m.manifest.policy.subprocess.is_empty() {
+            return true;
+        }
+        match self.data_room(m, org).await {
+            Ok(()) => true,
+            Err(full) => {
+                tracing::info!(module = m.name(), organization_id = %org, %full, "data directory full: the call's children are refused");
+                false
+            }
+        }
+    }
+
     /// The data directory a call of `m` for `org` preopens, if the manifest
     /// grants one, and whether the call may write to it (not while it is
     /// full).
@@ -785,11 +801,17 @@ impl Runner {
         cancel: Option<CancelToken>,
         tasks: Arc<TaskService>,
         data: Option<(PathBuf, bool)>,
+        children_room: bool,
     ) -> (CallSpec, Option<WriteGuard>) {
+        // Children write to the organization's directory too, with or
+        // without a WASI preopen.
+        let children_write = children_room && !m.manifest.policy.subprocess.is_empty();
         let written = data
             .as_ref()
             .filter(|(_, writable)| *writable)
-            .map(|(dir, _)| WriteGuard::new(self.data_usage.clone(), dir.clone()));
+            .map(|(dir, _)| dir.clone())
+            .or_else(|| children_write.then(|| identity.organization_id().data_dir_in(&m.data_dir)))
+            .map(|dir| WriteGuard::new(self.data_usage.clone(), dir));
         let data_writable = data.as_ref().is_some_and(|(_, writable)| *writable);
         let data_dir = data.map(|(dir, _)| dir);
         let limits = &m.manifest.policy.limits;
@@ -813,6 +835,7 @@ impl Runner {
             subprocess: Some(SubprocessCtx {
                 service: self.subprocess.clone(),
                 module: m.subprocess.clone(),
+                data_full: !children_room,
             }),
             stop_grace: self.subprocess.options().kill_grace + STOP_MARGIN,
         };
@@ -824,8 +847,19 @@ impl Runner {
             .module(&c.module)
             .ok_or_else(|| CallError::UnknownModule(c.module.clone()))?;
         let _instance = self.instance(&c.module)?;
-        let data = self.data_access(&m, c.identity.organization_id()).await?;
-        let (spec, _written) = self.spec(&m, c.identity, c.call, c.task, c.cancel, tasks, data);
+        let org = c.identity.organization_id();
+        let data = self.data_access(&m, org).await?;
+        let children_room = self.children_room(&m, org).await;
+        let (spec, _written) = self.spec(
+            &m,
+            c.identity,
+            c.call,
+            c.task,
+            c.cancel,
+            tasks,
+            data,
+            children_room,
+        );
         let (name, args_json) = (c.name.as_str(), c.args_json.as_str());
         let export = match c.call {
             Call::Task => Export::RunTask { name, args_json },

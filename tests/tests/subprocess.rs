@@ -1070,3 +1070,47 @@ async fn a_symlink_swapped_under_a_path_argument_never_reaches_the_host_or_anoth
         inside + kernel_denied
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_child_runs_while_its_data_directory_is_at_its_quota() {
+    let mut t = TestHost::with_options(|o| {
+        o.data_quota.measure_every = Duration::from_millis(50);
+        o.data_quota.min_remeasure = Duration::ZERO;
+    });
+    let grant = "[filesystem]\nmax-mib = 1\n\n[[subprocess.programs]]\nprogram = \"printenv\"\nargs = [[]]\n";
+    t.load("sub", SUBPROCESS, grant).await;
+    run(&t, json!({"program": "printenv"})).await.unwrap();
+    std::fs::write(data_dir(&t).join("big.bin"), vec![7u8; 1_200_000]).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    match run(&t, json!({"program": "printenv"})).await {
+        Err(SdkError::LimitExceeded(reason)) => assert!(reason.contains("max-mib"), "{reason}"),
+        other => panic!("expected limit-exceeded, got {other:?}"),
+    }
+    let limited = t
+        .host
+        .subprocess_audit(
+            &AuditFilter {
+                decision: Some(Decision::Limited),
+                ..AuditFilter::default()
+            },
+            10,
+        )
+        .unwrap();
+    assert_eq!(limited.len(), 1);
+    // Another organization's directory is its own.
+    let other = t
+        .host
+        .call_action(
+            "sub",
+            "run",
+            &json!({"program": "printenv"}).to_string(),
+            &principal("bob", "globex"),
+            RequestMeta::fresh(),
+        )
+        .await;
+    assert!(other.is_ok(), "{other:?}");
+    // Under the quota again, children run.
+    std::fs::remove_file(data_dir(&t).join("big.bin")).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    run(&t, json!({"program": "printenv"})).await.unwrap();
+}

@@ -152,6 +152,9 @@ impl ModuleSubprocess {
 pub struct SubprocessCtx {
     pub service: Arc<SubprocessService>,
     pub module: Arc<ModuleSubprocess>,
+    /// The caller's data directory was at its quota when the call started:
+    /// no child runs in this call.
+    pub data_full: bool,
 }
 
 /// Where a call runs: its identity, its task, and how it learns of a cancel.
@@ -163,6 +166,8 @@ pub struct Caller<'a> {
     pub cancel: Option<&'a CancelToken>,
     /// What is left of the call's own deadline.
     pub time_left: Duration,
+    /// The data directory children work in is at its quota.
+    pub data_full: bool,
 }
 
 impl Caller<'_> {
@@ -352,6 +357,17 @@ impl SubprocessService {
             }
         };
         record.path = Some(approved.program.path.display().to_string());
+        if caller.data_full {
+            return refuse(
+                record,
+                Decision::Limited,
+                SdkError::LimitExceeded(
+                    "the module's data directory of this organization is at its quota ([filesystem] max-mib): no program runs until it is under"
+                        .into(),
+                ),
+            )
+            .await;
+        }
 
         // Each organization's children live in its own directory.
         let org = identity.organization_id();

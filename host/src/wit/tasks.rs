@@ -128,6 +128,7 @@ impl tasks::Host for TasksView<'_> {
             task_id: self.task.map(|t| t.task_id.as_str()),
             cancel: self.cancel,
             time_left: self.deadline.time_left(),
+            data_full: ctx.data_full,
         };
         let request = subprocess::gate::Request {
             program: request.program,
