@@ -549,7 +549,7 @@ impl Host {
         let identity = Arc::new(Identity::new(module, principal.clone(), request));
         let org = identity.organization_id();
         let data = self.runner.data_access(&m, org).await?;
-        let children_room = self.runner.children_room(&m, org).await;
+        let children_room = self.runner.children_room(&m, org, data.as_ref()).await;
         let (spec, _written) = self.runner.spec(
             &m,
             identity.clone(),
@@ -749,9 +749,19 @@ impl Runner {
     /// Whether `m`'s children may run for `org`: not while the data
     /// directory they work in is full. `true` for a module with no
     /// subprocess grant.
-    async fn children_room(&self, m: &LoadedModule, org: &OrgId) -> bool {
+    /// `data` is what [`Runner::data_access`] found: a writable preopen is
+    /// the same directory, under its quota.
+    async fn children_room(
+        &self,
+        m: &LoadedModule,
+        org: &OrgId,
+        data: Option<&(PathBuf, bool)>,
+    ) -> bool {
         if m.manifest.policy.subprocess.is_empty() {
             return true;
+        }
+        if let Some((_, writable)) = data {
+            return *writable;
         }
         match self.data_room(m, org).await {
             Ok(()) => true,
@@ -849,7 +859,7 @@ impl Runner {
         let _instance = self.instance(&c.module)?;
         let org = c.identity.organization_id();
         let data = self.data_access(&m, org).await?;
-        let children_room = self.children_room(&m, org).await;
+        let children_room = self.children_room(&m, org, data.as_ref()).await;
         let (spec, _written) = self.spec(
             &m,
             c.identity,

@@ -142,6 +142,15 @@ fn invalid(r: Result<Value, SdkError>) -> String {
     }
 }
 
+/// The audit records of calls refused as over a cap, newest first.
+fn over_a_cap(t: &TestHost) -> Vec<modhost::subprocess::AuditRecord> {
+    let filter = AuditFilter {
+        decision: Some(Decision::Limited),
+        ..AuditFilter::default()
+    };
+    t.host.subprocess_audit(&filter, 50).unwrap()
+}
+
 fn is_gone(pid: i32) -> bool {
     !Path::new(&format!("/proc/{pid}")).exists()
 }
@@ -594,16 +603,7 @@ async fn spawn_storm_gets_limit_exceeded_beyond_the_module_cap() {
         .count();
     assert_eq!(ok + limited, 8, "{results:?}");
     assert!((1..=2).contains(&ok), "{results:?}");
-    let records = t
-        .host
-        .subprocess_audit(
-            &AuditFilter {
-                decision: Some(Decision::Limited),
-                ..AuditFilter::default()
-            },
-            50,
-        )
-        .unwrap();
+    let records = over_a_cap(&t);
     assert_eq!(records.len(), limited);
     // The caps are given back: a later call runs.
     run(&t, json!({"program": "sleep", "args": ["0"]}))
@@ -1086,16 +1086,7 @@ async fn no_child_runs_while_its_data_directory_is_at_its_quota() {
         Err(SdkError::LimitExceeded(reason)) => assert!(reason.contains("max-mib"), "{reason}"),
         other => panic!("expected limit-exceeded, got {other:?}"),
     }
-    let limited = t
-        .host
-        .subprocess_audit(
-            &AuditFilter {
-                decision: Some(Decision::Limited),
-                ..AuditFilter::default()
-            },
-            10,
-        )
-        .unwrap();
+    let limited = over_a_cap(&t);
     assert_eq!(limited.len(), 1);
     // Another organization's directory is its own.
     let other = t

@@ -265,16 +265,25 @@ impl Asm {
     fn ret(&mut self, k: u32) {
         self.code.push(Op::Stmt(BPF_RET_K, k));
     }
-    fn jump(&mut self, code: u16, k: u32, yes: Label, no: Label) {
-        self.code.push(Op::Jump(code, k, yes, no));
+    /// Jumps to `to` when the test `code` of the accumulator against `k`
+    /// holds, else falls through.
+    fn goto_if(&mut self, code: u16, k: u32, to: Label) {
+        let next = self.label();
+        self.code.push(Op::Jump(code, k, to, next));
+        self.place(next);
     }
-    /// Returns `action` when the accumulator equals `k`, else falls through.
-    fn ret_if(&mut self, k: u32, action: u32) {
+    /// Returns `action` when the test `code` of the accumulator against
+    /// `k` holds, else falls through.
+    fn ret_when(&mut self, code: u16, k: u32, action: u32) {
         let (yes, no) = (self.label(), self.label());
-        self.jump(BPF_JMP_JEQ_K, k, yes, no);
+        self.code.push(Op::Jump(code, k, yes, no));
         self.place(yes);
         self.ret(action);
         self.place(no);
+    }
+    /// Returns `action` when the accumulator equals `k`.
+    fn ret_if(&mut self, k: u32, action: u32) {
+        self.ret_when(BPF_JMP_JEQ_K, k, action);
     }
 
     fn finish(self) -> Vec<libc::sock_filter> {
@@ -320,120 +329,79 @@ fn nr(call: libc::c_long) -> u32 {
 }
 
 fn program(network: bool) -> Vec<libc::sock_filter> {
+    let eaccess = errno(libc::EACCES);
     let mut a = Asm::default();
     let native = a.label();
-    let foreign = a.label();
     a.load(ARCH);
-    a.jump(BPF_JMP_JEQ_K, AUDIT_ARCH, native, foreign);
-    a.place(foreign);
+    a.goto_if(BPF_JMP_JEQ_K, AUDIT_ARCH, native);
     a.ret(KILL);
     a.place(native);
     a.load(NR);
     #[cfg(target_arch = "x86_64")]
-    {
-        let (x32, native64) = (a.label(), a.label());
-        a.jump(BPF_JMP_JGE_K, X32_SYSCALL_BIT, x32, native64);
-        a.place(x32);
-        a.ret(errno(libc::EPERM));
-        a.place(native64);
-    }
+    a.ret_when(BPF_JMP_JGE_K, X32_SYSCALL_BIT, errno(libc::EPERM));
     for call in refused_calls() {
         a.ret_if(nr(call), errno(libc::EPERM));
     }
     // glibc falls back to `clone` when `clone3` is missing; `clone3`'s
     // flags are behind a pointer the filter cannot read.
     a.ret_if(nr(libc::SYS_clone3), errno(libc::ENOSYS));
+    let (clone, pair, socket) = (a.label(), a.label(), a.label());
+    a.goto_if(BPF_JMP_JEQ_K, nr(libc::SYS_clone), clone);
+    a.goto_if(BPF_JMP_JEQ_K, nr(libc::SYS_socketpair), pair);
+    a.goto_if(BPF_JMP_JEQ_K, nr(libc::SYS_socket), socket);
+    a.ret(ALLOW);
 
-    let (clone, not_clone) = (a.label(), a.label());
-    a.jump(BPF_JMP_JEQ_K, nr(libc::SYS_clone), clone, not_clone);
     a.place(clone);
-    {
-        let (namespace, plain) = (a.label(), a.label());
-        a.load(arg(0));
-        a.jump(BPF_JMP_JSET_K, NAMESPACE_FLAGS, namespace, plain);
-        a.place(namespace);
-        a.ret(errno(libc::EPERM));
-        a.place(plain);
-        a.ret(ALLOW);
-    }
-    a.place(not_clone);
+    let namespace = a.label();
+    a.load(arg(0));
+    a.goto_if(BPF_JMP_JSET_K, NAMESPACE_FLAGS, namespace);
+    a.ret(ALLOW);
+    a.place(namespace);
+    a.ret(errno(libc::EPERM));
 
     // A connected pair of unix sockets reaches nothing outside the child.
-    let (pair, not_pair) = (a.label(), a.label());
-    a.jump(BPF_JMP_JEQ_K, nr(libc::SYS_socketpair), pair, not_pair);
     a.place(pair);
     a.load(arg(0));
     a.ret_if(libc::AF_UNIX.cast_unsigned(), ALLOW);
-    a.ret(errno(libc::EACCES));
-    a.place(not_pair);
+    a.ret(eaccess);
 
-    let (socket, not_socket) = (a.label(), a.label());
-    a.jump(BPF_JMP_JEQ_K, nr(libc::SYS_socket), socket, not_socket);
     a.place(socket);
-    if network {
-        let (inet, netlink) = (a.label(), a.label());
-        let other = a.label();
-        let (v6, not_v4) = (a.label(), a.label());
-        a.load(arg(0));
-        a.jump(BPF_JMP_JEQ_K, libc::AF_INET.cast_unsigned(), inet, not_v4);
-        a.place(not_v4);
-        a.jump(BPF_JMP_JEQ_K, libc::AF_INET6.cast_unsigned(), inet, v6);
-        a.place(v6);
-        a.jump(
-            BPF_JMP_JEQ_K,
-            libc::AF_NETLINK.cast_unsigned(),
-            netlink,
-            other,
-        );
-        a.place(other);
-        a.ret(errno(libc::EACCES));
-
-        // TCP and UDP (name lookups need UDP); not raw, SCTP, MPTCP or
-        // ICMP datagram sockets.
-        a.place(inet);
-        let (stream, not_stream) = (a.label(), a.label());
-        let (dgram, refused) = (a.label(), a.label());
-        a.load(arg(1));
-        a.and(SOCK_TYPE_MASK);
-        a.jump(
-            BPF_JMP_JEQ_K,
-            libc::SOCK_STREAM.cast_unsigned(),
-            stream,
-            not_stream,
-        );
-        a.place(not_stream);
-        a.jump(
-            BPF_JMP_JEQ_K,
-            libc::SOCK_DGRAM.cast_unsigned(),
-            dgram,
-            refused,
-        );
-        a.place(refused);
-        a.ret(errno(libc::EACCES));
-        a.place(stream);
-        a.load(arg(2));
-        a.ret_if(0, ALLOW);
-        a.ret_if(libc::IPPROTO_TCP.cast_unsigned(), ALLOW);
-        a.ret(errno(libc::EACCES));
-        a.place(dgram);
-        a.load(arg(2));
-        a.ret_if(0, ALLOW);
-        a.ret_if(libc::IPPROTO_UDP.cast_unsigned(), ALLOW);
-        a.ret(errno(libc::EACCES));
-
-        // The C library asks the kernel's routing socket which address
-        // families are configured; it changes nothing without privileges.
-        a.place(netlink);
-        a.load(arg(2));
-        a.ret_if(libc::NETLINK_ROUTE.cast_unsigned(), ALLOW);
-        a.ret(errno(libc::EACCES));
-    } else {
+    if !network {
         // No socket of any family: no grant names a unix socket, and
         // without the network nothing else is reachable.
-        a.ret(errno(libc::EACCES));
+        a.ret(eaccess);
+        return a.finish();
     }
-    a.place(not_socket);
-    a.ret(ALLOW);
+    let (inet, netlink) = (a.label(), a.label());
+    a.load(arg(0));
+    a.goto_if(BPF_JMP_JEQ_K, libc::AF_INET.cast_unsigned(), inet);
+    a.goto_if(BPF_JMP_JEQ_K, libc::AF_INET6.cast_unsigned(), inet);
+    a.goto_if(BPF_JMP_JEQ_K, libc::AF_NETLINK.cast_unsigned(), netlink);
+    a.ret(eaccess);
+
+    // TCP and UDP (name lookups need UDP); not raw, SCTP, MPTCP or ICMP
+    // datagram sockets.
+    a.place(inet);
+    let (stream, dgram) = (a.label(), a.label());
+    a.load(arg(1));
+    a.and(SOCK_TYPE_MASK);
+    a.goto_if(BPF_JMP_JEQ_K, libc::SOCK_STREAM.cast_unsigned(), stream);
+    a.goto_if(BPF_JMP_JEQ_K, libc::SOCK_DGRAM.cast_unsigned(), dgram);
+    a.ret(eaccess);
+    for (label, protocol) in [(stream, libc::IPPROTO_TCP), (dgram, libc::IPPROTO_UDP)] {
+        a.place(label);
+        a.load(arg(2));
+        a.ret_if(0, ALLOW);
+        a.ret_if(protocol.cast_unsigned(), ALLOW);
+        a.ret(eaccess);
+    }
+
+    // The C library asks the kernel's routing socket which address
+    // families are configured; it changes nothing without privileges.
+    a.place(netlink);
+    a.load(arg(2));
+    a.ret_if(libc::NETLINK_ROUTE.cast_unsigned(), ALLOW);
+    a.ret(eaccess);
     a.finish()
 }
 

@@ -297,11 +297,16 @@ fn dir_acl(uid: u32) -> Vec<u8> {
     ])
 }
 
+/// The owner's, group's and others' `rwx` bits of `mode`.
+fn permission_bits(mode: libc::mode_t) -> (u16, u16, u16) {
+    let bits = |shift: u32| u16::try_from((mode >> shift) & 7).unwrap_or(0);
+    (bits(6), bits(3), bits(0))
+}
+
 /// An entry that was there before: the child user gets its owner's rights,
 /// the rest stays as it was.
 fn file_acl(uid: u32, mode: libc::mode_t) -> Vec<u8> {
-    let bits = |shift: u32| u16::try_from((mode >> shift) & 7).unwrap_or(0);
-    let (owner, group, other) = (bits(6), bits(3), bits(0));
+    let (owner, group, other) = permission_bits(mode);
     acl(&[
         (ACL_USER_OBJ, owner, ACL_UNDEFINED_ID),
         (ACL_USER, owner, uid),
@@ -314,8 +319,7 @@ fn file_acl(uid: u32, mode: libc::mode_t) -> Vec<u8> {
 /// A directory on the way to a data directory: the child user may pass
 /// through it (not list it), the rest stays as it was.
 fn pass_through_acl(uid: u32, mode: libc::mode_t) -> Vec<u8> {
-    let bits = |shift: u32| u16::try_from((mode >> shift) & 7).unwrap_or(0);
-    let (owner, group, other) = (bits(6), bits(3), bits(0));
+    let (owner, group, other) = permission_bits(mode);
     acl(&[
         (ACL_USER_OBJ, owner, ACL_UNDEFINED_ID),
         (ACL_USER, 1, uid),
