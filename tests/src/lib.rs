@@ -1,5 +1,6 @@
 //! Fixtures for whole-path tests: guest components built by `build.rs`,
-//! module directories made from them, and hosts that load those.
+//! module directories made from them, and hosts that load those; and a
+//! throwaway PostgreSQL cluster ([`postgres`]).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -7,6 +8,7 @@ use std::sync::Arc;
 use modhost::identity::{Principal, Role};
 use modhost::{Host, HostOptions};
 
+pub mod postgres;
 pub mod raw;
 
 include!(concat!(env!("OUT_DIR"), "/programs.rs"));
