@@ -1,7 +1,7 @@
 //! Task store throughput and lookup latency, beside raw SQLite on the same
 //! schema and machine.
 //!
-//! (a) submit -> start -> finish of no-op tasks through `SqliteTaskStore`
+//! (a) submit -> claim -> finish of no-op tasks through `SqliteTaskStore`
 //!     (synchronous=FULL, group commit), from 256 concurrent submitters;
 //! (b) raw batched inserts of the same rows, 256 per transaction, FULL;
 //! (c) the 50 newest tasks of a key prefix matching ~1,000 of 1M rows,
@@ -12,10 +12,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::executor::block_on;
+
 use modhost::db::Durability;
 use modhost::tasks::store::sqlite::SqliteTaskStore;
 use modhost::tasks::store::{
-    MIGRATIONS, NewTask, Outcome, Quota, Scope, SqliteOptions, Submitted, TaskStore, apply_schema,
+    HostId, MIGRATIONS, NewTask, Outcome, Quota, Scope, SqliteOptions, Submitted, TaskStore, Want,
+    apply_schema,
 };
 use rusqlite::{Connection, params};
 
@@ -23,6 +26,8 @@ const SUBMITTERS: usize = 256;
 const BATCH: usize = 256;
 const PREFIX_GROUPS: u64 = 1_000;
 const LOOKUPS: usize = 1_000;
+/// The lease of a claimed task; no-op tasks end long before it runs out.
+const LEASE: Duration = Duration::from_secs(60);
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -83,17 +88,30 @@ fn store_lifecycle(tasks: usize) -> (f64, f64) {
         let mut set = tokio::task::JoinSet::new();
         for s in 0..SUBMITTERS {
             let store = Arc::clone(&store);
+            let host = HostId::local();
+            let want = [Want {
+                module: "bench".into(),
+                max: 1,
+            }];
             let mine = tasks / SUBMITTERS + usize::from(s < tasks % SUBMITTERS);
             set.spawn(async move {
                 for _ in 0..mine {
-                    let Ok(Submitted::Created(id)) = store.submit(new_task(None)).await else {
+                    let Ok(Submitted::Created(_)) = store.submit(new_task(None)).await else {
                         panic!("submit failed");
                     };
-                    store.start(&id).await.expect("start").expect("pending");
+                    // Every submitter claims after its own submit, so one
+                    // task (not always its own) is pending for it.
+                    let claimed = store
+                        .claim(&host, &want, LEASE)
+                        .await
+                        .expect("claim")
+                        .pop()
+                        .expect("a pending task");
                     let done = Outcome::Completed {
                         result_json: "null".into(),
                     };
-                    assert!(store.finish(&id, done).await.expect("finish"));
+                    let finished = store.finish(&claimed.row.id, Some(&claimed.lease), done);
+                    assert!(finished.await.expect("finish"));
                 }
             });
         }
@@ -223,7 +241,7 @@ fn prefix_lookups(rows: usize) -> Lookups {
             % PREFIX_GROUPS;
         let prefix = format!("job.{g:04}.");
         let t = Instant::now();
-        let found = store.by_key_prefix(&scope, &prefix, 50).expect("lookup");
+        let found = block_on(store.by_key_prefix(&scope, &prefix, 50)).expect("lookup");
         times.push(t.elapsed());
         seen = found.len();
     }
@@ -242,12 +260,11 @@ fn prefix_lookups(rows: usize) -> Lookups {
             i % usize::try_from(PREFIX_GROUPS).expect("small")
         );
         let t = Instant::now();
-        let found = store.by_key_prefix(&one_user, &prefix, 50).expect("lookup");
+        let found = block_on(store.by_key_prefix(&one_user, &prefix, 50)).expect("lookup");
         user_times.push(t.elapsed());
         if let Some(row) = found.first() {
             let t = Instant::now();
-            store
-                .get(&row.id, &one_user)
+            block_on(store.get(&row.id, &one_user))
                 .expect("get")
                 .expect("visible");
             get_times.push(t.elapsed());
@@ -278,7 +295,7 @@ fn main() {
 
     let (tasks_per_s, ops_per_commit) = store_lifecycle(tasks);
     println!(
-        "(a) store submit->start->finish, FULL, {SUBMITTERS} submitters: {tasks_per_s:.0} tasks/s \
+        "(a) store submit->claim->finish, FULL, {SUBMITTERS} submitters: {tasks_per_s:.0} tasks/s \
          ({:.0} writes/s, {ops_per_commit:.1} writes per commit)",
         tasks_per_s * 3.0
     );

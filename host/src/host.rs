@@ -29,6 +29,7 @@ use crate::subprocess::{
     SubprocessCtx, SubprocessOptions, SubprocessService,
 };
 use crate::tasks::api::Tasks;
+use crate::tasks::store::postgres::PgTaskStore;
 use crate::tasks::store::sqlite::SqliteTaskStore;
 use crate::tasks::store::{self, Recovery, TaskStore, TaskStoreError};
 use crate::tasks::{
@@ -69,6 +70,20 @@ pub struct HostOptions {
     /// ([`crate::tasks::service::DEFAULT_MAX_ACTIVE_PER_ORG`] by default);
     /// each module's `[tasks]` quotas count within one organization too.
     pub max_active_tasks_per_org: u32,
+    /// The name this host claims tasks under ([`store::LOCAL_HOST`] by
+    /// default): keep it across restarts, and unique among the hosts that
+    /// share one store, so a restarted host recovers its own runs at once
+    /// and never another's.
+    pub host_id: store::HostId,
+    /// Where the tasks live: the embedded SQLite file at `db_path`
+    /// (default), or a PostgreSQL database shared with other hosts
+    /// ([`Host::open`]). Tokens and the audit trail stay in `db_path`.
+    pub task_store: TaskStoreLocation,
+    /// How long a claimed task's lease lasts unless renewed (30 s): how long
+    /// the tasks of a host that died wait before another host takes them.
+    pub task_lease: std::time::Duration,
+    /// How often the host looks for pending tasks nothing announced (2 s).
+    pub claim_poll: std::time::Duration,
     /// How long finished tasks and subprocess audit records are kept
     /// (30 and 90 days by default; see [`crate::retention`]).
     pub retention: RetentionOptions,
@@ -105,6 +120,10 @@ impl HostOptions {
             max_running_tasks: tasks.max_running,
             blocking_threads: tasks.blocking_threads,
             max_active_tasks_per_org: tasks.max_active_per_org,
+            host_id: tasks.host,
+            task_store: TaskStoreLocation::Embedded,
+            task_lease: tasks.lease,
+            claim_poll: tasks.claim_poll,
             retention: RetentionOptions::default(),
             data_quota: DataQuotaOptions::default(),
             subprocess: SubprocessOptions::default(),
@@ -282,7 +301,42 @@ struct Runner {
     default_data_max_bytes: u64,
 }
 
+/// Where a host keeps its tasks.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum TaskStoreLocation {
+    /// The embedded SQLite database ([`HostOptions::db_path`]).
+    #[default]
+    Embedded,
+    /// A PostgreSQL database (a `postgres://` URL), which several hosts may
+    /// share: each claims pending tasks under its [`HostOptions::host_id`].
+    Postgres(String),
+}
+
 impl Host {
+    /// [`Host::new`], or, for [`TaskStoreLocation::Postgres`], the host on
+    /// the PostgreSQL task store at that URL (connected and migrated first;
+    /// an unreachable database fails here, naming the URL).
+    pub async fn open(options: HostOptions) -> Result<Self, StartError> {
+        let TaskStoreLocation::Postgres(url) = options.task_store.clone() else {
+            return Self::new(options);
+        };
+        options.retention.validate()?;
+        prepare_state(&options)?;
+        let db = Db::open(&options.db_path, options.durability)?;
+        crate::db::migrate::apply(&db.lock(), &subprocess::audit::MIGRATION_LIST)
+            .map_err(DbError::from)?;
+        let file = Arc::new(SqliteFile::open(
+            &options.db_path,
+            SqliteOptions {
+                durability: options.durability,
+                ..SqliteOptions::default()
+            },
+        )?);
+        let tasks = Arc::new(PgTaskStore::connect(&url).await?);
+        let audit = Arc::new(SqliteAuditStore::on(file)?);
+        Self::with_stores(options, db, tasks, audit)
+    }
+
     /// Opens the database (migrating the host's, the task store's and the
     /// audit trail's tables) and builds the engine, on the embedded SQLite
     /// store. Modules are loaded next; call [`Host::start_tasks`] once they
@@ -342,6 +396,9 @@ impl Host {
                 max_running: options.max_running_tasks,
                 blocking_threads: options.blocking_threads,
                 max_active_per_org: options.max_active_tasks_per_org,
+                host: options.host_id.clone(),
+                lease: options.task_lease,
+                claim_poll: options.claim_poll,
             },
             events,
         );
@@ -889,7 +946,7 @@ impl TaskRunner for Runner {
             identity: run.identity,
             call: Call::Task,
             task: Some(TaskScope {
-                task_id: run.row.id,
+                lease: run.lease,
                 checkpoint: run.row.checkpoint_json,
                 is_run: true,
             }),

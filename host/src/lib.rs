@@ -47,6 +47,7 @@ pub mod identity;
 pub mod kit;
 pub mod manifest;
 pub mod modules;
+pub mod pg;
 pub mod retention;
 mod sandbox;
 mod share;

@@ -124,6 +124,18 @@ enum Command {
         /// are refused with limit-exceeded.
         #[arg(long, default_value_t = DATA_MAX_MIB.default, value_parser = parse_data_max_mib)]
         data_max_mib: u64,
+        /// Where the tasks live: `sqlite` (the embedded database, default)
+        /// or a `postgres://` URL, which several hosts may share: each runs
+        /// any pending task of the modules it has, and takes over the tasks
+        /// of a host that stopped renewing its leases.
+        #[arg(long, env = "MODHOST_STORE", default_value = "sqlite", value_parser = parse_store,
+              hide_env_values = true)]
+        store: modhost::host::TaskStoreLocation,
+        /// The name this host claims tasks under on a shared store: keep it
+        /// across restarts and unique among the hosts [default: `local` on
+        /// SQLite; HOSTNAME-HASH of the state directory on PostgreSQL].
+        #[arg(long, env = "MODHOST_HOST_ID", value_parser = parse_host_id)]
+        host_id: Option<modhost::tasks::store::HostId>,
     },
     /// Run an action and print its result as JSON; with --follow, follow the
     /// task it started until it ends.
@@ -270,6 +282,44 @@ fn parse_task_retention(s: &str) -> Result<Retention, String> {
         .map_err(|e| e.to_string())
 }
 
+fn parse_store(s: &str) -> Result<modhost::host::TaskStoreLocation, String> {
+    use modhost::host::TaskStoreLocation;
+    match s {
+        "sqlite" | "" => Ok(TaskStoreLocation::Embedded),
+        url if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            Ok(TaskStoreLocation::Postgres(url.to_owned()))
+        }
+        _ => Err("expected `sqlite` or a postgres:// URL".to_owned()),
+    }
+}
+
+fn parse_host_id(s: &str) -> Result<modhost::tasks::store::HostId, String> {
+    modhost::tasks::store::HostId::new(s).map_err(|e| e.to_string())
+}
+
+/// The host id of a host on a shared store that names none: its machine's
+/// name and a hash of its state directory, so it is the same across
+/// restarts and differs between hosts (also two on one machine).
+fn default_host_id(state_dir: &std::path::Path) -> modhost::tasks::store::HostId {
+    use sha2::Digest;
+    let dir = std::fs::canonicalize(state_dir).unwrap_or_else(|_| state_dir.to_owned());
+    let hash = hex::encode(&sha2::Sha256::digest(dir.as_os_str().as_encoded_bytes())[..4]);
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let name: String = name
+        .trim()
+        .chars()
+        .filter(char::is_ascii_graphic)
+        .take(64)
+        .collect();
+    let id = if name.is_empty() {
+        hash
+    } else {
+        format!("{name}-{hash}")
+    };
+    modhost::tasks::store::HostId::new(id)
+        .unwrap_or_else(|_| modhost::tasks::store::HostId::local())
+}
+
 fn parse_audit_retention(s: &str) -> Result<Retention, String> {
     s.parse::<Retention>()
         .and_then(|r| r.at_least(retention::MIN_AUDIT_RETENTION))
@@ -336,6 +386,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             task_retention,
             audit_retention,
             data_max_mib,
+            store,
+            host_id,
         } => {
             if build_renamed {
                 anyhow::bail!(
@@ -346,6 +398,15 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 .or(modules)
                 .unwrap_or_else(|| PathBuf::from("examples"));
             let db_path = db.unwrap_or_else(|| state_dir.join("modhost.db"));
+            let host_id = match (&store, host_id) {
+                (_, Some(id)) => id,
+                (modhost::host::TaskStoreLocation::Embedded, None) => {
+                    modhost::tasks::store::HostId::local()
+                }
+                (modhost::host::TaskStoreLocation::Postgres(_), None) => {
+                    default_host_id(&state_dir)
+                }
+            };
             let config = ServeConfig {
                 modules_dir,
                 state_dir,
@@ -359,6 +420,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 task_retention,
                 audit_retention,
                 data_max_bytes: data_max_mib * 1024 * 1024,
+                host_id,
+                task_store: store,
             };
             serve(config, stop_signal()).await?;
             Ok(ExitCode::SUCCESS)

@@ -77,7 +77,7 @@ fn main() {
             statuses: vec![Status::Pending, Status::Running],
             ..TaskFilter::default()
         };
-        while !host.tasks().list(&admin, "spin", &active, None, 1).unwrap().tasks.is_empty() {
+        while !host.tasks().list(&admin, "spin", &active, None, 1).await.unwrap().tasks.is_empty() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let done = start.elapsed();

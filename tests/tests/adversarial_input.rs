@@ -1197,13 +1197,20 @@ fn tasks_host_functions_answer_any_arguments_from_a_real_guest_with_a_typed_erro
         .unwrap()
         .to_owned();
     for _ in 0..3000 {
-        if t.host.tasks().get(&known, &who).unwrap().status == Status::Running {
+        if rt
+            .block_on(t.host.tasks().get(&known, &who))
+            .unwrap()
+            .status
+            == Status::Running
+        {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     assert_eq!(
-        t.host.tasks().get(&known, &who).unwrap().status,
+        rt.block_on(t.host.tasks().get(&known, &who))
+            .unwrap()
+            .status,
         Status::Running
     );
     // Inputs that once drew an untyped or unreadable answer.
@@ -1233,7 +1240,7 @@ fn tasks_host_functions_answer_any_arguments_from_a_real_guest_with_a_typed_erro
         if let ("submit", Ok(out)) = (action, &out) {
             // What was stored is what was asked, within the rules.
             let id = out.data.as_ref().unwrap()["id"].as_str().unwrap();
-            let row = t.host.tasks().get(id, &who).unwrap();
+            let row = rt.block_on(t.host.tasks().get(id, &who)).unwrap();
             prop_assert_eq!(row.task_key.as_deref(), args["key"].as_str());
             prop_assert_eq!(row.title.as_deref(), args["title"].as_str());
             prop_assert!(row.task_key.as_deref().is_none_or(key_rules));
@@ -1242,7 +1249,7 @@ fn tasks_host_functions_answer_any_arguments_from_a_real_guest_with_a_typed_erro
         Ok(())
     });
     // The host keeps serving, and the task under fire is still whole.
-    let row = t.host.tasks().get(&known, &who).unwrap();
+    let row = rt.block_on(t.host.tasks().get(&known, &who)).unwrap();
     assert_eq!(row.status, Status::Running);
     assert!((0.0..=1.0).contains(&row.progress), "{}", row.progress);
     let out = call("submit", &json!({ "task": "echo", "key": "after.fuzz" })).unwrap();
@@ -1350,7 +1357,14 @@ fn run_subprocess_answers_any_request_from_a_real_guest_with_a_typed_error() {
             // Only granted programs by their granted names ever ran.
             let program = request["program"].as_str().unwrap();
             prop_assert!(program == "echo" || program == "cat", "{} ran", program);
-            prop_assert!(out.data.as_ref().unwrap()["status"].is_object());
+            // `{"code": n}`, `{"signal": n}`, or `"timed-out"` when a short
+            // timeout of the request ran out on a busy machine.
+            let status = &out.data.as_ref().unwrap()["status"];
+            prop_assert!(
+                status.is_object() || status == "timed-out",
+                "status {}",
+                status
+            );
         }
         Ok(())
     });

@@ -266,7 +266,7 @@ async fn each_argument_one_byte_past_its_limit_is_invalid_input_and_at_its_limit
         .unwrap()
         .to_owned();
     for _ in 0..3000 {
-        if t.host.tasks().get(&running, &who).unwrap().status == Status::Running {
+        if t.host.tasks().get(&running, &who).await.unwrap().status == Status::Running {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -368,7 +368,7 @@ async fn each_argument_one_byte_past_its_limit_is_invalid_input_and_at_its_limit
         if *accepted {
             assert!(got.is_ok(), "{shown}: {got:?}");
             // What was accepted at the limit was stored whole.
-            let row = t.host.tasks().get(&running, &who).unwrap();
+            let row = t.host.tasks().get(&running, &who).await.unwrap();
             match *what {
                 "label" => assert_eq!(row.label.map(|l| l.len()), Some(MAX_LABEL_BYTES)),
                 "checkpoint" => assert_eq!(

@@ -150,6 +150,7 @@ async fn a_followed_task_that_asks_waits_for_an_answer_given_elsewhere() {
             s.t.host
                 .tasks()
                 .list(&alice, "confirm", &Default::default(), None, 1)
+                .await
                 .unwrap();
         if let Some(t) = page.tasks.first()
             && t.status == modhost::tasks::store::Status::WaitingConfirmation
@@ -343,7 +344,7 @@ async fn a_question_is_asked_in_the_terminal_and_the_typed_choice_is_the_answer(
         .unwrap()
         .to_owned();
     let alice = principal("alice", "acme");
-    while s.t.host.tasks().get(&id, &alice).unwrap().status
+    while s.t.host.tasks().get(&id, &alice).await.unwrap().status
         != modhost::tasks::store::Status::WaitingConfirmation
     {
         tokio::time::sleep(Duration::from_millis(20)).await;

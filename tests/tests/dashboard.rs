@@ -369,7 +369,7 @@ async fn a_person_signs_in_watches_a_report_answer_its_question_and_cancels_anot
         |s| s == "completed",
     )
     .await;
-    let done = t.host.tasks().get(&report, &alice).unwrap();
+    let done = t.host.tasks().get(&report, &alice).await.unwrap();
     assert!(
         done.result_json
             .unwrap()
@@ -419,7 +419,7 @@ async fn a_person_signs_in_watches_a_report_answer_its_question_and_cancels_anot
     )
     .await;
     assert_eq!(
-        t.host.tasks().get(&sleeper, &alice).unwrap().status,
+        t.host.tasks().get(&sleeper, &alice).await.unwrap().status,
         modhost::tasks::store::Status::Cancelled
     );
 

@@ -214,7 +214,9 @@ fn inline_paths(code: &str, kids: &BTreeSet<String>) -> Vec<Vec<String>> {
             let before = rest[..i].chars().next_back();
             let tail = &rest[i..];
             rest = &rest[i + root.len()..];
-            if before.is_some_and(|c| is_ident(c) || c == ':') {
+            // `$crate::name!` in a macro names a macro exported at the crate
+            // root, not the root module.
+            if before.is_some_and(|c| is_ident(c) || c == ':' || c == '$') {
                 continue;
             }
             let path: Vec<String> = tail

@@ -21,7 +21,7 @@ fn admin() -> Principal {
 
 async fn wait_for(host: &Host, id: &str, status: Status) -> TaskRow {
     for _ in 0..3000 {
-        let row = host.tasks().get(id, &admin()).unwrap();
+        let row = host.tasks().get(id, &admin()).await.unwrap();
         if row.status == status {
             return row;
         }
@@ -76,11 +76,11 @@ fn active_tasks_become_interrupted_after_a_restart_unless_resumable() {
             recovery
                 .resumed
                 .iter()
-                .map(|r| r.id.as_str())
+                .map(String::as_str)
                 .collect::<Vec<_>>(),
             [resumable.as_str()]
         );
-        let row = host.tasks().get(&plain, &admin()).unwrap();
+        let row = host.tasks().get(&plain, &admin()).await.unwrap();
         assert_eq!(row.status, Status::Interrupted);
         assert_eq!(row.failure_message.as_deref(), Some("host restarted"));
         let row = wait_for(&host, &resumable, Status::Running).await;
@@ -179,6 +179,7 @@ fn a_host_killed_with_sigkill_loses_no_acknowledged_task_and_keeps_one_active_ta
             let row = host
                 .tasks()
                 .get(id, &admin())
+                .await
                 .unwrap_or_else(|e| panic!("acknowledged task {id} lost: {e:?}"));
             if key == "-" {
                 continue;

@@ -7,7 +7,6 @@ use modhost::identity::RequestMeta;
 use modhost::retention::Pruned;
 use modhost::subprocess::AuditFilter;
 use modhost::tasks::SubmitOptions;
-use modhost::tasks::store::Status;
 use modhost_tests::*;
 use rusqlite::{Connection, params};
 
@@ -76,14 +75,12 @@ async fn old_finished_tasks_and_audit_records_go_while_recent_and_active_ones_st
             .unwrap()
         }
     };
-    let done = submit("noop").await;
-    assert_eq!(
-        wait_final(&t.host, &done, &alice).await.status,
-        Status::Completed
-    );
+    // The host does not run tasks here (no `start_tasks`, so no pruning
+    // pass of its own either): a submitted task stays pending, and active.
     let active = submit("sleep").await;
 
     let conn = open_db(&t);
+    let done = finished_task(&conn, "completed", 0);
     let old: Vec<String> = ["completed", "failed", "cancelled", "interrupted"]
         .into_iter()
         .map(|status| finished_task(&conn, status, 8))
@@ -96,10 +93,13 @@ async fn old_finished_tasks_and_audit_records_go_while_recent_and_active_ones_st
     let pruned = t.host.prune().await.unwrap();
     assert_eq!(pruned, Pruned { tasks: 4, audit: 2 });
     for id in &old {
-        assert!(t.host.tasks().get(id, &alice).is_err(), "{id} was kept");
+        assert!(
+            t.host.tasks().get(id, &alice).await.is_err(),
+            "{id} was kept"
+        );
     }
     for id in [&done, &recent, &active] {
-        t.host.tasks().get(id, &alice).unwrap();
+        t.host.tasks().get(id, &alice).await.unwrap();
     }
     let trail = t
         .host
@@ -121,21 +121,21 @@ async fn a_starting_host_prunes_what_expired_while_it_was_down() {
     audit_record(&conn, 91);
     t.host.start_tasks().await.unwrap();
     let alice = principal("alice", "acme");
-    let gone = || {
-        let task_gone = t.host.tasks().get(&expired, &alice).is_err();
+    let gone = async || {
+        let task_gone = t.host.tasks().get(&expired, &alice).await.is_err();
         let trail = t.host.subprocess_audit(&AuditFilter::default(), 100);
         (task_gone, trail.unwrap().is_empty())
     };
     for _ in 0..500 {
-        if gone() == (true, true) {
+        if gone().await == (true, true) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(
-        gone(),
+        gone().await,
         (true, true),
         "a task finished 31 days ago and a record of 91 days ago outlived the defaults (30 and 90 days)"
     );
-    t.host.tasks().get(&kept, &alice).unwrap();
+    t.host.tasks().get(&kept, &alice).await.unwrap();
 }

@@ -52,6 +52,7 @@ async fn a_full_data_directory_is_read_only_and_refuses_new_tasks_for_its_organi
         o.data_quota.min_remeasure = std::time::Duration::ZERO;
     });
     t.load("identity", IDENTITY, QUOTA_OF_ONE_MIB).await;
+    t.host.start_tasks().await.unwrap();
     let (alice, bob) = (principal("alice", "acme"), principal("bob", "globex"));
     act(&t.host, "write_note", r#"{"text":"first"}"#, &alice)
         .await

@@ -546,7 +546,7 @@ async fn cancelling_the_task_kills_its_child_tree() {
     }
     assert_eq!(pids.len(), 4);
     if let Err(e) = t.host.tasks().cancel(&id, &who).await {
-        panic!("{e}: {:?}", t.host.tasks().get(&id, &who));
+        panic!("{e}: {:?}", t.host.tasks().get(&id, &who).await);
     }
     let row = wait_final(&t.host, &id, &who).await;
     assert_eq!(row.status.as_str(), "cancelled");

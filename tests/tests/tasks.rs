@@ -41,7 +41,7 @@ async fn submit(
 /// Polls until the task reaches `status`.
 async fn wait_status(host: &Host, id: &str, who: &Principal, status: Status) -> TaskRow {
     for _ in 0..3000 {
-        let row = host.tasks().get(id, who).unwrap();
+        let row = host.tasks().get(id, who).await.unwrap();
         if row.status == status {
             return row;
         }
@@ -87,6 +87,7 @@ async fn sixty_four_concurrent_submissions_of_one_key_make_one_task_and_one_id()
             None,
             200,
         )
+        .await
         .unwrap();
     assert_eq!(page.tasks.len(), 1);
     // The same key is free again once the task has finished.
@@ -214,7 +215,11 @@ async fn a_foreign_task_id_is_indistinguishable_from_a_missing_one() {
     );
     // The host API hides other organizations' tasks the same way.
     assert_eq!(
-        t.host.tasks().get(&id, &admin("root", "evil")).unwrap_err(),
+        t.host
+            .tasks()
+            .get(&id, &admin("root", "evil"))
+            .await
+            .unwrap_err(),
         SdkError::NotFound
     );
 }
@@ -793,10 +798,12 @@ async fn a_busy_module_cannot_starve_another_modules_tasks() {
     assert_eq!(row.status, Status::Completed);
     // Each busy task holds the only slot for 100 ms; round robin let the quiet
     // module in long before the busy queue drained.
-    let still_queued = busy
-        .iter()
-        .filter(|id| t.host.tasks().get(id, &who).unwrap().status == Status::Pending)
-        .count();
+    let mut still_queued = 0;
+    for id in &busy {
+        if t.host.tasks().get(id, &who).await.unwrap().status == Status::Pending {
+            still_queued += 1;
+        }
+    }
     assert!(
         still_queued >= 10,
         "only {still_queued} busy tasks were still queued"
@@ -891,7 +898,7 @@ async fn a_cancelled_task_waiting_in_a_host_call_gives_its_running_slot_back_at_
         .unwrap();
     assert_eq!(row.status, Status::Completed);
     assert_eq!(
-        t.host.tasks().get(&sleeper, &who).unwrap().status,
+        t.host.tasks().get(&sleeper, &who).await.unwrap().status,
         Status::Cancelled
     );
 }

@@ -46,7 +46,7 @@ async fn a_single_counter_database_opens_with_its_tasks_and_each_owners_version(
         organization_id: "acme".parse().unwrap(),
         role: Role::Member,
     };
-    let row = host.tasks().get(&id, &alice).unwrap();
+    let row = host.tasks().get(&id, &alice).await.unwrap();
     assert_eq!(row.status, Status::Completed);
     assert_eq!(row.result_json.as_deref(), Some("{\"ok\":true}"));
 
@@ -73,5 +73,5 @@ async fn a_single_counter_database_opens_with_its_tasks_and_each_owners_version(
     drop(host);
     // Opening again runs nothing: a re-run `CREATE TABLE` would fail.
     let again = host_on(state.path());
-    assert_eq!(again.tasks().get(&id, &alice).unwrap().id, id);
+    assert_eq!(again.tasks().get(&id, &alice).await.unwrap().id, id);
 }

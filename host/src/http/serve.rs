@@ -42,6 +42,10 @@ pub struct ServeConfig {
     /// The quota of a (module, organization) data directory whose manifest
     /// names none, in bytes.
     pub data_max_bytes: u64,
+    /// Where the tasks live.
+    pub task_store: crate::host::TaskStoreLocation,
+    /// The name this host claims tasks under.
+    pub host_id: crate::tasks::store::HostId,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +86,8 @@ pub async fn serve(
     options.retention.tasks = config.task_retention;
     options.retention.audit = config.audit_retention;
     options.data_quota.default_max_bytes = config.data_max_bytes;
+    options.task_store = config.task_store.clone();
+    options.host_id = config.host_id.clone();
     if config.allow_unconfined_subprocesses {
         let abi = crate::subprocess::confine::landlock_abi();
         tracing::warn!(
@@ -89,7 +95,7 @@ pub async fn serve(
             "--allow-unconfined-subprocesses: where Landlock cannot confine a module's child, it runs UNCONFINED with the host's full file and network access"
         );
     }
-    let host = Arc::new(Host::new(options)?);
+    let host = Arc::new(Host::open(options).await?);
     let tokens = Tokens::new(host.db().clone());
     let failures = host.load_dir(&config.modules_dir, config.build).await?;
     for f in &failures {
@@ -101,6 +107,14 @@ pub async fn serve(
             "recovered tasks of the previous run: {} interrupted, {} resumed",
             recovery.interrupted,
             recovery.resumed.len()
+        );
+    }
+    if let crate::host::TaskStoreLocation::Postgres(url) = &config.task_store {
+        println!(
+            "tasks: PostgreSQL at {} as host `{}` (tokens and the audit trail stay in {})",
+            crate::pg::redacted(url),
+            config.host_id,
+            config.db_path.display()
         );
     }
     let listener = tokio::net::TcpListener::bind(config.listen)

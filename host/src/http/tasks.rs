@@ -217,13 +217,17 @@ pub async fn list(
             "`module` and `scope` belong to GET /v1/tasks; this route names its module",
         ));
     }
-    let page = state.host.tasks().list(
-        &auth.principal,
-        &module,
-        &q.filter()?,
-        q.cursor.as_deref(),
-        q.limit,
-    )?;
+    let page = state
+        .host
+        .tasks()
+        .list(
+            &auth.principal,
+            &module,
+            &q.filter()?,
+            q.cursor.as_deref(),
+            q.limit,
+        )
+        .await?;
     Ok(page_json(&page))
 }
 
@@ -239,14 +243,18 @@ pub async fn list_all(
     {
         return Err(ApiError::not_found(format!("module `{m}` not found")));
     }
-    let page = state.host.tasks().list_across(
-        &auth.principal,
-        q.module.as_deref(),
-        q.scope == ViewScope::Organization,
-        &q.filter()?,
-        q.cursor.as_deref(),
-        q.limit,
-    )?;
+    let page = state
+        .host
+        .tasks()
+        .list_across(
+            &auth.principal,
+            q.module.as_deref(),
+            q.scope == ViewScope::Organization,
+            &q.filter()?,
+            q.cursor.as_deref(),
+            q.limit,
+        )
+        .await?;
     Ok(page_json(&page))
 }
 
@@ -255,7 +263,7 @@ pub async fn view(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<TaskJson>, ApiError> {
-    let row = state.host.tasks().get(&id, &auth.principal)?;
+    let row = state.host.tasks().get(&id, &auth.principal).await?;
     let mut task = TaskJson::from(&row);
     task.timeline = Some(timeline(&row));
     Ok(Json(task))

@@ -45,12 +45,13 @@ impl<'a> Tasks<'a> {
     /// A task the principal may see: its own, or any of its organization's
     /// for an admin. Seeing a task is what reading, cancelling and answering
     /// it take; anything else is `not-found`, like a missing task.
-    pub fn get(self, id: &str, by: &Principal) -> Result<TaskRow, SdkError> {
+    pub async fn get(self, id: &str, by: &Principal) -> Result<TaskRow, SdkError> {
         let id = policy::task_id(id)?;
         let row = self
             .service
             .store
             .get_unscoped(&id)
+            .await
             .map_err(store_err)?
             .ok_or(SdkError::NotFound)?;
         if row.organization_id != by.organization_id.as_str() {
@@ -65,7 +66,7 @@ impl<'a> Tasks<'a> {
 
     /// Tasks of `module` the principal may see, newest first: its own, or
     /// its organization's for an admin.
-    pub fn list(
+    pub async fn list(
         self,
         by: &Principal,
         module: &str,
@@ -75,12 +76,13 @@ impl<'a> Tasks<'a> {
     ) -> Result<TaskPage, SdkError> {
         let whole = by.role == Role::Admin;
         self.list_across(by, Some(module), whole, filter, cursor, limit)
+            .await
     }
 
     /// The principal's tasks across modules (or of `module`), newest first;
     /// with `organization`, every user's of its organization, which only an
     /// admin may ask for.
-    pub fn list_across(
+    pub async fn list_across(
         self,
         by: &Principal,
         module: Option<&str>,
@@ -104,18 +106,23 @@ impl<'a> Tasks<'a> {
         self.service
             .store
             .list_org(&scope, filter, cursor.as_ref(), limit)
+            .await
             .map_err(store_err)
     }
 
     /// Cancels a task: a pending one never starts, a running one is stopped
     /// at its next epoch tick or host call. Refuses a finished task.
     pub async fn cancel(self, id: &str, by: &Principal) -> Result<(), SdkError> {
-        let row = self.get(id, by)?;
+        let row = self.get(id, by).await?;
+        // Unfenced: a user's cancel stops the task whichever host runs it
+        // (that host's next renewal finds it lost, if no event tells it
+        // sooner).
         let applied = self
             .service
             .store
             .finish(
                 &row.id,
+                None,
                 Outcome::Cancelled {
                     by: Some(by.user_id.to_string()),
                 },
@@ -143,7 +150,7 @@ impl<'a> Tasks<'a> {
         answer: &ConfirmationAnswer,
         by: &Principal,
     ) -> Result<(), SdkError> {
-        let row = self.get(id, by)?;
+        let row = self.get(id, by).await?;
         self.service.answer(&row, answer, by).await
     }
 
@@ -151,7 +158,7 @@ impl<'a> Tasks<'a> {
     pub async fn wait(self, id: &str, by: &Principal) -> Result<TaskRow, SdkError> {
         let mut events = self.subscribe();
         loop {
-            let row = self.get(id, by)?;
+            let row = self.get(id, by).await?;
             if !row.status.is_active() {
                 return Ok(row);
             }

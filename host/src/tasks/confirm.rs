@@ -14,7 +14,7 @@ use super::policy;
 use super::scheduler::Scheduler;
 use super::service::status_event;
 use super::service::{TaskScope, TaskService, store_err, task_ref};
-use super::store::{Answered, Asked, Status, StoredAnswer};
+use super::store::{Answered, Asked, Lease, Status, StoredAnswer};
 use crate::cancel::{CancelToken, Deadline};
 use crate::db::now_ms;
 use crate::error::SdkError;
@@ -96,7 +96,7 @@ impl TaskService {
         surface: Surface,
         timeout_ms: Option<u64>,
     ) -> Result<Confirmed, SdkError> {
-        let Some(task_id) = task.filter(|t| t.is_run).map(|t| t.task_id.clone()) else {
+        let Some(lease) = task.filter(|t| t.is_run).map(|t| t.lease.clone()) else {
             return Err(SdkError::invalid(
                 "request-confirmation is only available in a background task's own run",
             ));
@@ -104,6 +104,7 @@ impl TaskService {
         let timeout = policy::confirmation_timeout(timeout_ms)?;
         let surface_json =
             serde_json::to_string(&surface).map_err(|e| SdkError::Internal(e.to_string()))?;
+        let task_id = lease.task_id.clone();
         let stopped = || SdkError::invalid("the task was cancelled");
         let store = &self.store;
         let now = now_ms();
@@ -123,17 +124,18 @@ impl TaskService {
             }
             rx = Some(fresh);
             match store
-                .ask_confirmation(&task_id, &surface_json, now, Some(expires))
+                .ask_confirmation(&lease, &surface_json, now, Some(expires))
                 .await
                 .map_err(store_err)?
             {
                 Asked::AlreadyAnswered(answer) => {
                     let same = store
                         .get_unscoped(&task_id)
+                        .await
                         .map_err(store_err)?
                         .and_then(|r| r.confirmation)
                         .is_some_and(|c| c.surface_json == surface_json);
-                    store.consume_answer(&task_id).await.map_err(store_err)?;
+                    store.consume_answer(&lease).await.map_err(store_err)?;
                     if same {
                         return Ok(Confirmed::Answered(answer));
                     }
@@ -147,7 +149,7 @@ impl TaskService {
                 Asked::Waiting => break,
             }
         }
-        let row = store.get_unscoped(&task_id).map_err(store_err)?;
+        let row = store.get_unscoped(&task_id).await.map_err(store_err)?;
         if let Some(row) = &row {
             self.events
                 .send(task_ref(row), status_event(Status::WaitingConfirmation));
@@ -188,7 +190,7 @@ impl TaskService {
         // or another host of a shared store) or none; later answers are
         // refused, so the user is never told "answered" for a timed-out wait.
         let answer = store
-            .close_confirmation(&task_id, now_ms())
+            .close_confirmation(&lease, now_ms())
             .await
             .map_err(store_err)?
             .or(outcome);
@@ -273,13 +275,33 @@ impl TaskService {
             }
             Answered::NotFound => return Err(SdkError::NotFound),
         }
-        let waiting = self
-            .running()
-            .get_mut(&row.id)
-            .and_then(|r| r.answer.take());
-        if let Some(tx) = waiting {
-            let _ = tx.send(stored);
-        }
+        self.hand_over(&row.id, stored);
         Ok(())
+    }
+
+    /// Hands a recorded answer to the run of task `id` waiting here, if any.
+    fn hand_over(&self, id: &str, answer: StoredAnswer) {
+        let waiting = self.running().get_mut(id).and_then(|r| r.answer.take());
+        if let Some(tx) = waiting {
+            let _ = tx.send(answer);
+        }
+    }
+
+    /// Hands the run waiting here the answer recorded for it, possibly
+    /// through another host of the store (found at a lease renewal).
+    pub(super) async fn deliver_answer(&self, lease: &Lease) {
+        match self.store.get_unscoped(&lease.task_id).await {
+            Ok(Some(row)) => {
+                let answer = row
+                    .confirmation
+                    .filter(|c| !c.consumed)
+                    .and_then(|c| c.answer);
+                if let Some(answer) = answer {
+                    self.hand_over(&row.id, answer);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::error!(task_id = lease.task_id, error = %e, "cannot read an answer"),
+        }
     }
 }

@@ -1,11 +1,14 @@
-//! Running tasks on this host: recovery at start, the pump that starts what
-//! the scheduler picks, and one run from `pending` to its final state.
+//! Running tasks on this host: recovery at start, the claimer that fills
+//! free slots from the store, the lease keeper, and one run from its claim
+//! to its final state.
 //!
-//! Tasks are data in the store; this is what runs them here. Every state
-//! change goes through the store's compare-and-set transitions, so racing
-//! cancel/complete/progress never lose or double a final state.
+//! Tasks are data in the store, shared with any other host on it; this is
+//! what runs them here. Every state change goes through the store's
+//! compare-and-set transitions, and every write of a run carries its lease,
+//! so racing cancel/complete/progress never lose or double a final state,
+//! and a run whose task another host took writes nothing.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use super::policy;
@@ -13,84 +16,82 @@ use super::service::status_event;
 use super::service::{
     MAX_FAILURE_MESSAGE_BYTES, Returned, Running, TaskRun, TaskService, identity_of, task_ref,
 };
-use super::store::{Outcome, Recovery, Status, TaskStoreError};
+use super::store::{Claimed, Lease, LeaseState, Outcome, Recovery, Status, TaskStoreError};
 use crate::cancel::CancelToken;
-use crate::db::now_ms;
 use crate::error::CallError;
 use crate::text::truncate;
 
 /// How long a task that found no free instance slot waits before it is
-/// queued again.
+/// claimable again.
 pub const BUSY_RETRY: Duration = Duration::from_millis(100);
 
+/// How long the claimer waits after a failed claim (the store is down).
+const CLAIM_RETRY: Duration = Duration::from_secs(1);
+
 impl TaskService {
-    /// Recovers what a previous run left and queues every pending task.
-    /// Call once, after the modules are configured.
+    /// Recovers what this host's previous run left (its leases: none of its
+    /// runs lives) and what other hosts' lapsed leases left, then starts the
+    /// claimer and the lease keeper. Call once, after the modules are
+    /// configured.
     pub async fn start(self: &Arc<Self>) -> Result<Recovery, TaskStoreError> {
-        let recovery = self.store.recover(now_ms()).await?;
-        if recovery.interrupted > 0 || !recovery.resumed.is_empty() {
-            tracing::info!(
-                interrupted = recovery.interrupted,
-                resumed = recovery.resumed.len(),
-                "recovered tasks of the previous run"
-            );
+        let recovery = self.store.recover_expired(Some(&self.host)).await?;
+        log_recovery(&recovery);
+        tokio::spawn(claim_loop(Arc::downgrade(self), self.claims.clone()));
+        if let Some(announced) = self.store.announcements() {
+            tokio::spawn(announce_loop(Arc::downgrade(self), announced));
         }
-        for row in self.store.pending(u32::MAX)? {
-            self.scheduler.enqueue(&row.module, row.id);
-        }
-        self.pump();
+        tokio::spawn(lease_loop(Arc::downgrade(self), self.lease));
         Ok(recovery)
     }
 
-    pub(super) fn enqueue(self: &Arc<Self>, module: &str, id: String) {
-        self.scheduler.enqueue(module, id);
-        self.pump();
+    /// Notes that `module` may have pending tasks, and wakes the claimer.
+    pub(super) fn wake(&self, module: &str) {
+        self.scheduler.mark(module);
+        self.claims.notify_one();
     }
 
-    /// Starts what the scheduler lets start now.
-    pub(super) fn pump(self: &Arc<Self>) {
-        while let Some((module, id)) = self.scheduler.next() {
+    /// Wakes the claimer: a slot may be free.
+    pub(super) fn pump(&self) {
+        self.claims.notify_one();
+    }
+
+    /// One claim for the free slots; whether every module got what it
+    /// wanted (so more may be pending).
+    async fn claim_once(self: &Arc<Self>) -> Result<bool, TaskStoreError> {
+        let wants = self.scheduler.wants();
+        if wants.is_empty() {
+            return Ok(false);
+        }
+        let claimed = self.store.claim(&self.host, &wants, self.lease).await?;
+        self.scheduler.claimed(&wants, &claimed);
+        let wanted: u32 = wants.iter().map(|w| w.max).sum();
+        let full = claimed.len() >= usize::try_from(wanted).unwrap_or(usize::MAX);
+        for c in claimed {
             let service = self.clone();
             tokio::spawn(async move {
-                service.run_one(&id).await;
+                let module = c.row.module.clone();
+                service.run_one(c).await;
                 service.scheduler.done(&module);
                 service.pump();
             });
         }
+        Ok(full)
     }
 
-    /// One run: `start` (pending → running), `run-task` through the runner,
-    /// then `finish`.
-    async fn run_one(self: &Arc<Self>, id: &str) {
-        // Registered before `start`, so a cancel racing with the start finds
-        // the token to cancel.
+    /// One run: `run-task` through the runner, then `finish` under the
+    /// claim's lease.
+    async fn run_one(self: &Arc<Self>, claimed: Claimed) {
+        let Claimed { row, lease } = claimed;
+        let id = row.id.clone();
         let cancel = CancelToken::new();
-        {
-            let mut running = self.running();
-            if running.contains_key(id) {
-                return; // queued twice; the run under way is the one
-            }
-            running.insert(
-                id.to_owned(),
-                Running {
-                    cancel: cancel.clone(),
-                    answer: None,
-                },
-            );
-        }
-        let row = match self.store.start(id).await {
-            Ok(Some(row)) => row,
-            Ok(None) => {
-                // Cancelled (or taken) before it started.
-                self.running().remove(id);
-                return;
-            }
-            Err(e) => {
-                self.running().remove(id);
-                tracing::error!(task_id = id, error = %e, "cannot start task");
-                return;
-            }
-        };
+        self.running().insert(
+            id.clone(),
+            Running {
+                cancel: cancel.clone(),
+                lease: lease.clone(),
+                answer: None,
+            },
+        );
         let tref = task_ref(&row);
         self.events
             .send(tref.clone(), status_event(Status::Running));
@@ -102,6 +103,7 @@ impl TaskService {
             Ok(identity) => {
                 let run = TaskRun {
                     row: row.clone(),
+                    lease: lease.clone(),
                     identity: Arc::new(identity),
                     cancel,
                 };
@@ -109,16 +111,16 @@ impl TaskService {
             }
         };
         let Some(outcome) = outcome else {
-            // No instance slot: undo the start and try again later rather
+            // No instance slot: undo the claim and try again later rather
             // than fail a task for the host's own load.
-            self.running().remove(id);
-            match self.store.release(id).await {
+            self.running().remove(&id);
+            match self.store.release(&lease).await {
                 Ok(true) => {
                     self.events.send(tref, status_event(Status::Pending));
-                    let (service, module, id) = (self.clone(), row.module, id.to_owned());
+                    let (service, module) = (self.clone(), row.module);
                     tokio::spawn(async move {
                         tokio::time::sleep(BUSY_RETRY).await;
-                        service.enqueue(&module, id);
+                        service.wake(&module);
                     });
                 }
                 Ok(false) => {}
@@ -127,17 +129,137 @@ impl TaskService {
             return;
         };
         let final_status = outcome.status();
-        let applied = match self.store.finish(id, outcome).await {
+        let applied = match self.store.finish(&id, Some(&lease), outcome).await {
             Ok(applied) => applied,
+            Err(TaskStoreError::LeaseLost { .. }) => {
+                tracing::warn!(
+                    task_id = id,
+                    "the task's lease was lost while it ran; another host has it"
+                );
+                false
+            }
             Err(e) => {
                 tracing::error!(task_id = id, error = %e, "cannot record the end of a task");
                 false
             }
         };
-        self.running().remove(id);
-        self.events.forget(id);
+        self.running().remove(&id);
+        self.events.forget(&id);
         if applied {
             self.events.send(tref, status_event(final_status));
+        }
+    }
+
+    /// Renews the leases of every task running here, stops the runs whose
+    /// task is lost (cancelled through another host, or taken over), and
+    /// hands a waiting run the answer another host recorded.
+    async fn renew_leases(self: &Arc<Self>) -> Result<(), TaskStoreError> {
+        let leases: Vec<Lease> = self.running().values().map(|r| r.lease.clone()).collect();
+        if leases.is_empty() {
+            return Ok(());
+        }
+        let states = self.store.renew(&self.host, &leases, self.lease).await?;
+        for (lease, state) in leases.iter().zip(states) {
+            match state {
+                LeaseState::Held { answered: false } => {}
+                LeaseState::Held { answered: true } => self.deliver_answer(lease).await,
+                LeaseState::Lost => {
+                    if let Some(r) = self.running().get(&lease.task_id) {
+                        r.cancel.cancel();
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn log_recovery(recovery: &Recovery) {
+    if recovery.interrupted > 0 || !recovery.resumed.is_empty() {
+        tracing::info!(
+            interrupted = recovery.interrupted,
+            resumed = recovery.resumed.len(),
+            "recovered tasks whose host stopped"
+        );
+    }
+}
+
+/// Claims pending tasks whenever a slot may be free or a task may be
+/// pending, and on a slow poll for what other hosts submitted. Ends when the
+/// service is dropped.
+async fn claim_loop(service: Weak<TaskService>, claims: Arc<tokio::sync::Notify>) {
+    loop {
+        let Some(s) = service.upgrade() else { return };
+        let poll = s.claim_poll;
+        let more = match s.claim_once().await {
+            Ok(more) => more,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot claim tasks");
+                drop(s);
+                tokio::time::sleep(CLAIM_RETRY).await;
+                continue;
+            }
+        };
+        drop(s);
+        if more {
+            continue;
+        }
+        let polled = tokio::select! {
+            () = claims.notified() => false,
+            () = tokio::time::sleep(poll) => true,
+        };
+        if polled && let Some(s) = service.upgrade() {
+            s.scheduler.mark_all();
+        }
+    }
+}
+
+/// Wakes the claimer for each module the store announces pending tasks of
+/// (another host's submissions, recoveries). Ends when the service is
+/// dropped or the store stops announcing.
+async fn announce_loop(
+    service: Weak<TaskService>,
+    mut announced: tokio::sync::broadcast::Receiver<String>,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let module = match announced.recv().await {
+            Ok(module) => Some(module),
+            // Missed some: any module may have pending tasks.
+            Err(RecvError::Lagged(_)) => None,
+            Err(RecvError::Closed) => return,
+        };
+        let Some(s) = service.upgrade() else { return };
+        match module {
+            Some(module) => s.wake(&module),
+            None => {
+                s.scheduler.mark_all();
+                s.pump();
+            }
+        }
+    }
+}
+
+/// Every third of a lease: renews this host's leases, then recovers tasks
+/// whose lease ran out (another host died). Ends when the service is
+/// dropped.
+async fn lease_loop(service: Weak<TaskService>, lease: Duration) {
+    let every = (lease / 3).max(Duration::from_millis(10));
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(s) = service.upgrade() else { return };
+        if let Err(e) = s.renew_leases().await {
+            tracing::error!(error = %e, "cannot renew the leases of running tasks");
+        }
+        match s.store.recover_expired(None).await {
+            Ok(recovery) => {
+                log_recovery(&recovery);
+                if !recovery.resumed.is_empty() {
+                    s.scheduler.mark_all();
+                    s.pump();
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot recover tasks of stopped hosts"),
         }
     }
 }

@@ -1,29 +1,39 @@
-//! The queues of pending tasks on this host, and their running slots.
+//! The running slots of this host, and what it may claim to fill them.
 //!
-//! Pure state: [`Scheduler::next`] picks what may start now under the global
-//! and per-module limits, modules served round robin so a busy one cannot
-//! starve the others; whoever starts the pick (the task service) gives the
-//! slot back with [`Scheduler::done`]. A task waiting for a user gives its
-//! slot up for the wait ([`Scheduler::park`]).
+//! Pure state: [`Scheduler::wants`] says how many pending tasks of which
+//! modules the host may claim from the store now, under the global and
+//! per-module limits, modules served round robin so a busy one cannot
+//! starve the others; [`Scheduler::claimed`] takes the slots of what the
+//! claim returned, and [`Scheduler::done`] gives one back. A task waiting
+//! for a user gives its slot up for the wait ([`Scheduler::park`]).
+//!
+//! Which modules have pending tasks is a hint, not a queue: the store holds
+//! the queue, shared with other hosts. A module is marked when a task of it
+//! is submitted or released here, when another host says so, or on the
+//! claimer's slow poll, and unmarked when a claim returns less than it
+//! asked for.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard};
 
-/// Pending task ids per module, and who holds which running slot.
+use super::store::{Claimed, Want};
+
+/// Who holds which running slot, and which modules may have pending tasks.
 #[derive(Debug)]
 pub struct Scheduler {
     max_running: u32,
-    state: Mutex<Queues>,
+    state: Mutex<Slots>,
 }
 
 #[derive(Debug, Default)]
-struct Queues {
-    by_module: BTreeMap<String, VecDeque<String>>,
-    running_by_module: HashMap<String, u32>,
-    /// Each module's `[tasks] max-concurrent`.
-    caps: HashMap<String, u32>,
+struct Slots {
+    /// Each configured module's `[tasks] max-concurrent`.
+    caps: BTreeMap<String, u32>,
+    running_by_module: BTreeMap<String, u32>,
     running: u32,
-    /// The module served last, so the next pick starts after it (round robin).
+    /// Modules that may have pending tasks in the store.
+    pending: BTreeSet<String>,
+    /// The module served first last time, so the next round starts after it.
     last: Option<String>,
 }
 
@@ -36,75 +46,101 @@ impl Scheduler {
         }
     }
 
-    fn state(&self) -> MutexGuard<'_, Queues> {
+    fn state(&self) -> MutexGuard<'_, Slots> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Sets how many tasks of `module` may run at once. A module without a
-    /// cap runs nothing: its tasks wait until it is configured here.
+    /// cap runs nothing here: its tasks wait for a host that has it.
     pub fn set_cap(&self, module: &str, cap: u32) {
-        self.state().caps.insert(module.to_owned(), cap);
+        let mut s = self.state();
+        s.caps.insert(module.to_owned(), cap);
+        s.pending.insert(module.to_owned());
     }
 
-    pub fn enqueue(&self, module: &str, id: String) {
-        self.state()
-            .by_module
-            .entry(module.to_owned())
-            .or_default()
-            .push_back(id);
-    }
-
-    /// The next task that may start now, its slot taken; `None` when the
-    /// host is full or nothing queued may run.
-    pub fn next(&self) -> Option<(String, String)> {
-        let mut q = self.state();
-        if q.running >= self.max_running {
-            return None;
+    /// Notes that `module` may have pending tasks.
+    pub fn mark(&self, module: &str) {
+        let mut s = self.state();
+        if s.caps.contains_key(module) {
+            s.pending.insert(module.to_owned());
         }
-        let modules: Vec<String> = q.by_module.keys().cloned().collect();
-        let start = q
+    }
+
+    /// Notes that every configured module may have pending tasks.
+    pub fn mark_all(&self) {
+        let mut s = self.state();
+        let all: Vec<String> = s.caps.keys().cloned().collect();
+        s.pending.extend(all);
+    }
+
+    /// How many pending tasks of which modules may be claimed now; empty
+    /// when the host is full or no module is marked.
+    pub fn wants(&self) -> Vec<Want> {
+        let mut s = self.state();
+        let mut free = self.max_running.saturating_sub(s.running);
+        if free == 0 || s.pending.is_empty() {
+            return Vec::new();
+        }
+        let marked: Vec<String> = s.pending.iter().cloned().collect();
+        let start = s
             .last
             .as_ref()
-            .and_then(|l| modules.iter().position(|m| m > l))
+            .and_then(|l| marked.iter().position(|m| m > l))
             .unwrap_or(0);
-        let mut pick = None;
-        for i in 0..modules.len() {
-            let name = &modules[(start + i) % modules.len()];
-            let Some(&granted) = q.caps.get(name) else {
-                continue;
-            };
+        let mut wants = Vec::new();
+        for i in 0..marked.len() {
+            let name = &marked[(start + i) % marked.len()];
+            let granted = s.caps.get(name).copied().unwrap_or(0);
             // While other modules wait, no module may hold more than half
             // the host's slots, so tasks parked in confirmations cannot
             // starve them; alone, a module may use its whole grant.
-            let others_waiting = q
-                .by_module
-                .iter()
-                .any(|(other, queue)| other != name && !queue.is_empty());
-            let mut cap = granted;
-            if others_waiting {
-                cap = cap.min((self.max_running / 2).max(1));
+            let cap = if marked.len() > 1 {
+                granted.min((self.max_running / 2).max(1))
+            } else {
+                granted
+            };
+            let running = s.running_by_module.get(name).copied().unwrap_or(0);
+            let room = cap.saturating_sub(running).min(free);
+            if room > 0 {
+                free -= room;
+                wants.push(Want {
+                    module: name.clone(),
+                    max: room,
+                });
             }
-            if q.running_by_module.get(name).copied().unwrap_or(0) >= cap {
-                continue;
-            }
-            if let Some(id) = q.by_module.get_mut(name).and_then(VecDeque::pop_front) {
-                pick = Some((name.clone(), id));
+            if free == 0 {
                 break;
             }
         }
-        q.by_module.retain(|_, v| !v.is_empty());
-        let (module, id) = pick?;
-        q.running += 1;
-        *q.running_by_module.entry(module.clone()).or_default() += 1;
-        q.last = Some(module.clone());
-        Some((module, id))
+        if let Some(first) = wants.first() {
+            s.last = Some(first.module.clone());
+        }
+        wants
+    }
+
+    /// Takes a slot for each task a claim of `wants` returned, and unmarks
+    /// the modules of which it returned less than wanted (none left).
+    pub fn claimed(&self, wants: &[Want], claimed: &[Claimed]) {
+        let mut s = self.state();
+        for want in wants {
+            let got = claimed
+                .iter()
+                .filter(|c| c.row.module == want.module)
+                .count();
+            let got = u32::try_from(got).unwrap_or(u32::MAX);
+            s.running += got;
+            *s.running_by_module.entry(want.module.clone()).or_default() += got;
+            if got < want.max {
+                s.pending.remove(&want.module);
+            }
+        }
     }
 
     /// Gives back the slot a task of `module` held.
     pub fn done(&self, module: &str) {
-        let mut q = self.state();
-        q.running = q.running.saturating_sub(1);
-        if let Some(n) = q.running_by_module.get_mut(module) {
+        let mut s = self.state();
+        s.running = s.running.saturating_sub(1);
+        if let Some(n) = s.running_by_module.get_mut(module) {
             *n = n.saturating_sub(1);
         }
     }
@@ -117,54 +153,118 @@ impl Scheduler {
     }
 
     pub fn unpark(&self, module: &str) {
-        let mut q = self.state();
-        q.running += 1;
-        *q.running_by_module.entry(module.to_owned()).or_default() += 1;
+        let mut s = self.state();
+        s.running += 1;
+        *s.running_by_module.entry(module.to_owned()).or_default() += 1;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tasks::store::{Lease, TaskRow};
 
-    #[test]
-    fn modules_are_served_round_robin_within_their_caps() {
-        let s = Scheduler::new(8);
-        s.set_cap("a", 1);
-        s.set_cap("b", 8);
-        for i in 0..3 {
-            s.enqueue("a", format!("a{i}"));
-            s.enqueue("b", format!("b{i}"));
-        }
-        let picks: Vec<String> = std::iter::from_fn(|| s.next()).map(|(_, id)| id).collect();
-        assert_eq!(picks, ["a0", "b0", "b1", "b2"], "a is at its cap of 1");
-        s.done("a");
-        assert_eq!(s.next().map(|(_, id)| id).as_deref(), Some("a1"));
+    /// What a store would return for a claim of `n` tasks of `module`.
+    fn claim(module: &str, n: u32) -> Vec<Claimed> {
+        (0..n)
+            .map(|i| {
+                let mut row: TaskRow = serde_json::from_value(serde_json::json!({
+                    "id": format!("{module}{i}"), "module": module, "task_name": "t",
+                    "task_key": null, "title": null, "status": "running", "progress": 0.0,
+                    "label": null, "checkpoint_json": null, "args_json": "{}",
+                    "result_json": null, "failure_kind": null, "failure_message": null,
+                    "resumable": false, "user_id": "u", "organization_id": "o", "role": "member",
+                    "request_id": "r", "session_id": null, "created_at": 0, "updated_at": 0,
+                    "started_at": 0, "finished_at": null, "attempts": 1, "confirmation": null,
+                    "host": "local"
+                }))
+                .unwrap();
+                row.id = format!("{module}{i}");
+                Claimed {
+                    lease: Lease {
+                        task_id: row.id.clone(),
+                        version: 1,
+                    },
+                    row,
+                }
+            })
+            .collect()
+    }
+
+    fn wanted(wants: &[Want]) -> Vec<(&str, u32)> {
+        wants.iter().map(|w| (w.module.as_str(), w.max)).collect()
     }
 
     #[test]
-    fn a_module_that_is_not_configured_runs_nothing() {
+    fn modules_waiting_together_share_the_host_within_their_caps() {
         let s = Scheduler::new(8);
-        s.enqueue("unknown", "t".into());
-        assert_eq!(s.next(), None);
+        s.set_cap("a", 1);
+        s.set_cap("b", 8);
+        assert_eq!(
+            wanted(&s.wants()),
+            [("a", 1), ("b", 4)],
+            "b gets half while a waits"
+        );
+        s.claimed(&s.wants(), &[]);
+        assert!(s.wants().is_empty(), "nothing is pending any more");
+    }
+
+    #[test]
+    fn a_module_alone_may_use_its_whole_grant_and_no_more_than_the_host() {
+        let s = Scheduler::new(8);
+        s.set_cap("b", 20);
+        let wants = s.wants();
+        assert_eq!(wanted(&wants), [("b", 8)]);
+        s.claimed(&wants, &claim("b", 8));
+        s.mark("b");
+        assert!(s.wants().is_empty(), "the host is full");
+        s.done("b");
+        assert_eq!(wanted(&s.wants()), [("b", 1)]);
+    }
+
+    #[test]
+    fn rounds_start_after_the_module_served_first_last_time() {
+        let s = Scheduler::new(1);
+        s.set_cap("a", 1);
+        s.set_cap("b", 1);
+        let first = s.wants();
+        assert_eq!(wanted(&first), [("a", 1)]);
+        s.claimed(&first, &claim("a", 1));
+        s.done("a");
+        assert_eq!(wanted(&s.wants()), [("b", 1)]);
+    }
+
+    #[test]
+    fn a_module_that_is_not_configured_is_never_wanted() {
+        let s = Scheduler::new(8);
+        s.mark("unknown");
+        assert!(s.wants().is_empty());
         s.set_cap("unknown", 1);
-        assert_eq!(s.next(), Some(("unknown".into(), "t".into())));
+        assert_eq!(wanted(&s.wants()), [("unknown", 1)]);
+    }
+
+    #[test]
+    fn a_claim_that_returns_less_than_wanted_unmarks_the_module() {
+        let s = Scheduler::new(8);
+        s.set_cap("m", 4);
+        let wants = s.wants();
+        s.claimed(&wants, &claim("m", 2));
+        assert!(s.wants().is_empty(), "the store had only two");
+        s.mark_all();
+        assert_eq!(wanted(&s.wants()), [("m", 2)], "two slots are taken");
     }
 
     #[test]
     fn a_parked_task_frees_its_slot_until_it_resumes() {
         let s = Scheduler::new(1);
         s.set_cap("m", 4);
-        s.enqueue("m", "first".into());
-        s.enqueue("m", "second".into());
-        assert!(s.next().is_some());
-        assert_eq!(s.next(), None, "the host is full");
+        let wants = s.wants();
+        s.claimed(&wants, &claim("m", 1));
+        s.mark("m");
+        assert!(s.wants().is_empty(), "the host is full");
         s.park("m");
-        assert_eq!(s.next().map(|(_, id)| id).as_deref(), Some("second"));
+        assert_eq!(wanted(&s.wants()), [("m", 1)]);
         s.unpark("m");
-        s.done("m");
-        s.done("m");
-        s.enqueue("m", "third".into());
-        assert!(s.next().is_some());
+        assert!(s.wants().is_empty());
     }
 }

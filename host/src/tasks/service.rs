@@ -15,13 +15,15 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::oneshot;
+use std::time::Duration;
+
+use tokio::sync::{Notify, oneshot};
 
 use super::policy;
 use super::scheduler::Scheduler;
 use super::store::{
-    Cursor, NewTask, Owner, ProgressResult, ProgressUpdate, Quota, Scope, Status, StoredAnswer,
-    Submitted, TaskFilter, TaskPage, TaskRow, TaskStore, TaskStoreError,
+    Cursor, HostId, Lease, NewTask, Owner, ProgressResult, ProgressUpdate, Quota, Scope, Status,
+    StoredAnswer, Submitted, TaskFilter, TaskPage, TaskRow, TaskStore, TaskStoreError,
 };
 use crate::cancel::CancelToken;
 use crate::db::now_ms;
@@ -45,10 +47,20 @@ pub const DEFAULT_LOOKUP_LIMIT: u32 = 50;
 /// 10,000 rows stay cheap for the scheduler and the dashboard's lists.
 pub const DEFAULT_MAX_ACTIVE_PER_ORG: u32 = 10_000;
 
+/// How long a claimed task's lease lasts unless renewed (every third of
+/// it): how long the tasks of a host that died wait before another host
+/// takes them over.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+
+/// How often a host looks for pending tasks when nothing told it of any
+/// (another host's submissions, where the store does not announce them).
+pub const DEFAULT_CLAIM_POLL: Duration = Duration::from_secs(2);
+
 /// How the host runs tasks. Defaults: 256 tasks running at once over all
 /// modules, 16 blocking threads, [`DEFAULT_MAX_ACTIVE_PER_ORG`] active
-/// tasks per organization.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// tasks per organization, host id [`super::store::LOCAL_HOST`], leases of
+/// [`DEFAULT_LEASE`], a poll every [`DEFAULT_CLAIM_POLL`].
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskOptions {
     /// Background tasks running at once, over all modules.
     pub max_running: u32,
@@ -59,6 +71,13 @@ pub struct TaskOptions {
     /// Active (pending, running, waiting) tasks one organization may have
     /// over all modules; a submission past it gets `limit-exceeded`.
     pub max_active_per_org: u32,
+    /// The name this host claims tasks under: the same across its restarts,
+    /// unique among the hosts sharing its store.
+    pub host: HostId,
+    /// How long a claim lasts unless renewed.
+    pub lease: Duration,
+    /// How often to look for pending tasks unannounced.
+    pub claim_poll: Duration,
 }
 
 impl Default for TaskOptions {
@@ -67,6 +86,9 @@ impl Default for TaskOptions {
             max_running: 256,
             blocking_threads: 16,
             max_active_per_org: DEFAULT_MAX_ACTIVE_PER_ORG,
+            host: HostId::local(),
+            lease: DEFAULT_LEASE,
+            claim_poll: DEFAULT_CLAIM_POLL,
         }
     }
 }
@@ -82,12 +104,19 @@ pub struct SubmitOptions {
 /// The task a call runs inside.
 #[derive(Debug, Clone)]
 pub struct TaskScope {
-    pub task_id: String,
+    /// The claim the task runs under; the task's own writes carry it.
+    pub lease: Lease,
     /// The last stored checkpoint, for `context.checkpoint`.
     pub checkpoint: Option<String>,
     /// Whether this call is the task's own run (which may pause for a
     /// confirmation), rather than a blocking call made from it.
     pub is_run: bool,
+}
+
+impl TaskScope {
+    pub fn task_id(&self) -> &str {
+        &self.lease.task_id
+    }
 }
 
 /// What the task service knows of one module: what it offers and what its
@@ -141,6 +170,8 @@ pub type Returned = Result<Result<String, SdkError>, CallError>;
 #[derive(Debug, Clone)]
 pub struct TaskRun {
     pub row: TaskRow,
+    /// The claim it runs under.
+    pub lease: Lease,
     /// The submitter's, as stored with the task.
     pub identity: Arc<Identity>,
     pub cancel: CancelToken,
@@ -182,6 +213,7 @@ pub trait TaskRunner: Send + Sync + 'static {
 #[derive(Debug)]
 pub(super) struct Running {
     pub cancel: CancelToken,
+    pub lease: Lease,
     /// The waiting `request-confirmation`, if any.
     pub answer: Option<oneshot::Sender<StoredAnswer>>,
 }
@@ -197,6 +229,14 @@ pub struct TaskService {
     pub(super) blocking: Arc<Shares>,
     /// [`TaskOptions::max_active_per_org`].
     max_active_per_org: u32,
+    /// [`TaskOptions::host`].
+    pub(super) host: HostId,
+    /// [`TaskOptions::lease`].
+    pub(super) lease: Duration,
+    /// [`TaskOptions::claim_poll`].
+    pub(super) claim_poll: Duration,
+    /// Wakes the claimer.
+    pub(super) claims: Arc<Notify>,
     running: Mutex<HashMap<String, Running>>,
 }
 
@@ -220,15 +260,25 @@ impl TaskService {
             runner,
             blocking: Shares::new(options.blocking_threads),
             max_active_per_org: options.max_active_per_org,
+            host: options.host,
+            lease: options.lease,
+            claim_poll: options.claim_poll,
+            claims: Arc::new(Notify::new()),
             running: Mutex::default(),
         })
     }
 
-    /// Makes a loaded module's tasks runnable here: until then, its pending
-    /// tasks wait in the queue.
+    /// Makes a loaded module's tasks runnable here: until then, this host
+    /// claims none of them.
     pub fn configure(&self, module: &ModuleTasks) {
         self.scheduler
             .set_cap(&module.name, module.grant.max_concurrent);
+        self.pump();
+    }
+
+    /// The name this host claims tasks under.
+    pub fn host_id(&self) -> &HostId {
+        &self.host
     }
 
     pub fn store(&self) -> &Arc<dyn TaskStore> {
@@ -244,7 +294,7 @@ impl TaskService {
     }
 
     /// Validates and stores a new task of `module` for `identity`, then
-    /// queues it. The id is returned only once the row is committed.
+    /// wakes the claimer. The id is returned only once the row is committed.
     pub async fn submit(
         self: &Arc<Self>,
         module: &ModuleTasks,
@@ -288,8 +338,8 @@ impl TaskService {
                 max_active_per_org: self.max_active_per_org,
             },
         };
-        // Stored and queued on a task of its own: once the row is written it
-        // is queued, even if the caller is stopped while it waits.
+        // Stored and announced on a task of its own: once the row is written
+        // the claimer hears of it, even if the caller is stopped meanwhile.
         let service = self.clone();
         let stored = tokio::spawn(async move {
             let task = Subject {
@@ -303,11 +353,11 @@ impl TaskService {
                 title: new.title.clone(),
             };
             let submitted = service.store.submit(new).await.map_err(store_err)?;
-            if let Submitted::Created(id) = &submitted {
+            if let Submitted::Created(_) = &submitted {
                 let module = task.module.clone();
                 service.events.send(task.clone(), created);
                 service.events.send(task, status_event(Status::Pending));
-                service.enqueue(&module, id.clone());
+                service.wake(&module);
             }
             Ok::<_, SdkError>(submitted)
         });
@@ -324,6 +374,7 @@ impl TaskService {
                 let visible = self
                     .store
                     .get(&id, &read_scope(module, identity))
+                    .await
                     .map_err(store_err)?;
                 match visible {
                     Some(_) => Ok(id),
@@ -341,6 +392,7 @@ impl TaskService {
     pub async fn update_progress(
         &self,
         identity: &Identity,
+        task: Option<&TaskScope>,
         task_id: &str,
         progress: f64,
         label: Option<String>,
@@ -358,11 +410,15 @@ impl TaskService {
         if self
             .store
             .get(&id, &own_scope(identity))
+            .await
             .map_err(store_err)?
             .is_none()
         {
             return Err(SdkError::NotFound);
         }
+        // The task's own run writes under its claim (fenced); anyone else's
+        // progress write (an action of the task's user) does not.
+        let lease = task.map(|t| &t.lease).filter(|l| l.task_id == id);
         let owner = Owner {
             module: identity.module.clone(),
             organization_id: identity.organization_id().to_string(),
@@ -374,7 +430,7 @@ impl TaskService {
         };
         match self
             .store
-            .update_progress(&id, &owner, update)
+            .update_progress(&id, &owner, lease, update)
             .await
             .map_err(store_err)?
         {
@@ -411,6 +467,7 @@ impl TaskService {
         let row = self
             .store
             .get(&id, &own_scope(identity))
+            .await
             .map_err(store_err)?
             .ok_or(SdkError::NotFound)?;
         if !row.status.is_active() {
@@ -423,7 +480,7 @@ impl TaskService {
 
     /// `list-user-tasks`: another organization is never visible, another
     /// user only with the manifest's `read = "organization"`.
-    pub fn user_tasks(
+    pub async fn user_tasks(
         &self,
         module: &ModuleTasks,
         identity: &Identity,
@@ -442,13 +499,13 @@ impl TaskService {
             user_id: Some(user),
         };
         let limit = policy::limit(limit, DEFAULT_LOOKUP_LIMIT, policy::MAX_LOOKUP_LIMIT);
-        self.store.by_user(&scope, limit).map_err(store_err)
+        self.store.by_user(&scope, limit).await.map_err(store_err)
     }
 
     /// `get-tasks-by-key`: the caller's module and organization, newest
     /// first; the caller's own tasks unless the manifest grants the
     /// organization.
-    pub fn by_key(
+    pub async fn by_key(
         &self,
         module: &ModuleTasks,
         identity: &Identity,
@@ -457,12 +514,13 @@ impl TaskService {
         policy::task_key(key)?;
         self.store
             .by_key(&read_scope(module, identity), key, policy::MAX_LOOKUP_LIMIT)
+            .await
             .map_err(store_err)
     }
 
     /// `get-tasks-by-key-prefix`: like [`TaskService::by_key`], every key
     /// starting with `prefix`.
-    pub fn by_key_prefix(
+    pub async fn by_key_prefix(
         &self,
         module: &ModuleTasks,
         identity: &Identity,
@@ -473,12 +531,13 @@ impl TaskService {
         let limit = policy::limit(limit, DEFAULT_LOOKUP_LIMIT, policy::MAX_LOOKUP_LIMIT);
         self.store
             .by_key_prefix(&read_scope(module, identity), prefix, limit)
+            .await
             .map_err(store_err)
     }
 
     /// `background-tasks.list`: the caller's own tasks, or (with the
     /// manifest's `read = "organization"`) those of `user_id`.
-    pub fn read_list(
+    pub async fn read_list(
         &self,
         module: &ModuleTasks,
         identity: &Identity,
@@ -511,13 +570,14 @@ impl TaskService {
         };
         self.store
             .list(&scope, filter, cursor.as_ref(), limit)
+            .await
             .map_err(store_err)
     }
 
     /// `background-tasks.get`: args, results and checkpoints are the
     /// submitting user's, so another user's task is `not-found` unless the
     /// manifest grants the organization.
-    pub fn read_get(
+    pub async fn read_get(
         &self,
         module: &ModuleTasks,
         identity: &Identity,
@@ -526,6 +586,7 @@ impl TaskService {
         let id = policy::task_id(task_id)?;
         self.store
             .get(&id, &read_scope(module, identity))
+            .await
             .map_err(store_err)?
             .ok_or(SdkError::NotFound)
     }
@@ -576,8 +637,13 @@ pub(super) fn task_ref(row: &TaskRow) -> Subject {
     }
 }
 
-/// A store failure as the caller sees it: logged here, never shown.
+/// A store failure as the caller sees it: logged here, never shown. A run
+/// whose task another host took learns only that it is no longer active.
 pub(crate) fn store_err(e: TaskStoreError) -> SdkError {
+    if let TaskStoreError::LeaseLost { task_id } = &e {
+        tracing::warn!(task_id, "a write of a run whose task another host took");
+        return SdkError::invalid("the task is no longer active on this host");
+    }
     tracing::error!(error = %e, "task store failed");
     SdkError::Internal("the task store failed; see the host's log".into())
 }

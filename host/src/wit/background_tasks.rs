@@ -92,14 +92,17 @@ impl bt::Host for ReadView<'_> {
             created_after: filter.created_after.and_then(|t| i64::try_from(t).ok()),
             created_before: filter.created_before.and_then(|t| i64::try_from(t).ok()),
         };
-        let page = ctx.service.read_list(
-            &ctx.module,
-            self.identity,
-            filter.user_id,
-            &store_filter,
-            cursor.as_deref(),
-            limit,
-        )?;
+        let page = ctx
+            .service
+            .read_list(
+                &ctx.module,
+                self.identity,
+                filter.user_id,
+                &store_filter,
+                cursor.as_deref(),
+                limit,
+            )
+            .await?;
         Ok(bt::TaskPage {
             tasks: page.tasks.iter().map(summary).collect(),
             next_cursor: page.next_cursor.map(|c| c.to_string()),
@@ -108,7 +111,10 @@ impl bt::Host for ReadView<'_> {
 
     async fn get(&mut self, id: String) -> Result<bt::TaskView, HostError> {
         let ctx = self.tasks.ok_or_else(not_now)?;
-        let row = ctx.service.read_get(&ctx.module, self.identity, &id)?;
+        let row = ctx
+            .service
+            .read_get(&ctx.module, self.identity, &id)
+            .await?;
         Ok(view(&row))
     }
 }

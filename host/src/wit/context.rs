@@ -30,7 +30,7 @@ impl context::Host for ContextView<'_> {
     }
 
     async fn current_task(&mut self) -> wasmtime::Result<Option<String>> {
-        Ok(self.task.map(|t| t.task_id.clone()))
+        Ok(self.task.map(|t| t.task_id().to_owned()))
     }
 
     async fn checkpoint(&mut self) -> wasmtime::Result<Option<String>> {

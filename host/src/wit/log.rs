@@ -69,7 +69,7 @@ impl LogView<'_> {
     pub fn of(s: &mut SandboxState) -> LogView<'_> {
         LogView {
             identity: &s.identity,
-            task_id: s.task.as_ref().map(|t| t.task_id.as_str()),
+            task_id: s.task.as_ref().map(|t| t.task_id()),
             budget: &mut s.log,
         }
     }

@@ -125,7 +125,7 @@ impl tasks::Host for TasksView<'_> {
         };
         let caller = subprocess::Caller {
             identity: self.identity,
-            task_id: self.task.map(|t| t.task_id.as_str()),
+            task_id: self.task.map(|t| t.task_id()),
             cancel: self.cancel,
             time_left: self.deadline.time_left(),
             data_full: ctx.data_full,
@@ -172,7 +172,14 @@ impl tasks::Host for TasksView<'_> {
         let ctx = self.tasks()?;
         Ok(ctx
             .service
-            .update_progress(self.identity, &task_id, progress, label, checkpoint_json)
+            .update_progress(
+                self.identity,
+                self.task,
+                &task_id,
+                progress,
+                label,
+                checkpoint_json,
+            )
             .await?)
     }
 
@@ -223,9 +230,10 @@ impl tasks::Host for TasksView<'_> {
         limit: u32,
     ) -> Result<Vec<types::TaskSummary>, HostError> {
         let ctx = self.tasks()?;
-        let rows =
-            ctx.service
-                .user_tasks(&ctx.module, self.identity, user_id, organization_id, limit)?;
+        let rows = ctx
+            .service
+            .user_tasks(&ctx.module, self.identity, user_id, organization_id, limit)
+            .await?;
         Ok(rows.iter().map(summary).collect())
     }
 
@@ -234,7 +242,7 @@ impl tasks::Host for TasksView<'_> {
         key: String,
     ) -> Result<Vec<types::TaskSummary>, HostError> {
         let ctx = self.tasks()?;
-        let rows = ctx.service.by_key(&ctx.module, self.identity, &key)?;
+        let rows = ctx.service.by_key(&ctx.module, self.identity, &key).await?;
         Ok(rows.iter().map(summary).collect())
     }
 
@@ -246,7 +254,8 @@ impl tasks::Host for TasksView<'_> {
         let ctx = self.tasks()?;
         let rows = ctx
             .service
-            .by_key_prefix(&ctx.module, self.identity, &prefix, limit)?;
+            .by_key_prefix(&ctx.module, self.identity, &prefix, limit)
+            .await?;
         Ok(rows.iter().map(summary).collect())
     }
 }

@@ -19,9 +19,13 @@ use std::future::Future;
 use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+pub mod postgres;
 mod schema;
 pub mod sqlite;
 
@@ -40,148 +44,208 @@ pub const MAX_LOOKUP_LIMIT: u32 = 500;
 /// takes 1..=200).
 pub const MAX_PAGE_LIMIT: u32 = 200;
 
-/// The failure message of a task that was active, and not resumable, when the
-/// host stopped.
+/// The failure message of a task that was running, and not resumable, when
+/// its host stopped and started again.
 pub const HOST_RESTARTED: &str = "host restarted";
 
-/// A boxed, sendable future: what the write methods of the dyn-compatible
-/// [`TaskStore`] return.
+/// The failure message of a task that was running, and not resumable, on a
+/// host that stopped renewing its lease (it died, hung or lost the store).
+pub const LEASE_EXPIRED: &str = "the host running the task stopped renewing its lease";
+
+/// A boxed, sendable future: what every method of the dyn-compatible
+/// [`TaskStore`] returns.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// Persistence of background tasks.
+/// Persistence of background tasks, shared by every host that runs them.
 ///
-/// Writes are async because a store may batch them (group commit); each
-/// resolves only once its effect is durable. Reads are synchronous, short,
-/// indexed queries. A write is queued when its future is first polled; once
-/// queued, it commits even if the future is then dropped.
+/// Every method is async: a store may batch writes (group commit) or wait
+/// on a database server. A write resolves only once its effect is durable;
+/// it is queued when its future is first polled and, once queued, commits
+/// even if the future is then dropped.
+///
+/// Many hosts may share one store. A host *claims* pending tasks
+/// ([`TaskStore::claim`]), which stamps a [`Lease`] that the host renews
+/// while it runs them ([`TaskStore::renew`]); a task whose lease ran out is
+/// recovered by whichever host calls [`TaskStore::recover_expired`]. Every
+/// write of a claimed task's run carries its lease, and a lease that is no
+/// longer the task's current one is refused with
+/// [`TaskStoreError::LeaseLost`] (fencing): a host that lost a task can
+/// neither finish nor change it after another host took it. Lease times are
+/// the store's clock, never a host's, so hosts need not agree on the time.
 pub trait TaskStore: Send + Sync + 'static {
     /// Stores a new `pending` task, unless an active task of the same module
     /// and organization has the same key (its id is returned) or a quota is
     /// reached.
     fn submit(&self, task: NewTask) -> BoxFuture<'_, Result<Submitted, TaskStoreError>>;
 
-    /// `pending -> running`: counts an attempt and stamps `started_at` (the
-    /// latest attempt's start). `None` if the task is not pending (for
-    /// example, cancelled before it started).
-    fn start(&self, id: &str) -> BoxFuture<'_, Result<Option<TaskRow>, TaskStoreError>>;
+    /// Claims pending tasks for `host`, oldest first, at most `want.max` of
+    /// each wanted module: each becomes `running` (an attempt counted,
+    /// `started_at` stamped) under a new lease that lasts `lease` unless
+    /// renewed. Racing claims of several hosts never hand out one task twice.
+    /// Returns whole rows (args and checkpoint included).
+    fn claim<'a>(
+        &'a self,
+        host: &'a HostId,
+        wants: &'a [Want],
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<Vec<Claimed>, TaskStoreError>>;
+
+    /// Extends each of `host`'s `leases` by `lease` from now. Answers one
+    /// [`LeaseState`] per lease, in order: a task that is final, taken over
+    /// or recovered is [`LeaseState::Lost`], and its run should stop.
+    fn renew<'a>(
+        &'a self,
+        host: &'a HostId,
+        leases: &'a [Lease],
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<Vec<LeaseState>, TaskStoreError>>;
+
+    /// Recovers claimed tasks whose lease ran out, and, with `restarted`,
+    /// every lease of that host (it restarted, so none of its runs lives):
+    /// a resumable task goes back to `pending` with its checkpoint and
+    /// confirmation kept; any other becomes `interrupted`. `pending` tasks
+    /// stay pending. Each recovered task's lease version moves on, so its
+    /// old lease is refused from then on.
+    fn recover_expired<'a>(
+        &'a self,
+        restarted: Option<&'a HostId>,
+    ) -> BoxFuture<'a, Result<Recovery, TaskStoreError>>;
 
     /// Any active status -> the outcome's final status. `false` if the task
     /// is missing or already final: of racing finishes exactly one wins.
-    fn finish(&self, id: &str, outcome: Outcome) -> BoxFuture<'_, Result<bool, TaskStoreError>>;
+    /// With a lease (a run's own end), refused with
+    /// [`TaskStoreError::LeaseLost`] if it is not the current one; without
+    /// (a user's cancel), whoever runs the task.
+    fn finish<'a>(
+        &'a self,
+        id: &'a str,
+        lease: Option<&'a Lease>,
+        outcome: Outcome,
+    ) -> BoxFuture<'a, Result<bool, TaskStoreError>>;
 
-    /// `running` → `pending`, undoing a [`TaskStore::start`] whose run never
-    /// began (no instance could be had), so the task is run later instead of
-    /// failing. False if the task is not running (e.g. it was cancelled).
-    fn release(&self, id: &str) -> BoxFuture<'_, Result<bool, TaskStoreError>>;
+    /// `running` → `pending`, undoing a claim whose run never began (no
+    /// instance could be had), so the task is run later instead of failing;
+    /// the lease is lost. False if the task is not running under this lease
+    /// (e.g. it was cancelled).
+    fn release<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<bool, TaskStoreError>>;
 
     /// Stores progress (and, when given, a label and a checkpoint) of an
-    /// active task that `owner` owns, in one transaction.
-    fn update_progress(
-        &self,
-        id: &str,
-        owner: &Owner,
+    /// active task that `owner` owns, in one transaction; with a lease (the
+    /// task's own run), only while it is the current one.
+    fn update_progress<'a>(
+        &'a self,
+        id: &'a str,
+        owner: &'a Owner,
+        lease: Option<&'a Lease>,
         update: ProgressUpdate,
-    ) -> BoxFuture<'_, Result<ProgressResult, TaskStoreError>>;
+    ) -> BoxFuture<'a, Result<ProgressResult, TaskStoreError>>;
 
     /// `running -> waiting-confirmation` with a new confirmation holding
     /// `surface_json`, unless an answered, unconsumed confirmation exists: then
     /// that answer is returned and nothing changes.
-    fn ask_confirmation(
-        &self,
-        id: &str,
-        surface_json: &str,
+    fn ask_confirmation<'a>(
+        &'a self,
+        lease: &'a Lease,
+        surface_json: &'a str,
         asked_at: i64,
         expires_at: Option<i64>,
-    ) -> BoxFuture<'_, Result<Asked, TaskStoreError>>;
+    ) -> BoxFuture<'a, Result<Asked, TaskStoreError>>;
 
     /// Records the answer of an open confirmation: the task is active, the
     /// confirmation is unanswered, `answer.answered_at` is before its
     /// expiry and, when `asked_at` is given, it is that question (in the
     /// same write, so a question asked again in between is not answered).
-    fn answer_confirmation(
-        &self,
-        id: &str,
+    /// Any host may record it; the host running the task learns of it at its
+    /// next renewal ([`LeaseState::Held`]`{ answered: true }`) if not sooner.
+    fn answer_confirmation<'a>(
+        &'a self,
+        id: &'a str,
         answer: StoredAnswer,
         asked_at: Option<i64>,
-    ) -> BoxFuture<'_, Result<Answered, TaskStoreError>>;
+    ) -> BoxFuture<'a, Result<Answered, TaskStoreError>>;
 
     /// Marks the current answer as delivered to the task, so the next ask
     /// opens a new confirmation. `false` if there is no unconsumed answer.
-    fn consume_answer(&self, id: &str) -> BoxFuture<'_, Result<bool, TaskStoreError>>;
+    fn consume_answer<'a>(
+        &'a self,
+        lease: &'a Lease,
+    ) -> BoxFuture<'a, Result<bool, TaskStoreError>>;
 
     /// Ends the wait for a confirmation in one transaction: no answer is
     /// accepted from `now` on, an answer already recorded is consumed and
     /// returned, and a `waiting-confirmation` task is `running` again. So an
     /// answer and a timeout racing each other have exactly one outcome.
-    fn close_confirmation(
-        &self,
-        id: &str,
+    fn close_confirmation<'a>(
+        &'a self,
+        lease: &'a Lease,
         now: i64,
-    ) -> BoxFuture<'_, Result<Option<StoredAnswer>, TaskStoreError>>;
-
-    /// `waiting-confirmation -> running` (answered or timed out). `false` if
-    /// the task was not waiting.
-    fn resume_after_confirmation(&self, id: &str) -> BoxFuture<'_, Result<bool, TaskStoreError>>;
-
-    /// Run once at host start, before anything else writes: active tasks that
-    /// are not resumable become `interrupted` ([`HOST_RESTARTED`]); resumable
-    /// `running`/`waiting-confirmation` tasks go back to `pending` with their
-    /// checkpoint and confirmation kept. `pending` tasks stay pending.
-    fn recover(&self, now: i64) -> BoxFuture<'_, Result<Recovery, TaskStoreError>>;
+    ) -> BoxFuture<'a, Result<Option<StoredAnswer>, TaskStoreError>>;
 
     /// One task, if visible in `scope`.
-    fn get(&self, id: &str, scope: &Scope) -> Result<Option<TaskRow>, TaskStoreError>;
+    fn get<'a>(
+        &'a self,
+        id: &'a str,
+        scope: &'a Scope,
+    ) -> BoxFuture<'a, Result<Option<TaskRow>, TaskStoreError>>;
 
     /// One task, whoever owns it. Host-internal: never answer a guest with it.
-    fn get_unscoped(&self, id: &str) -> Result<Option<TaskRow>, TaskStoreError>;
+    fn get_unscoped<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<TaskRow>, TaskStoreError>>;
 
     /// Tasks in `scope` whose key equals `key`, newest first, at most `limit`
     /// (capped at [`MAX_LOOKUP_LIMIT`]).
     ///
-    /// Lookups, lists and [`TaskStore::pending`] return *summary rows*: the
-    /// heavy fields are not loaded (`args_json` is empty; `checkpoint_json`,
-    /// `result_json` and `confirmation` are `None`; `failure_message` is cut
-    /// to 1,024 bytes). [`TaskStore::get`] returns the whole row.
-    fn by_key(&self, scope: &Scope, key: &str, limit: u32) -> Result<Vec<TaskRow>, TaskStoreError>;
+    /// Lookups and lists return *summary rows*: the heavy fields are not
+    /// loaded (`args_json` is empty; `checkpoint_json`, `result_json` and
+    /// `confirmation` are `None`; `failure_message` is cut to 1,024 bytes).
+    /// [`TaskStore::get`] returns the whole row.
+    fn by_key<'a>(
+        &'a self,
+        scope: &'a Scope,
+        key: &'a str,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<Vec<TaskRow>, TaskStoreError>>;
 
     /// Tasks in `scope` whose key starts with `prefix` (every character is
     /// literal), newest first, at most `limit` (capped at
     /// [`MAX_LOOKUP_LIMIT`]).
-    fn by_key_prefix(
-        &self,
-        scope: &Scope,
-        prefix: &str,
+    fn by_key_prefix<'a>(
+        &'a self,
+        scope: &'a Scope,
+        prefix: &'a str,
         limit: u32,
-    ) -> Result<Vec<TaskRow>, TaskStoreError>;
+    ) -> BoxFuture<'a, Result<Vec<TaskRow>, TaskStoreError>>;
 
     /// Tasks in `scope` (of `scope.user_id`, or of the whole organization),
     /// newest first, at most `limit` (capped at [`MAX_LOOKUP_LIMIT`]).
-    fn by_user(&self, scope: &Scope, limit: u32) -> Result<Vec<TaskRow>, TaskStoreError>;
+    fn by_user<'a>(
+        &'a self,
+        scope: &'a Scope,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<Vec<TaskRow>, TaskStoreError>>;
 
     /// One page of tasks in `scope` matching every field of `filter`, newest
     /// first, `limit` clamped to 1..=[`MAX_PAGE_LIMIT`]. Pages continue after
     /// `cursor` and stay stable while new tasks arrive.
-    fn list(
-        &self,
-        scope: &Scope,
-        filter: &TaskFilter,
-        cursor: Option<&Cursor>,
+    fn list<'a>(
+        &'a self,
+        scope: &'a Scope,
+        filter: &'a TaskFilter,
+        cursor: Option<&'a Cursor>,
         limit: u32,
-    ) -> Result<TaskPage, TaskStoreError>;
+    ) -> BoxFuture<'a, Result<TaskPage, TaskStoreError>>;
 
     /// [`TaskStore::list`] for a principal outside the sandbox: the same
     /// page, across the modules of an organization unless `scope` names one.
-    fn list_org(
-        &self,
-        scope: &OrgScope,
-        filter: &TaskFilter,
-        cursor: Option<&Cursor>,
+    fn list_org<'a>(
+        &'a self,
+        scope: &'a OrgScope,
+        filter: &'a TaskFilter,
+        cursor: Option<&'a Cursor>,
         limit: u32,
-    ) -> Result<TaskPage, TaskStoreError>;
-
-    /// Pending tasks of every module, oldest first: what the scheduler picks
-    /// up after a restart.
-    fn pending(&self, limit: u32) -> Result<Vec<TaskRow>, TaskStoreError>;
+    ) -> BoxFuture<'a, Result<TaskPage, TaskStoreError>>;
 
     /// Deletes at most `limit` finished tasks whose `finished_at` is before
     /// `finished_before` (ms since the epoch), oldest first, in one write;
@@ -189,6 +253,107 @@ pub trait TaskStore: Send + Sync + 'static {
     /// until it deletes fewer than `limit` ([`crate::retention`]).
     fn prune(&self, finished_before: i64, limit: u32)
     -> BoxFuture<'_, Result<u64, TaskStoreError>>;
+
+    /// The modules of which the store announces new pending tasks, as they
+    /// are committed, whoever submitted them; `None` for a store that
+    /// announces nothing (then hosts find others' submissions by polling).
+    /// An announcement may be lost or doubled: it only wakes a claim.
+    fn announcements(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
+        None
+    }
+}
+
+/// The name a host holds leases under: the same across restarts of one
+/// host (so a restarted host recovers its own runs at once), different for
+/// every host sharing a store. 1 to 128 printable ASCII characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct HostId(String);
+
+/// The host id of a host alone on its store (the embedded SQLite default).
+pub const LOCAL_HOST: &str = "local";
+
+/// Longest [`HostId`].
+pub const MAX_HOST_ID_BYTES: usize = 128;
+
+/// A host id that is empty, too long or not printable ASCII.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("host id {0:?} must be 1 to 128 printable ASCII characters")]
+pub struct InvalidHostId(pub String);
+
+impl HostId {
+    pub fn new(id: impl Into<String>) -> Result<Self, InvalidHostId> {
+        let id = id.into();
+        let printable = id.bytes().all(|b| b.is_ascii_graphic());
+        if id.is_empty() || id.len() > MAX_HOST_ID_BYTES || !printable {
+            return Err(InvalidHostId(id));
+        }
+        Ok(HostId(id))
+    }
+
+    /// [`LOCAL_HOST`].
+    pub fn local() -> Self {
+        HostId(LOCAL_HOST.to_owned())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for HostId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<String> for HostId {
+    type Error = InvalidHostId;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        HostId::new(s)
+    }
+}
+
+impl From<HostId> for String {
+    fn from(h: HostId) -> String {
+        h.0
+    }
+}
+
+/// A claim of one task: the version that every write of its run carries.
+/// Each claim, release and recovery of a task moves the version on, so an
+/// older lease never matches again.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Lease {
+    pub task_id: String,
+    pub version: i64,
+}
+
+/// How many pending tasks of one module a host can start now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Want {
+    pub module: String,
+    pub max: u32,
+}
+
+/// A task claimed by [`TaskStore::claim`]: its whole row, now `running`,
+/// and the lease its run writes under.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claimed {
+    pub row: TaskRow,
+    pub lease: Lease,
+}
+
+/// What [`TaskStore::renew`] found of one lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LeaseState {
+    /// Still the task's, now extended; `answered` when the task waits for a
+    /// confirmation whose answer is recorded and not yet delivered.
+    Held { answered: bool },
+    /// The task is final, or no longer under this lease (recovered or
+    /// claimed again): its run must stop without writing.
+    Lost,
 }
 
 /// The life of a background task (WIT `task-status`).
@@ -274,6 +439,34 @@ pub struct Quota {
     /// Active tasks one organization may have over all modules (the host's
     /// setting, [`crate::tasks::TaskOptions::max_active_per_org`]).
     pub max_active_per_org: u32,
+}
+
+/// Which of a [`Quota`]'s limits a submission reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuotaReached {
+    User,
+    Module,
+    Org,
+}
+
+impl Quota {
+    /// What the submitter of a task of `module` is told when `reached`.
+    pub fn refusal(&self, reached: QuotaReached, module: &str) -> String {
+        match reached {
+            QuotaReached::User => format!(
+                "[tasks] max-active-per-user: at most {} active tasks per user of module `{module}`",
+                self.max_active_per_user
+            ),
+            QuotaReached::Module => format!(
+                "[tasks] max-active-per-module: at most {} active tasks of module `{module}` per organization",
+                self.max_active_per_module
+            ),
+            QuotaReached::Org => format!(
+                "max-active-tasks-per-org: at most {} active tasks per organization over all modules (a host setting)",
+                self.max_active_per_org
+            ),
+        }
+    }
 }
 
 /// A task to store, as the runtime built it from a validated submission.
@@ -467,6 +660,8 @@ pub struct TaskRow {
     pub finished_at: Option<i64>,
     pub attempts: u32,
     pub confirmation: Option<ConfirmationRow>,
+    /// The host whose lease the task runs under, while claimed.
+    pub host: Option<String>,
 }
 
 /// Which tasks [`TaskStore::list`] returns; every given field must match.
@@ -543,16 +738,132 @@ pub struct TaskPage {
     pub next_cursor: Option<Cursor>,
 }
 
-/// What [`TaskStore::recover`] did.
+impl TaskPage {
+    /// The page of a listing that read `limit` rows plus one: the extra row
+    /// (dropped) says another page exists, which continues after the last
+    /// row kept.
+    pub fn of(mut tasks: Vec<TaskRow>, limit: u32) -> Result<Self, TaskStoreError> {
+        let page = usize::try_from(limit).unwrap_or(usize::MAX);
+        if tasks.len() <= page {
+            return Ok(TaskPage {
+                tasks,
+                next_cursor: None,
+            });
+        }
+        tasks.truncate(page);
+        let next_cursor = match tasks.last() {
+            Some(last) => Some(Cursor::after_task(&last.id).map_err(|_| {
+                TaskStoreError::Internal(format!("stored task id {:?} is not a uuid", last.id))
+            })?),
+            None => None,
+        };
+        Ok(TaskPage { tasks, next_cursor })
+    }
+}
+
+/// A value bound in a listing's statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListValue {
+    Text(String),
+    Int(i64),
+}
+
+/// The conditions of one `list` call, whatever the backend: `sql` starts
+/// with `organization_id = <first placeholder>` and ends with the last
+/// condition; the last value is the number of rows to read (the page and
+/// one more). Values are always bound, never spliced into the text: the text
+/// depends only on which filter fields are present.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListClauses {
+    pub sql: String,
+    pub values: Vec<ListValue>,
+}
+
+impl ListClauses {
+    /// `mark(n)` spells the `n`-th (from 1) placeholder: `?n` or `$n`.
+    pub fn new(
+        scope: &OrgScope,
+        filter: &TaskFilter,
+        cursor: Option<&Cursor>,
+        limit: u32,
+        mark: fn(usize) -> String,
+    ) -> Self {
+        let mut sql = format!("organization_id = {}", mark(1));
+        let mut values = vec![ListValue::Text(scope.organization_id.clone())];
+        let mut push = |sql: &mut String, clause: &str, value: ListValue| {
+            values.push(value);
+            sql.push_str(&clause.replace('#', &mark(values.len())));
+        };
+        if let Some(module) = &scope.module {
+            push(&mut sql, " AND module = #", ListValue::Text(module.clone()));
+        }
+        if let Some(user) = &scope.user_id {
+            push(&mut sql, " AND user_id = #", ListValue::Text(user.clone()));
+        }
+        let mut statuses = filter.statuses.clone();
+        statuses.sort_by_key(|s| s.as_str());
+        statuses.dedup();
+        if !statuses.is_empty() {
+            // An OR chain, not IN: SQLite's IN builds a temporary b-tree per run.
+            sql.push_str(" AND (");
+            for (i, status) in statuses.iter().enumerate() {
+                let term = if i == 0 {
+                    "status = #"
+                } else {
+                    " OR status = #"
+                };
+                push(&mut sql, term, ListValue::Text(status.as_str().to_owned()));
+            }
+            sql.push(')');
+        }
+        if let Some(name) = &filter.task_name {
+            push(
+                &mut sql,
+                " AND task_name = #",
+                ListValue::Text(name.clone()),
+            );
+        }
+        if let Some(prefix) = &filter.key_prefix {
+            push(
+                &mut sql,
+                " AND task_key >= #",
+                ListValue::Text(prefix.clone()),
+            );
+            if let Some(upper) = prefix_successor(prefix) {
+                push(&mut sql, " AND task_key < #", ListValue::Text(upper));
+            }
+        }
+        if let Some(after) = filter.created_after {
+            push(&mut sql, " AND created_at >= #", ListValue::Int(after));
+        }
+        if let Some(before) = filter.created_before {
+            push(&mut sql, " AND created_at < #", ListValue::Int(before));
+        }
+        if let Some(cursor) = cursor {
+            push(
+                &mut sql,
+                " AND id < #",
+                ListValue::Text(cursor.after_id().to_owned()),
+            );
+        }
+        values.push(ListValue::Int(i64::from(limit) + 1));
+        ListClauses { sql, values }
+    }
+
+    /// The placeholder of the row count, the last value.
+    pub fn limit_mark(&self, mark: fn(usize) -> String) -> String {
+        mark(self.values.len())
+    }
+}
+
+/// What [`TaskStore::recover_expired`] did.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Recovery {
-    /// Resumable tasks that were running or waiting, now pending again with
-    /// checkpoint and confirmation kept, oldest first.
-    pub resumed: Vec<TaskRow>,
-    /// Active tasks that were not resumable, now `interrupted`.
+    /// Ids of the resumable tasks that were running or waiting, now pending
+    /// again with checkpoint and confirmation kept, oldest first.
+    pub resumed: Vec<String>,
+    /// Claimed tasks that were not resumable, now `interrupted`.
     pub interrupted: u64,
-    /// Tasks that were pending (never started) and stay pending.
-    pub pending: u64,
 }
 
 /// Why the task store could not do what was asked.
@@ -577,6 +888,10 @@ pub enum TaskStoreError {
     /// The store was shut down, or its writer stopped.
     #[error("the task store is closed")]
     Closed,
+    /// A run's write under a lease that is no longer its task's: the task
+    /// was recovered or claimed by another host. Nothing was written.
+    #[error("task {task_id} is no longer under this host's lease")]
+    LeaseLost { task_id: String },
     /// A bug in the store; the operation did not take effect.
     #[error("task store internal error: {0}")]
     Internal(String),

@@ -210,6 +210,23 @@ pub const MIGRATIONS: &[&str] = &[
     // Finished tasks by finish time: retention deletes the oldest first,
     // a batch at a time, without scanning the table.
     "CREATE INDEX tasks_finished ON tasks (finished_at) WHERE finished_at IS NOT NULL;",
+    // Claims and leases, so several hosts can share the store: a claimed
+    // (running or waiting) task carries the host holding it, when its lease
+    // runs out, and a version that every claim and recovery moves on (the
+    // fence of its writes). Tasks left running by an older host have no
+    // lease: they are given one that has run out, so the first recovery
+    // takes them as before. Pending tasks are claimed per module, oldest
+    // first; recovery reads leases by expiry and by host.
+    "ALTER TABLE tasks ADD COLUMN lease_owner TEXT;
+    ALTER TABLE tasks ADD COLUMN lease_expires_at INTEGER;
+    ALTER TABLE tasks ADD COLUMN lease_version INTEGER NOT NULL DEFAULT 0;
+    UPDATE tasks SET lease_owner = 'local', lease_expires_at = 0
+        WHERE status = 'running' OR status = 'waiting-confirmation';
+    DROP INDEX tasks_active;
+    CREATE INDEX tasks_pending ON tasks (module, id) WHERE status = 'pending';
+    CREATE INDEX tasks_lease_expiry ON tasks (lease_expires_at)
+        WHERE lease_expires_at IS NOT NULL;
+    CREATE INDEX tasks_lease_owner ON tasks (lease_owner) WHERE lease_owner IS NOT NULL;",
 ];
 
 /// Brings the task tables of the database on `conn` to this host's schema:

@@ -9,15 +9,17 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{
-    Answered, Asked, BoxFuture, ConfirmationRow, Cursor, HOST_RESTARTED, MAX_LOOKUP_LIMIT,
-    MAX_PAGE_LIMIT, MIGRATION_LIST, NewTask, OrgScope, Outcome, Owner, ProgressResult,
-    ProgressUpdate, Recovery, Scope, Status, StoredAnswer, Submitted, TaskFilter, TaskPage,
-    TaskRow, TaskStore, TaskStoreError, prefix_successor, validate_task_id,
+    Answered, Asked, BoxFuture, Claimed, ConfirmationRow, Cursor, HOST_RESTARTED, HostId,
+    LEASE_EXPIRED, Lease, LeaseState, ListClauses, ListValue, MAX_LOOKUP_LIMIT, MAX_PAGE_LIMIT,
+    MIGRATION_LIST, NewTask, OrgScope, Outcome, Owner, ProgressResult, ProgressUpdate,
+    QuotaReached, Recovery, Scope, Status, StoredAnswer, Submitted, TaskFilter, TaskPage, TaskRow,
+    TaskStore, TaskStoreError, Want, prefix_successor, validate_task_id,
 };
 use crate::db::{SqliteFile, SqliteOptions, WriteConn, WriteError, now_ms};
 
@@ -71,14 +73,18 @@ impl SqliteTaskStore {
         self.file.writer.commits()
     }
 
-    /// Runs `f` on a read connection.
-    fn read<T>(
-        &self,
-        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
-    ) -> Result<T, TaskStoreError> {
-        self.file
-            .readers
-            .with(|conn| f(conn).map_err(TaskStoreError::from))
+    /// Runs `f` on a read connection when polled. Reads are short indexed
+    /// queries (tens of microseconds), answered on the polling thread:
+    /// handing each to a blocking thread would cost more than the read.
+    fn read<'a, T: Send + 'a>(
+        &'a self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'a,
+    ) -> BoxFuture<'a, Result<T, TaskStoreError>> {
+        Box::pin(async move {
+            self.file
+                .readers
+                .with(|conn| f(conn).map_err(TaskStoreError::from))
+        })
     }
 
     fn write<T, F>(&self, work: F) -> BoxFuture<'_, Result<T, TaskStoreError>>
@@ -120,7 +126,8 @@ macro_rules! columns {
          args_json, result_json, failure_kind, failure_message, resumable, user_id, \
          organization_id, role, request_id, session_id, created_at, updated_at, started_at, \
          finished_at, attempts, confirm_surface_json, confirm_asked_at, confirm_expires_at, \
-         confirm_answer_json, confirm_answered_by, confirm_answered_at, confirm_consumed"
+         confirm_answer_json, confirm_answered_by, confirm_answered_at, confirm_consumed, \
+         lease_owner"
     };
 }
 
@@ -134,7 +141,7 @@ macro_rules! summary_columns {
          '', NULL, failure_kind, substr(failure_message, 1, 1024), resumable, user_id, \
          organization_id, role, request_id, session_id, created_at, updated_at, started_at, \
          finished_at, attempts, NULL, NULL, NULL, \
-         NULL, NULL, NULL, 0"
+         NULL, NULL, NULL, 0, lease_owner"
     };
 }
 
@@ -246,12 +253,54 @@ pub(super) mod sql {
         INDEXED BY tasks_finished WHERE finished_at IS NOT NULL AND finished_at < ?1 \
         ORDER BY finished_at LIMIT ?2 + 0)";
 
-    pub const PENDING: &str = concat!(
-        "SELECT ",
-        summary_columns!(),
-        " FROM tasks INDEXED BY tasks_active WHERE status = 'pending' AND ",
+    /// Claims the oldest `?2` pending tasks of module `?1` for host `?4`
+    /// until `?5`: a walk of the pending index that stops at the limit.
+    pub const CLAIM: &str = concat!(
+        "UPDATE tasks SET status = 'running', attempts = attempts + 1, started_at = ?3, \
+         updated_at = ?3, lease_owner = ?4, lease_expires_at = ?5, \
+         lease_version = lease_version + 1 \
+         WHERE rowid IN (SELECT rowid FROM tasks INDEXED BY tasks_pending \
+         WHERE module = ?1 AND status = 'pending' ORDER BY id LIMIT ?2 + 0) \
+         RETURNING ",
+        columns!(),
+        ", lease_version"
+    );
+
+    /// Extends lease `?3` of task `?1` held by `?2` until `?4`; returns
+    /// whether an undelivered answer waits.
+    pub const RENEW: &str = concat!(
+        "UPDATE tasks SET lease_expires_at = ?4 \
+         WHERE id = ?1 AND lease_owner = ?2 AND lease_version = ?3 AND ",
         active!(),
-        " ORDER BY id LIMIT ?1 + 0"
+        " RETURNING status = 'waiting-confirmation' AND confirm_answer_json IS NOT NULL \
+         AND confirm_consumed = 0"
+    );
+
+    /// The claimed tasks to recover: lease run out by `?1`, or held by the
+    /// restarted host `?2`.
+    macro_rules! recoverable {
+        () => {
+            "rowid IN (SELECT rowid FROM tasks INDEXED BY tasks_lease_expiry \
+             WHERE lease_expires_at IS NOT NULL AND lease_expires_at <= ?1 \
+             UNION ALL SELECT rowid FROM tasks INDEXED BY tasks_lease_owner \
+             WHERE lease_owner IS NOT NULL AND lease_owner = ?2)"
+        };
+    }
+
+    pub const RECOVER_INTERRUPT: &str = concat!(
+        "UPDATE tasks SET status = 'interrupted', failure_kind = 'interrupted', \
+         failure_message = CASE WHEN lease_owner = ?2 THEN ?3 ELSE ?4 END, \
+         finished_at = ?1, updated_at = ?1, lease_owner = NULL, lease_expires_at = NULL, \
+         lease_version = lease_version + 1 WHERE resumable = 0 AND ",
+        recoverable!()
+    );
+
+    pub const RECOVER_RESUME: &str = concat!(
+        "UPDATE tasks SET status = 'pending', updated_at = ?1, lease_owner = NULL, \
+         lease_expires_at = NULL, lease_version = lease_version + 1 \
+         WHERE resumable = 1 AND ",
+        recoverable!(),
+        " RETURNING id"
     );
 }
 
@@ -300,8 +349,13 @@ fn task_row(r: &Row<'_>) -> rusqlite::Result<TaskRow> {
         finished_at: r.get(22)?,
         attempts,
         confirmation,
+        host: r.get(31)?,
     })
 }
+
+/// The column after [`columns!`] in a claim's `RETURNING`: the new lease
+/// version.
+const LEASE_VERSION: usize = 32;
 
 /// The answer stored in columns `first..first + 3` (json, by, at), if any.
 fn stored_answer(r: &Row<'_>, first: usize) -> rusqlite::Result<Option<StoredAnswer>> {
@@ -327,24 +381,16 @@ fn submit(conn: &WriteConn<'_>, t: &NewTask) -> Result<Submitted, TaskStoreError
         .query_row(params![t.module, t.organization_id, t.user_id], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?))
         })?;
-    let refusal = if per_user >= i64::from(t.limits.max_active_per_user) {
-        Some(format!(
-            "[tasks] max-active-per-user: at most {} active tasks per user of module `{}`",
-            t.limits.max_active_per_user, t.module
-        ))
+    let reached = if per_user >= i64::from(t.limits.max_active_per_user) {
+        Some(QuotaReached::User)
     } else if per_module >= i64::from(t.limits.max_active_per_module) {
-        Some(format!(
-            "[tasks] max-active-per-module: at most {} active tasks of module `{}` per organization",
-            t.limits.max_active_per_module, t.module
-        ))
+        Some(QuotaReached::Module)
     } else if per_org >= i64::from(t.limits.max_active_per_org) {
-        Some(format!(
-            "max-active-tasks-per-org: at most {} active tasks per organization over all modules (a host setting)",
-            t.limits.max_active_per_org
-        ))
+        Some(QuotaReached::Org)
     } else {
         None
     };
+    let refusal = reached.map(|r| t.limits.refusal(r, &t.module));
     if let Some(reason) = refusal {
         // A key that is already active starts nothing, so needs no quota.
         if let Some(key) = &t.task_key
@@ -407,6 +453,57 @@ fn lookup_limit(limit: u32) -> i64 {
     i64::from(limit.min(MAX_LOOKUP_LIMIT))
 }
 
+/// Why a fenced write (one that names `lease`) changed nothing: the lease
+/// is no longer the active task's ([`TaskStoreError::LeaseLost`]), or the
+/// task is final or missing (`Ok`: the write's own "not applied" answer).
+fn fence(conn: &WriteConn<'_>, lease: &Lease) -> Result<(), TaskStoreError> {
+    let current: Option<i64> = conn
+        .prepare(concat!(
+            "SELECT lease_version FROM tasks WHERE id = ?1 AND ",
+            active!()
+        ))?
+        .query_row(params![lease.task_id], |r| r.get(0))
+        .optional()?;
+    match current {
+        Some(v) if v != lease.version => Err(TaskStoreError::LeaseLost {
+            task_id: lease.task_id.clone(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The version of `lease`, or NULL for an unfenced write.
+fn version(lease: Option<&Lease>) -> Option<i64> {
+    lease.map(|l| l.version)
+}
+
+/// `now + lease` in ms since the epoch.
+fn expiry(now: i64, lease: Duration) -> i64 {
+    now.saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The final columns an outcome writes: status, result, failure kind and
+/// message.
+pub(super) fn outcome_columns(
+    outcome: Outcome,
+) -> (&'static str, Option<String>, Option<String>, Option<String>) {
+    let status = outcome.status().as_str();
+    let (result, kind, message) = match outcome {
+        Outcome::Completed { result_json } => (Some(result_json), None, None),
+        Outcome::Failed { kind, message } => (None, Some(kind), Some(message)),
+        Outcome::Cancelled { by } => (
+            None,
+            Some("cancelled".to_owned()),
+            Some(match by {
+                Some(by) => format!("cancelled by {by}"),
+                None => "cancelled".to_owned(),
+            }),
+        ),
+        Outcome::Interrupted { message } => (None, Some("interrupted".to_owned()), Some(message)),
+    };
+    (status, result, kind, message)
+}
+
 impl TaskStore for SqliteTaskStore {
     fn submit(&self, task: NewTask) -> BoxFuture<'_, Result<Submitted, TaskStoreError>> {
         if let Err(e) = validate_task_id(&task.id) {
@@ -415,74 +512,159 @@ impl TaskStore for SqliteTaskStore {
         self.write(move |conn| submit(conn, &task))
     }
 
-    fn start(&self, id: &str) -> BoxFuture<'_, Result<Option<TaskRow>, TaskStoreError>> {
-        let id = id.to_owned();
+    fn claim<'a>(
+        &'a self,
+        host: &'a HostId,
+        wants: &'a [Want],
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<Vec<Claimed>, TaskStoreError>> {
+        let host = host.as_str().to_owned();
+        let wants: Vec<Want> = wants.iter().filter(|w| w.max > 0).cloned().collect();
         self.write(move |conn| {
-            let changed = conn
-                .prepare(
-                    "UPDATE tasks SET status = 'running', attempts = attempts + 1, \
-                     started_at = ?2, updated_at = ?2 WHERE id = ?1 AND status = 'pending'",
-                )?
-                .execute(params![id, now_ms()])?;
-            if changed == 0 {
-                return Ok(None);
+            let now = now_ms();
+            let mut claimed = Vec::new();
+            for want in &wants {
+                let mut statement = conn.prepare(sql::CLAIM)?;
+                let rows = statement.query_map(
+                    params![
+                        want.module,
+                        i64::from(want.max),
+                        now,
+                        host,
+                        expiry(now, lease)
+                    ],
+                    |r| {
+                        let row = task_row(r)?;
+                        let lease = Lease {
+                            task_id: row.id.clone(),
+                            version: r.get(LEASE_VERSION)?,
+                        };
+                        Ok(Claimed { row, lease })
+                    },
+                )?;
+                for row in rows {
+                    claimed.push(row?);
+                }
             }
-            Ok(Some(written_row(conn, &id)?))
+            claimed.sort_by(|a, b| a.row.id.cmp(&b.row.id));
+            Ok(claimed)
         })
     }
 
-    fn release(&self, id: &str) -> BoxFuture<'_, Result<bool, TaskStoreError>> {
-        let id = id.to_owned();
+    fn renew<'a>(
+        &'a self,
+        host: &'a HostId,
+        leases: &'a [Lease],
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<Vec<LeaseState>, TaskStoreError>> {
+        let host = host.as_str().to_owned();
+        let leases = leases.to_vec();
+        self.write(move |conn| {
+            let until = expiry(now_ms(), lease);
+            let mut statement = conn.prepare(sql::RENEW)?;
+            leases
+                .iter()
+                .map(|l| {
+                    let answered: Option<bool> = statement
+                        .query_row(params![l.task_id, host, l.version, until], |r| r.get(0))
+                        .optional()?;
+                    Ok(match answered {
+                        Some(answered) => LeaseState::Held { answered },
+                        None => LeaseState::Lost,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn recover_expired<'a>(
+        &'a self,
+        restarted: Option<&'a HostId>,
+    ) -> BoxFuture<'a, Result<Recovery, TaskStoreError>> {
+        let restarted = restarted.map(|h| h.as_str().to_owned());
+        self.write(move |conn| {
+            let now = now_ms();
+            let interrupted = conn.prepare(sql::RECOVER_INTERRUPT)?.execute(params![
+                now,
+                restarted,
+                HOST_RESTARTED,
+                LEASE_EXPIRED
+            ])?;
+            let mut resumed = conn
+                .prepare(sql::RECOVER_RESUME)?
+                .query_map(params![now, restarted], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            resumed.sort();
+            Ok(Recovery {
+                resumed,
+                interrupted: u64::try_from(interrupted).unwrap_or(u64::MAX),
+            })
+        })
+    }
+
+    fn release<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<bool, TaskStoreError>> {
+        let lease = lease.clone();
         self.write(move |conn| {
             let changed = conn
                 .prepare(
                     "UPDATE tasks SET status = 'pending', attempts = max(attempts - 1, 0), \
-                     started_at = NULL, updated_at = ?2 WHERE id = ?1 AND status = 'running'",
+                     started_at = NULL, updated_at = ?3, lease_owner = NULL, \
+                     lease_expires_at = NULL, lease_version = lease_version + 1 \
+                     WHERE id = ?1 AND status = 'running' AND lease_version = ?2",
                 )?
-                .execute(params![id, now_ms()])?;
+                .execute(params![lease.task_id, lease.version, now_ms()])?;
+            if changed == 0 {
+                fence(conn, &lease)?;
+            }
             Ok(changed == 1)
         })
     }
 
-    fn finish(&self, id: &str, outcome: Outcome) -> BoxFuture<'_, Result<bool, TaskStoreError>> {
+    fn finish<'a>(
+        &'a self,
+        id: &'a str,
+        lease: Option<&'a Lease>,
+        outcome: Outcome,
+    ) -> BoxFuture<'a, Result<bool, TaskStoreError>> {
         let id = id.to_owned();
+        let lease = lease.cloned();
         self.write(move |conn| {
             let now = now_ms();
-            let status = outcome.status().as_str();
-            let (result, kind, message) = match outcome {
-                Outcome::Completed { result_json } => (Some(result_json), None, None),
-                Outcome::Failed { kind, message } => (None, Some(kind), Some(message)),
-                Outcome::Cancelled { by } => (
-                    None,
-                    Some("cancelled".to_owned()),
-                    Some(match by {
-                        Some(by) => format!("cancelled by {by}"),
-                        None => "cancelled".to_owned(),
-                    }),
-                ),
-                Outcome::Interrupted { message } => {
-                    (None, Some("interrupted".to_owned()), Some(message))
-                }
-            };
+            let (status, result, kind, message) = outcome_columns(outcome);
             let changed = conn
                 .prepare(concat!(
                     "UPDATE tasks SET status = ?2, result_json = ?3, failure_kind = ?4, \
                      failure_message = ?5, finished_at = ?6, updated_at = ?6, \
-                     progress = CASE WHEN ?2 = 'completed' THEN 1.0 ELSE progress END \
-                     WHERE id = ?1 AND ",
+                     progress = CASE WHEN ?2 = 'completed' THEN 1.0 ELSE progress END, \
+                     lease_owner = NULL, lease_expires_at = NULL \
+                     WHERE id = ?1 AND (?7 IS NULL OR lease_version = ?7) AND ",
                     active!()
                 ))?
-                .execute(params![id, status, result, kind, message, now])?;
+                .execute(params![
+                    id,
+                    status,
+                    result,
+                    kind,
+                    message,
+                    now,
+                    version(lease.as_ref())
+                ])?;
+            if changed == 0
+                && let Some(lease) = &lease
+            {
+                fence(conn, lease)?;
+            }
             Ok(changed == 1)
         })
     }
 
-    fn update_progress(
-        &self,
-        id: &str,
-        owner: &Owner,
+    fn update_progress<'a>(
+        &'a self,
+        id: &'a str,
+        owner: &'a Owner,
+        lease: Option<&'a Lease>,
         update: ProgressUpdate,
-    ) -> BoxFuture<'_, Result<ProgressResult, TaskStoreError>> {
+    ) -> BoxFuture<'a, Result<ProgressResult, TaskStoreError>> {
         if !(0.0..=1.0).contains(&update.progress) {
             let e = TaskStoreError::InvalidInput(format!(
                 "progress {} is not within 0..=1",
@@ -492,13 +674,15 @@ impl TaskStore for SqliteTaskStore {
         }
         let id = id.to_owned();
         let owner = owner.clone();
+        let lease = lease.cloned();
         self.write(move |conn| {
             let now = now_ms();
             let changed = conn
                 .prepare(concat!(
                     "UPDATE tasks SET progress = ?4, label = COALESCE(?5, label), \
                      checkpoint_json = COALESCE(?6, checkpoint_json), updated_at = ?7 \
-                     WHERE id = ?1 AND module = ?2 AND organization_id = ?3 AND ",
+                     WHERE id = ?1 AND module = ?2 AND organization_id = ?3 \
+                     AND (?8 IS NULL OR lease_version = ?8) AND ",
                     active!()
                 ))?
                 .execute(params![
@@ -508,7 +692,8 @@ impl TaskStore for SqliteTaskStore {
                     update.progress,
                     update.label,
                     update.checkpoint_json,
-                    now
+                    now,
+                    version(lease.as_ref())
                 ])?;
             if changed == 1 {
                 return Ok(ProgressResult::Updated(Box::new(written_row(conn, &id)?)));
@@ -521,22 +706,24 @@ impl TaskStore for SqliteTaskStore {
                 .query_row(params![id, owner.module, owner.organization_id], |r| {
                     r.get(0)
                 })?;
-            Ok(if owned {
-                ProgressResult::NotActive
-            } else {
-                ProgressResult::NotFound
-            })
+            if !owned {
+                return Ok(ProgressResult::NotFound);
+            }
+            if let Some(lease) = &lease {
+                fence(conn, lease)?;
+            }
+            Ok(ProgressResult::NotActive)
         })
     }
 
-    fn ask_confirmation(
-        &self,
-        id: &str,
-        surface_json: &str,
+    fn ask_confirmation<'a>(
+        &'a self,
+        lease: &'a Lease,
+        surface_json: &'a str,
         asked_at: i64,
         expires_at: Option<i64>,
-    ) -> BoxFuture<'_, Result<Asked, TaskStoreError>> {
-        let id = id.to_owned();
+    ) -> BoxFuture<'a, Result<Asked, TaskStoreError>> {
+        let lease = lease.clone();
         let surface_json = surface_json.to_owned();
         self.write(move |conn| {
             // An answer given before a restart, not yet delivered, is the
@@ -544,11 +731,13 @@ impl TaskStore for SqliteTaskStore {
             let answered = conn
                 .prepare(concat!(
                     "SELECT confirm_answer_json, confirm_answered_by, confirm_answered_at \
-                     FROM tasks WHERE id = ?1 AND ",
+                     FROM tasks WHERE id = ?1 AND lease_version = ?2 AND ",
                     active!(),
                     " AND confirm_answer_json IS NOT NULL AND confirm_consumed = 0"
                 ))?
-                .query_row(params![id], |r| stored_answer(r, 0))
+                .query_row(params![lease.task_id, lease.version], |r| {
+                    stored_answer(r, 0)
+                })
                 .optional()?
                 .flatten();
             if let Some(answer) = answered {
@@ -556,27 +745,33 @@ impl TaskStore for SqliteTaskStore {
             }
             let changed = conn
                 .prepare(
-                    "UPDATE tasks SET status = 'waiting-confirmation', updated_at = ?2, \
-                     confirm_surface_json = ?3, confirm_asked_at = ?2, confirm_expires_at = ?4, \
+                    "UPDATE tasks SET status = 'waiting-confirmation', updated_at = ?3, \
+                     confirm_surface_json = ?4, confirm_asked_at = ?3, confirm_expires_at = ?5, \
                      confirm_answer_json = NULL, confirm_answered_by = NULL, \
                      confirm_answered_at = NULL, confirm_consumed = 0 \
-                     WHERE id = ?1 AND status = 'running'",
+                     WHERE id = ?1 AND lease_version = ?2 AND status = 'running'",
                 )?
-                .execute(params![id, asked_at, surface_json, expires_at])?;
-            Ok(if changed == 1 {
-                Asked::Waiting
-            } else {
-                Asked::NotActive
-            })
+                .execute(params![
+                    lease.task_id,
+                    lease.version,
+                    asked_at,
+                    surface_json,
+                    expires_at
+                ])?;
+            if changed == 1 {
+                return Ok(Asked::Waiting);
+            }
+            fence(conn, &lease)?;
+            Ok(Asked::NotActive)
         })
     }
 
-    fn answer_confirmation(
-        &self,
-        id: &str,
+    fn answer_confirmation<'a>(
+        &'a self,
+        id: &'a str,
         answer: StoredAnswer,
         asked_at: Option<i64>,
-    ) -> BoxFuture<'_, Result<Answered, TaskStoreError>> {
+    ) -> BoxFuture<'a, Result<Answered, TaskStoreError>> {
         let id = id.to_owned();
         self.write(move |conn| {
             let changed = conn
@@ -621,26 +816,35 @@ impl TaskStore for SqliteTaskStore {
         })
     }
 
-    fn consume_answer(&self, id: &str) -> BoxFuture<'_, Result<bool, TaskStoreError>> {
-        let id = id.to_owned();
+    fn consume_answer<'a>(
+        &'a self,
+        lease: &'a Lease,
+    ) -> BoxFuture<'a, Result<bool, TaskStoreError>> {
+        let lease = lease.clone();
         self.write(move |conn| {
             let changed = conn
                 .prepare(
-                    "UPDATE tasks SET confirm_consumed = 1, updated_at = ?2 \
-                     WHERE id = ?1 AND confirm_answer_json IS NOT NULL AND confirm_consumed = 0",
+                    "UPDATE tasks SET confirm_consumed = 1, updated_at = ?3 \
+                     WHERE id = ?1 AND lease_version = ?2 \
+                     AND confirm_answer_json IS NOT NULL AND confirm_consumed = 0",
                 )?
-                .execute(params![id, now_ms()])?;
+                .execute(params![lease.task_id, lease.version, now_ms()])?;
+            if changed == 0 {
+                fence(conn, &lease)?;
+            }
             Ok(changed == 1)
         })
     }
 
-    fn close_confirmation(
-        &self,
-        id: &str,
+    fn close_confirmation<'a>(
+        &'a self,
+        lease: &'a Lease,
         now: i64,
-    ) -> BoxFuture<'_, Result<Option<StoredAnswer>, TaskStoreError>> {
-        let id = id.to_owned();
+    ) -> BoxFuture<'a, Result<Option<StoredAnswer>, TaskStoreError>> {
+        let lease = lease.clone();
         self.write(move |conn| {
+            fence(conn, &lease)?;
+            let id = &lease.task_id;
             conn.prepare(
                 "UPDATE tasks SET confirm_expires_at = min(coalesce(confirm_expires_at, ?2), ?2) \
                  WHERE id = ?1 AND confirm_surface_json IS NOT NULL AND confirm_answer_json IS NULL",
@@ -668,63 +872,14 @@ impl TaskStore for SqliteTaskStore {
         })
     }
 
-    fn resume_after_confirmation(&self, id: &str) -> BoxFuture<'_, Result<bool, TaskStoreError>> {
-        let id = id.to_owned();
-        self.write(move |conn| {
-            let changed = conn
-                .prepare(
-                    "UPDATE tasks SET status = 'running', updated_at = ?2 \
-                     WHERE id = ?1 AND status = 'waiting-confirmation'",
-                )?
-                .execute(params![id, now_ms()])?;
-            Ok(changed == 1)
-        })
-    }
-
-    fn recover(&self, now: i64) -> BoxFuture<'_, Result<Recovery, TaskStoreError>> {
-        self.write(move |conn| {
-            let pending: i64 = conn.conn().query_row(
-                concat!(
-                    "SELECT count(*) FROM tasks WHERE status = 'pending' AND ",
-                    active!()
-                ),
-                [],
-                |r| r.get(0),
-            )?;
-            let interrupted = conn.conn().execute(
-                concat!(
-                    "UPDATE tasks SET status = 'interrupted', failure_kind = 'interrupted', \
-                     failure_message = ?2, finished_at = ?1, updated_at = ?1 \
-                     WHERE status IN ('running', 'waiting-confirmation') AND ",
-                    active!(),
-                    " AND resumable = 0"
-                ),
-                params![now, HOST_RESTARTED],
-            )?;
-            let mut resumed = conn
-                .conn()
-                .prepare(concat!(
-                    "UPDATE tasks SET status = 'pending', updated_at = ?1 \
-                     WHERE status IN ('running', 'waiting-confirmation') AND ",
-                    active!(),
-                    " AND resumable = 1 RETURNING ",
-                    columns!()
-                ))?
-                .query_map(params![now], task_row)?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            resumed.sort_by(|a, b| a.id.cmp(&b.id));
-            Ok(Recovery {
-                resumed,
-                interrupted: u64::try_from(interrupted).unwrap_or(u64::MAX),
-                pending: u64::try_from(pending).unwrap_or(0),
-            })
-        })
-    }
-
-    fn get(&self, id: &str, scope: &Scope) -> Result<Option<TaskRow>, TaskStoreError> {
+    fn get<'a>(
+        &'a self,
+        id: &'a str,
+        scope: &'a Scope,
+    ) -> BoxFuture<'a, Result<Option<TaskRow>, TaskStoreError>> {
         // One statement whatever the outcome: a foreign task costs what a
         // missing one costs.
-        self.read(|conn| {
+        self.read(move |conn| {
             conn.prepare_cached(sql::GET)?
                 .query_row(
                     params![id, scope.module, scope.organization_id, scope.user_id],
@@ -734,16 +889,24 @@ impl TaskStore for SqliteTaskStore {
         })
     }
 
-    fn get_unscoped(&self, id: &str) -> Result<Option<TaskRow>, TaskStoreError> {
-        self.read(|conn| {
+    fn get_unscoped<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<TaskRow>, TaskStoreError>> {
+        self.read(move |conn| {
             conn.prepare_cached(sql::GET_UNSCOPED)?
                 .query_row(params![id], task_row)
                 .optional()
         })
     }
 
-    fn by_key(&self, scope: &Scope, key: &str, limit: u32) -> Result<Vec<TaskRow>, TaskStoreError> {
-        self.read(|conn| {
+    fn by_key<'a>(
+        &'a self,
+        scope: &'a Scope,
+        key: &'a str,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<Vec<TaskRow>, TaskStoreError>> {
+        self.read(move |conn| {
             conn.prepare_cached(sql::BY_KEY)?
                 .query_map(
                     params![
@@ -759,12 +922,12 @@ impl TaskStore for SqliteTaskStore {
         })
     }
 
-    fn by_key_prefix(
-        &self,
-        scope: &Scope,
-        prefix: &str,
+    fn by_key_prefix<'a>(
+        &'a self,
+        scope: &'a Scope,
+        prefix: &'a str,
         limit: u32,
-    ) -> Result<Vec<TaskRow>, TaskStoreError> {
+    ) -> BoxFuture<'a, Result<Vec<TaskRow>, TaskStoreError>> {
         // An index range, never LIKE/GLOB: every character of the prefix is
         // literal. The subquery reads only the covering index and sorts row
         // ids; the few rows returned are fetched afterwards.
@@ -774,7 +937,7 @@ impl TaskStore for SqliteTaskStore {
         } else {
             sql::BY_KEY_FROM
         };
-        self.read(|conn| {
+        self.read(move |conn| {
             conn.prepare_cached(sql)?
                 .query_map(
                     params![
@@ -791,13 +954,17 @@ impl TaskStore for SqliteTaskStore {
         })
     }
 
-    fn by_user(&self, scope: &Scope, limit: u32) -> Result<Vec<TaskRow>, TaskStoreError> {
+    fn by_user<'a>(
+        &'a self,
+        scope: &'a Scope,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<Vec<TaskRow>, TaskStoreError>> {
         let sql = if scope.user_id.is_some() {
             sql::BY_USER
         } else {
             sql::BY_ORG
         };
-        self.read(|conn| {
+        self.read(move |conn| {
             conn.prepare_cached(sql)?
                 .query_map(
                     params![
@@ -812,52 +979,24 @@ impl TaskStore for SqliteTaskStore {
         })
     }
 
-    fn list(
-        &self,
-        scope: &Scope,
-        filter: &TaskFilter,
-        cursor: Option<&Cursor>,
+    fn list<'a>(
+        &'a self,
+        scope: &'a Scope,
+        filter: &'a TaskFilter,
+        cursor: Option<&'a Cursor>,
         limit: u32,
-    ) -> Result<TaskPage, TaskStoreError> {
-        self.list_org(&OrgScope::from(scope), filter, cursor, limit)
+    ) -> BoxFuture<'a, Result<TaskPage, TaskStoreError>> {
+        Box::pin(async move { self.page(&OrgScope::from(scope), filter, cursor, limit) })
     }
 
-    fn list_org(
-        &self,
-        scope: &OrgScope,
-        filter: &TaskFilter,
-        cursor: Option<&Cursor>,
+    fn list_org<'a>(
+        &'a self,
+        scope: &'a OrgScope,
+        filter: &'a TaskFilter,
+        cursor: Option<&'a Cursor>,
         limit: u32,
-    ) -> Result<TaskPage, TaskStoreError> {
-        let limit = limit.clamp(1, MAX_PAGE_LIMIT);
-        let query = ListQuery::new(scope, filter, cursor, limit);
-        let mut tasks = self.read(|conn| {
-            conn.prepare_cached(&query.sql)?
-                .query_map(rusqlite::params_from_iter(query.params.iter()), task_row)?
-                .collect::<rusqlite::Result<Vec<_>>>()
-        })?;
-        // One row past the page says whether another page exists.
-        let page = usize::try_from(limit).unwrap_or(usize::MAX);
-        let next_cursor = if tasks.len() > page {
-            tasks.truncate(page);
-            match tasks.last() {
-                Some(last) => Some(Cursor::after_task(&last.id).map_err(|_| {
-                    TaskStoreError::Internal(format!("stored task id {:?} is not a uuid", last.id))
-                })?),
-                None => None,
-            }
-        } else {
-            None
-        };
-        Ok(TaskPage { tasks, next_cursor })
-    }
-
-    fn pending(&self, limit: u32) -> Result<Vec<TaskRow>, TaskStoreError> {
-        self.read(|conn| {
-            conn.prepare_cached(sql::PENDING)?
-                .query_map(params![i64::from(limit)], task_row)?
-                .collect()
-        })
+    ) -> BoxFuture<'a, Result<TaskPage, TaskStoreError>> {
+        Box::pin(async move { self.page(scope, filter, cursor, limit) })
     }
 
     fn prune(
@@ -874,8 +1013,28 @@ impl TaskStore for SqliteTaskStore {
     }
 }
 
-/// The statement of one `list` call. Values are always bound, never spliced
-/// into the text: the text depends only on which filter fields are present.
+impl SqliteTaskStore {
+    /// One page of [`TaskStore::list_org`].
+    fn page(
+        &self,
+        scope: &OrgScope,
+        filter: &TaskFilter,
+        cursor: Option<&Cursor>,
+        limit: u32,
+    ) -> Result<TaskPage, TaskStoreError> {
+        let limit = limit.clamp(1, MAX_PAGE_LIMIT);
+        let query = ListQuery::new(scope, filter, cursor, limit);
+        let tasks = self.file.readers.with(|conn| {
+            conn.prepare_cached(&query.sql)?
+                .query_map(rusqlite::params_from_iter(query.params.iter()), task_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        TaskPage::of(tasks, limit)
+    }
+}
+
+/// The statement of one `list` call: a covering walk of the scope's index
+/// for row ids, then only the rows of the page fetched.
 pub(super) struct ListQuery {
     pub(super) sql: String,
     pub(super) params: Vec<rusqlite::types::Value>,
@@ -889,65 +1048,26 @@ impl ListQuery {
         limit: u32,
     ) -> Self {
         use rusqlite::types::Value;
-        let mut sql = String::from(concat!(
-            "SELECT ",
-            summary_columns!(),
-            " FROM tasks WHERE rowid IN (SELECT rowid FROM tasks WHERE organization_id = ?1"
-        ));
-        let mut params = vec![Value::Text(scope.organization_id.clone())];
-        let mut push = |sql: &mut String, clause: &str, value: Value| {
-            params.push(value);
-            sql.push_str(&clause.replace('#', &format!("?{}", params.len())));
-        };
-        if let Some(module) = &scope.module {
-            push(&mut sql, " AND module = #", Value::Text(module.clone()));
-        }
-        if let Some(user) = &scope.user_id {
-            push(&mut sql, " AND user_id = #", Value::Text(user.clone()));
-        }
-        let mut statuses = filter.statuses.clone();
-        statuses.sort_by_key(|s| s.as_str());
-        statuses.dedup();
-        if !statuses.is_empty() {
-            // An OR chain, not IN: IN builds a temporary b-tree per run.
-            sql.push_str(" AND (");
-            for (i, status) in statuses.iter().enumerate() {
-                let term = if i == 0 {
-                    "status = #"
-                } else {
-                    " OR status = #"
-                };
-                push(&mut sql, term, Value::Text(status.as_str().to_owned()));
-            }
-            sql.push(')');
-        }
-        if let Some(name) = &filter.task_name {
-            push(&mut sql, " AND task_name = #", Value::Text(name.clone()));
-        }
-        if let Some(prefix) = &filter.key_prefix {
-            push(&mut sql, " AND task_key >= #", Value::Text(prefix.clone()));
-            if let Some(upper) = prefix_successor(prefix) {
-                push(&mut sql, " AND task_key < #", Value::Text(upper));
-            }
-        }
-        if let Some(after) = filter.created_after {
-            push(&mut sql, " AND created_at >= #", Value::Integer(after));
-        }
-        if let Some(before) = filter.created_before {
-            push(&mut sql, " AND created_at < #", Value::Integer(before));
-        }
-        if let Some(cursor) = cursor {
-            push(
-                &mut sql,
-                " AND id < #",
-                Value::Text(cursor.after_id().to_owned()),
-            );
-        }
-        push(
-            &mut sql,
-            " ORDER BY id DESC LIMIT # + 0) ORDER BY id DESC",
-            Value::Integer(i64::from(limit) + 1),
+        let mark = |n: usize| format!("?{n}");
+        let clauses = ListClauses::new(scope, filter, cursor, limit, mark);
+        let sql = format!(
+            concat!(
+                "SELECT ",
+                summary_columns!(),
+                " FROM tasks WHERE rowid IN (SELECT rowid FROM tasks WHERE {} \
+                 ORDER BY id DESC LIMIT {} + 0) ORDER BY id DESC"
+            ),
+            clauses.sql,
+            clauses.limit_mark(mark)
         );
+        let params = clauses
+            .values
+            .into_iter()
+            .map(|v| match v {
+                ListValue::Text(s) => Value::Text(s),
+                ListValue::Int(i) => Value::Integer(i),
+            })
+            .collect();
         ListQuery { sql, params }
     }
 }

@@ -1,0 +1,209 @@
+//! The group-commit writer of one host on a PostgreSQL database.
+//!
+//! One task owns one connection. It takes every queued write at once,
+//! sends them all in one transaction without waiting for each answer
+//! (tokio-postgres pipelines queries issued together), commits once, and
+//! only then answers each caller: one round trip and one WAL flush for the
+//! whole batch. A write whose statement fails aborts the transaction; the
+//! batch is then rolled back and each write run again alone, so one bad
+//! write never fails the others. Every write must therefore be safe to run
+//! again after a rollback (each is one compare-and-set or one function
+//! call).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{ClientWrapper, Pool};
+use futures::future::{BoxFuture, join_all};
+use tokio::sync::{mpsc, oneshot};
+
+/// Most writes one transaction holds.
+const MAX_BATCH: usize = 512;
+
+/// Writes that may wait for the writer before callers wait too.
+const QUEUE: usize = 4096;
+
+/// How long the writer waits before connecting again after losing its
+/// connection.
+const RECONNECT_AFTER: Duration = Duration::from_millis(500);
+
+/// Why the writer could not run or commit a write.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PgWriteError {
+    /// A statement failed; the write did not take effect.
+    #[error("database error: {0}")]
+    Sql(Arc<tokio_postgres::Error>),
+    /// The connection to the server is lost (or could not be made). A write
+    /// whose commit was under way when it broke may or may not have taken
+    /// effect; every other did not.
+    #[error("connection to PostgreSQL lost: {0}")]
+    Connection(String),
+    /// The writer was shut down.
+    #[error("the database writer is closed")]
+    Closed,
+}
+
+impl From<tokio_postgres::Error> for PgWriteError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        if e.is_closed() {
+            PgWriteError::Connection(e.to_string())
+        } else {
+            PgWriteError::Sql(Arc::new(e))
+        }
+    }
+}
+
+/// What a write's error says about its transaction.
+pub trait Aborts {
+    /// Whether the error came from a failed statement, which aborted the
+    /// transaction (as opposed to the write's own refusal, which did not).
+    fn aborts(&self) -> bool;
+}
+
+/// One write: re-runnable, since a failed batch runs it again alone.
+/// It gets the writer's connection, whose statements are prepared once.
+pub type Work<T, E> =
+    Box<dyn for<'c> Fn(&'c ClientWrapper) -> BoxFuture<'c, Result<T, E>> + Send + Sync>;
+
+trait Op: Send {
+    /// Runs the write on `client` inside the open transaction; whether its
+    /// failure aborted the transaction.
+    fn run<'a>(&'a mut self, client: &'a ClientWrapper) -> BoxFuture<'a, bool>;
+    /// Answers the caller: the write's result if `commit` succeeded,
+    /// otherwise the commit's error.
+    fn answer(self: Box<Self>, commit: Result<(), PgWriteError>);
+}
+
+struct TypedOp<T, E> {
+    work: Work<T, E>,
+    result: Option<Result<T, E>>,
+    reply: oneshot::Sender<Result<T, E>>,
+}
+
+impl<T: Send, E: From<PgWriteError> + Aborts + Send> Op for TypedOp<T, E> {
+    fn run<'a>(&'a mut self, client: &'a ClientWrapper) -> BoxFuture<'a, bool> {
+        Box::pin(async move {
+            let result = (self.work)(client).await;
+            let aborted = result.as_ref().err().is_some_and(Aborts::aborts);
+            self.result = Some(result);
+            aborted
+        })
+    }
+
+    fn answer(self: Box<Self>, commit: Result<(), PgWriteError>) {
+        let result = match commit {
+            Err(e) => Err(E::from(e)),
+            Ok(()) => self
+                .result
+                .unwrap_or_else(|| Err(E::from(PgWriteError::Closed))),
+        };
+        // The caller may have stopped waiting; the write stands regardless.
+        let _ = self.reply.send(result);
+    }
+}
+
+/// Handle on the writer task. Dropping it lets the task finish what is
+/// queued.
+pub struct PgWriter {
+    queue: mpsc::Sender<Box<dyn Op>>,
+}
+
+impl std::fmt::Debug for PgWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgWriter").finish_non_exhaustive()
+    }
+}
+
+impl PgWriter {
+    /// Starts the writer task on `pool` (of one connection: the writer's),
+    /// failing now if the server does not answer.
+    pub async fn spawn(pool: Pool) -> Result<Self, deadpool_postgres::PoolError> {
+        drop(pool.get().await?);
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(write_loop(pool, rx));
+        Ok(PgWriter { queue: tx })
+    }
+
+    /// Queues `work` and resolves with its result once its batch committed.
+    pub async fn run<T, E>(&self, work: Work<T, E>) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<PgWriteError> + Aborts + Send + 'static,
+    {
+        let closed = || E::from(PgWriteError::Closed);
+        let (reply, answer) = oneshot::channel();
+        let op: Box<dyn Op> = Box::new(TypedOp {
+            work,
+            result: None,
+            reply,
+        });
+        self.queue.send(op).await.map_err(|_| closed())?;
+        answer.await.map_err(|_| closed())?
+    }
+}
+
+async fn write_loop(pool: Pool, mut rx: mpsc::Receiver<Box<dyn Op>>) {
+    let mut batch: Vec<Box<dyn Op>> = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        // The pool hands back the connection, or a new one for a broken one.
+        match pool.get().await {
+            Ok(client) => run_batch(&client, &mut batch).await,
+            Err(e) => {
+                tracing::error!(error = %e, "the database writer cannot connect");
+                let e = PgWriteError::Connection(e.to_string());
+                for op in batch.drain(..) {
+                    op.answer(Err(e.clone()));
+                }
+                tokio::time::sleep(RECONNECT_AFTER).await;
+            }
+        }
+    }
+}
+
+/// Runs `batch` in one transaction and answers it; after a failed
+/// statement, rolls back and runs each write alone.
+async fn run_batch(client: &ClientWrapper, batch: &mut Vec<Box<dyn Op>>) {
+    let together = async {
+        client.batch_execute("BEGIN").await?;
+        let aborted = join_all(batch.iter_mut().map(|op| op.run(client)))
+            .await
+            .into_iter()
+            .any(|a| a);
+        if aborted {
+            client.batch_execute("ROLLBACK").await?;
+            return Ok::<bool, PgWriteError>(false);
+        }
+        client.batch_execute("COMMIT").await?;
+        Ok(true)
+    }
+    .await;
+    match together {
+        Ok(true) => {
+            for op in batch.drain(..) {
+                op.answer(Ok(()));
+            }
+        }
+        Ok(false) => {
+            for mut op in batch.drain(..) {
+                let alone = async {
+                    client.batch_execute("BEGIN").await?;
+                    let aborted = op.run(client).await;
+                    client
+                        .batch_execute(if aborted { "ROLLBACK" } else { "COMMIT" })
+                        .await?;
+                    Ok::<(), PgWriteError>(())
+                }
+                .await;
+                op.answer(alone);
+            }
+        }
+        Err(e) => {
+            if !client.is_closed() {
+                let _ = client.batch_execute("ROLLBACK").await;
+            }
+            for op in batch.drain(..) {
+                op.answer(Err(e.clone()));
+            }
+        }
+    }
+}

@@ -1,0 +1,1113 @@
+//! [`PgTaskStore`]: the task store on a PostgreSQL database, for several
+//! hosts sharing one queue.
+//!
+//! Writes go through the host's group-commit writer ([`crate::pg::writer`]),
+//! each one compare-and-set statement or one function call; claims take
+//! pending rows with `FOR UPDATE SKIP LOCKED`, so racing hosts never wait
+//! for each other's rows nor take the same one; lease times are the
+//! database's clock (`modhost_now()`). Reads run on the pool, one statement
+//! per scope shape, so a task outside the scope costs what a missing one
+//! costs.
+
+mod schema;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::ClientWrapper;
+use futures::future::BoxFuture as Boxed;
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+
+pub use schema::MIGRATIONS;
+
+use super::{
+    Answered, Asked, BoxFuture, Claimed, ConfirmationRow, Cursor, HOST_RESTARTED, HostId,
+    LEASE_EXPIRED, Lease, LeaseState, ListClauses, ListValue, MAX_LOOKUP_LIMIT, MAX_PAGE_LIMIT,
+    NewTask, OWNER, OrgScope, Outcome, Owner, ProgressResult, ProgressUpdate, QuotaReached,
+    Recovery, Scope, Status, StoredAnswer, Submitted, TaskFilter, TaskPage, TaskRow, TaskStore,
+    TaskStoreError, Want, prefix_successor, validate_task_id,
+};
+use crate::db::now_ms;
+use crate::pg::{Aborts, PgDatabase, PgError, PgWriteError};
+
+/// The task store on a PostgreSQL database shared with other hosts (and
+/// with this host's other stores on it).
+pub struct PgTaskStore {
+    db: Arc<PgDatabase>,
+    /// Modules with new pending tasks, from `LISTEN modhost_pending`.
+    announced: tokio::sync::broadcast::Sender<String>,
+}
+
+/// Announcements a slow host may fall behind by before it misses some (and
+/// then looks at every module).
+const ANNOUNCED: usize = 1024;
+
+/// How long the listener waits before connecting again.
+const RELISTEN_AFTER: Duration = Duration::from_secs(1);
+
+impl std::fmt::Debug for PgTaskStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgTaskStore")
+            .field("url", &self.db.url())
+            .finish_non_exhaustive()
+    }
+}
+
+impl From<PgWriteError> for TaskStoreError {
+    fn from(e: PgWriteError) -> Self {
+        match e {
+            PgWriteError::Sql(e) => TaskStoreError::Backend(e),
+            PgWriteError::Connection(m) => TaskStoreError::Backend(Arc::new(std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                m,
+            ))),
+            PgWriteError::Closed => TaskStoreError::Closed,
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for TaskStoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        PgWriteError::from(e).into()
+    }
+}
+
+impl Aborts for TaskStoreError {
+    fn aborts(&self) -> bool {
+        matches!(self, TaskStoreError::Backend(_))
+    }
+}
+
+fn open_error(url: &str, e: PgError) -> TaskStoreError {
+    TaskStoreError::Open {
+        path: url.to_owned(),
+        source: Arc::new(e),
+    }
+}
+
+impl PgTaskStore {
+    /// The store on `db`, migrating its tables first.
+    pub async fn on(db: Arc<PgDatabase>) -> Result<Self, TaskStoreError> {
+        db.migrate(OWNER, MIGRATIONS)
+            .await
+            .map_err(|e| open_error(db.url(), e))?;
+        let (announced, _) = tokio::sync::broadcast::channel(ANNOUNCED);
+        tokio::spawn(listen(Arc::downgrade(&db), announced.clone()));
+        Ok(PgTaskStore { db, announced })
+    }
+
+    /// Connects to the database at `url` and migrates the task tables.
+    pub async fn connect(url: &str) -> Result<Self, TaskStoreError> {
+        let db = PgDatabase::connect(url)
+            .await
+            .map_err(|e| open_error(&crate::pg::redacted(url), e))?;
+        Self::on(Arc::new(db)).await
+    }
+
+    /// The database the store is on.
+    pub fn database(&self) -> &Arc<PgDatabase> {
+        &self.db
+    }
+
+    fn write<T: Send + 'static>(
+        &self,
+        work: crate::pg::writer::Work<T, TaskStoreError>,
+    ) -> BoxFuture<'_, Result<T, TaskStoreError>> {
+        Box::pin(self.db.writer.run(work))
+    }
+
+    async fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, TaskStoreError> {
+        let client = self.db.reader().await?;
+        let statement = client.prepare_cached(sql).await?;
+        Ok(client.query(&statement, params).await?)
+    }
+}
+
+/// Every column of `tasks`, in the order [`task_row`] reads them, each
+/// after `$t` (a table name and a dot, where a join makes names ambiguous).
+macro_rules! columns_of {
+    ($t:literal) => {
+        concat!(
+            $t,
+            "id, ",
+            $t,
+            "module, ",
+            $t,
+            "task_name, ",
+            $t,
+            "task_key, ",
+            $t,
+            "title, ",
+            $t,
+            "status, ",
+            $t,
+            "progress, ",
+            $t,
+            "label, ",
+            $t,
+            "checkpoint_json, ",
+            $t,
+            "args_json, ",
+            $t,
+            "result_json, ",
+            $t,
+            "failure_kind, ",
+            $t,
+            "failure_message, ",
+            $t,
+            "resumable, ",
+            $t,
+            "user_id, ",
+            $t,
+            "organization_id, ",
+            $t,
+            "role, ",
+            $t,
+            "request_id, ",
+            $t,
+            "session_id, ",
+            $t,
+            "created_at, ",
+            $t,
+            "updated_at, ",
+            $t,
+            "started_at, ",
+            $t,
+            "finished_at, ",
+            $t,
+            "attempts, ",
+            $t,
+            "confirm_surface_json, ",
+            $t,
+            "confirm_asked_at, ",
+            $t,
+            "confirm_expires_at, ",
+            $t,
+            "confirm_answer_json, ",
+            $t,
+            "confirm_answered_by, ",
+            $t,
+            "confirm_answered_at, ",
+            $t,
+            "confirm_consumed, ",
+            $t,
+            "lease_owner"
+        )
+    };
+}
+
+/// [`columns_of!`] without a table name.
+macro_rules! columns {
+    () => {
+        columns_of!("")
+    };
+}
+
+/// [`columns!`] for lookups and lists: the heavy ones not loaded.
+macro_rules! summary_columns {
+    () => {
+        "id, module, task_name, task_key, title, status, progress, label, NULL::TEXT, \
+         ''::TEXT, NULL::TEXT, failure_kind, left(failure_message, 1024), resumable, user_id, \
+         organization_id, role, request_id, session_id, created_at, updated_at, started_at, \
+         finished_at, attempts, NULL::TEXT, NULL::BIGINT, NULL::BIGINT, \
+         NULL::TEXT, NULL::TEXT, NULL::BIGINT, FALSE, lease_owner"
+    };
+}
+
+/// The column after [`columns!`] in a claim's `RETURNING`.
+const LEASE_VERSION: usize = 32;
+
+mod sql {
+    pub const SUBMIT: &str = "SELECT outcome, task_id FROM modhost_submit($1, $2, $3, $4, $5, \
+        $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)";
+
+    /// The picked rows are a materialized CTE: a subquery in `IN` may be
+    /// run more than once, and with `SKIP LOCKED` each run picks others.
+    pub const CLAIM: &str = concat!(
+        "WITH picked AS MATERIALIZED (SELECT id FROM tasks \
+         WHERE module = $1 AND status = 'pending' ORDER BY id LIMIT $2 \
+         FOR UPDATE SKIP LOCKED) \
+         UPDATE tasks SET status = 'running', attempts = attempts + 1, \
+         started_at = modhost_now(), updated_at = modhost_now(), lease_owner = $3, \
+         lease_expires_at = modhost_now() + $4, lease_version = lease_version + 1 \
+         FROM picked WHERE tasks.id = picked.id AND tasks.status = 'pending' RETURNING ",
+        columns_of!("tasks."),
+        ", tasks.lease_version"
+    );
+
+    pub const RENEW: &str = "UPDATE tasks t SET lease_expires_at = modhost_now() + $4 \
+        FROM unnest($1::TEXT[], $2::BIGINT[]) AS l(id, version) \
+        WHERE t.id = l.id AND t.lease_owner = $3 AND t.lease_version = l.version \
+        AND t.finished_at IS NULL \
+        RETURNING t.id, (t.status = 'waiting-confirmation' \
+        AND t.confirm_answer_json IS NOT NULL AND NOT t.confirm_consumed)";
+
+    /// The claimed tasks to recover, locked: lease run out, or held by the
+    /// restarted host `$1`; `resumable = $2`.
+    macro_rules! recoverable {
+        () => {
+            "WITH picked AS MATERIALIZED (SELECT id FROM tasks \
+             WHERE (lease_expires_at <= modhost_now() OR lease_owner = $1) AND resumable = $2 \
+             FOR UPDATE SKIP LOCKED) "
+        };
+    }
+
+    pub const RECOVER_INTERRUPT: &str = concat!(
+        recoverable!(),
+        "UPDATE tasks SET status = 'interrupted', failure_kind = 'interrupted', \
+         failure_message = CASE WHEN lease_owner = $1 THEN $3 ELSE $4 END, \
+         finished_at = modhost_now(), updated_at = modhost_now(), lease_owner = NULL, \
+         lease_expires_at = NULL, lease_version = lease_version + 1 FROM picked \
+         WHERE tasks.id = picked.id AND finished_at IS NULL AND lease_owner IS NOT NULL"
+    );
+
+    pub const RECOVER_RESUME: &str = concat!(
+        recoverable!(),
+        "UPDATE tasks SET status = 'pending', updated_at = modhost_now(), lease_owner = NULL, \
+         lease_expires_at = NULL, lease_version = lease_version + 1 FROM picked \
+         WHERE tasks.id = picked.id AND finished_at IS NULL AND lease_owner IS NOT NULL \
+         RETURNING tasks.id"
+    );
+
+    pub const FENCE: &str = "SELECT lease_version FROM tasks WHERE id = $1 AND finished_at IS NULL";
+
+    pub const RELEASE: &str = "UPDATE tasks SET status = 'pending', \
+        attempts = greatest(attempts - 1, 0), started_at = NULL, updated_at = modhost_now(), \
+        lease_owner = NULL, lease_expires_at = NULL, lease_version = lease_version + 1 \
+        WHERE id = $1 AND status = 'running' AND lease_version = $2";
+
+    pub const FINISH: &str = "UPDATE tasks SET status = $2, result_json = $3, \
+        failure_kind = $4, failure_message = $5, finished_at = modhost_now(), \
+        updated_at = modhost_now(), \
+        progress = CASE WHEN $2 = 'completed' THEN 1.0 ELSE progress END, \
+        lease_owner = NULL, lease_expires_at = NULL \
+        WHERE id = $1 AND ($6::BIGINT IS NULL OR lease_version = $6) AND finished_at IS NULL";
+
+    pub const PROGRESS: &str = concat!(
+        "UPDATE tasks SET progress = $4, label = COALESCE($5, label), \
+         checkpoint_json = COALESCE($6, checkpoint_json), updated_at = modhost_now() \
+         WHERE id = $1 AND module = $2 AND organization_id = $3 \
+         AND ($7::BIGINT IS NULL OR lease_version = $7) AND finished_at IS NULL RETURNING ",
+        columns!()
+    );
+
+    pub const OWNED: &str = "SELECT EXISTS (SELECT 1 FROM tasks \
+        WHERE id = $1 AND module = $2 AND organization_id = $3)";
+
+    pub const ANSWERED: &str = "SELECT confirm_answer_json, confirm_answered_by, \
+        confirm_answered_at FROM tasks WHERE id = $1 AND lease_version = $2 \
+        AND finished_at IS NULL AND confirm_answer_json IS NOT NULL AND NOT confirm_consumed";
+
+    pub const ASK: &str = "UPDATE tasks SET status = 'waiting-confirmation', updated_at = $3, \
+        confirm_surface_json = $4, confirm_asked_at = $3, confirm_expires_at = $5, \
+        confirm_answer_json = NULL, confirm_answered_by = NULL, confirm_answered_at = NULL, \
+        confirm_consumed = FALSE WHERE id = $1 AND lease_version = $2 AND status = 'running'";
+
+    pub const ANSWER: &str = "UPDATE tasks SET confirm_answer_json = $2, \
+        confirm_answered_by = $3, confirm_answered_at = $4, updated_at = $5 \
+        WHERE id = $1 AND finished_at IS NULL AND confirm_surface_json IS NOT NULL \
+        AND confirm_answer_json IS NULL AND (confirm_expires_at IS NULL \
+        OR ($4 < confirm_expires_at AND $5 < confirm_expires_at)) \
+        AND ($6::BIGINT IS NULL OR confirm_asked_at = $6)";
+
+    pub const ASKED_AT: &str = "SELECT confirm_asked_at FROM tasks WHERE id = $1";
+
+    pub const EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM tasks WHERE id = $1)";
+
+    pub const CONSUME: &str = "UPDATE tasks SET confirm_consumed = TRUE, updated_at = $3 \
+        WHERE id = $1 AND lease_version = $2 AND confirm_answer_json IS NOT NULL \
+        AND NOT confirm_consumed";
+
+    pub const CLOSE_EXPIRE: &str = "UPDATE tasks \
+        SET confirm_expires_at = least(coalesce(confirm_expires_at, $2), $2) \
+        WHERE id = $1 AND confirm_surface_json IS NOT NULL AND confirm_answer_json IS NULL";
+
+    pub const CLOSE_TAKE: &str = "UPDATE tasks SET confirm_consumed = TRUE \
+        WHERE id = $1 AND confirm_answer_json IS NOT NULL AND NOT confirm_consumed \
+        RETURNING confirm_answer_json, confirm_answered_by, confirm_answered_at";
+
+    pub const CLOSE_RESUME: &str = "UPDATE tasks SET status = 'running', updated_at = $2 \
+        WHERE id = $1 AND status = 'waiting-confirmation'";
+
+    pub const GET: &str = concat!(
+        "SELECT ",
+        columns!(),
+        " FROM tasks WHERE id = $1 AND module = $2 AND organization_id = $3 \
+         AND ($4::TEXT IS NULL OR user_id = $4)"
+    );
+
+    pub const GET_UNSCOPED: &str = concat!("SELECT ", columns!(), " FROM tasks WHERE id = $1");
+
+    pub const BY_KEY: &str = concat!(
+        "SELECT ",
+        summary_columns!(),
+        " FROM tasks WHERE module = $1 AND organization_id = $2 AND task_key = $3 \
+         AND ($4::TEXT IS NULL OR user_id = $4) ORDER BY id DESC LIMIT $5"
+    );
+
+    /// `$3 <= key < $6`, or `$3 <= key` when `$6` is NULL.
+    pub const BY_KEY_RANGE: &str = concat!(
+        "SELECT ",
+        summary_columns!(),
+        " FROM tasks WHERE module = $1 AND organization_id = $2 AND task_key >= $3 \
+         AND ($6::TEXT IS NULL OR task_key < $6) AND ($4::TEXT IS NULL OR user_id = $4) \
+         ORDER BY id DESC LIMIT $5"
+    );
+
+    pub const BY_USER: &str = concat!(
+        "SELECT ",
+        summary_columns!(),
+        " FROM tasks WHERE module = $1 AND organization_id = $2 AND user_id = $3 \
+         ORDER BY id DESC LIMIT $4"
+    );
+
+    pub const BY_ORG: &str = concat!(
+        "SELECT ",
+        summary_columns!(),
+        " FROM tasks WHERE module = $1 AND organization_id = $2 AND $3::TEXT IS NULL \
+         ORDER BY id DESC LIMIT $4"
+    );
+
+    pub const PRUNE: &str = "WITH picked AS MATERIALIZED (SELECT id FROM tasks \
+        WHERE finished_at IS NOT NULL AND finished_at < $1 ORDER BY finished_at LIMIT $2 \
+        FOR UPDATE SKIP LOCKED) DELETE FROM tasks USING picked WHERE tasks.id = picked.id";
+}
+
+fn conversion(what: &str, e: impl std::fmt::Display) -> TaskStoreError {
+    TaskStoreError::Internal(format!("stored {what} cannot be read: {e}"))
+}
+
+fn task_row(r: &Row) -> Result<TaskRow, TaskStoreError> {
+    let status: String = r.try_get(5)?;
+    let status: Status = status.parse().map_err(|e| conversion("status", e))?;
+    let attempts: i32 = r.try_get(23)?;
+    let attempts = u32::try_from(attempts).map_err(|e| conversion("attempts", e))?;
+    let surface_json: Option<String> = r.try_get(24)?;
+    let confirmation = match surface_json {
+        None => None,
+        Some(surface_json) => Some(ConfirmationRow {
+            surface_json,
+            asked_at: r.try_get(25)?,
+            expires_at: r.try_get(26)?,
+            answer: stored_answer(r, 27)?,
+            consumed: r.try_get(30)?,
+        }),
+    };
+    Ok(TaskRow {
+        id: r.try_get(0)?,
+        module: r.try_get(1)?,
+        task_name: r.try_get(2)?,
+        task_key: r.try_get(3)?,
+        title: r.try_get(4)?,
+        status,
+        progress: r.try_get(6)?,
+        label: r.try_get(7)?,
+        checkpoint_json: r.try_get(8)?,
+        args_json: r.try_get(9)?,
+        result_json: r.try_get(10)?,
+        failure_kind: r.try_get(11)?,
+        failure_message: r.try_get(12)?,
+        resumable: r.try_get(13)?,
+        user_id: r.try_get(14)?,
+        organization_id: r.try_get(15)?,
+        role: r.try_get(16)?,
+        request_id: r.try_get(17)?,
+        session_id: r.try_get(18)?,
+        created_at: r.try_get(19)?,
+        updated_at: r.try_get(20)?,
+        started_at: r.try_get(21)?,
+        finished_at: r.try_get(22)?,
+        attempts,
+        confirmation,
+        host: r.try_get(31)?,
+    })
+}
+
+/// The answer in columns `first..first + 3` (json, by, at), if any.
+fn stored_answer(r: &Row, first: usize) -> Result<Option<StoredAnswer>, TaskStoreError> {
+    let answer_json: Option<String> = r.try_get(first)?;
+    let answered_by: Option<String> = r.try_get(first + 1)?;
+    let answered_at: Option<i64> = r.try_get(first + 2)?;
+    Ok(match (answer_json, answered_by, answered_at) {
+        (Some(answer_json), Some(answered_by), Some(answered_at)) => Some(StoredAnswer {
+            answer_json,
+            answered_by,
+            answered_at,
+        }),
+        _ => None,
+    })
+}
+
+fn rows(found: Vec<Row>) -> Result<Vec<TaskRow>, TaskStoreError> {
+    found.iter().map(task_row).collect()
+}
+
+/// Runs `sql` on the writer's connection, prepared once.
+async fn exec(
+    c: &ClientWrapper,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<u64, TaskStoreError> {
+    let statement = c.prepare_cached(sql).await?;
+    Ok(c.execute(&statement, params).await?)
+}
+
+async fn select(
+    c: &ClientWrapper,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<Row>, TaskStoreError> {
+    let statement = c.prepare_cached(sql).await?;
+    Ok(c.query(&statement, params).await?)
+}
+
+/// Why a fenced write changed nothing: the lease is no longer the active
+/// task's ([`TaskStoreError::LeaseLost`]), or the task is final or missing.
+async fn fence(c: &ClientWrapper, lease: &Lease) -> Result<(), TaskStoreError> {
+    let current = select(c, sql::FENCE, &[&lease.task_id]).await?;
+    match current
+        .first()
+        .map(|r| r.try_get::<_, i64>(0))
+        .transpose()?
+    {
+        Some(v) if v != lease.version => Err(TaskStoreError::LeaseLost {
+            task_id: lease.task_id.clone(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn limit(n: u32) -> i64 {
+    i64::from(n.min(MAX_LOOKUP_LIMIT))
+}
+
+fn quota(n: u32) -> i64 {
+    i64::from(n)
+}
+
+/// A boxed future of one write on the writer's connection.
+fn work<T, F>(f: F) -> crate::pg::writer::Work<T, TaskStoreError>
+where
+    F: for<'c> Fn(&'c ClientWrapper) -> Boxed<'c, Result<T, TaskStoreError>>
+        + Send
+        + Sync
+        + 'static,
+{
+    Box::new(f)
+}
+
+impl TaskStore for PgTaskStore {
+    fn submit(&self, task: NewTask) -> BoxFuture<'_, Result<Submitted, TaskStoreError>> {
+        if let Err(e) = validate_task_id(&task.id) {
+            return Box::pin(async move { Err(e) });
+        }
+        let t = Arc::new(task);
+        self.write(work(move |c| {
+            let t = t.clone();
+            Box::pin(async move {
+                let found = select(
+                    c,
+                    sql::SUBMIT,
+                    &[
+                        &t.id,
+                        &t.module,
+                        &t.task_name,
+                        &t.task_key,
+                        &t.title,
+                        &t.args_json,
+                        &t.resumable,
+                        &t.user_id,
+                        &t.organization_id,
+                        &t.role,
+                        &t.request_id,
+                        &t.session_id,
+                        &t.created_at,
+                        &quota(t.limits.max_active_per_user),
+                        &quota(t.limits.max_active_per_module),
+                        &quota(t.limits.max_active_per_org),
+                    ],
+                )
+                .await?;
+                let row = found.first().ok_or_else(|| {
+                    TaskStoreError::Internal("modhost_submit answered no row".into())
+                })?;
+                let outcome: String = row.try_get(0)?;
+                let id: Option<String> = row.try_get(1)?;
+                let refused = |r| Submitted::LimitExceeded(t.limits.refusal(r, &t.module));
+                Ok(match (outcome.as_str(), id) {
+                    ("created", Some(id)) => Submitted::Created(id),
+                    ("existing", Some(id)) => Submitted::Existing(id),
+                    ("limit-user", _) => refused(QuotaReached::User),
+                    ("limit-module", _) => refused(QuotaReached::Module),
+                    ("limit-org", _) => refused(QuotaReached::Org),
+                    (other, _) => {
+                        return Err(TaskStoreError::Internal(format!(
+                            "modhost_submit answered {other:?}"
+                        )));
+                    }
+                })
+            })
+        }))
+    }
+
+    fn claim<'a>(
+        &'a self,
+        host: &'a HostId,
+        wants: &'a [Want],
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<Vec<Claimed>, TaskStoreError>> {
+        let host = host.as_str().to_owned();
+        let wants: Arc<Vec<Want>> = Arc::new(wants.iter().filter(|w| w.max > 0).cloned().collect());
+        let lease = millis(lease);
+        self.write(work(move |c| {
+            let (host, wants) = (host.clone(), wants.clone());
+            Box::pin(async move {
+                let mut claimed = Vec::new();
+                for want in wants.iter() {
+                    let max = i64::from(want.max);
+                    for r in select(c, sql::CLAIM, &[&want.module, &max, &host, &lease]).await? {
+                        let row = task_row(&r)?;
+                        let lease = Lease {
+                            task_id: row.id.clone(),
+                            version: r.try_get(LEASE_VERSION)?,
+                        };
+                        claimed.push(Claimed { row, lease });
+                    }
+                }
+                claimed.sort_by(|a, b| a.row.id.cmp(&b.row.id));
+                Ok(claimed)
+            })
+        }))
+    }
+
+    fn renew<'a>(
+        &'a self,
+        host: &'a HostId,
+        leases: &'a [Lease],
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<Vec<LeaseState>, TaskStoreError>> {
+        let host = host.as_str().to_owned();
+        let leases = Arc::new(leases.to_vec());
+        let lease = millis(lease);
+        self.write(work(move |c| {
+            let (host, leases) = (host.clone(), leases.clone());
+            Box::pin(async move {
+                let ids: Vec<&str> = leases.iter().map(|l| l.task_id.as_str()).collect();
+                let versions: Vec<i64> = leases.iter().map(|l| l.version).collect();
+                let held = select(c, sql::RENEW, &[&ids, &versions, &host, &lease]).await?;
+                let mut answered = std::collections::HashMap::new();
+                for r in &held {
+                    answered.insert(r.try_get::<_, String>(0)?, r.try_get::<_, bool>(1)?);
+                }
+                Ok(leases
+                    .iter()
+                    .map(|l| match answered.get(&l.task_id) {
+                        Some(&answered) => LeaseState::Held { answered },
+                        None => LeaseState::Lost,
+                    })
+                    .collect())
+            })
+        }))
+    }
+
+    fn recover_expired<'a>(
+        &'a self,
+        restarted: Option<&'a HostId>,
+    ) -> BoxFuture<'a, Result<Recovery, TaskStoreError>> {
+        let restarted = restarted.map(|h| h.as_str().to_owned());
+        self.write(work(move |c| {
+            let restarted = restarted.clone();
+            Box::pin(async move {
+                let interrupted = exec(
+                    c,
+                    sql::RECOVER_INTERRUPT,
+                    &[&restarted, &false, &HOST_RESTARTED, &LEASE_EXPIRED],
+                )
+                .await?;
+                let mut resumed = select(c, sql::RECOVER_RESUME, &[&restarted, &true])
+                    .await?
+                    .iter()
+                    .map(|r| r.try_get::<_, String>(0))
+                    .collect::<Result<Vec<_>, _>>()?;
+                resumed.sort();
+                Ok(Recovery {
+                    resumed,
+                    interrupted,
+                })
+            })
+        }))
+    }
+
+    fn finish<'a>(
+        &'a self,
+        id: &'a str,
+        lease: Option<&'a Lease>,
+        outcome: Outcome,
+    ) -> BoxFuture<'a, Result<bool, TaskStoreError>> {
+        let id = id.to_owned();
+        let lease = lease.cloned();
+        let columns = Arc::new(super::sqlite::outcome_columns(outcome));
+        self.write(work(move |c| {
+            let (id, lease, columns) = (id.clone(), lease.clone(), columns.clone());
+            Box::pin(async move {
+                let (status, result, kind, message) = &*columns;
+                let version = lease.as_ref().map(|l| l.version);
+                let changed = exec(
+                    c,
+                    sql::FINISH,
+                    &[&id, status, result, kind, message, &version],
+                )
+                .await?;
+                if changed == 0
+                    && let Some(lease) = &lease
+                {
+                    fence(c, lease).await?;
+                }
+                Ok(changed == 1)
+            })
+        }))
+    }
+
+    fn release<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<bool, TaskStoreError>> {
+        let lease = lease.clone();
+        self.write(work(move |c| {
+            let lease = lease.clone();
+            Box::pin(async move {
+                let changed = exec(c, sql::RELEASE, &[&lease.task_id, &lease.version]).await?;
+                if changed == 0 {
+                    fence(c, &lease).await?;
+                }
+                Ok(changed == 1)
+            })
+        }))
+    }
+
+    fn update_progress<'a>(
+        &'a self,
+        id: &'a str,
+        owner: &'a Owner,
+        lease: Option<&'a Lease>,
+        update: ProgressUpdate,
+    ) -> BoxFuture<'a, Result<ProgressResult, TaskStoreError>> {
+        if !(0.0..=1.0).contains(&update.progress) {
+            let e = TaskStoreError::InvalidInput(format!(
+                "progress {} is not within 0..=1",
+                update.progress
+            ));
+            return Box::pin(async move { Err(e) });
+        }
+        let id = id.to_owned();
+        let owner = owner.clone();
+        let lease = lease.cloned();
+        let update = Arc::new(update);
+        self.write(work(move |c| {
+            let (id, owner, lease, update) =
+                (id.clone(), owner.clone(), lease.clone(), update.clone());
+            Box::pin(async move {
+                let version = lease.as_ref().map(|l| l.version);
+                let written = select(
+                    c,
+                    sql::PROGRESS,
+                    &[
+                        &id,
+                        &owner.module,
+                        &owner.organization_id,
+                        &update.progress,
+                        &update.label,
+                        &update.checkpoint_json,
+                        &version,
+                    ],
+                )
+                .await?;
+                if let Some(row) = written.first() {
+                    return Ok(ProgressResult::Updated(Box::new(task_row(row)?)));
+                }
+                let owned: bool =
+                    select(c, sql::OWNED, &[&id, &owner.module, &owner.organization_id])
+                        .await?
+                        .first()
+                        .map(|r| r.try_get(0))
+                        .transpose()?
+                        .unwrap_or(false);
+                if !owned {
+                    return Ok(ProgressResult::NotFound);
+                }
+                if let Some(lease) = &lease {
+                    fence(c, lease).await?;
+                }
+                Ok(ProgressResult::NotActive)
+            })
+        }))
+    }
+
+    fn ask_confirmation<'a>(
+        &'a self,
+        lease: &'a Lease,
+        surface_json: &'a str,
+        asked_at: i64,
+        expires_at: Option<i64>,
+    ) -> BoxFuture<'a, Result<Asked, TaskStoreError>> {
+        let lease = lease.clone();
+        let surface_json = Arc::new(surface_json.to_owned());
+        self.write(work(move |c| {
+            let (lease, surface_json) = (lease.clone(), surface_json.clone());
+            Box::pin(async move {
+                let answered = select(c, sql::ANSWERED, &[&lease.task_id, &lease.version]).await?;
+                if let Some(r) = answered.first()
+                    && let Some(answer) = stored_answer(r, 0)?
+                {
+                    return Ok(Asked::AlreadyAnswered(answer));
+                }
+                let changed = exec(
+                    c,
+                    sql::ASK,
+                    &[
+                        &lease.task_id,
+                        &lease.version,
+                        &asked_at,
+                        &*surface_json,
+                        &expires_at,
+                    ],
+                )
+                .await?;
+                if changed == 1 {
+                    return Ok(Asked::Waiting);
+                }
+                fence(c, &lease).await?;
+                Ok(Asked::NotActive)
+            })
+        }))
+    }
+
+    fn answer_confirmation<'a>(
+        &'a self,
+        id: &'a str,
+        answer: StoredAnswer,
+        asked_at: Option<i64>,
+    ) -> BoxFuture<'a, Result<Answered, TaskStoreError>> {
+        let id = id.to_owned();
+        let answer = Arc::new(answer);
+        let now = now_ms();
+        self.write(work(move |c| {
+            let (id, answer) = (id.clone(), answer.clone());
+            Box::pin(async move {
+                let changed = exec(
+                    c,
+                    sql::ANSWER,
+                    &[
+                        &id,
+                        &answer.answer_json,
+                        &answer.answered_by,
+                        &answer.answered_at,
+                        &now,
+                        &asked_at,
+                    ],
+                )
+                .await?;
+                if changed == 1 {
+                    return Ok(Answered::Recorded);
+                }
+                if let Some(asked) = asked_at {
+                    let current: Option<i64> = select(c, sql::ASKED_AT, &[&id])
+                        .await?
+                        .first()
+                        .map(|r| r.try_get(0))
+                        .transpose()?
+                        .flatten();
+                    if current.is_some_and(|c| c != asked) {
+                        return Ok(Answered::OtherQuestion);
+                    }
+                }
+                let exists: bool = select(c, sql::EXISTS, &[&id])
+                    .await?
+                    .first()
+                    .map(|r| r.try_get(0))
+                    .transpose()?
+                    .unwrap_or(false);
+                Ok(if exists {
+                    Answered::NotWaiting
+                } else {
+                    Answered::NotFound
+                })
+            })
+        }))
+    }
+
+    fn consume_answer<'a>(
+        &'a self,
+        lease: &'a Lease,
+    ) -> BoxFuture<'a, Result<bool, TaskStoreError>> {
+        let lease = lease.clone();
+        let now = now_ms();
+        self.write(work(move |c| {
+            let lease = lease.clone();
+            Box::pin(async move {
+                let changed =
+                    exec(c, sql::CONSUME, &[&lease.task_id, &lease.version, &now]).await?;
+                if changed == 0 {
+                    fence(c, &lease).await?;
+                }
+                Ok(changed == 1)
+            })
+        }))
+    }
+
+    fn close_confirmation<'a>(
+        &'a self,
+        lease: &'a Lease,
+        now: i64,
+    ) -> BoxFuture<'a, Result<Option<StoredAnswer>, TaskStoreError>> {
+        let lease = lease.clone();
+        self.write(work(move |c| {
+            let lease = lease.clone();
+            Box::pin(async move {
+                fence(c, &lease).await?;
+                let id = &lease.task_id;
+                exec(c, sql::CLOSE_EXPIRE, &[id, &now]).await?;
+                let taken = select(c, sql::CLOSE_TAKE, &[id]).await?;
+                exec(c, sql::CLOSE_RESUME, &[id, &now]).await?;
+                match taken.first() {
+                    Some(r) => stored_answer(r, 0),
+                    None => Ok(None),
+                }
+            })
+        }))
+    }
+
+    fn get<'a>(
+        &'a self,
+        id: &'a str,
+        scope: &'a Scope,
+    ) -> BoxFuture<'a, Result<Option<TaskRow>, TaskStoreError>> {
+        Box::pin(async move {
+            let found = self
+                .query(
+                    sql::GET,
+                    &[&id, &scope.module, &scope.organization_id, &scope.user_id],
+                )
+                .await?;
+            found.first().map(task_row).transpose()
+        })
+    }
+
+    fn get_unscoped<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<TaskRow>, TaskStoreError>> {
+        Box::pin(async move {
+            let found = self.query(sql::GET_UNSCOPED, &[&id]).await?;
+            found.first().map(task_row).transpose()
+        })
+    }
+
+    fn by_key<'a>(
+        &'a self,
+        scope: &'a Scope,
+        key: &'a str,
+        n: u32,
+    ) -> BoxFuture<'a, Result<Vec<TaskRow>, TaskStoreError>> {
+        Box::pin(async move {
+            rows(
+                self.query(
+                    sql::BY_KEY,
+                    &[
+                        &scope.module,
+                        &scope.organization_id,
+                        &key,
+                        &scope.user_id,
+                        &limit(n),
+                    ],
+                )
+                .await?,
+            )
+        })
+    }
+
+    fn by_key_prefix<'a>(
+        &'a self,
+        scope: &'a Scope,
+        prefix: &'a str,
+        n: u32,
+    ) -> BoxFuture<'a, Result<Vec<TaskRow>, TaskStoreError>> {
+        // A byte-order range (keys are `COLLATE "C"`), never LIKE: every
+        // character of the prefix is literal.
+        let upper = prefix_successor(prefix);
+        Box::pin(async move {
+            rows(
+                self.query(
+                    sql::BY_KEY_RANGE,
+                    &[
+                        &scope.module,
+                        &scope.organization_id,
+                        &prefix,
+                        &scope.user_id,
+                        &limit(n),
+                        &upper,
+                    ],
+                )
+                .await?,
+            )
+        })
+    }
+
+    fn by_user<'a>(
+        &'a self,
+        scope: &'a Scope,
+        n: u32,
+    ) -> BoxFuture<'a, Result<Vec<TaskRow>, TaskStoreError>> {
+        let sql = if scope.user_id.is_some() {
+            sql::BY_USER
+        } else {
+            sql::BY_ORG
+        };
+        Box::pin(async move {
+            rows(
+                self.query(
+                    sql,
+                    &[
+                        &scope.module,
+                        &scope.organization_id,
+                        &scope.user_id,
+                        &limit(n),
+                    ],
+                )
+                .await?,
+            )
+        })
+    }
+
+    fn list<'a>(
+        &'a self,
+        scope: &'a Scope,
+        filter: &'a TaskFilter,
+        cursor: Option<&'a Cursor>,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<TaskPage, TaskStoreError>> {
+        Box::pin(async move {
+            self.page(&OrgScope::from(scope), filter, cursor, limit)
+                .await
+        })
+    }
+
+    fn list_org<'a>(
+        &'a self,
+        scope: &'a OrgScope,
+        filter: &'a TaskFilter,
+        cursor: Option<&'a Cursor>,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<TaskPage, TaskStoreError>> {
+        Box::pin(self.page(scope, filter, cursor, limit))
+    }
+
+    fn prune(
+        &self,
+        finished_before: i64,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<u64, TaskStoreError>> {
+        let limit = i64::from(limit);
+        self.write(work(move |c| {
+            Box::pin(async move { exec(c, sql::PRUNE, &[&finished_before, &limit]).await })
+        }))
+    }
+
+    fn announcements(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
+        Some(self.announced.subscribe())
+    }
+}
+
+/// Forwards the `modhost_pending` notifications to `announced`, on a
+/// connection of its own, connecting again whenever it is lost; ends with
+/// the database handle. After a reconnection the hosts' slow poll covers
+/// what was announced meanwhile.
+async fn listen(
+    db: std::sync::Weak<PgDatabase>,
+    announced: tokio::sync::broadcast::Sender<String>,
+) {
+    use futures::StreamExt;
+    loop {
+        let Some(pg) = db.upgrade() else { return };
+        let connected = pg.dedicated().await;
+        drop(pg);
+        match connected {
+            Ok((client, mut connection)) => {
+                let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+                let listening = client.batch_execute("LISTEN modhost_pending");
+                let mut listening = std::pin::pin!(listening);
+                let mut listened = false;
+                loop {
+                    tokio::select! {
+                        done = &mut listening, if !listened => {
+                            listened = true;
+                            if let Err(e) = done {
+                                tracing::warn!(error = %e, "cannot listen for new tasks");
+                                break;
+                            }
+                        }
+                        message = messages.next() => match message {
+                            Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
+                                let _ = announced.send(n.payload().to_owned());
+                            }
+                            Some(Ok(_)) => {}
+                            Some(Err(e)) => {
+                                tracing::warn!(error = %e, "the listener's connection failed");
+                                break;
+                            }
+                            None => break,
+                        },
+                        () = tokio::time::sleep(RELISTEN_AFTER) => {
+                            if db.strong_count() == 0 {
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot connect to listen for new tasks"),
+        }
+        tokio::time::sleep(RELISTEN_AFTER).await;
+    }
+}
+
+impl PgTaskStore {
+    /// One page of [`TaskStore::list_org`].
+    async fn page(
+        &self,
+        scope: &OrgScope,
+        filter: &TaskFilter,
+        cursor: Option<&Cursor>,
+        limit: u32,
+    ) -> Result<TaskPage, TaskStoreError> {
+        let limit = limit.clamp(1, MAX_PAGE_LIMIT);
+        let mark = |n: usize| format!("${n}");
+        let clauses = ListClauses::new(scope, filter, cursor, limit, mark);
+        let sql = format!(
+            concat!(
+                "SELECT ",
+                summary_columns!(),
+                " FROM tasks WHERE {} ORDER BY id DESC LIMIT {}"
+            ),
+            clauses.sql,
+            clauses.limit_mark(mark)
+        );
+        let params: Vec<&(dyn ToSql + Sync)> = clauses
+            .values
+            .iter()
+            .map(|v| -> &(dyn ToSql + Sync) {
+                match v {
+                    ListValue::Text(s) => s,
+                    ListValue::Int(i) => i,
+                }
+            })
+            .collect();
+        TaskPage::of(rows(self.query(&sql, &params).await?)?, limit)
+    }
+}

@@ -1,0 +1,208 @@
+//! The task store on PostgreSQL: the conformance suite every store passes,
+//! on a throwaway cluster the suite starts itself, and what only a shared
+//! database has.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use modhost::tasks::store::postgres::PgTaskStore;
+use modhost::tasks::store::{
+    HostId, NewTask, Outcome, Quota, Status, Submitted, TaskStore, TaskStoreError, Want,
+};
+use modhost_tests::postgres::Cluster;
+
+/// A new empty database on the suite's cluster, with the task store on it.
+async fn fresh_pg() -> Arc<dyn TaskStore> {
+    Arc::new(PgTaskStore::connect(&fresh_database().await).await.unwrap())
+}
+
+async fn fresh_database() -> String {
+    let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+    tokio::task::spawn_blocking(move || Cluster::shared().create_database(&name))
+        .await
+        .unwrap()
+}
+
+modhost::task_store_conformance!(fresh_pg());
+
+fn task(module: &str) -> NewTask {
+    NewTask {
+        id: uuid::Uuid::now_v7().to_string(),
+        module: module.into(),
+        task_name: "work".into(),
+        task_key: None,
+        title: None,
+        args_json: "{}".into(),
+        resumable: false,
+        user_id: "u".into(),
+        organization_id: "o".into(),
+        role: "member".into(),
+        request_id: "r".into(),
+        session_id: None,
+        created_at: 1,
+        limits: Quota {
+            max_active_per_user: 1000,
+            max_active_per_module: 1000,
+            max_active_per_org: 1000,
+        },
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_submitted_through_one_host_is_claimed_and_finished_through_another() {
+    let url = fresh_database().await;
+    let a = PgTaskStore::connect(&url).await.unwrap();
+    let b = PgTaskStore::connect(&url).await.unwrap();
+    let Submitted::Created(id) = a.submit(task("m")).await.unwrap() else {
+        panic!("not created")
+    };
+    let want = [Want {
+        module: "m".into(),
+        max: 10,
+    }];
+    let host_b = HostId::new("b").unwrap();
+    let claimed = b
+        .claim(&host_b, &want, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].row.id, id);
+    assert_eq!(claimed[0].row.host.as_deref(), Some("b"));
+    let done = Outcome::Completed {
+        result_json: "1".into(),
+    };
+    assert!(b.finish(&id, Some(&claimed[0].lease), done).await.unwrap());
+    let row = a.get_unscoped(&id).await.unwrap().unwrap();
+    assert_eq!(row.status, Status::Completed);
+    assert_eq!(row.host, None);
+}
+
+#[tokio::test]
+async fn a_database_that_does_not_answer_fails_naming_its_url_without_the_password() {
+    // Port 1 on loopback: nothing listens there.
+    let url = "postgres://modhost:s3cret@127.0.0.1:1/tasks?connect_timeout=2";
+    let err = PgTaskStore::connect(url).await.unwrap_err();
+    let shown = err.to_string();
+    assert!(matches!(err, TaskStoreError::Open { .. }), "{err:?}");
+    assert!(shown.contains("127.0.0.1:1"), "{shown}");
+    assert!(!shown.contains("s3cret"), "{shown}");
+}
+
+#[tokio::test]
+async fn hosts_starting_together_migrate_the_schema_once() {
+    let url = fresh_database().await;
+    let stores = futures::future::join_all((0..4).map(|_| PgTaskStore::connect(&url))).await;
+    for s in stores {
+        s.unwrap();
+    }
+    let version = Cluster::shared().psql(
+        &url,
+        "SELECT version FROM schema_versions WHERE owner = 'tasks'",
+    );
+    assert_eq!(
+        version.trim(),
+        modhost::tasks::store::postgres::MIGRATIONS
+            .len()
+            .to_string()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_submitted_through_one_host_is_announced_to_the_others_at_commit() {
+    let url = fresh_database().await;
+    let a = PgTaskStore::connect(&url).await.unwrap();
+    let b = PgTaskStore::connect(&url).await.unwrap();
+    let mut heard = b.announcements().expect("PostgreSQL announces new tasks");
+    // The listener connects in the background: submit until b hears.
+    let module = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            a.submit(task("reports")).await.unwrap();
+            if let Ok(Ok(m)) = tokio::time::timeout(Duration::from_millis(200), heard.recv()).await
+            {
+                return m;
+            }
+        }
+    })
+    .await
+    .expect("no announcement within 10 s");
+    assert_eq!(module, "reports");
+}
+
+/// A host on the PostgreSQL database at `url` under `name`, with a lease
+/// short enough for a test to see renewals.
+async fn host_on_pg(state: &std::path::Path, url: &str, name: &str) -> modhost::Host {
+    let mut options = modhost::HostOptions::new(state);
+    options.task_store = modhost::host::TaskStoreLocation::Postgres(url.to_owned());
+    options.host_id = HostId::new(name).unwrap();
+    options.task_lease = Duration::from_millis(1500);
+    modhost::Host::open(options).await.unwrap()
+}
+
+async fn wait_status(
+    host: &modhost::Host,
+    id: &str,
+    who: &modhost::Principal,
+    status: Status,
+) -> modhost::tasks::store::TaskRow {
+    for _ in 0..1500 {
+        let row = host.tasks().get(id, who).await.unwrap();
+        if row.status == status {
+            return row;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("task {id} never reached {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_and_a_cancel_given_through_one_host_reach_the_run_on_another() {
+    use modhost::tasks::api::ConfirmationAnswer;
+    use modhost_tests::{CONFIRM, ModuleDir, principal};
+    let url = fresh_database().await;
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // Host a has no module, so it never runs a task: every run is b's.
+    let a = host_on_pg(dir_a.path(), &url, "a").await;
+    let b = host_on_pg(dir_b.path(), &url, "b").await;
+    let module = ModuleDir::new("confirm", CONFIRM, "[limits]\ntask-deadline-ms = 60000");
+    b.load_module(module.path(), false).await.unwrap();
+    a.start_tasks().await.unwrap();
+    b.start_tasks().await.unwrap();
+    let alice = principal("alice", "acme");
+    let start = async || {
+        let out = b
+            .call_action(
+                "confirm",
+                "start",
+                "{}",
+                &alice,
+                modhost::RequestMeta::fresh(),
+            )
+            .await
+            .unwrap();
+        let data = out.data.unwrap();
+        data["id"].as_str().unwrap().to_owned()
+    };
+
+    let asked = start().await;
+    let row = wait_status(&a, &asked, &alice, Status::WaitingConfirmation).await;
+    assert_eq!(row.host.as_deref(), Some("b"), "b runs it");
+    a.tasks()
+        .answer_confirmation(&asked, &ConfirmationAnswer::press("yes"), &alice)
+        .await
+        .unwrap();
+    let done = wait_status(&a, &asked, &alice, Status::Completed).await;
+    let result: serde_json::Value =
+        serde_json::from_str(done.result_json.as_deref().unwrap()).unwrap();
+    assert_eq!(result["answer"]["by"], "alice", "{result}");
+
+    let stopped = start().await;
+    wait_status(&a, &stopped, &alice, Status::WaitingConfirmation).await;
+    a.tasks().cancel(&stopped, &alice).await.unwrap();
+    // b's next renewal finds the task lost and stops its run: its own end
+    // (cancelled) changes nothing, and the row stays as a's cancel left it.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let row = a.tasks().get(&stopped, &alice).await.unwrap();
+    assert_eq!(row.status, Status::Cancelled);
+    assert_eq!(row.failure_message.as_deref(), Some("cancelled by alice"));
+    assert_eq!(row.host, None);
+}
