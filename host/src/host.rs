@@ -320,18 +320,7 @@ impl Host {
         let TaskStoreLocation::Postgres(url) = options.task_store.clone() else {
             return Self::new(options);
         };
-        options.retention.validate()?;
-        prepare_state(&options)?;
-        let db = Db::open(&options.db_path, options.durability)?;
-        crate::db::migrate::apply(&db.lock(), &subprocess::audit::MIGRATION_LIST)
-            .map_err(DbError::from)?;
-        let file = Arc::new(SqliteFile::open(
-            &options.db_path,
-            SqliteOptions {
-                durability: options.durability,
-                ..SqliteOptions::default()
-            },
-        )?);
+        let (db, file) = open_local(&options, false)?;
         let tasks = Arc::new(PgTaskStore::connect(&url).await?);
         let audit = Arc::new(SqliteAuditStore::on(file)?);
         Self::with_stores(options, db, tasks, audit)
@@ -342,22 +331,7 @@ impl Host {
     /// store. Modules are loaded next; call [`Host::start_tasks`] once they
     /// are, to recover tasks a previous run left and start the scheduler.
     pub fn new(options: HostOptions) -> Result<Self, StartError> {
-        options.retention.validate()?;
-        prepare_state(&options)?;
-        let db = Db::open(&options.db_path, options.durability)?;
-        {
-            let conn = db.lock();
-            store::apply_schema(&conn).map_err(DbError::from)?;
-            crate::db::migrate::apply(&conn, &subprocess::audit::MIGRATION_LIST)
-                .map_err(DbError::from)?;
-        }
-        let file = Arc::new(SqliteFile::open(
-            &options.db_path,
-            SqliteOptions {
-                durability: options.durability,
-                ..SqliteOptions::default()
-            },
-        )?);
+        let (db, file) = open_local(&options, true)?;
         let tasks = Arc::new(SqliteTaskStore::on(file.clone())?);
         let audit = Arc::new(SqliteAuditStore::on(file)?);
         Self::with_stores(options, db, tasks, audit)
@@ -735,6 +709,34 @@ impl Host {
     ) -> Result<Vec<AuditRecord>, AuditError> {
         self.runner.subprocess.audit(filter, limit)
     }
+}
+
+/// Checks the options, prepares the state directory, and opens the host's
+/// SQLite file with the host's and the audit trail's tables migrated (and
+/// the task store's, `with_tasks`).
+fn open_local(
+    options: &HostOptions,
+    with_tasks: bool,
+) -> Result<(Db, Arc<SqliteFile>), StartError> {
+    options.retention.validate()?;
+    prepare_state(options)?;
+    let db = Db::open(&options.db_path, options.durability)?;
+    {
+        let conn = db.lock();
+        if with_tasks {
+            store::apply_schema(&conn).map_err(DbError::from)?;
+        }
+        crate::db::migrate::apply(&conn, &subprocess::audit::MIGRATION_LIST)
+            .map_err(DbError::from)?;
+    }
+    let file = Arc::new(SqliteFile::open(
+        &options.db_path,
+        SqliteOptions {
+            durability: options.durability,
+            ..SqliteOptions::default()
+        },
+    )?);
+    Ok((db, file))
 }
 
 /// Which kind of call a store is built for: each has its own deadline.
