@@ -21,6 +21,7 @@ use crate::identity::{Identity, OrgId, Principal, RequestMeta};
 use crate::manifest::LoadEnv;
 use crate::modules::invoke::{Answer, Export, invoke};
 use crate::modules::{self, Description, LoadedModule, ModuleError};
+use crate::pg::PgDatabase;
 use crate::retention::{self, Pruned, RetentionError, RetentionOptions};
 use crate::sandbox::CallSpec;
 use crate::share::{Refused, Share, Shares};
@@ -145,6 +146,10 @@ pub enum StartError {
     Audit(#[from] AuditError),
     #[error(transparent)]
     Retention(#[from] RetentionError),
+    #[error(transparent)]
+    Postgres(#[from] crate::pg::PgError),
+    #[error(transparent)]
+    Tokens(#[from] crate::auth::AuthError),
     /// The host's own files would be readable by children.
     #[error(
         "{} lies under {}, which children may read: move the host's state (database, module data, compiled components) elsewhere",
@@ -271,6 +276,9 @@ pub struct Host {
     tasks: Arc<TaskService>,
     /// The audit trail's store, for retention.
     audit: Arc<dyn AuditStore>,
+    /// The bearer tokens: in `db`, or in the PostgreSQL database the hosts
+    /// share.
+    tokens: crate::auth::Tokens,
     /// Whether the pruning loop runs (started once, by `start_tasks`).
     pruning: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -321,9 +329,13 @@ impl Host {
             return Self::new(options);
         };
         let (db, file) = open_local(&options, false)?;
-        let tasks = Arc::new(PgTaskStore::connect(&url).await?);
+        let pg = Arc::new(PgDatabase::connect(&url).await?);
+        let tasks = Arc::new(PgTaskStore::on(pg.clone()).await?);
+        let tokens = crate::auth::Tokens::on_postgres(pg).await?;
         let audit = Arc::new(SqliteAuditStore::on(file)?);
-        Self::with_stores(options, db, tasks, audit)
+        let mut host = Self::with_stores(options, db, tasks, audit)?;
+        host.tokens = tokens;
+        Ok(host)
     }
 
     /// Opens the database (migrating the host's, the task store's and the
@@ -378,6 +390,7 @@ impl Host {
         );
         Ok(Host {
             options: Arc::new(options),
+            tokens: crate::auth::Tokens::new(db.clone()),
             db,
             runner,
             tasks,
@@ -397,6 +410,12 @@ impl Host {
     /// The database, shared with the token store.
     pub fn db(&self) -> &Db {
         &self.db
+    }
+
+    /// The bearer tokens that prove principals to this host (and, on a
+    /// shared PostgreSQL, to every host on it).
+    pub fn token_store(&self) -> &crate::auth::Tokens {
+        &self.tokens
     }
 
     /// Loads the module in `dir` (running its `[build]` command first when

@@ -229,6 +229,11 @@ enum Command {
         /// The SQLite database file [default: STATE_DIR/modhost.db].
         #[arg(long, global = true)]
         db: Option<PathBuf>,
+        /// The hosts' shared PostgreSQL database (a `postgres://` URL, as
+        /// given to `serve --store`): its tokens work on every host on it.
+        #[arg(long, global = true, env = "MODHOST_STORE", default_value = "sqlite",
+              value_parser = parse_store, hide_env_values = true)]
+        store: modhost::host::TaskStoreLocation,
     },
 }
 
@@ -509,13 +514,22 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             command,
             state_dir,
             db,
+            store,
         } => {
-            let db = db.unwrap_or_else(|| state_dir.join("modhost.db"));
-            if let Some(parent) = db.parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::create_dir_all(parent)
-                    .with_context(|| format!("creating {}", parent.display()))?;
-            }
-            let tokens = Tokens::new(Db::open(&db, Durability::Full)?);
+            let tokens = match store {
+                modhost::host::TaskStoreLocation::Postgres(url) => {
+                    let pg = modhost::pg::PgDatabase::connect(&url).await?;
+                    Tokens::on_postgres(std::sync::Arc::new(pg)).await?
+                }
+                modhost::host::TaskStoreLocation::Embedded => {
+                    let db = db.unwrap_or_else(|| state_dir.join("modhost.db"));
+                    if let Some(parent) = db.parent().filter(|p| !p.as_os_str().is_empty()) {
+                        std::fs::create_dir_all(parent)
+                            .with_context(|| format!("creating {}", parent.display()))?;
+                    }
+                    Tokens::new(Db::open(&db, Durability::Full)?)
+                }
+            };
             match command {
                 TokenCommand::Create {
                     user,
@@ -523,7 +537,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     role,
                     label,
                 } => {
-                    let t = tokens.create(&principal(&user, &org, role)?, &label)?;
+                    let t = tokens
+                        .create(&principal(&user, &org, role)?, &label)
+                        .await?;
                     eprintln!(
                         "token {} for user `{user}` of `{org}` ({role}); the secret is shown once:",
                         t.id
@@ -531,7 +547,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     println!("{}", t.secret);
                 }
                 TokenCommand::List => {
-                    for t in tokens.list()? {
+                    for t in tokens.list().await? {
                         println!(
                             "{}  {}@{}  {}  {}{}",
                             t.id,
@@ -544,7 +560,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     }
                 }
                 TokenCommand::Revoke { id } => {
-                    if !tokens.revoke(&id)? {
+                    if !tokens.revoke(&id).await? {
                         return Err(remote::usage(format!("no live token with id {id}")));
                     }
                 }

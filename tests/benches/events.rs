@@ -141,7 +141,11 @@ fn main() {
         host.load_module(tb.path(), false).await.unwrap();
         host.start_tasks().await.unwrap();
         let tokens = Tokens::new(host.db().clone());
-        let token = tokens.create(&principal("bench", "bench"), "bench").unwrap().secret;
+        let token = tokens
+            .create(&principal("bench", "bench"), "bench")
+            .await
+            .unwrap()
+            .secret;
         let state = AppState::with_stream_limits(
             host.clone(),
             tokens,

@@ -57,6 +57,7 @@ async fn server() -> Server {
     let tokens = Tokens::new(Db::in_memory().unwrap());
     let token = tokens
         .create(&principal("alice", "acme"), "cli")
+        .await
         .unwrap()
         .secret;
     let served = serve_socket(

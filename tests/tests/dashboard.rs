@@ -214,7 +214,7 @@ async fn a_person_signs_in_watches_a_report_answer_its_question_and_cancels_anot
     t.host.start_tasks().await.unwrap();
     let tokens = Tokens::new(Db::in_memory().unwrap());
     let alice = principal("alice", "acme");
-    let token = tokens.create(&alice, "browser").unwrap().secret;
+    let token = tokens.create(&alice, "browser").await.unwrap().secret;
     let served = serve_socket(
         AppState::new(t.host.clone(), tokens),
         modhost::http::serve::HEADER_READ_TIMEOUT,

@@ -39,8 +39,8 @@ impl Api {
         Api { app, t, tokens }
     }
 
-    fn token(&self, p: &Principal) -> String {
-        self.tokens.create(p, "test").unwrap().secret
+    async fn token(&self, p: &Principal) -> String {
+        self.tokens.create(p, "test").await.unwrap().secret
     }
 
     async fn call(
@@ -199,8 +199,8 @@ fn is_final(e: &Sse, task: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_streams_its_own_task_from_created_to_completed_and_nothing_of_another_user() {
     let api = Api::new(StreamLimits::default()).await;
-    let alice = api.token(&principal("alice", "acme"));
-    let bob = api.token(&principal("bob", "acme"));
+    let alice = api.token(&principal("alice", "acme")).await;
+    let bob = api.token(&principal("bob", "acme")).await;
     let mut stream = api.stream(&alice, "", None).await.unwrap();
     let bobs = api.submit(&bob).await;
     let mine = api.submit(&alice).await;
@@ -227,7 +227,7 @@ async fn a_member_streams_its_own_task_from_created_to_completed_and_nothing_of_
 async fn a_confirmation_is_asked_and_answered_on_the_stream_and_stale_or_repeated_answers_are_refused()
  {
     let api = Api::new(StreamLimits::default()).await;
-    let alice = api.token(&principal("alice", "acme"));
+    let alice = api.token(&principal("alice", "acme")).await;
     let id = api.action(&alice, "confirm", "start", json!({})).await["id"]
         .as_str()
         .unwrap()
@@ -285,7 +285,7 @@ async fn a_confirmation_is_asked_and_answered_on_the_stream_and_stale_or_repeate
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn last_event_id_resumes_after_that_event_and_a_tampered_one_is_refused() {
     let api = Api::new(StreamLimits::default()).await;
-    let alice = api.token(&principal("alice", "acme"));
+    let alice = api.token(&principal("alice", "acme")).await;
     let mut first = api.stream(&alice, "", None).await.unwrap();
     let id = api.submit(&alice).await;
     let all = first.until(|e| is_final(e, &id)).await;
@@ -314,7 +314,7 @@ async fn last_event_id_resumes_after_that_event_and_a_tampered_one_is_refused() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_fell_out_of_the_ring_is_told_to_reload_and_goes_on_live() {
     let api = Api::new(StreamLimits::default()).await;
-    let alice = api.token(&principal("alice", "acme"));
+    let alice = api.token(&principal("alice", "acme")).await;
     // Opened, then never read while the host publishes more than it keeps.
     let mut stuck = api.stream(&alice, "", None).await.unwrap();
     let _ = stuck.next(Duration::from_millis(50)).await;
@@ -361,9 +361,9 @@ async fn streams_past_the_per_user_cap_are_refused_clearly_and_a_closed_one_free
         ..StreamLimits::default()
     })
     .await;
-    let alice = api.token(&principal("alice", "acme"));
-    let bob = api.token(&principal("bob", "acme"));
-    let carol = api.token(&principal("carol", "acme"));
+    let alice = api.token(&principal("alice", "acme")).await;
+    let bob = api.token(&principal("bob", "acme")).await;
+    let carol = api.token(&principal("carol", "acme")).await;
     let a1 = api.stream(&alice, "", None).await.unwrap();
     let _a2 = api.stream(&alice, "", None).await.unwrap();
     let (status, body) = api.stream(&alice, "", None).await.err().unwrap();
@@ -383,9 +383,9 @@ async fn streams_past_the_per_user_cap_are_refused_clearly_and_a_closed_one_free
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_an_admin_streams_the_organizations_events_and_never_another_organizations() {
     let api = Api::new(StreamLimits::default()).await;
-    let alice = api.token(&principal("alice", "acme"));
-    let root = api.token(&admin("root", "acme"));
-    let intruder = api.token(&admin("root", "globex"));
+    let alice = api.token(&principal("alice", "acme")).await;
+    let root = api.token(&admin("root", "acme")).await;
+    let intruder = api.token(&admin("root", "globex")).await;
     let (status, body) = api
         .stream(&alice, "?scope=organization", None)
         .await
@@ -421,7 +421,7 @@ async fn only_an_admin_streams_the_organizations_events_and_never_another_organi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_callers_subprocess_decisions_are_on_its_stream() {
     let api = Api::new(StreamLimits::default()).await;
-    let alice = api.token(&principal("alice", "acme"));
+    let alice = api.token(&principal("alice", "acme")).await;
     let mut stream = api.stream(&alice, "?module=sub", None).await.unwrap();
     let (status, _) = api
         .call(
@@ -444,7 +444,7 @@ async fn the_callers_subprocess_decisions_are_on_its_stream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_question_nobody_answers_in_time_is_announced_as_timed_out() {
     let api = Api::new(StreamLimits::default()).await;
-    let alice = api.token(&principal("alice", "acme"));
+    let alice = api.token(&principal("alice", "acme")).await;
     let mut stream = api.stream(&alice, "?module=confirm", None).await.unwrap();
     let id = api
         .action(&alice, "confirm", "start", json!({"timeout_ms": 200}))
@@ -470,7 +470,11 @@ async fn a_stream_ends_at_its_next_keep_alive_once_its_token_is_revoked() {
         ..StreamLimits::default()
     })
     .await;
-    let alice = api.tokens.create(&principal("alice", "acme"), "t").unwrap();
+    let alice = api
+        .tokens
+        .create(&principal("alice", "acme"), "t")
+        .await
+        .unwrap();
     let mut stream = api.stream(&alice.secret, "", None).await.unwrap();
     // Keep-alives flow while the token holds.
     let mut raw = String::new();
@@ -479,7 +483,7 @@ async fn a_stream_ends_at_its_next_keep_alive_once_its_token_is_revoked() {
         raw.push_str(std::str::from_utf8(&frame.unwrap().into_data().unwrap()).unwrap());
     }
     assert!(raw.contains(": keep-alive"), "{raw:?}");
-    assert!(api.tokens.revoke(&alice.id).unwrap());
+    assert!(api.tokens.revoke(&alice.id).await.unwrap());
     let ended = tokio::time::timeout(Duration::from_secs(5), async {
         while let Some(frame) = stream.body.frame().await {
             frame.unwrap();

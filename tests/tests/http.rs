@@ -20,6 +20,7 @@ async fn api() -> Api {
     let tokens = Tokens::new(Db::in_memory().unwrap());
     let token = tokens
         .create(&principal("alice", "acme"), "test")
+        .await
         .unwrap()
         .secret;
     let app = router(AppState::new(t.host.clone(), tokens));
@@ -248,10 +249,12 @@ async fn a_members_task_list_spans_modules_and_a_tasks_detail_has_its_timeline()
     let tokens = Tokens::new(Db::in_memory().unwrap());
     let alice = tokens
         .create(&principal("alice", "acme"), "t")
+        .await
         .unwrap()
         .secret;
     let bob = tokens
         .create(&principal("bob", "acme"), "t")
+        .await
         .unwrap()
         .secret;
     let app = router(AppState::new(t.host.clone(), tokens));
@@ -465,6 +468,7 @@ async fn real_responses_conform_to_the_schemas_the_openapi_document_gives_them()
     let tokens = Tokens::new(Db::in_memory().unwrap());
     let token = tokens
         .create(&principal("alice", "acme"), "t")
+        .await
         .unwrap()
         .secret;
     let app = router(AppState::new(t.host.clone(), tokens));
@@ -536,6 +540,7 @@ async fn served(header_timeout: std::time::Duration) -> (Served, String, TestHos
     let tokens = Tokens::new(Db::in_memory().unwrap());
     let token = tokens
         .create(&principal("alice", "acme"), "t")
+        .await
         .unwrap()
         .secret;
     let served = serve_socket(AppState::new(t.host.clone(), tokens), header_timeout).await;

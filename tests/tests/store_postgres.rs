@@ -206,3 +206,21 @@ async fn an_answer_and_a_cancel_given_through_one_host_reach_the_run_on_another(
     assert_eq!(row.failure_message.as_deref(), Some("cancelled by alice"));
     assert_eq!(row.host, None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_made_on_one_host_proves_its_principal_on_every_host_of_the_database() {
+    use modhost_tests::principal;
+    let url = fresh_database().await;
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = host_on_pg(dir_a.path(), &url, "a").await;
+    let b = host_on_pg(dir_b.path(), &url, "b").await;
+    let alice = principal("alice", "acme");
+    let token = a.token_store().create(&alice, "shared").await.unwrap();
+    assert_eq!(
+        b.token_store().verify(&token.secret).await.unwrap(),
+        Some(alice)
+    );
+    assert!(b.token_store().revoke(&token.id).await.unwrap());
+    assert_eq!(a.token_store().verify(&token.secret).await.unwrap(), None);
+    assert_eq!(a.token_store().count_live().await.unwrap(), 0);
+}

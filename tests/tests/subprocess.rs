@@ -680,16 +680,16 @@ async fn audit_trail_is_readable_over_http_within_the_organization() {
     denied(run(&t, json!({"program": "id"})).await);
     run(&t, json!({"program": "printenv"})).await.unwrap();
     let tokens = Tokens::new(Db::in_memory().unwrap());
-    let token = |p: Principal| tokens.create(&p, "test").unwrap().secret;
+    let token = async |p: Principal| tokens.create(&p, "test").await.unwrap().secret;
     let admin = |org: &str| Principal {
         role: Role::Admin,
         ..principal("root", org)
     };
     let (alice, bob, acme_admin, other_admin) = (
-        token(principal("alice", "acme")),
-        token(principal("bob", "acme")),
-        token(admin("acme")),
-        token(admin("other")),
+        token(principal("alice", "acme")).await,
+        token(principal("bob", "acme")).await,
+        token(admin("acme")).await,
+        token(admin("other")).await,
     );
     let app = router(AppState::new(t.host.clone(), tokens.clone()));
     let get = |token: &str, query: &str| {

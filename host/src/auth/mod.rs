@@ -5,11 +5,14 @@
 //! proves a principal; the identity a module sees comes from it, never from
 //! the request body.
 
+use std::sync::Arc;
+
 use rusqlite::{OptionalExtension, params};
 use sha2::{Digest, Sha256};
 
 use crate::db::{Db, DbError, now_ms};
 use crate::identity::{OrgId, Principal, Role, UserId};
+use crate::pg::{PgDatabase, PgError, PgWriteError};
 
 /// The prefix of every token, so leaked tokens are easy to grep for.
 pub const TOKEN_PREFIX: &str = "mht_";
@@ -25,6 +28,20 @@ pub enum AuthError {
     Random(String),
     #[error("stored token {0} is corrupt")]
     Corrupt(String),
+    #[error(transparent)]
+    Postgres(#[from] PgError),
+}
+
+impl From<tokio_postgres::Error> for AuthError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        AuthError::Postgres(PgError::Sql(e))
+    }
+}
+
+impl From<PgWriteError> for AuthError {
+    fn from(e: PgWriteError) -> Self {
+        AuthError::Postgres(PgError::Write(e))
+    }
 }
 
 impl From<rusqlite::Error> for AuthError {
@@ -51,40 +68,86 @@ pub struct TokenInfo {
     pub revoked: bool,
 }
 
-/// The token table.
+/// The token table: in the host's SQLite file, or in the PostgreSQL
+/// database the hosts share, so any of them authenticates any user.
 #[derive(Debug, Clone)]
 pub struct Tokens {
-    db: Db,
+    backend: Backend,
 }
+
+#[derive(Debug, Clone)]
+enum Backend {
+    Sqlite(Db),
+    Postgres(Arc<PgDatabase>),
+}
+
+/// The token table on PostgreSQL, owner [`crate::db::HOST_OWNER`] there as
+/// in SQLite ([`crate::db::HOST_MIGRATIONS`]).
+pub const PG_MIGRATIONS: &[&str] = &["CREATE TABLE tokens (
+    id TEXT PRIMARY KEY,
+    secret_sha256 BYTEA NOT NULL UNIQUE,
+    user_id TEXT NOT NULL,
+    organization_id TEXT NOT NULL,
+    role TEXT NOT NULL CHECK (role IN ('viewer', 'member', 'admin')),
+    label TEXT NOT NULL DEFAULT '',
+    created_at BIGINT NOT NULL,
+    revoked_at BIGINT
+);"];
 
 fn digest(secret: &str) -> Vec<u8> {
     Sha256::digest(secret.as_bytes()).to_vec()
 }
 
+/// A stored token's columns: id, user, organization, role, label,
+/// created, revoked.
+type Stored = (String, String, String, String, String, i64, Option<i64>);
+
 impl Tokens {
+    /// The tokens of the host's SQLite file.
     pub fn new(db: Db) -> Self {
-        Tokens { db }
+        Tokens {
+            backend: Backend::Sqlite(db),
+        }
+    }
+
+    /// The tokens of a shared PostgreSQL database, migrating its table.
+    pub async fn on_postgres(db: Arc<PgDatabase>) -> Result<Self, AuthError> {
+        db.migrate(crate::db::HOST_OWNER, PG_MIGRATIONS).await?;
+        Ok(Tokens {
+            backend: Backend::Postgres(db),
+        })
     }
 
     /// Creates a token for `principal`.
-    pub fn create(&self, principal: &Principal, label: &str) -> Result<NewToken, AuthError> {
+    pub async fn create(&self, principal: &Principal, label: &str) -> Result<NewToken, AuthError> {
         let mut bytes = [0u8; 32];
         getrandom::fill(&mut bytes).map_err(|e| AuthError::Random(e.to_string()))?;
         let secret = format!("{TOKEN_PREFIX}{}", hex::encode(bytes));
         let id = uuid::Uuid::now_v7().to_string();
-        self.db.lock().execute(
-            "INSERT INTO tokens (id, secret_sha256, user_id, organization_id, role, label, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
-                id,
-                digest(&secret),
-                principal.user_id.as_str(),
-                principal.organization_id.as_str(),
-                principal.role.as_str(),
-                label,
-                now_ms()
-            ],
-        )?;
+        let (user, org, role) = (
+            principal.user_id.as_str(),
+            principal.organization_id.as_str(),
+            principal.role.as_str(),
+        );
+        match &self.backend {
+            Backend::Sqlite(db) => {
+                db.lock().execute(
+                    "INSERT INTO tokens (id, secret_sha256, user_id, organization_id, role, label, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![id, digest(&secret), user, org, role, label, now_ms()],
+                )?;
+            }
+            Backend::Postgres(db) => {
+                db.reader()
+                    .await?
+                    .execute(
+                        "INSERT INTO tokens (id, secret_sha256, user_id, organization_id, role, label, created_at)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                        &[&id, &digest(&secret), &user, &org, &role, &label, &now_ms()],
+                    )
+                    .await?;
+            }
+        }
         Ok(NewToken {
             id,
             secret,
@@ -93,84 +156,128 @@ impl Tokens {
     }
 
     /// The principal a presented token proves, if it is a live token.
-    pub fn verify(&self, secret: &str) -> Result<Option<Principal>, AuthError> {
-        Ok(self.verify_with_id(secret)?.map(|(_, p)| p))
+    pub async fn verify(&self, secret: &str) -> Result<Option<Principal>, AuthError> {
+        Ok(self.verify_with_id(secret).await?.map(|(_, p)| p))
     }
 
     /// Like [`Tokens::verify`], with the token's id.
-    pub fn verify_with_id(&self, secret: &str) -> Result<Option<(String, Principal)>, AuthError> {
+    pub async fn verify_with_id(
+        &self,
+        secret: &str,
+    ) -> Result<Option<(String, Principal)>, AuthError> {
         if secret.len() > MAX_TOKEN_BYTES || !secret.starts_with(TOKEN_PREFIX) {
             return Ok(None);
         }
-        let row = self
-            .db
-            .lock()
-            .query_row(
-                "SELECT id, user_id, organization_id, role FROM tokens
-                 WHERE secret_sha256 = ?1 AND revoked_at IS NULL",
-                params![digest(secret)],
-                |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, String>(3)?,
-                    ))
-                },
-            )
-            .optional()?;
+        let row: Option<(String, String, String, String)> = match &self.backend {
+            Backend::Sqlite(db) => db
+                .lock()
+                .query_row(
+                    "SELECT id, user_id, organization_id, role FROM tokens
+                     WHERE secret_sha256 = ?1 AND revoked_at IS NULL",
+                    params![digest(secret)],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )
+                .optional()?,
+            Backend::Postgres(db) => {
+                let client = db.reader().await?;
+                let statement = client
+                    .prepare_cached(
+                        "SELECT id, user_id, organization_id, role FROM tokens
+                         WHERE secret_sha256 = $1 AND revoked_at IS NULL",
+                    )
+                    .await?;
+                client
+                    .query_opt(&statement, &[&digest(secret)])
+                    .await?
+                    .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            }
+        };
         row.map(|(id, u, o, role)| Ok((id.clone(), principal(&id, u, o, &role)?)))
             .transpose()
     }
 
     /// Live tokens.
-    pub fn count_live(&self) -> Result<u64, AuthError> {
-        let n: i64 = self.db.lock().query_row(
-            "SELECT count(*) FROM tokens WHERE revoked_at IS NULL",
-            [],
-            |r| r.get(0),
-        )?;
+    pub async fn count_live(&self) -> Result<u64, AuthError> {
+        const SQL: &str = "SELECT count(*) FROM tokens WHERE revoked_at IS NULL";
+        let n: i64 = match &self.backend {
+            Backend::Sqlite(db) => db.lock().query_row(SQL, [], |r| r.get(0))?,
+            Backend::Postgres(db) => db.reader().await?.query_one(SQL, &[]).await?.get(0),
+        };
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
     /// All tokens, newest first.
-    pub fn list(&self) -> Result<Vec<TokenInfo>, AuthError> {
-        let conn = self.db.lock();
-        let mut stmt = conn.prepare(
-            "SELECT id, user_id, organization_id, role, label, created_at, revoked_at
-             FROM tokens ORDER BY created_at DESC, id DESC",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, i64>(5)?,
-                r.get::<_, Option<i64>>(6)?,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (id, u, o, role, label, created_at, revoked_at) = row?;
-            out.push(TokenInfo {
-                principal: principal(&id, u, o, &role)?,
-                id,
-                label,
-                created_at,
-                revoked: revoked_at.is_some(),
-            });
-        }
-        Ok(out)
+    pub async fn list(&self) -> Result<Vec<TokenInfo>, AuthError> {
+        const SQL: &str = "SELECT id, user_id, organization_id, role, label, created_at, revoked_at
+             FROM tokens ORDER BY created_at DESC, id DESC";
+        let rows: Vec<Stored> = match &self.backend {
+            Backend::Sqlite(db) => {
+                let conn = db.lock();
+                let mut stmt = conn.prepare(SQL)?;
+                stmt.query_map([], |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<_>>()?
+            }
+            Backend::Postgres(db) => db
+                .reader()
+                .await?
+                .query(SQL, &[])
+                .await?
+                .iter()
+                .map(|r| {
+                    (
+                        r.get(0),
+                        r.get(1),
+                        r.get(2),
+                        r.get(3),
+                        r.get(4),
+                        r.get(5),
+                        r.get(6),
+                    )
+                })
+                .collect(),
+        };
+        rows.into_iter()
+            .map(|(id, u, o, role, label, created_at, revoked_at)| {
+                Ok(TokenInfo {
+                    principal: principal(&id, u, o, &role)?,
+                    id,
+                    label,
+                    created_at,
+                    revoked: revoked_at.is_some(),
+                })
+            })
+            .collect()
     }
 
     /// Revokes a token by id. Returns whether a live token was revoked.
-    pub fn revoke(&self, id: &str) -> Result<bool, AuthError> {
-        let n = self.db.lock().execute(
-            "UPDATE tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
-            params![id, now_ms()],
-        )?;
+    pub async fn revoke(&self, id: &str) -> Result<bool, AuthError> {
+        let n = match &self.backend {
+            Backend::Sqlite(db) => db.lock().execute(
+                "UPDATE tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+                params![id, now_ms()],
+            )?,
+            Backend::Postgres(db) => {
+                let n = db
+                    .reader()
+                    .await?
+                    .execute(
+                        "UPDATE tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+                        &[&id, &now_ms()],
+                    )
+                    .await?;
+                usize::try_from(n).unwrap_or(usize::MAX)
+            }
+        };
         Ok(n == 1)
     }
 }
@@ -196,12 +303,12 @@ mod tests {
         }
     }
 
-    #[test]
-    fn created_token_verifies_to_its_principal_and_only_its_hash_is_stored() {
+    #[tokio::test]
+    async fn created_token_verifies_to_its_principal_and_only_its_hash_is_stored() {
         let db = Db::in_memory().unwrap();
         let tokens = Tokens::new(db.clone());
-        let t = tokens.create(&alice(), "test").unwrap();
-        assert_eq!(tokens.verify(&t.secret).unwrap(), Some(alice()));
+        let t = tokens.create(&alice(), "test").await.unwrap();
+        assert_eq!(tokens.verify(&t.secret).await.unwrap(), Some(alice()));
         let stored: Vec<u8> = db
             .lock()
             .query_row("SELECT secret_sha256 FROM tokens", [], |r| r.get(0))
@@ -209,15 +316,15 @@ mod tests {
         assert_ne!(stored, t.secret.as_bytes());
     }
 
-    #[test]
-    fn unknown_malformed_and_revoked_tokens_do_not_verify() {
+    #[tokio::test]
+    async fn unknown_malformed_and_revoked_tokens_do_not_verify() {
         let tokens = Tokens::new(Db::in_memory().unwrap());
-        let t = tokens.create(&alice(), "").unwrap();
-        assert_eq!(tokens.verify("mht_0000").unwrap(), None);
-        assert_eq!(tokens.verify("Bearer x").unwrap(), None);
-        assert_eq!(tokens.verify(&"mht_a".repeat(100)).unwrap(), None);
-        assert!(tokens.revoke(&t.id).unwrap());
-        assert_eq!(tokens.verify(&t.secret).unwrap(), None);
-        assert_eq!(tokens.count_live().unwrap(), 0);
+        let t = tokens.create(&alice(), "").await.unwrap();
+        assert_eq!(tokens.verify("mht_0000").await.unwrap(), None);
+        assert_eq!(tokens.verify("Bearer x").await.unwrap(), None);
+        assert_eq!(tokens.verify(&"mht_a".repeat(100)).await.unwrap(), None);
+        assert!(tokens.revoke(&t.id).await.unwrap());
+        assert_eq!(tokens.verify(&t.secret).await.unwrap(), None);
+        assert_eq!(tokens.count_live().await.unwrap(), 0);
     }
 }

@@ -135,9 +135,12 @@ pub async fn stream(
         let secret = super::state::bearer(&headers)
             .unwrap_or_default()
             .to_owned();
-        Box::new(
-            move || matches!(tokens.verify_with_id(&secret), Ok(Some((_, p))) if p == principal),
-        )
+        Box::new(move || {
+            let (tokens, secret, principal) = (tokens.clone(), secret.clone(), principal.clone());
+            Box::pin(async move {
+                matches!(tokens.verify_with_id(&secret).await, Ok(Some((_, p))) if p == principal)
+            }) as futures::future::BoxFuture<'static, bool>
+        })
     };
     let feed = Feed {
         subscription,
@@ -181,7 +184,7 @@ struct Feed {
     keep_alive: Duration,
     /// Whether the token still proves the same principal (not revoked, role
     /// unchanged): asked at every keep-alive, and the stream ends if not.
-    still_allowed: Box<dyn Fn() -> bool + Send>,
+    still_allowed: Box<dyn Fn() -> futures::future::BoxFuture<'static, bool> + Send>,
 }
 
 impl Feed {
@@ -204,7 +207,7 @@ impl Feed {
             }
             let idle = self.last_write.elapsed();
             if idle >= self.keep_alive {
-                if !(self.still_allowed)() {
+                if !(self.still_allowed)().await {
                     return None;
                 }
                 self.last_write = tokio::time::Instant::now();

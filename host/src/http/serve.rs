@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::router;
 use super::state::AppState;
-use crate::auth::{AuthError, Tokens};
+use crate::auth::AuthError;
 use crate::db::{DbError, Durability};
 use crate::identity::{Principal, Role};
 use crate::retention::Retention;
@@ -96,7 +96,7 @@ pub async fn serve(
         );
     }
     let host = Arc::new(Host::open(options).await?);
-    let tokens = Tokens::new(host.db().clone());
+    let tokens = host.token_store().clone();
     let failures = host.load_dir(&config.modules_dir, config.build).await?;
     for f in &failures {
         eprintln!("module in {} not loaded: {}", f.dir.display(), f.error);
@@ -142,13 +142,15 @@ pub async fn serve(
     for name in host.module_names() {
         println!("  {url}/v1/modules/{name}");
     }
-    if tokens.count_live()? == 0 {
+    if tokens.count_live().await? == 0 {
         let principal = Principal {
             user_id: DEMO_USER.parse().expect("valid demo user id"),
             organization_id: DEMO_ORG.parse().expect("valid demo organization id"),
             role: Role::Admin,
         };
-        let token = tokens.create(&principal, "development token (first start)")?;
+        let token = tokens
+            .create(&principal, "development token (first start)")
+            .await?;
         println!(
             "development token for user `{DEMO_USER}` of organization `{DEMO_ORG}` (shown once):"
         );

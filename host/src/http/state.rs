@@ -55,7 +55,7 @@ impl FromRequestParts<AppState> for Authenticated {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let secret = bearer(&parts.headers).ok_or_else(ApiError::unauthenticated)?;
-        match state.tokens.verify_with_id(secret) {
+        match state.tokens.verify_with_id(secret).await {
             Ok(Some((token_id, principal))) => Ok(Authenticated {
                 principal,
                 token_id,

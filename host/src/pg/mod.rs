@@ -55,6 +55,9 @@ pub enum PgError {
     },
     #[error("database error: {0}")]
     Sql(#[from] tokio_postgres::Error),
+    /// A connection could not be had, or a write failed.
+    #[error(transparent)]
+    Write(#[from] PgWriteError),
 }
 
 /// A URL with its password hidden, for messages and logs.
