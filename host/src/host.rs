@@ -78,7 +78,8 @@ pub struct HostOptions {
     pub host_id: store::HostId,
     /// Where the tasks live: the embedded SQLite file at `db_path`
     /// (default), or a PostgreSQL database shared with other hosts
-    /// ([`Host::open`]). Tokens and the audit trail stay in `db_path`.
+    /// ([`Host::open`]), which then also holds the tokens and the audit
+    /// trail.
     pub task_store: TaskStoreLocation,
     /// How long a claimed task's lease lasts unless renewed (30 s): how long
     /// the tasks of a host that died wait before another host takes them.
@@ -328,11 +329,11 @@ impl Host {
         let TaskStoreLocation::Postgres(url) = options.task_store.clone() else {
             return Self::new(options);
         };
-        let (db, file) = open_local(&options, false)?;
+        let db = open_db(&options)?;
         let pg = Arc::new(PgDatabase::connect(&url).await?);
         let tasks = Arc::new(PgTaskStore::on(pg.clone()).await?);
-        let tokens = crate::auth::Tokens::on_postgres(pg).await?;
-        let audit = Arc::new(SqliteAuditStore::on(file)?);
+        let tokens = crate::auth::Tokens::on_postgres(pg.clone()).await?;
+        let audit = Arc::new(crate::subprocess::audit_pg::PgAuditStore::on(pg.clone()).await?);
         let mut host = Self::with_stores(options, db, tasks, audit)?;
         host.tokens = tokens;
         Ok(host)
@@ -343,7 +344,8 @@ impl Host {
     /// store. Modules are loaded next; call [`Host::start_tasks`] once they
     /// are, to recover tasks a previous run left and start the scheduler.
     pub fn new(options: HostOptions) -> Result<Self, StartError> {
-        let (db, file) = open_local(&options, true)?;
+        let db = open_db(&options)?;
+        let file = open_store_file(&options, &db)?;
         let tasks = Arc::new(SqliteTaskStore::on(file.clone())?);
         let audit = Arc::new(SqliteAuditStore::on(file)?);
         Self::with_stores(options, db, tasks, audit)
@@ -721,41 +723,39 @@ impl Host {
     /// The subprocess audit trail, newest first: every `run-subprocess`
     /// decision of every module, for the operator. Principals read their
     /// organization's share through [`SubprocessService::audit_for`].
-    pub fn subprocess_audit(
+    pub async fn subprocess_audit(
         &self,
         filter: &AuditFilter,
         limit: u32,
     ) -> Result<Vec<AuditRecord>, AuditError> {
-        self.runner.subprocess.audit(filter, limit)
+        self.runner.subprocess.audit(filter, limit).await
     }
 }
 
 /// Checks the options, prepares the state directory, and opens the host's
-/// SQLite file with the host's and the audit trail's tables migrated (and
-/// the task store's, `with_tasks`).
-fn open_local(
-    options: &HostOptions,
-    with_tasks: bool,
-) -> Result<(Db, Arc<SqliteFile>), StartError> {
+/// SQLite file (its own tables migrated).
+fn open_db(options: &HostOptions) -> Result<Db, StartError> {
     options.retention.validate()?;
     prepare_state(options)?;
-    let db = Db::open(&options.db_path, options.durability)?;
+    Ok(Db::open(&options.db_path, options.durability)?)
+}
+
+/// The writer and readers of the host's SQLite file for the task store and
+/// the audit trail, their tables migrated.
+fn open_store_file(options: &HostOptions, db: &Db) -> Result<Arc<SqliteFile>, StartError> {
     {
         let conn = db.lock();
-        if with_tasks {
-            store::apply_schema(&conn).map_err(DbError::from)?;
-        }
+        store::apply_schema(&conn).map_err(DbError::from)?;
         crate::db::migrate::apply(&conn, &subprocess::audit::MIGRATION_LIST)
             .map_err(DbError::from)?;
     }
-    let file = Arc::new(SqliteFile::open(
+    Ok(Arc::new(SqliteFile::open(
         &options.db_path,
         SqliteOptions {
             durability: options.durability,
             ..SqliteOptions::default()
         },
-    )?);
-    Ok((db, file))
+    )?))
 }
 
 /// Which kind of call a store is built for: each has its own deadline.

@@ -104,6 +104,7 @@ async fn old_finished_tasks_and_audit_records_go_while_recent_and_active_ones_st
     let trail = t
         .host
         .subprocess_audit(&AuditFilter::default(), 100)
+        .await
         .unwrap();
     assert_eq!(trail.len(), 1, "the record of 29 days ago stays");
     // Nothing else is past its retention now.
@@ -123,7 +124,7 @@ async fn a_starting_host_prunes_what_expired_while_it_was_down() {
     let alice = principal("alice", "acme");
     let gone = async || {
         let task_gone = t.host.tasks().get(&expired, &alice).await.is_err();
-        let trail = t.host.subprocess_audit(&AuditFilter::default(), 100);
+        let trail = t.host.subprocess_audit(&AuditFilter::default(), 100).await;
         (task_gone, trail.unwrap().is_empty())
     };
     for _ in 0..500 {

@@ -224,3 +224,71 @@ async fn a_token_made_on_one_host_proves_its_principal_on_every_host_of_the_data
     assert_eq!(a.token_store().verify(&token.secret).await.unwrap(), None);
     assert_eq!(a.token_store().count_live().await.unwrap(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_audited_on_one_host_is_read_on_another_and_its_end_written_once() {
+    use modhost::subprocess::audit::{
+        AuditDecision, AuditEnd, AuditFilter, AuditStore, Decision, Ended,
+    };
+    use modhost::subprocess::audit_pg::PgAuditStore;
+    let url = fresh_database().await;
+    let connect = async || {
+        let db = modhost::pg::PgDatabase::connect(&url).await.unwrap();
+        PgAuditStore::on(Arc::new(db)).await.unwrap()
+    };
+    let (a, b) = (connect().await, connect().await);
+    let decision = AuditDecision {
+        id: uuid::Uuid::now_v7().to_string(),
+        at: modhost::db::now_ms(),
+        module: "git-stats".into(),
+        user_id: "alice".into(),
+        organization_id: "acme".into(),
+        request_id: "r".into(),
+        task_id: None,
+        program: "git".into(),
+        path: Some("/usr/bin/git".into()),
+        args: vec!["log".into(), "x".repeat(20_000)],
+        cwd: None,
+        env_names: vec!["LANG".into()],
+        decision: Decision::Allowed,
+        reason: None,
+        confined: true,
+    };
+    a.record(decision.clone()).await.unwrap();
+    let end = AuditEnd {
+        ended: Ended::Exited,
+        exit_code: Some(0),
+        signal: None,
+        failure: None,
+        duration_ms: 12,
+        stdout_bytes: 3,
+        stderr_bytes: 0,
+        finished_at: modhost::db::now_ms(),
+    };
+    assert!(b.record_end(&decision.id, end.clone()).await.unwrap());
+    assert!(
+        !a.record_end(&decision.id, end.clone()).await.unwrap(),
+        "once"
+    );
+    let mine = AuditFilter {
+        organization_id: Some("acme".into()),
+        user_id: Some("alice".into()),
+        ..AuditFilter::default()
+    };
+    let found = b.query(&mine, 10).await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].end.as_ref(), Some(&end));
+    assert_eq!(found[0].decision.program, "git");
+    assert!(
+        found[0].decision.args.concat().len() < 17_000,
+        "long text is cut"
+    );
+    let other = AuditFilter {
+        organization_id: Some("globex".into()),
+        ..AuditFilter::default()
+    };
+    assert!(a.query(&other, 10).await.unwrap().is_empty());
+    // Retention never deletes a record younger than a day.
+    assert!(a.prune(modhost::db::now_ms() + 1, 10).await.is_err());
+    assert_eq!(b.query(&mine, 10).await.unwrap().len(), 1);
+}

@@ -143,12 +143,12 @@ fn invalid(r: Result<Value, SdkError>) -> String {
 }
 
 /// The audit records of calls refused as over a cap, newest first.
-fn over_a_cap(t: &TestHost) -> Vec<modhost::subprocess::AuditRecord> {
+async fn over_a_cap(t: &TestHost) -> Vec<modhost::subprocess::AuditRecord> {
     let filter = AuditFilter {
         decision: Some(Decision::Limited),
         ..AuditFilter::default()
     };
-    t.host.subprocess_audit(&filter, 50).unwrap()
+    t.host.subprocess_audit(&filter, 50).await.unwrap()
 }
 
 fn is_gone(pid: i32) -> bool {
@@ -176,6 +176,7 @@ async fn granted_call_runs_end_to_end_and_is_audited() {
     let records = t
         .host
         .subprocess_audit(&AuditFilter::default(), 10)
+        .await
         .unwrap();
     let r = &records[0];
     assert_eq!(r.decision.decision, Decision::Allowed);
@@ -265,6 +266,7 @@ async fn unapproved_program_and_program_given_as_a_path_are_denied() {
     let records = t
         .host
         .subprocess_audit(&AuditFilter::default(), 50)
+        .await
         .unwrap();
     assert_eq!(records.len(), 8, "every refusal is audited");
     assert!(
@@ -587,7 +589,11 @@ async fn gigabyte_of_output_is_truncated_and_host_memory_stays_bounded() {
     assert_eq!(out["stderr_truncated"], false);
     assert!(grown_mib < 64, "host RSS grew by {grown_mib} MiB");
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let r = &t.host.subprocess_audit(&AuditFilter::default(), 1).unwrap()[0];
+    let r = &t
+        .host
+        .subprocess_audit(&AuditFilter::default(), 1)
+        .await
+        .unwrap()[0];
     assert_eq!(r.end.as_ref().unwrap().stdout_bytes, 1 << 30);
 }
 
@@ -603,7 +609,7 @@ async fn spawn_storm_gets_limit_exceeded_beyond_the_module_cap() {
         .count();
     assert_eq!(ok + limited, 8, "{results:?}");
     assert!((1..=2).contains(&ok), "{results:?}");
-    let records = over_a_cap(&t);
+    let records = over_a_cap(&t).await;
     assert_eq!(records.len(), limited);
     // The caps are given back: a later call runs.
     run(&t, json!({"program": "sleep", "args": ["0"]}))
@@ -823,12 +829,15 @@ impl modhost::subprocess::AuditStore for BrokenAudit {
         Box::pin(async { Err(modhost::subprocess::AuditError::SchemaMissing) })
     }
 
-    fn query(
-        &self,
-        _: &AuditFilter,
+    fn query<'a>(
+        &'a self,
+        _: &'a AuditFilter,
         _: u32,
-    ) -> Result<Vec<modhost::subprocess::AuditRecord>, modhost::subprocess::AuditError> {
-        Ok(Vec::new())
+    ) -> modhost::subprocess::audit::BoxFuture<
+        'a,
+        Result<Vec<modhost::subprocess::AuditRecord>, modhost::subprocess::AuditError>,
+    > {
+        Box::pin(async { Ok(Vec::new()) })
     }
 }
 
@@ -1086,7 +1095,7 @@ async fn no_child_runs_while_its_data_directory_is_at_its_quota() {
         Err(SdkError::LimitExceeded(reason)) => assert!(reason.contains("max-mib"), "{reason}"),
         other => panic!("expected limit-exceeded, got {other:?}"),
     }
-    let limited = over_a_cap(&t);
+    let limited = over_a_cap(&t).await;
     assert_eq!(limited.len(), 1);
     // Another organization's directory is its own.
     let other = t

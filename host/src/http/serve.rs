@@ -111,10 +111,9 @@ pub async fn serve(
     }
     if let crate::host::TaskStoreLocation::Postgres(url) = &config.task_store {
         println!(
-            "tasks: PostgreSQL at {} as host `{}` (tokens and the audit trail stay in {})",
+            "tasks, tokens and the subprocess audit trail: PostgreSQL at {} as host `{}`",
             crate::pg::redacted(url),
             config.host_id,
-            config.db_path.display()
         );
     }
     let listener = tokio::net::TcpListener::bind(config.listen)

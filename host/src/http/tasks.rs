@@ -332,7 +332,8 @@ pub async fn audit(
     let records = state
         .host
         .subprocesses()
-        .audit_for(&auth.principal, filter, q.limit)?;
+        .audit_for(&auth.principal, filter, q.limit)
+        .await?;
     let next = (records.len() == usize::try_from(q.limit.clamp(1, MAX_AUDIT_LIMIT)).unwrap_or(0))
         .then(|| records.last().map(|r| r.decision.id.clone()))
         .flatten();

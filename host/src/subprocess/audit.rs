@@ -104,7 +104,11 @@ pub trait AuditStore: Send + Sync + 'static {
 
     /// Records matching every field of `filter`, newest first, `limit`
     /// clamped to 1..=[`MAX_AUDIT_LIMIT`].
-    fn query(&self, filter: &AuditFilter, limit: u32) -> Result<Vec<AuditRecord>, AuditError>;
+    fn query<'a>(
+        &'a self,
+        filter: &'a AuditFilter,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<Vec<AuditRecord>, AuditError>>;
 
     /// Deletes at most `limit` records decided before `before` (ms since the
     /// epoch), oldest first, in one write; returns how many. Retention calls
@@ -127,6 +131,18 @@ pub enum AuditError {
     Backend(Arc<rusqlite::Error>),
     #[error(transparent)]
     Write(#[from] WriteError),
+    /// A stored record holds a value this host does not know.
+    #[error("a stored audit record has a bad {0}")]
+    Corrupt(String),
+    /// The shared PostgreSQL database failed; nothing was written.
+    #[error("audit database error: {0}")]
+    Postgres(#[from] crate::pg::PgWriteError),
+}
+
+impl From<tokio_postgres::Error> for AuditError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        AuditError::Postgres(e.into())
+    }
 }
 
 impl From<rusqlite::Error> for AuditError {
@@ -166,8 +182,13 @@ impl AuditStore for SqliteAuditStore {
         Box::pin(self.file.writer.run(move |conn| finish(conn, &id, &end)))
     }
 
-    fn query(&self, filter: &AuditFilter, limit: u32) -> Result<Vec<AuditRecord>, AuditError> {
-        Ok(self.file.readers.with(|conn| select(conn, filter, limit))?)
+    fn query<'a>(
+        &'a self,
+        filter: &'a AuditFilter,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<Vec<AuditRecord>, AuditError>> {
+        // A short indexed read, answered on the polling thread.
+        Box::pin(async move { Ok(self.file.readers.with(|conn| select(conn, filter, limit))?) })
     }
 
     fn prune(&self, before: i64, limit: u32) -> BoxFuture<'_, Result<u64, AuditError>> {
@@ -217,7 +238,7 @@ impl Decision {
         }
     }
 
-    fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "allowed" => Decision::Allowed,
             "denied" => Decision::Denied,
@@ -251,7 +272,7 @@ impl Ended {
         }
     }
 
-    fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "exited" => Ended::Exited,
             "signalled" => Ended::Signalled,
@@ -326,7 +347,7 @@ pub struct AuditFilter {
 }
 
 /// `text` cut to [`MAX_AUDIT_TEXT_BYTES`] on a character boundary.
-fn capped(mut text: String) -> String {
+pub(super) fn capped(mut text: String) -> String {
     if text.len() > MAX_AUDIT_TEXT_BYTES {
         let mut end = MAX_AUDIT_TEXT_BYTES;
         while !text.is_char_boundary(end) {
@@ -338,9 +359,16 @@ fn capped(mut text: String) -> String {
     text
 }
 
+/// The decision's list columns as stored: JSON, cut to the cap.
+pub(super) fn stored_lists(d: &AuditDecision) -> (String, String) {
+    (
+        capped(serde_json::to_string(&d.args).unwrap_or_default()),
+        capped(serde_json::to_string(&d.env_names).unwrap_or_default()),
+    )
+}
+
 fn insert(conn: &WriteConn<'_>, d: &AuditDecision) -> Result<(), AuditError> {
-    let args_json = capped(serde_json::to_string(&d.args).unwrap_or_default());
-    let env_json = capped(serde_json::to_string(&d.env_names).unwrap_or_default());
+    let (args_json, env_json) = stored_lists(d);
     conn.prepare(
         "INSERT INTO subprocess_audit (id, at, module, user_id, organization_id, request_id, \
          task_id, program, path, args_json, cwd, env_json, decision, reason, confined) \
@@ -390,15 +418,22 @@ fn finish(conn: &WriteConn<'_>, id: &str, e: &AuditEnd) -> Result<bool, AuditErr
 /// The statement of one query: only the filter's given fields, bound, so
 /// the planner can use the index of the shape (organization and user, or
 /// organization and module) instead of scanning the trail.
-fn select_sql(filter: &AuditFilter, limit: u32) -> (String, Vec<rusqlite::types::Value>) {
-    use rusqlite::types::Value;
+/// `mark(n)` spells the `n`-th placeholder (`?n`, `$n`); `limit_tail` what
+/// follows the limit's placeholder. Every value but the last (the limit) is
+/// text.
+pub(super) fn select_sql(
+    filter: &AuditFilter,
+    limit: u32,
+    mark: fn(usize) -> String,
+    limit_tail: &str,
+) -> (String, Vec<String>, i64) {
     let mut sql = String::from(
         "SELECT id, at, module, user_id, organization_id, request_id, task_id, program, path, \
          args_json, cwd, env_json, decision, reason, confined, ended, exit_code, signal, failure, \
-         duration_ms, stdout_bytes, stderr_bytes, finished_at FROM subprocess_audit WHERE 1",
+         duration_ms, stdout_bytes, stderr_bytes, finished_at FROM subprocess_audit WHERE TRUE",
     );
     let mut params = Vec::new();
-    let text = |v: &str| Value::Text(v.to_owned());
+    let text = |v: &str| v.to_owned();
     for (column, value) in [
         (
             "organization_id = ",
@@ -411,12 +446,14 @@ fn select_sql(filter: &AuditFilter, limit: u32) -> (String, Vec<rusqlite::types:
     ] {
         if let Some(value) = value {
             params.push(value);
-            sql.push_str(&format!(" AND {column}?{}", params.len()));
+            sql.push_str(&format!(" AND {column}{}", mark(params.len())));
         }
     }
-    params.push(Value::Integer(i64::from(limit.clamp(1, MAX_AUDIT_LIMIT))));
-    sql.push_str(&format!(" ORDER BY id DESC LIMIT ?{} + 0", params.len()));
-    (sql, params)
+    sql.push_str(&format!(
+        " ORDER BY id DESC LIMIT {}{limit_tail}",
+        mark(params.len() + 1)
+    ));
+    (sql, params, i64::from(limit.clamp(1, MAX_AUDIT_LIMIT)))
 }
 
 fn select(
@@ -424,7 +461,12 @@ fn select(
     filter: &AuditFilter,
     limit: u32,
 ) -> rusqlite::Result<Vec<AuditRecord>> {
-    let (sql, params) = select_sql(filter, limit);
+    use rusqlite::types::Value;
+    let (sql, texts, limit) = select_sql(filter, limit, |n| format!("?{n}"), " + 0");
+    let params = texts
+        .into_iter()
+        .map(Value::Text)
+        .chain([Value::Integer(limit)]);
     conn.prepare_cached(&sql)?
         .query_map(rusqlite::params_from_iter(params), record)?
         .collect()
@@ -513,9 +555,10 @@ mod tests {
         SqliteAuditStore::on(Arc::new(file)).unwrap()
     }
 
-    fn ats(trail: &SqliteAuditStore) -> Vec<i64> {
+    async fn ats(trail: &SqliteAuditStore) -> Vec<i64> {
         let mut ats: Vec<i64> = trail
             .query(&AuditFilter::default(), MAX_AUDIT_LIMIT)
+            .await
             .unwrap()
             .iter()
             .map(|r| r.decision.at)
@@ -534,10 +577,14 @@ mod tests {
         }
         let cutoff = now - 90 * DAY_MS;
         assert_eq!(trail.prune(cutoff, 2).await.unwrap(), 2);
-        assert_eq!(ats(&trail), [old + 2, kept, now], "the oldest go first");
+        assert_eq!(
+            ats(&trail).await,
+            [old + 2, kept, now],
+            "the oldest go first"
+        );
         assert_eq!(trail.prune(cutoff, 2).await.unwrap(), 1);
         assert_eq!(trail.prune(cutoff, 2).await.unwrap(), 0);
-        assert_eq!(ats(&trail), [kept, now]);
+        assert_eq!(ats(&trail).await, [kept, now]);
     }
 
     #[tokio::test]
@@ -547,7 +594,7 @@ mod tests {
         trail.record(decided_at(now - DAY_MS / 2)).await.unwrap();
         let err = trail.prune(now + DAY_MS, 10).await.unwrap_err();
         assert!(err.to_string().contains("kept for at least a day"), "{err}");
-        assert_eq!(ats(&trail).len(), 1);
+        assert_eq!(ats(&trail).await.len(), 1);
     }
 
     #[test]
@@ -575,7 +622,11 @@ mod tests {
             user_id: Some("alice".into()),
             ..AuditFilter::default()
         };
-        let (sql, params) = select_sql(&filter, 10);
+        let (sql, texts, limit) = select_sql(&filter, 10, |n| format!("?{n}"), " + 0");
+        let params = texts
+            .into_iter()
+            .map(rusqlite::types::Value::Text)
+            .chain([rusqlite::types::Value::Integer(limit)]);
         let plan: Vec<String> = conn
             .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
             .unwrap()

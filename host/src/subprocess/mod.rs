@@ -10,6 +10,7 @@
 
 pub mod argv;
 pub mod audit;
+pub mod audit_pg;
 pub mod cgroup;
 pub mod confine;
 pub mod gate;

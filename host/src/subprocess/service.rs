@@ -259,15 +259,19 @@ impl SubprocessService {
     }
 
     /// The whole trail, newest first, for the operator.
-    pub fn audit(&self, filter: &AuditFilter, limit: u32) -> Result<Vec<AuditRecord>, AuditError> {
-        self.audit.query(filter, limit)
+    pub async fn audit(
+        &self,
+        filter: &AuditFilter,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, AuditError> {
+        self.audit.query(filter, limit).await
     }
 
     /// The trail as `by` may read it, newest first: an admin reads the whole
     /// organization's, anyone else only the records of their own calls.
     /// Whatever `filter` says, the organization (and, for a non-admin, the
     /// user) is the principal's.
-    pub fn audit_for(
+    pub async fn audit_for(
         &self,
         by: &Principal,
         mut filter: AuditFilter,
@@ -280,7 +284,7 @@ impl SubprocessService {
         if let Some(before) = &filter.before {
             filter.before = Some(crate::identity::canonical_uuid("audit record id", before)?);
         }
-        self.audit.query(&filter, limit).map_err(audit_err)
+        self.audit.query(&filter, limit).await.map_err(audit_err)
     }
 
     /// A running child's place in the caps; given back on drop.
