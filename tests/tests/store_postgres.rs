@@ -125,16 +125,33 @@ async fn a_task_submitted_through_one_host_is_announced_to_the_others_at_commit(
     })
     .await
     .expect("no announcement within 10 s");
-    assert_eq!(module, "reports");
+    assert_eq!(
+        module,
+        modhost::tasks::store::Announced {
+            host: None,
+            what: modhost::tasks::store::Announcement::Pending {
+                module: "reports".into()
+            },
+        }
+    );
 }
 
 /// A host on the PostgreSQL database at `url` under `name`, with a lease
 /// short enough for a test to see renewals.
 async fn host_on_pg(state: &std::path::Path, url: &str, name: &str) -> modhost::Host {
+    host_with_lease(state, url, name, Duration::from_millis(1500)).await
+}
+
+async fn host_with_lease(
+    state: &std::path::Path,
+    url: &str,
+    name: &str,
+    lease: Duration,
+) -> modhost::Host {
     let mut options = modhost::HostOptions::new(state);
     options.task_store = modhost::host::TaskStoreLocation::Postgres(url.to_owned());
     options.host_id = HostId::new(name).unwrap();
-    options.task_lease = Duration::from_millis(1500);
+    options.task_lease = lease;
     modhost::Host::open(options).await.unwrap()
 }
 
@@ -291,4 +308,76 @@ async fn a_decision_audited_on_one_host_is_read_on_another_and_its_end_written_o
     // Retention never deletes a record younger than a day.
     assert!(a.prune(modhost::db::now_ms() + 1, 10).await.is_err());
     assert_eq!(b.query(&mine, 10).await.unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_and_answers_cross_hosts_at_once_without_waiting_for_a_renewal() {
+    use modhost::tasks::api::ConfirmationAnswer;
+    use modhost_tests::{CONFIRM, ModuleDir, principal};
+    let url = fresh_database().await;
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // Leases of a minute: a renewal (every 20 s) is not what carries them.
+    let a = host_with_lease(dir_a.path(), &url, "a", Duration::from_secs(60)).await;
+    let b = host_with_lease(dir_b.path(), &url, "b", Duration::from_secs(60)).await;
+    let module = ModuleDir::new("confirm", CONFIRM, "[limits]\ntask-deadline-ms = 60000");
+    b.load_module(module.path(), false).await.unwrap();
+    a.start_tasks().await.unwrap();
+    b.start_tasks().await.unwrap();
+    let mut watched = a.tasks().subscribe();
+    let alice = principal("alice", "acme");
+    // b's listener may still be connecting: ask until b runs the task.
+    let out = b
+        .call_action(
+            "confirm",
+            "start",
+            "{}",
+            &alice,
+            modhost::RequestMeta::fresh(),
+        )
+        .await
+        .unwrap();
+    let id = out.data.unwrap()["id"].as_str().unwrap().to_owned();
+    wait_status(&a, &id, &alice, Status::WaitingConfirmation).await;
+    let started = std::time::Instant::now();
+    a.tasks()
+        .answer_confirmation(&id, &ConfirmationAnswer::press("yes"), &alice)
+        .await
+        .unwrap();
+    wait_status(&a, &id, &alice, Status::Completed).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the answer waited for a renewal ({:?})",
+        started.elapsed()
+    );
+    // a's subscribers saw the run on b: its status changes and the answer.
+    let mut seen = Vec::new();
+    while let Ok(Ok(Some(published))) =
+        tokio::time::timeout(Duration::from_secs(5), watched.recv()).await
+    {
+        use modhost::events::EventKind;
+        let e = &published.event;
+        if e.subject.task_id.as_deref() != Some(id.as_str()) {
+            continue;
+        }
+        seen.push(match &e.kind {
+            EventKind::Status { status } => format!("status:{status}"),
+            EventKind::ConfirmationAsked { .. } => "confirmation-asked".to_owned(),
+            EventKind::ConfirmationAnswered { .. } => "confirmation-answered".to_owned(),
+            other => format!("{other:?}"),
+        });
+        if seen.iter().any(|s| s == "status:completed") {
+            break;
+        }
+    }
+    for expected in [
+        "status:running",
+        "confirmation-asked",
+        "confirmation-answered",
+        "status:completed",
+    ] {
+        assert!(
+            seen.iter().any(|s| s == expected),
+            "{expected} not among {seen:?}"
+        );
+    }
 }

@@ -12,7 +12,7 @@ pub use super::confirm::{ConfirmationAnswer, MAX_ANSWER_BYTES};
 use super::policy;
 use super::service::status_event;
 use super::service::{TaskService, parse_cursor, store_err, task_ref};
-use super::store::{OrgScope, Outcome, Status, TaskFilter, TaskPage, TaskRow};
+use super::store::{Announcement, OrgScope, Outcome, Status, TaskFilter, TaskPage, TaskRow};
 use crate::error::SdkError;
 use crate::events::Subscription;
 use crate::identity::{Principal, Role};
@@ -129,11 +129,20 @@ impl<'a> Tasks<'a> {
             )
             .await
             .map_err(store_err)?;
-        if let Some(r) = self.service.running().get(&row.id) {
-            r.cancel.cancel();
-        }
+        let here = match self.service.running().get(&row.id) {
+            Some(r) => {
+                r.cancel.cancel();
+                true
+            }
+            None => false,
+        };
         if !applied {
             return Err(SdkError::invalid("the task has already finished"));
+        }
+        if !here {
+            self.service.announce(Announcement::Cancelled {
+                task_id: row.id.clone(),
+            });
         }
         self.service
             .events

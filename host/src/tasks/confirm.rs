@@ -14,7 +14,7 @@ use super::policy;
 use super::scheduler::Scheduler;
 use super::service::status_event;
 use super::service::{TaskScope, TaskService, store_err, task_ref};
-use super::store::{Answered, Asked, Lease, Status, StoredAnswer};
+use super::store::{Announcement, Answered, Asked, Lease, Status, StoredAnswer};
 use crate::cancel::{CancelToken, Deadline};
 use crate::db::now_ms;
 use crate::error::SdkError;
@@ -151,10 +151,9 @@ impl TaskService {
         }
         let row = store.get_unscoped(&task_id).await.map_err(store_err)?;
         if let Some(row) = &row {
-            self.events
-                .send(task_ref(row), status_event(Status::WaitingConfirmation));
+            self.publish(task_ref(row), status_event(Status::WaitingConfirmation));
             let asked_at = row.confirmation.as_ref().map_or(now, |c| c.asked_at);
-            self.events.send(
+            self.publish(
                 task_ref(row),
                 EventKind::ConfirmationAsked {
                     title: surface.title,
@@ -204,9 +203,8 @@ impl TaskService {
                 },
                 None => EventKind::ConfirmationTimedOut,
             };
-            self.events.send(task_ref(row), closed);
-            self.events
-                .send(task_ref(row), status_event(Status::Running));
+            self.publish(task_ref(row), closed);
+            self.publish(task_ref(row), status_event(Status::Running));
         }
         Ok(match answer {
             Some(a) => Confirmed::Answered(a),
@@ -275,15 +273,24 @@ impl TaskService {
             }
             Answered::NotFound => return Err(SdkError::NotFound),
         }
-        self.hand_over(&row.id, stored);
+        if !self.hand_over(&row.id, stored) {
+            self.announce(Announcement::Answered {
+                task_id: row.id.clone(),
+            });
+        }
         Ok(())
     }
 
-    /// Hands a recorded answer to the run of task `id` waiting here, if any.
-    fn hand_over(&self, id: &str, answer: StoredAnswer) {
+    /// Hands a recorded answer to the run of task `id` waiting here, if any;
+    /// whether one was.
+    fn hand_over(&self, id: &str, answer: StoredAnswer) -> bool {
         let waiting = self.running().get_mut(id).and_then(|r| r.answer.take());
-        if let Some(tx) = waiting {
-            let _ = tx.send(answer);
+        match waiting {
+            Some(tx) => {
+                let _ = tx.send(answer);
+                true
+            }
+            None => false,
         }
     }
 

@@ -16,7 +16,9 @@ use super::service::status_event;
 use super::service::{
     MAX_FAILURE_MESSAGE_BYTES, Returned, Running, TaskRun, TaskService, identity_of, task_ref,
 };
-use super::store::{Claimed, Lease, LeaseState, Outcome, Recovery, Status, TaskStoreError};
+use super::store::{
+    Announced, Announcement, Claimed, Lease, LeaseState, Outcome, Recovery, Status, TaskStoreError,
+};
 use crate::cancel::CancelToken;
 use crate::error::CallError;
 use crate::text::truncate;
@@ -93,8 +95,7 @@ impl TaskService {
             },
         );
         let tref = task_ref(&row);
-        self.events
-            .send(tref.clone(), status_event(Status::Running));
+        self.publish(tref.clone(), status_event(Status::Running));
         let outcome = match identity_of(&row) {
             Err(message) => Some(Outcome::Failed {
                 kind: "internal".into(),
@@ -116,7 +117,7 @@ impl TaskService {
             self.running().remove(&id);
             match self.store.release(&lease).await {
                 Ok(true) => {
-                    self.events.send(tref, status_event(Status::Pending));
+                    self.publish(tref, status_event(Status::Pending));
                     let (service, module) = (self.clone(), row.module);
                     tokio::spawn(async move {
                         tokio::time::sleep(BUSY_RETRY).await;
@@ -146,7 +147,7 @@ impl TaskService {
         self.running().remove(&id);
         self.events.forget(&id);
         if applied {
-            self.events.send(tref, status_event(final_status));
+            self.publish(tref, status_event(final_status));
         }
     }
 
@@ -219,23 +220,40 @@ async fn claim_loop(service: Weak<TaskService>, claims: Arc<tokio::sync::Notify>
 /// dropped or the store stops announcing.
 async fn announce_loop(
     service: Weak<TaskService>,
-    mut announced: tokio::sync::broadcast::Receiver<String>,
+    mut announced: tokio::sync::broadcast::Receiver<Announced>,
 ) {
     use tokio::sync::broadcast::error::RecvError;
     loop {
-        let module = match announced.recv().await {
-            Ok(module) => Some(module),
-            // Missed some: any module may have pending tasks.
+        let heard = match announced.recv().await {
+            Ok(heard) => Some(heard),
+            // Missed some: any module may have pending tasks (the rest
+            // comes with the next renewal).
             Err(RecvError::Lagged(_)) => None,
             Err(RecvError::Closed) => return,
         };
         let Some(s) = service.upgrade() else { return };
-        match module {
-            Some(module) => s.wake(&module),
-            None => {
-                s.scheduler.mark_all();
-                s.pump();
+        let Some(heard) = heard else {
+            s.scheduler.mark_all();
+            s.pump();
+            continue;
+        };
+        if heard.host.as_ref() == Some(&s.host) {
+            continue; // this host's own, done here already
+        }
+        match heard.what {
+            Announcement::Pending { module } => s.wake(&module),
+            Announcement::Answered { task_id } => {
+                let lease = s.running().get(&task_id).map(|r| r.lease.clone());
+                if let Some(lease) = lease {
+                    s.deliver_answer(&lease).await;
+                }
             }
+            Announcement::Cancelled { task_id } => {
+                if let Some(r) = s.running().get(&task_id) {
+                    r.cancel.cancel();
+                }
+            }
+            Announcement::Event { subject, event } => s.events.send(subject, event),
         }
     }
 }

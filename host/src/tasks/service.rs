@@ -22,8 +22,9 @@ use tokio::sync::{Notify, oneshot};
 use super::policy;
 use super::scheduler::Scheduler;
 use super::store::{
-    Cursor, HostId, Lease, NewTask, Owner, ProgressResult, ProgressUpdate, Quota, Scope, Status,
-    StoredAnswer, Submitted, TaskFilter, TaskPage, TaskRow, TaskStore, TaskStoreError,
+    Announcement, Cursor, HostId, Lease, NewTask, Owner, ProgressResult, ProgressUpdate, Quota,
+    Scope, Status, StoredAnswer, Submitted, TaskFilter, TaskPage, TaskRow, TaskStore,
+    TaskStoreError,
 };
 use crate::cancel::CancelToken;
 use crate::db::now_ms;
@@ -237,6 +238,8 @@ pub struct TaskService {
     pub(super) claim_poll: Duration,
     /// Wakes the claimer.
     pub(super) claims: Arc<Notify>,
+    /// Whether the store tells other hosts (so task events go to them too).
+    shared: bool,
     running: Mutex<HashMap<String, Running>>,
 }
 
@@ -254,6 +257,7 @@ impl TaskService {
         events: EventHub,
     ) -> Arc<Self> {
         Arc::new(TaskService {
+            shared: store.announcements().is_some(),
             store,
             events,
             scheduler: Scheduler::new(options.max_running),
@@ -287,6 +291,33 @@ impl TaskService {
 
     pub fn events(&self) -> &EventHub {
         &self.events
+    }
+
+    /// Publishes a task event to this host's subscribers and, on a shared
+    /// store, to every other host's.
+    pub(super) fn publish(&self, subject: Subject, kind: EventKind) {
+        if self.shared {
+            let what = Announcement::Event {
+                subject: subject.clone(),
+                event: kind.clone(),
+            };
+            self.announce(what);
+        }
+        self.events.send(subject, kind);
+    }
+
+    /// Tells the other hosts of the store `what`, in the background: an
+    /// announcement only hastens what their renewals and polls would do.
+    pub(super) fn announce(&self, what: Announcement) {
+        if !self.shared {
+            return;
+        }
+        let (store, host) = (self.store.clone(), self.host.clone());
+        tokio::spawn(async move {
+            if let Err(e) = store.announce(&host, &what).await {
+                tracing::warn!(error = %e, "cannot tell the other hosts");
+            }
+        });
     }
 
     pub(super) fn running(&self) -> MutexGuard<'_, HashMap<String, Running>> {
@@ -355,8 +386,8 @@ impl TaskService {
             let submitted = service.store.submit(new).await.map_err(store_err)?;
             if let Submitted::Created(_) = &submitted {
                 let module = task.module.clone();
-                service.events.send(task.clone(), created);
-                service.events.send(task, status_event(Status::Pending));
+                service.publish(task.clone(), created);
+                service.publish(task, status_event(Status::Pending));
                 service.wake(&module);
             }
             Ok::<_, SdkError>(submitted)
@@ -435,7 +466,7 @@ impl TaskService {
             .map_err(store_err)?
         {
             ProgressResult::Updated(row) => {
-                self.events.send(
+                self.publish(
                     task_ref(&row),
                     EventKind::Progress {
                         progress,

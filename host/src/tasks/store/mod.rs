@@ -254,13 +254,52 @@ pub trait TaskStore: Send + Sync + 'static {
     fn prune(&self, finished_before: i64, limit: u32)
     -> BoxFuture<'_, Result<u64, TaskStoreError>>;
 
-    /// The modules of which the store announces new pending tasks, as they
-    /// are committed, whoever submitted them; `None` for a store that
-    /// announces nothing (then hosts find others' submissions by polling).
-    /// An announcement may be lost or doubled: it only wakes a claim.
-    fn announcements(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
+    /// What the store announces to every host on it: new pending tasks
+    /// (as they are committed, whoever submitted them) and what hosts
+    /// [`TaskStore::announce`]; `None` for a store that announces nothing
+    /// (one host alone, or hosts that find others' work by polling and
+    /// renewing). An announcement may be lost or doubled: it only hastens
+    /// what a claim or a renewal would do anyway.
+    fn announcements(&self) -> Option<tokio::sync::broadcast::Receiver<Announced>> {
         None
     }
+
+    /// Tells every host on the store (itself included) `what`, from `host`.
+    /// Nothing for a store that announces nothing.
+    fn announce<'a>(
+        &'a self,
+        host: &'a HostId,
+        what: &'a Announcement,
+    ) -> BoxFuture<'a, Result<(), TaskStoreError>> {
+        let _ = (host, what);
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// What a host tells the others through the store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Announcement {
+    /// A module has new pending tasks.
+    Pending { module: String },
+    /// A confirmation of the task was answered: the host running it hands
+    /// the run the answer.
+    Answered { task_id: String },
+    /// The task was cancelled: the host running it stops the run.
+    Cancelled { task_id: String },
+    /// A task event, for the subscribers of every host.
+    Event {
+        subject: crate::events::Subject,
+        event: crate::events::EventKind,
+    },
+}
+
+/// An [`Announcement`] and the host it came from (`None`: the store).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Announced {
+    pub host: Option<HostId>,
+    #[serde(flatten)]
+    pub what: Announcement,
 }
 
 /// The name a host holds leases under: the same across restarts of one

@@ -22,11 +22,11 @@ use tokio_postgres::types::ToSql;
 pub use schema::MIGRATIONS;
 
 use super::{
-    Answered, Asked, BoxFuture, Claimed, ConfirmationRow, Cursor, HOST_RESTARTED, HostId,
-    LEASE_EXPIRED, Lease, LeaseState, ListClauses, ListValue, MAX_LOOKUP_LIMIT, MAX_PAGE_LIMIT,
-    NewTask, OWNER, OrgScope, Outcome, Owner, ProgressResult, ProgressUpdate, QuotaReached,
-    Recovery, Scope, Status, StoredAnswer, Submitted, TaskFilter, TaskPage, TaskRow, TaskStore,
-    TaskStoreError, Want, prefix_successor, validate_task_id,
+    Announced, Announcement, Answered, Asked, BoxFuture, Claimed, ConfirmationRow, Cursor,
+    HOST_RESTARTED, HostId, LEASE_EXPIRED, Lease, LeaseState, ListClauses, ListValue,
+    MAX_LOOKUP_LIMIT, MAX_PAGE_LIMIT, NewTask, OWNER, OrgScope, Outcome, Owner, ProgressResult,
+    ProgressUpdate, QuotaReached, Recovery, Scope, Status, StoredAnswer, Submitted, TaskFilter,
+    TaskPage, TaskRow, TaskStore, TaskStoreError, Want, prefix_successor, validate_task_id,
 };
 use crate::db::now_ms;
 use crate::pg::{Aborts, PgDatabase, PgError, PgWriteError};
@@ -35,13 +35,17 @@ use crate::pg::{Aborts, PgDatabase, PgError, PgWriteError};
 /// with this host's other stores on it).
 pub struct PgTaskStore {
     db: Arc<PgDatabase>,
-    /// Modules with new pending tasks, from `LISTEN modhost_pending`.
-    announced: tokio::sync::broadcast::Sender<String>,
+    /// What the hosts announce, from `LISTEN modhost_pending` and
+    /// `LISTEN modhost_tasks`.
+    announced: tokio::sync::broadcast::Sender<Announced>,
 }
 
 /// Announcements a slow host may fall behind by before it misses some (and
 /// then looks at every module).
 const ANNOUNCED: usize = 1024;
+
+/// The longest payload PostgreSQL's NOTIFY takes is 8,000 bytes.
+const MAX_NOTIFY_BYTES: usize = 7900;
 
 /// How long the listener waits before connecting again.
 const RELISTEN_AFTER: Duration = Duration::from_secs(1);
@@ -1019,18 +1023,59 @@ impl TaskStore for PgTaskStore {
         }))
     }
 
-    fn announcements(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
+    fn announcements(&self) -> Option<tokio::sync::broadcast::Receiver<Announced>> {
         Some(self.announced.subscribe())
+    }
+
+    fn announce<'a>(
+        &'a self,
+        host: &'a HostId,
+        what: &'a Announcement,
+    ) -> BoxFuture<'a, Result<(), TaskStoreError>> {
+        Box::pin(async move {
+            let announced = Announced {
+                host: Some(host.clone()),
+                what: what.clone(),
+            };
+            let payload = serde_json::to_string(&announced)
+                .map_err(|e| TaskStoreError::Internal(e.to_string()))?;
+            if payload.len() > MAX_NOTIFY_BYTES {
+                tracing::warn!(bytes = payload.len(), "an announcement too long to send");
+                return Ok(());
+            }
+            let client = self.db.reader().await?;
+            let statement = client
+                .prepare_cached("SELECT pg_notify('modhost_tasks', $1)")
+                .await?;
+            client.execute(&statement, &[&payload]).await?;
+            Ok(())
+        })
     }
 }
 
-/// Forwards the `modhost_pending` notifications to `announced`, on a
-/// connection of its own, connecting again whenever it is lost; ends with
-/// the database handle. After a reconnection the hosts' slow poll covers
-/// what was announced meanwhile.
+/// A notification as an announcement: the trigger's on `modhost_pending`
+/// (the payload is the module), a host's on `modhost_tasks` (JSON).
+fn announcement(channel: &str, payload: &str) -> Option<Announced> {
+    match channel {
+        "modhost_pending" => Some(Announced {
+            host: None,
+            what: Announcement::Pending {
+                module: payload.to_owned(),
+            },
+        }),
+        _ => serde_json::from_str(payload)
+            .inspect_err(|e| tracing::warn!(error = %e, "an announcement that cannot be read"))
+            .ok(),
+    }
+}
+
+/// Forwards the `modhost_pending` and `modhost_tasks` notifications to
+/// `announced`, on a connection of its own, connecting again whenever it is
+/// lost; ends with the database handle. After a reconnection the hosts'
+/// slow poll and renewals cover what was announced meanwhile.
 async fn listen(
     db: std::sync::Weak<PgDatabase>,
-    announced: tokio::sync::broadcast::Sender<String>,
+    announced: tokio::sync::broadcast::Sender<Announced>,
 ) {
     use futures::StreamExt;
     loop {
@@ -1040,7 +1085,8 @@ async fn listen(
         match connected {
             Ok((client, mut connection)) => {
                 let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
-                let listening = client.batch_execute("LISTEN modhost_pending");
+                let listening =
+                    client.batch_execute("LISTEN modhost_pending; LISTEN modhost_tasks");
                 let mut listening = std::pin::pin!(listening);
                 let mut listened = false;
                 loop {
@@ -1054,7 +1100,9 @@ async fn listen(
                         }
                         message = messages.next() => match message {
                             Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
-                                let _ = announced.send(n.payload().to_owned());
+                                if let Some(a) = announcement(n.channel(), n.payload()) {
+                                    let _ = announced.send(a);
+                                }
                             }
                             Some(Ok(_)) => {}
                             Some(Err(e)) => {
