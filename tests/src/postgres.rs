@@ -169,6 +169,29 @@ impl Cluster {
         &self.dir
     }
 
+    /// Stops the server and keeps the cluster, for tests of a database that
+    /// goes away; [`Cluster::restart`] brings it back. A fast shutdown: the
+    /// server cuts every connection and writes what was committed (an
+    /// immediate one, with this cluster's `synchronous_commit=off`, could
+    /// forget the last commits).
+    pub fn stop(&self) {
+        self.stop_server_with(libc::SIGINT);
+    }
+
+    /// Starts the server of a stopped cluster again, on the same port.
+    pub fn restart(&self) {
+        let child = self.spawn_server(server_account());
+        *self.server.lock().unwrap_or_else(PoisonError::into_inner) = Some(child);
+        match self.wait_until_ready() {
+            Ok(()) => {}
+            Err(Startup::PortTaken) => panic!("port {} was taken while stopped", self.port),
+            Err(Startup::Failed(why)) => panic!(
+                "PostgreSQL did not start again: {why}\n--- server log ---\n{}",
+                self.log()
+            ),
+        }
+    }
+
     fn database_url(&self, database: &str) -> String {
         format!("postgres://{USER}@127.0.0.1:{}/{database}", self.port)
     }
@@ -280,6 +303,12 @@ impl Cluster {
     /// Stops the server with an immediate shutdown (nothing here needs a
     /// checkpoint), killing it if it lingers.
     fn stop_server(&self) {
+        self.stop_server_with(libc::SIGQUIT);
+    }
+
+    /// Stops the server with `signal` (SIGQUIT: immediate, SIGINT: fast),
+    /// killing it if it lingers.
+    fn stop_server_with(&self, signal: libc::c_int) {
         let child = self
             .server
             .lock()
@@ -288,7 +317,7 @@ impl Cluster {
         let Some(mut child) = child else { return };
         if let (Ok(None), Ok(pid)) = (child.try_wait(), libc::pid_t::try_from(child.id())) {
             // SAFETY: kill(2) on our own unreaped child, so the pid is still its.
-            unsafe { libc::kill(pid, libc::SIGQUIT) };
+            unsafe { libc::kill(pid, signal) };
         }
         let deadline = Instant::now() + STOP_TIMEOUT;
         while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {

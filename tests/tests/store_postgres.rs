@@ -381,3 +381,61 @@ async fn events_and_answers_cross_hosts_at_once_without_waiting_for_a_renewal() 
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_whose_database_goes_away_fails_with_a_typed_error_and_works_again_when_it_returns()
+{
+    let cluster = tokio::task::spawn_blocking(Cluster::start).await.unwrap();
+    let url = cluster.create_database("comes_and_goes");
+    let store = PgTaskStore::connect(&url).await.unwrap();
+    let Submitted::Created(kept) = store.submit(task("m")).await.unwrap() else {
+        panic!("not created")
+    };
+    let cluster = tokio::task::spawn_blocking(move || {
+        cluster.stop();
+        cluster
+    })
+    .await
+    .unwrap();
+    let lost = store.submit(task("m")).await.unwrap_err();
+    assert!(matches!(lost, TaskStoreError::Backend(_)), "{lost:?}");
+    assert!(store.get_unscoped(&kept).await.is_err(), "reads fail too");
+    let cluster = tokio::task::spawn_blocking(move || {
+        cluster.restart();
+        cluster
+    })
+    .await
+    .unwrap();
+    // Broken connections are replaced: the first use after may still meet
+    // one, the next does not.
+    let mut back = None;
+    for _ in 0..50 {
+        match store.submit(task("m")).await {
+            Ok(Submitted::Created(id)) => {
+                back = Some(id);
+                break;
+            }
+            Ok(other) => panic!("{other:?}"),
+            // The database is still starting, or a broken connection is
+            // being replaced.
+            Err(_) => {}
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let back = back.expect("writes work again once the database is back");
+    for id in [&kept, &back] {
+        let mut row = None;
+        for _ in 0..50 {
+            if let Ok(found) = store.get_unscoped(id).await {
+                row = found;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(
+            row.expect("an acknowledged task is kept").status,
+            Status::Pending
+        );
+    }
+    drop(cluster);
+}
