@@ -59,7 +59,8 @@ pub struct Server {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the modules of a directory over HTTP, on the embedded SQLite store.
+    /// Serve the modules of a directory over HTTP, on the embedded SQLite
+    /// store or (--store) a PostgreSQL database shared with other hosts.
     #[command(
         after_help = "Example:\n  modhost serve --build-unconfined examples\n  # then open the printed URL: the dashboard signs in with the printed token"
     )]
