@@ -137,6 +137,12 @@ enum Command {
         /// SQLite; HOSTNAME-HASH of the state directory on PostgreSQL].
         #[arg(long, env = "MODHOST_HOST_ID", value_parser = parse_host_id)]
         host_id: Option<modhost::tasks::store::HostId>,
+        /// How long a task this host claims stays its own unless renewed
+        /// (every third of it), so how long the tasks of a host that died
+        /// or hung wait before another host takes them over: a duration
+        /// such as `30s` or `2m`, at least a second.
+        #[arg(long, default_value = "30s", value_parser = parse_task_lease)]
+        task_lease: std::time::Duration,
     },
     /// Run an action and print its result as JSON; with --follow, follow the
     /// task it started until it ends.
@@ -288,6 +294,17 @@ fn parse_task_retention(s: &str) -> Result<Retention, String> {
         .map_err(|e| e.to_string())
 }
 
+fn parse_task_lease(s: &str) -> Result<std::time::Duration, String> {
+    let min = modhost::tasks::service::MIN_LEASE;
+    match s.parse::<Retention>() {
+        Ok(Retention::For(d)) if d >= min => Ok(d),
+        _ => Err(format!(
+            "expected a duration of at least {} such as 30s or 2m",
+            Retention::For(min)
+        )),
+    }
+}
+
 fn parse_store(s: &str) -> Result<modhost::host::TaskStoreLocation, String> {
     use modhost::host::TaskStoreLocation;
     match s {
@@ -394,6 +411,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             data_max_mib,
             store,
             host_id,
+            task_lease,
         } => {
             if build_renamed {
                 anyhow::bail!(
@@ -428,6 +446,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 data_max_bytes: data_max_mib * 1024 * 1024,
                 host_id,
                 task_store: store,
+                task_lease,
             };
             serve(config, stop_signal()).await?;
             Ok(ExitCode::SUCCESS)

@@ -170,6 +170,34 @@ pub fn on_path(program: &str) -> Option<std::path::PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// The `modhost` binary, built once per test process: for tests that run
+/// the command as a user does.
+pub fn modhost_binary() -> &'static Path {
+    static BIN: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let out = std::process::Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "modhost",
+                "--bin",
+                "modhost",
+                "--message-format=json",
+            ])
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .expect("running cargo build");
+        assert!(out.status.success(), "building modhost failed");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "modhost")
+            .find_map(|m| m["executable"].as_str().map(std::path::PathBuf::from))
+            .expect("cargo named the modhost executable")
+    })
+}
+
 /// The HTTP API of `host` on a real socket of 127.0.0.1, served by the same
 /// loop as `modhost serve`.
 #[derive(Debug)]

@@ -1,9 +1,7 @@
 //! The `modhost` command against a running server, run as a user runs it:
 //! built by cargo, talking HTTP to a host on a real socket.
 
-use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use modhost::auth::Tokens;
@@ -15,30 +13,8 @@ use serde_json::Value;
 const LONG_TASKS: &str = "[limits]\ntask-deadline-ms = 60000\n[tasks]\nmax-concurrent = 8";
 
 /// The `modhost` binary, built once for this test run.
-fn modhost() -> &'static PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let out = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "modhost",
-                "--bin",
-                "modhost",
-                "--message-format=json",
-            ])
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("running cargo build");
-        assert!(out.status.success(), "building modhost failed");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "modhost")
-            .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-            .expect("cargo named the modhost executable")
-    })
+fn modhost() -> &'static std::path::Path {
+    modhost_binary()
 }
 
 struct Server {

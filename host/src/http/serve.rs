@@ -46,6 +46,8 @@ pub struct ServeConfig {
     pub task_store: crate::host::TaskStoreLocation,
     /// The name this host claims tasks under.
     pub host_id: crate::tasks::store::HostId,
+    /// How long a claimed task's lease lasts unless renewed.
+    pub task_lease: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +90,7 @@ pub async fn serve(
     options.data_quota.default_max_bytes = config.data_max_bytes;
     options.task_store = config.task_store.clone();
     options.host_id = config.host_id.clone();
+    options.task_lease = config.task_lease;
     if config.allow_unconfined_subprocesses {
         let abi = crate::subprocess::confine::landlock_abi();
         tracing::warn!(

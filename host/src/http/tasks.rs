@@ -34,6 +34,8 @@ pub struct TaskJson {
     finished_at: Option<i64>,
     attempts: u32,
     resumable: bool,
+    /// The host running the task (its lease's), while it is claimed.
+    host: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     checkpoint: Option<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -140,6 +142,7 @@ impl From<&TaskRow> for TaskJson {
             finished_at: r.finished_at,
             attempts: r.attempts,
             resumable: r.resumable,
+            host: r.host.clone(),
             checkpoint: parse(&r.checkpoint_json),
             result: parse(&r.result_json),
             failure: r

@@ -164,7 +164,7 @@ async fn write_loop(pool: Pool, mut rx: mpsc::Receiver<Box<dyn Op>>) {
 /// statement, rolls back and runs each write alone.
 async fn run_batch(client: &ClientWrapper, batch: &mut Vec<Box<dyn Op>>) {
     let together = async {
-        client.batch_execute("BEGIN").await?;
+        client.batch_execute(super::BEGIN).await?;
         let aborted = join_all(batch.iter_mut().map(|op| op.run(client)))
             .await
             .into_iter()
@@ -186,7 +186,7 @@ async fn run_batch(client: &ClientWrapper, batch: &mut Vec<Box<dyn Op>>) {
         Ok(false) => {
             for mut op in batch.drain(..) {
                 let alone = async {
-                    client.batch_execute("BEGIN").await?;
+                    client.batch_execute(super::BEGIN).await?;
                     let aborted = op.run(client).await;
                     client
                         .batch_execute(if aborted { "ROLLBACK" } else { "COMMIT" })

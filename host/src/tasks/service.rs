@@ -53,6 +53,11 @@ pub const DEFAULT_MAX_ACTIVE_PER_ORG: u32 = 10_000;
 /// takes them over.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 
+/// The shortest lease `serve --task-lease` takes: a host renews every third
+/// of it, and a shorter lease leaves a renewal too little time to reach a
+/// busy database before another host takes the task.
+pub const MIN_LEASE: Duration = Duration::from_secs(1);
+
 /// How often a host looks for pending tasks when nothing told it of any
 /// (another host's submissions, where the store does not announce them).
 pub const DEFAULT_CLAIM_POLL: Duration = Duration::from_secs(2);

@@ -1,0 +1,698 @@
+//! Several `modhost serve` processes on one PostgreSQL database, run as an
+//! operator runs them and driven through their HTTP APIs: a task submitted
+//! through any host runs once, on whichever host claims it; the tasks of a
+//! host killed or paused past its lease are taken over by another; the host
+//! that lost a task changes nothing of it afterwards; and a cancel or an
+//! answer given through one host reaches the run on another.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use modhost::client::{Client, ClientError};
+use modhost::http::serve::DEMO_USER;
+use modhost::tasks::store::LEASE_EXPIRED;
+use modhost_tests::postgres::Cluster;
+use modhost_tests::*;
+use serde_json::{Value, json};
+
+/// How long a host may take to start, or a task to reach a state, before a
+/// test gives up: generous, since the machines running the suite are busy.
+const PATIENCE: Duration = Duration::from_secs(60);
+/// Time between two reads of a task.
+const POLL: Duration = Duration::from_millis(100);
+/// The lease of hosts whose tasks are taken over in these tests.
+const SHORT_LEASE: &str = "2s";
+/// [`SHORT_LEASE`] in milliseconds.
+const SHORT_LEASE_MS: i64 = 2_000;
+/// Tasks that may run for as long as a test needs them to.
+const LONG_TASKS: &str = "[limits]\ntask-deadline-ms = 600000";
+/// `tb` running one task at a time on each host.
+const ONE_AT_A_TIME: &str = "[limits]\ntask-deadline-ms = 600000\n[tasks]\nmax-concurrent = 1";
+
+/// A new empty database on the suite's cluster; its URL.
+async fn fresh_database() -> String {
+    let name = format!("multihost_{}", uuid::Uuid::new_v4().simple());
+    tokio::task::spawn_blocking(move || Cluster::shared().create_database(&name))
+        .await
+        .unwrap()
+}
+
+/// A directory for `serve`: one module directory per `(name, component,
+/// manifest lines)`.
+fn modules(list: &[(&str, &str, &str)]) -> tempfile::TempDir {
+    let root = tempfile::tempdir().unwrap();
+    for (name, wasm, extra) in list {
+        let dir = root.path().join(name);
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::copy(wasm, dir.join("component.wasm")).unwrap();
+        let manifest = format!(
+            "name = \"{name}\"\nversion = \"0.1.0\"\ncomponent = \"component.wasm\"\n{extra}\n"
+        );
+        std::fs::write(dir.join("module.toml"), manifest).unwrap();
+    }
+    root
+}
+
+/// One `modhost serve` process, in a process group of its own so that it
+/// and any child it starts are signalled together. Dropping it kills the
+/// group (and, during a panic, prints what the host logged).
+struct Serve {
+    name: String,
+    child: Child,
+    /// `http://127.0.0.1:PORT`, as the host printed it.
+    url: String,
+    /// The development token the host printed, if it made one.
+    token: Option<String>,
+    /// What the host wrote to stderr so far, line by line.
+    log: Arc<Mutex<Vec<String>>>,
+    reaped: bool,
+    _state: tempfile::TempDir,
+}
+
+impl Serve {
+    /// Starts `modhost serve MODULES` on the PostgreSQL database `store` as
+    /// host `name` (with `--task-lease lease` when given), and waits until
+    /// it listens.
+    async fn start(name: &str, modules: &Path, store: &str, lease: Option<&str>) -> Serve {
+        let state = tempfile::tempdir().unwrap();
+        let mut command = Command::new(modhost_binary());
+        command
+            .arg("serve")
+            .arg(modules)
+            .args(["--store", store, "--host-id", name])
+            .args(["--listen", "127.0.0.1:0", "--state-dir"])
+            .arg(state.path())
+            .args(lease.map(|l| ["--task-lease", l]).into_iter().flatten())
+            .env("RUST_LOG", "info")
+            .env_remove("MODHOST_STORE")
+            .env_remove("MODHOST_HOST_ID")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        dies_with_this_thread(&mut command);
+        let mut child = command.spawn().expect("starting modhost serve");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (lines, stderr) = (log.clone(), child.stderr.take().unwrap());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line);
+            }
+        });
+        let (ready, started) = tokio::sync::oneshot::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || read_stdout(stdout, ready));
+        let mut serve = Serve {
+            name: name.to_owned(),
+            child,
+            url: String::new(),
+            token: None,
+            log,
+            reaped: false,
+            _state: state,
+        };
+        let Ok(Ok((url, token))) = tokio::time::timeout(PATIENCE, started).await else {
+            panic!("host {name} did not start serving");
+        };
+        serve.url = url;
+        serve.token = token;
+        serve
+    }
+
+    /// A client of this host's API as the `demo` user: with the token this
+    /// host printed, or else the one `first` printed (were tokens kept in
+    /// the shared database, only the first host would print one).
+    fn client(&self, first: &Serve) -> Client {
+        let token = self
+            .token
+            .as_deref()
+            .or(first.token.as_deref())
+            .expect("the first host prints a development token");
+        Client::new(&self.url, token).unwrap()
+    }
+
+    fn pgid(&self) -> libc::pid_t {
+        libc::pid_t::try_from(self.child.id()).expect("a pid")
+    }
+
+    /// Sends `signal` to the host and its children.
+    fn signal(&self, signal: libc::c_int) {
+        assert!(!self.reaped, "host {} is gone", self.name);
+        // SAFETY: kill has no memory preconditions; the group is this
+        // host's (it leads it and is not reaped yet).
+        let sent = unsafe { libc::kill(-self.pgid(), signal) };
+        assert_eq!(sent, 0, "signalling host {}", self.name);
+    }
+
+    /// SIGKILL to the host and its children, as a crash or an OOM kill
+    /// would; returns once none of them is left.
+    fn kill(&mut self) {
+        if self.reaped {
+            return;
+        }
+        self.signal(libc::SIGKILL);
+        let _ = self.child.wait();
+        self.reaped = true;
+        let started = Instant::now();
+        // SAFETY: signal 0 only asks whether the group has a member.
+        while unsafe { libc::kill(-self.pgid(), 0) } == 0 {
+            assert!(
+                started.elapsed() < PATIENCE,
+                "processes of host {} outlived it",
+                self.name
+            );
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// SIGSTOP: the host and its children freeze, as in a long pause of
+    /// the machine or the process, holding whatever they held.
+    fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// SIGCONT after [`Serve::pause`].
+    fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    /// Whether the host logged a line for which `wanted` holds.
+    fn logged(&self, wanted: impl Fn(&str) -> bool) -> bool {
+        self.log.lock().unwrap().iter().any(|l| wanted(l))
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- host {} logged ---\n{}",
+                self.name,
+                self.log.lock().unwrap().join("\n")
+            );
+        }
+        if !self.reaped {
+            // A paused group takes SIGKILL too.
+            // SAFETY: as in `signal`.
+            unsafe { libc::kill(-self.pgid(), libc::SIGKILL) };
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Has the kernel kill the host if the thread that started it ends without
+/// dropping it (the test process killed): no host outlives its test.
+fn dies_with_this_thread(command: &mut Command) {
+    // SAFETY: getpid has no preconditions.
+    let parent = unsafe { libc::getpid() };
+    // SAFETY: between fork and exec the closure makes only
+    // async-signal-safe system calls and allocates nothing.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::c_ulong::from(libc::SIGKILL.unsigned_abs()),
+            ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() != parent {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Reads what `serve` prints: its URL, then its development token or the
+/// line saying it made none, which it sends on `ready`; then the rest, so
+/// the host never blocks on a full pipe.
+fn read_stdout(stdout: ChildStdout, ready: tokio::sync::oneshot::Sender<(String, Option<String>)>) {
+    let (mut ready, mut url) = (Some(ready), None);
+    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        if let Some((_, at)) = line.split_once(" module(s) at ") {
+            url = Some(at.trim().to_owned());
+        }
+        let token = line.trim().strip_prefix("export TOKEN=").map(str::to_owned);
+        if (token.is_some() || line.starts_with("tokens: "))
+            && let (Some(url), Some(ready)) = (url.clone(), ready.take())
+        {
+            let _ = ready.send((url, token));
+        }
+    }
+}
+
+/// Reads with `read` every [`POLL`] until `done` holds for the answer, for
+/// at most [`PATIENCE`]; returns that answer.
+async fn until<F>(what: &str, mut read: impl FnMut() -> F, done: impl Fn(&Value) -> bool) -> Value
+where
+    F: Future<Output = Result<Value, ClientError>>,
+{
+    let started = Instant::now();
+    loop {
+        let last = read().await;
+        if let Ok(v) = &last
+            && done(v)
+        {
+            return v.clone();
+        }
+        assert!(
+            started.elapsed() < PATIENCE,
+            "{what}: still {last:?} after {PATIENCE:?}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// `GET /v1/tasks/{id}` through `client` until `done` holds for the task.
+async fn task_until(client: &Client, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    until(&format!("task {id} {what}"), || client.task(id), done).await
+}
+
+fn is_final(task: &Value) -> bool {
+    ["completed", "failed", "cancelled", "interrupted"]
+        .iter()
+        .any(|s| task["status"] == *s)
+}
+
+/// Calls an action that starts a task; the task's id.
+async fn start(client: &Client, module: &str, action: &str, args: Value) -> String {
+    let out = client
+        .call_action(module, action, &args.to_string())
+        .await
+        .unwrap_or_else(|e| panic!("{module} {action} {args}: {e}"));
+    out["data"]["id"]
+        .as_str()
+        .expect("the action answers the task's id")
+        .to_owned()
+}
+
+/// What the database holds as the time left on the lease of task `id`, in
+/// milliseconds.
+fn lease_left_ms(store: &str, id: &str) -> i64 {
+    assert!(id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-'));
+    let sql = format!("SELECT lease_expires_at - modhost_now() FROM tasks WHERE id = '{id}'");
+    let left = Cluster::shared().psql(store, &sql);
+    left.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("no lease on {id}: {left:?}"))
+}
+
+/// The status changes one host's event stream reports, `(task, status)`
+/// in order: what that host itself did to its tasks.
+#[derive(Clone, Default)]
+struct Statuses(Arc<Mutex<Vec<(String, String)>>>);
+
+impl Statuses {
+    /// Follows the stream of the `tb` module's events through `client`
+    /// from now on.
+    async fn follow(client: &Client) -> Statuses {
+        let mut stream = client
+            .events(&[("module", "tb".to_owned())], None)
+            .await
+            .expect("an event stream");
+        let seen = Statuses::default();
+        let into = seen.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(event)) = stream.next().await {
+                if event.data["type"] == "status"
+                    && let (Some(task), Some(status)) = (
+                        event.data["task_id"].as_str(),
+                        event.data["status"].as_str(),
+                    )
+                {
+                    let mut seen = into.0.lock().unwrap();
+                    seen.push((task.to_owned(), status.to_owned()));
+                }
+            }
+        });
+        seen
+    }
+
+    fn of(&self, status: &str) -> Vec<String> {
+        let seen = self.0.lock().unwrap();
+        seen.iter()
+            .filter(|(_, s)| s == status)
+            .map(|(t, _)| t.clone())
+            .collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_submitted_through_three_hosts_run_exactly_once() {
+    const TASKS: usize = 60;
+    let store = fresh_database().await;
+    let dir = modules(&[(
+        "tb",
+        TASKS_BASIC,
+        "[limits]\ntask-deadline-ms = 600000\n[tasks]\nmax-concurrent = 8\nmax-active-per-user = 1000",
+    )]);
+    // Started at once, so they also race to migrate the new database.
+    let (a, b, c) = tokio::join!(
+        Serve::start("a", dir.path(), &store, None),
+        Serve::start("b", dir.path(), &store, None),
+        Serve::start("c", dir.path(), &store, None),
+    );
+    let hosts = [&a, &b, &c];
+    let clients: Vec<Client> = hosts.iter().map(|h| h.client(&a)).collect();
+    let mut streams = Vec::new();
+    for client in &clients {
+        streams.push(Statuses::follow(client).await);
+    }
+
+    let ids = futures::future::join_all((0..TASKS).map(|n| {
+        let args = json!({ "task": "echo", "args": { "n": n } });
+        start(&clients[n % 3], "tb", "submit", args)
+    }))
+    .await;
+    let query = [("module", "tb".to_owned()), ("limit", "200".to_owned())];
+    let page = until(
+        "every task final",
+        || clients[0].tasks(&query),
+        |p| {
+            p["tasks"]
+                .as_array()
+                .is_some_and(|t| t.len() == TASKS && t.iter().all(is_final))
+        },
+    )
+    .await;
+    let listed: BTreeSet<&str> = page["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["id"].as_str())
+        .collect();
+    assert_eq!(listed, ids.iter().map(String::as_str).collect());
+    for (n, id) in ids.iter().enumerate() {
+        // Read through a host other than the one it was submitted through.
+        let task = clients[(n + 1) % 3].task(id).await.unwrap();
+        assert_eq!(task["status"], "completed", "{task}");
+        assert_eq!(task["attempts"], 1, "claimed once: {task}");
+        assert_eq!(task["result"], json!({ "n": n }), "{task}");
+        assert_eq!(task["host"], Value::Null, "a finished task has no host");
+    }
+
+    // Each host's stream shows the runs it made: a run announces `running`,
+    // and only the run whose end was recorded announces `completed`.
+    let started = Instant::now();
+    while !ids
+        .iter()
+        .all(|id| streams.iter().any(|s| s.of("completed").contains(id)))
+    {
+        assert!(
+            started.elapsed() < PATIENCE,
+            "some completions never reached an event stream"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+    let mut ran_by: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (host, stream) in hosts.iter().zip(&streams) {
+        for id in &ids {
+            let runs = stream.of("running").iter().filter(|t| *t == id).count();
+            let ends = stream.of("completed").iter().filter(|t| *t == id).count();
+            assert_eq!(runs, ends, "task {id} on host {}", host.name);
+            ran_by
+                .entry(id.as_str())
+                .or_default()
+                .extend(std::iter::repeat_n(host.name.as_str(), runs));
+        }
+    }
+    for (id, runners) in &ran_by {
+        assert_eq!(runners.len(), 1, "task {id} ran on {runners:?}");
+    }
+    let runners: BTreeSet<&str> = ran_by.values().flatten().copied().collect();
+    assert!(
+        runners.len() > 1,
+        "every task ran on {runners:?}: the hosts did not share the work"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_hosts_tasks_are_taken_over_after_its_lease() {
+    let store = fresh_database().await;
+    let dir = modules(&[
+        ("tb", TASKS_BASIC, LONG_TASKS),
+        ("confirm", CONFIRM, LONG_TASKS),
+    ]);
+    let mut a = Serve::start("a", dir.path(), &store, Some(SHORT_LEASE)).await;
+    let on_a = a.client(&a);
+    // Alone, a runs both: a task that sleeps for an hour, and a resumable
+    // one that checkpoints and waits for a confirmation.
+    let plain = start(&on_a, "tb", "submit", json!({ "task": "sleep" })).await;
+    let resumable = start(&on_a, "confirm", "start", json!({})).await;
+    let running = task_until(&on_a, &plain, "running", |t| t["status"] == "running").await;
+    assert_eq!(running["host"], "a");
+    let asked = task_until(&on_a, &resumable, "asking", |t| {
+        t["status"] == "waiting-confirmation"
+    })
+    .await;
+    assert_eq!(asked["host"], "a");
+    assert_eq!(asked["attempts"], 1);
+    assert_eq!(asked["checkpoint"], json!({ "asked": true }));
+    for id in [&plain, &resumable] {
+        let left = lease_left_ms(&store, id);
+        assert!(
+            left <= SHORT_LEASE_MS,
+            "a lease of {left} ms, not the 2 s given"
+        );
+    }
+
+    let b = Serve::start("b", dir.path(), &store, Some(SHORT_LEASE)).await;
+    let on_b = b.client(&a);
+    a.kill();
+
+    let interrupted = task_until(&on_b, &plain, "interrupted", is_final).await;
+    assert_eq!(interrupted["status"], "interrupted", "{interrupted}");
+    assert_eq!(interrupted["failure"]["kind"], "interrupted");
+    assert_eq!(interrupted["failure"]["message"], LEASE_EXPIRED);
+    assert_eq!(interrupted["host"], Value::Null);
+    let again = task_until(&on_b, &resumable, "asking again", |t| {
+        t["attempts"] == 2 && t["status"] == "waiting-confirmation"
+    })
+    .await;
+    assert_eq!(again["host"], "b", "{again}");
+    assert_eq!(again["checkpoint"], json!({ "asked": true }));
+    let asked_at = again["confirmation"]["asked_at"].as_i64().unwrap();
+    on_b.confirm(&resumable, "yes", json!({}), Some(asked_at))
+        .await
+        .unwrap();
+    let done = task_until(&on_b, &resumable, "finished", is_final).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["attempts"], 2);
+    assert_eq!(done["result"]["answer"]["button"], "yes");
+    assert_eq!(
+        done["result"]["resumed"], true,
+        "b's run started from a's checkpoint"
+    );
+
+    // No task is lost: b knows exactly the two, each at its end.
+    let page = on_b.tasks(&[]).await.unwrap();
+    let mut listed: Vec<(&str, &str)> = page["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["id"].as_str().unwrap(), t["status"].as_str().unwrap()))
+        .collect();
+    listed.sort();
+    let mut expected = vec![
+        (plain.as_str(), "interrupted"),
+        (resumable.as_str(), "completed"),
+    ];
+    expected.sort();
+    assert_eq!(listed, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_paused_past_its_lease_cannot_finish_the_task_it_lost() {
+    let store = fresh_database().await;
+    let dir = modules(&[
+        ("tb", TASKS_BASIC, LONG_TASKS),
+        ("confirm", CONFIRM, LONG_TASKS),
+    ]);
+    let a = Serve::start("a", dir.path(), &store, Some(SHORT_LEASE)).await;
+    let on_a = a.client(&a);
+    let plain = start(&on_a, "tb", "submit", json!({ "task": "sleep" })).await;
+    let resumable = start(&on_a, "confirm", "start", json!({})).await;
+    task_until(&on_a, &plain, "running on a", |t| {
+        t["status"] == "running" && t["host"] == "a"
+    })
+    .await;
+    task_until(&on_a, &resumable, "asking on a", |t| {
+        t["status"] == "waiting-confirmation" && t["host"] == "a"
+    })
+    .await;
+
+    let b = Serve::start("b", dir.path(), &store, Some(SHORT_LEASE)).await;
+    let on_b = b.client(&a);
+    a.pause();
+    let interrupted = task_until(&on_b, &plain, "interrupted", is_final).await;
+    assert_eq!(interrupted["status"], "interrupted", "{interrupted}");
+    assert_eq!(interrupted["failure"]["message"], LEASE_EXPIRED);
+    let taken = task_until(&on_b, &resumable, "asking again on b", |t| {
+        t["attempts"] == 2 && t["status"] == "waiting-confirmation"
+    })
+    .await;
+    assert_eq!(taken["host"], "b", "{taken}");
+
+    // a wakes with both runs still going. Its next renewal finds the leases
+    // lost and stops them; the end a's run of the resumable task then tries
+    // to record is refused, and it says so.
+    a.resume();
+    let resumed = Instant::now();
+    while !a.logged(|line| line.contains("lease was lost") && line.contains(&resumable)) {
+        let now = on_b.task(&resumable).await.unwrap();
+        assert_eq!(now, taken, "a's run changed the task b runs");
+        assert!(
+            resumed.elapsed() < PATIENCE,
+            "a never tried to record the end of its run"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+    let after = on_b.task(&resumable).await.unwrap();
+    assert_eq!(after, taken, "a's run changed the task b runs");
+    let after = on_b.task(&plain).await.unwrap();
+    assert_eq!(after, interrupted, "a's run changed the interrupted task");
+
+    let asked_at = taken["confirmation"]["asked_at"].as_i64().unwrap();
+    on_b.confirm(&resumable, "yes", json!({}), Some(asked_at))
+        .await
+        .unwrap();
+    let done = task_until(&on_b, &resumable, "finished", is_final).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["attempts"], 2);
+    assert_eq!(done["result"]["resumed"], true, "b's run, not a's: {done}");
+    // a serves on, reading what b made of the task.
+    assert_eq!(on_a.task(&resumable).await.unwrap(), done);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_paused_in_the_middle_of_a_write_keeps_its_tasks_from_no_other_host() {
+    let store = fresh_database().await;
+    let dir = modules(&[("tb", TASKS_BASIC, LONG_TASKS)]);
+    let a = Serve::start("a", dir.path(), &store, Some(SHORT_LEASE)).await;
+    let on_a = a.client(&a);
+    // Progress flat out: a's writer is in a transaction that updated the
+    // task's row much of the time.
+    let args = json!({ "task": "burst", "args": { "n": 100_000_000 } });
+    let busy = start(&on_a, "tb", "submit", args).await;
+    task_until(&on_a, &busy, "writing progress", |t| {
+        t["progress"].as_f64().is_some_and(|p| p > 0.0)
+    })
+    .await;
+    let started = Instant::now();
+    loop {
+        a.pause();
+        if writing_in_an_open_transaction(&store) {
+            break;
+        }
+        a.resume();
+        assert!(
+            started.elapsed() < PATIENCE,
+            "a was never caught in the middle of a write"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // The row a locked is recovered all the same, once PostgreSQL ends a's
+    // idle transaction.
+    let b = Serve::start("b", dir.path(), &store, Some(SHORT_LEASE)).await;
+    let on_b = b.client(&a);
+    let interrupted = task_until(&on_b, &busy, "interrupted", is_final).await;
+    assert_eq!(interrupted["status"], "interrupted", "{interrupted}");
+    assert_eq!(interrupted["failure"]["message"], LEASE_EXPIRED);
+}
+
+/// Whether a session on the database `store` holds a transaction open,
+/// waiting for its client, after updating a task.
+fn writing_in_an_open_transaction(store: &str) -> bool {
+    let sessions = Cluster::shared().psql(
+        store,
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+         AND state = 'idle in transaction' AND query LIKE 'UPDATE tasks%'",
+    );
+    sessions.trim() != "0"
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_confirmation_answered_through_one_host_resumes_the_task_waiting_on_another() {
+    let store = fresh_database().await;
+    // a has no module, so every run is b's.
+    let (none, dir) = (modules(&[]), modules(&[("confirm", CONFIRM, LONG_TASKS)]));
+    let (a, b) = tokio::join!(
+        Serve::start("a", none.path(), &store, Some(SHORT_LEASE)),
+        Serve::start("b", dir.path(), &store, Some(SHORT_LEASE)),
+    );
+    let (on_a, on_b) = (a.client(&a), b.client(&a));
+    let id = start(&on_b, "confirm", "start", json!({})).await;
+    let asked = task_until(&on_a, &id, "asking", |t| {
+        t["status"] == "waiting-confirmation"
+    })
+    .await;
+    assert_eq!(asked["host"], "b");
+    let asked_at = asked["confirmation"]["asked_at"].as_i64().unwrap();
+    on_a.confirm(&id, "no", json!({}), Some(asked_at))
+        .await
+        .unwrap();
+    let done = task_until(&on_a, &id, "finished", is_final).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["attempts"], 1);
+    assert_eq!(done["result"]["answer"]["button"], "no");
+    assert_eq!(done["result"]["answer"]["by"], DEMO_USER);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_through_one_host_stops_the_run_on_another() {
+    let store = fresh_database().await;
+    let (none, dir) = (modules(&[]), modules(&[("tb", TASKS_BASIC, ONE_AT_A_TIME)]));
+    let (a, b) = tokio::join!(
+        Serve::start("a", none.path(), &store, Some(SHORT_LEASE)),
+        Serve::start("b", dir.path(), &store, Some(SHORT_LEASE)),
+    );
+    let (on_a, on_b) = (a.client(&a), b.client(&a));
+    let sleeping = start(&on_b, "tb", "submit", json!({ "task": "sleep" })).await;
+    task_until(&on_a, &sleeping, "running on b", |t| {
+        t["status"] == "running" && t["host"] == "b"
+    })
+    .await;
+    let answer = on_a.cancel(&sleeping).await.unwrap();
+    assert_eq!(answer["status"], "cancelled");
+    let cancelled = on_a.task(&sleeping).await.unwrap();
+    assert_eq!(cancelled["status"], "cancelled");
+    assert_eq!(
+        cancelled["failure"]["message"],
+        format!("cancelled by {}", DEMO_USER)
+    );
+    assert_eq!(cancelled["host"], Value::Null);
+
+    // b runs one tb task at a time: the next runs once the cancelled run
+    // has stopped there.
+    let next = start(&on_b, "tb", "submit", json!({ "task": "noop" })).await;
+    let done = task_until(&on_a, &next, "finished", is_final).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(
+        on_a.task(&sleeping).await.unwrap(),
+        cancelled,
+        "the stopped run's own end changed nothing"
+    );
+}
+
+#[test]
+fn a_task_lease_under_a_second_is_refused() {
+    for lease in ["500ms", "0", "forever", "soon"] {
+        let out = Command::new(modhost_binary())
+            .args(["serve", "--task-lease", lease, "--listen", "127.0.0.1:0"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{lease}: {stderr}");
+        assert!(
+            stderr.contains("at least 1s"),
+            "{lease}: the refusal names the least lease: {stderr}"
+        );
+    }
+}
