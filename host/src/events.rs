@@ -52,8 +52,13 @@ pub enum EventKind {
         task_name: String,
         title: Option<String>,
     },
-    /// A task reached `status`.
-    Status { status: String },
+    /// A task reached `status`; `host`, the host running it, when it is its
+    /// run that got there (`running` and the run's end).
+    Status {
+        status: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        host: Option<String>,
+    },
     /// Progress: `persisted` for `update-progress`, not for `emit-progress`.
     Progress {
         progress: f64,
@@ -451,7 +456,10 @@ mod tests {
     }
 
     fn status(s: &str) -> EventKind {
-        EventKind::Status { status: s.into() }
+        EventKind::Status {
+            status: s.into(),
+            host: None,
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -330,6 +330,7 @@ async fn a_client_that_fell_out_of_the_ring_is_told_to_reload_and_goes_on_live()
             subject.clone(),
             EventKind::Status {
                 status: "running".into(),
+                host: None,
             },
         );
     }

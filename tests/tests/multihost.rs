@@ -303,10 +303,14 @@ fn lease_left_ms(store: &str, id: &str) -> i64 {
         .unwrap_or_else(|_| panic!("no lease on {id}: {left:?}"))
 }
 
-/// The status changes one host's event stream reports, `(task, status)`
-/// in order: what that host itself did to its tasks.
+/// The status changes one host's event stream reports, `(task, status,
+/// host)` in order: every host's (events cross hosts), each run's with the
+/// host that ran it.
 #[derive(Clone, Default)]
-struct Statuses(Arc<Mutex<Vec<(String, String)>>>);
+struct Statuses(Arc<Mutex<Vec<Seen>>>);
+
+/// One status event: task, status, and the host of a run's.
+type Seen = (String, String, Option<String>);
 
 impl Statuses {
     /// Follows the stream of the `tb` module's events through `client`
@@ -326,19 +330,21 @@ impl Statuses {
                         event.data["status"].as_str(),
                     )
                 {
+                    let host = event.data["host"].as_str().map(str::to_owned);
                     let mut seen = into.0.lock().unwrap();
-                    seen.push((task.to_owned(), status.to_owned()));
+                    seen.push((task.to_owned(), status.to_owned(), host));
                 }
             }
         });
         seen
     }
 
-    fn of(&self, status: &str) -> Vec<String> {
+    /// The hosts of the `status` events of `task`, one per event.
+    fn hosts_of(&self, task: &str, status: &str) -> Vec<Option<String>> {
         let seen = self.0.lock().unwrap();
         seen.iter()
-            .filter(|(_, s)| s == status)
-            .map(|(t, _)| t.clone())
+            .filter(|(t, s, _)| t == task && s == status)
+            .map(|(_, _, h)| h.clone())
             .collect()
     }
 }
@@ -359,7 +365,13 @@ async fn tasks_submitted_through_three_hosts_run_exactly_once() {
         Serve::start("c", dir.path(), &store, None),
     );
     let hosts = [&a, &b, &c];
-    let clients: Vec<Client> = hosts.iter().map(|h| h.client(&a)).collect();
+    // Started together, any one of them may be the one that made the
+    // development token in the shared database.
+    let holder = *hosts
+        .iter()
+        .find(|h| h.token.is_some())
+        .expect("one host prints a development token");
+    let clients: Vec<Client> = hosts.iter().map(|h| h.client(holder)).collect();
     let mut streams = Vec::new();
     for client in &clients {
         streams.push(Statuses::follow(client).await);
@@ -397,35 +409,41 @@ async fn tasks_submitted_through_three_hosts_run_exactly_once() {
         assert_eq!(task["host"], Value::Null, "a finished task has no host");
     }
 
-    // Each host's stream shows the runs it made: a run announces `running`,
-    // and only the run whose end was recorded announces `completed`.
+    // Every host's stream shows every run: one `running` and one
+    // `completed` per task, both naming the one host that ran it.
     let started = Instant::now();
-    while !ids
-        .iter()
-        .all(|id| streams.iter().any(|s| s.of("completed").contains(id)))
-    {
+    while !ids.iter().all(|id| {
+        streams
+            .iter()
+            .all(|s| !s.hosts_of(id, "completed").is_empty())
+    }) {
         assert!(
             started.elapsed() < PATIENCE,
             "some completions never reached an event stream"
         );
         tokio::time::sleep(POLL).await;
     }
-    let mut ran_by: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    let mut ran_by: BTreeMap<&str, String> = BTreeMap::new();
     for (host, stream) in hosts.iter().zip(&streams) {
         for id in &ids {
-            let runs = stream.of("running").iter().filter(|t| *t == id).count();
-            let ends = stream.of("completed").iter().filter(|t| *t == id).count();
-            assert_eq!(runs, ends, "task {id} on host {}", host.name);
-            ran_by
-                .entry(id.as_str())
-                .or_default()
-                .extend(std::iter::repeat_n(host.name.as_str(), runs));
+            let runs = stream.hosts_of(id, "running");
+            let ends = stream.hosts_of(id, "completed");
+            assert_eq!(
+                runs.len(),
+                1,
+                "task {id} seen on host {}: {runs:?}",
+                host.name
+            );
+            assert_eq!(runs, ends, "task {id} seen on host {}", host.name);
+            let runner = runs[0].clone().expect("a run's status names its host");
+            let first = ran_by.entry(id.as_str()).or_insert_with(|| runner.clone());
+            assert_eq!(
+                *first, runner,
+                "task {id}: the hosts disagree on who ran it"
+            );
         }
     }
-    for (id, runners) in &ran_by {
-        assert_eq!(runners.len(), 1, "task {id} ran on {runners:?}");
-    }
-    let runners: BTreeSet<&str> = ran_by.values().flatten().copied().collect();
+    let runners: BTreeSet<&str> = ran_by.values().map(String::as_str).collect();
     assert!(
         runners.len() > 1,
         "every task ran on {runners:?}: the hosts did not share the work"

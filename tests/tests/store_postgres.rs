@@ -360,7 +360,7 @@ async fn events_and_answers_cross_hosts_at_once_without_waiting_for_a_renewal() 
             continue;
         }
         seen.push(match &e.kind {
-            EventKind::Status { status } => format!("status:{status}"),
+            EventKind::Status { status, .. } => format!("status:{status}"),
             EventKind::ConfirmationAsked { .. } => "confirmation-asked".to_owned(),
             EventKind::ConfirmationAnswered { .. } => "confirmation-answered".to_owned(),
             other => format!("{other:?}"),

@@ -301,7 +301,7 @@ async fn progress_label_and_checkpoint_are_persisted_and_announced() {
                 persisted: true,
                 ..
             } => persisted.push(progress),
-            modhost::events::EventKind::Status { status } => statuses.push(status),
+            modhost::events::EventKind::Status { status, .. } => statuses.push(status),
             _ => {}
         }
     }

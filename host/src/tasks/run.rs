@@ -12,10 +12,10 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use super::policy;
-use super::service::status_event;
 use super::service::{
     MAX_FAILURE_MESSAGE_BYTES, Returned, Running, TaskRun, TaskService, identity_of, task_ref,
 };
+use super::service::{run_status_event, status_event};
 use super::store::{
     Announced, Announcement, Claimed, Lease, LeaseState, Outcome, Recovery, Status, TaskStoreError,
 };
@@ -95,7 +95,7 @@ impl TaskService {
             },
         );
         let tref = task_ref(&row);
-        self.publish(tref.clone(), status_event(Status::Running));
+        self.publish(tref.clone(), run_status_event(Status::Running, &self.host));
         let outcome = match identity_of(&row) {
             Err(message) => Some(Outcome::Failed {
                 kind: "internal".into(),
@@ -147,7 +147,7 @@ impl TaskService {
         self.running().remove(&id);
         self.events.forget(&id);
         if applied {
-            self.publish(tref, status_event(final_status));
+            self.publish(tref, run_status_event(final_status, &self.host));
         }
     }
 

@@ -661,6 +661,15 @@ pub(super) fn parse_cursor(cursor: Option<&str>) -> Result<Option<Cursor>, SdkEr
 pub(super) fn status_event(status: Status) -> EventKind {
     EventKind::Status {
         status: status.as_str().to_owned(),
+        host: None,
+    }
+}
+
+/// A status event of a run on `host`.
+pub(super) fn run_status_event(status: Status, host: &HostId) -> EventKind {
+    EventKind::Status {
+        status: status.as_str().to_owned(),
+        host: Some(host.to_string()),
     }
 }
 
