@@ -36,6 +36,7 @@ pub mod auth;
 pub mod cancel;
 pub mod check;
 pub mod client;
+pub mod columns;
 pub mod data_quota;
 pub mod db;
 pub mod engine;

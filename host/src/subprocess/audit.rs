@@ -238,7 +238,7 @@ impl Decision {
         }
     }
 
-    pub(crate) fn parse(s: &str) -> Option<Self> {
+    fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "allowed" => Decision::Allowed,
             "denied" => Decision::Denied,
@@ -272,7 +272,7 @@ impl Ended {
         }
     }
 
-    pub(crate) fn parse(s: &str) -> Option<Self> {
+    fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "exited" => Ended::Exited,
             "signalled" => Ended::Signalled,
@@ -473,48 +473,51 @@ fn select(
 }
 
 fn record(r: &Row<'_>) -> rusqlite::Result<AuditRecord> {
-    let bad = |i: usize, what: &str| {
-        rusqlite::Error::FromSqlConversionFailure(
-            i,
-            rusqlite::types::Type::Text,
-            format!("bad {what} in subprocess_audit").into(),
-        )
+    record_of(r)
+}
+
+/// An audit record of a row of the columns [`select_sql`] selects, from
+/// either database.
+pub(super) fn record_of<R: crate::columns::Columns>(r: &R) -> Result<AuditRecord, R::Error> {
+    let small = |i: usize| -> Result<Option<i32>, R::Error> {
+        r.int(i)?
+            .map(|v| i32::try_from(v).map_err(|_| r.corrupt(i, "a 32-bit integer")))
+            .transpose()
     };
-    let decision: String = r.get(12)?;
-    let ended: Option<String> = r.get(15)?;
-    let args_json: String = r.get(9)?;
-    let env_json: String = r.get(11)?;
-    let end = match ended {
+    let end = match r.text(15)? {
         None => None,
         Some(e) => Some(AuditEnd {
-            ended: Ended::parse(&e).ok_or_else(|| bad(15, "ended"))?,
-            exit_code: r.get(16)?,
-            signal: r.get(17)?,
-            failure: r.get(18)?,
-            duration_ms: r.get::<_, Option<i64>>(19)?.unwrap_or(0),
-            stdout_bytes: r.get::<_, Option<i64>>(20)?.unwrap_or(0),
-            stderr_bytes: r.get::<_, Option<i64>>(21)?.unwrap_or(0),
-            finished_at: r.get::<_, Option<i64>>(22)?.unwrap_or(0),
+            ended: Ended::parse(&e).ok_or_else(|| r.corrupt(15, "how a child ended"))?,
+            exit_code: small(16)?,
+            signal: small(17)?,
+            failure: r.text(18)?,
+            duration_ms: r.int(19)?.unwrap_or(0),
+            stdout_bytes: r.int(20)?.unwrap_or(0),
+            stderr_bytes: r.int(21)?.unwrap_or(0),
+            finished_at: r.int(22)?.unwrap_or(0),
         }),
     };
+    let args_json = r.required_text(9)?;
+    let env_json = r.required_text(11)?;
+    let decision = r.required_text(12)?;
     Ok(AuditRecord {
         decision: AuditDecision {
-            id: r.get(0)?,
-            at: r.get(1)?,
-            module: r.get(2)?,
-            user_id: r.get(3)?,
-            organization_id: r.get(4)?,
-            request_id: r.get(5)?,
-            task_id: r.get(6)?,
-            program: r.get(7)?,
-            path: r.get(8)?,
+            id: r.required_text(0)?,
+            at: r.required_int(1)?,
+            module: r.required_text(2)?,
+            user_id: r.required_text(3)?,
+            organization_id: r.required_text(4)?,
+            request_id: r.required_text(5)?,
+            task_id: r.text(6)?,
+            program: r.required_text(7)?,
+            path: r.text(8)?,
             // A cut list is not JSON any more; keep it readable as one item.
             args: serde_json::from_str(&args_json).unwrap_or_else(|_| vec![args_json]),
-            cwd: r.get(10)?,
+            cwd: r.text(10)?,
             env_names: serde_json::from_str(&env_json).unwrap_or_else(|_| vec![env_json]),
-            decision: Decision::parse(&decision).ok_or_else(|| bad(12, "decision"))?,
-            reason: r.get(13)?,
-            confined: r.get(14)?,
+            decision: Decision::parse(&decision).ok_or_else(|| r.corrupt(12, "a decision"))?,
+            reason: r.text(13)?,
+            confined: r.flag(14)?,
         },
         end,
     })

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use tokio_postgres::Row;
 
 use super::audit::{
-    AuditDecision, AuditEnd, AuditError, AuditFilter, AuditRecord, AuditStore, BoxFuture, Decision,
-    Ended, OWNER, capped, select_sql, stored_lists,
+    AuditDecision, AuditEnd, AuditError, AuditFilter, AuditRecord, AuditStore, BoxFuture, OWNER,
+    capped, record_of, select_sql, stored_lists,
 };
 use crate::pg::{Aborts, PgDatabase, PgError};
 
@@ -201,42 +201,8 @@ impl AuditStore for PgAuditStore {
 }
 
 fn record(r: &Row) -> Result<AuditRecord, AuditError> {
-    let bad = |what: &str| AuditError::Corrupt(what.to_owned());
-    let decision: String = r.try_get(12)?;
-    let ended: Option<String> = r.try_get(15)?;
-    let args_json: String = r.try_get(9)?;
-    let env_json: String = r.try_get(11)?;
-    let end = match ended {
-        None => None,
-        Some(e) => Some(AuditEnd {
-            ended: Ended::parse(&e).ok_or_else(|| bad("ended"))?,
-            exit_code: r.try_get(16)?,
-            signal: r.try_get(17)?,
-            failure: r.try_get(18)?,
-            duration_ms: r.try_get::<_, Option<i64>>(19)?.unwrap_or(0),
-            stdout_bytes: r.try_get::<_, Option<i64>>(20)?.unwrap_or(0),
-            stderr_bytes: r.try_get::<_, Option<i64>>(21)?.unwrap_or(0),
-            finished_at: r.try_get::<_, Option<i64>>(22)?.unwrap_or(0),
-        }),
-    };
-    Ok(AuditRecord {
-        decision: AuditDecision {
-            id: r.try_get(0)?,
-            at: r.try_get(1)?,
-            module: r.try_get(2)?,
-            user_id: r.try_get(3)?,
-            organization_id: r.try_get(4)?,
-            request_id: r.try_get(5)?,
-            task_id: r.try_get(6)?,
-            program: r.try_get(7)?,
-            path: r.try_get(8)?,
-            args: serde_json::from_str(&args_json).unwrap_or_else(|_| vec![args_json]),
-            cwd: r.try_get(10)?,
-            env_names: serde_json::from_str(&env_json).unwrap_or_else(|_| vec![env_json]),
-            decision: Decision::parse(&decision).ok_or_else(|| bad("decision"))?,
-            reason: r.try_get(13)?,
-            confined: r.try_get(14)?,
-        },
-        end,
+    record_of(r).map_err(|e| match e {
+        crate::columns::PgColumnError::Sql(e) => e.into(),
+        crate::columns::PgColumnError::Bad(bad) => AuditError::Corrupt(bad.to_string()),
     })
 }

@@ -703,6 +703,75 @@ pub struct TaskRow {
     pub host: Option<String>,
 }
 
+/// A row of every column of `tasks` in the backends' shared order (`id,
+/// module, task_name, task_key, title, status, progress, label,
+/// checkpoint_json, args_json, result_json, failure_kind, failure_message,
+/// resumable, user_id, organization_id, role, request_id, session_id,
+/// created_at, updated_at, started_at, finished_at, attempts,
+/// confirm_surface_json, confirm_asked_at, confirm_expires_at,
+/// confirm_answer_json, confirm_answered_by, confirm_answered_at,
+/// confirm_consumed, lease_owner`) as a task.
+pub fn task_row<R: crate::columns::Columns>(r: &R) -> Result<TaskRow, R::Error> {
+    let status = r.required_text(5)?;
+    let status: Status = status.parse().map_err(|_| r.corrupt(5, "a task status"))?;
+    let attempts = u32::try_from(r.required_int(23)?).map_err(|_| r.corrupt(23, "a count"))?;
+    let confirmation = match r.text(24)? {
+        None => None,
+        Some(surface_json) => Some(ConfirmationRow {
+            surface_json,
+            asked_at: r.required_int(25)?,
+            expires_at: r.int(26)?,
+            answer: stored_answer(r, 27)?,
+            consumed: r.flag(30)?,
+        }),
+    };
+    Ok(TaskRow {
+        id: r.required_text(0)?,
+        module: r.required_text(1)?,
+        task_name: r.required_text(2)?,
+        task_key: r.text(3)?,
+        title: r.text(4)?,
+        status,
+        progress: r.real(6)?,
+        label: r.text(7)?,
+        checkpoint_json: r.text(8)?,
+        args_json: r.required_text(9)?,
+        result_json: r.text(10)?,
+        failure_kind: r.text(11)?,
+        failure_message: r.text(12)?,
+        resumable: r.flag(13)?,
+        user_id: r.required_text(14)?,
+        organization_id: r.required_text(15)?,
+        role: r.required_text(16)?,
+        request_id: r.required_text(17)?,
+        session_id: r.text(18)?,
+        created_at: r.required_int(19)?,
+        updated_at: r.required_int(20)?,
+        started_at: r.int(21)?,
+        finished_at: r.int(22)?,
+        attempts,
+        confirmation,
+        host: r.text(31)?,
+    })
+}
+
+/// The answer stored in columns `first..first + 3` (json, by, at), if any.
+pub fn stored_answer<R: crate::columns::Columns>(
+    r: &R,
+    first: usize,
+) -> Result<Option<StoredAnswer>, R::Error> {
+    Ok(
+        match (r.text(first)?, r.text(first + 1)?, r.int(first + 2)?) {
+            (Some(answer_json), Some(answered_by), Some(answered_at)) => Some(StoredAnswer {
+                answer_json,
+                answered_by,
+                answered_at,
+            }),
+            _ => None,
+        },
+    )
+}
+
 /// Which tasks [`TaskStore::list`] returns; every given field must match.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskFilter {

@@ -11,15 +11,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{
-    Answered, Asked, BoxFuture, Claimed, ConfirmationRow, Cursor, HOST_RESTARTED, HostId,
-    LEASE_EXPIRED, Lease, LeaseState, ListClauses, ListValue, MAX_LOOKUP_LIMIT, MAX_PAGE_LIMIT,
-    MIGRATION_LIST, NewTask, OrgScope, Outcome, Owner, ProgressResult, ProgressUpdate,
-    QuotaReached, Recovery, Scope, Status, StoredAnswer, Submitted, TaskFilter, TaskPage, TaskRow,
-    TaskStore, TaskStoreError, Want, prefix_successor, validate_task_id,
+    Answered, Asked, BoxFuture, Claimed, Cursor, HOST_RESTARTED, HostId, LEASE_EXPIRED, Lease,
+    LeaseState, ListClauses, ListValue, MAX_LOOKUP_LIMIT, MAX_PAGE_LIMIT, MIGRATION_LIST, NewTask,
+    OrgScope, Outcome, Owner, ProgressResult, ProgressUpdate, QuotaReached, Recovery, Scope,
+    StoredAnswer, Submitted, TaskFilter, TaskPage, TaskRow, TaskStore, TaskStoreError, Want,
+    prefix_successor, validate_task_id,
 };
 use crate::db::{SqliteFile, SqliteOptions, WriteConn, WriteError, now_ms};
 
@@ -304,73 +303,19 @@ pub(super) mod sql {
     );
 }
 
+/// A task of a SQLite row (of [`columns!`] or [`summary_columns!`]).
 fn task_row(r: &Row<'_>) -> rusqlite::Result<TaskRow> {
-    let status: String = r.get(5)?;
-    let status: Status = status
-        .parse()
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(5, Type::Text, Box::new(e)))?;
-    let attempts: i64 = r.get(23)?;
-    let attempts = u32::try_from(attempts)
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(23, Type::Integer, Box::new(e)))?;
-    let surface_json: Option<String> = r.get(24)?;
-    let confirmation = match surface_json {
-        None => None,
-        Some(surface_json) => Some(ConfirmationRow {
-            surface_json,
-            asked_at: r.get(25)?,
-            expires_at: r.get(26)?,
-            answer: stored_answer(r, 27)?,
-            consumed: r.get(30)?,
-        }),
-    };
-    Ok(TaskRow {
-        id: r.get(0)?,
-        module: r.get(1)?,
-        task_name: r.get(2)?,
-        task_key: r.get(3)?,
-        title: r.get(4)?,
-        status,
-        progress: r.get(6)?,
-        label: r.get(7)?,
-        checkpoint_json: r.get(8)?,
-        args_json: r.get(9)?,
-        result_json: r.get(10)?,
-        failure_kind: r.get(11)?,
-        failure_message: r.get(12)?,
-        resumable: r.get(13)?,
-        user_id: r.get(14)?,
-        organization_id: r.get(15)?,
-        role: r.get(16)?,
-        request_id: r.get(17)?,
-        session_id: r.get(18)?,
-        created_at: r.get(19)?,
-        updated_at: r.get(20)?,
-        started_at: r.get(21)?,
-        finished_at: r.get(22)?,
-        attempts,
-        confirmation,
-        host: r.get(31)?,
-    })
+    super::task_row(r)
+}
+
+/// The answer in columns `first..first + 3` (json, by, at), if any.
+fn stored_answer(r: &Row<'_>, first: usize) -> rusqlite::Result<Option<StoredAnswer>> {
+    super::stored_answer(r, first)
 }
 
 /// The column after [`columns!`] in a claim's `RETURNING`: the new lease
 /// version.
 const LEASE_VERSION: usize = 32;
-
-/// The answer stored in columns `first..first + 3` (json, by, at), if any.
-fn stored_answer(r: &Row<'_>, first: usize) -> rusqlite::Result<Option<StoredAnswer>> {
-    let answer_json: Option<String> = r.get(first)?;
-    let answered_by: Option<String> = r.get(first + 1)?;
-    let answered_at: Option<i64> = r.get(first + 2)?;
-    Ok(match (answer_json, answered_by, answered_at) {
-        (Some(answer_json), Some(answered_by), Some(answered_at)) => Some(StoredAnswer {
-            answer_json,
-            answered_by,
-            answered_at,
-        }),
-        _ => None,
-    })
-}
 
 /// Stores `t` unless its key is active or a quota is reached, in the
 /// writer's transaction: the counters read here cannot change before the

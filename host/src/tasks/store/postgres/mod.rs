@@ -22,11 +22,11 @@ use tokio_postgres::types::ToSql;
 pub use schema::MIGRATIONS;
 
 use super::{
-    Announced, Announcement, Answered, Asked, BoxFuture, Claimed, ConfirmationRow, Cursor,
-    HOST_RESTARTED, HostId, LEASE_EXPIRED, Lease, LeaseState, ListClauses, ListValue,
-    MAX_LOOKUP_LIMIT, MAX_PAGE_LIMIT, NewTask, OWNER, OrgScope, Outcome, Owner, ProgressResult,
-    ProgressUpdate, QuotaReached, Recovery, Scope, Status, StoredAnswer, Submitted, TaskFilter,
-    TaskPage, TaskRow, TaskStore, TaskStoreError, Want, prefix_successor, validate_task_id,
+    Announced, Announcement, Answered, Asked, BoxFuture, Claimed, Cursor, HOST_RESTARTED, HostId,
+    LEASE_EXPIRED, Lease, LeaseState, ListClauses, ListValue, MAX_LOOKUP_LIMIT, MAX_PAGE_LIMIT,
+    NewTask, OWNER, OrgScope, Outcome, Owner, ProgressResult, ProgressUpdate, QuotaReached,
+    Recovery, Scope, StoredAnswer, Submitted, TaskFilter, TaskPage, TaskRow, TaskStore,
+    TaskStoreError, Want, prefix_successor, validate_task_id,
 };
 use crate::db::now_ms;
 use crate::pg::{Aborts, PgDatabase, PgError, PgWriteError};
@@ -46,6 +46,9 @@ const ANNOUNCED: usize = 1024;
 
 /// The longest payload PostgreSQL's NOTIFY takes is 8,000 bytes.
 const MAX_NOTIFY_BYTES: usize = 7900;
+
+/// How long opening a store waits for its listener.
+const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long the listener waits before connecting again.
 const RELISTEN_AFTER: Duration = Duration::from_secs(1);
@@ -97,7 +100,17 @@ impl PgTaskStore {
             .await
             .map_err(|e| open_error(db.url(), e))?;
         let (announced, _) = tokio::sync::broadcast::channel(ANNOUNCED);
-        tokio::spawn(listen(Arc::downgrade(&db), announced.clone()));
+        let (listening, listened) = tokio::sync::oneshot::channel();
+        tokio::spawn(listen(Arc::downgrade(&db), announced.clone(), listening));
+        // A store hears announcements from the moment it is open; a
+        // listener that cannot connect yet keeps trying in the background
+        // (renewals and polls cover the meantime).
+        if tokio::time::timeout(LISTEN_TIMEOUT, listened)
+            .await
+            .is_err()
+        {
+            tracing::warn!("not listening for other hosts' announcements yet");
+        }
         Ok(PgTaskStore { db, announced })
     }
 
@@ -382,69 +395,25 @@ mod sql {
         FOR UPDATE SKIP LOCKED) DELETE FROM tasks USING picked WHERE tasks.id = picked.id";
 }
 
-fn conversion(what: &str, e: impl std::fmt::Display) -> TaskStoreError {
-    TaskStoreError::Internal(format!("stored {what} cannot be read: {e}"))
-}
-
+/// A task of a PostgreSQL row.
 fn task_row(r: &Row) -> Result<TaskRow, TaskStoreError> {
-    let status: String = r.try_get(5)?;
-    let status: Status = status.parse().map_err(|e| conversion("status", e))?;
-    let attempts: i32 = r.try_get(23)?;
-    let attempts = u32::try_from(attempts).map_err(|e| conversion("attempts", e))?;
-    let surface_json: Option<String> = r.try_get(24)?;
-    let confirmation = match surface_json {
-        None => None,
-        Some(surface_json) => Some(ConfirmationRow {
-            surface_json,
-            asked_at: r.try_get(25)?,
-            expires_at: r.try_get(26)?,
-            answer: stored_answer(r, 27)?,
-            consumed: r.try_get(30)?,
-        }),
-    };
-    Ok(TaskRow {
-        id: r.try_get(0)?,
-        module: r.try_get(1)?,
-        task_name: r.try_get(2)?,
-        task_key: r.try_get(3)?,
-        title: r.try_get(4)?,
-        status,
-        progress: r.try_get(6)?,
-        label: r.try_get(7)?,
-        checkpoint_json: r.try_get(8)?,
-        args_json: r.try_get(9)?,
-        result_json: r.try_get(10)?,
-        failure_kind: r.try_get(11)?,
-        failure_message: r.try_get(12)?,
-        resumable: r.try_get(13)?,
-        user_id: r.try_get(14)?,
-        organization_id: r.try_get(15)?,
-        role: r.try_get(16)?,
-        request_id: r.try_get(17)?,
-        session_id: r.try_get(18)?,
-        created_at: r.try_get(19)?,
-        updated_at: r.try_get(20)?,
-        started_at: r.try_get(21)?,
-        finished_at: r.try_get(22)?,
-        attempts,
-        confirmation,
-        host: r.try_get(31)?,
-    })
+    Ok(super::task_row(r)?)
 }
 
 /// The answer in columns `first..first + 3` (json, by, at), if any.
 fn stored_answer(r: &Row, first: usize) -> Result<Option<StoredAnswer>, TaskStoreError> {
-    let answer_json: Option<String> = r.try_get(first)?;
-    let answered_by: Option<String> = r.try_get(first + 1)?;
-    let answered_at: Option<i64> = r.try_get(first + 2)?;
-    Ok(match (answer_json, answered_by, answered_at) {
-        (Some(answer_json), Some(answered_by), Some(answered_at)) => Some(StoredAnswer {
-            answer_json,
-            answered_by,
-            answered_at,
-        }),
-        _ => None,
-    })
+    Ok(super::stored_answer(r, first)?)
+}
+
+impl From<crate::columns::PgColumnError> for TaskStoreError {
+    fn from(e: crate::columns::PgColumnError) -> Self {
+        match e {
+            crate::columns::PgColumnError::Sql(e) => e.into(),
+            crate::columns::PgColumnError::Bad(bad) => {
+                TaskStoreError::Internal(format!("a stored task cannot be read: {bad}"))
+            }
+        }
+    }
 }
 
 fn rows(found: Vec<Row>) -> Result<Vec<TaskRow>, TaskStoreError> {
@@ -1076,7 +1045,9 @@ fn announcement(channel: &str, payload: &str) -> Option<Announced> {
 async fn listen(
     db: std::sync::Weak<PgDatabase>,
     announced: tokio::sync::broadcast::Sender<Announced>,
+    listening: tokio::sync::oneshot::Sender<()>,
 ) {
+    let mut ready = Some(listening);
     use futures::StreamExt;
     loop {
         let Some(pg) = db.upgrade() else { return };
@@ -1096,6 +1067,9 @@ async fn listen(
                             if let Err(e) = done {
                                 tracing::warn!(error = %e, "cannot listen for new tasks");
                                 break;
+                            }
+                            if let Some(tx) = ready.take() {
+                                let _ = tx.send(());
                             }
                         }
                         message = messages.next() => match message {
