@@ -439,3 +439,26 @@ async fn a_store_whose_database_goes_away_fails_with_a_typed_error_and_works_aga
     }
     drop(cluster);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_message_with_a_nul_is_stored_not_refused() {
+    let store = PgTaskStore::connect(&fresh_database().await).await.unwrap();
+    let Submitted::Created(id) = store.submit(task("m")).await.unwrap() else {
+        panic!("not created")
+    };
+    let want = [Want {
+        module: "m".into(),
+        max: 1,
+    }];
+    let claimed = store
+        .claim(&HostId::local(), &want, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let failed = Outcome::Failed {
+        kind: "error".into(),
+        message: "bad\0byte".into(),
+    };
+    assert!(store.finish(&id, Some(&claimed[0].lease), failed).await.unwrap());
+    let row = store.get_unscoped(&id).await.unwrap().unwrap();
+    assert_eq!(row.failure_message.as_deref(), Some("bad\u{FFFD}byte"));
+}

@@ -76,6 +76,17 @@ pub enum PgError {
     Write(#[from] PgWriteError),
 }
 
+/// `text` as PostgreSQL's `TEXT` takes it: U+0000, which it refuses (and
+/// SQLite keeps), becomes U+FFFD, so a guest's text with one in it is stored
+/// rather than failing the write (and its batch).
+pub fn text(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains('\0') {
+        std::borrow::Cow::Owned(text.replace('\0', "\u{FFFD}"))
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
+}
+
 /// A URL with its password hidden, for messages and logs.
 pub fn redacted(url: &str) -> String {
     match tokio_postgres::Config::from_str(url) {
@@ -121,6 +132,14 @@ impl PgDatabase {
         if config.get_application_name().is_none() {
             config.application_name("modhost");
         }
+        // A connection that died silently (a restarted server, a dropped
+        // NAT entry) is noticed in about a minute, not in TCP's hours: the
+        // writer, the readers and the listener then connect again.
+        config
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(30))
+            .keepalives_interval(Duration::from_secs(10))
+            .keepalives_retries(3);
         let pool = |size| {
             let manager = Manager::from_config(
                 config.clone(),
@@ -245,6 +264,12 @@ impl PgDatabase {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_with_a_nul_is_stored_with_a_replacement_character() {
+        assert_eq!(text("a\0b"), "a\u{FFFD}b");
+        assert!(matches!(text("plain"), std::borrow::Cow::Borrowed("plain")));
+    }
 
     #[test]
     fn a_url_is_shown_without_its_password() {

@@ -33,11 +33,16 @@ pub enum PgWriteError {
     /// A statement failed; the write did not take effect.
     #[error("database error: {0}")]
     Sql(Arc<tokio_postgres::Error>),
-    /// The connection to the server is lost (or could not be made). A write
-    /// whose commit was under way when it broke may or may not have taken
-    /// effect; every other did not.
+    /// The connection to the server is lost (or could not be made); the
+    /// write did not take effect.
     #[error("connection to PostgreSQL lost: {0}")]
     Connection(String),
+    /// The connection broke while the write's transaction was committing:
+    /// it may or may not have taken effect.
+    #[error(
+        "connection to PostgreSQL lost while committing (the write may have taken effect): {0}"
+    )]
+    Uncertain(String),
     /// The writer was shut down.
     #[error("the database writer is closed")]
     Closed,
@@ -145,26 +150,45 @@ impl PgWriter {
 async fn write_loop(pool: Pool, mut rx: mpsc::Receiver<Box<dyn Op>>) {
     let mut batch: Vec<Box<dyn Op>> = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        // The pool hands back the connection, or a new one for a broken one.
-        match pool.get().await {
-            Ok(client) => run_batch(&client, &mut batch).await,
-            Err(e) => {
-                tracing::error!(error = %e, "the database writer cannot connect");
-                let e = PgWriteError::Connection(e.to_string());
-                for op in batch.drain(..) {
-                    op.answer(Err(e.clone()));
+        // A pooled connection may have broken unnoticed (the server
+        // restarted): nothing of the batch has been sent when BEGIN fails,
+        // so it is tried once more on a new connection.
+        let mut failed = None;
+        for _ in 0..2 {
+            // The pool hands back the connection, or a new one for a broken one.
+            match pool.get().await {
+                Ok(client) => match run_batch(&client, &mut batch).await {
+                    Ok(()) => {
+                        failed = None;
+                        break;
+                    }
+                    Err(e) => failed = Some(e),
+                },
+                Err(e) => {
+                    failed = Some(PgWriteError::Connection(e.to_string()));
+                    break;
                 }
-                tokio::time::sleep(RECONNECT_AFTER).await;
             }
+        }
+        if let Some(e) = failed {
+            tracing::error!(error = %e, "the database writer cannot reach the database");
+            for op in batch.drain(..) {
+                op.answer(Err(e.clone()));
+            }
+            tokio::time::sleep(RECONNECT_AFTER).await;
         }
     }
 }
 
 /// Runs `batch` in one transaction and answers it; after a failed
-/// statement, rolls back and runs each write alone.
-async fn run_batch(client: &ClientWrapper, batch: &mut Vec<Box<dyn Op>>) {
+/// statement, rolls back and runs each write alone. `Err` (the batch left
+/// unanswered) when the transaction could not even begin.
+async fn run_batch(
+    client: &ClientWrapper,
+    batch: &mut Vec<Box<dyn Op>>,
+) -> Result<(), PgWriteError> {
+    client.batch_execute(super::BEGIN).await?;
     let together = async {
-        client.batch_execute(super::BEGIN).await?;
         let aborted = join_all(batch.iter_mut().map(|op| op.run(client)))
             .await
             .into_iter()
@@ -173,7 +197,7 @@ async fn run_batch(client: &ClientWrapper, batch: &mut Vec<Box<dyn Op>>) {
             client.batch_execute("ROLLBACK").await?;
             return Ok::<bool, PgWriteError>(false);
         }
-        client.batch_execute("COMMIT").await?;
+        client.batch_execute("COMMIT").await.map_err(uncertain)?;
         Ok(true)
     }
     .await;
@@ -188,9 +212,11 @@ async fn run_batch(client: &ClientWrapper, batch: &mut Vec<Box<dyn Op>>) {
                 let alone = async {
                     client.batch_execute(super::BEGIN).await?;
                     let aborted = op.run(client).await;
-                    client
-                        .batch_execute(if aborted { "ROLLBACK" } else { "COMMIT" })
-                        .await?;
+                    if aborted {
+                        client.batch_execute("ROLLBACK").await?;
+                    } else {
+                        client.batch_execute("COMMIT").await.map_err(uncertain)?;
+                    }
                     Ok::<(), PgWriteError>(())
                 }
                 .await;
@@ -205,5 +231,15 @@ async fn run_batch(client: &ClientWrapper, batch: &mut Vec<Box<dyn Op>>) {
                 op.answer(Err(e.clone()));
             }
         }
+    }
+    Ok(())
+}
+
+/// A COMMIT whose connection broke: the server may have committed it.
+fn uncertain(e: tokio_postgres::Error) -> PgWriteError {
+    if e.is_closed() {
+        PgWriteError::Uncertain(e.to_string())
+    } else {
+        PgWriteError::from(e)
     }
 }

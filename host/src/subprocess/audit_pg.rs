@@ -123,15 +123,19 @@ impl AuditStore for PgAuditStore {
                         &d.module,
                         &d.user_id,
                         &d.organization_id,
-                        &d.request_id,
+                        &crate::pg::text(&d.request_id),
                         &d.task_id,
-                        &capped(d.program.clone()),
-                        &d.path,
+                        &crate::pg::text(&capped(d.program.clone())),
+                        &d.path.as_deref().map(crate::pg::text),
                         &args_json,
-                        &d.cwd.clone().map(capped),
+                        &d.cwd
+                            .clone()
+                            .map(|c| crate::pg::text(&capped(c)).into_owned()),
                         &env_json,
                         &d.decision.as_str(),
-                        &d.reason.clone().map(capped),
+                        &d.reason
+                            .clone()
+                            .map(|r| crate::pg::text(&capped(r)).into_owned()),
                         &d.confined,
                     ],
                 )
@@ -155,7 +159,9 @@ impl AuditStore for PgAuditStore {
                             &e.ended.as_str(),
                             &e.exit_code,
                             &e.signal,
-                            &e.failure.clone().map(capped),
+                            &e.failure
+                                .clone()
+                                .map(|f| crate::pg::text(&capped(f)).into_owned()),
                             &e.duration_ms,
                             &e.stdout_bytes,
                             &e.stderr_bytes,

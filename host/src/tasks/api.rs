@@ -145,8 +145,7 @@ impl<'a> Tasks<'a> {
             });
         }
         self.service
-            .events
-            .send(task_ref(&row), status_event(Status::Cancelled));
+            .publish(task_ref(&row), status_event(Status::Cancelled));
         Ok(())
     }
 

@@ -109,7 +109,11 @@ impl TaskService {
         let store = &self.store;
         let now = now_ms();
         let expires = now.saturating_add(i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX));
-        if !self.running().contains_key(&task_id) {
+        let runs_here = self
+            .running()
+            .get(&task_id)
+            .is_some_and(|r| r.lease == lease);
+        if !runs_here {
             return Err(SdkError::invalid("the task is not running on this host"));
         }
         // An answer kept from before a restart counts only for the same
@@ -119,7 +123,9 @@ impl TaskService {
             // A fresh channel per question, so an answer to a stale one can
             // never be taken for this one.
             let (tx, fresh) = oneshot::channel();
-            if let Some(r) = self.running().get_mut(&task_id) {
+            if let Some(r) = self.running().get_mut(&task_id)
+                && r.lease == lease
+            {
                 r.answer = Some(tx);
             }
             rx = Some(fresh);

@@ -8,8 +8,11 @@
 //! so racing cancel/complete/progress never lose or double a final state,
 //! and a run whose task another host took writes nothing.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
 
 use super::policy;
 use super::service::{
@@ -41,6 +44,14 @@ impl TaskService {
         tokio::spawn(claim_loop(Arc::downgrade(self), self.claims.clone()));
         if let Some(announced) = self.store.announcements() {
             tokio::spawn(announce_loop(Arc::downgrade(self), announced));
+        }
+        let queued = self
+            .to_announce
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(queued) = queued {
+            tokio::spawn(send_loop(self.store.clone(), self.host.clone(), queued));
         }
         tokio::spawn(lease_loop(Arc::downgrade(self), self.lease));
         Ok(recovery)
@@ -86,7 +97,7 @@ impl TaskService {
         let Claimed { row, lease } = claimed;
         let id = row.id.clone();
         let cancel = CancelToken::new();
-        self.running().insert(
+        let stale = self.running().insert(
             id.clone(),
             Running {
                 cancel: cancel.clone(),
@@ -94,6 +105,11 @@ impl TaskService {
                 answer: None,
             },
         );
+        // A run of an older claim of this task still here lost its lease
+        // (the task was recovered while this host could not renew): stop it.
+        if let Some(stale) = stale {
+            stale.cancel.cancel();
+        }
         let tref = task_ref(&row);
         self.publish(tref.clone(), run_status_event(Status::Running, &self.host));
         let outcome = match identity_of(&row) {
@@ -108,13 +124,21 @@ impl TaskService {
                     identity: Arc::new(identity),
                     cancel,
                 };
-                outcome_of(self.runner.clone().run_task(self.clone(), run).await)
+                // A panic in the run fails the task rather than leave it
+                // running (and renewed) forever.
+                let returned = AssertUnwindSafe(self.runner.clone().run_task(self.clone(), run))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|_| Err(CallError::Internal("the run panicked".into())));
+                outcome_of(returned)
             }
         };
         let Some(outcome) = outcome else {
             // No instance slot: undo the claim and try again later rather
-            // than fail a task for the host's own load.
-            self.running().remove(&id);
+            // than fail a task for the host's own load; until then the
+            // module is not claimed here (its oldest task is this one).
+            self.forget_run(&lease);
+            self.scheduler.unmark(&row.module);
             match self.store.release(&lease).await {
                 Ok(true) => {
                     self.publish(tref, status_event(Status::Pending));
@@ -130,7 +154,7 @@ impl TaskService {
             return;
         };
         let final_status = outcome.status();
-        let applied = match self.store.finish(&id, Some(&lease), outcome).await {
+        let applied = match self.finish_retrying(&lease, outcome).await {
             Ok(applied) => applied,
             Err(TaskStoreError::LeaseLost { .. }) => {
                 tracing::warn!(
@@ -144,10 +168,69 @@ impl TaskService {
                 false
             }
         };
-        self.running().remove(&id);
+        self.forget_run(&lease);
         self.events.forget(&id);
         if applied {
             self.publish(tref, run_status_event(final_status, &self.host));
+        }
+    }
+
+    /// Records a run's end under its lease, trying again while the store
+    /// fails (a database restarting, a connection lost while committing: a
+    /// retry of a finish that did commit finds the task final, `false`),
+    /// so a finished run is not left to recovery as long as its lease lasts.
+    async fn finish_retrying(
+        &self,
+        lease: &Lease,
+        outcome: Outcome,
+    ) -> Result<bool, TaskStoreError> {
+        let mut wait = Duration::from_millis(100);
+        let give_up = Instant::now() + self.lease;
+        loop {
+            match self
+                .store
+                .finish(&lease.task_id, Some(lease), outcome.clone())
+                .await
+            {
+                Err(TaskStoreError::Backend(_) | TaskStoreError::Uncertain(_))
+                    if Instant::now() + wait < give_up =>
+                {
+                    tracing::warn!(task_id = lease.task_id, "retrying the end of a task");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Forgets the run under `lease`; a newer claim's run of the same task
+    /// stays.
+    fn forget_run(&self, lease: &Lease) {
+        let mut running = self.running();
+        if running
+            .get(&lease.task_id)
+            .is_some_and(|r| r.lease == *lease)
+        {
+            running.remove(&lease.task_id);
+        }
+    }
+
+    /// Stops the run under `lease`, not a newer claim's.
+    pub(super) fn cancel_run(&self, lease: &Lease) {
+        if let Some(r) = self.running().get(&lease.task_id)
+            && r.lease == *lease
+        {
+            r.cancel.cancel();
+        }
+    }
+
+    /// Stops every run here: their leases ran out unrenewed, so other hosts
+    /// may have taken their tasks (self-fencing; their writes would be
+    /// refused anyway).
+    fn cancel_all_runs(&self) {
+        for r in self.running().values() {
+            r.cancel.cancel();
         }
     }
 
@@ -164,11 +247,7 @@ impl TaskService {
             match state {
                 LeaseState::Held { answered: false } => {}
                 LeaseState::Held { answered: true } => self.deliver_answer(lease).await,
-                LeaseState::Lost => {
-                    if let Some(r) = self.running().get(&lease.task_id) {
-                        r.cancel.cancel();
-                    }
-                }
+                LeaseState::Lost => self.cancel_run(lease),
             }
         }
         Ok(())
@@ -258,18 +337,50 @@ async fn announce_loop(
     }
 }
 
+/// Sends this host's announcements to the store one after another, so the
+/// other hosts hear them in the order they happened. Ends when the service
+/// is dropped.
+async fn send_loop(
+    store: Arc<dyn super::store::TaskStore>,
+    host: super::store::HostId,
+    mut queued: tokio::sync::mpsc::Receiver<Announcement>,
+) {
+    while let Some(what) = queued.recv().await {
+        if let Err(e) = store.announce(&host, &what).await {
+            tracing::warn!(error = %e, "cannot tell the other hosts");
+        }
+    }
+}
+
 /// Every third of a lease: renews this host's leases, then recovers tasks
 /// whose lease ran out (another host died). Ends when the service is
 /// dropped.
 async fn lease_loop(service: Weak<TaskService>, lease: Duration) {
     let every = (lease / 3).max(Duration::from_millis(10));
+    // When the leases were last renewed (taken before the renewal, so it
+    // errs early): past a whole lease without one, other hosts may run this
+    // host's tasks, so its own runs stop.
+    let mut renewed = Instant::now();
     loop {
         tokio::time::sleep(every).await;
         let Some(s) = service.upgrade() else { return };
-        if let Err(e) = s.renew_leases().await {
-            tracing::error!(error = %e, "cannot renew the leases of running tasks");
+        let attempt = Instant::now();
+        // Bounded, so a connection that hangs cannot stall the keeper.
+        match tokio::time::timeout(every, s.renew_leases()).await {
+            Ok(Ok(())) => renewed = attempt,
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot renew the leases of running tasks"),
+            Err(_) => tracing::error!("renewing the leases of running tasks timed out"),
         }
-        match s.store.recover_expired(None).await {
+        if renewed.elapsed() >= lease {
+            tracing::error!("leases unrenewed for a whole lease: stopping this host's runs");
+            s.cancel_all_runs();
+            continue;
+        }
+        let Ok(recovered) = tokio::time::timeout(every, s.store.recover_expired(None)).await else {
+            tracing::error!("recovering tasks of stopped hosts timed out");
+            continue;
+        };
+        match recovered {
             Ok(recovery) => {
                 log_recovery(&recovery);
                 if !recovery.resumed.is_empty() {

@@ -13,7 +13,7 @@
 //! claimer's slow poll, and unmarked when a claim returns less than it
 //! asked for.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
 use super::store::{Claimed, Want};
@@ -31,8 +31,12 @@ struct Slots {
     caps: BTreeMap<String, u32>,
     running_by_module: BTreeMap<String, u32>,
     running: u32,
-    /// Modules that may have pending tasks in the store.
-    pending: BTreeSet<String>,
+    /// Modules that may have pending tasks in the store, each with how
+    /// often it was marked: a claim unmarks a module only if no mark came
+    /// while it ran.
+    pending: BTreeMap<String, u64>,
+    /// The marks of each module when [`Scheduler::wants`] last read them.
+    seen: BTreeMap<String, u64>,
     /// The module served first last time, so the next round starts after it.
     last: Option<String>,
 }
@@ -55,22 +59,30 @@ impl Scheduler {
     pub fn set_cap(&self, module: &str, cap: u32) {
         let mut s = self.state();
         s.caps.insert(module.to_owned(), cap);
-        s.pending.insert(module.to_owned());
+        *s.pending.entry(module.to_owned()).or_default() += 1;
     }
 
     /// Notes that `module` may have pending tasks.
     pub fn mark(&self, module: &str) {
         let mut s = self.state();
         if s.caps.contains_key(module) {
-            s.pending.insert(module.to_owned());
+            *s.pending.entry(module.to_owned()).or_default() += 1;
         }
+    }
+
+    /// Notes that `module` has no pending task to claim now (its oldest
+    /// could not start; it is marked again when it may).
+    pub fn unmark(&self, module: &str) {
+        self.state().pending.remove(module);
     }
 
     /// Notes that every configured module may have pending tasks.
     pub fn mark_all(&self) {
         let mut s = self.state();
         let all: Vec<String> = s.caps.keys().cloned().collect();
-        s.pending.extend(all);
+        for module in all {
+            *s.pending.entry(module).or_default() += 1;
+        }
     }
 
     /// How many pending tasks of which modules may be claimed now; empty
@@ -81,7 +93,8 @@ impl Scheduler {
         if free == 0 || s.pending.is_empty() {
             return Vec::new();
         }
-        let marked: Vec<String> = s.pending.iter().cloned().collect();
+        let marked: Vec<String> = s.pending.keys().cloned().collect();
+        s.seen = s.pending.clone();
         let start = s
             .last
             .as_ref()
@@ -130,7 +143,8 @@ impl Scheduler {
             let got = u32::try_from(got).unwrap_or(u32::MAX);
             s.running += got;
             *s.running_by_module.entry(want.module.clone()).or_default() += got;
-            if got < want.max {
+            let unmarked_since = s.pending.get(&want.module) == s.seen.get(&want.module);
+            if got < want.max && unmarked_since {
                 s.pending.remove(&want.module);
             }
         }
@@ -252,6 +266,18 @@ mod tests {
         assert!(s.wants().is_empty(), "the store had only two");
         s.mark_all();
         assert_eq!(wanted(&s.wants()), [("m", 2)], "two slots are taken");
+    }
+
+    #[test]
+    fn a_mark_made_while_a_claim_ran_survives_the_claim_that_found_nothing() {
+        let s = Scheduler::new(8);
+        s.set_cap("m", 4);
+        let wants = s.wants();
+        s.mark("m"); // a submission committed after the claim's snapshot
+        s.claimed(&wants, &[]);
+        assert_eq!(wanted(&s.wants()), [("m", 4)]);
+        s.claimed(&s.wants(), &[]);
+        assert!(s.wants().is_empty());
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use std::time::Duration;
 
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::policy;
 use super::scheduler::Scheduler;
@@ -38,6 +38,9 @@ use crate::text::{MAX_QUOTED_NAME_BYTES, escape_controls, truncate};
 /// Longest failure message stored with a task: a guest's error text is its
 /// own to choose, the host's storage is not.
 pub const MAX_FAILURE_MESSAGE_BYTES: usize = 4096;
+
+/// Announcements that may wait for the store before new ones are dropped.
+const ANNOUNCE_QUEUE: usize = 4096;
 
 /// Rows a lookup returns when the guest asks for 0.
 pub const DEFAULT_LOOKUP_LIMIT: u32 = 50;
@@ -245,6 +248,10 @@ pub struct TaskService {
     pub(super) claims: Arc<Notify>,
     /// Whether the store tells other hosts (so task events go to them too).
     shared: bool,
+    /// Announcements on their way to the store, in order; sent by one task
+    /// that [`TaskService::start`] starts.
+    announcing: mpsc::Sender<Announcement>,
+    pub(super) to_announce: Mutex<Option<mpsc::Receiver<Announcement>>>,
     running: Mutex<HashMap<String, Running>>,
 }
 
@@ -261,8 +268,11 @@ impl TaskService {
         options: TaskOptions,
         events: EventHub,
     ) -> Arc<Self> {
+        let (announcing, to_announce) = mpsc::channel(ANNOUNCE_QUEUE);
         Arc::new(TaskService {
             shared: store.announcements().is_some(),
+            announcing,
+            to_announce: Mutex::new(Some(to_announce)),
             store,
             events,
             scheduler: Scheduler::new(options.max_running),
@@ -311,18 +321,13 @@ impl TaskService {
         self.events.send(subject, kind);
     }
 
-    /// Tells the other hosts of the store `what`, in the background: an
-    /// announcement only hastens what their renewals and polls would do.
+    /// Tells the other hosts of the store `what`, in the background and in
+    /// order; when the queue is full it is dropped: an announcement only
+    /// hastens what their renewals and polls would do.
     pub(super) fn announce(&self, what: Announcement) {
-        if !self.shared {
-            return;
+        if self.shared && self.announcing.try_send(what).is_err() {
+            tracing::debug!("announcement queue full; one announcement dropped");
         }
-        let (store, host) = (self.store.clone(), self.host.clone());
-        tokio::spawn(async move {
-            if let Err(e) = store.announce(&host, &what).await {
-                tracing::warn!(error = %e, "cannot tell the other hosts");
-            }
-        });
     }
 
     pub(super) fn running(&self) -> MutexGuard<'_, HashMap<String, Running>> {

@@ -996,6 +996,10 @@ pub enum TaskStoreError {
     /// The store was shut down, or its writer stopped.
     #[error("the task store is closed")]
     Closed,
+    /// The database connection broke while the write was committing: it
+    /// may or may not have taken effect (read before writing it again).
+    #[error("task database connection lost while committing: {0}")]
+    Uncertain(String),
     /// A run's write under a lease that is no longer its task's: the task
     /// was recovered or claimed by another host. Nothing was written.
     #[error("task {task_id} is no longer under this host's lease")]

@@ -69,6 +69,7 @@ impl From<PgWriteError> for TaskStoreError {
                 std::io::ErrorKind::ConnectionAborted,
                 m,
             ))),
+            PgWriteError::Uncertain(m) => TaskStoreError::Uncertain(m),
             PgWriteError::Closed => TaskStoreError::Closed,
         }
     }
@@ -291,7 +292,10 @@ mod sql {
          RETURNING tasks.id"
     );
 
-    pub const FENCE: &str = "SELECT lease_version FROM tasks WHERE id = $1 AND finished_at IS NULL";
+    /// Locks the row until the write's transaction ends: what the write
+    /// does next cannot race a recovery or another host's claim.
+    pub const FENCE: &str =
+        "SELECT lease_version FROM tasks WHERE id = $1 AND finished_at IS NULL FOR UPDATE";
 
     pub const RELEASE: &str = "UPDATE tasks SET status = 'pending', \
         attempts = greatest(attempts - 1, 0), started_at = NULL, updated_at = modhost_now(), \
@@ -318,7 +322,8 @@ mod sql {
 
     pub const ANSWERED: &str = "SELECT confirm_answer_json, confirm_answered_by, \
         confirm_answered_at FROM tasks WHERE id = $1 AND lease_version = $2 \
-        AND finished_at IS NULL AND confirm_answer_json IS NOT NULL AND NOT confirm_consumed";
+        AND finished_at IS NULL AND confirm_answer_json IS NOT NULL AND NOT confirm_consumed \
+        FOR UPDATE";
 
     pub const ASK: &str = "UPDATE tasks SET status = 'waiting-confirmation', updated_at = $3, \
         confirm_surface_json = $4, confirm_asked_at = $3, confirm_expires_at = $5, \
@@ -628,7 +633,10 @@ impl TaskStore for PgTaskStore {
     ) -> BoxFuture<'a, Result<bool, TaskStoreError>> {
         let id = id.to_owned();
         let lease = lease.cloned();
-        let columns = Arc::new(super::sqlite::outcome_columns(outcome));
+        let (status, result, kind, message) = super::sqlite::outcome_columns(outcome);
+        let message = message.map(|m| crate::pg::text(&m).into_owned());
+        let result = result.map(|r| crate::pg::text(&r).into_owned());
+        let columns = Arc::new((status, result, kind, message));
         self.write(work(move |c| {
             let (id, lease, columns) = (id.clone(), lease.clone(), columns.clone());
             Box::pin(async move {
@@ -769,10 +777,12 @@ impl TaskStore for PgTaskStore {
     ) -> BoxFuture<'a, Result<Answered, TaskStoreError>> {
         let id = id.to_owned();
         let answer = Arc::new(answer);
-        let now = now_ms();
         self.write(work(move |c| {
             let (id, answer) = (id.clone(), answer.clone());
             Box::pin(async move {
+                // When the write runs, not when it was queued: an answer
+                // that waited behind a timeout's close is refused.
+                let now = now_ms();
                 let changed = exec(
                     c,
                     sql::ANSWER,
@@ -820,10 +830,10 @@ impl TaskStore for PgTaskStore {
         lease: &'a Lease,
     ) -> BoxFuture<'a, Result<bool, TaskStoreError>> {
         let lease = lease.clone();
-        let now = now_ms();
         self.write(work(move |c| {
             let lease = lease.clone();
             Box::pin(async move {
+                let now = now_ms();
                 let changed =
                     exec(c, sql::CONSUME, &[&lease.task_id, &lease.version, &now]).await?;
                 if changed == 0 {

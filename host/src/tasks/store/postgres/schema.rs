@@ -10,13 +10,15 @@
 //! locale. Submission is one function call ([`MIGRATIONS`] 1,
 //! `modhost_submit`): the quota check, the dedup and the insert in one
 //! round trip, with the counters locked organization first, so concurrent
-//! submissions on several hosts never pass a quota together and never
-//! deadlock. Every new pending task is announced on the channel
+//! submissions on several hosts never pass a quota together. (Two hosts'
+//! batches that touch the same organizations in different orders can still
+//! deadlock; PostgreSQL then fails one, whose writes are run again alone.) Every new pending task is announced on the channel
 //! `modhost_pending` (payload: its module), at commit.
 
 /// The task store's migrations, in order. Released entries are never edited;
 /// changes are appended.
-pub const MIGRATIONS: &[&str] = &[r#"
+pub const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE tasks (
     id TEXT COLLATE "C" PRIMARY KEY,
     module TEXT NOT NULL,
@@ -238,4 +240,36 @@ BEGIN
           AND t.task_key = p_task_key AND t.finished_at IS NULL;
     outcome := 'existing';
 END $$;
-"#];
+"#,
+    // A task made pending again is announced when a recovery did it (other
+    // hosts may take it), not when its own host released it for want of an
+    // instance (a release takes its attempt back): that host tries again
+    // itself, later, and an announcement would only have it claim the task
+    // at once, again and again.
+    r#"
+CREATE OR REPLACE FUNCTION modhost_tasks_count() RETURNS TRIGGER LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        IF NEW.finished_at IS NULL THEN
+            PERFORM modhost_count(NEW.module, NEW.organization_id, NEW.user_id, 1);
+            PERFORM pg_notify('modhost_pending', NEW.module);
+        END IF;
+        RETURN NEW;
+    ELSIF TG_OP = 'UPDATE' THEN
+        IF OLD.finished_at IS NULL AND NEW.finished_at IS NOT NULL THEN
+            PERFORM modhost_count(OLD.module, OLD.organization_id, OLD.user_id, -1);
+        END IF;
+        IF NEW.status = 'pending' AND OLD.status <> 'pending'
+            AND NEW.attempts >= OLD.attempts THEN
+            PERFORM pg_notify('modhost_pending', NEW.module);
+        END IF;
+        RETURN NEW;
+    ELSE
+        IF OLD.finished_at IS NULL THEN
+            PERFORM modhost_count(OLD.module, OLD.organization_id, OLD.user_id, -1);
+        END IF;
+        RETURN OLD;
+    END IF;
+END $$;
+"#,
+];
