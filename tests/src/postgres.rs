@@ -4,7 +4,8 @@
 //! The server comes from Debian's `postgresql` package: where it is missing
 //! and the tests run as root with apt, it is installed first; otherwise the
 //! panic names the command that installs it. A cluster trusts every
-//! connection from 127.0.0.1, keeps nothing durable (no fsync), and cannot
+//! connection from 127.0.0.1, keeps nothing durable (no fsync) unless it is
+//! started with [`Cluster::start_durable`] for benchmarks, and cannot
 //! outlive the test process: its postmaster is a direct child that the kernel
 //! kills when the process goes, which is what lets [`Cluster::shared`] live in
 //! a static that is never dropped.
@@ -49,16 +50,48 @@ pub struct Cluster {
     /// The `bin/` holding initdb, postgres, pg_isready and psql.
     bin: PathBuf,
     port: u16,
+    /// Whether commits reach the disk ([`Cluster::start_durable`]).
+    durable: bool,
+    /// `name=value` settings of the server beyond the usual ones.
+    settings: Vec<String>,
     /// `None` before the server runs and once it is stopped.
     server: Mutex<Option<Child>>,
 }
+
+/// What a test cluster gives up for speed: a crash may lose or corrupt
+/// anything, which no test outlives anyway.
+const FAST: &[&str] = &[
+    "fsync=off",
+    "synchronous_commit=off",
+    "full_page_writes=off",
+];
+
+/// Settings of every cluster.
+const COMMON: &[&str] = &[
+    "listen_addresses=127.0.0.1",
+    "max_connections=200",
+    "shared_buffers=128MB",
+];
 
 static SHARED: OnceLock<Cluster> = OnceLock::new();
 
 impl Cluster {
     /// Initialises a cluster in a new directory and starts its server,
     /// panicking with the reason (and the server's log) when it cannot.
+    /// Commits are not durable (no fsync), which tests do not need.
     pub fn start() -> Cluster {
+        Cluster::start_with(false, &[])
+    }
+
+    /// A cluster that flushes every commit to disk, as PostgreSQL does by
+    /// default (`fsync`, `synchronous_commit` and `full_page_writes` on),
+    /// for measuring what a real server costs; `settings` are added as
+    /// `name=value`, as with `postgres -c`.
+    pub fn start_durable(settings: &[&str]) -> Cluster {
+        Cluster::start_with(true, settings)
+    }
+
+    fn start_with(durable: bool, settings: &[&str]) -> Cluster {
         let bin = binaries();
         let account = server_account();
         remove_stale_dirs(&std::env::temp_dir());
@@ -66,6 +99,8 @@ impl Cluster {
             dir: make_dir(account),
             bin,
             port: 0,
+            durable,
+            settings: settings.iter().map(|s| (*s).to_owned()).collect(),
             server: Mutex::new(None),
         };
         cluster.initdb(account);
@@ -205,16 +240,8 @@ impl Cluster {
         command
             .arg("-D")
             .arg(self.dir.join("data"))
-            .args([
-                "-A",
-                "trust",
-                "-U",
-                USER,
-                "--no-sync",
-                "-E",
-                "UTF8",
-                "--no-locale",
-            ])
+            .args(["-A", "trust", "-U", USER, "-E", "UTF8", "--no-locale"])
+            .args((!self.durable).then_some("--no-sync"))
             .current_dir(&self.dir)
             .stdin(Stdio::null());
         run_as(&mut command, account);
@@ -240,21 +267,13 @@ impl Cluster {
             .arg("-k")
             .arg(&self.dir)
             .arg("-p")
-            .arg(self.port.to_string())
-            .args([
-                "-c",
-                "listen_addresses=127.0.0.1",
-                "-c",
-                "fsync=off",
-                "-c",
-                "synchronous_commit=off",
-                "-c",
-                "full_page_writes=off",
-                "-c",
-                "max_connections=200",
-                "-c",
-                "shared_buffers=128MB",
-            ])
+            .arg(self.port.to_string());
+        let fast = if self.durable { &[][..] } else { FAST };
+        let extra = self.settings.iter().map(String::as_str);
+        for setting in COMMON.iter().chain(fast).copied().chain(extra) {
+            command.arg("-c").arg(setting);
+        }
+        command
             .current_dir(&self.dir)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("sharing server.log"))

@@ -57,6 +57,18 @@ fn two_databases_of_one_cluster_are_separate() {
 }
 
 #[test]
+fn a_test_cluster_skips_flushing_and_a_durable_one_flushes_every_commit() {
+    let settings = "select current_setting('fsync') || current_setting('synchronous_commit') \
+                    || current_setting('full_page_writes')";
+    let fast = Cluster::shared();
+    assert_eq!(fast.psql(&fast.url(), settings), "offoffoff");
+
+    let durable = Cluster::start_durable(&["work_mem=7MB"]);
+    assert_eq!(durable.psql(&durable.url(), settings), "ononon");
+    assert_eq!(durable.psql(&durable.url(), "show work_mem"), "7MB");
+}
+
+#[test]
 #[should_panic(expected = "a test database name is")]
 fn a_database_name_that_would_need_quoting_is_refused() {
     Cluster::shared().create_database("Robert'); drop table students;--");

@@ -1,0 +1,12 @@
+//! Benches at smoke sizes, so that one cannot rot between the runs that
+//! measure: each runs its whole path and panics where a task or a lookup
+//! goes wrong.
+
+#[path = "../benches/postgres.rs"]
+#[expect(dead_code, reason = "the test calls `run`, not the bench's `main`")]
+mod postgres;
+
+#[test]
+fn the_postgres_bench_runs_at_smoke_sizes() {
+    postgres::run(postgres::Sizes::SMOKE);
+}
