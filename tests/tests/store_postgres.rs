@@ -458,7 +458,12 @@ async fn a_failure_message_with_a_nul_is_stored_not_refused() {
         kind: "error".into(),
         message: "bad\0byte".into(),
     };
-    assert!(store.finish(&id, Some(&claimed[0].lease), failed).await.unwrap());
+    assert!(
+        store
+            .finish(&id, Some(&claimed[0].lease), failed)
+            .await
+            .unwrap()
+    );
     let row = store.get_unscoped(&id).await.unwrap().unwrap();
     assert_eq!(row.failure_message.as_deref(), Some("bad\u{FFFD}byte"));
 }

@@ -21,22 +21,6 @@ pub use writer::{Aborts, PgWriteError, PgWriter};
 /// Read connections of one host (the writer has its own).
 const READERS: usize = 8;
 
-/// Makes PostgreSQL end this session, and so roll back its transaction and
-/// release its locks, once the transaction has waited 10 s for the client's
-/// next statement. A healthy host sends the statements of one transaction
-/// milliseconds apart; a host frozen in the middle of one (its process or
-/// machine paused) would otherwise keep the rows it locked for as long as it
-/// sleeps: other hosts recover tasks with `SKIP LOCKED`, so they would skip
-/// its tasks, and their own writes of those rows would wait.
-macro_rules! idle_transaction_limit {
-    () => {
-        "SET LOCAL idle_in_transaction_session_timeout = '10s'"
-    };
-}
-
-/// Opens a transaction under the limit above.
-pub(crate) const BEGIN: &str = concat!("BEGIN; ", idle_transaction_limit!());
-
 /// How long to wait for the server when connecting.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -212,7 +196,7 @@ impl PgDatabase {
             client
         })?;
         let tx = client.transaction().await?;
-        tx.batch_execute(idle_transaction_limit!()).await?;
+        tx.batch_execute(writer::IDLE_TRANSACTION_LIMIT).await?;
         // Held until this transaction ends: one migrating host at a time,
         // so even the first `CREATE TABLE` never races another host's.
         tx.execute("SELECT pg_advisory_xact_lock(7305118257)", &[])

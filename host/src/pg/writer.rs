@@ -17,6 +17,24 @@ use deadpool_postgres::{ClientWrapper, Pool};
 use futures::future::{BoxFuture, join_all};
 use tokio::sync::{mpsc, oneshot};
 
+macro_rules! idle_transaction_limit {
+    () => {
+        "SET LOCAL idle_in_transaction_session_timeout = '10s'"
+    };
+}
+
+/// Makes PostgreSQL end this session, and so roll back its transaction and
+/// release its locks, once the transaction has waited 10 s for the client's
+/// next statement. A healthy host sends the statements of one transaction
+/// milliseconds apart; a host frozen in the middle of one (its process or
+/// machine paused) would otherwise keep the rows it locked for as long as it
+/// sleeps: other hosts recover tasks with `SKIP LOCKED`, so they would skip
+/// its tasks, and their own writes of those rows would wait.
+pub(crate) const IDLE_TRANSACTION_LIMIT: &str = idle_transaction_limit!();
+
+/// Opens a transaction under [`IDLE_TRANSACTION_LIMIT`].
+const BEGIN: &str = concat!("BEGIN; ", idle_transaction_limit!());
+
 /// Most writes one transaction holds.
 const MAX_BATCH: usize = 512;
 
@@ -187,7 +205,7 @@ async fn run_batch(
     client: &ClientWrapper,
     batch: &mut Vec<Box<dyn Op>>,
 ) -> Result<(), PgWriteError> {
-    client.batch_execute(super::BEGIN).await?;
+    client.batch_execute(BEGIN).await?;
     let together = async {
         let aborted = join_all(batch.iter_mut().map(|op| op.run(client)))
             .await
@@ -210,7 +228,7 @@ async fn run_batch(
         Ok(false) => {
             for mut op in batch.drain(..) {
                 let alone = async {
-                    client.batch_execute(super::BEGIN).await?;
+                    client.batch_execute(BEGIN).await?;
                     let aborted = op.run(client).await;
                     if aborted {
                         client.batch_execute("ROLLBACK").await?;
