@@ -613,6 +613,20 @@ pub struct ProgressUpdate {
     pub checkpoint_json: Option<String>,
 }
 
+impl ProgressUpdate {
+    /// Refuses a progress outside 0..=1 (the runtime clamps; a store
+    /// refuses rather than store it).
+    pub fn check(&self) -> Result<(), TaskStoreError> {
+        if (0.0..=1.0).contains(&self.progress) {
+            return Ok(());
+        }
+        Err(TaskStoreError::InvalidInput(format!(
+            "progress {} is not within 0..=1",
+            self.progress
+        )))
+    }
+}
+
 /// What [`TaskStore::update_progress`] did.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ProgressResult {

@@ -610,11 +610,7 @@ impl TaskStore for SqliteTaskStore {
         lease: Option<&'a Lease>,
         update: ProgressUpdate,
     ) -> BoxFuture<'a, Result<ProgressResult, TaskStoreError>> {
-        if !(0.0..=1.0).contains(&update.progress) {
-            let e = TaskStoreError::InvalidInput(format!(
-                "progress {} is not within 0..=1",
-                update.progress
-            ));
+        if let Err(e) = update.check() {
             return Box::pin(async move { Err(e) });
         }
         let id = id.to_owned();
