@@ -272,4 +272,96 @@ BEGIN
     END IF;
 END $$;
 "#,
+    // Fewer statements per submission: each counter is read and locked by
+    // one upsert (it was made, then locked, then read), and an increment
+    // updates the row a submission has just locked, inserting it only when
+    // it is missing (a task inserted by other means).
+    r#"
+CREATE OR REPLACE FUNCTION modhost_count(m TEXT, o TEXT, u TEXT, delta BIGINT) RETURNS VOID
+LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE task_active_per_org SET active = active + delta WHERE organization_id = o;
+    IF NOT FOUND AND delta > 0 THEN
+        INSERT INTO task_active_per_org AS c (organization_id, active) VALUES (o, delta)
+            ON CONFLICT (organization_id) DO UPDATE SET active = c.active + delta;
+    END IF;
+    UPDATE task_active_per_module_org SET active = active + delta
+        WHERE module = m AND organization_id = o;
+    IF NOT FOUND AND delta > 0 THEN
+        INSERT INTO task_active_per_module_org AS c (module, organization_id, active)
+            VALUES (m, o, delta)
+            ON CONFLICT (module, organization_id) DO UPDATE SET active = c.active + delta;
+    END IF;
+    UPDATE task_active_per_user SET active = active + delta
+        WHERE module = m AND organization_id = o AND user_id = u;
+    IF NOT FOUND AND delta > 0 THEN
+        INSERT INTO task_active_per_user AS c (module, organization_id, user_id, active)
+            VALUES (m, o, u, delta)
+            ON CONFLICT (module, organization_id, user_id) DO UPDATE SET active = c.active + delta;
+    END IF;
+END $$;
+
+CREATE OR REPLACE FUNCTION modhost_submit(
+    p_id TEXT, p_module TEXT, p_task_name TEXT, p_task_key TEXT, p_title TEXT,
+    p_args_json TEXT, p_resumable BOOLEAN, p_user_id TEXT, p_organization_id TEXT,
+    p_role TEXT, p_request_id TEXT, p_session_id TEXT, p_created_at BIGINT,
+    max_user BIGINT, max_module BIGINT, max_org BIGINT,
+    OUT outcome TEXT, OUT task_id TEXT)
+LANGUAGE plpgsql AS $$
+DECLARE
+    per_org BIGINT;
+    per_module BIGINT;
+    per_user BIGINT;
+BEGIN
+    -- Each counter read and locked in one statement, made if missing.
+    INSERT INTO task_active_per_org AS c (organization_id, active)
+        VALUES (p_organization_id, 0)
+        ON CONFLICT (organization_id) DO UPDATE SET active = c.active
+        RETURNING c.active INTO per_org;
+    INSERT INTO task_active_per_module_org AS c (module, organization_id, active)
+        VALUES (p_module, p_organization_id, 0)
+        ON CONFLICT (module, organization_id) DO UPDATE SET active = c.active
+        RETURNING c.active INTO per_module;
+    INSERT INTO task_active_per_user AS c (module, organization_id, user_id, active)
+        VALUES (p_module, p_organization_id, p_user_id, 0)
+        ON CONFLICT (module, organization_id, user_id) DO UPDATE SET active = c.active
+        RETURNING c.active INTO per_user;
+    IF p_task_key IS NOT NULL THEN
+        SELECT t.id INTO task_id FROM tasks t
+            WHERE t.module = p_module AND t.organization_id = p_organization_id
+              AND t.task_key = p_task_key AND t.finished_at IS NULL;
+        IF task_id IS NOT NULL THEN
+            outcome := 'existing';
+            RETURN;
+        END IF;
+    END IF;
+    IF per_user >= max_user THEN
+        outcome := 'limit-user';
+        RETURN;
+    ELSIF per_module >= max_module THEN
+        outcome := 'limit-module';
+        RETURN;
+    ELSIF per_org >= max_org THEN
+        outcome := 'limit-org';
+        RETURN;
+    END IF;
+    INSERT INTO tasks (id, module, task_name, task_key, title, status, args_json,
+        resumable, user_id, organization_id, role, request_id, session_id, created_at,
+        updated_at)
+    VALUES (p_id, p_module, p_task_name, p_task_key, p_title, 'pending', p_args_json,
+        p_resumable, p_user_id, p_organization_id, p_role, p_request_id, p_session_id,
+        p_created_at, p_created_at)
+    ON CONFLICT (module, organization_id, task_key)
+        WHERE task_key IS NOT NULL AND finished_at IS NULL DO NOTHING;
+    IF FOUND THEN
+        outcome := 'created';
+        task_id := p_id;
+        RETURN;
+    END IF;
+    SELECT t.id INTO task_id FROM tasks t
+        WHERE t.module = p_module AND t.organization_id = p_organization_id
+          AND t.task_key = p_task_key AND t.finished_at IS NULL;
+    outcome := 'existing';
+END $$;
+"#,
 ];
