@@ -151,6 +151,11 @@ pub enum StartError {
     Postgres(#[from] crate::pg::PgError),
     #[error(transparent)]
     Tokens(#[from] crate::auth::AuthError),
+    /// A host on a shared store kept the embedded default host id.
+    #[error(
+        "a host on a shared PostgreSQL store needs a host id of its own (HostOptions::host_id, serve --host-id), not `local`"
+    )]
+    SharedHostId,
     /// The host's own files would be readable by children.
     #[error(
         "{} lies under {}, which children may read: move the host's state (database, module data, compiled components) elsewhere",
@@ -329,6 +334,11 @@ impl Host {
         let TaskStoreLocation::Postgres(url) = options.task_store.clone() else {
             return Self::new(options);
         };
+        // A restarting host recovers every lease under its id at once: on a
+        // shared store, the default id would take another host's live runs.
+        if options.host_id.as_str() == store::LOCAL_HOST {
+            return Err(StartError::SharedHostId);
+        }
         let db = open_db(&options)?;
         let pg = Arc::new(PgDatabase::connect(&url).await?);
         let tasks = Arc::new(PgTaskStore::on(pg.clone()).await?);

@@ -467,3 +467,16 @@ async fn a_failure_message_with_a_nul_is_stored_not_refused() {
     let row = store.get_unscoped(&id).await.unwrap().unwrap();
     assert_eq!(row.failure_message.as_deref(), Some("bad\u{FFFD}byte"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_on_a_shared_store_must_have_a_host_id_of_its_own() {
+    let url = fresh_database().await;
+    let state = tempfile::tempdir().unwrap();
+    let mut options = modhost::HostOptions::new(state.path());
+    options.task_store = modhost::host::TaskStoreLocation::Postgres(url);
+    let refused = modhost::Host::open(options).await.unwrap_err();
+    assert!(
+        matches!(refused, modhost::StartError::SharedHostId),
+        "{refused}"
+    );
+}
