@@ -482,9 +482,19 @@ async fn a_killed_hosts_tasks_are_taken_over_after_its_lease() {
 
     let b = Serve::start("b", dir.path(), &store, Some(SHORT_LEASE)).await;
     let on_b = b.client(&a);
+    let watched = Statuses::follow(&on_b).await;
     a.kill();
 
     let interrupted = task_until(&on_b, &plain, "interrupted", is_final).await;
+    // b's watchers are told of the recovery, not only its readers.
+    let started = Instant::now();
+    while watched.hosts_of(&plain, "interrupted").is_empty() {
+        assert!(
+            started.elapsed() < PATIENCE,
+            "the recovery never reached b's event stream"
+        );
+        tokio::time::sleep(POLL).await;
+    }
     assert_eq!(interrupted["status"], "interrupted", "{interrupted}");
     assert_eq!(interrupted["failure"]["kind"], "interrupted");
     assert_eq!(interrupted["failure"]["message"], LEASE_EXPIRED);

@@ -105,10 +105,10 @@ pub async fn serve(
         eprintln!("module in {} not loaded: {}", f.dir.display(), f.error);
     }
     let recovery = host.start_tasks().await?;
-    if recovery.interrupted > 0 || !recovery.resumed.is_empty() {
+    if !recovery.interrupted.is_empty() || !recovery.resumed.is_empty() {
         println!(
             "recovered tasks of the previous run: {} interrupted, {} resumed",
-            recovery.interrupted,
+            recovery.interrupted.len(),
             recovery.resumed.len()
         );
     }

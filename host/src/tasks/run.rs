@@ -41,6 +41,7 @@ impl TaskService {
     pub async fn start(self: &Arc<Self>) -> Result<Recovery, TaskStoreError> {
         let recovery = self.store.recover_expired(Some(&self.host)).await?;
         log_recovery(&recovery);
+        self.publish_recovered(&recovery).await;
         tokio::spawn(claim_loop(Arc::downgrade(self), self.claims.clone()));
         if let Some(announced) = self.store.announcements() {
             tokio::spawn(announce_loop(Arc::downgrade(self), announced));
@@ -204,6 +205,28 @@ impl TaskService {
         }
     }
 
+    /// Tells watchers (of every host) what a recovery made of its tasks:
+    /// `pending` again, or `interrupted`.
+    async fn publish_recovered(&self, recovery: &Recovery) {
+        let changed = recovery
+            .resumed
+            .iter()
+            .map(|id| (id, Status::Pending))
+            .chain(
+                recovery
+                    .interrupted
+                    .iter()
+                    .map(|id| (id, Status::Interrupted)),
+            );
+        for (id, status) in changed {
+            match self.store.get_unscoped(id).await {
+                Ok(Some(row)) => self.publish(task_ref(&row), status_event(status)),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(task_id = id, error = %e, "cannot tell of a recovery"),
+            }
+        }
+    }
+
     /// Forgets the run under `lease`; a newer claim's run of the same task
     /// stays.
     fn forget_run(&self, lease: &Lease) {
@@ -255,9 +278,9 @@ impl TaskService {
 }
 
 fn log_recovery(recovery: &Recovery) {
-    if recovery.interrupted > 0 || !recovery.resumed.is_empty() {
+    if !recovery.interrupted.is_empty() || !recovery.resumed.is_empty() {
         tracing::info!(
-            interrupted = recovery.interrupted,
+            interrupted = recovery.interrupted.len(),
             resumed = recovery.resumed.len(),
             "recovered tasks whose host stopped"
         );
@@ -383,6 +406,7 @@ async fn lease_loop(service: Weak<TaskService>, lease: Duration) {
         match recovered {
             Ok(recovery) => {
                 log_recovery(&recovery);
+                s.publish_recovered(&recovery).await;
                 if !recovery.resumed.is_empty() {
                     s.scheduler.mark_all();
                     s.pump();

@@ -624,7 +624,7 @@ pub async fn tasks_count_against_the_quota_in_every_active_status(store: Arc<dyn
         Submitted::LimitExceeded(_)
     ));
     let recovery = s.recover_expired(Some(&HostId::local())).await.unwrap();
-    assert_eq!(recovery.interrupted, 2);
+    assert_eq!(recovery.interrupted.len(), 2);
     for lease in [&run, &wait] {
         assert_eq!(status(s, &lease.task_id).await, Status::Interrupted);
     }
@@ -975,7 +975,7 @@ pub async fn an_expired_lease_interrupts_a_task_that_is_not_resumable(store: Arc
         rec,
         Recovery {
             resumed: vec![],
-            interrupted: 1
+            interrupted: vec![lease.task_id.clone()]
         }
     );
     let row = get(s, &lease.task_id).await;
@@ -1012,7 +1012,7 @@ pub async fn an_expired_lease_returns_a_resumable_task_to_pending_with_its_check
         rec,
         Recovery {
             resumed: vec![id.clone()],
-            interrupted: 0
+            interrupted: vec![]
         }
     );
     let row = get(s, &id).await;
@@ -1080,7 +1080,7 @@ pub async fn a_restarted_host_recovers_its_own_leases_at_once_and_no_other_hosts
 
     let rec = s.recover_expired(Some(&h1)).await.unwrap();
     assert_eq!(rec.resumed, std::slice::from_ref(&mine_resumable.task_id));
-    assert_eq!(rec.interrupted, 2, "h1's task, and h3's lapsed lease");
+    assert_eq!(rec.interrupted.len(), 2, "h1's task, and h3's lapsed lease");
     let row = get(s, &mine.task_id).await;
     assert_eq!(row.status, Status::Interrupted);
     assert_eq!(row.failure_message.as_deref(), Some(HOST_RESTARTED));
@@ -1637,11 +1637,13 @@ pub async fn recovery_interrupts_active_tasks_that_are_not_resumable(store: Arc<
         .unwrap();
     let pending = created(s, task("m", "o", "u1", None)).await;
     let rec = s.recover_expired(Some(&HostId::local())).await.unwrap();
+    let mut both = vec![run.task_id.clone(), wait.task_id.clone()];
+    both.sort();
     assert_eq!(
         rec,
         Recovery {
             resumed: vec![],
-            interrupted: 2
+            interrupted: both
         }
     );
     for lease in [run, wait] {
@@ -1701,7 +1703,7 @@ pub async fn recovery_requeues_resumable_tasks_with_checkpoint_and_open_confirma
 
     let rec = s.recover_expired(Some(&h)).await.unwrap();
     assert_eq!(rec.resumed, [run.task_id.clone(), wait.task_id.clone()]);
-    assert_eq!(rec.interrupted, 0);
+    assert!(rec.interrupted.is_empty());
     let row = get(s, &run.task_id).await;
     assert_eq!(row.status, Status::Pending);
     assert_eq!(row.checkpoint_json.as_deref(), Some("[4]"));

@@ -984,8 +984,9 @@ pub struct Recovery {
     /// Ids of the resumable tasks that were running or waiting, now pending
     /// again with checkpoint and confirmation kept, oldest first.
     pub resumed: Vec<String>,
-    /// Claimed tasks that were not resumable, now `interrupted`.
-    pub interrupted: u64,
+    /// Ids of the claimed tasks that were not resumable, now `interrupted`,
+    /// oldest first.
+    pub interrupted: Vec<String>,
 }
 
 /// Why the task store could not do what was asked.

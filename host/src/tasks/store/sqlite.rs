@@ -291,7 +291,8 @@ pub(super) mod sql {
          failure_message = CASE WHEN lease_owner = ?2 THEN ?3 ELSE ?4 END, \
          finished_at = ?1, updated_at = ?1, lease_owner = NULL, lease_expires_at = NULL, \
          lease_version = lease_version + 1 WHERE resumable = 0 AND ",
-        recoverable!()
+        recoverable!(),
+        " RETURNING id"
     );
 
     pub const RECOVER_RESUME: &str = concat!(
@@ -529,12 +530,14 @@ impl TaskStore for SqliteTaskStore {
         let restarted = restarted.map(|h| h.as_str().to_owned());
         self.write(move |conn| {
             let now = now_ms();
-            let interrupted = conn.prepare(sql::RECOVER_INTERRUPT)?.execute(params![
-                now,
-                restarted,
-                HOST_RESTARTED,
-                LEASE_EXPIRED
-            ])?;
+            let mut interrupted = conn
+                .prepare(sql::RECOVER_INTERRUPT)?
+                .query_map(
+                    params![now, restarted, HOST_RESTARTED, LEASE_EXPIRED],
+                    |r| r.get::<_, String>(0),
+                )?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            interrupted.sort();
             let mut resumed = conn
                 .prepare(sql::RECOVER_RESUME)?
                 .query_map(params![now, restarted], |r| r.get::<_, String>(0))?
@@ -542,7 +545,7 @@ impl TaskStore for SqliteTaskStore {
             resumed.sort();
             Ok(Recovery {
                 resumed,
-                interrupted: u64::try_from(interrupted).unwrap_or(u64::MAX),
+                interrupted,
             })
         })
     }

@@ -273,7 +273,11 @@ async fn tasks_left_running_by_an_older_host_are_recovered_by_its_first_recovery
         rec,
         Recovery {
             resumed: vec![res.clone()],
-            interrupted: 2
+            interrupted: {
+                let mut both = vec![run.clone(), wait.clone()];
+                both.sort();
+                both
+            }
         }
     );
     for id in [&run, &wait] {

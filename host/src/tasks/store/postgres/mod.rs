@@ -281,7 +281,8 @@ mod sql {
          failure_message = CASE WHEN lease_owner = $1 THEN $3 ELSE $4 END, \
          finished_at = modhost_now(), updated_at = modhost_now(), lease_owner = NULL, \
          lease_expires_at = NULL, lease_version = lease_version + 1 FROM picked \
-         WHERE tasks.id = picked.id AND finished_at IS NULL AND lease_owner IS NOT NULL"
+         WHERE tasks.id = picked.id AND finished_at IS NULL AND lease_owner IS NOT NULL \
+         RETURNING tasks.id"
     );
 
     pub const RECOVER_RESUME: &str = concat!(
@@ -605,12 +606,16 @@ impl TaskStore for PgTaskStore {
         self.write(work(move |c| {
             let restarted = restarted.clone();
             Box::pin(async move {
-                let interrupted = exec(
+                let mut interrupted = select(
                     c,
                     sql::RECOVER_INTERRUPT,
                     &[&restarted, &false, &HOST_RESTARTED, &LEASE_EXPIRED],
                 )
-                .await?;
+                .await?
+                .iter()
+                .map(|r| r.try_get::<_, String>(0))
+                .collect::<Result<Vec<_>, _>>()?;
+                interrupted.sort();
                 let mut resumed = select(c, sql::RECOVER_RESUME, &[&restarted, &true])
                     .await?
                     .iter()
