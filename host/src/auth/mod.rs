@@ -120,6 +120,27 @@ impl Tokens {
 
     /// Creates a token for `principal`.
     pub async fn create(&self, principal: &Principal, label: &str) -> Result<NewToken, AuthError> {
+        let made = self.insert(principal, label, false).await?;
+        made.ok_or_else(|| AuthError::Corrupt("a token that was not stored".into()))
+    }
+
+    /// Creates a token for `principal` only if there is no live token at
+    /// all (the development token of a first start): hosts starting at once
+    /// on one shared database make one, not one each.
+    pub async fn create_first(
+        &self,
+        principal: &Principal,
+        label: &str,
+    ) -> Result<Option<NewToken>, AuthError> {
+        self.insert(principal, label, true).await
+    }
+
+    async fn insert(
+        &self,
+        principal: &Principal,
+        label: &str,
+        only_first: bool,
+    ) -> Result<Option<NewToken>, AuthError> {
         let mut bytes = [0u8; 32];
         getrandom::fill(&mut bytes).map_err(|e| AuthError::Random(e.to_string()))?;
         let secret = format!("{TOKEN_PREFIX}{}", hex::encode(bytes));
@@ -129,30 +150,37 @@ impl Tokens {
             principal.organization_id.as_str(),
             principal.role.as_str(),
         );
-        match &self.backend {
-            Backend::Sqlite(db) => {
-                db.lock().execute(
-                    "INSERT INTO tokens (id, secret_sha256, user_id, organization_id, role, label, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                    params![id, digest(&secret), user, org, role, label, now_ms()],
-                )?;
-            }
+        let stored = match &self.backend {
+            // One statement under the file's one writer: atomic.
+            Backend::Sqlite(db) => db.lock().execute(
+                "INSERT INTO tokens (id, secret_sha256, user_id, organization_id, role, label, created_at)
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7
+                 WHERE NOT ?8 OR NOT EXISTS (SELECT 1 FROM tokens WHERE revoked_at IS NULL)",
+                params![id, digest(&secret), user, org, role, label, now_ms(), only_first],
+            )? == 1,
             Backend::Postgres(db) => {
-                db.reader()
-                    .await?
+                let mut client = db.reader().await?;
+                let tx = client.transaction().await?;
+                // Hosts making a first token take turns.
+                tx.execute("SELECT pg_advisory_xact_lock(7305118258)", &[])
+                    .await?;
+                let n = tx
                     .execute(
                         "INSERT INTO tokens (id, secret_sha256, user_id, organization_id, role, label, created_at)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                        &[&id, &digest(&secret), &user, &org, &role, &label, &now_ms()],
+                         SELECT $1, $2, $3, $4, $5, $6, $7
+                         WHERE NOT $8 OR NOT EXISTS (SELECT 1 FROM tokens WHERE revoked_at IS NULL)",
+                        &[&id, &digest(&secret), &user, &org, &role, &label, &now_ms(), &only_first],
                     )
                     .await?;
+                tx.commit().await?;
+                n == 1
             }
-        }
-        Ok(NewToken {
+        };
+        Ok(stored.then(|| NewToken {
             id,
             secret,
             principal: principal.clone(),
-        })
+        }))
     }
 
     /// The principal a presented token proves, if it is a live token.
@@ -326,5 +354,20 @@ mod tests {
         assert!(tokens.revoke(&t.id).await.unwrap());
         assert_eq!(tokens.verify(&t.secret).await.unwrap(), None);
         assert_eq!(tokens.count_live().await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_first_token_is_made_only_while_there_is_no_live_token() {
+        let tokens = Tokens::new(Db::in_memory().unwrap());
+        let first = tokens.create_first(&alice(), "first").await.unwrap();
+        assert!(first.is_some());
+        assert!(
+            tokens
+                .create_first(&alice(), "again")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(tokens.count_live().await.unwrap(), 1);
     }
 }

@@ -144,15 +144,15 @@ pub async fn serve(
     for name in host.module_names() {
         println!("  {url}/v1/modules/{name}");
     }
-    if tokens.count_live().await? == 0 {
-        let principal = Principal {
-            user_id: DEMO_USER.parse().expect("valid demo user id"),
-            organization_id: DEMO_ORG.parse().expect("valid demo organization id"),
-            role: Role::Admin,
-        };
-        let token = tokens
-            .create(&principal, "development token (first start)")
-            .await?;
+    let principal = Principal {
+        user_id: DEMO_USER.parse().expect("valid demo user id"),
+        organization_id: DEMO_ORG.parse().expect("valid demo organization id"),
+        role: Role::Admin,
+    };
+    let first = tokens
+        .create_first(&principal, "development token (first start)")
+        .await?;
+    if let Some(token) = first {
         println!(
             "development token for user `{DEMO_USER}` of organization `{DEMO_ORG}` (shown once):"
         );
