@@ -1119,6 +1119,9 @@ fn typed(outcome: &Result<modhost::ui::ActionOutput, CallError>) -> Result<(), T
             | SdkError::LimitExceeded(m) => readable(m),
             SdkError::NotFound | SdkError::Unauthenticated => Ok(()),
         },
+        // Refused by the host before the guest ran (arguments nested past
+        // what the host parses): typed too.
+        Err(CallError::InvalidInput(m)) => readable(m),
         Err(other) => Err(TestCaseError::fail(format!(
             "not a typed guest error: {other:?}"
         ))),
