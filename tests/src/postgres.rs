@@ -279,7 +279,7 @@ impl Cluster {
             .stdout(log.try_clone().expect("sharing server.log"))
             .stderr(log);
         run_as(&mut command, account);
-        dies_with_process(&mut command);
+        dies_with_parent_thread(&mut command);
         spawn_from_lasting_thread(command)
             .unwrap_or_else(|e| panic!("starting {}: {e}", self.bin.join("postgres").display()))
     }
@@ -436,9 +436,10 @@ fn run_as(command: &mut Command, account: Option<Account>) {
     }
 }
 
-/// Has the kernel kill `command` when the thread that spawned it ends. Must
-/// come after [`run_as`]: changing credentials clears the setting.
-fn dies_with_process(command: &mut Command) {
+/// Has the kernel kill `command` when the thread that spawned it ends (so
+/// a killed test process takes its servers and hosts along). Set after any
+/// change of credentials (as [`run_as`] makes): that clears the setting.
+pub fn dies_with_parent_thread(command: &mut Command) {
     // SAFETY: getpid has no preconditions.
     let parent = unsafe { libc::getpid() };
     // SAFETY: as in run_as, only async-signal-safe system calls.

@@ -95,7 +95,8 @@ impl Serve {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
-        dies_with_this_thread(&mut command);
+        // No host outlives its test, even a killed one.
+        modhost_tests::postgres::dies_with_parent_thread(&mut command);
         let mut child = command.spawn().expect("starting modhost serve");
         let log = Arc::new(Mutex::new(Vec::new()));
         let (lines, stderr) = (log.clone(), child.stderr.take().unwrap());
@@ -202,30 +203,6 @@ impl Drop for Serve {
             unsafe { libc::kill(-self.pgid(), libc::SIGKILL) };
             let _ = self.child.wait();
         }
-    }
-}
-
-/// Has the kernel kill the host if the thread that started it ends without
-/// dropping it (the test process killed): no host outlives its test.
-fn dies_with_this_thread(command: &mut Command) {
-    // SAFETY: getpid has no preconditions.
-    let parent = unsafe { libc::getpid() };
-    // SAFETY: between fork and exec the closure makes only
-    // async-signal-safe system calls and allocates nothing.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::c_ulong::from(libc::SIGKILL.unsigned_abs()),
-            ) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            if libc::getppid() != parent {
-                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
-            }
-            Ok(())
-        });
     }
 }
 

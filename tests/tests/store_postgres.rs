@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use modhost::tasks::store::postgres::PgTaskStore;
 use modhost::tasks::store::{
-    HostId, NewTask, Outcome, Quota, Status, Submitted, TaskStore, TaskStoreError, Want,
+    HostId, NewTask, Outcome, Status, Submitted, TaskStore, TaskStoreError, Want,
 };
 use modhost_tests::postgres::Cluster;
 
@@ -25,27 +25,9 @@ async fn fresh_database() -> String {
 
 modhost::task_store_conformance!(fresh_pg());
 
+/// A plain task of `module`, as the conformance suite makes them.
 fn task(module: &str) -> NewTask {
-    NewTask {
-        id: uuid::Uuid::now_v7().to_string(),
-        module: module.into(),
-        task_name: "work".into(),
-        task_key: None,
-        title: None,
-        args_json: "{}".into(),
-        resumable: false,
-        user_id: "u".into(),
-        organization_id: "o".into(),
-        role: "member".into(),
-        request_id: "r".into(),
-        session_id: None,
-        created_at: 1,
-        limits: Quota {
-            max_active_per_user: 1000,
-            max_active_per_module: 1000,
-            max_active_per_org: 1000,
-        },
-    }
+    modhost::tasks::store::conformance::task(module, "o", "u", None)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -171,19 +153,41 @@ async fn wait_status(
     panic!("task {id} never reached {status}");
 }
 
+/// Two started hosts on one database with leases of `lease`: `b` has the
+/// `confirm` module, `a` none, so every run is b's.
+struct Pair {
+    a: modhost::Host,
+    b: modhost::Host,
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+    _module: modhost_tests::ModuleDir,
+}
+
+impl Pair {
+    async fn start(url: &str, lease: Duration) -> Pair {
+        use modhost_tests::{CONFIRM, ModuleDir};
+        let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let a = host_with_lease(dirs.0.path(), url, "a", lease).await;
+        let b = host_with_lease(dirs.1.path(), url, "b", lease).await;
+        let module = ModuleDir::new("confirm", CONFIRM, "[limits]\ntask-deadline-ms = 60000");
+        b.load_module(module.path(), false).await.unwrap();
+        a.start_tasks().await.unwrap();
+        b.start_tasks().await.unwrap();
+        Pair {
+            a,
+            b,
+            _dirs: dirs,
+            _module: module,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_and_a_cancel_given_through_one_host_reach_the_run_on_another() {
     use modhost::tasks::api::ConfirmationAnswer;
-    use modhost_tests::{CONFIRM, ModuleDir, principal};
+    use modhost_tests::principal;
     let url = fresh_database().await;
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    // Host a has no module, so it never runs a task: every run is b's.
-    let a = host_on_pg(dir_a.path(), &url, "a").await;
-    let b = host_on_pg(dir_b.path(), &url, "b").await;
-    let module = ModuleDir::new("confirm", CONFIRM, "[limits]\ntask-deadline-ms = 60000");
-    b.load_module(module.path(), false).await.unwrap();
-    a.start_tasks().await.unwrap();
-    b.start_tasks().await.unwrap();
+    let pair = Pair::start(&url, Duration::from_millis(1500)).await;
+    let (a, b) = (&pair.a, &pair.b);
     let alice = principal("alice", "acme");
     let start = async || {
         let out = b
@@ -201,19 +205,19 @@ async fn an_answer_and_a_cancel_given_through_one_host_reach_the_run_on_another(
     };
 
     let asked = start().await;
-    let row = wait_status(&a, &asked, &alice, Status::WaitingConfirmation).await;
+    let row = wait_status(a, &asked, &alice, Status::WaitingConfirmation).await;
     assert_eq!(row.host.as_deref(), Some("b"), "b runs it");
     a.tasks()
         .answer_confirmation(&asked, &ConfirmationAnswer::press("yes"), &alice)
         .await
         .unwrap();
-    let done = wait_status(&a, &asked, &alice, Status::Completed).await;
+    let done = wait_status(a, &asked, &alice, Status::Completed).await;
     let result: serde_json::Value =
         serde_json::from_str(done.result_json.as_deref().unwrap()).unwrap();
     assert_eq!(result["answer"]["by"], "alice", "{result}");
 
     let stopped = start().await;
-    wait_status(&a, &stopped, &alice, Status::WaitingConfirmation).await;
+    wait_status(a, &stopped, &alice, Status::WaitingConfirmation).await;
     a.tasks().cancel(&stopped, &alice).await.unwrap();
     // b's next renewal finds the task lost and stops its run: its own end
     // (cancelled) changes nothing, and the row stays as a's cancel left it.
@@ -313,16 +317,11 @@ async fn a_decision_audited_on_one_host_is_read_on_another_and_its_end_written_o
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_and_answers_cross_hosts_at_once_without_waiting_for_a_renewal() {
     use modhost::tasks::api::ConfirmationAnswer;
-    use modhost_tests::{CONFIRM, ModuleDir, principal};
+    use modhost_tests::principal;
     let url = fresh_database().await;
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     // Leases of a minute: a renewal (every 20 s) is not what carries them.
-    let a = host_with_lease(dir_a.path(), &url, "a", Duration::from_secs(60)).await;
-    let b = host_with_lease(dir_b.path(), &url, "b", Duration::from_secs(60)).await;
-    let module = ModuleDir::new("confirm", CONFIRM, "[limits]\ntask-deadline-ms = 60000");
-    b.load_module(module.path(), false).await.unwrap();
-    a.start_tasks().await.unwrap();
-    b.start_tasks().await.unwrap();
+    let pair = Pair::start(&url, Duration::from_secs(60)).await;
+    let (a, b) = (&pair.a, &pair.b);
     let mut watched = a.tasks().subscribe();
     let alice = principal("alice", "acme");
     // b's listener may still be connecting: ask until b runs the task.
@@ -337,13 +336,13 @@ async fn events_and_answers_cross_hosts_at_once_without_waiting_for_a_renewal() 
         .await
         .unwrap();
     let id = out.data.unwrap()["id"].as_str().unwrap().to_owned();
-    wait_status(&a, &id, &alice, Status::WaitingConfirmation).await;
+    wait_status(a, &id, &alice, Status::WaitingConfirmation).await;
     let started = std::time::Instant::now();
     a.tasks()
         .answer_confirmation(&id, &ConfirmationAnswer::press("yes"), &alice)
         .await
         .unwrap();
-    wait_status(&a, &id, &alice, Status::Completed).await;
+    wait_status(a, &id, &alice, Status::Completed).await;
     assert!(
         started.elapsed() < Duration::from_secs(15),
         "the answer waited for a renewal ({:?})",
