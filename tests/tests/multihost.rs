@@ -125,15 +125,14 @@ impl Serve {
         serve
     }
 
-    /// A client of this host's API as the `demo` user: with the token this
-    /// host printed, or else the one `first` printed (were tokens kept in
-    /// the shared database, only the first host would print one).
-    fn client(&self, first: &Serve) -> Client {
-        let token = self
-            .token
-            .as_deref()
-            .or(first.token.as_deref())
-            .expect("the first host prints a development token");
+    /// A client of this host's API as the `demo` user, with the development
+    /// token one of `hosts` printed: tokens live in the shared database, and
+    /// only the host that made the first one prints it.
+    fn client(&self, hosts: &[&Serve]) -> Client {
+        let token = hosts
+            .iter()
+            .find_map(|h| h.token.as_deref())
+            .expect("one of the hosts prints a development token");
         Client::new(&self.url, token).unwrap()
     }
 
@@ -346,11 +345,7 @@ async fn tasks_submitted_through_three_hosts_run_exactly_once() {
     // development token (any one), and every host takes it.
     let printed = hosts.iter().filter(|h| h.token.is_some()).count();
     assert_eq!(printed, 1, "hosts that printed a development token");
-    let holder = *hosts
-        .iter()
-        .find(|h| h.token.is_some())
-        .expect("one host prints a development token");
-    let clients: Vec<Client> = hosts.iter().map(|h| h.client(holder)).collect();
+    let clients: Vec<Client> = hosts.iter().map(|h| h.client(&hosts)).collect();
     let mut streams = Vec::new();
     for client in &clients {
         streams.push(Statuses::follow(client).await);
@@ -437,7 +432,7 @@ async fn a_killed_hosts_tasks_are_taken_over_after_its_lease() {
         ("confirm", CONFIRM, LONG_TASKS),
     ]);
     let mut a = Serve::start("a", dir.path(), &store, Some(SHORT_LEASE)).await;
-    let on_a = a.client(&a);
+    let on_a = a.client(&[&a]);
     // Alone, a runs both: a task that sleeps for an hour, and a resumable
     // one that checkpoints and waits for a confirmation.
     let plain = start(&on_a, "tb", "submit", json!({ "task": "sleep" })).await;
@@ -460,7 +455,7 @@ async fn a_killed_hosts_tasks_are_taken_over_after_its_lease() {
     }
 
     let b = Serve::start("b", dir.path(), &store, Some(SHORT_LEASE)).await;
-    let on_b = b.client(&a);
+    let on_b = b.client(&[&a]);
     let watched = Statuses::follow(&on_b).await;
     a.kill();
 
@@ -522,7 +517,7 @@ async fn a_host_paused_past_its_lease_cannot_finish_the_task_it_lost() {
         ("confirm", CONFIRM, LONG_TASKS),
     ]);
     let a = Serve::start("a", dir.path(), &store, Some(SHORT_LEASE)).await;
-    let on_a = a.client(&a);
+    let on_a = a.client(&[&a]);
     let plain = start(&on_a, "tb", "submit", json!({ "task": "sleep" })).await;
     let resumable = start(&on_a, "confirm", "start", json!({})).await;
     task_until(&on_a, &plain, "running on a", |t| {
@@ -535,7 +530,7 @@ async fn a_host_paused_past_its_lease_cannot_finish_the_task_it_lost() {
     .await;
 
     let b = Serve::start("b", dir.path(), &store, Some(SHORT_LEASE)).await;
-    let on_b = b.client(&a);
+    let on_b = b.client(&[&a]);
     a.pause();
     let interrupted = task_until(&on_b, &plain, "interrupted", is_final).await;
     assert_eq!(interrupted["status"], "interrupted", "{interrupted}");
@@ -582,7 +577,7 @@ async fn a_host_paused_in_the_middle_of_a_write_keeps_its_tasks_from_no_other_ho
     let store = fresh_database().await;
     let dir = modules(&[("tb", TASKS_BASIC, LONG_TASKS)]);
     let a = Serve::start("a", dir.path(), &store, Some(SHORT_LEASE)).await;
-    let on_a = a.client(&a);
+    let on_a = a.client(&[&a]);
     // Progress flat out: a's writer is in a transaction that updated the
     // task's row much of the time.
     let args = json!({ "task": "burst", "args": { "n": 100_000_000 } });
@@ -608,7 +603,7 @@ async fn a_host_paused_in_the_middle_of_a_write_keeps_its_tasks_from_no_other_ho
     // The row a locked is recovered all the same, once PostgreSQL ends a's
     // idle transaction.
     let b = Serve::start("b", dir.path(), &store, Some(SHORT_LEASE)).await;
-    let on_b = b.client(&a);
+    let on_b = b.client(&[&a]);
     let interrupted = task_until(&on_b, &busy, "interrupted", is_final).await;
     assert_eq!(interrupted["status"], "interrupted", "{interrupted}");
     assert_eq!(interrupted["failure"]["message"], LEASE_EXPIRED);
@@ -634,7 +629,7 @@ async fn a_confirmation_answered_through_one_host_resumes_the_task_waiting_on_an
         Serve::start("a", none.path(), &store, Some(SHORT_LEASE)),
         Serve::start("b", dir.path(), &store, Some(SHORT_LEASE)),
     );
-    let (on_a, on_b) = (a.client(&a), b.client(&a));
+    let (on_a, on_b) = (a.client(&[&a, &b]), b.client(&[&a, &b]));
     let id = start(&on_b, "confirm", "start", json!({})).await;
     let asked = task_until(&on_a, &id, "asking", |t| {
         t["status"] == "waiting-confirmation"
@@ -660,7 +655,7 @@ async fn a_cancel_through_one_host_stops_the_run_on_another() {
         Serve::start("a", none.path(), &store, Some(SHORT_LEASE)),
         Serve::start("b", dir.path(), &store, Some(SHORT_LEASE)),
     );
-    let (on_a, on_b) = (a.client(&a), b.client(&a));
+    let (on_a, on_b) = (a.client(&[&a, &b]), b.client(&[&a, &b]));
     let sleeping = start(&on_b, "tb", "submit", json!({ "task": "sleep" })).await;
     task_until(&on_a, &sleeping, "running on b", |t| {
         t["status"] == "running" && t["host"] == "b"
