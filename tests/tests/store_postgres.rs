@@ -479,3 +479,119 @@ async fn a_host_on_a_shared_store_must_have_a_host_id_of_its_own() {
         "{refused}"
     );
 }
+
+/// Active tasks per owner that the counter tables do not agree with.
+async fn miscounted(url: &str) -> i64 {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .query_one(
+            "SELECT (SELECT count(*) FROM (SELECT module, organization_id, user_id, count(*) AS n \
+                FROM tasks WHERE finished_at IS NULL GROUP BY 1, 2, 3) AS t \
+                FULL JOIN task_active_per_user AS c USING (module, organization_id, user_id) \
+                WHERE coalesce(t.n, 0) <> coalesce(c.active, 0)) \
+             + (SELECT count(*) FROM (SELECT module, organization_id, count(*) AS n \
+                FROM tasks WHERE finished_at IS NULL GROUP BY 1, 2) AS t \
+                FULL JOIN task_active_per_module_org AS c USING (module, organization_id) \
+                WHERE coalesce(t.n, 0) <> coalesce(c.active, 0)) \
+             + (SELECT count(*) FROM (SELECT organization_id, count(*) AS n \
+                FROM tasks WHERE finished_at IS NULL GROUP BY 1) AS t \
+                FULL JOIN task_active_per_org AS c USING (organization_id) \
+                WHERE coalesce(t.n, 0) <> coalesce(c.active, 0))",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_counters_match_the_active_tasks_after_batches_of_every_write() {
+    use modhost::tasks::store::conformance::task as owned;
+    let url = fresh_database().await;
+    let store = Arc::new(PgTaskStore::connect(&url).await.unwrap());
+    // Submitted together, so that they share batches: owners, keys and a
+    // repeated id mixed.
+    let mut tasks: Vec<NewTask> = (0..120)
+        .map(|i| {
+            let user = format!("u{}", i % 3);
+            let key = (i % 4 == 0).then(|| format!("k{}", i % 8));
+            let mut t = owned(
+                &format!("m{}", i % 2),
+                &format!("o{}", i % 2),
+                &user,
+                key.as_deref(),
+            );
+            t.resumable = i % 5 == 0;
+            t
+        })
+        .collect();
+    let repeated = tasks[7].clone();
+    tasks.push(repeated);
+    let answers = futures::future::join_all(tasks.into_iter().map(|t| {
+        let store = Arc::clone(&store);
+        async move { store.submit(t).await }
+    }))
+    .await;
+    let refused = answers.iter().filter(|a| a.is_err()).count();
+    assert_eq!(refused, 1, "only the repeated id fails: {answers:?}");
+    assert!(
+        answers
+            .iter()
+            .any(|a| matches!(a, Ok(Submitted::Existing(_))))
+    );
+    assert_eq!(miscounted(&url).await, 0, "after submitting");
+
+    let host = HostId::new("h").unwrap();
+    let wants: Vec<Want> = ["m0", "m1"]
+        .into_iter()
+        .map(|m| Want {
+            module: m.into(),
+            max: 30,
+        })
+        .collect();
+    let claimed = store
+        .claim(&host, &wants, Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 60);
+    // Half end, a quarter of them twice at once (the second ends nothing),
+    // some pending ones are cancelled, the rest lapse and are recovered.
+    let ends = claimed.iter().take(40).enumerate().flat_map(|(i, c)| {
+        let times = if i % 4 == 0 { 2 } else { 1 };
+        std::iter::repeat_n(c, times)
+    });
+    let ended = futures::future::join_all(ends.map(|c| {
+        let store = Arc::clone(&store);
+        async move {
+            let done = Outcome::Completed {
+                result_json: "1".into(),
+            };
+            store.finish(&c.row.id, Some(&c.lease), done).await
+        }
+    }))
+    .await;
+    assert_eq!(ended.iter().filter(|e| matches!(e, Ok(true))).count(), 40);
+    assert_eq!(ended.iter().filter(|e| matches!(e, Ok(false))).count(), 10);
+    let pending: Vec<String> = answers
+        .iter()
+        .filter_map(|a| match a {
+            Ok(Submitted::Created(id)) => Some(id.clone()),
+            _ => None,
+        })
+        .filter(|id| claimed.iter().all(|c| &c.row.id != id))
+        .take(10)
+        .collect();
+    for id in &pending {
+        let cancel = Outcome::Cancelled { by: None };
+        assert!(store.finish(id, None, cancel).await.unwrap());
+    }
+    assert_eq!(miscounted(&url).await, 0, "after ending and cancelling");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let recovered = store.recover_expired(None).await.unwrap();
+    assert_eq!(recovered.resumed.len() + recovered.interrupted.len(), 20);
+    assert!(!recovered.resumed.is_empty() && !recovered.interrupted.is_empty());
+    assert_eq!(miscounted(&url).await, 0, "after recovering");
+}

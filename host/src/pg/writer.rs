@@ -7,9 +7,15 @@
 //! whole batch. A write whose statement fails aborts the transaction; the
 //! batch is then rolled back and each write run again alone, so one bad
 //! write never fails the others. Every write must therefore be safe to run
-//! again after a rollback (each is one compare-and-set or one function
-//! call).
+//! again after a rollback (each is compare-and-set statements in one
+//! transaction).
+//!
+//! Writes of one [`Group`] queued together run as one: the batch's
+//! submissions, say, become one multi-row statement rather than one
+//! statement each, which is most of what a write costs the server.
 
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -88,6 +94,30 @@ pub trait Aborts {
 pub type Work<T, E> =
     Box<dyn for<'c> Fn(&'c ClientWrapper) -> BoxFuture<'c, Result<T, E>> + Send + Sync>;
 
+/// Each write's answer, in order, or the error that aborted the
+/// transaction.
+pub type Answers<O, E> = Result<Vec<Result<O, E>>, E>;
+
+/// Writes of one kind that run together: the writer hands every write of
+/// the group in a batch to one [`Group::run`].
+pub trait Group: 'static {
+    /// One caller's write.
+    type Item: Send + Sync + 'static;
+    /// What the caller gets back.
+    type Out: Send + 'static;
+    /// Why a write failed.
+    type Error: From<PgWriteError> + Aborts + Clone + Send + 'static;
+
+    /// Runs `items` on `client` inside the open transaction, answering each
+    /// in order. A write of the group that fails alone must not abort the
+    /// transaction (run it under a savepoint); `Err` means the transaction
+    /// is aborted, and the batch is run again.
+    fn run<'c>(
+        client: &'c ClientWrapper,
+        items: &'c [Self::Item],
+    ) -> BoxFuture<'c, Answers<Self::Out, Self::Error>>;
+}
+
 trait Op: Send {
     /// Runs the write on `client` inside the open transaction; whether its
     /// failure aborted the transaction.
@@ -95,6 +125,13 @@ trait Op: Send {
     /// Answers the caller: the write's result if `commit` succeeded,
     /// otherwise the commit's error.
     fn answer(self: Box<Self>, commit: Result<(), PgWriteError>);
+    /// The group the write runs with, if any.
+    fn group(&self) -> Option<TypeId> {
+        None
+    }
+    /// Takes the writes of `other`, of this write's group, into this one.
+    fn absorb(&mut self, _other: &mut dyn Op) {}
+    fn as_any(&mut self) -> &mut dyn Any;
 }
 
 struct TypedOp<T, E> {
@@ -103,7 +140,7 @@ struct TypedOp<T, E> {
     reply: oneshot::Sender<Result<T, E>>,
 }
 
-impl<T: Send, E: From<PgWriteError> + Aborts + Send> Op for TypedOp<T, E> {
+impl<T: Send + 'static, E: From<PgWriteError> + Aborts + Send + 'static> Op for TypedOp<T, E> {
     fn run<'a>(&'a mut self, client: &'a ClientWrapper) -> BoxFuture<'a, bool> {
         Box::pin(async move {
             let result = (self.work)(client).await;
@@ -123,6 +160,85 @@ impl<T: Send, E: From<PgWriteError> + Aborts + Send> Op for TypedOp<T, E> {
         // The caller may have stopped waiting; the write stands regardless.
         let _ = self.reply.send(result);
     }
+
+    fn as_any(&mut self) -> &mut dyn Any {
+        self
+    }
+}
+
+type GroupResults<G> = Answers<<G as Group>::Out, <G as Group>::Error>;
+
+/// The writes of one group in a batch, run as one.
+struct GroupOp<G: Group> {
+    items: Vec<G::Item>,
+    replies: Vec<oneshot::Sender<Result<G::Out, G::Error>>>,
+    results: Option<GroupResults<G>>,
+}
+
+impl<G: Group> Op for GroupOp<G> {
+    fn run<'a>(&'a mut self, client: &'a ClientWrapper) -> BoxFuture<'a, bool> {
+        Box::pin(async move {
+            let results = G::run(client, &self.items).await;
+            let aborted = results.as_ref().err().is_some_and(Aborts::aborts);
+            self.results = Some(results);
+            aborted
+        })
+    }
+
+    fn answer(self: Box<Self>, commit: Result<(), PgWriteError>) {
+        let GroupOp {
+            replies, results, ..
+        } = *self;
+        let results: Vec<Result<G::Out, G::Error>> = match (commit, results) {
+            (Ok(()), Some(Ok(results))) if results.len() == replies.len() => results,
+            (Ok(()), Some(Err(e))) => replies.iter().map(|_| Err(e.clone())).collect(),
+            (Ok(()), _) => replies
+                .iter()
+                .map(|_| Err(G::Error::from(PgWriteError::Closed)))
+                .collect(),
+            (Err(e), _) => replies
+                .iter()
+                .map(|_| Err(G::Error::from(e.clone())))
+                .collect(),
+        };
+        for (reply, result) in replies.into_iter().zip(results) {
+            let _ = reply.send(result);
+        }
+    }
+
+    fn group(&self) -> Option<TypeId> {
+        Some(TypeId::of::<G>())
+    }
+
+    fn absorb(&mut self, other: &mut dyn Op) {
+        if let Some(other) = other.as_any().downcast_mut::<GroupOp<G>>() {
+            self.items.append(&mut other.items);
+            self.replies.append(&mut other.replies);
+        }
+    }
+
+    fn as_any(&mut self) -> &mut dyn Any {
+        self
+    }
+}
+
+/// `batch` with the writes of each group taken into the group's first.
+fn merge_groups(batch: &mut Vec<Box<dyn Op>>) {
+    let mut first: HashMap<TypeId, usize> = HashMap::new();
+    let mut merged: Vec<Box<dyn Op>> = Vec::with_capacity(batch.len());
+    for mut op in batch.drain(..) {
+        match op.group() {
+            Some(group) => match first.get(&group) {
+                Some(&at) => merged[at].absorb(&mut *op),
+                None => {
+                    first.insert(group, merged.len());
+                    merged.push(op);
+                }
+            },
+            None => merged.push(op),
+        }
+    }
+    *batch = merged;
 }
 
 /// Handle on the writer task. Dropping it lets the task finish what is
@@ -163,11 +279,26 @@ impl PgWriter {
         self.queue.send(op).await.map_err(|_| closed())?;
         answer.await.map_err(|_| closed())?
     }
+
+    /// Queues `item` of group `G`, to run with the group's other writes of
+    /// its batch, and resolves with its result once the batch committed.
+    pub async fn run_in<G: Group>(&self, item: G::Item) -> Result<G::Out, G::Error> {
+        let closed = || G::Error::from(PgWriteError::Closed);
+        let (reply, answer) = oneshot::channel();
+        let op: Box<dyn Op> = Box::new(GroupOp::<G> {
+            items: vec![item],
+            replies: vec![reply],
+            results: None,
+        });
+        self.queue.send(op).await.map_err(|_| closed())?;
+        answer.await.map_err(|_| closed())?
+    }
 }
 
 async fn write_loop(pool: Pool, mut rx: mpsc::Receiver<Box<dyn Op>>) {
     let mut batch: Vec<Box<dyn Op>> = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        merge_groups(&mut batch);
         // A pooled connection may have broken unnoticed (the server
         // restarted): nothing of the batch has been sent when BEGIN fails,
         // so it is tried once more on a new connection.

@@ -2,13 +2,26 @@
 //! hosts sharing one queue.
 //!
 //! Writes go through the host's group-commit writer ([`crate::pg::writer`]),
-//! each one compare-and-set statement or one function call; claims take
+//! each a compare-and-set statement or a few; submissions and ends of runs
+//! queued together run as one set-based write ([`grouped`]); claims take
 //! pending rows with `FOR UPDATE SKIP LOCKED`, so racing hosts never wait
 //! for each other's rows nor take the same one; lease times are the
 //! database's clock (`modhost_now()`). Reads run on the pool, one statement
 //! per scope shape, so a task outside the scope costs what a missing one
 //! costs.
 
+/// The end of a statement whose data-modifying CTE `done` ended tasks
+/// (`RETURNING id, module, organization_id, user_id`): their owners'
+/// counters go down, and it answers the ids (NULL for none).
+macro_rules! uncounting_done {
+    () => {
+        ", ended AS (SELECT array_agg(id) AS ids, array_agg(module) AS m, \
+         array_agg(organization_id) AS o, array_agg(user_id) AS u FROM done) \
+         SELECT ended.ids FROM ended, LATERAL modhost_count_many(ended.m, ended.o, ended.u, -1)"
+    };
+}
+
+mod grouped;
 mod schema;
 
 use std::sync::Arc;
@@ -241,9 +254,6 @@ macro_rules! summary_columns {
 const LEASE_VERSION: usize = 32;
 
 mod sql {
-    pub const SUBMIT: &str = "SELECT outcome, task_id FROM modhost_submit($1, $2, $3, $4, $5, \
-        $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)";
-
     /// The picked rows are a materialized CTE: a subquery in `IN` may be
     /// run more than once, and with `SKIP LOCKED` each run picks others.
     pub const CLAIM: &str = concat!(
@@ -251,9 +261,10 @@ mod sql {
          WHERE module = $1 AND status = 'pending' ORDER BY id LIMIT $2 \
          FOR UPDATE SKIP LOCKED) \
          UPDATE tasks SET status = 'running', attempts = attempts + 1, \
-         started_at = modhost_now(), updated_at = modhost_now(), lease_owner = $3, \
-         lease_expires_at = modhost_now() + $4, lease_version = lease_version + 1 \
-         FROM picked WHERE tasks.id = picked.id AND tasks.status = 'pending' RETURNING ",
+         started_at = now.ms, updated_at = now.ms, lease_owner = $3, \
+         lease_expires_at = now.ms + $4, lease_version = lease_version + 1 \
+         FROM picked, (SELECT modhost_now() AS ms) AS now \
+         WHERE tasks.id = picked.id AND tasks.status = 'pending' RETURNING ",
         columns_of!("tasks."),
         ", tasks.lease_version"
     );
@@ -271,26 +282,32 @@ mod sql {
         () => {
             "WITH picked AS MATERIALIZED (SELECT id FROM tasks \
              WHERE (lease_expires_at <= modhost_now() OR lease_owner = $1) AND resumable = $2 \
-             FOR UPDATE SKIP LOCKED) "
+             FOR UPDATE SKIP LOCKED)"
         };
     }
 
+    /// Answers the ids it interrupted, in one array (NULL for none).
     pub const RECOVER_INTERRUPT: &str = concat!(
         recoverable!(),
-        "UPDATE tasks SET status = 'interrupted', failure_kind = 'interrupted', \
+        ", done AS (UPDATE tasks SET status = 'interrupted', failure_kind = 'interrupted', \
          failure_message = CASE WHEN lease_owner = $1 THEN $3 ELSE $4 END, \
-         finished_at = modhost_now(), updated_at = modhost_now(), lease_owner = NULL, \
-         lease_expires_at = NULL, lease_version = lease_version + 1 FROM picked \
+         finished_at = now.ms, updated_at = now.ms, lease_owner = NULL, \
+         lease_expires_at = NULL, lease_version = lease_version + 1 \
+         FROM picked, (SELECT modhost_now() AS ms) AS now \
          WHERE tasks.id = picked.id AND finished_at IS NULL AND lease_owner IS NOT NULL \
-         RETURNING tasks.id"
+         RETURNING tasks.id, tasks.module, tasks.organization_id, tasks.user_id)",
+        uncounting_done!()
     );
 
+    /// Answers the ids it made pending again, each announced at commit.
     pub const RECOVER_RESUME: &str = concat!(
         recoverable!(),
-        "UPDATE tasks SET status = 'pending', updated_at = modhost_now(), lease_owner = NULL, \
-         lease_expires_at = NULL, lease_version = lease_version + 1 FROM picked \
+        ", resumed AS (UPDATE tasks SET status = 'pending', updated_at = modhost_now(), \
+         lease_owner = NULL, lease_expires_at = NULL, lease_version = lease_version + 1 \
+         FROM picked \
          WHERE tasks.id = picked.id AND finished_at IS NULL AND lease_owner IS NOT NULL \
-         RETURNING tasks.id"
+         RETURNING tasks.id, tasks.module) \
+         SELECT r.id, pg_notify('modhost_pending', r.module) FROM resumed AS r"
     );
 
     /// Locks the row until the write's transaction ends: what the write
@@ -302,13 +319,6 @@ mod sql {
         attempts = greatest(attempts - 1, 0), started_at = NULL, updated_at = modhost_now(), \
         lease_owner = NULL, lease_expires_at = NULL, lease_version = lease_version + 1 \
         WHERE id = $1 AND status = 'running' AND lease_version = $2";
-
-    pub const FINISH: &str = "UPDATE tasks SET status = $2, result_json = $3, \
-        failure_kind = $4, failure_message = $5, finished_at = modhost_now(), \
-        updated_at = modhost_now(), \
-        progress = CASE WHEN $2 = 'completed' THEN 1.0 ELSE progress END, \
-        lease_owner = NULL, lease_expires_at = NULL \
-        WHERE id = $1 AND ($6::BIGINT IS NULL OR lease_version = $6) AND finished_at IS NULL";
 
     pub const PROGRESS: &str = concat!(
         "UPDATE tasks SET progress = $4, label = COALESCE($5, label), \
@@ -469,10 +479,6 @@ fn limit(n: u32) -> i64 {
     i64::from(n.min(MAX_LOOKUP_LIMIT))
 }
 
-fn quota(n: u32) -> i64 {
-    i64::from(n)
-}
-
 /// A boxed future of one write on the writer's connection.
 fn work<T, F>(f: F) -> crate::pg::writer::Work<T, TaskStoreError>
 where
@@ -489,53 +495,7 @@ impl TaskStore for PgTaskStore {
         if let Err(e) = validate_task_id(&task.id) {
             return Box::pin(async move { Err(e) });
         }
-        let t = Arc::new(task);
-        self.write(work(move |c| {
-            let t = t.clone();
-            Box::pin(async move {
-                let found = select(
-                    c,
-                    sql::SUBMIT,
-                    &[
-                        &t.id,
-                        &t.module,
-                        &t.task_name,
-                        &t.task_key,
-                        &t.title,
-                        &t.args_json,
-                        &t.resumable,
-                        &t.user_id,
-                        &t.organization_id,
-                        &t.role,
-                        &t.request_id,
-                        &t.session_id,
-                        &t.created_at,
-                        &quota(t.limits.max_active_per_user),
-                        &quota(t.limits.max_active_per_module),
-                        &quota(t.limits.max_active_per_org),
-                    ],
-                )
-                .await?;
-                let row = found.first().ok_or_else(|| {
-                    TaskStoreError::Internal("modhost_submit answered no row".into())
-                })?;
-                let outcome: String = row.try_get(0)?;
-                let id: Option<String> = row.try_get(1)?;
-                let refused = |r| Submitted::LimitExceeded(t.limits.refusal(r, &t.module));
-                Ok(match (outcome.as_str(), id) {
-                    ("created", Some(id)) => Submitted::Created(id),
-                    ("existing", Some(id)) => Submitted::Existing(id),
-                    ("limit-user", _) => refused(QuotaReached::User),
-                    ("limit-module", _) => refused(QuotaReached::Module),
-                    ("limit-org", _) => refused(QuotaReached::Org),
-                    (other, _) => {
-                        return Err(TaskStoreError::Internal(format!(
-                            "modhost_submit answered {other:?}"
-                        )));
-                    }
-                })
-            })
-        }))
+        Box::pin(self.db.writer.run_in::<grouped::Submits>(task))
     }
 
     fn claim<'a>(
@@ -606,15 +566,17 @@ impl TaskStore for PgTaskStore {
         self.write(work(move |c| {
             let restarted = restarted.clone();
             Box::pin(async move {
-                let mut interrupted = select(
+                let mut interrupted = match select(
                     c,
                     sql::RECOVER_INTERRUPT,
                     &[&restarted, &false, &HOST_RESTARTED, &LEASE_EXPIRED],
                 )
                 .await?
-                .iter()
-                .map(|r| r.try_get::<_, String>(0))
-                .collect::<Result<Vec<_>, _>>()?;
+                .first()
+                {
+                    Some(r) => r.try_get::<_, Option<Vec<String>>>(0)?.unwrap_or_default(),
+                    None => Vec::new(),
+                };
                 interrupted.sort();
                 let mut resumed = select(c, sql::RECOVER_RESUME, &[&restarted, &true])
                     .await?
@@ -636,31 +598,16 @@ impl TaskStore for PgTaskStore {
         lease: Option<&'a Lease>,
         outcome: Outcome,
     ) -> BoxFuture<'a, Result<bool, TaskStoreError>> {
-        let id = id.to_owned();
-        let lease = lease.cloned();
         let (status, result, kind, message) = super::sqlite::outcome_columns(outcome);
-        let message = message.map(|m| crate::pg::text(&m).into_owned());
-        let result = result.map(|r| crate::pg::text(&r).into_owned());
-        let columns = Arc::new((status, result, kind, message));
-        self.write(work(move |c| {
-            let (id, lease, columns) = (id.clone(), lease.clone(), columns.clone());
-            Box::pin(async move {
-                let (status, result, kind, message) = &*columns;
-                let version = lease.as_ref().map(|l| l.version);
-                let changed = exec(
-                    c,
-                    sql::FINISH,
-                    &[&id, status, result, kind, message, &version],
-                )
-                .await?;
-                if changed == 0
-                    && let Some(lease) = &lease
-                {
-                    fence(c, lease).await?;
-                }
-                Ok(changed == 1)
-            })
-        }))
+        let finish = grouped::Finish {
+            id: id.to_owned(),
+            lease: lease.cloned(),
+            status,
+            result: result.map(|r| crate::pg::text(&r).into_owned()),
+            kind,
+            message: message.map(|m| crate::pg::text(&m).into_owned()),
+        };
+        Box::pin(self.db.writer.run_in::<grouped::Finishes>(Arc::new(finish)))
     }
 
     fn release<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<bool, TaskStoreError>> {
@@ -1033,7 +980,7 @@ impl TaskStore for PgTaskStore {
     }
 }
 
-/// A notification as an announcement: the trigger's on `modhost_pending`
+/// A notification as an announcement: the store's own on `modhost_pending`
 /// (the payload is the module), a host's on `modhost_tasks` (JSON).
 fn announcement(channel: &str, payload: &str) -> Option<Announced> {
     match channel {

@@ -4,16 +4,19 @@
 //! The same rules as the SQLite schema, held by the database: one active
 //! task per key (a partial unique index), valid statuses and consistent
 //! columns (`CHECK`s), final states that stay final and owners that never
-//! change (triggers), active-task counters kept by triggers. Ids and keys
-//! compare byte by byte (`COLLATE "C"`), so newest-first order, cursors and
-//! prefix ranges mean what they mean in SQLite whatever the database's
-//! locale. Submission is one function call ([`MIGRATIONS`] 1,
-//! `modhost_submit`): the quota check, the dedup and the insert in one
-//! round trip, with the counters locked organization first, so concurrent
-//! submissions on several hosts never pass a quota together. (Two hosts'
-//! batches that touch the same organizations in different orders can still
-//! deadlock; PostgreSQL then fails one, whose writes are run again alone.) Every new pending task is announced on the channel
-//! `modhost_pending` (payload: its module), at commit.
+//! change (a trigger). Ids and keys compare byte by byte (`COLLATE "C"`), so
+//! newest-first order, cursors and prefix ranges mean what they mean in
+//! SQLite whatever the database's locale.
+//!
+//! The active-task counters are moved by the store's statements, for a
+//! batch's owners at once (`modhost_count_many`, [`MIGRATIONS`] 4), and
+//! submissions lock the counters of their owners, organization first,
+//! before they read them, so concurrent submissions on several hosts never
+//! pass a quota together. (Two hosts' batches that touch the same
+//! counters in different orders can still deadlock; PostgreSQL then fails
+//! one, whose writes are run again alone.) New pending tasks, and tasks a
+//! recovery made pending again, are announced on the channel
+//! `modhost_pending` (payload: the module), at commit.
 
 /// The task store's migrations, in order. Released entries are never edited;
 /// changes are appended.
@@ -363,5 +366,64 @@ BEGIN
           AND t.task_key = p_task_key AND t.finished_at IS NULL;
     outcome := 'existing';
 END $$;
+"#,
+    // Writes of many tasks in one statement. The counters are moved by the
+    // store's own statements, a batch's owners at a time
+    // (`modhost_count_many`), rather than by a trigger row by row, and a
+    // task made pending again is announced by the recovery that does it.
+    // The owner guard runs only for the changes it may refuse. Submission
+    // is the store's few set-based statements, so `modhost_submit` goes.
+    r#"
+DROP TRIGGER tasks_count_insert ON tasks;
+DROP TRIGGER tasks_count_update ON tasks;
+DROP TRIGGER tasks_count_delete ON tasks;
+DROP FUNCTION modhost_tasks_count();
+DROP FUNCTION modhost_submit(TEXT, TEXT, TEXT, TEXT, TEXT, TEXT, BOOLEAN, TEXT, TEXT, TEXT,
+    TEXT, TEXT, BIGINT, BIGINT, BIGINT, BIGINT);
+DROP FUNCTION modhost_count(TEXT, TEXT, TEXT, BIGINT);
+
+-- Moves the counters of the tasks whose owners are `p_m[i]`, `p_o[i]`, `p_u[i]`
+-- by `delta` each, organization first and each table in key order (the
+-- order a submission locks them in), one statement per table. An increment
+-- makes a missing counter; a decrement is a plain update: an upsert would
+-- check its insert row (a negative count) first.
+CREATE FUNCTION modhost_count_many(p_m TEXT[], p_o TEXT[], p_u TEXT[], delta BIGINT) RETURNS VOID
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF delta < 0 THEN
+        UPDATE task_active_per_org c SET active = c.active + delta * d.n
+            FROM (SELECT k.o, count(*) AS n FROM unnest(p_o) AS k(o) GROUP BY 1 ORDER BY 1) d
+            WHERE c.organization_id = d.o;
+        UPDATE task_active_per_module_org c SET active = c.active + delta * d.n
+            FROM (SELECT k.m, k.o, count(*) AS n FROM unnest(p_m, p_o) AS k(m, o)
+                GROUP BY 1, 2 ORDER BY 1, 2) d
+            WHERE c.module = d.m AND c.organization_id = d.o;
+        UPDATE task_active_per_user c SET active = c.active + delta * d.n
+            FROM (SELECT k.m, k.o, k.u, count(*) AS n FROM unnest(p_m, p_o, p_u) AS k(m, o, u)
+                GROUP BY 1, 2, 3 ORDER BY 1, 2, 3) d
+            WHERE c.module = d.m AND c.organization_id = d.o AND c.user_id = d.u;
+        RETURN;
+    END IF;
+    INSERT INTO task_active_per_org AS c (organization_id, active)
+        SELECT k.o, delta * count(*) FROM unnest(p_o) AS k(o) GROUP BY 1 ORDER BY 1
+        ON CONFLICT (organization_id) DO UPDATE SET active = c.active + EXCLUDED.active;
+    INSERT INTO task_active_per_module_org AS c (module, organization_id, active)
+        SELECT k.m, k.o, delta * count(*) FROM unnest(p_m, p_o) AS k(m, o)
+            GROUP BY 1, 2 ORDER BY 1, 2
+        ON CONFLICT (module, organization_id) DO UPDATE SET active = c.active + EXCLUDED.active;
+    INSERT INTO task_active_per_user AS c (module, organization_id, user_id, active)
+        SELECT k.m, k.o, k.u, delta * count(*) FROM unnest(p_m, p_o, p_u) AS k(m, o, u)
+            GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+        ON CONFLICT (module, organization_id, user_id)
+            DO UPDATE SET active = c.active + EXCLUDED.active;
+END $$;
+
+DROP TRIGGER tasks_guard ON tasks;
+CREATE TRIGGER tasks_guard BEFORE UPDATE OF status, finished_at, module, organization_id,
+    user_id ON tasks FOR EACH ROW
+    WHEN (OLD.finished_at IS NOT NULL OR NEW.module IS DISTINCT FROM OLD.module
+        OR NEW.organization_id IS DISTINCT FROM OLD.organization_id
+        OR NEW.user_id IS DISTINCT FROM OLD.user_id)
+    EXECUTE FUNCTION modhost_tasks_guard();
 "#,
 ];
