@@ -595,3 +595,31 @@ async fn the_counters_match_the_active_tasks_after_batches_of_every_write() {
     assert!(!recovered.resumed.is_empty() && !recovered.interrupted.is_empty());
     assert_eq!(miscounted(&url).await, 0, "after recovering");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_submitting_at_once_near_a_quota_never_pass_it_together() {
+    use modhost::tasks::store::conformance::task as owned;
+    let url = fresh_database().await;
+    let hosts = [
+        Arc::new(PgTaskStore::connect(&url).await.unwrap()),
+        Arc::new(PgTaskStore::connect(&url).await.unwrap()),
+        Arc::new(PgTaskStore::connect(&url).await.unwrap()),
+    ];
+    for round in 0..3 {
+        let submits = hosts.iter().flat_map(|store| {
+            (0..40).map(move |_| {
+                let store = Arc::clone(store);
+                let mut t = owned("m", "o", &format!("u{round}"), None);
+                t.limits.max_active_per_user = 25;
+                async move { store.submit(t).await.unwrap() }
+            })
+        });
+        let answers = futures::future::join_all(submits).await;
+        let created = answers
+            .iter()
+            .filter(|a| matches!(a, Submitted::Created(_)))
+            .count();
+        assert_eq!(created, 25, "created in round {round}");
+    }
+    assert_eq!(miscounted(&url).await, 0);
+}

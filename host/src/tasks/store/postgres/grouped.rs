@@ -42,6 +42,41 @@ mod sql {
         ON CONFLICT (module, organization_id, user_id) DO UPDATE SET active = c.active \
         RETURNING c.module, c.organization_id, c.user_id, c.active";
 
+    pub const READ_ORGS: &str = "SELECT k.o, coalesce(c.active, 0) FROM unnest($1::TEXT[]) AS k(o) \
+        LEFT JOIN task_active_per_org c ON c.organization_id = k.o";
+
+    pub const READ_MODULES: &str = "SELECT k.m, k.o, coalesce(c.active, 0) \
+        FROM unnest($1::TEXT[], $2::TEXT[]) AS k(m, o) \
+        LEFT JOIN task_active_per_module_org c ON c.module = k.m AND c.organization_id = k.o";
+
+    pub const READ_USERS: &str = "SELECT k.m, k.o, k.u, coalesce(c.active, 0) \
+        FROM unnest($1::TEXT[], $2::TEXT[], $3::TEXT[]) AS k(m, o, u) \
+        LEFT JOIN task_active_per_user c \
+        ON c.module = k.m AND c.organization_id = k.o AND c.user_id = k.u";
+
+    /// Adds `$2[i]` to the counter of organization `$1[i]`, in key order;
+    /// the new counts.
+    pub const ADD_ORGS: &str = "INSERT INTO task_active_per_org AS c (organization_id, active) \
+        SELECT k.o, k.n FROM unnest($1::TEXT[], $2::BIGINT[]) AS k(o, n) ORDER BY 1 \
+        ON CONFLICT (organization_id) DO UPDATE SET active = c.active + EXCLUDED.active \
+        RETURNING c.organization_id, c.active";
+
+    pub const ADD_MODULES: &str = "INSERT INTO task_active_per_module_org AS c \
+        (module, organization_id, active) \
+        SELECT k.m, k.o, k.n FROM unnest($1::TEXT[], $2::TEXT[], $3::BIGINT[]) AS k(m, o, n) \
+        ORDER BY 1, 2 \
+        ON CONFLICT (module, organization_id) DO UPDATE SET active = c.active + EXCLUDED.active \
+        RETURNING c.module, c.organization_id, c.active";
+
+    pub const ADD_USERS: &str = "INSERT INTO task_active_per_user AS c \
+        (module, organization_id, user_id, active) \
+        SELECT k.m, k.o, k.u, k.n \
+        FROM unnest($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::BIGINT[]) AS k(m, o, u, n) \
+        ORDER BY 1, 2, 3 \
+        ON CONFLICT (module, organization_id, user_id) \
+        DO UPDATE SET active = c.active + EXCLUDED.active \
+        RETURNING c.module, c.organization_id, c.user_id, c.active";
+
     /// The active tasks holding the keys `($1[i], $2[i], $3[i])`, read
     /// after the counters are locked: a key taken since is committed.
     pub const ACTIVE_KEYS: &str = "SELECT t.module, t.organization_id, t.task_key, t.id \
@@ -61,9 +96,6 @@ mod sql {
         user_id, organization_id, role, request_id, session_id, created_at) \
         ON CONFLICT (module, organization_id, task_key) \
         WHERE task_key IS NOT NULL AND finished_at IS NULL DO NOTHING";
-
-    /// Counts the new tasks of owners `($1[i], $2[i], $3[i])`.
-    pub const COUNT_NEW: &str = "SELECT modhost_count_many($1::TEXT[], $2::TEXT[], $3::TEXT[], 1)";
 
     /// Tells every host, at commit, that the modules `$1` have new pending
     /// tasks.
@@ -145,6 +177,14 @@ async fn attempt<I, O>(
 }
 
 /// Submissions, already checked ([`super::validate_task_id`]).
+///
+/// A group is first decided on the counters as they are, unlocked, and
+/// counted after its tasks are stored: the counters' row locks are then
+/// held only from the counting to the commit, so other hosts' submissions
+/// of the same organization store their tasks meanwhile. When the counts
+/// had moved so far that a created task would not have passed its quota,
+/// or another host took a key first, the group is rolled back and decided
+/// again on counters locked before they are read.
 pub(super) struct Submits;
 
 impl Group for Submits {
@@ -153,172 +193,272 @@ impl Group for Submits {
     type Error = TaskStoreError;
 
     fn run<'c>(c: &'c ClientWrapper, items: &'c [NewTask]) -> Many<'c, Submitted> {
-        Box::pin(together_or_alone(c, items, submit_all))
+        Box::pin(async move {
+            match attempt(c, items, submit_unlocked).await? {
+                Ok(done) => Ok(done),
+                Err(_) => together_or_alone(c, items, submit_locked).await,
+            }
+        })
     }
 }
 
-type ModuleOrg<'a> = (&'a str, &'a str);
-type Held<'a> = (&'a str, &'a str, &'a str);
+fn submit_unlocked<'a>(c: &'a ClientWrapper, tasks: &'a [NewTask]) -> Many<'a, Submitted> {
+    Box::pin(submit_all(c, tasks, false))
+}
 
-/// Locks the counters of every owner in `tasks`, then decides each in order
-/// as one submission at a time would (an active key first, then the
-/// user's, the module's and the organization's quota, each counting the
-/// group's earlier tasks), and stores and counts the created ones.
-fn submit_all<'a>(c: &'a ClientWrapper, tasks: &'a [NewTask]) -> Many<'a, Submitted> {
-    Box::pin(async move {
-        let orgs: BTreeSet<&str> = tasks.iter().map(|t| t.organization_id.as_str()).collect();
-        let modules: BTreeSet<ModuleOrg> = tasks
-            .iter()
-            .map(|t| (t.module.as_str(), t.organization_id.as_str()))
-            .collect();
-        let users: BTreeSet<Held> = tasks
-            .iter()
-            .map(|t| {
-                (
-                    t.module.as_str(),
-                    t.organization_id.as_str(),
-                    t.user_id.as_str(),
-                )
-            })
-            .collect();
-        let keyed: Vec<&NewTask> = tasks.iter().filter(|t| t.task_key.is_some()).collect();
+fn submit_locked<'a>(c: &'a ClientWrapper, tasks: &'a [NewTask]) -> Many<'a, Submitted> {
+    Box::pin(submit_all(c, tasks, true))
+}
 
-        let orgs: Vec<&str> = orgs.into_iter().collect();
-        let (module_m, module_o): (Vec<&str>, Vec<&str>) = modules.into_iter().unzip();
-        let (mut user_m, mut user_o, mut user_u) = (Vec::new(), Vec::new(), Vec::new());
-        for (m, o, u) in users {
-            user_m.push(m);
-            user_o.push(o);
-            user_u.push(u);
+/// A counter: of an organization, a module in it, or a user of one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Counter {
+    Org(String),
+    Module(String, String),
+    User(String, String, String),
+}
+
+impl Counter {
+    /// The three counters a task of `t` counts in.
+    fn of(t: &NewTask) -> [Counter; 3] {
+        let (m, o, u) = (&t.module, &t.organization_id, &t.user_id);
+        [
+            Counter::User(m.clone(), o.clone(), u.clone()),
+            Counter::Module(m.clone(), o.clone()),
+            Counter::Org(o.clone()),
+        ]
+    }
+
+    /// The most of `t`'s quota this counter may hold before it is refused.
+    fn limit(&self, t: &NewTask) -> (i64, QuotaReached) {
+        let l = &t.limits;
+        match self {
+            Counter::User(..) => (i64::from(l.max_active_per_user), QuotaReached::User),
+            Counter::Module(..) => (i64::from(l.max_active_per_module), QuotaReached::Module),
+            Counter::Org(_) => (i64::from(l.max_active_per_org), QuotaReached::Org),
         }
-        let key_m: Vec<&str> = keyed.iter().map(|t| t.module.as_str()).collect();
-        let key_o: Vec<&str> = keyed.iter().map(|t| t.organization_id.as_str()).collect();
-        let key_k: Vec<&str> = keyed.iter().filter_map(|t| t.task_key.as_deref()).collect();
-        // Sent together, in this order: the counters are locked before the
-        // keys are read.
-        let (by_org, by_module, by_user, active) = futures::try_join!(
-            async { select(c, sql::LOCK_ORGS, &[&orgs]).await },
-            async { select(c, sql::LOCK_MODULES, &[&module_m, &module_o]).await },
-            async { select(c, sql::LOCK_USERS, &[&user_m, &user_o, &user_u]).await },
-            async {
-                if keyed.is_empty() {
-                    Ok(Vec::new())
-                } else {
-                    select(c, sql::ACTIVE_KEYS, &[&key_m, &key_o, &key_k]).await
+    }
+}
+
+/// Counters as read, by kind: the statements' parameter columns.
+#[derive(Default)]
+struct Columns<'a> {
+    orgs: Vec<&'a str>,
+    module_m: Vec<&'a str>,
+    module_o: Vec<&'a str>,
+    user_m: Vec<&'a str>,
+    user_o: Vec<&'a str>,
+    user_u: Vec<&'a str>,
+    /// How much each moves by, in the same order.
+    org_n: Vec<i64>,
+    module_n: Vec<i64>,
+    user_n: Vec<i64>,
+}
+
+impl<'a> Columns<'a> {
+    /// `counters` (sorted: the order every host locks them in), each moved
+    /// by its count.
+    fn of(counters: &'a std::collections::BTreeMap<Counter, i64>) -> Self {
+        let mut c = Columns::default();
+        for (counter, &n) in counters {
+            match counter {
+                Counter::Org(o) => {
+                    c.orgs.push(o);
+                    c.org_n.push(n);
                 }
-            },
-        )?;
-        let mut per_org: HashMap<String, i64> = HashMap::new();
-        for r in &by_org {
-            per_org.insert(r.try_get(0)?, r.try_get(1)?);
-        }
-        let mut per_module: HashMap<(String, String), i64> = HashMap::new();
-        for r in &by_module {
-            per_module.insert((r.try_get(0)?, r.try_get(1)?), r.try_get(2)?);
-        }
-        let mut per_user: HashMap<(String, String, String), i64> = HashMap::new();
-        for r in &by_user {
-            per_user.insert((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?), r.try_get(3)?);
-        }
-        let mut holders: HashMap<(String, String, String), String> = HashMap::new();
-        for r in &active {
-            holders.insert((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?), r.try_get(3)?);
-        }
-
-        let mut answers = Vec::with_capacity(tasks.len());
-        let mut created: Vec<&NewTask> = Vec::new();
-        for t in tasks {
-            let (m, o, u) = (&t.module, &t.organization_id, &t.user_id);
-            if let Some(key) = &t.task_key
-                && let Some(id) = holders.get(&(m.clone(), o.clone(), key.clone()))
-            {
-                answers.push(Ok(Submitted::Existing(id.clone())));
-                continue;
+                Counter::Module(m, o) => {
+                    c.module_m.push(m);
+                    c.module_o.push(o);
+                    c.module_n.push(n);
+                }
+                Counter::User(m, o, u) => {
+                    c.user_m.push(m);
+                    c.user_o.push(o);
+                    c.user_u.push(u);
+                    c.user_n.push(n);
+                }
             }
-            let user = per_user
-                .entry((m.clone(), o.clone(), u.clone()))
-                .or_default();
-            let module = per_module.entry((m.clone(), o.clone())).or_default();
-            let org = per_org.entry(o.clone()).or_default();
-            let reached = if *user >= i64::from(t.limits.max_active_per_user) {
-                Some(QuotaReached::User)
-            } else if *module >= i64::from(t.limits.max_active_per_module) {
-                Some(QuotaReached::Module)
-            } else if *org >= i64::from(t.limits.max_active_per_org) {
-                Some(QuotaReached::Org)
+        }
+        c
+    }
+}
+
+/// The counters in `rows` (their key columns, then the count).
+fn counted(rows: [Vec<tokio_postgres::Row>; 3]) -> Result<HashMap<Counter, i64>, TaskStoreError> {
+    let [orgs, modules, users] = rows;
+    let mut counts = HashMap::new();
+    for r in &orgs {
+        counts.insert(Counter::Org(r.try_get(0)?), r.try_get(1)?);
+    }
+    for r in &modules {
+        counts.insert(Counter::Module(r.try_get(0)?, r.try_get(1)?), r.try_get(2)?);
+    }
+    for r in &users {
+        let key = Counter::User(r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
+        counts.insert(key, r.try_get(3)?);
+    }
+    Ok(counts)
+}
+
+/// Reads the counters of every owner in `tasks` (locked first when `lock`)
+/// and the active tasks of their keys, decides each task in order as one
+/// submission at a time would (an active key first, then the user's, the
+/// module's and the organization's quota, each counting the group's
+/// earlier tasks), stores the created ones, then counts them. `Err` when,
+/// unlocked, the counts had moved past what a created task was allowed, or
+/// a key was taken meanwhile.
+async fn submit_all(
+    c: &ClientWrapper,
+    tasks: &[NewTask],
+    lock: bool,
+) -> Answers<Submitted, TaskStoreError> {
+    let owners: std::collections::BTreeMap<Counter, i64> =
+        tasks.iter().flat_map(Counter::of).map(|k| (k, 0)).collect();
+    let read = Columns::of(&owners);
+    let keyed: Vec<&NewTask> = tasks.iter().filter(|t| t.task_key.is_some()).collect();
+    let key_m: Vec<&str> = keyed.iter().map(|t| t.module.as_str()).collect();
+    let key_o: Vec<&str> = keyed.iter().map(|t| t.organization_id.as_str()).collect();
+    let key_k: Vec<&str> = keyed.iter().filter_map(|t| t.task_key.as_deref()).collect();
+    let [orgs, modules, users] = if lock {
+        [sql::LOCK_ORGS, sql::LOCK_MODULES, sql::LOCK_USERS]
+    } else {
+        [sql::READ_ORGS, sql::READ_MODULES, sql::READ_USERS]
+    };
+    // Sent together, in this order: locked counters are locked before the
+    // keys are read.
+    let (by_org, by_module, by_user, active) = futures::try_join!(
+        async { select(c, orgs, &[&read.orgs]).await },
+        async { select(c, modules, &[&read.module_m, &read.module_o]).await },
+        async { select(c, users, &[&read.user_m, &read.user_o, &read.user_u]).await },
+        async {
+            if keyed.is_empty() {
+                Ok(Vec::new())
             } else {
-                None
-            };
-            if let Some(reached) = reached {
-                answers.push(Ok(Submitted::LimitExceeded(
-                    t.limits.refusal(reached, &t.module),
-                )));
-                continue;
+                select(c, sql::ACTIVE_KEYS, &[&key_m, &key_o, &key_k]).await
             }
-            *user += 1;
-            *module += 1;
-            *org += 1;
-            if let Some(key) = &t.task_key {
-                holders.insert((m.clone(), o.clone(), key.clone()), t.id.clone());
-            }
-            answers.push(Ok(Submitted::Created(t.id.clone())));
-            created.push(t);
-        }
-        if created.is_empty() {
-            return Ok(answers);
-        }
+        },
+    )?;
+    let mut counts = counted([by_org, by_module, by_user])?;
+    let mut holders: HashMap<(String, String, String), String> = HashMap::new();
+    for r in &active {
+        holders.insert((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?), r.try_get(3)?);
+    }
 
-        let column = |f: fn(&NewTask) -> &str| created.iter().map(|t| f(t)).collect::<Vec<_>>();
-        let optional = |f: fn(&NewTask) -> Option<&str>| {
-            created.iter().map(|t| f(t)).collect::<Vec<Option<&str>>>()
-        };
-        let ids = column(|t| &t.id);
-        let modules = column(|t| &t.module);
-        let names = column(|t| &t.task_name);
-        let keys = optional(|t| t.task_key.as_deref());
-        let titles = optional(|t| t.title.as_deref());
-        let args = column(|t| &t.args_json);
-        let resumable: Vec<bool> = created.iter().map(|t| t.resumable).collect();
-        let users = column(|t| &t.user_id);
-        let orgs = column(|t| &t.organization_id);
-        let roles = column(|t| &t.role);
-        let requests = column(|t| &t.request_id);
-        let sessions = optional(|t| t.session_id.as_deref());
-        let created_at: Vec<i64> = created.iter().map(|t| t.created_at).collect();
-        let insert = async {
-            let columns: [&(dyn ToSql + Sync); 13] = [
-                &ids,
-                &modules,
-                &names,
-                &keys,
-                &titles,
-                &args,
-                &resumable,
-                &users,
-                &orgs,
-                &roles,
-                &requests,
-                &sessions,
-                &created_at,
-            ];
-            exec(c, sql::INSERT, &columns).await
-        };
-        let (inserted, _, _) = futures::try_join!(
-            insert,
-            async { exec(c, sql::COUNT_NEW, &[&modules, &orgs, &users]).await },
-            async { exec(c, sql::ANNOUNCE, &[&modules]).await },
-        )?;
-        if usize::try_from(inserted).ok() != Some(created.len()) {
-            // Not under the counters' lock: another writer of the tasks
-            // took a key. Rolled back, and each submission run alone.
-            return Err(TaskStoreError::Internal(format!(
-                "{} of {} submissions were stored",
-                inserted,
-                created.len()
-            )));
+    let mut answers = Vec::with_capacity(tasks.len());
+    let mut created: Vec<&NewTask> = Vec::new();
+    let mut moved = owners.clone();
+    for t in tasks {
+        let (m, o) = (&t.module, &t.organization_id);
+        if let Some(key) = &t.task_key
+            && let Some(id) = holders.get(&(m.clone(), o.clone(), key.clone()))
+        {
+            answers.push(Ok(Submitted::Existing(id.clone())));
+            continue;
         }
-        Ok(answers)
-    })
+        let counters = Counter::of(t);
+        let reached = counters.iter().find_map(|k| {
+            let (max, reached) = k.limit(t);
+            (counts.get(k).copied().unwrap_or(0) >= max).then_some(reached)
+        });
+        if let Some(reached) = reached {
+            answers.push(Ok(Submitted::LimitExceeded(
+                t.limits.refusal(reached, &t.module),
+            )));
+            continue;
+        }
+        for k in counters {
+            *moved.entry(k.clone()).or_default() += 1;
+            *counts.entry(k).or_default() += 1;
+        }
+        if let Some(key) = &t.task_key {
+            holders.insert((m.clone(), o.clone(), key.clone()), t.id.clone());
+        }
+        answers.push(Ok(Submitted::Created(t.id.clone())));
+        created.push(t);
+    }
+    if created.is_empty() {
+        return Ok(answers);
+    }
+
+    let column = |f: fn(&NewTask) -> &str| created.iter().map(|t| f(t)).collect::<Vec<_>>();
+    let optional = |f: fn(&NewTask) -> Option<&str>| {
+        created.iter().map(|t| f(t)).collect::<Vec<Option<&str>>>()
+    };
+    let ids = column(|t| &t.id);
+    let modules = column(|t| &t.module);
+    let names = column(|t| &t.task_name);
+    let keys = optional(|t| t.task_key.as_deref());
+    let titles = optional(|t| t.title.as_deref());
+    let args = column(|t| &t.args_json);
+    let resumable: Vec<bool> = created.iter().map(|t| t.resumable).collect();
+    let users = column(|t| &t.user_id);
+    let orgs = column(|t| &t.organization_id);
+    let roles = column(|t| &t.role);
+    let requests = column(|t| &t.request_id);
+    let sessions = optional(|t| t.session_id.as_deref());
+    let created_at: Vec<i64> = created.iter().map(|t| t.created_at).collect();
+    moved.retain(|_, n| *n > 0);
+    let add = Columns::of(&moved);
+    let insert = async {
+        let columns: [&(dyn ToSql + Sync); 13] = [
+            &ids,
+            &modules,
+            &names,
+            &keys,
+            &titles,
+            &args,
+            &resumable,
+            &users,
+            &orgs,
+            &roles,
+            &requests,
+            &sessions,
+            &created_at,
+        ];
+        exec(c, sql::INSERT, &columns).await
+    };
+    // Stored, then counted: the counters' locks are taken last.
+    let (inserted, by_org, by_module, by_user, _) = futures::try_join!(
+        insert,
+        async { select(c, sql::ADD_ORGS, &[&add.orgs, &add.org_n]).await },
+        async {
+            let p: [&(dyn ToSql + Sync); 3] = [&add.module_m, &add.module_o, &add.module_n];
+            select(c, sql::ADD_MODULES, &p).await
+        },
+        async {
+            let p: [&(dyn ToSql + Sync); 4] = [&add.user_m, &add.user_o, &add.user_u, &add.user_n];
+            select(c, sql::ADD_USERS, &p).await
+        },
+        async { exec(c, sql::ANNOUNCE, &[&modules]).await },
+    )?;
+    if usize::try_from(inserted).ok() != Some(created.len()) {
+        // Another host took a key since it was read.
+        return Err(TaskStoreError::Internal(format!(
+            "{} of {} submissions were stored",
+            inserted,
+            created.len()
+        )));
+    }
+    // What each counter held before the group, now: every created task
+    // must have found its counters under its quota.
+    let mut before = counted([by_org, by_module, by_user])?;
+    for (k, n) in &moved {
+        if let Some(now) = before.get_mut(k) {
+            *now -= n;
+        }
+    }
+    for t in created {
+        for k in Counter::of(t) {
+            let count = before.entry(k.clone()).or_default();
+            if *count >= k.limit(t).0 {
+                return Err(TaskStoreError::Internal(format!(
+                    "{k:?} moved past a quota while the submissions were decided"
+                )));
+            }
+            *count += 1;
+        }
+    }
+    Ok(answers)
 }
 
 /// One run's end: the task, its lease (none: whatever holds it), and its
