@@ -843,7 +843,7 @@ async fn lookups(bench: &mut Bench<'_>, sizes: Sizes) {
     raw.batch_execute(&format!("PREPARE lookup AS {statement}"))
         .await
         .expect("prepare the store's statement");
-    let execute = "EXECUTE lookup('bench', 'org-1', 'job.0042.', NULL, 50, 'job.0042/')";
+    let execute = "EXECUTE lookup('bench', 'org-1', 'job.0042.', 50, 'job.0042/')";
     for _ in 0..10 {
         raw.batch_execute(execute).await.expect("execute");
     }

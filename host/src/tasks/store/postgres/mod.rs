@@ -383,12 +383,24 @@ mod sql {
          AND ($4::TEXT IS NULL OR user_id = $4) ORDER BY id DESC LIMIT $5"
     );
 
-    /// `$3 <= key < $6`, or `$3 <= key` when `$6` is NULL.
+    /// `$3 <= key < $5`, or `$3 <= key` when `$5` is NULL, in the whole
+    /// organization: the newest ids are picked from the key index alone,
+    /// and only their rows are read.
     pub const BY_KEY_RANGE: &str = concat!(
         "SELECT ",
         summary_columns!(),
+        " FROM tasks WHERE id IN (SELECT id FROM tasks \
+         WHERE module = $1 AND organization_id = $2 AND task_key >= $3 \
+         AND ($5::TEXT IS NULL OR task_key < $5) AND task_key IS NOT NULL \
+         ORDER BY id DESC LIMIT $4) ORDER BY id DESC"
+    );
+
+    /// The same range, of the user `$4` only.
+    pub const BY_KEY_RANGE_OF_USER: &str = concat!(
+        "SELECT ",
+        summary_columns!(),
         " FROM tasks WHERE module = $1 AND organization_id = $2 AND task_key >= $3 \
-         AND ($6::TEXT IS NULL OR task_key < $6) AND ($4::TEXT IS NULL OR user_id = $4) \
+         AND ($6::TEXT IS NULL OR task_key < $6) AND user_id = $4 \
          ORDER BY id DESC LIMIT $5"
     );
 
@@ -873,20 +885,18 @@ impl TaskStore for PgTaskStore {
         // character of the prefix is literal.
         let upper = prefix_successor(prefix);
         Box::pin(async move {
-            rows(
-                self.query(
-                    sql::BY_KEY_RANGE,
-                    &[
-                        &scope.module,
-                        &scope.organization_id,
-                        &prefix,
-                        &scope.user_id,
-                        &limit(n),
-                        &upper,
-                    ],
-                )
-                .await?,
-            )
+            let (module, org, n) = (&scope.module, &scope.organization_id, limit(n));
+            let found = match &scope.user_id {
+                None => {
+                    self.query(sql::BY_KEY_RANGE, &[module, org, &prefix, &n, &upper])
+                        .await?
+                }
+                Some(user) => {
+                    let params: [&(dyn ToSql + Sync); 6] = [module, org, &prefix, user, &n, &upper];
+                    self.query(sql::BY_KEY_RANGE_OF_USER, &params).await?
+                }
+            };
+            rows(found)
         })
     }
 
