@@ -16,9 +16,9 @@ use deadpool_postgres::ClientWrapper;
 use futures::future::BoxFuture;
 use tokio_postgres::types::ToSql;
 
-use super::{NewTask, QuotaReached, Submitted, TaskStoreError, exec, select};
+use super::statement::{exec, fence, select};
 use crate::pg::writer::{Answers, Group};
-use crate::tasks::store::Lease;
+use crate::tasks::store::{Lease, NewTask, QuotaReached, Submitted, TaskStoreError};
 
 mod sql {
     /// Locks and reads the counters of the organizations `$1`, in key order:
@@ -534,7 +534,7 @@ fn finish_all<'a>(c: &'a ClientWrapper, items: &'a [Arc<Finish>]) -> Many<'a, bo
         let mut answers = Vec::with_capacity(items.len());
         for (f, ended) in items.iter().zip(ended) {
             answers.push(match (&f.lease, ended) {
-                (Some(lease), false) => match super::fence(c, lease).await {
+                (Some(lease), false) => match fence(c, lease).await {
                     Ok(()) => Ok(false),
                     Err(lost @ TaskStoreError::LeaseLost { .. }) => Err(lost),
                     // A failed statement: the savepoint is rolled back.

@@ -23,6 +23,9 @@ macro_rules! uncounting_done {
 
 mod grouped;
 mod schema;
+mod statement;
+
+use statement::{exec, fence, select};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,9 +40,9 @@ pub use schema::MIGRATIONS;
 use super::{
     Announced, Announcement, Answered, Asked, BoxFuture, Claimed, Cursor, HOST_RESTARTED, HostId,
     LEASE_EXPIRED, Lease, LeaseState, ListClauses, ListValue, MAX_LOOKUP_LIMIT, MAX_PAGE_LIMIT,
-    NewTask, OWNER, OrgScope, Outcome, Owner, ProgressResult, ProgressUpdate, QuotaReached,
-    Recovery, Scope, StoredAnswer, Submitted, TaskFilter, TaskPage, TaskRow, TaskStore,
-    TaskStoreError, Want, prefix_successor, validate_task_id,
+    NewTask, OWNER, OrgScope, Outcome, Owner, ProgressResult, ProgressUpdate, Recovery, Scope,
+    StoredAnswer, Submitted, TaskFilter, TaskPage, TaskRow, TaskStore, TaskStoreError, Want,
+    prefix_successor, validate_task_id,
 };
 use crate::db::now_ms;
 use crate::pg::{Aborts, PgDatabase, PgError, PgWriteError};
@@ -310,11 +313,6 @@ mod sql {
          SELECT r.id, pg_notify('modhost_pending', r.module) FROM resumed AS r"
     );
 
-    /// Locks the row until the write's transaction ends: what the write
-    /// does next cannot race a recovery or another host's claim.
-    pub const FENCE: &str =
-        "SELECT lease_version FROM tasks WHERE id = $1 AND finished_at IS NULL FOR UPDATE";
-
     pub const RELEASE: &str = "UPDATE tasks SET status = 'pending', \
         attempts = greatest(attempts - 1, 0), started_at = NULL, updated_at = modhost_now(), \
         lease_owner = NULL, lease_expires_at = NULL, lease_version = lease_version + 1 \
@@ -446,41 +444,6 @@ impl From<crate::columns::PgColumnError> for TaskStoreError {
 
 fn rows(found: Vec<Row>) -> Result<Vec<TaskRow>, TaskStoreError> {
     found.iter().map(task_row).collect()
-}
-
-/// Runs `sql` on the writer's connection, prepared once.
-async fn exec(
-    c: &ClientWrapper,
-    sql: &str,
-    params: &[&(dyn ToSql + Sync)],
-) -> Result<u64, TaskStoreError> {
-    let statement = c.prepare_cached(sql).await?;
-    Ok(c.execute(&statement, params).await?)
-}
-
-async fn select(
-    c: &ClientWrapper,
-    sql: &str,
-    params: &[&(dyn ToSql + Sync)],
-) -> Result<Vec<Row>, TaskStoreError> {
-    let statement = c.prepare_cached(sql).await?;
-    Ok(c.query(&statement, params).await?)
-}
-
-/// Why a fenced write changed nothing: the lease is no longer the active
-/// task's ([`TaskStoreError::LeaseLost`]), or the task is final or missing.
-async fn fence(c: &ClientWrapper, lease: &Lease) -> Result<(), TaskStoreError> {
-    let current = select(c, sql::FENCE, &[&lease.task_id]).await?;
-    match current
-        .first()
-        .map(|r| r.try_get::<_, i64>(0))
-        .transpose()?
-    {
-        Some(v) if v != lease.version => Err(TaskStoreError::LeaseLost {
-            task_id: lease.task_id.clone(),
-        }),
-        _ => Ok(()),
-    }
 }
 
 fn millis(d: Duration) -> i64 {
