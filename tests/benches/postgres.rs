@@ -6,13 +6,11 @@
 //!
 //! (a) no-op tasks submit -> claim -> finish through `PgTaskStore` by 1, 2
 //!     and 3 hosts on one database, each host its own `connect` (its own
-//!     writer, of [`WRITERS`] connections, and pool): a host submits its
-//!     share with 256 in flight, then claims 256 at a time and finishes
-//!     each under its lease until nothing is pending; min/median/max over the runs, each on a fresh database;
-//! (b) raw inserts of as many finished rows from one connection per host,
-//!     500 per transaction: pipelined one-row INSERTs, and one 500-row
-//!     INSERT; and pipelined one-row INSERTs from as many connections as
-//!     the hosts' writers have;
+//!     writer and pool): a host submits its share with 256 in flight, then
+//!     claims 256 at a time and finishes each under its lease until nothing
+//!     is pending; min/median/max over the runs, each on a fresh database;
+//! (b) raw inserts of as many finished rows from as many connections, 500
+//!     per transaction: pipelined one-row INSERTs, and one 500-row INSERT;
 //! (c) where the time goes: one more store run per host count with
 //!     pg_stat_statements on, the connections' wait events sampled, and the
 //!     CPU time of the hosts' process and of the server's;
@@ -28,7 +26,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
-use modhost::pg::WRITERS;
 use modhost::tasks::store::postgres::{MIGRATIONS, PgTaskStore};
 use modhost::tasks::store::{
     HostId, NewTask, Outcome, Quota, Scope, Submitted, TaskStore, Want, prefix_successor,
@@ -132,7 +129,7 @@ pub fn run(sizes: Sizes) {
     println!("command: cargo bench -p modhost-tests --bench postgres");
     println!(
         "PostgreSQL {version} ({durable}) on this machine, {} cores, 2 tokio workers; \
-         {WRITERS} writer connections per host; {} tasks per run, {} runs, each on a fresh database",
+         {} tasks per run, {} runs, each on a fresh database",
         std::thread::available_parallelism().map_or(0, usize::from),
         sizes.tasks,
         sizes.runs
@@ -142,21 +139,15 @@ pub fn run(sizes: Sizes) {
     let mut store = vec![Vec::new(); HOSTS.len()];
     let mut piped = vec![Vec::new(); HOSTS.len()];
     let mut multi = vec![Vec::new(); HOSTS.len()];
-    let mut writers = vec![Vec::new(); HOSTS.len()];
     for _ in 0..sizes.runs {
         for (i, hosts) in HOSTS.into_iter().enumerate() {
             let url = bench.database();
             let (r, _) = rt.block_on(store_run(&url, hosts, sizes.tasks, None));
             store[i].push(r);
             bench.drop_database(&url);
-            let raw = [
-                (Raw::Pipelined, hosts, &mut piped),
-                (Raw::MultiRow, hosts, &mut multi),
-                (Raw::Pipelined, hosts * WRITERS, &mut writers),
-            ];
-            for (insert, connections, rates) in raw {
+            for (insert, rates) in [(Raw::Pipelined, &mut piped), (Raw::MultiRow, &mut multi)] {
                 let url = bench.database();
-                let elapsed = rt.block_on(raw_run(&url, connections, sizes.tasks, insert));
+                let elapsed = rt.block_on(raw_run(&url, hosts, sizes.tasks, insert));
                 rates[i].push(per_second(sizes.tasks, elapsed));
                 bench.drop_database(&url);
             }
@@ -172,32 +163,23 @@ pub fn run(sizes: Sizes) {
         sizes.runs
     );
     println!(
-        "    hosts  {:<23} {:>8} {:>13}  | {:<23} {:<23} {:<23} | store / (b)",
-        "(a) store",
-        "submit",
-        "claim+finish",
-        "(b) pipelined INSERTs",
-        "(b) 500-row INSERT",
-        format!("(b) pipelined, x{WRITERS} conn."),
+        "    hosts  {:<23} {:>8} {:>13}  | {:<23} {:<23} | store / (b)",
+        "(a) store", "submit", "claim+finish", "(b) pipelined INSERTs", "(b) 500-row INSERT"
     );
     for (i, hosts) in HOSTS.into_iter().enumerate() {
         let rates = Spread::of(store[i].iter().map(|r| per_second(sizes.tasks, r.total)));
         let median = median_run(&store[i]);
         let p = Spread::of(piped[i].iter().copied());
         let m = Spread::of(multi[i].iter().copied());
-        let w = Spread::of(writers[i].iter().copied());
         println!(
-            "    {hosts:>5}  {:<23} {:>6.2} s {:>11.2} s  | {:<23} {:<23} {:<23} | \
-             {:.2}x  {:.2}x  {:.2}x",
+            "    {hosts:>5}  {:<23} {:>6.2} s {:>11.2} s  | {:<23} {:<23} | {:.2}x  {:.2}x",
             rates.to_string(),
             median.submit.as_secs_f64(),
             median.work.as_secs_f64(),
             p.to_string(),
             m.to_string(),
-            w.to_string(),
             rates.median / p.median,
-            rates.median / m.median,
-            rates.median / w.median
+            rates.median / m.median
         );
     }
 

@@ -21,10 +21,6 @@ pub use writer::{Aborts, PgWriteError, PgWriter};
 /// Read connections of one host (the writer has its own).
 const READERS: usize = 8;
 
-/// The writer's connections: while one commits a batch, the next batch
-/// runs on another.
-pub const WRITERS: usize = 2;
-
 /// How long to wait for the server when connecting.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -145,7 +141,7 @@ impl PgDatabase {
                     reason: e.to_string(),
                 })
         };
-        let (readers, writes) = (pool(READERS)?, pool(WRITERS)?);
+        let (readers, writes) = (pool(READERS)?, pool(1)?);
         let connect = |source: Box<dyn std::error::Error + Send + Sync>| PgError::Connect {
             url: shown.clone(),
             source,

@@ -1,8 +1,7 @@
 //! The group-commit writer of one host on a PostgreSQL database.
 //!
-//! Each of a few tasks owns one connection (the pool's size). The next
-//! free one takes every queued write at once (while another commits its
-//! batch), sends them all in one transaction without waiting for each answer
+//! One task owns one connection. It takes every queued write at once,
+//! sends them all in one transaction without waiting for each answer
 //! (tokio-postgres pipelines queries issued together), commits once, and
 //! only then answers each caller: one round trip and one WAL flush for the
 //! whole batch. A write whose statement fails aborts the transaction; the
@@ -260,15 +259,12 @@ impl std::fmt::Debug for PgWriter {
 }
 
 impl PgWriter {
-    /// Starts a writer task per connection of `pool` (the writer's own),
+    /// Starts the writer task on `pool` (of one connection: the writer's),
     /// failing now if the server does not answer.
     pub async fn spawn(pool: Pool) -> Result<Self, deadpool_postgres::PoolError> {
         drop(pool.get().await?);
         let (tx, rx) = mpsc::channel(QUEUE);
-        let rx = Arc::new(tokio::sync::Mutex::new(rx));
-        for _ in 0..pool.status().max_size {
-            tokio::spawn(write_loop(pool.clone(), Arc::clone(&rx)));
-        }
+        tokio::spawn(write_loop(pool, rx));
         Ok(PgWriter { queue: tx })
     }
 
@@ -304,9 +300,9 @@ impl PgWriter {
     }
 }
 
-async fn write_loop(pool: Pool, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Box<dyn Op>>>>) {
+async fn write_loop(pool: Pool, mut rx: mpsc::Receiver<Box<dyn Op>>) {
     let mut batch: Vec<Box<dyn Op>> = Vec::with_capacity(MAX_BATCH);
-    while rx.lock().await.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         merge_groups(&mut batch);
         // A pooled connection may have broken unnoticed (the server
         // restarted): nothing of the batch has been sent when BEGIN fails,
