@@ -623,3 +623,60 @@ async fn hosts_submitting_at_once_near_a_quota_never_pass_it_together() {
     }
     assert_eq!(miscounted(&url).await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_fails_in_a_batch_undoes_nothing_of_the_others() {
+    let url = fresh_database().await;
+    let store = Arc::new(PgTaskStore::connect(&url).await.unwrap());
+    let host = HostId::new("h").unwrap();
+    let want = [Want {
+        module: "m".into(),
+        max: 30,
+    }];
+    for round in 0..20 {
+        let submitted = futures::future::join_all((0..30).map(|_| store.submit(task("m")))).await;
+        assert!(submitted.iter().all(Result::is_ok), "round {round}");
+        let claimed = store
+            .claim(&host, &want, Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 30, "round {round}");
+        // At once, so that they share a batch: the runs' ends, and new
+        // submissions of which one repeats a stored id (and fails).
+        let mut repeated = task("m");
+        repeated.id = claimed[0].row.id.clone();
+        let ends = futures::future::join_all(claimed.iter().map(|c| {
+            let done = Outcome::Completed {
+                result_json: "1".into(),
+            };
+            store.finish(&c.row.id, Some(&c.lease), done)
+        }));
+        let submits = futures::future::join_all(
+            std::iter::once(repeated)
+                .chain((0..9).map(|_| task("m")))
+                .map(|t| store.submit(t)),
+        );
+        let (ended, submitted) = futures::join!(ends, submits);
+        assert!(submitted[0].is_err(), "round {round}: the repeated id");
+        for s in &submitted[1..] {
+            let Ok(Submitted::Created(id)) = s else {
+                panic!("round {round}: {s:?}")
+            };
+            let row = store.get_unscoped(id).await.unwrap();
+            assert!(row.is_some(), "round {round}: a created task is stored");
+        }
+        for (c, ended) in claimed.iter().zip(ended) {
+            assert!(ended.unwrap(), "round {round}: the run ended its task");
+            let row = store.get_unscoped(&c.row.id).await.unwrap().unwrap();
+            assert_eq!(row.status, Status::Completed, "round {round}");
+        }
+        // The new tasks, out of the way of the next round's claim.
+        for s in &submitted[1..] {
+            if let Ok(Submitted::Created(id)) = s {
+                let cancel = Outcome::Cancelled { by: None };
+                assert!(store.finish(id, None, cancel).await.unwrap());
+            }
+        }
+    }
+    assert_eq!(miscounted(&url).await, 0);
+}

@@ -341,12 +341,32 @@ async fn run_batch(
     client: &ClientWrapper,
     batch: &mut Vec<Box<dyn Op>>,
 ) -> Result<(), PgWriteError> {
-    client.batch_execute(BEGIN).await?;
+    // The writes that are no group's run together, pipelined behind BEGIN;
+    // then each group alone (a group's savepoint must not be taken in the
+    // middle of another write's statements, which its rollback would undo).
+    // With no other writes, the first group goes behind BEGIN instead.
+    let plain = batch
+        .iter()
+        .position(|op| op.group().is_some())
+        .unwrap_or(batch.len())
+        .max(1)
+        .min(batch.len());
+    let (first, groups) = batch.split_at_mut(plain);
+    let (begun, first) = futures::join!(
+        client.batch_execute(BEGIN),
+        join_all(first.iter_mut().map(|op| op.run(client)))
+    );
+    // BEGIN fails only with its connection, and the writes behind it with
+    // it: nothing took effect.
+    begun?;
     let together = async {
-        let aborted = join_all(batch.iter_mut().map(|op| op.run(client)))
-            .await
-            .into_iter()
-            .any(|a| a);
+        let mut aborted = first.into_iter().any(|a| a);
+        for op in groups.iter_mut() {
+            if aborted {
+                break;
+            }
+            aborted = op.run(client).await;
+        }
         if aborted {
             client.batch_execute("ROLLBACK").await?;
             return Ok::<bool, PgWriteError>(false);

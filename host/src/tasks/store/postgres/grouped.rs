@@ -122,7 +122,6 @@ mod sql {
 
     pub const SAVEPOINT: &str = "SAVEPOINT grouped";
     pub const ROLLBACK: &str = "ROLLBACK TO SAVEPOINT grouped";
-    pub const RELEASE: &str = "RELEASE SAVEPOINT grouped";
 }
 
 /// A set-based write of many items: one answer per item, in order, or the
@@ -156,19 +155,19 @@ async fn together_or_alone<I, O>(
     Ok(answers)
 }
 
-/// Runs `all` for `items` under a savepoint, rolled back when a statement
-/// of it fails: `Ok(Err)` then. `Err` when the savepoint itself failed.
+/// Runs `all` for `items` under a savepoint (sent with its first
+/// statements), rolled back when a statement of it fails: `Ok(Err)` then.
+/// `Err` when the savepoint itself failed. A savepoint that is not rolled
+/// back is left to the commit: releasing it would cost a round trip.
 async fn attempt<I, O>(
     c: &ClientWrapper,
     items: &[I],
     all: for<'a> fn(&'a ClientWrapper, &'a [I]) -> Many<'a, O>,
 ) -> Result<Answers<O, TaskStoreError>, TaskStoreError> {
-    exec(c, sql::SAVEPOINT, &[]).await?;
-    match all(c, items).await {
-        Ok(done) => {
-            exec(c, sql::RELEASE, &[]).await?;
-            Ok(Ok(done))
-        }
+    let (saved, done) = futures::join!(exec(c, sql::SAVEPOINT, &[]), all(c, items));
+    saved?;
+    match done {
+        Ok(done) => Ok(Ok(done)),
         Err(e) => {
             exec(c, sql::ROLLBACK, &[]).await?;
             Ok(Err(e))
