@@ -354,9 +354,19 @@ impl Host {
     /// store. Modules are loaded next; call [`Host::start_tasks`] once they
     /// are, to recover tasks a previous run left and start the scheduler.
     pub fn new(options: HostOptions) -> Result<Self, StartError> {
+        Self::new_with_task_store_layer(options, |store| store)
+    }
+
+    /// [`Host::new`] with the embedded task store seen through `layer`: a
+    /// store of the embedder's that calls it (to count or trace its calls,
+    /// or, in tests, to fail some).
+    pub fn new_with_task_store_layer(
+        options: HostOptions,
+        layer: impl FnOnce(Arc<dyn TaskStore>) -> Arc<dyn TaskStore>,
+    ) -> Result<Self, StartError> {
         let db = open_db(&options)?;
         let file = open_store_file(&options, &db)?;
-        let tasks = Arc::new(SqliteTaskStore::on(file.clone())?);
+        let tasks = layer(Arc::new(SqliteTaskStore::on(file.clone())?));
         let audit = Arc::new(SqliteAuditStore::on(file)?);
         Self::with_stores(options, db, tasks, audit)
     }

@@ -2,6 +2,7 @@
 //! background and blocking runs, dedup, identity, scoping, progress,
 //! confirmation, cancellation and restart recovery.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
@@ -532,6 +533,84 @@ async fn an_unanswered_confirmation_times_out_with_a_typed_outcome() {
         "timed-out",
         "{row:?}"
     );
+}
+
+/// The `confirm` module on a host whose task store fails as told.
+async fn confirm_on_faulty_store() -> (TestHost, Arc<modhost_tests::faults::FaultyStore>) {
+    let state = tempfile::tempdir().unwrap();
+    let (host, faults) = modhost_tests::faults::faulty_host(state.path());
+    let mut t = TestHost {
+        host: Arc::new(host),
+        state,
+        modules: Vec::new(),
+    };
+    t.load("confirm", CONFIRM, CONFIRM_LIMITS).await;
+    t.host.start_tasks().await.unwrap();
+    (t, faults)
+}
+
+/// Starts the `confirm` task asking once more if asking fails, answers
+/// "yes" once it waits, and returns its result.
+async fn answered_once_asked(t: &TestHost) -> serde_json::Value {
+    let alice = principal("alice", "acme");
+    let id = action(
+        &t.host,
+        "confirm",
+        "start",
+        r#"{"retry_ask": true}"#,
+        &alice,
+    )
+    .await
+    .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_status(&t.host, &id, &alice, Status::WaitingConfirmation).await;
+    let yes = ConfirmationAnswer::press("yes");
+    t.host
+        .tasks()
+        .answer_confirmation(&id, &yes, &alice)
+        .await
+        .unwrap();
+    let row = wait_final(&t.host, &id, &alice).await;
+    assert_eq!(row.status, Status::Completed, "{row:?}");
+    json(row.result_json.as_deref().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_question_whose_closing_fails_for_a_while_still_resumes_its_task_with_the_answer() {
+    use modhost_tests::faults::Fault;
+    let (t, faults) = confirm_on_faulty_store().await;
+    faults.inject("close_confirmation", Fault::Fails, 2);
+    let result = answered_once_asked(&t).await;
+    assert_eq!(faults.pending("close_confirmation"), 0);
+    assert_eq!(result["answer"]["button"], "yes");
+    assert_eq!(result["first_ask_failed"], false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_question_asked_in_a_commit_that_may_have_failed_is_taken_down_so_it_can_be_asked_again()
+{
+    use modhost_tests::faults::Fault;
+    let (t, faults) = confirm_on_faulty_store().await;
+    // The question is stored, and the host told its commit may have
+    // failed: the guest hears of the failure only once the task runs again,
+    // so its second question waits for the answer.
+    faults.inject("ask_confirmation", Fault::Uncertain, 1);
+    let result = answered_once_asked(&t).await;
+    assert_eq!(result["first_ask_failed"], true);
+    assert_eq!(result["answer"]["button"], "yes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_failing_right_after_a_question_is_asked_does_not_fail_the_question() {
+    use modhost_tests::faults::Fault;
+    let (t, faults) = confirm_on_faulty_store().await;
+    faults.inject_after("ask_confirmation", "get_unscoped", Fault::Fails, 1);
+    let result = answered_once_asked(&t).await;
+    assert_eq!(faults.pending("get_unscoped"), 0);
+    assert_eq!(result["first_ask_failed"], false);
+    assert_eq!(result["answer"]["button"], "yes");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

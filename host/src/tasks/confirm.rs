@@ -14,7 +14,7 @@ use super::policy;
 use super::scheduler::Scheduler;
 use super::service::status_event;
 use super::service::{TaskScope, TaskService, store_err, task_ref};
-use super::store::{Announcement, Answered, Asked, Lease, Status, StoredAnswer};
+use super::store::{Announcement, Answered, Asked, Lease, Status, StoredAnswer, TaskStoreError};
 use crate::cancel::{CancelToken, Deadline};
 use crate::db::now_ms;
 use crate::error::SdkError;
@@ -129,11 +129,27 @@ impl TaskService {
                 r.answer = Some(tx);
             }
             rx = Some(fresh);
-            match store
+            let asked = match store
                 .ask_confirmation(&lease, &surface_json, now, Some(expires))
                 .await
-                .map_err(store_err)?
             {
+                Err(e @ TaskStoreError::Uncertain(_)) => {
+                    // The question may be up with nobody waiting for its
+                    // answer: taken down (the task running again) before
+                    // the guest hears of the failure.
+                    let closed = self
+                        .retrying(&task_id, "closing an uncertain question", || {
+                            store.close_confirmation(&lease, now_ms())
+                        })
+                        .await;
+                    if let Err(e) = closed {
+                        tracing::error!(task_id, error = %e, "an uncertain question stays asked");
+                    }
+                    return Err(store_err(e));
+                }
+                asked => asked.map_err(store_err)?,
+            };
+            match asked {
                 Asked::AlreadyAnswered(answer) => {
                     let same = store
                         .get_unscoped(&task_id)
@@ -155,7 +171,18 @@ impl TaskService {
                 Asked::Waiting => break,
             }
         }
-        let row = store.get_unscoped(&task_id).await.map_err(store_err)?;
+        // The question is up: from here on the task waits and its question
+        // is closed, whatever the store does. A row that cannot be read
+        // only costs the watchers its events.
+        let row = self
+            .retrying(&task_id, "reading an asked task", || {
+                store.get_unscoped(&task_id)
+            })
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(task_id, error = %e, "the question's events are not published");
+                None
+            });
         if let Some(row) = &row {
             self.publish(task_ref(row), status_event(Status::WaitingConfirmation));
             let asked_at = row.confirmation.as_ref().map_or(now, |c| c.asked_at);
@@ -194,11 +221,31 @@ impl TaskService {
         // One write decides: the answer recorded by then (through this host,
         // or another host of a shared store) or none; later answers are
         // refused, so the user is never told "answered" for a timed-out wait.
-        let answer = store
-            .close_confirmation(&lease, now_ms())
+        // Retried while the store fails, so the task is not left waiting
+        // with its guest gone on. A close that committed unseen took the
+        // stored answer: a retry then finds it in the row.
+        let uncertain = std::sync::atomic::AtomicBool::new(false);
+        let taken = self
+            .retrying(&task_id, "closing a question", || async {
+                let closed = store.close_confirmation(&lease, now_ms()).await;
+                if matches!(closed, Err(TaskStoreError::Uncertain(_))) {
+                    uncertain.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                closed
+            })
             .await
-            .map_err(store_err)?
-            .or(outcome);
+            .map_err(store_err)?;
+        let taken = match taken {
+            None if uncertain.load(std::sync::atomic::Ordering::Relaxed) => store
+                .get_unscoped(&task_id)
+                .await
+                .map_err(store_err)?
+                .and_then(|r| r.confirmation)
+                .filter(|c| c.asked_at == now && c.consumed)
+                .and_then(|c| c.answer),
+            taken => taken,
+        };
+        let answer = taken.or(outcome);
         if let Some(row) = &row {
             let closed = match &answer {
                 Some(a) => EventKind::ConfirmationAnswered {

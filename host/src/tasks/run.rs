@@ -177,26 +177,42 @@ impl TaskService {
     }
 
     /// Records a run's end under its lease, trying again while the store
-    /// fails (a database restarting, a connection lost while committing: a
-    /// retry of a finish that did commit finds the task final, `false`),
-    /// so a finished run is not left to recovery as long as its lease lasts.
+    /// fails (a retry of a finish that did commit finds the task final,
+    /// `false`), so a finished run is not left to recovery as long as its
+    /// lease lasts.
     async fn finish_retrying(
         &self,
         lease: &Lease,
         outcome: Outcome,
     ) -> Result<bool, TaskStoreError> {
+        self.retrying(&lease.task_id, "the end of a task", || {
+            self.store
+                .finish(&lease.task_id, Some(lease), outcome.clone())
+        })
+        .await
+    }
+
+    /// `call` made again while the store fails (a database restarting, a
+    /// connection lost while committing), backing off, for as long as a
+    /// lease lasts: for what a run must not leave half done. Any other
+    /// answer, or the last failure, is returned.
+    pub(super) async fn retrying<T, F>(
+        &self,
+        task_id: &str,
+        what: &str,
+        mut call: impl FnMut() -> F,
+    ) -> Result<T, TaskStoreError>
+    where
+        F: std::future::Future<Output = Result<T, TaskStoreError>>,
+    {
         let mut wait = Duration::from_millis(100);
         let give_up = Instant::now() + self.lease;
         loop {
-            match self
-                .store
-                .finish(&lease.task_id, Some(lease), outcome.clone())
-                .await
-            {
+            match call().await {
                 Err(TaskStoreError::Backend(_) | TaskStoreError::Uncertain(_))
                     if Instant::now() + wait < give_up =>
                 {
-                    tracing::warn!(task_id = lease.task_id, "retrying the end of a task");
+                    tracing::warn!(task_id, "retrying {what}");
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_secs(5));
                 }

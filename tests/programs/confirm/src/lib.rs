@@ -10,7 +10,7 @@ use module_sdk::ui::{Builder, Style};
 
 module_sdk::module! {
     actions: {
-        "start" => start: "Start the `ask` task: {key?, timeout_ms?, text?}",
+        "start" => start: "Start the `ask` task: {key?, timeout_ms?, text?, retry_ask?}",
         "ask_here" => ask_here: "Ask for a confirmation outside a task",
     },
     tasks: {
@@ -24,6 +24,9 @@ struct Args {
     timeout_ms: Option<u64>,
     /// Shown in the question after its fixed text.
     text: Option<String>,
+    /// Asks once more when asking fails, and says so in the result.
+    #[serde(default)]
+    retry_ask: bool,
 }
 
 #[derive(Deserialize, Serialize)]
@@ -50,16 +53,25 @@ fn ask(args: Args) -> Result<Value> {
         Some("waiting for the user"),
         Some(&Checkpoint { asked: true }),
     )?;
-    let outcome = tasks::request_confirmation(
-        surface(args.text.as_deref()),
-        args.timeout_ms.map(Duration::from_millis),
-    )?;
+    let timeout = args.timeout_ms.map(Duration::from_millis);
+    let (outcome, first_ask_failed) =
+        match tasks::request_confirmation(surface(args.text.as_deref()), timeout) {
+            Err(_) if args.retry_ask => (
+                tasks::request_confirmation(surface(args.text.as_deref()), timeout)?,
+                true,
+            ),
+            asked => (asked?, false),
+        };
     let answer = match outcome {
         Confirmation::Answered(a) => json!({ "button": a.button, "by": a.answered_by }),
         Confirmation::TimedOut => json!("timed-out"),
     };
     tasks::set_progress(&id, 1.0, Some("done"))?;
-    Ok(json!({ "answer": answer, "resumed": resumed.is_some_and(|c| c.asked) }))
+    Ok(json!({
+        "answer": answer,
+        "resumed": resumed.is_some_and(|c| c.asked),
+        "first_ask_failed": first_ask_failed,
+    }))
 }
 
 fn start(args: Args) -> Result<ActionResult> {
