@@ -111,6 +111,7 @@ macro_rules! task_store_conformance {
             recovery_leaves_pending_tasks_pending,
             recovery_requeues_resumable_tasks_with_checkpoint_and_open_confirmation,
             recovery_keeps_an_answered_confirmation_for_the_repeated_ask,
+            a_recovery_of_more_lapsed_leases_than_a_page_recovers_every_one,
             // retention
             pruning_deletes_finished_tasks_before_the_cutoff_and_never_an_active_one,
             one_pruning_write_deletes_at_most_its_limit_oldest_first,
@@ -1656,6 +1657,42 @@ pub async fn recovery_interrupts_active_tasks_that_are_not_resumable(store: Arc<
     }
     assert_eq!(status(s, &done.task_id).await, Status::Completed);
     assert_eq!(status(s, &pending).await, Status::Pending);
+}
+
+pub async fn a_recovery_of_more_lapsed_leases_than_a_page_recovers_every_one(
+    store: Arc<dyn TaskStore>,
+) {
+    let s = &*store;
+    let page = usize::try_from(super::RECOVERY_PAGE).unwrap();
+    let (mut resumable, mut other) = (Vec::new(), Vec::new());
+    // Two pages and a little of each kind.
+    for i in 0..2 * (2 * page + 10) {
+        let mut t = task("m", "o", &format!("u{}", i % 7), None);
+        t.resumable = i % 2 == 0;
+        let id = created(s, t).await;
+        if i % 2 == 0 {
+            resumable.push(id);
+        } else {
+            other.push(id);
+        }
+    }
+    let mut claimed = 0;
+    while claimed < resumable.len() + other.len() {
+        let got = claim_all(s, &HostId::local(), "m", SHORT_LEASE).await.len();
+        assert!(got > 0, "every task is claimed");
+        claimed += got;
+    }
+    tokio::time::sleep(LAPSE).await;
+    resumable.sort();
+    other.sort();
+    assert_eq!(
+        s.recover_expired(None).await.unwrap(),
+        Recovery {
+            resumed: resumable,
+            interrupted: other,
+        }
+    );
+    assert_eq!(s.recover_expired(None).await.unwrap(), Recovery::default());
 }
 
 pub async fn recovery_leaves_pending_tasks_pending(store: Arc<dyn TaskStore>) {

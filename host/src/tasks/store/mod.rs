@@ -978,6 +978,11 @@ impl ListClauses {
     }
 }
 
+/// Most tasks one write of a recovery takes: a recovery of more writes
+/// page after page, so no transaction of it grows with the number of
+/// lapsed leases.
+pub const RECOVERY_PAGE: u32 = 256;
+
 /// What [`TaskStore::recover_expired`] did.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Recovery {
@@ -987,6 +992,25 @@ pub struct Recovery {
     /// Ids of the claimed tasks that were not resumable, now `interrupted`,
     /// oldest first.
     pub interrupted: Vec<String>,
+}
+
+impl Recovery {
+    /// Adds what one page of a recovery did; whether it was a whole page of
+    /// either kind (so more may be left).
+    pub fn add_page(&mut self, page: Recovery) -> bool {
+        let page_len = usize::try_from(RECOVERY_PAGE).unwrap_or(usize::MAX);
+        let full = page.resumed.len() >= page_len || page.interrupted.len() >= page_len;
+        self.resumed.extend(page.resumed);
+        self.interrupted.extend(page.interrupted);
+        full
+    }
+
+    /// Sorted oldest first, as a recovery answers.
+    pub fn sorted(mut self) -> Recovery {
+        self.resumed.sort();
+        self.interrupted.sort();
+        self
+    }
 }
 
 /// Why the task store could not do what was asked.

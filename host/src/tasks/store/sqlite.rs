@@ -16,9 +16,9 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use super::{
     Answered, Asked, BoxFuture, Claimed, Cursor, HOST_RESTARTED, HostId, LEASE_EXPIRED, Lease,
     LeaseState, ListClauses, ListValue, MAX_LOOKUP_LIMIT, MAX_PAGE_LIMIT, MIGRATION_LIST, NewTask,
-    OrgScope, Outcome, Owner, ProgressResult, ProgressUpdate, QuotaReached, Recovery, Scope,
-    StoredAnswer, Submitted, TaskFilter, TaskPage, TaskRow, TaskStore, TaskStoreError, Want,
-    prefix_successor, validate_task_id,
+    OrgScope, Outcome, Owner, ProgressResult, ProgressUpdate, QuotaReached, RECOVERY_PAGE,
+    Recovery, Scope, StoredAnswer, Submitted, TaskFilter, TaskPage, TaskRow, TaskStore,
+    TaskStoreError, Want, prefix_successor, validate_task_id,
 };
 use crate::db::{SqliteFile, SqliteOptions, WriteConn, WriteError, now_ms};
 
@@ -277,12 +277,19 @@ pub(super) mod sql {
 
     /// The claimed tasks to recover: lease run out by `?1`, or held by the
     /// restarted host `?2`.
+    /// The claimed tasks to recover (lease run out, or held by the
+    /// restarted host `?2`) with `resumable = $r`, a page of them (`?5`).
     macro_rules! recoverable {
-        () => {
-            "rowid IN (SELECT rowid FROM tasks INDEXED BY tasks_lease_expiry \
-             WHERE lease_expires_at IS NOT NULL AND lease_expires_at <= ?1 \
-             UNION ALL SELECT rowid FROM tasks INDEXED BY tasks_lease_owner \
-             WHERE lease_owner IS NOT NULL AND lease_owner = ?2)"
+        ($r:literal) => {
+            concat!(
+                "rowid IN (SELECT rowid FROM (SELECT rowid FROM tasks INDEXED BY tasks_lease_expiry \
+                 WHERE lease_expires_at IS NOT NULL AND lease_expires_at <= ?1 AND resumable = ",
+                $r,
+                " UNION SELECT rowid FROM tasks INDEXED BY tasks_lease_owner \
+                 WHERE lease_owner IS NOT NULL AND lease_owner = ?2 AND resumable = ",
+                $r,
+                ") LIMIT ?5)"
+            )
         };
     }
 
@@ -290,16 +297,16 @@ pub(super) mod sql {
         "UPDATE tasks SET status = 'interrupted', failure_kind = 'interrupted', \
          failure_message = CASE WHEN lease_owner = ?2 THEN ?3 ELSE ?4 END, \
          finished_at = ?1, updated_at = ?1, lease_owner = NULL, lease_expires_at = NULL, \
-         lease_version = lease_version + 1 WHERE resumable = 0 AND ",
-        recoverable!(),
+         lease_version = lease_version + 1 WHERE ",
+        recoverable!("0"),
         " RETURNING id"
     );
 
+    /// Bound with the interrupt's parameters, `?3` and `?4` unused.
     pub const RECOVER_RESUME: &str = concat!(
         "UPDATE tasks SET status = 'pending', updated_at = ?1, lease_owner = NULL, \
-         lease_expires_at = NULL, lease_version = lease_version + 1 \
-         WHERE resumable = 1 AND ",
-        recoverable!(),
+         lease_expires_at = NULL, lease_version = lease_version + 1 WHERE ",
+        recoverable!("1"),
         " RETURNING id"
     );
 }
@@ -528,25 +535,30 @@ impl TaskStore for SqliteTaskStore {
         restarted: Option<&'a HostId>,
     ) -> BoxFuture<'a, Result<Recovery, TaskStoreError>> {
         let restarted = restarted.map(|h| h.as_str().to_owned());
-        self.write(move |conn| {
-            let now = now_ms();
-            let mut interrupted = conn
-                .prepare(sql::RECOVER_INTERRUPT)?
-                .query_map(
-                    params![now, restarted, HOST_RESTARTED, LEASE_EXPIRED],
-                    |r| r.get::<_, String>(0),
-                )?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            interrupted.sort();
-            let mut resumed = conn
-                .prepare(sql::RECOVER_RESUME)?
-                .query_map(params![now, restarted], |r| r.get::<_, String>(0))?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            resumed.sort();
-            Ok(Recovery {
-                resumed,
-                interrupted,
-            })
+        Box::pin(async move {
+            let mut recovery = Recovery::default();
+            loop {
+                let restarted = restarted.clone();
+                let page = self
+                    .write(move |conn| {
+                        let now = now_ms();
+                        let page =
+                            params![now, restarted, HOST_RESTARTED, LEASE_EXPIRED, RECOVERY_PAGE];
+                        let ids = |sql| -> rusqlite::Result<Vec<String>> {
+                            conn.prepare(sql)?
+                                .query_map(page, |r| r.get::<_, String>(0))?
+                                .collect()
+                        };
+                        Ok(Recovery {
+                            interrupted: ids(sql::RECOVER_INTERRUPT)?,
+                            resumed: ids(sql::RECOVER_RESUME)?,
+                        })
+                    })
+                    .await?;
+                if !recovery.add_page(page) {
+                    return Ok(recovery.sorted());
+                }
+            }
         })
     }
 

@@ -40,9 +40,9 @@ pub use schema::MIGRATIONS;
 use super::{
     Announced, Announcement, Answered, Asked, BoxFuture, Claimed, Cursor, HOST_RESTARTED, HostId,
     LEASE_EXPIRED, Lease, LeaseState, ListClauses, ListValue, MAX_LOOKUP_LIMIT, MAX_PAGE_LIMIT,
-    NewTask, OWNER, OrgScope, Outcome, Owner, ProgressResult, ProgressUpdate, Recovery, Scope,
-    StoredAnswer, Submitted, TaskFilter, TaskPage, TaskRow, TaskStore, TaskStoreError, Want,
-    prefix_successor, validate_task_id,
+    NewTask, OWNER, OrgScope, Outcome, Owner, ProgressResult, ProgressUpdate, RECOVERY_PAGE,
+    Recovery, Scope, StoredAnswer, Submitted, TaskFilter, TaskPage, TaskRow, TaskStore,
+    TaskStoreError, Want, prefix_successor, validate_task_id,
 };
 use crate::db::now_ms;
 use crate::pg::{Aborts, PgDatabase, PgError, PgWriteError};
@@ -280,18 +280,22 @@ mod sql {
         AND t.confirm_answer_json IS NOT NULL AND NOT t.confirm_consumed)";
 
     /// The claimed tasks to recover, locked: lease run out, or held by the
-    /// restarted host `$1`; `resumable = $2`.
+    /// restarted host `$1`; `resumable = $2`; a page of them (`$limit`).
     macro_rules! recoverable {
-        () => {
-            "WITH picked AS MATERIALIZED (SELECT id FROM tasks \
-             WHERE (lease_expires_at <= modhost_now() OR lease_owner = $1) AND resumable = $2 \
-             FOR UPDATE SKIP LOCKED)"
+        ($limit:literal) => {
+            concat!(
+                "WITH picked AS MATERIALIZED (SELECT id FROM tasks \
+                 WHERE (lease_expires_at <= modhost_now() OR lease_owner = $1) \
+                 AND resumable = $2 LIMIT ",
+                $limit,
+                " FOR UPDATE SKIP LOCKED)"
+            )
         };
     }
 
     /// Answers the ids it interrupted, in one array (NULL for none).
     pub const RECOVER_INTERRUPT: &str = concat!(
-        recoverable!(),
+        recoverable!("$5"),
         ", done AS (UPDATE tasks SET status = 'interrupted', failure_kind = 'interrupted', \
          failure_message = CASE WHEN lease_owner = $1 THEN $3 ELSE $4 END, \
          finished_at = now.ms, updated_at = now.ms, lease_owner = NULL, \
@@ -304,7 +308,7 @@ mod sql {
 
     /// Answers the ids it made pending again, each announced at commit.
     pub const RECOVER_RESUME: &str = concat!(
-        recoverable!(),
+        recoverable!("$3"),
         ", resumed AS (UPDATE tasks SET status = 'pending', updated_at = modhost_now(), \
          lease_owner = NULL, lease_expires_at = NULL, lease_version = lease_version + 1 \
          FROM picked \
@@ -538,33 +542,46 @@ impl TaskStore for PgTaskStore {
         restarted: Option<&'a HostId>,
     ) -> BoxFuture<'a, Result<Recovery, TaskStoreError>> {
         let restarted = restarted.map(|h| h.as_str().to_owned());
-        self.write(work(move |c| {
-            let restarted = restarted.clone();
-            Box::pin(async move {
-                let mut interrupted = match select(
-                    c,
-                    sql::RECOVER_INTERRUPT,
-                    &[&restarted, &false, &HOST_RESTARTED, &LEASE_EXPIRED],
-                )
-                .await?
-                .first()
-                {
-                    Some(r) => r.try_get::<_, Option<Vec<String>>>(0)?.unwrap_or_default(),
-                    None => Vec::new(),
-                };
-                interrupted.sort();
-                let mut resumed = select(c, sql::RECOVER_RESUME, &[&restarted, &true])
-                    .await?
-                    .iter()
-                    .map(|r| r.try_get::<_, String>(0))
-                    .collect::<Result<Vec<_>, _>>()?;
-                resumed.sort();
-                Ok(Recovery {
-                    resumed,
-                    interrupted,
-                })
-            })
-        }))
+        Box::pin(async move {
+            let mut recovery = Recovery::default();
+            loop {
+                let restarted = restarted.clone();
+                let page = self
+                    .write(work(move |c| {
+                        let restarted = restarted.clone();
+                        Box::pin(async move {
+                            let page = i64::from(RECOVERY_PAGE);
+                            let interrupted = match select(
+                                c,
+                                sql::RECOVER_INTERRUPT,
+                                &[&restarted, &false, &HOST_RESTARTED, &LEASE_EXPIRED, &page],
+                            )
+                            .await?
+                            .first()
+                            {
+                                Some(r) => {
+                                    r.try_get::<_, Option<Vec<String>>>(0)?.unwrap_or_default()
+                                }
+                                None => Vec::new(),
+                            };
+                            let resumed =
+                                select(c, sql::RECOVER_RESUME, &[&restarted, &true, &page])
+                                    .await?
+                                    .iter()
+                                    .map(|r| r.try_get::<_, String>(0))
+                                    .collect::<Result<Vec<_>, _>>()?;
+                            Ok(Recovery {
+                                resumed,
+                                interrupted,
+                            })
+                        })
+                    }))
+                    .await?;
+                if !recovery.add_page(page) {
+                    return Ok(recovery.sorted());
+                }
+            }
+        })
     }
 
     fn finish<'a>(
