@@ -282,6 +282,8 @@ pub struct ChildSetup {
     /// `cgroup.procs` of the child's own cgroup, joined first.
     pub cgroup_procs: Option<RawFd>,
     pub limits: ChildLimits,
+    /// The host's pid: the child dies with it ([`libc::PR_SET_PDEATHSIG`]).
+    pub parent: libc::pid_t,
 }
 
 impl ChildSetup {
@@ -338,6 +340,14 @@ impl ChildSetup {
             check(libc::fchdir(self.cwd_fd))?;
             if let Some(user) = &self.user {
                 user.become_in_child()?;
+            }
+            // A host killed outright (SIGKILL, the OOM killer) takes its
+            // child along: nothing is left running that no host decides
+            // about. Set after the change of user, which clears it; a host
+            // already gone by then is not waited for.
+            check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0))?;
+            if libc::getppid() != self.parent {
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
             }
             check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
             if let Some(fd) = self.ruleset_fd {

@@ -522,6 +522,7 @@ impl SubprocessService {
                 user: child_user,
                 cgroup_procs: cgroup.as_ref().and_then(cgroup::ChildCgroup::procs_fd),
                 limits: options.limits,
+                parent: libc::pid_t::try_from(std::process::id()).unwrap_or(0),
             },
             cgroup,
             timeout,
