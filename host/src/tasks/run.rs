@@ -39,9 +39,17 @@ impl TaskService {
     /// claimer and the lease keeper. Call once, after the modules are
     /// configured.
     pub async fn start(self: &Arc<Self>) -> Result<Recovery, TaskStoreError> {
-        let recovery = self.store.recover_expired(Some(&self.host)).await?;
-        log_recovery(&recovery);
-        self.publish_recovered(&recovery).await;
+        let mut recovery = Recovery::default();
+        loop {
+            let page = self.store.recover_expired(Some(&self.host)).await?;
+            let more = page.is_full_page();
+            log_recovery(&page);
+            self.publish_recovered(&page).await;
+            recovery.extend(page);
+            if !more {
+                break;
+            }
+        }
         tokio::spawn(claim_loop(Arc::downgrade(self), self.claims.clone()));
         if let Some(announced) = self.store.announcements() {
             tokio::spawn(announce_loop(Arc::downgrade(self), announced));
@@ -415,20 +423,30 @@ async fn lease_loop(service: Weak<TaskService>, lease: Duration) {
             s.cancel_all_runs();
             continue;
         }
-        let Ok(recovered) = tokio::time::timeout(every, s.store.recover_expired(None)).await else {
-            tracing::error!("recovering tasks of stopped hosts timed out");
-            continue;
-        };
-        match recovered {
-            Ok(recovery) => {
-                log_recovery(&recovery);
-                s.publish_recovered(&recovery).await;
-                if !recovery.resumed.is_empty() {
-                    s.scheduler.mark_all();
-                    s.pump();
+        // A page at a time, each told of as soon as it is written.
+        loop {
+            let Ok(recovered) = tokio::time::timeout(every, s.store.recover_expired(None)).await
+            else {
+                tracing::error!("recovering tasks of stopped hosts timed out");
+                break;
+            };
+            match recovered {
+                Ok(recovery) => {
+                    log_recovery(&recovery);
+                    s.publish_recovered(&recovery).await;
+                    if !recovery.resumed.is_empty() {
+                        s.scheduler.mark_all();
+                        s.pump();
+                    }
+                    if !recovery.is_full_page() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot recover tasks of stopped hosts");
+                    break;
                 }
             }
-            Err(e) => tracing::error!(error = %e, "cannot recover tasks of stopped hosts"),
         }
     }
 }

@@ -105,7 +105,9 @@ pub trait TaskStore: Send + Sync + 'static {
     /// a resumable task goes back to `pending` with its checkpoint and
     /// confirmation kept; any other becomes `interrupted`. `pending` tasks
     /// stay pending. Each recovered task's lease version moves on, so its
-    /// old lease is refused from then on.
+    /// old lease is refused from then on. One write recovers at most
+    /// [`RECOVERY_PAGE`] tasks of each kind: while the answer is a full
+    /// page ([`Recovery::is_full_page`]), call again.
     fn recover_expired<'a>(
         &'a self,
         restarted: Option<&'a HostId>,
@@ -995,21 +997,19 @@ pub struct Recovery {
 }
 
 impl Recovery {
-    /// Adds what one page of a recovery did; whether it was a whole page of
-    /// either kind (so more may be left).
-    pub fn add_page(&mut self, page: Recovery) -> bool {
-        let page_len = usize::try_from(RECOVERY_PAGE).unwrap_or(usize::MAX);
-        let full = page.resumed.len() >= page_len || page.interrupted.len() >= page_len;
-        self.resumed.extend(page.resumed);
-        self.interrupted.extend(page.interrupted);
-        full
+    /// Whether this page of a recovery was whole, of either kind: more may
+    /// be left, and [`TaskStore::recover_expired`] is called again.
+    pub fn is_full_page(&self) -> bool {
+        let page = usize::try_from(RECOVERY_PAGE).unwrap_or(usize::MAX);
+        self.resumed.len() >= page || self.interrupted.len() >= page
     }
 
-    /// Sorted oldest first, as a recovery answers.
-    pub fn sorted(mut self) -> Recovery {
+    /// Adds what another page of a recovery did, keeping the order.
+    pub fn extend(&mut self, page: Recovery) {
+        self.resumed.extend(page.resumed);
+        self.interrupted.extend(page.interrupted);
         self.resumed.sort();
         self.interrupted.sort();
-        self
     }
 }
 

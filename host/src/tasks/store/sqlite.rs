@@ -278,15 +278,17 @@ pub(super) mod sql {
     /// The claimed tasks to recover: lease run out by `?1`, or held by the
     /// restarted host `?2`.
     /// The claimed tasks to recover (lease run out, or held by the
-    /// restarted host `?2`) with `resumable = $r`, a page of them (`?5`).
+    /// restarted host `?2`: two disjoint sets) with `resumable = $r`, a page
+    /// of them (`?5`).
     macro_rules! recoverable {
         ($r:literal) => {
             concat!(
                 "rowid IN (SELECT rowid FROM (SELECT rowid FROM tasks INDEXED BY tasks_lease_expiry \
                  WHERE lease_expires_at IS NOT NULL AND lease_expires_at <= ?1 AND resumable = ",
                 $r,
-                " UNION SELECT rowid FROM tasks INDEXED BY tasks_lease_owner \
-                 WHERE lease_owner IS NOT NULL AND lease_owner = ?2 AND resumable = ",
+                " UNION ALL SELECT rowid FROM tasks INDEXED BY tasks_lease_owner \
+                 WHERE lease_owner IS NOT NULL AND lease_owner = ?2 \
+                 AND lease_expires_at > ?1 AND resumable = ",
                 $r,
                 ") LIMIT ?5)"
             )
@@ -535,30 +537,21 @@ impl TaskStore for SqliteTaskStore {
         restarted: Option<&'a HostId>,
     ) -> BoxFuture<'a, Result<Recovery, TaskStoreError>> {
         let restarted = restarted.map(|h| h.as_str().to_owned());
-        Box::pin(async move {
-            let mut recovery = Recovery::default();
-            loop {
-                let restarted = restarted.clone();
-                let page = self
-                    .write(move |conn| {
-                        let now = now_ms();
-                        let page =
-                            params![now, restarted, HOST_RESTARTED, LEASE_EXPIRED, RECOVERY_PAGE];
-                        let ids = |sql| -> rusqlite::Result<Vec<String>> {
-                            conn.prepare(sql)?
-                                .query_map(page, |r| r.get::<_, String>(0))?
-                                .collect()
-                        };
-                        Ok(Recovery {
-                            interrupted: ids(sql::RECOVER_INTERRUPT)?,
-                            resumed: ids(sql::RECOVER_RESUME)?,
-                        })
-                    })
-                    .await?;
-                if !recovery.add_page(page) {
-                    return Ok(recovery.sorted());
-                }
-            }
+        self.write(move |conn| {
+            let now = now_ms();
+            let page = params![now, restarted, HOST_RESTARTED, LEASE_EXPIRED, RECOVERY_PAGE];
+            let ids = |sql| -> rusqlite::Result<Vec<String>> {
+                let mut ids: Vec<String> = conn
+                    .prepare(sql)?
+                    .query_map(page, |r| r.get::<_, String>(0))?
+                    .collect::<rusqlite::Result<_>>()?;
+                ids.sort();
+                Ok(ids)
+            };
+            Ok(Recovery {
+                interrupted: ids(sql::RECOVER_INTERRUPT)?,
+                resumed: ids(sql::RECOVER_RESUME)?,
+            })
         })
     }
 

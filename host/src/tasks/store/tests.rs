@@ -552,8 +552,8 @@ async fn statements_read_their_indexes_and_never_scan_the_table() {
         (sql::PRUNE, 2, &["INDEX tasks_finished"]),
         (sql::CLAIM, 5, &["INDEX tasks_pending"]),
         (sql::RENEW, 4, &["INDEX sqlite_autoindex_tasks_1"]),
-        (sql::RECOVER_INTERRUPT, 4, lease_indexes),
-        (sql::RECOVER_RESUME, 2, lease_indexes),
+        (sql::RECOVER_INTERRUPT, 5, lease_indexes),
+        (sql::RECOVER_RESUME, 5, lease_indexes),
     ];
     for (sql, n, expected) in cases {
         let plan = plan(&conn, sql, n);
@@ -575,8 +575,8 @@ async fn statements_read_their_indexes_and_never_scan_the_table() {
         (sql::BY_ORG, 4),
         (sql::CLAIM, 5),
         (sql::PRUNE, 2),
-        (sql::RECOVER_INTERRUPT, 4),
-        (sql::RECOVER_RESUME, 2),
+        (sql::RECOVER_INTERRUPT, 5),
+        (sql::RECOVER_RESUME, 5),
     ] {
         let plan = plan(&conn, sql, n);
         assert!(!plan.contains("TEMP B-TREE"), "{sql}\n{plan}");

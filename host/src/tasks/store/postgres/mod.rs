@@ -542,46 +542,34 @@ impl TaskStore for PgTaskStore {
         restarted: Option<&'a HostId>,
     ) -> BoxFuture<'a, Result<Recovery, TaskStoreError>> {
         let restarted = restarted.map(|h| h.as_str().to_owned());
-        Box::pin(async move {
-            let mut recovery = Recovery::default();
-            loop {
-                let restarted = restarted.clone();
-                let page = self
-                    .write(work(move |c| {
-                        let restarted = restarted.clone();
-                        Box::pin(async move {
-                            let page = i64::from(RECOVERY_PAGE);
-                            let interrupted = match select(
-                                c,
-                                sql::RECOVER_INTERRUPT,
-                                &[&restarted, &false, &HOST_RESTARTED, &LEASE_EXPIRED, &page],
-                            )
-                            .await?
-                            .first()
-                            {
-                                Some(r) => {
-                                    r.try_get::<_, Option<Vec<String>>>(0)?.unwrap_or_default()
-                                }
-                                None => Vec::new(),
-                            };
-                            let resumed =
-                                select(c, sql::RECOVER_RESUME, &[&restarted, &true, &page])
-                                    .await?
-                                    .iter()
-                                    .map(|r| r.try_get::<_, String>(0))
-                                    .collect::<Result<Vec<_>, _>>()?;
-                            Ok(Recovery {
-                                resumed,
-                                interrupted,
-                            })
-                        })
-                    }))
-                    .await?;
-                if !recovery.add_page(page) {
-                    return Ok(recovery.sorted());
-                }
-            }
-        })
+        self.write(work(move |c| {
+            let restarted = restarted.clone();
+            Box::pin(async move {
+                let page = i64::from(RECOVERY_PAGE);
+                let mut interrupted = match select(
+                    c,
+                    sql::RECOVER_INTERRUPT,
+                    &[&restarted, &false, &HOST_RESTARTED, &LEASE_EXPIRED, &page],
+                )
+                .await?
+                .first()
+                {
+                    Some(r) => r.try_get::<_, Option<Vec<String>>>(0)?.unwrap_or_default(),
+                    None => Vec::new(),
+                };
+                interrupted.sort();
+                let mut resumed = select(c, sql::RECOVER_RESUME, &[&restarted, &true, &page])
+                    .await?
+                    .iter()
+                    .map(|r| r.try_get::<_, String>(0))
+                    .collect::<Result<Vec<_>, _>>()?;
+                resumed.sort();
+                Ok(Recovery {
+                    resumed,
+                    interrupted,
+                })
+            })
+        }))
     }
 
     fn finish<'a>(
