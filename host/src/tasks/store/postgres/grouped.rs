@@ -168,11 +168,34 @@ async fn attempt<I, O>(
     saved?;
     match done {
         Ok(done) => Ok(Ok(done)),
+        // Tried again in this transaction, the write would wait again for
+        // the locks the transaction's earlier writes hold: the whole batch
+        // is rolled back instead, and each write run again alone.
+        Err(e) if waits_on_others(&e) => Err(e),
         Err(e) => {
             exec(c, sql::ROLLBACK, &[]).await?;
             Ok(Err(e))
         }
     }
+}
+
+/// Whether `e` is PostgreSQL ending a wait for other transactions' locks: a
+/// deadlock, a serialization failure or a lock not to be had.
+fn waits_on_others(e: &TaskStoreError) -> bool {
+    use tokio_postgres::error::SqlState;
+    let TaskStoreError::Backend(e) = e else {
+        return false;
+    };
+    e.downcast_ref::<tokio_postgres::Error>()
+        .and_then(tokio_postgres::Error::code)
+        .is_some_and(|code| {
+            [
+                SqlState::T_R_DEADLOCK_DETECTED,
+                SqlState::T_R_SERIALIZATION_FAILURE,
+                SqlState::LOCK_NOT_AVAILABLE,
+            ]
+            .contains(code)
+        })
 }
 
 /// Submissions, already checked ([`super::validate_task_id`]).
