@@ -11,6 +11,7 @@ use modhost::{Host, HostOptions};
 pub mod faults;
 pub mod postgres;
 pub mod raw;
+pub mod serve;
 
 include!(concat!(env!("OUT_DIR"), "/programs.rs"));
 

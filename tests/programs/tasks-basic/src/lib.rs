@@ -23,6 +23,7 @@ module_sdk::module! {
         "progress" => progress: "Report progress a few times",
         "sleep" => sleep: "Stay active for an hour (until cancelled)",
         "burst" => burst: "Store progress n times, flat out or with a pause between: {n, pause_ms?}",
+        "count" => count: "Count to `to` from the checkpoint, storing each step: {to, pause_ms?}",
     },
     blocking: {
         "double" => double: "Twice an integer",
@@ -72,6 +73,33 @@ fn burst(b: Burst) -> Result<Value> {
         }
     }
     Ok(json!({ "updates": b.n }))
+}
+
+#[derive(Deserialize)]
+struct Count {
+    to: u32,
+    #[serde(default)]
+    pause_ms: u64,
+}
+
+#[derive(Deserialize, Serialize)]
+struct Counted {
+    n: u32,
+}
+
+/// Counts on from where the last run's stored checkpoint left off; says
+/// where this run started.
+fn count(c: Count) -> Result<Value> {
+    let id = context::current_task().ok_or_else(|| Error::internal("not in a task"))?;
+    let from = context::checkpoint::<Counted>()?.map_or(0, |c| c.n);
+    for n in from + 1..=c.to {
+        let progress = f64::from(n) / f64::from(c.to.max(1));
+        tasks::update_progress(&id, progress, None, Some(&Counted { n }))?;
+        if c.pause_ms > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(c.pause_ms));
+        }
+    }
+    Ok(json!({ "from": from, "to": c.to }))
 }
 
 fn double(n: i64) -> Result<i64> {
