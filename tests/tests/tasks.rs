@@ -515,24 +515,21 @@ async fn an_unanswered_confirmation_times_out_with_a_typed_outcome() {
     let t = TestHost::with("confirm", CONFIRM, CONFIRM_LIMITS).await;
     t.host.start_tasks().await.unwrap();
     let alice = principal("alice", "acme");
-    let id = action(
-        &t.host,
-        "confirm",
-        "start",
-        r#"{"timeout_ms": 200}"#,
-        &alice,
-    )
-    .await
-    .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = started(&t.host, "confirm", r#"{"timeout_ms": 200}"#, &alice).await;
     let row = wait_final(&t.host, &id, &alice).await;
     assert_eq!(
         json(row.result_json.as_deref().unwrap())["answer"],
         "timed-out",
         "{row:?}"
     );
+}
+
+/// The id of the task `module`'s `start` action started with `args`.
+async fn started(host: &Host, module: &str, args: &str, who: &Principal) -> String {
+    action(host, module, "start", args, who).await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 /// The `confirm` module on a host whose task store fails as told.
@@ -553,18 +550,7 @@ async fn confirm_on_faulty_store() -> (TestHost, Arc<modhost_tests::faults::Faul
 /// "yes" once it waits, and returns its result.
 async fn answered_once_asked(t: &TestHost) -> serde_json::Value {
     let alice = principal("alice", "acme");
-    let id = action(
-        &t.host,
-        "confirm",
-        "start",
-        r#"{"retry_ask": true}"#,
-        &alice,
-    )
-    .await
-    .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = started(&t.host, "confirm", r#"{"retry_ask": true}"#, &alice).await;
     wait_status(&t.host, &id, &alice, Status::WaitingConfirmation).await;
     let yes = ConfirmationAnswer::press("yes");
     t.host

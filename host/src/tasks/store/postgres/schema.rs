@@ -391,48 +391,6 @@ CREATE FUNCTION modhost_count_many(p_m TEXT[], p_o TEXT[], p_u TEXT[], delta BIG
 LANGUAGE plpgsql AS $$
 BEGIN
     IF delta < 0 THEN
-        UPDATE task_active_per_org c SET active = c.active + delta * d.n
-            FROM (SELECT k.o, count(*) AS n FROM unnest(p_o) AS k(o) GROUP BY 1 ORDER BY 1) d
-            WHERE c.organization_id = d.o;
-        UPDATE task_active_per_module_org c SET active = c.active + delta * d.n
-            FROM (SELECT k.m, k.o, count(*) AS n FROM unnest(p_m, p_o) AS k(m, o)
-                GROUP BY 1, 2 ORDER BY 1, 2) d
-            WHERE c.module = d.m AND c.organization_id = d.o;
-        UPDATE task_active_per_user c SET active = c.active + delta * d.n
-            FROM (SELECT k.m, k.o, k.u, count(*) AS n FROM unnest(p_m, p_o, p_u) AS k(m, o, u)
-                GROUP BY 1, 2, 3 ORDER BY 1, 2, 3) d
-            WHERE c.module = d.m AND c.organization_id = d.o AND c.user_id = d.u;
-        RETURN;
-    END IF;
-    INSERT INTO task_active_per_org AS c (organization_id, active)
-        SELECT k.o, delta * count(*) FROM unnest(p_o) AS k(o) GROUP BY 1 ORDER BY 1
-        ON CONFLICT (organization_id) DO UPDATE SET active = c.active + EXCLUDED.active;
-    INSERT INTO task_active_per_module_org AS c (module, organization_id, active)
-        SELECT k.m, k.o, delta * count(*) FROM unnest(p_m, p_o) AS k(m, o)
-            GROUP BY 1, 2 ORDER BY 1, 2
-        ON CONFLICT (module, organization_id) DO UPDATE SET active = c.active + EXCLUDED.active;
-    INSERT INTO task_active_per_user AS c (module, organization_id, user_id, active)
-        SELECT k.m, k.o, k.u, delta * count(*) FROM unnest(p_m, p_o, p_u) AS k(m, o, u)
-            GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
-        ON CONFLICT (module, organization_id, user_id)
-            DO UPDATE SET active = c.active + EXCLUDED.active;
-END $$;
-
-DROP TRIGGER tasks_guard ON tasks;
-CREATE TRIGGER tasks_guard BEFORE UPDATE OF status, finished_at, module, organization_id,
-    user_id ON tasks FOR EACH ROW
-    WHEN (OLD.finished_at IS NOT NULL OR NEW.module IS DISTINCT FROM OLD.module
-        OR NEW.organization_id IS DISTINCT FROM OLD.organization_id
-        OR NEW.user_id IS DISTINCT FROM OLD.user_id)
-    EXECUTE FUNCTION modhost_tasks_guard();
-"#,
-    // The counters a decrement moves are locked in key order before they
-    // are updated, as a submission locks them.
-    r#"
-CREATE OR REPLACE FUNCTION modhost_count_many(p_m TEXT[], p_o TEXT[], p_u TEXT[], delta BIGINT) RETURNS VOID
-LANGUAGE plpgsql AS $$
-BEGIN
-    IF delta < 0 THEN
         -- Locked in key order first: an UPDATE ... FROM locks in the order
         -- its join meets the rows.
         PERFORM 1 FROM task_active_per_org WHERE organization_id = ANY (p_o)
@@ -469,5 +427,13 @@ BEGIN
         ON CONFLICT (module, organization_id, user_id)
             DO UPDATE SET active = c.active + EXCLUDED.active;
 END $$;
+
+DROP TRIGGER tasks_guard ON tasks;
+CREATE TRIGGER tasks_guard BEFORE UPDATE OF status, finished_at, module, organization_id,
+    user_id ON tasks FOR EACH ROW
+    WHEN (OLD.finished_at IS NOT NULL OR NEW.module IS DISTINCT FROM OLD.module
+        OR NEW.organization_id IS DISTINCT FROM OLD.organization_id
+        OR NEW.user_id IS DISTINCT FROM OLD.user_id)
+    EXECUTE FUNCTION modhost_tasks_guard();
 "#,
 ];
