@@ -218,6 +218,10 @@ async fn campaign(cycles: u32, seed: u64) -> Report {
         host.kill();
         report.cycles += 1;
         after_kill(&db, &mut checkpoints, &mut report);
+        if report.cycles % 50 == 0 {
+            let acked = acks.lock().expect("acks").tasks.len();
+            eprintln!("{} cycles, {acked} acknowledged so far", report.cycles);
+        }
     }
     settle(dir.path(), state.path(), token.as_deref(), &acks).await;
     check_final(&db, &acks.lock().expect("acks"), &checkpoints, &mut report);
