@@ -32,8 +32,9 @@ use modhost_tests::serve::{Serve, modules};
 use modhost_tests::{CONFIRM, SUBPROCESS, TASKS_BASIC};
 use serde_json::{Value, json};
 
-/// Tasks of these modules never hit their deadline in a cycle.
-const LIMITS: &str = "[limits]\ntask-deadline-ms = 600000\n[tasks]\nmax-concurrent = 8\n\
+/// Tasks of these modules never hit their deadline in a cycle, and the
+/// [`KEYS`] held tasks leave room for the others to run.
+const LIMITS: &str = "[limits]\ntask-deadline-ms = 600000\n[tasks]\nmax-concurrent = 32\n\
     max-active-per-user = 1000\nmax-active-per-module = 2000";
 
 /// The child every cycle keeps running: `sleep` for this many seconds, a
