@@ -252,24 +252,20 @@ struct StoreRun {
 
 fn new_task(submitter: usize) -> NewTask {
     NewTask {
-        id: uuid::Uuid::now_v7().to_string(),
-        module: "bench".into(),
         task_name: "noop".into(),
-        task_key: None,
         title: None,
-        args_json: "{}".into(),
-        resumable: false,
-        user_id: format!("user-{submitter}"),
-        organization_id: "org-1".into(),
-        role: "member".into(),
-        request_id: "req-1".into(),
-        session_id: None,
         created_at: 0,
         limits: Quota {
             max_active_per_user: u32::MAX,
             max_active_per_module: u32::MAX,
             max_active_per_org: u32::MAX,
         },
+        ..modhost::tasks::store::conformance::task(
+            "bench",
+            "org-1",
+            &format!("user-{submitter}"),
+            None,
+        )
     }
 }
 

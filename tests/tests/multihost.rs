@@ -433,18 +433,38 @@ fn writing_in_an_open_transaction(store: &str) -> bool {
     sessions.trim() != "0"
 }
 
+/// Hosts `a`, with no module, and `b`, with `module`, on a new database
+/// under [`SHORT_LEASE`]: every run is b's, and a is where a user comes in.
+struct TwoHosts {
+    on_a: Client,
+    on_b: Client,
+    _hosts: (Serve, Serve),
+    _modules: (tempfile::TempDir, tempfile::TempDir),
+}
+
+impl TwoHosts {
+    async fn start(module: (&str, &str, &str)) -> TwoHosts {
+        let store = fresh_database().await;
+        let (none, dir) = (modules(&[]), modules(&[module]));
+        let (a, b) = tokio::join!(
+            Serve::start("a", none.path(), &store, Some(SHORT_LEASE)),
+            Serve::start("b", dir.path(), &store, Some(SHORT_LEASE)),
+        );
+        TwoHosts {
+            on_a: a.client(&[&a, &b]),
+            on_b: b.client(&[&a, &b]),
+            _hosts: (a, b),
+            _modules: (none, dir),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_confirmation_answered_through_one_host_resumes_the_task_waiting_on_another() {
-    let store = fresh_database().await;
-    // a has no module, so every run is b's.
-    let (none, dir) = (modules(&[]), modules(&[("confirm", CONFIRM, LONG_TASKS)]));
-    let (a, b) = tokio::join!(
-        Serve::start("a", none.path(), &store, Some(SHORT_LEASE)),
-        Serve::start("b", dir.path(), &store, Some(SHORT_LEASE)),
-    );
-    let (on_a, on_b) = (a.client(&[&a, &b]), b.client(&[&a, &b]));
-    let id = start(&on_b, "confirm", "start", json!({})).await;
-    let asked = task_until(&on_a, &id, "asking", |t| {
+    let hosts = TwoHosts::start(("confirm", CONFIRM, LONG_TASKS)).await;
+    let (on_a, on_b) = (&hosts.on_a, &hosts.on_b);
+    let id = start(on_b, "confirm", "start", json!({})).await;
+    let asked = task_until(on_a, &id, "asking", |t| {
         t["status"] == "waiting-confirmation"
     })
     .await;
@@ -453,7 +473,7 @@ async fn a_confirmation_answered_through_one_host_resumes_the_task_waiting_on_an
     on_a.confirm(&id, "no", json!({}), Some(asked_at))
         .await
         .unwrap();
-    let done = task_until(&on_a, &id, "finished", is_final).await;
+    let done = task_until(on_a, &id, "finished", is_final).await;
     assert_eq!(done["status"], "completed", "{done}");
     assert_eq!(done["attempts"], 1);
     assert_eq!(done["result"]["answer"]["button"], "no");
@@ -462,15 +482,10 @@ async fn a_confirmation_answered_through_one_host_resumes_the_task_waiting_on_an
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_through_one_host_stops_the_run_on_another() {
-    let store = fresh_database().await;
-    let (none, dir) = (modules(&[]), modules(&[("tb", TASKS_BASIC, ONE_AT_A_TIME)]));
-    let (a, b) = tokio::join!(
-        Serve::start("a", none.path(), &store, Some(SHORT_LEASE)),
-        Serve::start("b", dir.path(), &store, Some(SHORT_LEASE)),
-    );
-    let (on_a, on_b) = (a.client(&[&a, &b]), b.client(&[&a, &b]));
-    let sleeping = start(&on_b, "tb", "submit", json!({ "task": "sleep" })).await;
-    task_until(&on_a, &sleeping, "running on b", |t| {
+    let hosts = TwoHosts::start(("tb", TASKS_BASIC, ONE_AT_A_TIME)).await;
+    let (on_a, on_b) = (&hosts.on_a, &hosts.on_b);
+    let sleeping = start(on_b, "tb", "submit", json!({ "task": "sleep" })).await;
+    task_until(on_a, &sleeping, "running on b", |t| {
         t["status"] == "running" && t["host"] == "b"
     })
     .await;
@@ -486,8 +501,8 @@ async fn a_cancel_through_one_host_stops_the_run_on_another() {
 
     // b runs one tb task at a time: the next runs once the cancelled run
     // has stopped there.
-    let next = start(&on_b, "tb", "submit", json!({ "task": "noop" })).await;
-    let done = task_until(&on_a, &next, "finished", is_final).await;
+    let next = start(on_b, "tb", "submit", json!({ "task": "noop" })).await;
+    let done = task_until(on_a, &next, "finished", is_final).await;
     assert_eq!(done["status"], "completed", "{done}");
     assert_eq!(
         on_a.task(&sleeping).await.unwrap(),

@@ -179,6 +179,16 @@ impl Pair {
             _module: module,
         }
     }
+
+    /// Starts a `confirm` task through b for `who`; its id.
+    async fn start_confirm(&self, who: &modhost::identity::Principal) -> String {
+        let out = self
+            .b
+            .call_action("confirm", "start", "{}", who, modhost::RequestMeta::fresh())
+            .await
+            .unwrap();
+        out.data.unwrap()["id"].as_str().unwrap().to_owned()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -187,24 +197,10 @@ async fn an_answer_and_a_cancel_given_through_one_host_reach_the_run_on_another(
     use modhost_tests::principal;
     let url = fresh_database().await;
     let pair = Pair::start(&url, Duration::from_millis(1500)).await;
-    let (a, b) = (&pair.a, &pair.b);
+    let a = &pair.a;
     let alice = principal("alice", "acme");
-    let start = async || {
-        let out = b
-            .call_action(
-                "confirm",
-                "start",
-                "{}",
-                &alice,
-                modhost::RequestMeta::fresh(),
-            )
-            .await
-            .unwrap();
-        let data = out.data.unwrap();
-        data["id"].as_str().unwrap().to_owned()
-    };
 
-    let asked = start().await;
+    let asked = pair.start_confirm(&alice).await;
     let row = wait_status(a, &asked, &alice, Status::WaitingConfirmation).await;
     assert_eq!(row.host.as_deref(), Some("b"), "b runs it");
     a.tasks()
@@ -216,7 +212,7 @@ async fn an_answer_and_a_cancel_given_through_one_host_reach_the_run_on_another(
         serde_json::from_str(done.result_json.as_deref().unwrap()).unwrap();
     assert_eq!(result["answer"]["by"], "alice", "{result}");
 
-    let stopped = start().await;
+    let stopped = pair.start_confirm(&alice).await;
     wait_status(a, &stopped, &alice, Status::WaitingConfirmation).await;
     a.tasks().cancel(&stopped, &alice).await.unwrap();
     // b's next renewal finds the task lost and stops its run: its own end
@@ -321,21 +317,11 @@ async fn events_and_answers_cross_hosts_at_once_without_waiting_for_a_renewal() 
     let url = fresh_database().await;
     // Leases of a minute: a renewal (every 20 s) is not what carries them.
     let pair = Pair::start(&url, Duration::from_secs(60)).await;
-    let (a, b) = (&pair.a, &pair.b);
+    let a = &pair.a;
     let mut watched = a.tasks().subscribe();
     let alice = principal("alice", "acme");
     // b's listener may still be connecting: ask until b runs the task.
-    let out = b
-        .call_action(
-            "confirm",
-            "start",
-            "{}",
-            &alice,
-            modhost::RequestMeta::fresh(),
-        )
-        .await
-        .unwrap();
-    let id = out.data.unwrap()["id"].as_str().unwrap().to_owned();
+    let id = pair.start_confirm(&alice).await;
     wait_status(a, &id, &alice, Status::WaitingConfirmation).await;
     let started = std::time::Instant::now();
     a.tasks()

@@ -315,11 +315,9 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// The task id an action answered, wherever its data carries it.
+/// The task id an action answered (`{data: {id}}`).
 fn task_id(out: &Value) -> Option<String> {
-    [&out["id"], &out["data"]["id"], &out["result"]["id"]]
-        .into_iter()
-        .find_map(|v| v.as_str().map(str::to_owned))
+    out["data"]["id"].as_str().map(str::to_owned)
 }
 
 /// The button the client presses for task `id`: always the same one.
@@ -361,6 +359,18 @@ fn open(db: &Path) -> Option<rusqlite::Connection> {
     rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).ok()
 }
 
+/// Whether the database passes `PRAGMA integrity_check` (what it found is
+/// printed when it does not).
+fn intact(conn: &rusqlite::Connection) -> bool {
+    let found: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap_or_else(|e| e.to_string());
+    if found != "ok" {
+        eprintln!("integrity_check: {found}");
+    }
+    found == "ok"
+}
+
 /// The checks with the host gone.
 fn after_kill(db: &Path, checkpoints: &mut BTreeMap<String, u64>, report: &mut Report) {
     report.orphans += orphans();
@@ -369,13 +379,7 @@ fn after_kill(db: &Path, checkpoints: &mut BTreeMap<String, u64>, report: &mut R
         // Killed before it made its database.
         return;
     };
-    let ok: String = conn
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap_or_else(|e| e.to_string());
-    if ok != "ok" {
-        eprintln!("integrity_check: {ok}");
-        report.corrupt += 1;
-    }
+    report.corrupt += usize::from(!intact(&conn));
     let duplicated: i64 = conn
         .query_row(
             "SELECT count(*) FROM (SELECT 1 FROM tasks WHERE task_key IS NOT NULL \
@@ -497,12 +501,7 @@ fn check_final(db: &Path, acks: &Acks, checkpoints: &BTreeMap<String, u64>, repo
     report.answers = acks.answers.len();
     report.refused = acks.refused;
     let conn = open(db).expect("the campaign's database");
-    let ok: String = conn
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap_or_else(|e| e.to_string());
-    if ok != "ok" {
-        report.corrupt += 1;
-    }
+    report.corrupt += usize::from(!intact(&conn));
     let mut read = conn
         .prepare("SELECT status, result_json FROM tasks WHERE id = ?1")
         .expect("the task query");

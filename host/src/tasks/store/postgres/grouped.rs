@@ -130,7 +130,8 @@ type Many<'a, O> = BoxFuture<'a, Answers<O, TaskStoreError>>;
 
 /// Runs `all` for `items` under a savepoint; when a statement of it fails,
 /// rolls it back and runs each item alone, under a savepoint of its own.
-/// `Err` only when the connection broke (the transaction is then lost).
+/// `Err` when the transaction is lost (the connection broke) or must be
+/// rolled back whole (a wait on other transactions' locks was ended).
 async fn together_or_alone<I, O>(
     c: &ClientWrapper,
     items: &[I],
