@@ -547,17 +547,21 @@ async fn confirm_on_faulty_store() -> (TestHost, Arc<modhost_tests::faults::Faul
 }
 
 /// Starts the `confirm` task asking once more if asking fails, answers
-/// "yes" once it waits, and returns its result.
+/// "yes" once it waits, and returns its result. A question taken down
+/// between the read that saw it and the answer (as one whose commit may
+/// have failed is) is answered again once it is asked again.
 async fn answered_once_asked(t: &TestHost) -> serde_json::Value {
     let alice = principal("alice", "acme");
     let id = started(&t.host, "confirm", r#"{"retry_ask": true}"#, &alice).await;
-    wait_status(&t.host, &id, &alice, Status::WaitingConfirmation).await;
     let yes = ConfirmationAnswer::press("yes");
-    t.host
-        .tasks()
-        .answer_confirmation(&id, &yes, &alice)
-        .await
-        .unwrap();
+    for attempt in 1.. {
+        wait_status(&t.host, &id, &alice, Status::WaitingConfirmation).await;
+        match t.host.tasks().answer_confirmation(&id, &yes, &alice).await {
+            Ok(()) => break,
+            Err(SdkError::InvalidInput(_)) if attempt < 3 => continue,
+            Err(e) => panic!("answering failed: {e:?}"),
+        }
+    }
     let row = wait_final(&t.host, &id, &alice).await;
     assert_eq!(row.status, Status::Completed, "{row:?}");
     json(row.result_json.as_deref().unwrap())
