@@ -26,6 +26,14 @@ pub enum WriteError {
     /// The database failed; the operation did not take effect.
     #[error("database error: {0}")]
     Sql(Arc<rusqlite::Error>),
+    /// The disk is full; the operation did not take effect.
+    #[error("the database's disk is full: {0}")]
+    Full(Arc<rusqlite::Error>),
+    /// The commit was written but the disk failed to sync it: it is not
+    /// visible and the next commit writes over it, but had the host died
+    /// before that, it might have survived. Read before writing it again.
+    #[error("the database's disk failed while syncing a commit: {0}")]
+    Uncertain(Arc<rusqlite::Error>),
     /// The writer was shut down.
     #[error("the database writer is closed")]
     Closed,
@@ -36,8 +44,45 @@ pub enum WriteError {
 
 impl From<rusqlite::Error> for WriteError {
     fn from(e: rusqlite::Error) -> Self {
-        WriteError::Sql(Arc::new(e))
+        if is_disk_full(&e) {
+            WriteError::Full(Arc::new(e))
+        } else {
+            WriteError::Sql(Arc::new(e))
+        }
     }
+}
+
+/// Whether SQLite failed for want of disk space (`SQLITE_FULL`).
+pub fn is_disk_full(e: &rusqlite::Error) -> bool {
+    e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
+}
+
+/// What a failed `COMMIT` means: a failed sync leaves the commit on disk,
+/// unsynced ([`WriteError::Uncertain`]); any other failure stopped before
+/// its last frame was written.
+fn commit_error(e: rusqlite::Error) -> WriteError {
+    let unsynced = matches!(
+        &e,
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.extended_code == rusqlite::ffi::SQLITE_IOERR_FSYNC
+                || f.extended_code == rusqlite::ffi::SQLITE_IOERR_DIR_FSYNC
+    );
+    if unsynced {
+        WriteError::Uncertain(Arc::new(e))
+    } else {
+        WriteError::from(e)
+    }
+}
+
+/// The error SQLite last reported on `conn`, as a `rusqlite` error: for a
+/// failure an operation handled itself.
+fn last_error(conn: &Connection) -> rusqlite::Error {
+    // SAFETY: the handle is only read, on the thread that owns `conn`.
+    let code = unsafe { rusqlite::ffi::sqlite3_extended_errcode(conn.handle()) };
+    rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(code),
+        Some("the database rolled back the transaction".into()),
+    )
 }
 
 /// The write connection as operations see it: the connection, plus its
@@ -273,6 +318,12 @@ fn write_loop(
 
 /// Runs every op of `batch` in one transaction and answers them after it;
 /// counts the commit before answering.
+///
+/// SQLite may roll the whole transaction back itself when an operation
+/// fails for want of disk space or on an I/O error. The operations before
+/// it are then undone too, and the ones after it would run outside the
+/// transaction: so the batch stops there, and every caller learns of the
+/// failure, none of a result that was taken back.
 fn run_batch(w: &WriteConn<'_>, batch: &mut Vec<Box<dyn Op>>, commits: &AtomicU64) {
     let outcome = w
         .execute("BEGIN IMMEDIATE")
@@ -280,10 +331,13 @@ fn run_batch(w: &WriteConn<'_>, batch: &mut Vec<Box<dyn Op>>, commits: &AtomicU6
         .and_then(|()| {
             for op in batch.iter_mut() {
                 op.run(w);
+                if w.conn.is_autocommit() {
+                    return Err(WriteError::from(last_error(w.conn)));
+                }
             }
             w.execute("COMMIT").map_err(|e| {
                 let _ = w.execute("ROLLBACK");
-                WriteError::from(e)
+                commit_error(e)
             })
         });
     if outcome.is_ok() {
@@ -291,5 +345,87 @@ fn run_batch(w: &WriteConn<'_>, batch: &mut Vec<Box<dyn Op>>, commits: &AtomicU6
     }
     for op in batch.drain(..) {
         op.answer(outcome.as_ref().map(|_| ()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Work = Box<dyn FnOnce(&WriteConn<'_>) -> Result<(), WriteError> + Send>;
+
+    fn writer() -> (tempfile::TempDir, Writer, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t (v INTEGER PRIMARY KEY);")
+            .unwrap();
+        (dir, Writer::spawn(conn, 64, 64).unwrap(), path)
+    }
+
+    fn insert(v: i64) -> impl FnOnce(&WriteConn<'_>) -> Result<(), WriteError> + Send {
+        move |w| {
+            w.conn().execute("INSERT INTO t (v) VALUES (?1)", [v])?;
+            Ok(())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_write_of_a_batch_the_database_rolled_back_is_answered_otherwise_than_it_ended() {
+        let (_dir, writer, path) = writer();
+        let writer = Arc::new(writer);
+        // The writer is held inside a first batch while three writes queue
+        // for the next; the second of them ends the transaction, as SQLite
+        // does itself on a full disk, and fails.
+        let (entered, inside) = oneshot::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let hold = tokio::spawn({
+            let writer = writer.clone();
+            async move {
+                writer
+                    .run(move |_| -> Result<(), WriteError> {
+                        let _ = entered.send(());
+                        let _ = released.recv();
+                        Ok(())
+                    })
+                    .await
+            }
+        });
+        inside.await.unwrap();
+        let queue = |work: Work| {
+            let writer = writer.clone();
+            tokio::spawn(async move { writer.run(work).await })
+        };
+        let first = queue(Box::new(insert(1)));
+        let second = queue(Box::new(|w| {
+            w.conn().execute_batch("ROLLBACK")?;
+            Err(WriteError::Internal("rolled back".into()))
+        }));
+        let third = queue(Box::new(insert(3)));
+        while writer.queued() < 3 {
+            tokio::task::yield_now().await;
+        }
+        release.send(()).unwrap();
+        hold.await.unwrap().unwrap();
+        let (first, second, third) = (
+            first.await.unwrap(),
+            second.await.unwrap(),
+            third.await.unwrap(),
+        );
+        assert!(second.is_err());
+        let conn = Connection::open(&path).unwrap();
+        let mut s = conn.prepare("SELECT v FROM t ORDER BY v").unwrap();
+        let stored: Vec<i64> = s
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        for (v, answer) in [(1, &first), (3, &third)] {
+            assert_eq!(
+                answer.is_ok(),
+                stored.contains(&v),
+                "write {v}: answered {answer:?}, stored {stored:?}"
+            );
+        }
     }
 }

@@ -217,9 +217,11 @@ impl TaskService {
         let give_up = Instant::now() + self.lease;
         loop {
             match call().await {
-                Err(TaskStoreError::Backend(_) | TaskStoreError::Uncertain(_))
-                    if Instant::now() + wait < give_up =>
-                {
+                Err(
+                    TaskStoreError::Backend(_)
+                    | TaskStoreError::Full(_)
+                    | TaskStoreError::Uncertain(_),
+                ) if Instant::now() + wait < give_up => {
                     tracing::warn!(task_id, "retrying {what}");
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_secs(5));

@@ -695,7 +695,17 @@ pub(crate) fn store_err(e: TaskStoreError) -> SdkError {
         return SdkError::invalid("the task is no longer active on this host");
     }
     tracing::error!(error = %e, "task store failed");
-    SdkError::Internal("the task store failed; see the host's log".into())
+    match e {
+        TaskStoreError::Full(_) => SdkError::LimitExceeded(
+            "the host's storage is full, so nothing was stored; try again later".into(),
+        ),
+        TaskStoreError::Uncertain(_) => SdkError::Internal(
+            "the task store failed while storing this and may not have kept it; \
+             look before trying again"
+                .into(),
+        ),
+        _ => SdkError::Internal("the task store failed; see the host's log".into()),
+    }
 }
 
 /// The submitter's identity, as stored with the task.

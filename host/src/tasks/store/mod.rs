@@ -1032,6 +1032,9 @@ pub enum TaskStoreError {
     /// The database failed; the operation did not take effect.
     #[error("task database error: {0}")]
     Backend(#[source] Arc<dyn std::error::Error + Send + Sync>),
+    /// The database's disk is full; the operation did not take effect.
+    #[error("the task database's disk is full: {0}")]
+    Full(#[source] Arc<dyn std::error::Error + Send + Sync>),
     /// The store was shut down, or its writer stopped.
     #[error("the task store is closed")]
     Closed,

@@ -97,7 +97,7 @@ impl SqliteTaskStore {
 
 impl From<rusqlite::Error> for TaskStoreError {
     fn from(e: rusqlite::Error) -> Self {
-        TaskStoreError::Backend(Arc::new(e))
+        WriteError::from(e).into()
     }
 }
 
@@ -105,6 +105,8 @@ impl From<WriteError> for TaskStoreError {
     fn from(e: WriteError) -> Self {
         match e {
             WriteError::Sql(e) => TaskStoreError::Backend(e),
+            WriteError::Full(e) => TaskStoreError::Full(e),
+            WriteError::Uncertain(e) => TaskStoreError::Uncertain(e.to_string()),
             WriteError::Closed => TaskStoreError::Closed,
             WriteError::Internal(m) => TaskStoreError::Internal(m),
         }

@@ -33,6 +33,7 @@ use std::time::Duration;
 use deadpool_postgres::ClientWrapper;
 use futures::future::BoxFuture as Boxed;
 use tokio_postgres::Row;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
 pub use schema::MIGRATIONS;
@@ -80,6 +81,9 @@ impl std::fmt::Debug for PgTaskStore {
 impl From<PgWriteError> for TaskStoreError {
     fn from(e: PgWriteError) -> Self {
         match e {
+            PgWriteError::Sql(e) if e.code() == Some(&SqlState::DISK_FULL) => {
+                TaskStoreError::Full(e)
+            }
             PgWriteError::Sql(e) => TaskStoreError::Backend(e),
             PgWriteError::Connection(m) => TaskStoreError::Backend(Arc::new(std::io::Error::new(
                 std::io::ErrorKind::ConnectionAborted,
