@@ -139,6 +139,20 @@ pub enum AuditError {
     Postgres(#[from] crate::pg::PgWriteError),
 }
 
+impl AuditError {
+    /// Whether the database failed for want of disk space.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            AuditError::Backend(e) => crate::db::writer::is_disk_full(e),
+            AuditError::Write(WriteError::Full(_)) => true,
+            AuditError::Postgres(crate::pg::PgWriteError::Sql(e)) => {
+                e.code() == Some(&tokio_postgres::error::SqlState::DISK_FULL)
+            }
+            _ => false,
+        }
+    }
+}
+
 impl From<tokio_postgres::Error> for AuditError {
     fn from(e: tokio_postgres::Error) -> Self {
         AuditError::Postgres(e.into())

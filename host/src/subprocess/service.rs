@@ -477,10 +477,14 @@ impl SubprocessService {
         // written once known, off the guest's path.
         if let Err(e) = audit.record(record.clone()).await {
             tracing::error!(error = %e, audit_id = %record.id, module = %record.module, "cannot record a subprocess launch; not starting it");
-            return Err(SdkError::Internal(
-                "the launch could not be put on the audit trail, so nothing was started; see the host's log"
-                    .into(),
-            ));
+            let why = "the launch could not be put on the audit trail, so nothing was started";
+            return Err(if e.is_disk_full() {
+                SdkError::LimitExceeded(format!(
+                    "the host's storage is full: {why}; try again later"
+                ))
+            } else {
+                SdkError::Internal(format!("{why}; see the host's log"))
+            });
         }
         announce(&self.events, &record);
         let (end_tx, end_rx) = tokio::sync::oneshot::channel::<AuditEnd>();
@@ -489,10 +493,8 @@ impl SubprocessService {
             let audit = audit.clone();
             let id = record.id.clone();
             tokio::spawn(async move {
-                if let Ok(end) = end_rx.await
-                    && let Err(e) = audit.record_end(&id, end).await
-                {
-                    tracing::error!(error = %e, audit_id = %id, "cannot record how a child ended");
+                if let Ok(end) = end_rx.await {
+                    record_end_retrying(&*audit, &id, end).await;
                 }
             });
         }
@@ -565,7 +567,39 @@ impl SubprocessService {
 
 fn audit_err(e: AuditError) -> SdkError {
     tracing::error!(error = %e, "subprocess audit store failed");
+    if e.is_disk_full() {
+        return SdkError::LimitExceeded(
+            "the host's storage is full, so the audit trail cannot be written; try again later"
+                .into(),
+        );
+    }
     SdkError::Internal("the audit trail failed; see the host's log".into())
+}
+
+/// Writes how a child ended, trying again while the trail cannot be
+/// written (a full disk), so a launch's record is not left open: until it
+/// lands or the trail is closed.
+async fn record_end_retrying(audit: &dyn AuditStore, id: &str, end: AuditEnd) {
+    let mut wait = Duration::from_millis(100);
+    let mut failures = 0u32;
+    loop {
+        match audit.record_end(id, end.clone()).await {
+            Ok(_) => return,
+            Err(AuditError::Write(crate::db::WriteError::Closed)) => {
+                tracing::error!(audit_id = %id, "the audit trail closed before a child's end was written");
+                return;
+            }
+            Err(e) => {
+                // The first failure, then about one a minute.
+                if failures.is_multiple_of(12) {
+                    tracing::error!(error = %e, audit_id = %id, "cannot record how a child ended; trying again");
+                }
+                failures += 1;
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
 }
 
 /// Completes a launch's audit record with how the child ended; a call
