@@ -8,6 +8,7 @@ use std::sync::Arc;
 use modhost::identity::{Principal, Role};
 use modhost::{Host, HostOptions};
 
+pub mod disk;
 pub mod faults;
 pub mod postgres;
 pub mod raw;

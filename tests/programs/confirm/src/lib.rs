@@ -27,6 +27,13 @@ struct Args {
     /// Asks once more when asking fails, and says so in the result.
     #[serde(default)]
     retry_ask: bool,
+    /// Asks again this many times, 100 ms apart, while asking fails; the
+    /// result gives the first failure.
+    #[serde(default)]
+    ask_retries: u32,
+    /// A pause before the first question.
+    #[serde(default)]
+    ask_after_ms: u64,
 }
 
 #[derive(Deserialize, Serialize)]
@@ -54,14 +61,19 @@ fn ask(args: Args) -> Result<Value> {
         Some(&Checkpoint { asked: true }),
     )?;
     let timeout = args.timeout_ms.map(Duration::from_millis);
-    let (outcome, first_ask_failed) =
-        match tasks::request_confirmation(surface(args.text.as_deref()), timeout) {
-            Err(_) if args.retry_ask => (
-                tasks::request_confirmation(surface(args.text.as_deref()), timeout)?,
-                true,
-            ),
-            asked => (asked?, false),
-        };
+    std::thread::sleep(Duration::from_millis(args.ask_after_ms));
+    let retries = if args.retry_ask { 1 } else { args.ask_retries };
+    let mut first_ask_error = None;
+    let mut asked = tasks::request_confirmation(surface(args.text.as_deref()), timeout);
+    for _ in 0..retries {
+        let Err(e) = &asked else { break };
+        first_ask_error.get_or_insert_with(|| e.to_string());
+        if !args.retry_ask {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        asked = tasks::request_confirmation(surface(args.text.as_deref()), timeout);
+    }
+    let outcome = asked?;
     let answer = match outcome {
         Confirmation::Answered(a) => json!({ "button": a.button, "by": a.answered_by }),
         Confirmation::TimedOut => json!("timed-out"),
@@ -70,7 +82,8 @@ fn ask(args: Args) -> Result<Value> {
     Ok(json!({
         "answer": answer,
         "resumed": resumed.is_some_and(|c| c.asked),
-        "first_ask_failed": first_ask_failed,
+        "first_ask_failed": first_ask_error.is_some(),
+        "first_ask_error": first_ask_error,
     }))
 }
 
