@@ -174,10 +174,14 @@ pub fn on_path(program: &str) -> Option<std::path::PathBuf> {
 }
 
 /// The `modhost` binary, built once per test process: for tests that run
-/// the command as a user does.
+/// the command as a user does. `MODHOST_BIN` names one to run instead (a
+/// copy, so that a long campaign runs one build throughout).
 pub fn modhost_binary() -> &'static Path {
     static BIN: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
     BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("MODHOST_BIN") {
+            return bin.into();
+        }
         let out = std::process::Command::new(env!("CARGO"))
             .args([
                 "build",

@@ -1,12 +1,15 @@
-//! The kill -9 campaign (`kill-campaign`) at a few cycles, so that it keeps
-//! working: its full run is a command of its own (see the README).
+//! The kill -9 campaign (`kill-campaign`) at a few cycles, on each store, so
+//! that it keeps working: its full runs are commands of their own (see the
+//! README).
 
 use std::process::Command;
 
-#[test]
-fn a_few_kill_9_cycles_lose_nothing_and_leave_nothing_running() {
+/// Runs the campaign with `args`, and checks its report of `cycles` cycles:
+/// something was acknowledged, and every count of harm is 0.
+fn campaign(cycles: u32, args: &[&str]) {
     let out = Command::new(env!("CARGO_BIN_EXE_kill-campaign"))
-        .args(["--cycles", "4", "--seed", "7"])
+        .args(["--cycles", &cycles.to_string(), "--seed", "7"])
+        .args(args)
         .output()
         .expect("running kill-campaign");
     let report = String::from_utf8_lossy(&out.stdout);
@@ -17,7 +20,7 @@ fn a_few_kill_9_cycles_lose_nothing_and_leave_nothing_running() {
     );
     let line = report.lines().last().unwrap_or_default();
     assert!(
-        line.starts_with("cycles 4, acknowledged submits "),
+        line.starts_with(&format!("cycles {cycles}, acknowledged submits ")),
         "{line}"
     );
     for zero in [
@@ -41,4 +44,14 @@ fn a_few_kill_9_cycles_lose_nothing_and_leave_nothing_running() {
         acknowledged > 0,
         "the client was acknowledged nothing: {line}"
     );
+}
+
+#[test]
+fn a_few_kill_9_cycles_lose_nothing_and_leave_nothing_running() {
+    campaign(4, &[]);
+}
+
+#[test]
+fn a_few_kill_9_cycles_of_one_of_two_hosts_on_postgresql_lose_nothing() {
+    campaign(3, &["--store", "postgres"]);
 }
