@@ -489,37 +489,42 @@ async fn a_launch_the_audit_trail_cannot_record_never_starts_and_an_unrecorded_e
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_stand_while_checkpoints_fail_and_checkpoint_once_the_disk_works() {
     let mut f = Faulty::new(&[TB]).await;
-    f.disk.fail(At::Checkpoint, Errno::Eio);
-    // SQLite checkpoints once the log holds 1,000 pages.
-    let mut n = 0;
-    while f.disk.failed() == 0 {
-        f.submit("noop", json!(null)).await.unwrap();
-        n += 1;
-        assert!(n < 5_000, "no checkpoint was tried");
-    }
     let path = f.db_path();
     let size = || std::fs::metadata(&path).unwrap().len();
-    let before = size();
-    f.disk.heal();
-    let id = f.submit("noop", json!(null)).await.unwrap();
-    f.until(&id, "completed", |t| t["status"] == "completed")
-        .await;
-    assert!(size() > before, "the checkpoint never copied the log");
+    for errno in [Errno::Eio, Errno::Enospc] {
+        let failed = f.disk.failed();
+        f.disk.fail(At::Checkpoint, errno);
+        // SQLite checkpoints once the log holds 1,000 pages.
+        let mut n = 0;
+        while f.disk.failed() == failed {
+            f.submit("noop", json!(null)).await.unwrap();
+            n += 1;
+            assert!(n < 5_000, "no checkpoint was tried");
+        }
+        let before = size();
+        f.disk.heal();
+        let id = f.submit("noop", json!(null)).await.unwrap();
+        f.until(&id, "completed", |t| t["status"] == "completed")
+            .await;
+        assert!(size() > before, "the checkpoint never copied the log");
+    }
     f.close();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_whose_database_cannot_be_opened_fails_to_start_with_an_error_naming_it() {
-    let state = tempfile::tempdir().unwrap();
-    let disk = Disk::under(state.path());
-    disk.fail(At::Open, Errno::Eio);
-    let mut options = modhost::HostOptions::new(state.path());
-    options.engine.cache_dir = Some(COMPONENT_CACHE_DIR.into());
-    let error = modhost::Host::new(options).unwrap_err().to_string();
-    assert!(error.contains("modhost.db"), "{error}");
-    disk.heal();
-    let host = host_on(state.path());
-    host.start_tasks().await.unwrap();
+    for errno in [Errno::Eio, Errno::Enospc] {
+        let state = tempfile::tempdir().unwrap();
+        let disk = Disk::under(state.path());
+        disk.fail(At::Open, errno);
+        let mut options = modhost::HostOptions::new(state.path());
+        options.engine.cache_dir = Some(COMPONENT_CACHE_DIR.into());
+        let error = modhost::Host::new(options).unwrap_err().to_string();
+        assert!(error.contains("modhost.db"), "{error}");
+        disk.heal();
+        let host = host_on(state.path());
+        host.start_tasks().await.unwrap();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
