@@ -334,6 +334,60 @@ mod trap {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_trap_quotes_what_the_guest_wrote_before_it_and_only_that() {
+        let t = TestHost::with("trap", TRAP, "").await;
+        let who = principal("alice", "acme");
+        let message = |action: &'static str| {
+            let (t, who) = (&t, &who);
+            async move {
+                match t
+                    .host
+                    .call_action("trap", action, "{}", who, RequestMeta::fresh())
+                    .await
+                {
+                    Err(CallError::Trap { message, .. }) => message,
+                    other => panic!("{action}: {other:?}"),
+                }
+            }
+        };
+        let panicked = message("panic").await;
+        assert!(
+            panicked.contains("the guest wrote: ")
+                && panicked.contains("the trap program panics on purpose"),
+            "{panicked}"
+        );
+        // Each call keeps its own output: none here.
+        let silent = message("unreachable").await;
+        assert!(!silent.contains("the guest wrote"), "{silent}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_task_that_panics_stores_what_it_printed_in_its_failure() {
+        let t = TestHost::with("tb", TASKS_BASIC, "").await;
+        t.host.start_tasks().await.unwrap();
+        let who = principal("alice", "acme");
+        let out = t
+            .host
+            .call_action(
+                "tb",
+                "submit",
+                r#"{"task":"panic"}"#,
+                &who,
+                RequestMeta::fresh(),
+            )
+            .await
+            .unwrap();
+        let id = out.data.unwrap()["id"].as_str().unwrap().to_owned();
+        let row = wait_final(&t.host, &id, &who).await;
+        assert_eq!(row.status.as_str(), "failed", "{row:?}");
+        let failure = row.failure_message.unwrap_or_default();
+        assert!(
+            failure.contains("about to give up") && failure.contains("the task panics on purpose"),
+            "{failure}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_trap_in_one_call_does_not_disturb_a_concurrent_call() {
         let t = TestHost::with("trap", TRAP, "").await;
         let who = principal("alice", "acme");

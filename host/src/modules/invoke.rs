@@ -71,10 +71,38 @@ pub async fn invoke(
         result = call => result.map_err(Stopped::Failed),
         why = stop => Err(Stopped::Outside(why)),
     };
-    result.map_err(|e| match e {
+    let result = result.map_err(|e| match e {
         Stopped::Failed(e) => instantiate_or_trap(module, e, &store),
         Stopped::Outside(why) => sandbox::interrupted(module, why, store.data()),
-    })
+    });
+    log_output(module, export, store.data(), result.as_ref().err());
+    result
+}
+
+/// Logs what the guest wrote to stdout and stderr during the call, under
+/// the call's identity: as a warning when the call failed.
+fn log_output(module: &str, export: Export<'_>, state: &SandboxState, failed: Option<&CallError>) {
+    let Some(output) = state.output().tail(sandbox::output::TAIL_BYTES) else {
+        return;
+    };
+    let who = state.identity();
+    let entry = match export {
+        Export::Describe => "describe",
+        Export::Action { name, .. }
+        | Export::RunTask { name, .. }
+        | Export::Blocking { name, .. } => name,
+    };
+    let task_id = state.task().map(|t| t.lease.task_id.as_str());
+    match failed {
+        None => tracing::info!(
+            module, entry, user = %who.user_id(), organization = %who.organization_id(),
+            request_id = %who.request_id, task_id, %output, "guest output"
+        ),
+        Some(e) => tracing::warn!(
+            module, entry, user = %who.user_id(), organization = %who.organization_id(),
+            request_id = %who.request_id, task_id, %output, error = %e, "guest output of a failed call"
+        ),
+    }
 }
 
 /// How a call ended without an answer.

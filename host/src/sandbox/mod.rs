@@ -11,6 +11,7 @@
 //! store is dropped after every call, trap or not.
 
 mod limiter;
+pub mod output;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 pub use limiter::MemoryLimiter;
+pub use output::GuestOutput;
 
 use crate::cancel::{CancelToken, Deadline};
 use crate::error::CallError;
@@ -91,6 +93,8 @@ pub struct SandboxState {
     /// the grace only to a call that has one to end.
     pub(crate) children: Arc<AtomicU32>,
     stop_grace: Duration,
+    /// What the guest wrote to stdout and stderr: the last of it.
+    output: GuestOutput,
     wasi: WasiCtx,
     table: ResourceTable,
     limiter: MemoryLimiter,
@@ -143,6 +147,11 @@ impl SandboxState {
     pub fn memory_exceeded(&self) -> bool {
         self.limiter.exceeded()
     }
+
+    /// What the guest wrote to stdout and stderr so far: the last of it.
+    pub fn output(&self) -> &GuestOutput {
+        &self.output
+    }
 }
 
 impl WasiView for SandboxState {
@@ -157,7 +166,8 @@ impl WasiView for SandboxState {
 /// Builds the store for one call.
 ///
 /// Deny by default: the WASI context has no arguments, no environment, no
-/// inherited stdio, no network and no files; the module's data directory is
+/// inherited stdio (stdout and stderr are kept as the call's
+/// [`GuestOutput`]), no network and no files; the module's data directory is
 /// preopened only when the spec carries one (the manifest's `filesystem`
 /// grant), and read-write only when the spec says so; tasks and subprocesses are refused unless the spec carries their
 /// context. Deadline and cancellation are checked at every epoch tick,
@@ -166,7 +176,9 @@ pub fn new_store(
     engine: &wasmtime::Engine,
     spec: CallSpec,
 ) -> Result<Store<SandboxState>, CallError> {
+    let output = GuestOutput::default();
     let mut wasi = WasiCtxBuilder::new();
+    wasi.stdout(output.clone()).stderr(output.clone());
     wasi.allow_ip_name_lookup(false)
         .allow_tcp(false)
         .allow_udp(false)
@@ -193,6 +205,7 @@ pub fn new_store(
         log: LogBudget::default(),
         children: Arc::default(),
         stop_grace: spec.stop_grace,
+        output,
         wasi: wasi.build(),
         table: ResourceTable::new(),
         limiter: MemoryLimiter::new(spec.memory_bytes),
@@ -230,10 +243,17 @@ pub fn classify_failure(module: &str, err: wasmtime::Error, state: &SandboxState
         Some(Interrupt::Cancelled) => CallError::Cancelled {
             module: module.to_owned(),
         },
-        None => CallError::Trap {
-            module: module.to_owned(),
-            message: trap_message(&err),
-        },
+        None => {
+            let mut message = trap_message(&err);
+            if let Some(said) = state.output.tail(output::QUOTED_TAIL_BYTES) {
+                message.push_str("; the guest wrote: ");
+                message.push_str(&said);
+            }
+            CallError::Trap {
+                module: module.to_owned(),
+                message,
+            }
+        }
     }
 }
 

@@ -20,6 +20,7 @@ module_sdk::module! {
         "noop" => noop: "Return null",
         "echo" => echo: "Return the arguments",
         "fail" => fail: "Fail with an internal error",
+        "panic" => panic_task: "Print a line, then panic",
         "progress" => progress: "Report progress a few times",
         "sleep" => sleep: "Stay active for an hour (until cancelled)",
         "burst" => burst: "Store progress n times, flat out or with a pause between: {n, pause_ms?}",
@@ -40,6 +41,11 @@ fn echo(args: Value) -> Result<Value> {
 
 fn fail() -> Result<()> {
     Err(Error::internal("boom"))
+}
+
+fn panic_task() -> Result<()> {
+    println!("about to give up");
+    panic!("the task panics on purpose")
 }
 
 fn sleep() -> Result<()> {
