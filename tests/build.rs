@@ -81,11 +81,16 @@ fn main() {
         examples.push((example, wasm));
     }
 
+    let py_programs = build_python_programs(&root, &manifest_dir.join("programs-py"), &out_dir);
+
     let mut out = String::new();
     out.push_str("/// Every guest program, for `for_each_program!`.\n");
     out.push_str("#[macro_export]\nmacro_rules! for_each_program {\n    ($m:ident) => {\n");
     for p in &programs {
         out.push_str(&format!("        $m!({});\n", ident(p)));
+    }
+    for (p, _) in &py_programs {
+        out.push_str(&format!("        $m!(py_{});\n", ident(p)));
     }
     out.push_str("    };\n}\n\n");
     for p in &programs {
@@ -107,6 +112,13 @@ fn main() {
             wasm.display().to_string()
         ));
     }
+    for (p, wasm) in &py_programs {
+        out.push_str(&format!(
+            "/// The component built from `tests/programs-py/{p}` (Python).\npub const PY_{}: &str = {:?};\n",
+            ident(p).to_uppercase(),
+            wasm.display().to_string()
+        ));
+    }
     for (example, wasm) in &examples {
         out.push_str(&format!(
             "/// The component built from `examples/{example}`.\npub const EXAMPLE_{}: &str = {:?};\n",
@@ -119,6 +131,125 @@ fn main() {
         out_dir.join("component-cache").display().to_string()
     ));
     write_if_changed(&out_dir.join("programs.rs"), &out);
+}
+
+/// The componentize-py the Python programs are built with.
+const COMPONENTIZE_PY: &str = "0.25.1";
+
+/// Builds each `DIR/app.py` under `dir` into `OUT_DIR/py/DIR.wasm` with
+/// componentize-py against the workspace's `wit/`: names and components.
+/// The sources are copied out of the tree first, so that the build leaves
+/// no `__pycache__` behind.
+fn build_python_programs(root: &Path, dir: &Path, out_dir: &Path) -> Vec<(String, PathBuf)> {
+    println!("cargo:rerun-if-changed={}", dir.display());
+    println!("cargo:rerun-if-env-changed=MODHOST_COMPONENTIZE_PY");
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("reading tests/programs-py")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("app.py").is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    if names.is_empty() {
+        return Vec::new();
+    }
+    let built = out_dir.join("py");
+    names
+        .into_iter()
+        .map(|name| {
+            let source = built.join("src").join(&name);
+            let _ = std::fs::remove_dir_all(&source);
+            std::fs::create_dir_all(&source).expect("a directory for a Python program");
+            std::fs::copy(dir.join(&name).join("app.py"), source.join("app.py"))
+                .expect("copying a Python program");
+            let wasm = built.join(format!("{name}.wasm"));
+            let status = componentize_py()
+                .current_dir(&source)
+                .arg("-d")
+                .arg(root.join("wit"))
+                .args(["-w", "module", "componentize", "app", "-o"])
+                .arg(&wasm)
+                .env("PYTHONDONTWRITEBYTECODE", "1")
+                .status()
+                .expect("running componentize-py");
+            assert!(
+                status.success(),
+                "building Python program {name} failed: {status}"
+            );
+            (name, wasm)
+        })
+        .collect()
+}
+
+/// componentize-py, as a command to which its arguments are appended:
+/// `MODHOST_COMPONENTIZE_PY`, or the one in the cache outside the clone,
+/// installed there from the Python package registry when missing. It is
+/// installed into a scratch directory first and moved in place, so two
+/// builds at once never see half an install; run through the environment's
+/// Python (which finds its environment wherever it is moved), not its
+/// script (whose first line names the scratch directory).
+fn componentize_py() -> Command {
+    if let Some(tool) = std::env::var_os("MODHOST_COMPONENTIZE_PY") {
+        return Command::new(tool);
+    }
+    let home = std::env::var_os("HOME").expect("HOME, for the tool cache");
+    let cache = PathBuf::from(home).join(".cache").join("modhost");
+    let venv = cache.join(format!("componentize-py-{COMPONENTIZE_PY}"));
+    let python = venv.join("bin").join("python3");
+    if !venv.join("installed").is_file() {
+        println!(
+            "cargo:warning=installing componentize-py {COMPONENTIZE_PY} into {}",
+            venv.display()
+        );
+        install_componentize_py(&cache, &venv);
+    }
+    let mut cmd = Command::new(python);
+    cmd.args([
+        "-c",
+        "import sys; from componentize_py import script; sys.argv[0] = 'componentize-py'; sys.exit(script())",
+    ]);
+    cmd
+}
+
+fn install_componentize_py(cache: &Path, venv: &Path) {
+    std::fs::create_dir_all(cache).expect("the tool cache");
+    let scratch = cache.join(format!(
+        "componentize-py-{COMPONENTIZE_PY}.partial-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&scratch);
+    if venv.is_dir() && !venv.join("installed").is_file() {
+        // What an interrupted install of an older layout left.
+        let _ = std::fs::remove_dir_all(venv);
+    }
+    let python = std::env::var_os("PYTHON").unwrap_or_else(|| "python3".into());
+    let run = |cmd: &mut Command, what: &str| {
+        let status = cmd
+            .status()
+            .unwrap_or_else(|e| panic!("{what}: {e} (Python 3 with venv is needed)"));
+        assert!(status.success(), "{what} failed: {status}");
+    };
+    run(
+        Command::new(&python).arg("-m").arg("venv").arg(&scratch),
+        "making a virtual environment for componentize-py",
+    );
+    run(
+        Command::new(scratch.join("bin").join("python3"))
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .arg(format!("componentize-py=={COMPONENTIZE_PY}")),
+        "installing componentize-py",
+    );
+    std::fs::write(scratch.join("installed"), COMPONENTIZE_PY).expect("marking the install");
+    // Another build may have finished first: its install stands.
+    if std::fs::rename(&scratch, venv).is_err() {
+        let _ = std::fs::remove_dir_all(&scratch);
+    }
 }
 
 /// The `name` of a guest crate's `[package]`.

@@ -659,6 +659,9 @@ fn print_report(dir: &std::path::Path, r: &modhost::check::CheckReport) {
     for w in &r.warnings {
         println!("warning: {w}");
     }
+    for n in &r.notes {
+        println!("note: {n}");
+    }
     if r.ok() {
         println!(
             "ok: module `{name}` in {} ({} action(s), {} task(s), {} blocking function(s))",

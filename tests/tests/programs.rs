@@ -494,6 +494,78 @@ mod not_a_module {
     }
 }
 
+mod py_identity {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_python_module_answers_with_its_callers_identity() {
+        let t = TestHost::with("pyident", PY_IDENTITY, "").await;
+        let out = t
+            .host
+            .call_action(
+                "pyident",
+                "whoami",
+                "{}",
+                &principal("alice", "acme"),
+                RequestMeta::fresh(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            out.data.unwrap(),
+            serde_json::json!({"module": "pyident", "user_id": "alice", "organization_id": "acme"})
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_exception_escaping_a_python_module_quotes_its_traceback_in_the_trap() {
+        let t = TestHost::with("pyident", PY_IDENTITY, "").await;
+        let err = t
+            .host
+            .call_action(
+                "pyident",
+                "raise",
+                "{}",
+                &principal("alice", "acme"),
+                RequestMeta::fresh(),
+            )
+            .await
+            .unwrap_err();
+        let CallError::Trap { message, .. } = err else {
+            panic!("{err:?}");
+        };
+        assert!(
+            message.contains("the Python program raises on purpose"),
+            "{message}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn check_notes_rather_than_warns_that_cpython_imports_sockets() {
+        let m = ModuleDir::new("pyident", PY_IDENTITY, "");
+        let report =
+            modhost::check::check_dir(m.path(), &modhost::manifest::LoadEnv::host_default()).await;
+        assert!(report.ok(), "{:?}", report.errors);
+        assert!(
+            report
+                .imports
+                .iter()
+                .any(|i| i.starts_with("wasi:sockets/")),
+            "{:?}",
+            report.imports
+        );
+        assert_eq!(report.warnings, Vec::<String>::new());
+        assert!(
+            report
+                .notes
+                .iter()
+                .any(|n| n.contains("every CPython module")),
+            "{:?}",
+            report.notes
+        );
+    }
+}
+
 mod subprocess {
     // The subprocess guest has its own file of attacks and grants:
     // `tests/subprocess.rs`.

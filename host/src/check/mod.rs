@@ -5,6 +5,8 @@
 //! the `modhost:sdk/module` world), `describe`, and grants against imports:
 //! a grant nothing uses, or an import nothing grants.
 
+pub mod runtime;
+
 use std::path::Path;
 
 use serde::Serialize;
@@ -19,6 +21,8 @@ pub struct CheckReport {
     pub module: Option<String>,
     pub errors: Vec<String>,
     pub warnings: Vec<String>,
+    /// What is worth knowing and needs no change.
+    pub notes: Vec<String>,
     /// What the manifest allows, one sentence per grant.
     pub grants: Vec<String>,
     /// The component's imports, by interface name.
@@ -83,9 +87,12 @@ pub async fn check_dir(dir: &Path, load_env: &LoadEnv) -> CheckReport {
                 .iter()
                 .map(|e| e.name.clone())
                 .collect();
-            report
-                .warnings
-                .extend(grant_warnings(&manifest, &report.imports));
+            let runtime = std::fs::read(dir.join(&manifest.component))
+                .ok()
+                .and_then(|bytes| runtime::runtime_of(&bytes));
+            let found = grant_warnings(&manifest, &report.imports, runtime);
+            report.warnings.extend(found.warnings);
+            report.notes.extend(found.notes);
         }
         Err(e) => report.errors.push(e.to_string()),
     }
@@ -111,10 +118,24 @@ fn imports_any(imports: &[String], prefix: &str) -> bool {
     imports.iter().any(|i| i.starts_with(prefix))
 }
 
-/// Grants nothing uses, and imports nothing grants.
-pub fn grant_warnings(manifest: &Manifest, imports: &[String]) -> Vec<String> {
+/// What [`grant_warnings`] found.
+#[derive(Debug, Default)]
+pub struct GrantFindings {
+    pub warnings: Vec<String>,
+    pub notes: Vec<String>,
+}
+
+/// Grants nothing uses, and imports nothing grants. An import that the
+/// component's language `runtime` always brings is a note, not a warning:
+/// its author did not choose it.
+pub fn grant_warnings(
+    manifest: &Manifest,
+    imports: &[String],
+    runtime: Option<runtime::Runtime>,
+) -> GrantFindings {
     let policy = &manifest.policy;
     let mut w = Vec::new();
+    let mut notes = Vec::new();
     let uses_tasks = imports_any(imports, "modhost:sdk/tasks");
     if policy.filesystem.data && !imports_any(imports, "wasi:filesystem/preopens") {
         w.push("grant [filesystem] data is unused: the component does not import wasi:filesystem/preopens".to_owned());
@@ -147,7 +168,13 @@ pub fn grant_warnings(manifest: &Manifest, imports: &[String]) -> Vec<String> {
         w.push("[network] grants are parsed but not yet enforced by this host version: outbound connections stay denied".to_owned());
     }
     if uses_sockets && policy.network.allow.is_empty() {
-        w.push("the component imports wasi:sockets but [network] grants nothing: every connection will be refused".to_owned());
+        match runtime {
+            Some(runtime::Runtime::CPython) => notes.push(format!(
+                "the component imports wasi:sockets, as every {} module does; [network] grants nothing, so every connection will be refused",
+                runtime::Runtime::CPython.name()
+            )),
+            None => w.push("the component imports wasi:sockets but [network] grants nothing: every connection will be refused".to_owned()),
+        }
     }
-    w
+    GrantFindings { warnings: w, notes }
 }
