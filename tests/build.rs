@@ -224,10 +224,11 @@ fn install_componentize_py(cache: &Path, venv: &Path) {
     }
     let python = std::env::var_os("PYTHON").unwrap_or_else(|| "python3".into());
     let run = |cmd: &mut Command, what: &str| {
+        let needs = "Python 3 with its venv module is needed: apt-get install python3-venv";
         let status = cmd
             .status()
-            .unwrap_or_else(|e| panic!("{what}: {e} (Python 3 with venv is needed)"));
-        assert!(status.success(), "{what} failed: {status}");
+            .unwrap_or_else(|e| panic!("{what}: {e} ({needs})"));
+        assert!(status.success(), "{what} failed: {status} ({needs})");
     };
     run(
         Command::new(&python).arg("-m").arg("venv").arg(&scratch),
