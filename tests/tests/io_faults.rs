@@ -67,15 +67,22 @@ struct Faulty {
     acknowledged: Vec<String>,
 }
 
+/// A host, not yet running tasks, whose state directory is on a disk that
+/// fails when told.
+fn host_on_disk() -> (TestHost, Disk) {
+    let state = tempfile::tempdir().unwrap();
+    let disk = Disk::under(state.path());
+    let t = TestHost {
+        host: Arc::new(host_on(state.path())),
+        state,
+        modules: Vec::new(),
+    };
+    (t, disk)
+}
+
 impl Faulty {
     async fn new(modules: &[(&str, &str, &str)]) -> Faulty {
-        let state = tempfile::tempdir().unwrap();
-        let disk = Disk::under(state.path());
-        let mut t = TestHost {
-            host: Arc::new(host_on(state.path())),
-            state,
-            modules: Vec::new(),
-        };
+        let (mut t, disk) = host_on_disk();
         for (name, wasm, extra) in modules {
             t.load(name, wasm, extra).await;
         }
@@ -246,13 +253,7 @@ async fn a_submission_whose_commit_fails_is_refused_with_a_typed_error_and_the_n
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pending_tasks_the_host_cannot_start_on_a_full_disk_start_once_it_has_room() {
-    let state = tempfile::tempdir().unwrap();
-    let disk = Disk::under(state.path());
-    let mut t = TestHost {
-        host: Arc::new(host_on(state.path())),
-        state,
-        modules: Vec::new(),
-    };
+    let (mut t, disk) = host_on_disk();
     t.load("tb", TASKS_BASIC, "").await;
     let alice = principal("alice", "acme");
     // Submitted before the host runs tasks: pending.

@@ -497,20 +497,24 @@ mod not_a_module {
 mod py_identity {
     use super::*;
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_python_module_answers_with_its_callers_identity() {
+    /// `action` of the Python module, called by alice of acme on a host of
+    /// its own.
+    async fn as_alice(action: &str) -> Result<modhost::ui::ActionOutput, CallError> {
         let t = TestHost::with("pyident", PY_IDENTITY, "").await;
-        let out = t
-            .host
+        t.host
             .call_action(
                 "pyident",
-                "whoami",
+                action,
                 "{}",
                 &principal("alice", "acme"),
                 RequestMeta::fresh(),
             )
             .await
-            .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_python_module_answers_with_its_callers_identity() {
+        let out = as_alice("whoami").await.unwrap();
         assert_eq!(
             out.data.unwrap(),
             serde_json::json!({"module": "pyident", "user_id": "alice", "organization_id": "acme"})
@@ -519,18 +523,7 @@ mod py_identity {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_exception_escaping_a_python_module_quotes_its_traceback_in_the_trap() {
-        let t = TestHost::with("pyident", PY_IDENTITY, "").await;
-        let err = t
-            .host
-            .call_action(
-                "pyident",
-                "raise",
-                "{}",
-                &principal("alice", "acme"),
-                RequestMeta::fresh(),
-            )
-            .await
-            .unwrap_err();
+        let err = as_alice("raise").await.unwrap_err();
         let CallError::Trap { message, .. } = err else {
             panic!("{err:?}");
         };
