@@ -125,6 +125,11 @@ enum Command {
         /// are refused with limit-exceeded.
         #[arg(long, default_value_t = DATA_MAX_MIB.default, value_parser = parse_data_max_mib)]
         data_max_mib: u64,
+        /// The most MiB of compiled components kept in the state
+        /// directory's cache; past it, those used longest ago are removed.
+        #[arg(long, default_value_t = modhost::engine::CACHE_MAX_BYTES >> 20,
+              value_parser = clap::value_parser!(u64).range(1..=1 << 24))]
+        component_cache_mib: u64,
         /// Where the tasks live: `sqlite` (the embedded database, default)
         /// or a `postgres://` URL, which several hosts may share: each runs
         /// any pending task of the modules it has, and takes over the tasks
@@ -409,6 +414,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             task_retention,
             audit_retention,
             data_max_mib,
+            component_cache_mib,
             store,
             host_id,
             task_lease,
@@ -444,6 +450,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 task_retention,
                 audit_retention,
                 data_max_bytes: data_max_mib * 1024 * 1024,
+                component_cache_bytes: component_cache_mib << 20,
                 host_id,
                 task_store: store,
                 task_lease,

@@ -4,6 +4,10 @@
 //! engine's compatibility hash (wasmtime version, target, settings), so a
 //! change of either compiles anew. Files are written to a temporary name and
 //! renamed, so a reader never sees half a file.
+//!
+//! The cache is bounded: each write removes the entries used longest ago
+//! (a hit marks its entry used) until the rest fits, so a host that sees
+//! many versions of its modules does not fill its disk with old ones.
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -19,10 +23,16 @@ use super::error::EngineError;
 pub struct ComponentCache {
     dir: PathBuf,
     engine_key: [u8; 32],
+    max_bytes: u64,
 }
 
+/// How old a writer's temporary file must be to count as left behind by a
+/// writer that died.
+const STALE_TEMPORARY: std::time::Duration = std::time::Duration::from_secs(3600);
+
 impl ComponentCache {
-    pub fn open(dir: &Path, engine: &Engine) -> Result<Self, EngineError> {
+    /// The cache in `dir`, holding at most `max_bytes`.
+    pub fn open(dir: &Path, engine: &Engine, max_bytes: u64) -> Result<Self, EngineError> {
         std::fs::create_dir_all(dir).map_err(|e| EngineError::Cache {
             path: dir.display().to_string(),
             reason: e.to_string(),
@@ -32,7 +42,52 @@ impl ComponentCache {
         Ok(ComponentCache {
             dir: dir.to_owned(),
             engine_key: h.0.finalize().into(),
+            max_bytes,
         })
+    }
+
+    /// Removes the entries used longest ago until the cache holds at most
+    /// its bound, never `keep` (the entry just written); and temporary
+    /// files a dead writer left.
+    fn evict(&self, keep: &Path) {
+        let Ok(dir) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        let now = std::time::SystemTime::now();
+        let mut entries = Vec::new();
+        let mut total = 0u64;
+        for e in dir.flatten() {
+            let path = e.path();
+            let Ok(meta) = e.metadata() else { continue };
+            let used = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
+            match path.extension().and_then(|x| x.to_str()) {
+                Some("cwasm") => {
+                    total += meta.len();
+                    if path != keep {
+                        entries.push((used, meta.len(), path));
+                    }
+                }
+                Some(x)
+                    if x.starts_with("tmp-")
+                        && now
+                            .duration_since(used)
+                            .is_ok_and(|age| age > STALE_TEMPORARY) =>
+                {
+                    let _ = std::fs::remove_file(&path);
+                }
+                _ => {}
+            }
+        }
+        entries.sort();
+        for (_, len, path) in entries {
+            if total <= self.max_bytes {
+                break;
+            }
+            if std::fs::remove_file(&path).is_ok() {
+                tracing::info!(path = %path.display(), bytes = len, "evicted a compiled component from the cache");
+                total -= len;
+            }
+        }
     }
 
     /// The cache file for these component bytes.
@@ -59,7 +114,14 @@ impl ComponentCache {
             // writes foreign files into the cache directory is trusted like one
             // who replaces the host binary.
             match unsafe { Component::deserialize_file(engine, &path) } {
-                Ok(c) => return Ok((c, true)),
+                Ok(c) => {
+                    // Used now: the last to be evicted.
+                    let _ = std::fs::File::options()
+                        .write(true)
+                        .open(&path)
+                        .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+                    return Ok((c, true));
+                }
                 Err(e) => {
                     tracing::warn!(path = %path.display(), error = %e, "discarding unusable cache entry")
                 }
@@ -85,6 +147,7 @@ impl ComponentCache {
             let _ = std::fs::remove_file(&tmp);
             tracing::warn!(path = %path.display(), error = %e, "cannot write a cache entry");
         }
+        self.evict(&path);
         Ok((component, false))
     }
 }
@@ -99,5 +162,38 @@ impl Hasher for StableHasher {
     }
     fn write(&mut self, bytes: &[u8]) {
         self.0.update(bytes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_write_past_the_bound_removes_the_entries_used_longest_ago_and_left_over_temporaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ComponentCache::open(dir.path(), &Engine::default(), 250).unwrap();
+        let at = |minutes_ago: u64| {
+            std::time::SystemTime::now() - std::time::Duration::from_secs(minutes_ago * 60)
+        };
+        let entry = |name: &str, minutes_ago: u64| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, [0u8; 100]).unwrap();
+            let f = std::fs::File::options().write(true).open(&path).unwrap();
+            f.set_modified(at(minutes_ago)).unwrap();
+            path
+        };
+        let oldest = entry("a.cwasm", 30);
+        let older = entry("b.cwasm", 20);
+        let recent = entry("c.cwasm", 10);
+        // Just written, though the clock says otherwise: it stays.
+        let written = entry("d.cwasm", 40);
+        let stale = entry("e.tmp-1", 120);
+        let writing = entry("f.tmp-2", 1);
+        cache.evict(&written);
+        let left = |p: &PathBuf| p.exists();
+        assert!(!left(&oldest) && !left(&older), "evicted down to the bound");
+        assert!(left(&recent) && left(&written));
+        assert!(!left(&stale) && left(&writing));
     }
 }

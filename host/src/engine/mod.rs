@@ -42,6 +42,10 @@ pub const KEEP_RESIDENT_TABLE_BYTES: usize = 64 << 10;
 /// Bytes of each async stack kept resident between instances.
 pub const KEEP_RESIDENT_STACK_BYTES: usize = 128 << 10;
 
+/// The default bound of the compiled-component cache: 1 GiB, room for a
+/// few dozen Python modules' compiled code.
+pub const CACHE_MAX_BYTES: u64 = 1 << 30;
+
 /// How the engine is built. Defaults suit a server.
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
@@ -52,6 +56,9 @@ pub struct EngineOptions {
     pub max_instances: u32,
     /// Where compiled components are cached; `None` compiles every load.
     pub cache_dir: Option<PathBuf>,
+    /// Most bytes the cache holds ([`CACHE_MAX_BYTES`] by default): past
+    /// it, the entries used longest ago are removed.
+    pub cache_max_bytes: u64,
     /// Bytes of each pooled linear memory kept resident between instances
     /// ([`KEEP_RESIDENT_MEMORY_BYTES`] by default): more favours throughput
     /// under load, 0 favours the latency of a lone call.
@@ -64,6 +71,7 @@ impl Default for EngineOptions {
             pooling: true,
             max_instances: 1000,
             cache_dir: None,
+            cache_max_bytes: CACHE_MAX_BYTES,
             keep_resident_bytes: KEEP_RESIDENT_MEMORY_BYTES,
         }
     }
@@ -104,7 +112,7 @@ impl HostEngine {
         crate::wit::add_to_linker(&mut linker)
             .map_err(|e| EngineError::Config(format!("{e:#}")))?;
         let cache = match &options.cache_dir {
-            Some(dir) => Some(ComponentCache::open(dir, &engine)?),
+            Some(dir) => Some(ComponentCache::open(dir, &engine, options.cache_max_bytes)?),
             None => None,
         };
         let ticker = Ticker::start(engine.clone());

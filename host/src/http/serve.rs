@@ -42,6 +42,8 @@ pub struct ServeConfig {
     /// The quota of a (module, organization) data directory whose manifest
     /// names none, in bytes.
     pub data_max_bytes: u64,
+    /// The bound of the compiled-component cache.
+    pub component_cache_bytes: u64,
     /// Where the tasks live.
     pub task_store: crate::host::TaskStoreLocation,
     /// The name this host claims tasks under.
@@ -88,6 +90,7 @@ pub async fn serve(
     options.retention.tasks = config.task_retention;
     options.retention.audit = config.audit_retention;
     options.data_quota.default_max_bytes = config.data_max_bytes;
+    options.engine.cache_max_bytes = config.component_cache_bytes;
     options.task_store = config.task_store.clone();
     options.host_id = config.host_id.clone();
     options.task_lease = config.task_lease;
