@@ -214,7 +214,7 @@ enum Command {
     },
     /// Check a module: manifest, component against the world, grants against imports.
     #[command(
-        after_help = "Examples:\n  modhost check examples/hello --deny-warnings\n  modhost check examples/git-stats --explain"
+        after_help = "Examples:\n  modhost check examples/hello --deny-warnings\n  modhost check examples/git-stats --explain\n  modhost check --build examples/hello"
     )]
     Check {
         dir: PathBuf,
@@ -227,6 +227,10 @@ enum Command {
         /// Also print, in plain words, what the manifest allows.
         #[arg(long)]
         explain: bool,
+        /// Run the module's [build] command first (the author's code, with
+        /// your user's files and network, as `modhost build` does).
+        #[arg(long)]
+        build: bool,
     },
     /// Manage bearer tokens, in the database `serve` uses.
     #[command(
@@ -516,9 +520,14 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             json,
             deny_warnings,
             explain,
+            build,
         } => {
-            let report =
-                modhost::check::check_dir(&dir, &modhost::manifest::LoadEnv::host_default()).await;
+            let env = modhost::manifest::LoadEnv::host_default();
+            if build && let Err(e) = modhost::modules::build_module(&dir, &env) {
+                eprintln!("error: {}: {e}", dir.display());
+                return Ok(ExitCode::FAILURE);
+            }
+            let report = modhost::check::check_dir(&dir, &env).await;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {

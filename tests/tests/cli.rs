@@ -356,3 +356,41 @@ async fn a_question_is_asked_in_the_terminal_and_the_typed_choice_is_the_answer(
         "the typed choice was the answer"
     );
 }
+
+#[test]
+fn check_of_an_unbuilt_module_says_how_to_build_it_and_check_build_builds_it_first() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(IDENTITY, dir.path().join("prebuilt.wasm")).unwrap();
+    std::fs::write(
+        dir.path().join("module.toml"),
+        "name = \"ident\"\nversion = \"0.1.0\"\ncomponent = \"component.wasm\"\n\
+         [build]\ncommand = [\"cp\", \"prebuilt.wasm\", \"component.wasm\"]\n",
+    )
+    .unwrap();
+    let path = dir.path().to_str().unwrap();
+    let unbuilt = Command::new(modhost())
+        .args(["check", path])
+        .output()
+        .unwrap();
+    assert!(!unbuilt.status.success());
+    let said = stdout(&unbuilt);
+    assert!(
+        said.contains("not built yet") && said.contains(&format!("modhost check --build {path}")),
+        "{said}"
+    );
+    let built = Command::new(modhost())
+        .args(["check", "--build", "--deny-warnings", path])
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "{}{}",
+        stdout(&built),
+        stderr(&built)
+    );
+    assert!(
+        stdout(&built).contains("ok: module `ident`"),
+        "{}",
+        stdout(&built)
+    );
+}

@@ -49,6 +49,14 @@ pub async fn check_dir(dir: &Path, load_env: &LoadEnv) -> CheckReport {
         }
     };
     report.module = Some(manifest.name.to_string());
+    if manifest.build.is_some() && !dir.join(&manifest.component).exists() {
+        report.errors.push(format!(
+            "the component {} is not there: the module is not built yet; `modhost build {dir}` or `modhost check --build {dir}` runs its [build] command",
+            manifest.component.display(),
+            dir = dir.display()
+        ));
+        return report;
+    }
     report.grants = manifest.policy.in_plain_words();
     report.warnings.extend(manifest.warnings());
     let state = match tempfile::Builder::new().prefix("modhost-check-").tempdir() {
