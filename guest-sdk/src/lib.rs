@@ -11,6 +11,13 @@
 //!   progress; [`background_tasks`] is the richer read model of tasks;
 //! - [`ui`] builds confirmation surfaces and the effects an action returns.
 //!
+//! The crate is not on a registry: a module outside the modhost repository
+//! depends on it by path (`module-sdk = { path = ".../guest-sdk" }`) and is
+//! built for `wasm32-wasip2` with Rust 1.95 or newer. A module granted
+//! `[filesystem] data = true` finds its organization's data directory at
+//! `/data`; what it prints reaches the host's log. `docs/authoring.md` in
+//! the repository is the author's guide, with every manifest key.
+//!
 //! A complete module:
 //!
 //! ```no_run

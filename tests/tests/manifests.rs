@@ -258,3 +258,31 @@ fn load_dir_reads_module_toml_and_names_a_missing_one() -> Result<()> {
     ));
     Ok(())
 }
+
+#[test]
+fn the_authors_guide_gives_every_numeric_key_its_default_and_range() {
+    use modhost::manifest::*;
+    use modhost::subprocess::grant::{
+        MAX_CONCURRENT_SUBPROCESSES, MAX_OUTPUT_BYTES, SUBPROCESS_TIMEOUT_MS,
+    };
+    let guide = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/authoring.md"),
+    )
+    .expect("docs/authoring.md");
+    for s in [
+        MAX_ACTIVE_PER_USER,
+        MAX_ACTIVE_PER_MODULE,
+        MAX_CONCURRENT_TASKS,
+        MEMORY_MIB,
+        CALL_DEADLINE_MS,
+        TASK_DEADLINE_MS,
+        BLOCKING_DEADLINE_MS,
+        DATA_MAX_MIB,
+        MAX_CONCURRENT_SUBPROCESSES,
+        SUBPROCESS_TIMEOUT_MS,
+        MAX_OUTPUT_BYTES,
+    ] {
+        let row = format!("| `{}` | {} | {}..={} |", s.key, s.default, s.min, s.max);
+        assert!(guide.contains(&row), "docs/authoring.md lacks the row {row}");
+    }
+}
