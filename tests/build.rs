@@ -137,11 +137,16 @@ fn main() {
 const COMPONENTIZE_PY: &str = "0.25.1";
 
 /// Builds each `DIR/app.py` under `dir` into `OUT_DIR/py/DIR.wasm` with
-/// componentize-py against the workspace's `wit/`: names and components.
-/// The sources are copied out of the tree first, so that the build leaves
-/// no `__pycache__` behind.
+/// componentize-py against the workspace's `wit/`, beside a copy of the
+/// Python SDK (`guest-sdk/python/modhost_sdk`): names and components. The
+/// sources are copied out of the tree first, so that the build leaves no
+/// `__pycache__` behind.
 fn build_python_programs(root: &Path, dir: &Path, out_dir: &Path) -> Vec<(String, PathBuf)> {
     println!("cargo:rerun-if-changed={}", dir.display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        root.join("guest-sdk").join("python").display()
+    );
     println!("cargo:rerun-if-env-changed=MODHOST_COMPONENTIZE_PY");
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .expect("reading tests/programs-py")
@@ -154,6 +159,7 @@ fn build_python_programs(root: &Path, dir: &Path, out_dir: &Path) -> Vec<(String
         return Vec::new();
     }
     let built = out_dir.join("py");
+    let sdk = root.join("guest-sdk").join("python").join("modhost_sdk");
     names
         .into_iter()
         .map(|name| {
@@ -162,6 +168,7 @@ fn build_python_programs(root: &Path, dir: &Path, out_dir: &Path) -> Vec<(String
             std::fs::create_dir_all(&source).expect("a directory for a Python program");
             std::fs::copy(dir.join(&name).join("app.py"), source.join("app.py"))
                 .expect("copying a Python program");
+            copy_dir(&sdk, &source.join("modhost_sdk"));
             let wasm = built.join(format!("{name}.wasm"));
             let status = componentize_py()
                 .current_dir(&source)
@@ -179,6 +186,20 @@ fn build_python_programs(root: &Path, dir: &Path, out_dir: &Path) -> Vec<(String
             (name, wasm)
         })
         .collect()
+}
+
+/// Copies the `.py` files of `from` into `to`.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("a directory for the Python SDK");
+    for e in std::fs::read_dir(from)
+        .expect("reading the Python SDK")
+        .flatten()
+    {
+        let path = e.path();
+        if path.extension().is_some_and(|x| x == "py") {
+            std::fs::copy(&path, to.join(e.file_name())).expect("copying the Python SDK");
+        }
+    }
 }
 
 /// componentize-py, as a command to which its arguments are appended:

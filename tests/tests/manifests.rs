@@ -283,6 +283,9 @@ fn the_authors_guide_gives_every_numeric_key_its_default_and_range() {
         MAX_OUTPUT_BYTES,
     ] {
         let row = format!("| `{}` | {} | {}..={} |", s.key, s.default, s.min, s.max);
-        assert!(guide.contains(&row), "docs/authoring.md lacks the row {row}");
+        assert!(
+            guide.contains(&row),
+            "docs/authoring.md lacks the row {row}"
+        );
     }
 }

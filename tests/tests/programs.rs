@@ -559,6 +559,83 @@ mod py_identity {
     }
 }
 
+mod py_sdk {
+    use super::*;
+    use modhost::SdkError;
+    use serde_json::{Value, json};
+
+    async fn call(t: &TestHost, action: &str, args: Value) -> Result<Value, CallError> {
+        t.host
+            .call_action(
+                "pysdk",
+                action,
+                &args.to_string(),
+                &principal("alice", "acme"),
+                RequestMeta::fresh(),
+            )
+            .await
+            .map(|o| o.data.unwrap_or(Value::Null))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_module_on_the_python_sdk_runs_actions_tasks_and_blocking_functions_with_python_values()
+     {
+        let t = TestHost::with("pysdk", PY_SDK, "").await;
+        t.host.start_tasks().await.unwrap();
+        assert_eq!(
+            call(&t, "whoami", json!({})).await.unwrap(),
+            json!({"user_id": "alice", "organization_id": "acme", "role": "member"})
+        );
+        assert_eq!(call(&t, "double", json!({"n": 21})).await.unwrap(), 42);
+        let started = call(&t, "start", json!({"to": 3, "key": "py.count"}))
+            .await
+            .unwrap();
+        let id = started["id"].as_str().unwrap().to_owned();
+        let row = wait_final(&t.host, &id, &principal("alice", "acme")).await;
+        assert_eq!(row.status.as_str(), "completed", "{row:?}");
+        assert_eq!(
+            json(row.result_json.as_deref().unwrap()),
+            json!({"from": 0, "to": 3})
+        );
+        assert_eq!((row.progress, row.label.as_deref()), (1.0, Some("step 3")));
+        assert_eq!(
+            json(row.checkpoint_json.as_deref().unwrap()),
+            json!({"n": 3})
+        );
+        assert_eq!(
+            call(&t, "by_key", json!({"key": "py.count"}))
+                .await
+                .unwrap(),
+            json!(["completed"])
+        );
+        // The host's refusal reaches the module as the matching exception.
+        assert_eq!(
+            call(&t, "bad_progress", json!({"id": id})).await.unwrap(),
+            json!({"refused": "invalid-input"})
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn python_exceptions_become_typed_errors_never_traps() {
+        let t = TestHost::with("pysdk", PY_SDK, "").await;
+        let refused = call(&t, "refuse", json!({})).await.unwrap_err();
+        assert!(
+            matches!(&refused, CallError::Guest { error: SdkError::InvalidInput(m), .. } if m == "no such report"),
+            "{refused:?}"
+        );
+        let crashed = call(&t, "crash", json!({})).await.unwrap_err();
+        assert!(
+            matches!(&crashed, CallError::Guest { error: SdkError::Internal(m), .. } if m.starts_with("KeyError")),
+            "{crashed:?}"
+        );
+        let unknown = call(&t, "nope", json!({})).await.unwrap_err();
+        assert!(
+            matches!(unknown, CallError::UnknownEntry { .. }),
+            "{unknown:?}"
+        );
+    }
+}
+
 mod subprocess {
     // The subprocess guest has its own file of attacks and grants:
     // `tests/subprocess.rs`.
