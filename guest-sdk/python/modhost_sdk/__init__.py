@@ -23,7 +23,7 @@ to the WIT `error` variant both ways, enums are their WIT strings.
 Build it with componentize-py against modhost's `wit/`, with this
 directory on the Python path:
 
-    componentize-py -d WIT -w module componentize -p SDK_DIR app -o component.wasm
+    componentize-py -d WIT -w module componentize -p . -p SDK_DIR app -o component.wasm
 
 An exception a handler raises that is not a `ModhostError` becomes
 `internal` with its type and message (its traceback goes to the host's
