@@ -362,32 +362,6 @@ mod trap {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_task_that_panics_stores_what_it_printed_in_its_failure() {
-        let t = TestHost::with("tb", TASKS_BASIC, "").await;
-        t.host.start_tasks().await.unwrap();
-        let who = principal("alice", "acme");
-        let out = t
-            .host
-            .call_action(
-                "tb",
-                "submit",
-                r#"{"task":"panic"}"#,
-                &who,
-                RequestMeta::fresh(),
-            )
-            .await
-            .unwrap();
-        let id = out.data.unwrap()["id"].as_str().unwrap().to_owned();
-        let row = wait_final(&t.host, &id, &who).await;
-        assert_eq!(row.status.as_str(), "failed", "{row:?}");
-        let failure = row.failure_message.unwrap_or_default();
-        assert!(
-            failure.contains("about to give up") && failure.contains("the task panics on purpose"),
-            "{failure}"
-        );
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_trap_in_one_call_does_not_disturb_a_concurrent_call() {
         let t = TestHost::with("trap", TRAP, "").await;
         let who = principal("alice", "acme");
@@ -407,23 +381,30 @@ mod trap {
 mod tasks_basic {
     use super::*;
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_guest_submits_a_background_task_and_gets_its_result() {
+    /// A host running tasks of the `tb` module, and what its `submit`
+    /// action answered `who` for `args`, with the task id.
+    async fn submitted(
+        args: &str,
+        who: &Principal,
+    ) -> (TestHost, modhost::ui::ActionOutput, String) {
         let t = TestHost::with("tb", TASKS_BASIC, "").await;
         t.host.start_tasks().await.unwrap();
-        let who = principal("alice", "acme");
         let out = t
             .host
-            .call_action(
-                "tb",
-                "submit",
-                r#"{"task":"echo","args":{"x":1}}"#,
-                &who,
-                RequestMeta::fresh(),
-            )
+            .call_action("tb", "submit", args, who, RequestMeta::fresh())
             .await
             .unwrap();
-        let id = out.data.unwrap()["id"].as_str().unwrap().to_owned();
+        let id = out.data.as_ref().unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        (t, out, id)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_guest_submits_a_background_task_and_gets_its_result() {
+        let who = principal("alice", "acme");
+        let (t, out, id) = submitted(r#"{"task":"echo","args":{"x":1}}"#, &who).await;
         assert!(
             matches!(&out.effects[..], [modhost::ui::Effect::ShowTask { task_id }] if *task_id == id),
             "{:?}",
@@ -431,6 +412,19 @@ mod tasks_basic {
         );
         let row = t.host.tasks().wait(&id, &who).await.unwrap();
         assert_eq!(row.result_json.as_deref(), Some(r#"{"x":1}"#));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_task_that_panics_stores_what_it_printed_in_its_failure() {
+        let who = principal("alice", "acme");
+        let (t, _, id) = submitted(r#"{"task":"panic"}"#, &who).await;
+        let row = wait_final(&t.host, &id, &who).await;
+        assert_eq!(row.status.as_str(), "failed", "{row:?}");
+        let failure = row.failure_message.unwrap_or_default();
+        assert!(
+            failure.contains("about to give up") && failure.contains("the task panics on purpose"),
+            "{failure}"
+        );
     }
 }
 

@@ -73,60 +73,57 @@ class ModhostError(Exception):
         self.message = message
 
     def to_wit(self) -> _types.Error:
-        return _types.Error_Internal(self.message)
+        # A module's own subclass (`class NoSuchReport(NotFound)`) is the
+        # case of the SDK's class it derives from.
+        case = next(
+            (_WIT_CASES[c] for c in type(self).__mro__ if c in _WIT_CASES),
+            _types.Error_Internal,
+        )
+        return case() if case in _WITHOUT_TEXT else case(self.message)
 
 
 class NotFound(ModhostError):
     kind = "not-found"
 
-    def to_wit(self) -> _types.Error:
-        return _types.Error_NotFound()
-
 
 class PermissionDenied(ModhostError):
     kind = "permission-denied"
-
-    def to_wit(self) -> _types.Error:
-        return _types.Error_PermissionDenied(self.message)
 
 
 class InvalidInput(ModhostError):
     kind = "invalid-input"
 
-    def to_wit(self) -> _types.Error:
-        return _types.Error_InvalidInput(self.message)
-
 
 class Unauthenticated(ModhostError):
     kind = "unauthenticated"
 
-    def to_wit(self) -> _types.Error:
-        return _types.Error_Unauthenticated()
-
 
 class LimitExceeded(ModhostError):
     kind = "limit-exceeded"
-
-    def to_wit(self) -> _types.Error:
-        return _types.Error_LimitExceeded(self.message)
 
 
 class Internal(ModhostError):
     kind = "internal"
 
 
+# Each exception and the case of the WIT `error` it stands for.
+_WIT_CASES = {
+    NotFound: _types.Error_NotFound,
+    PermissionDenied: _types.Error_PermissionDenied,
+    InvalidInput: _types.Error_InvalidInput,
+    Unauthenticated: _types.Error_Unauthenticated,
+    LimitExceeded: _types.Error_LimitExceeded,
+    Internal: _types.Error_Internal,
+}
+_WITHOUT_TEXT = (_types.Error_NotFound, _types.Error_Unauthenticated)
+
+
 def _from_wit(error: Any) -> ModhostError:
     """The exception for an `error` the host answered."""
-    cases = {
-        _types.Error_NotFound: NotFound,
-        _types.Error_PermissionDenied: PermissionDenied,
-        _types.Error_InvalidInput: InvalidInput,
-        _types.Error_Unauthenticated: Unauthenticated,
-        _types.Error_LimitExceeded: LimitExceeded,
-        _types.Error_Internal: Internal,
-    }
-    cls = cases.get(type(error), Internal)
-    return cls(getattr(error, "value", "") or "")
+    for cls, case in _WIT_CASES.items():
+        if isinstance(error, case):
+            return cls(getattr(error, "value", "") or "")
+    return Internal(str(error))
 
 
 def _host(call: Callable[..., Any], *args: Any) -> Any:

@@ -7,6 +7,10 @@ from modhost_sdk import InvalidInput, Module, context, tasks
 module = Module()
 
 
+class NoSuchReport(InvalidInput):
+    """A module's own error, answered as the SDK's it derives from."""
+
+
 @module.action("whoami", "The caller's identity")
 def whoami(args):
     me = context.current()
@@ -15,7 +19,7 @@ def whoami(args):
 
 @module.action("refuse", "Refuse with invalid-input")
 def refuse(args):
-    raise InvalidInput("no such report")
+    raise NoSuchReport("no such report")
 
 
 @module.action("crash", "Fail with an exception the module did not mean")
