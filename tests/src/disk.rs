@@ -82,7 +82,9 @@ impl Disk {
 
     /// The next `times` calls at `at` fail with `errno`.
     pub fn fail_times(&self, at: At, errno: Errno, times: u32) {
-        self.add(at, errno, Some(times));
+        if times > 0 {
+            self.add(at, errno, Some(times));
+        }
     }
 
     fn add(&self, at: At, errno: Errno, left: Option<u32>) {
