@@ -622,6 +622,11 @@ mod py_sdk {
             matches!(&crashed, CallError::Guest { error: SdkError::Internal(m), .. } if m.starts_with("KeyError")),
             "{crashed:?}"
         );
+        let unjson = call(&t, "unjson", json!({})).await.unwrap_err();
+        assert!(
+            matches!(&unjson, CallError::Guest { error: SdkError::Internal(m), .. } if m.contains("not JSON")),
+            "{unjson:?}"
+        );
         let unknown = call(&t, "nope", json!({})).await.unwrap_err();
         assert!(
             matches!(unknown, CallError::UnknownEntry { .. }),

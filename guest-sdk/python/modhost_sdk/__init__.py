@@ -301,7 +301,9 @@ class Module:
         """A blocking function for `tasks.run_blocking`."""
         return self._register("blocking", name, description)
 
-    def _call(self, kind: str, name: str, args_json: str) -> Any:
+    def _call(self, kind: str, name: str, args_json: str) -> Optional[str]:
+        """Runs a handler and returns its value as JSON text (None for
+        None), every failure raised as the WIT `error` it stands for."""
         entry = self._entries[kind].get(name)
         if entry is None:
             raise Err(_types.Error_InvalidInput(f"unknown {kind} {name!r}"))
@@ -310,12 +312,21 @@ class Module:
         except ValueError as e:
             raise Err(_types.Error_InvalidInput(f"the arguments are not JSON: {e}")) from None
         try:
-            return entry[1](args)
+            value = entry[1](args)
         except ModhostError as e:
             raise Err(e.to_wit()) from None
+        except Err:
+            raise
         except Exception as e:  # noqa: BLE001 - every escape becomes `internal`
             traceback.print_exc(file=sys.stderr)
             raise Err(_types.Error_Internal(f"{type(e).__name__}: {e}")) from None
+        if value is None:
+            return None
+        try:
+            return json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError) as e:
+            message = f"the {kind} {name!r} returned a value that is not JSON: {e}"
+            raise Err(_types.Error_Internal(message)) from None
 
     def world(self) -> type:
         """The `WitWorld` class to export: `WitWorld = module.world()`."""
@@ -331,14 +342,12 @@ class Module:
                 )
 
             def handle_action(self, action: str, args_json: str) -> _ui.ActionResult:
-                value = module._call("action", action, args_json)
-                data = None if value is None else json.dumps(value)
-                return _ui.ActionResult(data=data, effects=[])
+                return _ui.ActionResult(data=module._call("action", action, args_json), effects=[])
 
             def run_task(self, task: str, args_json: str) -> str:
-                return json.dumps(module._call("task", task, args_json))
+                return module._call("task", task, args_json) or "null"
 
             def call_blocking(self, function: str, args_json: str) -> str:
-                return json.dumps(module._call("blocking", function, args_json))
+                return module._call("blocking", function, args_json) or "null"
 
         return WitWorld

@@ -27,6 +27,11 @@ def crash(args):
     return {}["missing"]
 
 
+@module.action("unjson", "Return a value JSON cannot hold")
+def unjson(args):
+    return {1, 2}
+
+
 @module.action("start", "Start the `count` task: {to, key?}")
 def start(args):
     return {"id": tasks.run_background("count", {"to": args["to"]}, key=args.get("key"), resumable=True)}
