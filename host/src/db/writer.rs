@@ -90,6 +90,9 @@ fn last_error(conn: &Connection) -> rusqlite::Error {
 pub struct WriteConn<'c> {
     conn: &'c Connection,
     statements: RefCell<HashMap<SqlKey, Statement<'c>>>,
+    /// Why SQLite rolled the batch's transaction back itself, taken as the
+    /// operation that caused it failed.
+    rolled_back: RefCell<Option<rusqlite::Error>>,
 }
 
 /// A statement's text by address and length: the same `&'static str` finds
@@ -108,6 +111,7 @@ impl<'c> WriteConn<'c> {
         WriteConn {
             conn,
             statements: RefCell::new(HashMap::new()),
+            rolled_back: RefCell::new(None),
         }
     }
 
@@ -223,6 +227,18 @@ fn in_savepoint<T, E: From<WriteError>>(
             "a database operation panicked".into(),
         )))
     });
+    if w.conn.is_autocommit() {
+        // SQLite rolled the whole transaction back (a full disk, an I/O
+        // error): the savepoint is gone, and so is the batch. Keep why,
+        // before another statement's error replaces it.
+        w.rolled_back
+            .borrow_mut()
+            .get_or_insert_with(|| last_error(w.conn));
+        return match result {
+            Ok(_) => Err(E::from(WriteError::from(last_error(w.conn)))),
+            Err(e) => Err(e),
+        };
+    }
     if result.is_ok() && w.execute("RELEASE op").is_ok() {
         return result;
     }
@@ -332,7 +348,8 @@ fn run_batch(w: &WriteConn<'_>, batch: &mut Vec<Box<dyn Op>>, commits: &AtomicU6
             for op in batch.iter_mut() {
                 op.run(w);
                 if w.conn.is_autocommit() {
-                    return Err(WriteError::from(last_error(w.conn)));
+                    let why = w.rolled_back.borrow_mut().take();
+                    return Err(WriteError::from(why.unwrap_or_else(|| last_error(w.conn))));
                 }
             }
             w.execute("COMMIT").map_err(|e| {
