@@ -576,20 +576,32 @@ fn audit_err(e: AuditError) -> SdkError {
     SdkError::Internal("the audit trail failed; see the host's log".into())
 }
 
-/// Writes how a child ended, trying again while the trail cannot be
-/// written (a full disk), so a launch's record is not left open: until it
-/// lands or the trail is closed.
+/// How long a child's end is tried again while the trail cannot be
+/// written.
+const END_RETRY_FOR: Duration = Duration::from_secs(3600);
+
+/// Writes how a child ended, trying again while the trail fails in a way
+/// that passes (a full disk, a lost connection), so a launch's record is
+/// not left open: until it lands, the failure is one that will not pass,
+/// or [`END_RETRY_FOR`] is over.
 async fn record_end_retrying(audit: &dyn AuditStore, id: &str, end: AuditEnd) {
+    use crate::db::WriteError;
+    use crate::pg::PgWriteError;
     let mut wait = Duration::from_millis(100);
     let mut failures = 0u32;
+    let give_up = tokio::time::Instant::now() + END_RETRY_FOR;
     loop {
         match audit.record_end(id, end.clone()).await {
             Ok(_) => return,
-            Err(AuditError::Write(crate::db::WriteError::Closed)) => {
-                tracing::error!(audit_id = %id, "the audit trail closed before a child's end was written");
-                return;
-            }
-            Err(e) => {
+            Err(
+                e @ (AuditError::Backend(_)
+                | AuditError::Write(
+                    WriteError::Sql(_) | WriteError::Full(_) | WriteError::Uncertain(_),
+                )
+                | AuditError::Postgres(
+                    PgWriteError::Sql(_) | PgWriteError::Connection(_) | PgWriteError::Uncertain(_),
+                )),
+            ) if tokio::time::Instant::now() < give_up => {
                 // The first failure, then about one a minute.
                 if failures.is_multiple_of(12) {
                     tracing::error!(error = %e, audit_id = %id, "cannot record how a child ended; trying again");
@@ -597,6 +609,10 @@ async fn record_end_retrying(audit: &dyn AuditStore, id: &str, end: AuditEnd) {
                 failures += 1;
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, audit_id = %id, "cannot record how a child ended; giving up");
+                return;
             }
         }
     }
