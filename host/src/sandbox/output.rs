@@ -18,8 +18,10 @@ use crate::text::terminal_safe;
 /// How much of a call's output is kept: its last bytes.
 pub const TAIL_BYTES: usize = 4096;
 
-/// How much of that tail the error of a trapped call quotes: the stored
-/// failure message of a task holds 1,024 bytes in all.
+/// How much of that tail the error of a trapped call quotes, as shown
+/// (escapes included): task summaries show the first 1,024 bytes of a
+/// failure, so the quote stays short enough to fit after the trap's own
+/// message.
 pub const QUOTED_TAIL_BYTES: usize = 640;
 
 /// The output of one call, stdout and stderr interleaved as written.
@@ -44,25 +46,24 @@ impl GuestOutput {
         tail.dropped += (skipped + overflow) as u64;
     }
 
-    /// The last `max` bytes written (at most [`TAIL_BYTES`]), as text
-    /// safe to log and show: invalid UTF-8 replaced, control characters
-    /// other than newlines escaped, a leading `…` when older output gave
-    /// way. `None` when the guest wrote nothing.
+    /// The end of what was written as text safe to log and show, at most
+    /// `max` bytes of it once shown: invalid UTF-8 replaced, control
+    /// characters other than newlines escaped, a leading `…` when older
+    /// output gave way. `None` when the guest wrote nothing.
     pub fn tail(&self, max: usize) -> Option<String> {
         let tail = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         if tail.bytes.is_empty() {
             return None;
         }
-        let skip = tail.bytes.len().saturating_sub(max);
-        let bytes: Vec<u8> = tail.bytes.iter().skip(skip).copied().collect();
+        let bytes: Vec<u8> = tail.bytes.iter().copied().collect();
         let text = String::from_utf8_lossy(&bytes);
-        let text = text.trim_end_matches('\n');
-        let cut = tail.dropped > 0 || skip > 0;
-        Some(format!(
-            "{}{}",
-            if cut { "…" } else { "" },
-            terminal_safe(text)
-        ))
+        let shown = terminal_safe(text.trim_end_matches('\n'));
+        let mut start = shown.len().saturating_sub(max);
+        while !shown.is_char_boundary(start) {
+            start += 1;
+        }
+        let cut = tail.dropped > 0 || start > 0;
+        Some(format!("{}{}", if cut { "…" } else { "" }, &shown[start..]))
     }
 }
 
@@ -136,8 +137,11 @@ mod tests {
         let tail = out.tail(TAIL_BYTES).unwrap();
         assert!(tail.starts_with('…'), "{tail}");
         assert!(tail.ends_with("\\u{1b}[31mlast"), "{tail}");
+        // The bound holds for the text as shown, escapes included.
+        let quoted = out.tail(12).unwrap();
+        assert_eq!(quoted, "…{1b}[31mlast");
         assert!(!tail.contains("first"));
         // The newline that ends the output is not shown.
-        assert_eq!(out.tail(5).as_deref(), Some("…last"));
+        assert_eq!(out.tail(4).as_deref(), Some("…last"));
     }
 }
