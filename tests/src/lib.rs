@@ -205,6 +205,14 @@ pub fn modhost_binary() -> &'static Path {
     })
 }
 
+/// A token store in memory holding one token of `who`, and its secret:
+/// what an API test signs its requests with.
+pub async fn tokens_of(who: &Principal) -> (modhost::auth::Tokens, String) {
+    let tokens = modhost::auth::Tokens::new(modhost::db::Db::in_memory().expect("a database"));
+    let secret = tokens.create(who, "test").await.expect("a token").secret;
+    (tokens, secret)
+}
+
 /// The HTTP API of `host` on a real socket of 127.0.0.1, served by the same
 /// loop as `modhost serve`.
 #[derive(Debug)]

@@ -5,7 +5,6 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use modhost::auth::Tokens;
-use modhost::db::Db;
 use modhost::http::AppState;
 use modhost_tests::*;
 use serde_json::Value;
@@ -30,12 +29,7 @@ async fn server() -> Server {
     t.load("tb", TASKS_BASIC, LONG_TASKS).await;
     t.load("confirm", CONFIRM, LONG_TASKS).await;
     t.host.start_tasks().await.unwrap();
-    let tokens = Tokens::new(Db::in_memory().unwrap());
-    let token = tokens
-        .create(&principal("alice", "acme"), "cli")
-        .await
-        .unwrap()
-        .secret;
+    let (tokens, token) = tokens_of(&principal("alice", "acme")).await;
     let served = serve_socket(
         AppState::new(t.host.clone(), tokens.clone()),
         modhost::http::serve::HEADER_READ_TIMEOUT,

@@ -17,12 +17,7 @@ struct Api {
 
 async fn api() -> Api {
     let t = TestHost::with("ident", IDENTITY, "").await;
-    let tokens = Tokens::new(Db::in_memory().unwrap());
-    let token = tokens
-        .create(&principal("alice", "acme"), "test")
-        .await
-        .unwrap()
-        .secret;
+    let (tokens, token) = tokens_of(&principal("alice", "acme")).await;
     let app = router(AppState::new(t.host.clone(), tokens));
     Api {
         app,

@@ -14,8 +14,6 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use modhost::auth::Tokens;
-use modhost::db::Db;
 use modhost::http::{AppState, router};
 use modhost::subprocess::AuditFilter;
 use modhost_tests::disk::{At, Disk, Errno};
@@ -87,12 +85,7 @@ impl Faulty {
             t.load(name, wasm, extra).await;
         }
         t.host.start_tasks().await.unwrap();
-        let tokens = Tokens::new(Db::in_memory().unwrap());
-        let token = tokens
-            .create(&principal("alice", "acme"), "test")
-            .await
-            .unwrap()
-            .secret;
+        let (tokens, token) = tokens_of(&principal("alice", "acme")).await;
         let app = router(AppState::new(t.host.clone(), tokens));
         Faulty {
             t,
