@@ -87,8 +87,9 @@ impl bt::Host for ReadView<'_> {
         let ctx = self.tasks.ok_or_else(not_now)?;
         let store_filter = TaskFilter {
             statuses: filter.statuses.into_iter().map(status_of).collect(),
-            task_name: filter.task_name,
-            key_prefix: filter.key_prefix,
+            // Empty fields do not filter, as the contract says.
+            task_name: filter.task_name.filter(|n| !n.is_empty()),
+            key_prefix: filter.key_prefix.filter(|p| !p.is_empty()),
             created_after: filter.created_after.and_then(|t| i64::try_from(t).ok()),
             created_before: filter.created_before.and_then(|t| i64::try_from(t).ok()),
         };
@@ -97,7 +98,7 @@ impl bt::Host for ReadView<'_> {
             .read_list(
                 &ctx.module,
                 self.identity,
-                filter.user_id,
+                filter.user_id.filter(|u| !u.is_empty()),
                 &store_filter,
                 cursor.as_deref(),
                 limit,
