@@ -202,7 +202,7 @@ fn granted_program_runs_only_with_its_argument_shapes() -> Result<()> {
     assert_eq!(
         denied.to_string(),
         "`tar` may not run with these arguments: no granted shape matches \
-         (tried `-c -z -f {path} --checkpoint=100 {path}`, `-t -f {path}`)"
+         (granted: `-c -z -f {path} --checkpoint=100 {path}`, `-t -f {path}`)"
     );
     let ls = m.policy.subprocess.program("ls").context("ls granted")?;
     assert!(ls.matches(&["-l", "notes"]).is_ok());

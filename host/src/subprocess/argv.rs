@@ -1145,17 +1145,17 @@ pub(crate) fn match_shapes<S: AsRef<str>>(
         paths.dedup();
         return Ok(paths);
     }
-    let mut tried: Vec<String> = shapes
+    let mut granted: Vec<String> = shapes
         .iter()
         .take(MAX_SHAPES_IN_DENIAL)
         .map(|s| format!("`{s}`"))
         .collect();
     if shapes.len() > MAX_SHAPES_IN_DENIAL {
-        tried.push(format!("and {} more", shapes.len() - MAX_SHAPES_IN_DENIAL));
+        granted.push(format!("and {} more", shapes.len() - MAX_SHAPES_IN_DENIAL));
     }
     Err(deny(format!(
-        "no granted shape matches (tried {})",
-        tried.join(", ")
+        "no granted shape matches (granted: {})",
+        granted.join(", ")
     )))
 }
 
@@ -1791,7 +1791,7 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "`git` may not run with these arguments: no granted shape matches \
-             (tried `log -0`, `log -1`, `log -2`, `log -3`, and 2 more)"
+             (granted: `log -0`, `log -1`, `log -2`, `log -3`, and 2 more)"
         );
         let err = match_shapes("git", &shapes, &["log\0"]).unwrap_err();
         assert_eq!(err.reason, "argument 1 contains NUL");
