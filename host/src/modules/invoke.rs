@@ -75,13 +75,19 @@ pub async fn invoke(
         Stopped::Failed(e) => instantiate_or_trap(module, e, &store),
         Stopped::Outside(why) => sandbox::interrupted(module, why, store.data()),
     });
-    log_output(module, export, store.data(), result.as_ref().err());
+    let failed = match &result {
+        Err(e) => Some(e.to_string()),
+        Ok(Answer::Action(Err(e)) | Answer::Json(Err(e))) => Some(e.to_string()),
+        Ok(_) => None,
+    };
+    log_output(module, export, store.data(), failed.as_deref());
     result
 }
 
 /// Logs what the guest wrote to stdout and stderr during the call, under
-/// the call's identity: as a warning when the call failed.
-fn log_output(module: &str, export: Export<'_>, state: &SandboxState, failed: Option<&CallError>) {
+/// the call's identity: as a warning when the call failed (it trapped, or
+/// answered with an error, as an SDK does for an exception it caught).
+fn log_output(module: &str, export: Export<'_>, state: &SandboxState, failed: Option<&str>) {
     let Some(output) = state.output().tail(sandbox::output::TAIL_BYTES) else {
         return;
     };
