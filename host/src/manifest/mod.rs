@@ -80,7 +80,8 @@ impl Manifest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BuildSpec {
     pub command: Vec<String>,
-    /// Relative to the module directory, without `..`; `.` by default.
+    /// Relative to the module directory; `.` by default. It may lead out of
+    /// it (`..`), as for an example built from the tree that holds it.
     pub workdir: PathBuf,
 }
 
@@ -382,7 +383,20 @@ impl RawManifest {
 }
 
 /// A path relative to the module directory that cannot leave it.
+/// A path relative to the module directory that stays inside it.
 fn relative_path(value: &str) -> Result<PathBuf, &'static str> {
+    let path = relative_path_up(value)?;
+    if path.components().any(|c| c == Component::ParentDir) {
+        return Err("the path must not contain `..`");
+    }
+    Ok(path)
+}
+
+/// A path relative to the module directory, which may lead out of it
+/// (`..`): where a build runs. The build is its author's code with the
+/// operator's rights either way; a module inside a larger tree (an example
+/// beside the SDK it is built with) builds from there.
+fn relative_path_up(value: &str) -> Result<PathBuf, &'static str> {
     if value.is_empty() {
         return Err("a path must not be empty");
     }
@@ -398,8 +412,7 @@ fn relative_path(value: &str) -> Result<PathBuf, &'static str> {
             Component::Prefix(_) | Component::RootDir => {
                 return Err("the path must be relative to the module directory");
             }
-            Component::ParentDir => return Err("the path must not contain `..`"),
-            Component::CurDir | Component::Normal(_) => {}
+            Component::CurDir | Component::ParentDir | Component::Normal(_) => {}
         }
     }
     Ok(path.to_owned())
@@ -446,7 +459,7 @@ fn build_spec(raw: RawBuild) -> Result<BuildSpec, ManifestError> {
     }
     let workdir = match raw.workdir {
         None => PathBuf::from("."),
-        Some(value) => relative_path(&value).map_err(|reason| ManifestError::BuildWorkdir {
+        Some(value) => relative_path_up(&value).map_err(|reason| ManifestError::BuildWorkdir {
             value: shown(&value),
             reason,
         })?,
@@ -492,6 +505,21 @@ mod tests {
         assert_eq!(m.policy, Policy::default());
         assert!(m.build.is_none());
         assert!(m.warnings().is_empty());
+    }
+
+    #[test]
+    fn a_build_may_run_above_its_module_directory_while_its_component_stays_inside() {
+        let env = LoadEnv::host_default();
+        let up = format!("{MINIMAL}[build]\nworkdir = \"../..\"\ncommand = [\"make\"]\n");
+        let m = parse(&up, &env).unwrap();
+        assert_eq!(m.build.unwrap().workdir, Path::new("../.."));
+        let absolute = format!("{MINIMAL}[build]\nworkdir = \"/tmp\"\ncommand = [\"make\"]\n");
+        assert!(matches!(
+            parse(&absolute, &env),
+            Err(ManifestError::BuildWorkdir { .. })
+        ));
+        let outside = MINIMAL.replace("m.wasm", "../m.wasm");
+        assert!(parse(&outside, &env).is_err());
     }
 
     #[test]
