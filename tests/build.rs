@@ -6,6 +6,14 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+#[path = "../host/src/modules/guest_tools.rs"]
+#[expect(
+    dead_code,
+    reason = "the build script uses the pinned tools, never the search path's"
+)]
+mod guest_tools;
+use guest_tools::Tool;
+
 #[path = "../host/src/modules/wasm_target.rs"]
 #[expect(
     dead_code,
@@ -24,6 +32,7 @@ fn main() {
         "../guest-sdk",
         "../wit",
         "../host/src/modules/wasm_target.rs",
+        "../host/src/modules/guest_tools.rs",
     ] {
         println!("cargo:rerun-if-changed={}", manifest_dir.join(p).display());
     }
@@ -81,7 +90,10 @@ fn main() {
         examples.push((example, wasm));
     }
 
-    let py_programs = build_python_programs(&root, &manifest_dir.join("programs-py"), &out_dir);
+    let lang_programs: Vec<(&Lang, Vec<(String, PathBuf)>)> = LANGS
+        .iter()
+        .map(|lang| (lang, build_lang_programs(&root, lang, &out_dir)))
+        .collect();
 
     let mut out = String::new();
     out.push_str("/// Every guest program, for `for_each_program!`.\n");
@@ -89,8 +101,11 @@ fn main() {
     for p in &programs {
         out.push_str(&format!("        $m!({});\n", ident(p)));
     }
-    for (p, _) in &py_programs {
-        out.push_str(&format!("        $m!(py_{});\n", ident(p)));
+    for (lang, programs) in &lang_programs {
+        for (p, _) in programs {
+            let prefix = lang.prefix.to_lowercase();
+            out.push_str(&format!("        $m!({prefix}_{});\n", ident(p)));
+        }
     }
     out.push_str("    };\n}\n\n");
     for p in &programs {
@@ -112,12 +127,16 @@ fn main() {
             wasm.display().to_string()
         ));
     }
-    for (p, wasm) in &py_programs {
-        out.push_str(&format!(
-            "/// The component built from `tests/programs-py/{p}` (Python).\npub const PY_{}: &str = {:?};\n",
-            ident(p).to_uppercase(),
-            wasm.display().to_string()
-        ));
+    for (lang, programs) in &lang_programs {
+        for (p, wasm) in programs {
+            out.push_str(&format!(
+                "/// The component built from `tests/{}/{p}`.\npub const {}_{}: &str = {:?};\n",
+                lang.dir,
+                lang.prefix,
+                ident(p).to_uppercase(),
+                wasm.display().to_string()
+            ));
+        }
     }
     for (example, wasm) in &examples {
         out.push_str(&format!(
@@ -133,55 +152,97 @@ fn main() {
     write_if_changed(&out_dir.join("programs.rs"), &out);
 }
 
-/// The componentize-py the Python programs are built with.
-const COMPONENTIZE_PY: &str = "0.25.1";
+/// Guest programs in a language other than Rust: one directory each under
+/// `tests/<dir>`, holding its `entry`, built beside a copy of the
+/// language's SDK.
+struct Lang {
+    /// `programs-py`.
+    dir: &'static str,
+    /// The constants' prefix: `PY` makes `PY_<NAME>`.
+    prefix: &'static str,
+    /// `app.py`.
+    entry: &'static str,
+    /// The SDK under `guest-sdk/`, copied beside each program by its name.
+    sdk: &'static str,
+    tool: Tool,
+}
 
-/// Builds each `DIR/app.py` under `dir` into `OUT_DIR/py/DIR.wasm` with
-/// componentize-py against the workspace's `wit/`, beside a copy of the
-/// Python SDK (`guest-sdk/python/modhost_sdk`): names and components. The
-/// sources are copied out of the tree first, so that the build leaves no
-/// `__pycache__` behind.
-fn build_python_programs(root: &Path, dir: &Path, out_dir: &Path) -> Vec<(String, PathBuf)> {
+const LANGS: &[Lang] = &[
+    Lang {
+        dir: "programs-py",
+        prefix: "PY",
+        entry: "app.py",
+        sdk: "python/modhost_sdk",
+        tool: Tool::ComponentizePy,
+    },
+    Lang {
+        dir: "programs-js",
+        prefix: "JS",
+        entry: "app.js",
+        sdk: "js/modhost_sdk.js",
+        tool: Tool::ComponentizeJs,
+    },
+];
+
+/// Builds each `DIR/<entry>` of the language into `OUT_DIR/<dir>/DIR.wasm`
+/// against the workspace's `wit/`, beside a copy of its SDK: names and
+/// components. The sources are copied out of the tree first, so that the
+/// build leaves nothing (a `__pycache__`) behind.
+fn build_lang_programs(root: &Path, lang: &Lang, out_dir: &Path) -> Vec<(String, PathBuf)> {
+    let dir = root.join("tests").join(lang.dir);
+    let sdk = root.join("guest-sdk").join(lang.sdk);
     println!("cargo:rerun-if-changed={}", dir.display());
-    println!(
-        "cargo:rerun-if-changed={}",
-        root.join("guest-sdk").join("python").display()
-    );
-    println!("cargo:rerun-if-env-changed=MODHOST_COMPONENTIZE_PY");
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .expect("reading tests/programs-py")
+    println!("cargo:rerun-if-changed={}", sdk.display());
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
         .filter_map(|e| e.ok())
-        .filter(|e| e.path().join("app.py").is_file())
+        .filter(|e| e.path().join(lang.entry).is_file())
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
     if names.is_empty() {
         return Vec::new();
     }
-    let built = out_dir.join("py");
-    let sdk = root.join("guest-sdk").join("python").join("modhost_sdk");
+    let built = out_dir.join(lang.dir);
+    let wit = root.join("wit");
     names
         .into_iter()
         .map(|name| {
             let source = built.join("src").join(&name);
             let _ = std::fs::remove_dir_all(&source);
-            std::fs::create_dir_all(&source).expect("a directory for a Python program");
-            std::fs::copy(dir.join(&name).join("app.py"), source.join("app.py"))
-                .expect("copying a Python program");
-            copy_dir(&sdk, &source.join("modhost_sdk"));
+            std::fs::create_dir_all(&source).expect("a directory for a guest program");
+            std::fs::copy(dir.join(&name).join(lang.entry), source.join(lang.entry))
+                .expect("copying a guest program");
+            let sdk_copy = source.join(sdk.file_name().unwrap());
+            if sdk.is_dir() {
+                copy_dir(&sdk, &sdk_copy);
+            } else {
+                std::fs::copy(&sdk, &sdk_copy).expect("copying the SDK");
+            }
             let wasm = built.join(format!("{name}.wasm"));
-            let status = componentize_py()
+            let mut cmd = guest_tool(lang.tool);
+            match lang.tool {
+                Tool::ComponentizePy => cmd
+                    .arg("-d")
+                    .arg(&wit)
+                    .args(["-w", "module", "componentize", "app", "-o"])
+                    .arg(&wasm),
+                Tool::ComponentizeJs => cmd
+                    .arg("--wit")
+                    .arg(&wit)
+                    .args(["-n", "module", "-d", "http", "-d", "fetch-event", "-o"])
+                    .arg(&wasm)
+                    .arg(lang.entry),
+            };
+            let status = cmd
                 .current_dir(&source)
-                .arg("-d")
-                .arg(root.join("wit"))
-                .args(["-w", "module", "componentize", "app", "-o"])
-                .arg(&wasm)
                 .env("PYTHONDONTWRITEBYTECODE", "1")
                 .status()
-                .expect("running componentize-py");
+                .expect("running a guest toolchain");
             assert!(
                 status.success(),
-                "building Python program {name} failed: {status}"
+                "building guest program {}/{name} failed: {status}",
+                lang.dir
             );
             (name, wasm)
         })
@@ -202,76 +263,25 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// componentize-py, as a command to which its arguments are appended:
-/// `MODHOST_COMPONENTIZE_PY`, or the one in the cache outside the clone,
-/// installed there from the Python package registry when missing. It is
-/// installed into a scratch directory first and moved in place, so two
-/// builds at once never see half an install; run through the environment's
-/// Python (which finds its environment wherever it is moved), not its
-/// script (whose first line names the scratch directory).
-fn componentize_py() -> Command {
-    if let Some(tool) = std::env::var_os("MODHOST_COMPONENTIZE_PY") {
-        return Command::new(tool);
+/// A guest toolchain as a command: the override its variable names, or
+/// the pinned one in the tool cache outside the clone, installed there
+/// from the package registry when missing (never the search path's, so the
+/// suite always builds with the version it was written for).
+fn guest_tool(tool: Tool) -> Command {
+    println!("cargo:rerun-if-env-changed={}", tool.override_var());
+    if let Some(program) = std::env::var_os(tool.override_var()) {
+        return Command::new(program);
     }
-    let home = std::env::var_os("HOME").expect("HOME, for the tool cache");
-    let cache = PathBuf::from(home).join(".cache").join("modhost");
-    let venv = cache.join(format!("componentize-py-{COMPONENTIZE_PY}"));
-    let python = venv.join("bin").join("python3");
-    if !venv.join("installed").is_file() {
+    let cache = guest_tools::cache_dir().expect("HOME, for the tool cache");
+    tool.pinned(&cache, |dir| {
         println!(
-            "cargo:warning=installing componentize-py {COMPONENTIZE_PY} into {}",
-            venv.display()
+            "cargo:warning=installing {} {} into {}",
+            tool.program(),
+            tool.version(),
+            dir.display()
         );
-        install_componentize_py(&cache, &venv);
-    }
-    let mut cmd = Command::new(python);
-    cmd.args([
-        "-c",
-        "import sys; from componentize_py import script; sys.argv[0] = 'componentize-py'; sys.exit(script())",
-    ]);
-    cmd
-}
-
-fn install_componentize_py(cache: &Path, venv: &Path) {
-    std::fs::create_dir_all(cache).expect("the tool cache");
-    let scratch = cache.join(format!(
-        "componentize-py-{COMPONENTIZE_PY}.partial-{}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&scratch);
-    if venv.is_dir() && !venv.join("installed").is_file() {
-        // What an interrupted install of an older layout left.
-        let _ = std::fs::remove_dir_all(venv);
-    }
-    let python = std::env::var_os("PYTHON").unwrap_or_else(|| "python3".into());
-    let run = |cmd: &mut Command, what: &str| {
-        let needs = "Python 3 with its venv module is needed: apt-get install python3-venv";
-        let status = cmd
-            .status()
-            .unwrap_or_else(|e| panic!("{what}: {e} ({needs})"));
-        assert!(status.success(), "{what} failed: {status} ({needs})");
-    };
-    run(
-        Command::new(&python).arg("-m").arg("venv").arg(&scratch),
-        "making a virtual environment for componentize-py",
-    );
-    run(
-        Command::new(scratch.join("bin").join("python3"))
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-            ])
-            .arg(format!("componentize-py=={COMPONENTIZE_PY}")),
-        "installing componentize-py",
-    );
-    std::fs::write(scratch.join("installed"), COMPONENTIZE_PY).expect("marking the install");
-    // Another build may have finished first: its install stands.
-    if std::fs::rename(&scratch, venv).is_err() {
-        let _ = std::fs::remove_dir_all(&scratch);
-    }
+    })
+    .unwrap_or_else(|e| panic!("cannot build the guest programs: {e}"))
 }
 
 /// The `name` of a guest crate's `[package]`.

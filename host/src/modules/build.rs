@@ -9,6 +9,7 @@
 use std::path::Path;
 use std::process::Command;
 
+use super::guest_tools::{self, Tool, ToolError};
 use super::wasm_target::{self, Ensured, TargetError};
 use crate::manifest::BuildSpec;
 
@@ -22,6 +23,8 @@ pub enum BuildError {
     Spawn { program: String, reason: String },
     #[error("cannot build module: {0}")]
     Target(#[from] TargetError),
+    #[error("cannot build module: {0}")]
+    Tool(#[from] ToolError),
     #[error("build command `{command}` failed ({status}):\n{output}")]
     Failed {
         command: String,
@@ -71,7 +74,10 @@ pub fn run_build(dir: &Path, spec: &BuildSpec) -> Result<(), BuildError> {
         tracing::warn!("{}", wasm_target::added_message(target, &toolchain));
     }
     tracing::info!(dir = %dir.display(), command = ?spec.command, "building module");
-    let mut command = Command::new(program);
+    let mut command = match Tool::named(program) {
+        Some(tool) => toolchain(tool)?,
+        None => Command::new(program),
+    };
     command.env_clear();
     for name in BUILD_ENV {
         if let Some(value) = std::env::var_os(name) {
@@ -99,6 +105,29 @@ pub fn run_build(dir: &Path, spec: &BuildSpec) -> Result<(), BuildError> {
         command: spec.command.join(" "),
         status: output.status.to_string(),
         output: text[start..].to_owned(),
+    })
+}
+
+/// The command of a component toolchain a build names
+/// ([`guest_tools`]): the one on the search path, or the pinned one in the
+/// tool cache, installed the first time.
+fn toolchain(tool: Tool) -> Result<Command, ToolError> {
+    let cache = guest_tools::cache_dir().ok_or_else(|| ToolError {
+        tool: tool.program(),
+        reason: "HOME is not set, so there is no tool cache".into(),
+        fix: format!(
+            "install {} {} on the search path",
+            tool.program(),
+            tool.version()
+        ),
+    })?;
+    tool.command(std::env::var_os("PATH").as_ref(), &cache, |dir| {
+        tracing::warn!(
+            "installing {} {} into {} (once; it takes a minute)",
+            tool.program(),
+            tool.version(),
+            dir.display()
+        );
     })
 }
 

@@ -8,6 +8,7 @@
 //! match the world, and that `describe` lists well-formed names.
 
 mod build;
+pub mod guest_tools;
 pub mod invoke;
 pub mod wasm_target;
 
@@ -214,8 +215,20 @@ pub(crate) fn link_component(
     let pre: InstancePre<SandboxState> = engine
         .linker()
         .instantiate_pre(component)
-        .map_err(|e| ModuleError::World(format!("{e:#}")))?;
+        .map_err(|e| ModuleError::World(with_import_hint(format!("{e:#}"))))?;
     ModulePre::new(pre).map_err(|e| ModuleError::World(format!("{e:#}")))
+}
+
+/// A link error, with what to do about an import this host leaves out on
+/// purpose.
+fn with_import_hint(error: String) -> String {
+    if error.contains("`wasi:http/") {
+        format!(
+            "{error} (this host provides no wasi:http to guests; a componentize-js build leaves it out with `-d http -d fetch-event`)"
+        )
+    } else {
+        error
+    }
 }
 
 fn read_component(path: &Path) -> Result<Vec<u8>, ModuleError> {
