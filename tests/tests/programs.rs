@@ -553,87 +553,236 @@ mod py_identity {
     }
 }
 
-mod py_sdk {
-    use super::*;
-    use modhost::SdkError;
-    use serde_json::{Value, json};
+/// The Python and the JavaScript SDK's test programs (`tests/programs-py/sdk`,
+/// `tests/programs-js/sdk`) are twins: the same actions, answering the same
+/// way, so each scenario runs on both.
+macro_rules! sdk_twin_tests {
+    ($name:ident, $wasm:expr) => {
+        mod $name {
+            use super::*;
+            use modhost::SdkError;
+            use modhost::tasks::api::ConfirmationAnswer;
+            use modhost::tasks::store::Status;
+            use modhost::ui::Effect;
+            use serde_json::{Value, json};
 
-    async fn call(t: &TestHost, action: &str, args: Value) -> Result<Value, CallError> {
-        t.host
-            .call_action(
-                "pysdk",
-                action,
-                &args.to_string(),
-                &principal("alice", "acme"),
-                RequestMeta::fresh(),
-            )
-            .await
-            .map(|o| o.data.unwrap_or(Value::Null))
-    }
+            const MODULE: &str = "sdkmod";
+            const MANIFEST: &str = r#"
+[limits]
+task-deadline-ms = 60000
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_module_on_the_python_sdk_runs_actions_tasks_and_blocking_functions_with_python_values()
-     {
-        let t = TestHost::with("pysdk", PY_SDK, "").await;
-        t.host.start_tasks().await.unwrap();
-        assert_eq!(
-            call(&t, "whoami", json!({})).await.unwrap(),
-            json!({"user_id": "alice", "organization_id": "acme", "role": "member"})
-        );
-        assert_eq!(call(&t, "double", json!({"n": 21})).await.unwrap(), 42);
-        let started = call(&t, "start", json!({"to": 3, "key": "py.count"}))
-            .await
-            .unwrap();
-        let id = started["id"].as_str().unwrap().to_owned();
-        let row = wait_final(&t.host, &id, &principal("alice", "acme")).await;
-        assert_eq!(row.status.as_str(), "completed", "{row:?}");
-        assert_eq!(
-            json(row.result_json.as_deref().unwrap()),
-            json!({"from": 0, "to": 3})
-        );
-        assert_eq!((row.progress, row.label.as_deref()), (1.0, Some("step 3")));
-        assert_eq!(
-            json(row.checkpoint_json.as_deref().unwrap()),
-            json!({"n": 3})
-        );
-        assert_eq!(
-            call(&t, "by_key", json!({"key": "py.count"}))
+[subprocess]
+[[subprocess.programs]]
+program = "echo"
+args = [["granted"]]
+"#;
+
+            async fn host() -> TestHost {
+                let t = TestHost::with(MODULE, $wasm, MANIFEST).await;
+                t.host.start_tasks().await.unwrap();
+                t
+            }
+
+            async fn output(host: &modhost::Host, action: &str, args: Value) -> Result<modhost::ui::ActionOutput, CallError> {
+                host.call_action(
+                    MODULE,
+                    action,
+                    &args.to_string(),
+                    &principal("alice", "acme"),
+                    RequestMeta::fresh(),
+                )
                 .await
-                .unwrap(),
-            json!(["completed"])
-        );
-        // The host's refusal reaches the module as the matching exception.
-        assert_eq!(
-            call(&t, "bad_progress", json!({"id": id})).await.unwrap(),
-            json!({"refused": "invalid-input"})
-        );
-    }
+            }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn python_exceptions_become_typed_errors_never_traps() {
-        let t = TestHost::with("pysdk", PY_SDK, "").await;
-        let refused = call(&t, "refuse", json!({})).await.unwrap_err();
-        assert!(
-            matches!(&refused, CallError::Guest { error: SdkError::InvalidInput(m), .. } if m == "no such report"),
-            "{refused:?}"
-        );
-        let crashed = call(&t, "crash", json!({})).await.unwrap_err();
-        assert!(
-            matches!(&crashed, CallError::Guest { error: SdkError::Internal(m), .. } if m.starts_with("KeyError")),
-            "{crashed:?}"
-        );
-        let unjson = call(&t, "unjson", json!({})).await.unwrap_err();
-        assert!(
-            matches!(&unjson, CallError::Guest { error: SdkError::Internal(m), .. } if m.contains("not JSON")),
-            "{unjson:?}"
-        );
-        let unknown = call(&t, "nope", json!({})).await.unwrap_err();
-        assert!(
-            matches!(unknown, CallError::UnknownEntry { .. }),
-            "{unknown:?}"
-        );
-    }
+            async fn call(host: &modhost::Host, action: &str, args: Value) -> Result<Value, CallError> {
+                output(host, action, args)
+                    .await
+                    .map(|o| o.data.unwrap_or(Value::Null))
+            }
+
+            async fn wait_for(host: &modhost::Host, id: &str, status: Status) {
+                for _ in 0..3000 {
+                    let row = host.tasks().get(id, &principal("alice", "acme")).await.unwrap();
+                    if row.status == status {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                panic!("task {id} never reached {status:?}");
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_module_on_the_sdk_runs_actions_tasks_and_blocking_functions_with_plain_values() {
+                let t = host().await;
+                let h = &t.host;
+                assert_eq!(
+                    call(h, "whoami", json!({})).await.unwrap(),
+                    json!({"user_id": "alice", "organization_id": "acme", "role": "member"})
+                );
+                assert_eq!(call(h, "double", json!({"n": 21})).await.unwrap(), 42);
+                let started = call(h, "start", json!({"to": 3, "key": "sdk.count"})).await.unwrap();
+                let id = started["id"].as_str().unwrap().to_owned();
+                let row = wait_final(h, &id, &principal("alice", "acme")).await;
+                assert_eq!(row.status.as_str(), "completed", "{row:?}");
+                assert_eq!(json(row.result_json.as_deref().unwrap()), json!({"from": 0, "to": 3}));
+                assert_eq!((row.progress, row.label.as_deref()), (1.0, Some("step 3")));
+                assert_eq!(json(row.checkpoint_json.as_deref().unwrap()), json!({"n": 3}));
+                assert_eq!(
+                    call(h, "by_key", json!({"key": "sdk.count"})).await.unwrap(),
+                    json!(["completed"])
+                );
+                // The host's refusal reaches the module as the matching exception.
+                assert_eq!(
+                    call(h, "bad_progress", json!({"id": id})).await.unwrap(),
+                    json!({"refused": "invalid-input"})
+                );
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn exceptions_become_typed_errors_never_traps() {
+                let t = TestHost::with(MODULE, $wasm, MANIFEST).await;
+                let h = &t.host;
+                let refused = call(h, "refuse", json!({})).await.unwrap_err();
+                assert!(
+                    matches!(&refused, CallError::Guest { error: SdkError::InvalidInput(m), .. } if m == "no such report"),
+                    "{refused:?}"
+                );
+                let crashed = call(h, "crash", json!({})).await.unwrap_err();
+                assert!(
+                    matches!(&crashed, CallError::Guest { error: SdkError::Internal(m), .. } if m.contains("Error")),
+                    "{crashed:?}"
+                );
+                let unjson = call(h, "unjson", json!({})).await.unwrap_err();
+                assert!(
+                    matches!(&unjson, CallError::Guest { error: SdkError::Internal(m), .. } if m.contains("not JSON")),
+                    "{unjson:?}"
+                );
+                let style = call(h, "bad_style", json!({})).await.unwrap_err();
+                assert!(
+                    matches!(&style, CallError::Guest { error: SdkError::Internal(m), .. } if m.contains("loud")),
+                    "{style:?}"
+                );
+                let unknown = call(h, "nope", json!({})).await.unwrap_err();
+                assert!(matches!(unknown, CallError::UnknownEntry { .. }), "{unknown:?}");
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_keyed_confirmation_deduplicates_shows_its_card_and_returns_the_answer() {
+                let t = host().await;
+                let h = &t.host;
+                let out = output(h, "ask", json!({"key": "sdk.ask"})).await.unwrap();
+                let id = out.data.as_ref().unwrap()["id"].as_str().unwrap().to_owned();
+                assert_eq!(
+                    out.effects,
+                    [
+                        Effect::ShowTask { task_id: id.clone() },
+                        Effect::Toast { level: modhost::ui::ToastLevel::Info, message: "asked".into() },
+                    ]
+                );
+                wait_for(h, &id, Status::WaitingConfirmation).await;
+                // The same key while the task is active: the same task.
+                let again = call(h, "ask", json!({"key": "sdk.ask"})).await.unwrap();
+                assert_eq!(again["id"], id.as_str());
+                let seen = call(h, "detail", json!({"id": id})).await.unwrap();
+                assert_eq!(
+                    seen,
+                    json!({
+                        "found": true, "status": "waiting-confirmation", "key": "sdk.ask",
+                        "args": {"key": "sdk.ask"}, "checkpoint": {"asked": true},
+                        "attempts": 1, "question": "Delete 3 files?",
+                    })
+                );
+                let answer = ConfirmationAnswer {
+                    values: json!({"which": ["b"]}),
+                    ..ConfirmationAnswer::press("yes")
+                };
+                h.tasks().answer_confirmation(&id, &answer, &principal("alice", "acme")).await.unwrap();
+                let row = wait_final(h, &id, &principal("alice", "acme")).await;
+                assert_eq!(
+                    json(row.result_json.as_deref().unwrap()),
+                    json!({"resumed": false, "answer": {"button": "yes", "by": "alice", "picked": ["b"]}})
+                );
+                // Another organization's task is missing, not forbidden.
+                let foreign = h
+                    .call_action(MODULE, "detail", &json!({"id": id}).to_string(), &principal("alice", "globex"), RequestMeta::fresh())
+                    .await
+                    .unwrap();
+                assert_eq!(foreign.data.unwrap(), json!({"found": false}));
+            }
+
+            #[test]
+            fn a_confirmation_asked_before_a_restart_is_answered_after_it() {
+                let state = tempfile::tempdir().unwrap();
+                let dir = ModuleDir::new(MODULE, $wasm, MANIFEST);
+                let alice = principal("alice", "acme");
+                let id = runtime().block_on(async {
+                    let host = host_on(state.path());
+                    host.load_module(dir.path(), false).await.unwrap();
+                    host.start_tasks().await.unwrap();
+                    let out = call(&host, "ask", json!({})).await.unwrap();
+                    let id = out["id"].as_str().unwrap().to_owned();
+                    wait_for(&host, &id, Status::WaitingConfirmation).await;
+                    id
+                }); // the runtime is dropped: the task stops mid-wait
+                runtime().block_on(async {
+                    let host = host_on(state.path());
+                    host.load_module(dir.path(), false).await.unwrap();
+                    let recovery = host.start_tasks().await.unwrap();
+                    assert_eq!(recovery.resumed, std::slice::from_ref(&id));
+                    wait_for(&host, &id, Status::WaitingConfirmation).await;
+                    host.tasks().answer_confirmation(&id, &ConfirmationAnswer::press("no"), &alice).await.unwrap();
+                    let row = host.tasks().wait(&id, &alice).await.unwrap();
+                    assert_eq!(row.attempts, 2);
+                    assert_eq!(
+                        json(row.result_json.as_deref().unwrap()),
+                        json!({"resumed": true, "answer": {"button": "no", "by": "alice", "picked": []}})
+                    );
+                });
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_granted_command_runs_and_any_other_is_refused_naming_the_grant() {
+                let t = host().await;
+                let h = &t.host;
+                assert_eq!(
+                    call(h, "run", json!({"program": "echo", "args": ["granted"]})).await.unwrap(),
+                    json!({"code": 0, "stdout": "granted\n"})
+                );
+                let other_args = call(h, "run", json!({"program": "echo", "args": ["not granted"]})).await.unwrap();
+                assert!(other_args["denied"].as_str().is_some_and(|m| m.contains("echo")), "{other_args}");
+                let other_program = call(h, "run", json!({"program": "ls", "args": []})).await.unwrap();
+                assert!(other_program["denied"].as_str().is_some_and(|m| m.contains("ls")), "{other_program}");
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn the_read_model_pages_newest_first_and_filters_by_status() {
+                let t = host().await;
+                let h = &t.host;
+                for n in 1..=3 {
+                    let id = call(h, "start", json!({"to": 1, "key": format!("sdk.page.{n}")})).await.unwrap();
+                    wait_final(h, id["id"].as_str().unwrap(), &principal("alice", "acme")).await;
+                }
+                let first = call(h, "page", json!({"prefix": "sdk.page.", "limit": 2})).await.unwrap();
+                assert_eq!(first["keys"], json!(["sdk.page.3", "sdk.page.2"]));
+                let rest = call(h, "page", json!({"prefix": "sdk.page.", "limit": 2, "cursor": first["next"]})).await.unwrap();
+                assert_eq!(rest, json!({"keys": ["sdk.page.1"], "next": null}));
+                // An empty prefix does not filter.
+                let all = call(h, "page", json!({"prefix": ""})).await.unwrap();
+                assert_eq!(all["keys"], json!(["sdk.page.3", "sdk.page.2", "sdk.page.1"]));
+                let waiting = call(h, "page", json!({"statuses": ["waiting-confirmation"]})).await.unwrap();
+                assert_eq!(waiting["keys"], json!([]));
+                assert_eq!(
+                    call(h, "mine", json!({})).await.unwrap(),
+                    json!(["sdk.page.3", "sdk.page.2", "sdk.page.1"])
+                );
+                assert_eq!(call(h, "log", json!({})).await.unwrap(), Value::Null);
+            }
+        }
+    };
 }
+
+sdk_twin_tests!(py_sdk, PY_SDK);
+sdk_twin_tests!(js_sdk, JS_SDK);
 
 mod subprocess {
     // The subprocess guest has its own file of attacks and grants:

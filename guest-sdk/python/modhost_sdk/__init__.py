@@ -28,6 +28,12 @@ directory on the Python path:
 An exception a handler raises that is not a `ModhostError` becomes
 `internal` with its type and message (its traceback goes to the host's
 log), never a trap.
+
+The namespaces follow the WIT interfaces: `context` (who is calling),
+`tasks` (background and blocking work, subprocesses, progress,
+confirmations, the key lookups), `background_tasks` (the read model:
+filtered pages and one task's detail), `ui` (surfaces and the effects an
+action returns) and `log`.
 """
 
 from __future__ import annotations
@@ -36,12 +42,14 @@ import json
 import sys
 import traceback
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import wit_world
 from componentize_py_types import Err
 from wit_world import Description, Entry
+from wit_world.imports import background_tasks as _background_tasks
 from wit_world.imports import context as _context
+from wit_world.imports import log as _log
 from wit_world.imports import tasks as _tasks
 from wit_world.imports import types as _types
 from wit_world.imports import ui as _ui
@@ -57,8 +65,19 @@ __all__ = [
     "Internal",
     "Identity",
     "TaskSummary",
+    "TaskPage",
+    "TaskView",
+    "TaskFailure",
+    "PendingConfirmation",
+    "Answer",
+    "SubprocessOutput",
+    "Surface",
+    "ActionResult",
     "context",
     "tasks",
+    "background_tasks",
+    "ui",
+    "log",
 ]
 
 
@@ -187,6 +206,200 @@ def _summary(t: Any) -> TaskSummary:
     )
 
 
+def _wit_enum(enum: Any, name: str) -> Any:
+    """The value of a WIT enum spelled as WIT spells it. Another spelling
+    is the module's own mistake: a `ValueError`, which reaches the caller
+    as `internal` unless the module catches it (check a value that comes
+    from the caller before passing it on)."""
+    try:
+        return enum[name.upper().replace("-", "_")]
+    except KeyError:
+        known = ", ".join(_wit_name(v) for v in enum)
+        raise ValueError(f"{name!r} is not one of {known}") from None
+
+
+class Surface:
+    """What a confirmation shows, or what an action asks the host to render:
+    a title and components, added in order by the chained methods.
+
+        Surface("Delete 3 files?").text("They cannot be restored.")
+            .button("yes", "Delete", "danger").button("no", "Keep", "secondary")
+    """
+
+    def __init__(self, title: str) -> None:
+        self.title = title
+        self.components: List[Any] = []
+
+    def text(self, text: str) -> "Surface":
+        self.components.append(_ui.Component_Text(text))
+        return self
+
+    def markdown(self, markdown: str) -> "Surface":
+        """Markdown, rendered without raw HTML."""
+        self.components.append(_ui.Component_Markdown(markdown))
+        return self
+
+    def key_value(self, pairs: Union[Mapping[str, str], Iterable[Tuple[str, str]]]) -> "Surface":
+        """A table of label/value pairs, from a dict or from pairs."""
+        items = pairs.items() if isinstance(pairs, Mapping) else pairs
+        self.components.append(_ui.Component_KeyValue([(str(k), str(v)) for k, v in items]))
+        return self
+
+    def choices(
+        self,
+        name: str,
+        options: Union[Mapping[str, str], Iterable[Tuple[str, str]]],
+        multiple: bool = False,
+    ) -> "Surface":
+        """Options to pick from, `{id: label}`; the answer carries the
+        picked ids under `name` (see `Answer.picked`)."""
+        items = options.items() if isinstance(options, Mapping) else options
+        picks = [_ui.Choice(id=i, label=label) for i, label in items]
+        self.components.append(
+            _ui.Component_Choices(_ui.Choices(name=name, options=picks, multiple=multiple))
+        )
+        return self
+
+    def button(self, id: str, label: str, style: str = "primary") -> "Surface":
+        """A button (`primary`, `secondary` or `danger`); consecutive
+        buttons go into one row."""
+        button = _ui.Button(id=id, label=label, style=_wit_enum(_ui.ButtonStyle, style))
+        last = self.components[-1] if self.components else None
+        if isinstance(last, _ui.Component_Buttons):
+            last.value.append(button)
+        else:
+            self.components.append(_ui.Component_Buttons([button]))
+        return self
+
+    def task_card(self, task_id: str) -> "Surface":
+        """A live card of a task the viewer may see."""
+        self.components.append(_ui.Component_TaskCard(task_id))
+        return self
+
+    def divider(self) -> "Surface":
+        self.components.append(_ui.Component_Divider())
+        return self
+
+    def to_wit(self) -> _ui.Surface:
+        return _ui.Surface(title=self.title, components=list(self.components))
+
+    @staticmethod
+    def from_wit(surface: _ui.Surface) -> "Surface":
+        made = Surface(surface.title)
+        made.components = list(surface.components)
+        return made
+
+
+class ActionResult:
+    """What an action returns when it asks more of the page than data: a
+    toast, a surface to render, a task card to show. A handler that returns
+    anything else returns it as the action's data.
+
+        return ActionResult({"id": id}).show_task(id).toast("success", "Started")
+    """
+
+    def __init__(self, data: Any = None) -> None:
+        self.data = data
+        self.effects: List[Any] = []
+
+    def toast(self, level: str, message: str) -> "ActionResult":
+        """A short message: `info`, `success`, `warning` or `error`."""
+        self.effects.append(_ui.Effect_Toast((_wit_enum(_ui.ToastLevel, level), message)))
+        return self
+
+    def render(self, surface: Surface) -> "ActionResult":
+        self.effects.append(_ui.Effect_Render(surface.to_wit()))
+        return self
+
+    def show_task(self, task_id: str) -> "ActionResult":
+        self.effects.append(_ui.Effect_ShowTask(task_id))
+        return self
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The user's answer to a confirmation."""
+
+    button: str
+    values: Dict[str, Any]
+    answered_by: str
+    answered_at: int
+
+    def picked(self, name: str) -> List[str]:
+        """The ids picked in the `choices` called `name`."""
+        picked = self.values.get(name, [])
+        return [picked] if isinstance(picked, str) else list(picked)
+
+
+@dataclass(frozen=True)
+class SubprocessOutput:
+    """How a child process ended, and what it wrote."""
+
+    exit_code: Optional[int]
+    """Its exit code, or None when it was killed."""
+    signal: Optional[int]
+    """The signal that killed it, if one did."""
+    timed_out: bool
+    stdout: bytes
+    stderr: bytes
+    stdout_truncated: bool
+    stderr_truncated: bool
+    duration_ms: int
+
+    @property
+    def success(self) -> bool:
+        return self.exit_code == 0
+
+    @property
+    def stdout_text(self) -> str:
+        return self.stdout.decode("utf-8", "replace")
+
+    @property
+    def stderr_text(self) -> str:
+        return self.stderr.decode("utf-8", "replace")
+
+
+@dataclass(frozen=True)
+class TaskPage:
+    """One page of the read model; `next_cursor` fetches the next."""
+
+    tasks: List[TaskSummary]
+    next_cursor: Optional[str]
+
+
+@dataclass(frozen=True)
+class TaskFailure:
+    kind: str
+    message: str
+
+
+@dataclass(frozen=True)
+class PendingConfirmation:
+    surface: Surface
+    asked_at: int
+    expires_at: Optional[int]
+
+
+@dataclass(frozen=True)
+class TaskView:
+    """One task in detail."""
+
+    summary: TaskSummary
+    args: Any
+    resumable: bool
+    checkpoint: Any
+    result: Any
+    failure: Optional[TaskFailure]
+    started_at: Optional[int]
+    finished_at: Optional[int]
+    attempts: int
+    confirmation: Optional[PendingConfirmation]
+
+
+def _loads(text: Optional[str]) -> Any:
+    return None if text is None else json.loads(text)
+
+
 class context:
     """Who is calling, and the task this call runs, if any."""
 
@@ -263,9 +476,152 @@ class tasks:
         return [_summary(t) for t in _host(_tasks.get_tasks_by_key_prefix, prefix, limit)]
 
     @staticmethod
-    def list_user_tasks(limit: int = 100) -> List[TaskSummary]:
-        """The caller's own tasks of this module, newest first."""
-        return [_summary(t) for t in _host(_tasks.list_user_tasks, None, None, limit)]
+    def list_user_tasks(
+        limit: int = 100,
+        *,
+        user_id: Optional[str] = None,
+        organization_id: Optional[str] = None,
+    ) -> List[TaskSummary]:
+        """Tasks of this module of a user (the caller by default), newest
+        first. Another user's or organization's are empty unless the
+        manifest grants wider reads."""
+        found = _host(_tasks.list_user_tasks, user_id, organization_id, limit)
+        return [_summary(t) for t in found]
+
+    @staticmethod
+    def run_subprocess(
+        program: str,
+        args: Sequence[str] = (),
+        *,
+        cwd: Optional[str] = None,
+        env: Optional[Mapping[str, str]] = None,
+        stdin: Union[bytes, str, None] = None,
+        timeout_ms: Optional[int] = None,
+        max_output_bytes: Optional[int] = None,
+    ) -> SubprocessOutput:
+        """Runs a program the manifest grants, by its granted name, with
+        one argument per token (never a shell string), and waits for it.
+        A refusal raises `PermissionDenied` naming the missing grant."""
+        request = _tasks.SubprocessRequest(
+            program=program,
+            args=[str(a) for a in args],
+            cwd=cwd,
+            env=list((env or {}).items()),
+            stdin=stdin.encode() if isinstance(stdin, str) else stdin,
+            timeout_ms=timeout_ms,
+            max_output_bytes=max_output_bytes,
+        )
+        out = _host(_tasks.run_subprocess, request)
+        status = out.status
+        return SubprocessOutput(
+            exit_code=status.value if isinstance(status, _tasks.ExitStatus_Code) else None,
+            signal=status.value if isinstance(status, _tasks.ExitStatus_Signal) else None,
+            timed_out=isinstance(status, _tasks.ExitStatus_TimedOut),
+            stdout=bytes(out.stdout),
+            stderr=bytes(out.stderr),
+            stdout_truncated=out.stdout_truncated,
+            stderr_truncated=out.stderr_truncated,
+            duration_ms=out.duration_ms,
+        )
+
+    @staticmethod
+    def request_confirmation(surface: Surface, timeout_ms: Optional[int] = None) -> Optional[Answer]:
+        """Pauses this background task until the user answers `surface`:
+        the answer, or None when nobody answered in time. A resumable task
+        that asks again after a restart gets the answer already given."""
+        outcome = _host(_tasks.request_confirmation, surface.to_wit(), timeout_ms)
+        if isinstance(outcome, _tasks.ConfirmationOutcome_TimedOut):
+            return None
+        answer = outcome.value
+        return Answer(
+            button=answer.button,
+            values=json.loads(answer.values) if answer.values else {},
+            answered_by=answer.answered_by,
+            answered_at=answer.answered_at,
+        )
+
+
+class background_tasks:
+    """The read model: this module's tasks of the caller's organization,
+    filtered and paged, and one task in detail."""
+
+    @staticmethod
+    def list(
+        *,
+        statuses: Sequence[str] = (),
+        task_name: Optional[str] = None,
+        key_prefix: Optional[str] = None,
+        created_after: Optional[int] = None,
+        created_before: Optional[int] = None,
+        user_id: Optional[str] = None,
+        cursor: Optional[str] = None,
+        limit: int = 50,
+    ) -> TaskPage:
+        """Newest first; pass the page's `next_cursor` for the next one."""
+        wanted = _background_tasks.TaskFilter(
+            statuses=[_wit_enum(_types.TaskStatus, s) for s in statuses],
+            task_name=task_name,
+            key_prefix=key_prefix,
+            created_after=created_after,
+            created_before=created_before,
+            user_id=user_id,
+        )
+        page = _host(_background_tasks.list, wanted, cursor, limit)
+        return TaskPage(tasks=[_summary(t) for t in page.tasks], next_cursor=page.next_cursor)
+
+    @staticmethod
+    def get(task_id: str) -> TaskView:
+        """One task; another module's or organization's is `NotFound`."""
+        v = _host(_background_tasks.get, task_id)
+        asked = v.confirmation
+        return TaskView(
+            summary=_summary(v.summary),
+            args=_loads(v.args),
+            resumable=v.resumable,
+            checkpoint=_loads(v.checkpoint),
+            result=_loads(v.result),
+            failure=None if v.failure is None else TaskFailure(v.failure.kind, v.failure.message),
+            started_at=v.started_at,
+            finished_at=v.finished_at,
+            attempts=v.attempts,
+            confirmation=None
+            if asked is None
+            else PendingConfirmation(Surface.from_wit(asked.surface), asked.asked_at, asked.expires_at),
+        )
+
+
+class ui:
+    """The building blocks of what a user sees."""
+
+    Surface = Surface
+    ActionResult = ActionResult
+
+
+class log:
+    """Records in the host's log, stamped by the host with the caller's
+    identity. Fields are `name=value` keyword arguments."""
+
+    @staticmethod
+    def write(level: str, message: str, **fields: Any) -> None:
+        _log.write(
+            _wit_enum(_log.Level, level), message, [(k, str(v)) for k, v in fields.items()]
+        )
+
+    @staticmethod
+    def debug(message: str, **fields: Any) -> None:
+        log.write("debug", message, **fields)
+
+    @staticmethod
+    def info(message: str, **fields: Any) -> None:
+        log.write("info", message, **fields)
+
+    @staticmethod
+    def warn(message: str, **fields: Any) -> None:
+        log.write("warn", message, **fields)
+
+    @staticmethod
+    def error(message: str, **fields: Any) -> None:
+        log.write("error", message, **fields)
 
 
 Handler = Callable[[Any], Any]
@@ -301,9 +657,9 @@ class Module:
         """A blocking function for `tasks.run_blocking`."""
         return self._register("blocking", name, description)
 
-    def _call(self, kind: str, name: str, args_json: str) -> Optional[str]:
-        """Runs a handler and returns its value as JSON text (None for
-        None), every failure raised as the WIT `error` it stands for."""
+    def _call(self, kind: str, name: str, args_json: str) -> Any:
+        """Runs a handler and returns its value, every failure raised as
+        the WIT `error` it stands for."""
         entry = self._entries[kind].get(name)
         if entry is None:
             raise Err(_types.Error_InvalidInput(f"unknown {kind} {name!r}"))
@@ -320,6 +676,10 @@ class Module:
         except Exception as e:  # noqa: BLE001 - every escape becomes `internal`
             traceback.print_exc(file=sys.stderr)
             raise Err(_types.Error_Internal(f"{type(e).__name__}: {e}")) from None
+        return value
+
+    def _json(self, kind: str, name: str, value: Any) -> Optional[str]:
+        """A handler's value as JSON text (None for None)."""
         if value is None:
             return None
         try:
@@ -342,12 +702,17 @@ class Module:
                 )
 
             def handle_action(self, action: str, args_json: str) -> _ui.ActionResult:
-                return _ui.ActionResult(data=module._call("action", action, args_json), effects=[])
+                value = module._call("action", action, args_json)
+                if isinstance(value, ActionResult):
+                    data = module._json("action", action, value.data)
+                    return _ui.ActionResult(data=data, effects=list(value.effects))
+                return _ui.ActionResult(data=module._json("action", action, value), effects=[])
 
             def run_task(self, task: str, args_json: str) -> str:
-                return module._call("task", task, args_json) or "null"
+                return module._json("task", task, module._call("task", task, args_json)) or "null"
 
             def call_blocking(self, function: str, args_json: str) -> str:
-                return module._call("blocking", function, args_json) or "null"
+                value = module._call("blocking", function, args_json)
+                return module._json("blocking", function, value) or "null"
 
         return WitWorld

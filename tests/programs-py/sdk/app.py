@@ -1,8 +1,21 @@
 """A module in Python on the Python SDK (`guest-sdk/python`): identity,
 typed errors both ways, a keyed resumable task with progress and a
-checkpoint, and a blocking function."""
+checkpoint, a blocking function, a confirmation, a subprocess, the read
+model, effects and the log. `tests/programs-js/sdk/app.js` is its twin in
+JavaScript: the same actions, answering the same way."""
 
-from modhost_sdk import InvalidInput, Module, context, tasks
+from modhost_sdk import (
+    ActionResult,
+    InvalidInput,
+    Module,
+    NotFound,
+    PermissionDenied,
+    Surface,
+    background_tasks,
+    context,
+    log,
+    tasks,
+)
 
 module = Module()
 
@@ -68,6 +81,99 @@ def count(args):
 @module.blocking("double", "Twice an integer")
 def double(n):
     return n * 2
+
+
+@module.action("ask", "Start the `ask` task under `key`, and show its card")
+def ask_start(args):
+    task_id = tasks.run_background("ask", args, key=args.get("key"), title="Ask", resumable=True)
+    return ActionResult({"id": task_id}).show_task(task_id).toast("info", "asked")
+
+
+@module.task("ask", "Checkpoint, ask, and return the answer")
+def ask(args):
+    resumed = context.checkpoint() is not None
+    tasks.update_progress(
+        context.current_task(), 0.5, label="waiting for the user", checkpoint={"asked": True}
+    )
+    surface = (
+        Surface("Delete 3 files?")
+        .text("The files are gone for good.")
+        .choices("which", {"a": "File a", "b": "File b"}, multiple=True)
+        .button("yes", "Delete", "danger")
+        .button("no", "Keep", "secondary")
+    )
+    answer = tasks.request_confirmation(surface, timeout_ms=args.get("timeout_ms"))
+    if answer is None:
+        return {"resumed": resumed, "answer": "timed-out"}
+    return {
+        "resumed": resumed,
+        "answer": {"button": answer.button, "by": answer.answered_by, "picked": answer.picked("which")},
+    }
+
+
+@module.action("run", "Run a program: {program, args}")
+def run(args):
+    try:
+        out = tasks.run_subprocess(args["program"], args.get("args", []))
+    except PermissionDenied as e:
+        return {"denied": e.message}
+    return {"code": out.exit_code, "stdout": out.stdout_text}
+
+
+@module.action("page", "One page of the read model: {statuses?, prefix?, limit?, cursor?}")
+def page(args):
+    got = background_tasks.list(
+        statuses=args.get("statuses", ()),
+        key_prefix=args.get("prefix"),
+        cursor=args.get("cursor"),
+        limit=args.get("limit", 50),
+    )
+    return {"keys": [t.task_key for t in got.tasks], "next": got.next_cursor}
+
+
+@module.action("detail", "One task in detail: {id}")
+def detail(args):
+    try:
+        v = background_tasks.get(args["id"])
+    except NotFound:
+        return {"found": False}
+    asked = v.confirmation
+    return {
+        "found": True,
+        "status": v.summary.status,
+        "key": v.summary.task_key,
+        "args": v.args,
+        "checkpoint": v.checkpoint,
+        "attempts": v.attempts,
+        "question": None if asked is None else asked.surface.title,
+    }
+
+
+@module.action("mine", "The keys of the caller's tasks, newest first")
+def mine(args):
+    return [t.task_key for t in tasks.list_user_tasks(10)]
+
+
+@module.action("log", "Write a log record with a field")
+def write_log(args):
+    log.info("hello from the SDK", answer=42)
+    return None
+
+
+@module.action("bad_style", "Build a button of a style WIT does not have")
+def bad_style(args):
+    Surface("x").button("b", "B", "loud")
+    return None
+
+
+@module.action("ok", "Return at once")
+def ok(args):
+    return {"ok": True}
+
+
+@module.task("noop", "Return at once")
+def noop(args):
+    return None
 
 
 WitWorld = module.world()
