@@ -51,6 +51,7 @@ pub mod modules;
 pub mod pg;
 pub mod retention;
 mod sandbox;
+pub mod scaffold;
 mod share;
 pub mod subprocess;
 pub mod tasks;

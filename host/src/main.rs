@@ -205,6 +205,23 @@ enum Command {
         #[command(flatten)]
         server: Server,
     },
+    /// Write a new module directory that builds and passes `check` at once.
+    #[command(
+        after_help = "Examples:\n  modhost new my-module --lang python\n  modhost new my-module --lang rust --sdk ~/modhost/guest-sdk\n  modhost check --build --deny-warnings my-module"
+    )]
+    New {
+        /// The module's name: its directory, and `name` in its module.toml.
+        name: String,
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: modhost::scaffold::Lang,
+        /// Where the module's directory is made.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// The Rust SDK (`guest-sdk` of a modhost checkout) a Rust module
+        /// depends on; by default the checkout this modhost was built from.
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
     /// Run the [build] command of a module, or of every module of a directory.
     #[command(after_help = "Example:\n  modhost build examples/hello")]
     Build {
@@ -490,6 +507,22 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Tasks { command, server } => remote::tasks(&server, command).await,
         Command::Audit { query, server } => remote::audit(&server, query).await,
         Command::Events { query, server } => remote::events(&server, query).await,
+        Command::New {
+            name,
+            lang,
+            dir,
+            sdk,
+        } => match modhost::scaffold::new_module(&dir, &name, lang, sdk.as_deref()) {
+            Ok(made) => {
+                println!("created {}", made.display());
+                println!("  modhost check --build --deny-warnings {}", made.display());
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                Ok(ExitCode::from(2))
+            }
+        },
         Command::Build { dir } => {
             let env = modhost::manifest::LoadEnv::host_default();
             let dirs = if dir.join(modhost::manifest::MANIFEST_FILE).is_file() {

@@ -285,6 +285,7 @@ async fn token_takes_the_state_dir_serve_uses_and_every_command_teaches_by_examp
         &["tasks", "confirm"],
         &["audit"],
         &["events"],
+        &["new"],
         &["build"],
         &["check"],
         &["token"],
@@ -387,4 +388,110 @@ fn check_of_an_unbuilt_module_says_how_to_build_it_and_check_build_builds_it_fir
         "{}",
         stdout(&built)
     );
+}
+
+/// `modhost new` outside this repository, then `check --build
+/// --deny-warnings`, then its actions in-process, as a new author would.
+fn a_new_module_builds_checks_and_runs(lang: &str) {
+    let parent = tempfile::tempdir().unwrap();
+    let at = parent.path().to_str().unwrap();
+    let made = Command::new(modhost())
+        .args(["new", "my-mod", "--lang", lang, "--dir", at])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", stderr(&made));
+    let dir = parent.path().join("my-mod");
+    assert!(
+        stdout(&made).contains(dir.to_str().unwrap()),
+        "{}",
+        stdout(&made)
+    );
+    let again = Command::new(modhost())
+        .args(["new", "my-mod", "--lang", lang, "--dir", at])
+        .output()
+        .unwrap();
+    assert_eq!(code(&again), 2, "a second `new` over it is refused");
+    assert!(
+        stderr(&again).contains("already exists"),
+        "{}",
+        stderr(&again)
+    );
+    let checked = Command::new(modhost())
+        .args(["check", "--build", "--deny-warnings", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        checked.status.success(),
+        "{}{}",
+        stdout(&checked),
+        stderr(&checked)
+    );
+    assert!(
+        stdout(&checked).contains("ok: module `my-mod` in")
+            && stdout(&checked).contains("(2 action(s), 1 task(s)"),
+        "{}",
+        stdout(&checked)
+    );
+    let state = parent.path().join("state");
+    let call = |action: &str, json: &str| {
+        let out = Command::new(modhost())
+            .args(["call", "my-mod", action, "--json", json, "--modules", at])
+            .args(["--user", "alice", "--org", "acme", "--state-dir"])
+            .arg(&state)
+            .output()
+            .unwrap();
+        (code(&out), stdout(&out), stderr(&out))
+    };
+    let (status, greeted, err) = call("greet", "{}");
+    assert_eq!(status, 0, "{err}");
+    let greeted: serde_json::Value = serde_json::from_str(&greeted).unwrap();
+    assert_eq!(greeted["data"], serde_json::json!({"hello": "alice"}));
+    let (status, started, err) = call("start", r#"{"to": 3}"#);
+    assert_eq!(status, 0, "{err}");
+    let started: serde_json::Value = serde_json::from_str(&started).unwrap();
+    assert_eq!(started["effects"][0]["type"], "show-task", "{started}");
+    let (status, _, refused) = call("start", r#"{"to": 0}"#);
+    assert_ne!(status, 0);
+    assert!(refused.contains("at least 1"), "{refused}");
+}
+
+#[test]
+fn a_new_python_module_builds_passes_check_and_runs_outside_the_repository() {
+    a_new_module_builds_checks_and_runs("python");
+}
+
+#[test]
+fn a_new_javascript_module_builds_passes_check_and_runs_outside_the_repository() {
+    a_new_module_builds_checks_and_runs("js");
+}
+
+#[test]
+fn a_new_rust_module_builds_passes_check_and_runs_outside_the_repository() {
+    a_new_module_builds_checks_and_runs("rust");
+}
+
+/// The Python and JavaScript twins of `examples/reports` build with their
+/// `[build]` commands and pass `check --deny-warnings`.
+#[test]
+fn the_python_and_javascript_report_examples_build_and_pass_check() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for example in ["py-reports", "js-reports"] {
+        let dir = root.join("examples").join(example);
+        let checked = Command::new(modhost())
+            .args(["check", "--build", "--deny-warnings"])
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            checked.status.success(),
+            "{example}: {}{}",
+            stdout(&checked),
+            stderr(&checked)
+        );
+        assert!(
+            stdout(&checked).contains("(3 action(s), 1 task(s)"),
+            "{example}: {}",
+            stdout(&checked)
+        );
+    }
 }

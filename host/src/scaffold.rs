@@ -1,0 +1,267 @@
+//! `modhost new`: a module directory that builds and passes `check` at once,
+//! in Rust, Python or JavaScript, anywhere on disk.
+//!
+//! A Python or JavaScript module gets copies of the WIT contract and of its
+//! language's SDK beside its source: its toolchain bundles both into the
+//! component, so the module needs nothing of this repository afterwards. A
+//! Rust module depends on the SDK crate of a modhost checkout by path (the
+//! crate is not on a registry): the checkout this binary was built from, or
+//! the one `--sdk` names.
+
+use std::path::{Path, PathBuf};
+
+use crate::manifest::ModuleName;
+
+/// A module's language.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Lang {
+    Rust,
+    Python,
+    Js,
+}
+
+/// Why a module directory was not written.
+#[derive(Debug, thiserror::Error)]
+pub enum NewError {
+    #[error("{0}")]
+    Name(String),
+    #[error("{0} already exists; pick another name or directory")]
+    Exists(PathBuf),
+    #[error("no Rust SDK at {0}: pass --sdk with the `guest-sdk` directory of a modhost checkout")]
+    NoSdk(PathBuf),
+    #[error("cannot write {path}: {reason}")]
+    Write { path: PathBuf, reason: String },
+}
+
+/// The contract, as this host speaks it: each file of `wit/`.
+pub const WIT_FILES: &[(&str, &str)] = &[
+    (
+        "background-tasks.wit",
+        include_str!("../../wit/background-tasks.wit"),
+    ),
+    ("context.wit", include_str!("../../wit/context.wit")),
+    ("log.wit", include_str!("../../wit/log.wit")),
+    ("tasks.wit", include_str!("../../wit/tasks.wit")),
+    ("types.wit", include_str!("../../wit/types.wit")),
+    ("ui.wit", include_str!("../../wit/ui.wit")),
+    ("world.wit", include_str!("../../wit/world.wit")),
+];
+
+const PYTHON_SDK: &str = include_str!("../../guest-sdk/python/modhost_sdk/__init__.py");
+const JS_SDK: &str = include_str!("../../guest-sdk/js/modhost_sdk.js");
+
+const MANIFEST: &str = include_str!("../templates/new/module.toml");
+const README: &str = include_str!("../templates/new/README.md");
+
+/// The Rust SDK of the checkout this binary was built from.
+pub fn default_rust_sdk() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("guest-sdk"), |root| root.join("guest-sdk"))
+}
+
+/// Writes a new module called `name` into `parent/name` and returns that
+/// directory. `sdk` is the Rust SDK's directory (Rust only).
+pub fn new_module(
+    parent: &Path,
+    name: &str,
+    lang: Lang,
+    sdk: Option<&Path>,
+) -> Result<PathBuf, NewError> {
+    let name = ModuleName::new(name).map_err(|e| NewError::Name(e.to_string()))?;
+    let dir = parent.join(name.as_str());
+    if dir.exists() {
+        return Err(NewError::Exists(dir));
+    }
+    let mut files: Vec<(PathBuf, String)> = Vec::new();
+    let fill = |text: &str| text.replace("{{name}}", name.as_str());
+    let (language, component, build, layout, toolchain) = match lang {
+        Lang::Rust => {
+            let sdk = sdk.map_or_else(default_rust_sdk, Path::to_path_buf);
+            if !sdk.join("Cargo.toml").is_file() {
+                return Err(NewError::NoSdk(sdk));
+            }
+            let sdk = sdk.canonicalize().unwrap_or(sdk);
+            let sdk = toml_string(&sdk.display().to_string());
+            let cargo =
+                fill(include_str!("../templates/new/rust/Cargo.toml")).replace("\"{{sdk}}\"", &sdk);
+            files.push(("Cargo.toml".into(), cargo));
+            files.push((
+                "rust-toolchain.toml".into(),
+                include_str!("../templates/new/rust/rust-toolchain.toml").into(),
+            ));
+            files.push((
+                "src/lib.rs".into(),
+                fill(include_str!("../templates/new/rust/src/lib.rs")),
+            ));
+            files.push((
+                ".gitignore".into(),
+                include_str!("../templates/new/rust/gitignore").into(),
+            ));
+            (
+                "Rust",
+                format!(
+                    "target/wasm32-wasip2/release/{}.wasm",
+                    name.as_str().replace(['-', '.'], "_")
+                ),
+                r#"["cargo", "build", "--release", "--target", "wasm32-wasip2", "--target-dir", "target"]"#,
+                "`src/lib.rs` is the module, on the Rust SDK (`module-sdk`, by path\nfrom the modhost checkout in `Cargo.toml`); `module.toml` is its\nmanifest.",
+                "It builds with the Rust toolchain `rust-toolchain.toml` names and its\n`wasm32-wasip2` target, which `modhost build` adds through rustup when\nit is missing.",
+            )
+        }
+        Lang::Python => {
+            files.push((
+                "app.py".into(),
+                fill(include_str!("../templates/new/python/app.py")),
+            ));
+            files.push(("modhost_sdk/__init__.py".into(), PYTHON_SDK.into()));
+            files.push((
+                ".gitignore".into(),
+                include_str!("../templates/new/python/gitignore").into(),
+            ));
+            (
+                "Python",
+                "component.wasm".to_owned(),
+                r#"["componentize-py", "-d", "wit", "-w", "module", "componentize", "app", "-o", "component.wasm"]"#,
+                "`app.py` is the module, on the Python SDK (`modhost_sdk/`, a copy of\nmodhost's `guest-sdk/python`); `wit/` is a copy of the contract;\n`module.toml` is its manifest.",
+                "It builds with componentize-py 0.25.1: the one on your `PATH`, or else\none `modhost build` installs from the Python package registry into\n`~/.cache/modhost` (`MODHOST_COMPONENTIZE_PY` names another).",
+            )
+        }
+        Lang::Js => {
+            files.push((
+                "app.js".into(),
+                fill(include_str!("../templates/new/js/app.js")),
+            ));
+            files.push(("modhost_sdk.js".into(), JS_SDK.into()));
+            files.push((
+                ".gitignore".into(),
+                include_str!("../templates/new/js/gitignore").into(),
+            ));
+            (
+                "JavaScript",
+                "component.wasm".to_owned(),
+                r#"["componentize-js", "--wit", "wit", "-n", "module", "-d", "http", "-d", "fetch-event", "-o", "component.wasm", "app.js"]"#,
+                "`app.js` is the module, on the JavaScript SDK (`modhost_sdk.js`, a copy\nof modhost's `guest-sdk/js`); `wit/` is a copy of the contract;\n`module.toml` is its manifest. componentize-js reads only files under\nthis directory, so the SDK stays beside `app.js`.",
+                "It builds with componentize-js 0.23.0 (Node.js 20 or newer): the one on\nyour `PATH`, or else one `modhost build` installs from the npm registry\ninto `~/.cache/modhost` (`MODHOST_COMPONENTIZE_JS` names another).",
+            )
+        }
+    };
+    if lang != Lang::Rust {
+        for (file, text) in WIT_FILES {
+            files.push((Path::new("wit").join(file), (*text).to_owned()));
+        }
+    }
+    let description = format!("A {language} module made by modhost new");
+    files.push((
+        "module.toml".into(),
+        fill(MANIFEST)
+            .replace("\"{{description}}\"", &toml_string(&description))
+            .replace("\"{{component}}\"", &toml_string(&component))
+            .replace("{{build}}", build),
+    ));
+    files.push((
+        "README.md".into(),
+        fill(README)
+            .replace("{{language}}", language)
+            .replace("{{layout}}", layout)
+            .replace("{{toolchain}}", toolchain),
+    ));
+    write_all(&dir, &files)?;
+    Ok(dir)
+}
+
+/// `text` as a TOML basic string.
+fn toml_string(text: &str) -> String {
+    toml::Value::String(text.to_owned()).to_string()
+}
+
+/// Writes every file under a scratch directory beside `dir`, then moves it
+/// into place: a failure leaves no half-written module.
+fn write_all(dir: &Path, files: &[(PathBuf, String)]) -> Result<(), NewError> {
+    let fail = |path: &Path, e: std::io::Error| NewError::Write {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    };
+    let parent = dir.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| fail(parent, e))?;
+    let scratch = tempfile::Builder::new()
+        .prefix(".modhost-new-")
+        .tempdir_in(parent)
+        .map_err(|e| fail(parent, e))?;
+    for (file, text) in files {
+        let path = scratch.path().join(file);
+        if let Some(up) = path.parent() {
+            std::fs::create_dir_all(up).map_err(|e| fail(up, e))?;
+        }
+        std::fs::write(&path, text).map_err(|e| fail(&dir.join(file), e))?;
+    }
+    let made = scratch.keep();
+    std::fs::rename(&made, dir).map_err(|e| {
+        let _ = std::fs::remove_dir_all(&made);
+        match e.kind() {
+            std::io::ErrorKind::AlreadyExists | std::io::ErrorKind::DirectoryNotEmpty => {
+                NewError::Exists(dir.to_owned())
+            }
+            _ => fail(dir, e),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_contract_written_into_new_modules_is_every_file_of_wit() {
+        let wit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../wit");
+        let mut on_disk: Vec<String> = std::fs::read_dir(wit)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".wit"))
+            .collect();
+        on_disk.sort();
+        let embedded: Vec<&str> = WIT_FILES.iter().map(|(n, _)| *n).collect();
+        assert_eq!(on_disk, embedded);
+    }
+
+    #[test]
+    fn a_new_module_is_refused_over_an_existing_directory_or_with_a_bad_name() {
+        let parent = tempfile::tempdir().unwrap();
+        std::fs::create_dir(parent.path().join("taken")).unwrap();
+        assert!(matches!(
+            new_module(parent.path(), "taken", Lang::Python, None),
+            Err(NewError::Exists(_))
+        ));
+        assert!(matches!(
+            new_module(parent.path(), "Not A Name", Lang::Js, None),
+            Err(NewError::Name(_))
+        ));
+        assert!(matches!(
+            new_module(parent.path(), "ok", Lang::Rust, Some(parent.path())),
+            Err(NewError::NoSdk(_))
+        ));
+        let left: Vec<_> = std::fs::read_dir(parent.path()).unwrap().collect();
+        assert_eq!(left.len(), 1, "nothing but the existing directory");
+    }
+
+    #[test]
+    fn a_new_python_module_holds_its_sdk_its_contract_and_a_manifest_that_parses() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = new_module(parent.path(), "my-mod", Lang::Python, None).unwrap();
+        for file in [
+            "app.py",
+            "modhost_sdk/__init__.py",
+            "wit/world.wit",
+            "README.md",
+        ] {
+            assert!(dir.join(file).is_file(), "{file}");
+        }
+        let manifest: toml::Table =
+            toml::from_str(&std::fs::read_to_string(dir.join("module.toml")).unwrap()).unwrap();
+        assert_eq!(manifest["name"].as_str(), Some("my-mod"));
+        assert_eq!(
+            manifest["build"]["command"][0].as_str(),
+            Some("componentize-py")
+        );
+    }
+}
