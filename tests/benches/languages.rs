@@ -15,10 +15,9 @@
 use std::time::{Duration, Instant};
 
 use modhost::identity::{Principal, RequestMeta, Role};
-use modhost::tasks::SubmitOptions;
 use modhost::tasks::store::{Status, TaskFilter};
 use modhost::{Host, HostOptions};
-use modhost_tests::{JS_SDK, ModuleDir, PY_SDK, SPIN, principal};
+use modhost_tests::{JS_SDK, ModuleDir, PY_SDK, SPIN, principal, run_tasks_through};
 
 const MANIFEST: &str =
     "[tasks]\nmax-concurrent = 256\nmax-active-per-user = 10000\nmax-active-per-module = 1000000";
@@ -34,7 +33,21 @@ pub struct Figures {
     pub cold: Duration,
     pub warm_median: Duration,
     pub warm_p99: Duration,
+    /// Page faults of the process per warm call: the pages of the
+    /// instance's memory image its call wrote to (copy on write).
+    pub faults_per_call: u64,
     pub tasks_per_s: f64,
+}
+
+/// The process's minor page faults so far.
+fn minor_faults() -> u64 {
+    // SAFETY: `getrusage` fills the struct it is given.
+    let usage = unsafe {
+        let mut usage = std::mem::zeroed::<libc::rusage>();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    u64::try_from(usage.ru_minflt).unwrap_or(0)
 }
 
 /// The sample at `per_mille` thousandths of the sorted samples.
@@ -64,6 +77,7 @@ async fn measure(language: &'static str, wasm: &str, n: usize, cache: Option<&st
     let cold = start.elapsed();
 
     let mut warm = Vec::with_capacity(n);
+    let faults_before = minor_faults();
     for _ in 0..n {
         let start = Instant::now();
         let out = host
@@ -73,52 +87,16 @@ async fn measure(language: &'static str, wasm: &str, n: usize, cache: Option<&st
         warm.push(start.elapsed());
         assert_eq!(out.data, Some(serde_json::json!({"ok": true})));
     }
+    let faults_per_call = (minor_faults() - faults_before) / n as u64;
 
     host.start_tasks().await.unwrap();
     let host = std::sync::Arc::new(host);
-    let start = Instant::now();
-    let submitters = 64.min(n);
-    let mut handles = Vec::new();
-    for s in 0..submitters {
-        let host = host.clone();
-        let who = principal(&format!("bench{s}"), "bench");
-        handles.push(tokio::spawn(async move {
-            for _ in (s..n).step_by(submitters) {
-                host.submit_task(
-                    "m",
-                    "noop",
-                    "{}",
-                    SubmitOptions::default(),
-                    &who,
-                    RequestMeta::fresh(),
-                )
-                .await
-                .unwrap();
-            }
-        }));
-    }
-    for h in handles {
-        h.await.unwrap();
-    }
+    let (_, finished) = run_tasks_through(&host, "m", "noop", n, 64).await;
     let admin = Principal {
         role: Role::Admin,
         ..who.clone()
     };
-    let active = TaskFilter {
-        statuses: vec![Status::Pending, Status::Running],
-        ..TaskFilter::default()
-    };
-    while !host
-        .tasks()
-        .list(&admin, "m", &active, None, 1)
-        .await
-        .unwrap()
-        .tasks
-        .is_empty()
-    {
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    let tasks_per_s = n as f64 / start.elapsed().as_secs_f64();
+    let tasks_per_s = n as f64 / finished.as_secs_f64();
     let completed = TaskFilter {
         statuses: vec![Status::Completed],
         ..TaskFilter::default()
@@ -136,6 +114,7 @@ async fn measure(language: &'static str, wasm: &str, n: usize, cache: Option<&st
         cold,
         warm_median: quantile(&mut warm, 500),
         warm_p99: quantile(&mut warm, 990),
+        faults_per_call,
         tasks_per_s,
     }
 }
@@ -158,17 +137,23 @@ pub fn run(n: usize, cache: Option<&str>) -> Vec<Figures> {
         "one module in three languages: {n} warm calls and {n} no-op tasks each, 2 tokio workers, SQLite synchronous=FULL"
     );
     println!(
-        "{:<11} {:>10} {:>12} {:>22} {:>20}",
-        "language", "component", "cold start", "warm call p50 / p99", "no-op tasks/s"
+        "{:<11} {:>10} {:>12} {:>22} {:>13} {:>20}",
+        "language",
+        "component",
+        "cold start",
+        "warm call p50 / p99",
+        "faults/call",
+        "no-op tasks/s"
     );
     for f in &figures {
         println!(
-            "{:<11} {:>7.1} MB {:>9.0} ms {:>9.0} / {:>6.0} µs {:>10.0} ({:.2}x Rust)",
+            "{:<11} {:>7.1} MB {:>9.0} ms {:>9.0} / {:>6.0} µs {:>13} {:>10.0} ({:.2}x Rust)",
             f.language,
             f.bytes as f64 / 1e6,
             f.cold.as_secs_f64() * 1e3,
             f.warm_median.as_secs_f64() * 1e6,
             f.warm_p99.as_secs_f64() * 1e6,
+            f.faults_per_call,
             f.tasks_per_s,
             f.tasks_per_s / rust.tasks_per_s,
         );

@@ -15,11 +15,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use modhost::identity::RequestMeta;
-use modhost::tasks::SubmitOptions;
-use modhost::tasks::store::{Status, TaskFilter, apply_schema};
+use modhost::tasks::store::apply_schema;
 use modhost::{Host, HostOptions};
 use modhost_tests::raw;
-use modhost_tests::{COMPONENT_CACHE_DIR, ModuleDir, SPIN, TASKS_BASIC, principal};
+use modhost_tests::{
+    COMPONENT_CACHE_DIR, ModuleDir, SPIN, TASKS_BASIC, principal, run_tasks_through,
+};
 
 const MANIFEST: &str =
     "[tasks]\nmax-concurrent = 256\nmax-active-per-user = 10000\nmax-active-per-module = 1000000";
@@ -51,36 +52,7 @@ fn main() {
 
         // 1. End to end.
         let who = principal("bench", "bench");
-        let start = Instant::now();
-        let submitters = 256;
-        let mut handles = Vec::new();
-        for s in 0..submitters {
-            let host = host.clone();
-            let who = principal(&format!("bench{s}"), "bench");
-            handles.push(tokio::spawn(async move {
-                for _ in (s..n).step_by(submitters) {
-                    host.submit_task("spin", "noop", "{}", SubmitOptions::default(), &who, RequestMeta::fresh())
-                        .await
-                        .unwrap();
-                }
-            }));
-        }
-        for h in handles {
-            h.await.unwrap();
-        }
-        let submitted = start.elapsed();
-        let admin = modhost::identity::Principal {
-            role: modhost::identity::Role::Admin,
-            ..who.clone()
-        };
-        let active = TaskFilter {
-            statuses: vec![Status::Pending, Status::Running],
-            ..TaskFilter::default()
-        };
-        while !host.tasks().list(&admin, "spin", &active, None, 1).await.unwrap().tasks.is_empty() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        let done = start.elapsed();
+        let (submitted, done) = run_tasks_through(&host, "spin", "noop", n, 256).await;
         let e2e = n as f64 / done.as_secs_f64();
         println!(
             "1. end to end (submit -> completed)   {e2e:>9.0} tasks/s   (all submitted after {:.2} s, all completed after {:.2} s)",

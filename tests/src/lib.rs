@@ -288,3 +288,56 @@ args = [["-fsS", "-o", "{path}", "{value}"]]
 program = "sort"
 args = [["[-r]", "{path}"]]
 "#;
+
+/// How long `n` no-op tasks took through `host`: submitted by `submitters`
+/// concurrent users, then until none of `module` is pending or running.
+/// Returns (all submitted, all finished), both from the first submit.
+pub async fn run_tasks_through(
+    host: &Arc<Host>,
+    module: &str,
+    task: &str,
+    n: usize,
+    submitters: usize,
+) -> (std::time::Duration, std::time::Duration) {
+    use modhost::identity::RequestMeta;
+    use modhost::tasks::SubmitOptions;
+    use modhost::tasks::store::{Status, TaskFilter};
+    let start = std::time::Instant::now();
+    let submitters = submitters.clamp(1, n.max(1));
+    let mut handles = Vec::new();
+    for s in 0..submitters {
+        let (host, module, task) = (host.clone(), module.to_owned(), task.to_owned());
+        let who = principal(&format!("bench{s}"), "bench");
+        handles.push(tokio::spawn(async move {
+            for _ in (s..n).step_by(submitters) {
+                let options = SubmitOptions::default();
+                host.submit_task(&module, &task, "{}", options, &who, RequestMeta::fresh())
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for h in handles {
+        h.await.unwrap();
+    }
+    let submitted = start.elapsed();
+    let admin = Principal {
+        role: Role::Admin,
+        ..principal("bench", "bench")
+    };
+    let active = TaskFilter {
+        statuses: vec![Status::Pending, Status::Running],
+        ..TaskFilter::default()
+    };
+    while !host
+        .tasks()
+        .list(&admin, module, &active, None, 1)
+        .await
+        .unwrap()
+        .tasks
+        .is_empty()
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    (submitted, start.elapsed())
+}
