@@ -60,6 +60,18 @@ pub fn default_rust_sdk() -> PathBuf {
         .map_or_else(|| PathBuf::from("guest-sdk"), |root| root.join("guest-sdk"))
 }
 
+/// What differs between the languages' manifests and READMEs.
+struct Shape {
+    language: &'static str,
+    component: String,
+    /// The `[build] command`, as TOML.
+    build: &'static str,
+    /// What the README says the files are.
+    layout: &'static str,
+    /// What the README says builds it.
+    toolchain: &'static str,
+}
+
 /// Writes a new module called `name` into `parent/name` and returns that
 /// directory. `sdk` is the Rust SDK's directory (Rust only).
 pub fn new_module(
@@ -75,7 +87,7 @@ pub fn new_module(
     }
     let mut files: Vec<(PathBuf, String)> = Vec::new();
     let fill = |text: &str| text.replace("{{name}}", name.as_str());
-    let (language, component, build, layout, toolchain) = match lang {
+    let shape = match lang {
         Lang::Rust => {
             let sdk = sdk.map_or_else(default_rust_sdk, Path::to_path_buf);
             if !sdk.join("Cargo.toml").is_file() {
@@ -98,16 +110,16 @@ pub fn new_module(
                 ".gitignore".into(),
                 include_str!("../templates/new/rust/gitignore").into(),
             ));
-            (
-                "Rust",
-                format!(
+            Shape {
+                language: "Rust",
+                component: format!(
                     "target/wasm32-wasip2/release/{}.wasm",
                     name.as_str().replace(['-', '.'], "_")
                 ),
-                r#"["cargo", "build", "--release", "--target", "wasm32-wasip2", "--target-dir", "target"]"#,
-                "`src/lib.rs` is the module, on the Rust SDK (`module-sdk`, by path\nfrom the modhost checkout in `Cargo.toml`); `module.toml` is its\nmanifest.",
-                "It builds with the Rust toolchain `rust-toolchain.toml` names and its\n`wasm32-wasip2` target, which `modhost build` adds through rustup when\nit is missing.",
-            )
+                build: r#"["cargo", "build", "--release", "--target", "wasm32-wasip2", "--target-dir", "target"]"#,
+                layout: "`src/lib.rs` is the module, on the Rust SDK (`module-sdk`, by path\nfrom the modhost checkout in `Cargo.toml`); `module.toml` is its\nmanifest.",
+                toolchain: "It builds with the Rust toolchain `rust-toolchain.toml` names and its\n`wasm32-wasip2` target, which `modhost build` adds through rustup when\nit is missing.",
+            }
         }
         Lang::Python => {
             files.push((
@@ -119,13 +131,13 @@ pub fn new_module(
                 ".gitignore".into(),
                 include_str!("../templates/new/python/gitignore").into(),
             ));
-            (
-                "Python",
-                "component.wasm".to_owned(),
-                r#"["componentize-py", "-d", "wit", "-w", "module", "componentize", "app", "-o", "component.wasm"]"#,
-                "`app.py` is the module, on the Python SDK (`modhost_sdk/`, a copy of\nmodhost's `guest-sdk/python`); `wit/` is a copy of the contract;\n`module.toml` is its manifest.",
-                "It builds with componentize-py 0.25.1: the one on your `PATH`, or else\none `modhost build` installs from the Python package registry into\n`~/.cache/modhost` (`MODHOST_COMPONENTIZE_PY` names another).",
-            )
+            Shape {
+                language: "Python",
+                component: "component.wasm".to_owned(),
+                build: r#"["componentize-py", "-d", "wit", "-w", "module", "componentize", "app", "-o", "component.wasm"]"#,
+                layout: "`app.py` is the module, on the Python SDK (`modhost_sdk/`, a copy of\nmodhost's `guest-sdk/python`); `wit/` is a copy of the contract;\n`module.toml` is its manifest.",
+                toolchain: "It builds with componentize-py 0.25.1: the one on your `PATH`, or else\none `modhost build` installs from the Python package registry into\n`~/.cache/modhost` (`MODHOST_COMPONENTIZE_PY` names another).",
+            }
         }
         Lang::Js => {
             files.push((
@@ -137,13 +149,13 @@ pub fn new_module(
                 ".gitignore".into(),
                 include_str!("../templates/new/js/gitignore").into(),
             ));
-            (
-                "JavaScript",
-                "component.wasm".to_owned(),
-                r#"["componentize-js", "--wit", "wit", "-n", "module", "-d", "http", "-d", "fetch-event", "-o", "component.wasm", "app.js"]"#,
-                "`app.js` is the module, on the JavaScript SDK (`modhost_sdk.js`, a copy\nof modhost's `guest-sdk/js`); `wit/` is a copy of the contract;\n`module.toml` is its manifest. componentize-js reads only files under\nthis directory, so the SDK stays beside `app.js`.",
-                "It builds with componentize-js 0.23.0 (Node.js 20 or newer): the one on\nyour `PATH`, or else one `modhost build` installs from the npm registry\ninto `~/.cache/modhost` (`MODHOST_COMPONENTIZE_JS` names another).",
-            )
+            Shape {
+                language: "JavaScript",
+                component: "component.wasm".to_owned(),
+                build: r#"["componentize-js", "--wit", "wit", "-n", "module", "-d", "http", "-d", "fetch-event", "-o", "component.wasm", "app.js"]"#,
+                layout: "`app.js` is the module, on the JavaScript SDK (`modhost_sdk.js`, a copy\nof modhost's `guest-sdk/js`); `wit/` is a copy of the contract;\n`module.toml` is its manifest. componentize-js reads only files under\nthis directory, so the SDK stays beside `app.js`.",
+                toolchain: "It builds with componentize-js 0.23.0 (Node.js 20 or newer): the one on\nyour `PATH`, or else one `modhost build` installs from the npm registry\ninto `~/.cache/modhost` (`MODHOST_COMPONENTIZE_JS` names another).",
+            }
         }
     };
     if lang != Lang::Rust {
@@ -151,20 +163,20 @@ pub fn new_module(
             files.push((Path::new("wit").join(file), (*text).to_owned()));
         }
     }
-    let description = format!("A {language} module made by modhost new");
+    let description = format!("A {} module made by modhost new", shape.language);
     files.push((
         "module.toml".into(),
         fill(MANIFEST)
             .replace("\"{{description}}\"", &toml_string(&description))
-            .replace("\"{{component}}\"", &toml_string(&component))
-            .replace("{{build}}", build),
+            .replace("\"{{component}}\"", &toml_string(&shape.component))
+            .replace("{{build}}", shape.build),
     ));
     files.push((
         "README.md".into(),
         fill(README)
-            .replace("{{language}}", language)
-            .replace("{{layout}}", layout)
-            .replace("{{toolchain}}", toolchain),
+            .replace("{{language}}", shape.language)
+            .replace("{{layout}}", shape.layout)
+            .replace("{{toolchain}}", shape.toolchain),
     ));
     write_all(&dir, &files)?;
     Ok(dir)
