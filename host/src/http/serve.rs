@@ -160,9 +160,11 @@ pub async fn serve(
             "development token for user `{DEMO_USER}` of organization `{DEMO_ORG}` (shown once):"
         );
         println!("  export TOKEN={}", token.secret);
-        println!(
-            "  curl -s -H \"Authorization: Bearer $TOKEN\" -X POST {url}/v1/modules/hello/actions/greet -d '{{}}'"
-        );
+        if let Some((module, action)) = example_action(&host) {
+            println!(
+                "  curl -s -H \"Authorization: Bearer $TOKEN\" -X POST {url}/v1/modules/{module}/actions/{action} -d '{{}}'"
+            );
+        }
     } else {
         println!("tokens: use one you created (`modhost token create --user U --org O`)");
     }
@@ -242,3 +244,19 @@ pub async fn serve_app(
 
 /// How long a stopping server waits for open connections to finish.
 pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// An action to show in the first start's example: `hello`'s `greet` when
+/// it is served, else the first action of the first module that has one.
+fn example_action(host: &Host) -> Option<(String, String)> {
+    let modules = host.modules();
+    let hello = modules
+        .iter()
+        .find(|m| m.manifest.name.as_str() == "hello" && m.description.has_action("greet"));
+    if hello.is_some() {
+        return Some(("hello".into(), "greet".into()));
+    }
+    modules.iter().find_map(|m| {
+        let action = m.description.actions.first()?;
+        Some((m.manifest.name.to_string(), action.name.clone()))
+    })
+}
