@@ -265,7 +265,8 @@ async fn a_confirmation_is_asked_and_answered_on_the_stream_and_stale_or_repeate
         body["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("asked again")
+            .contains(&format!("the one waiting was asked at {asked_at}")),
+        "{body}"
     );
     let (status, body) = answer(json!({"button": "yes", "asked_at": asked_at})).await;
     assert_eq!(status, StatusCode::OK, "{body}");

@@ -287,9 +287,10 @@ impl TaskService {
         if let (Some(asked), Some(c)) = (answer.asked_at, &row.confirmation)
             && asked != c.asked_at
         {
-            return Err(SdkError::invalid(
-                "the question was asked again since; answer the current one",
-            ));
+            return Err(SdkError::invalid(format!(
+                "the answer is for a question asked at {asked}, but the one waiting was asked at {}; answer that one",
+                c.asked_at
+            )));
         }
         if let Some(c) = &row.confirmation
             && let Ok(surface) = serde_json::from_str::<Surface>(&c.surface_json)
