@@ -156,6 +156,29 @@ pub async fn wait_final(host: &Host, id: &str, who: &Principal) -> modhost::task
     .unwrap()
 }
 
+/// Polls (at most 30 s) until task `id` reaches `status`, as `who`; fails
+/// at once if it ends in another.
+pub async fn wait_status(
+    host: &Host,
+    id: &str,
+    who: &Principal,
+    status: modhost::tasks::store::Status,
+) -> modhost::tasks::store::TaskRow {
+    for _ in 0..3000 {
+        let row = host.tasks().get(id, who).await.unwrap();
+        if row.status == status {
+            return row;
+        }
+        assert!(
+            row.status.is_active(),
+            "task {id} ended as {:?} while waiting for {status:?}",
+            row.status
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("task {id} never reached {status:?}");
+}
+
 /// A runtime with the two workers of the machines the suite runs on: what
 /// benches and tests that own their runtime use.
 pub fn runtime() -> tokio::runtime::Runtime {

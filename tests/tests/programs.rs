@@ -601,14 +601,7 @@ args = [["granted"]]
             }
 
             async fn wait_for(host: &modhost::Host, id: &str, status: Status) {
-                for _ in 0..3000 {
-                    let row = host.tasks().get(id, &principal("alice", "acme")).await.unwrap();
-                    if row.status == status {
-                        return;
-                    }
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                panic!("task {id} never reached {status:?}");
+                wait_status(host, id, &principal("alice", "acme"), status).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

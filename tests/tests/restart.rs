@@ -3,7 +3,6 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use modhost::Host;
 use modhost::identity::{Principal, RequestMeta, Role};
@@ -20,14 +19,7 @@ fn admin() -> Principal {
 }
 
 async fn wait_for(host: &Host, id: &str, status: Status) -> TaskRow {
-    for _ in 0..3000 {
-        let row = host.tasks().get(id, &admin()).await.unwrap();
-        if row.status == status {
-            return row;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("task {id} never reached {status:?}");
+    wait_status(host, id, &admin(), status).await
 }
 
 const MANIFEST: &str =

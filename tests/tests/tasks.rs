@@ -9,7 +9,7 @@ use futures::future::join_all;
 use modhost::identity::{Principal, RequestMeta, Role};
 use modhost::tasks::SubmitOptions;
 use modhost::tasks::api::ConfirmationAnswer;
-use modhost::tasks::store::{Status, TaskRow};
+use modhost::tasks::store::Status;
 use modhost::{CallError, Host, SdkError};
 use modhost_tests::*;
 
@@ -37,23 +37,6 @@ async fn submit(
     host.submit_task(module, task, "{}", options, who, RequestMeta::fresh())
         .await
         .unwrap()
-}
-
-/// Polls until the task reaches `status`.
-async fn wait_status(host: &Host, id: &str, who: &Principal, status: Status) -> TaskRow {
-    for _ in 0..3000 {
-        let row = host.tasks().get(id, who).await.unwrap();
-        if row.status == status {
-            return row;
-        }
-        assert!(
-            row.status.is_active(),
-            "task ended as {:?} while waiting for {status:?}",
-            row.status
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("task never reached {status:?}");
 }
 
 async fn action(

@@ -96,8 +96,9 @@ impl Tool {
     }
 
     /// The tool as a command to which its arguments are appended: the
-    /// override, else the program on `path` (the search path a build sees),
-    /// else the pinned one in `cache`, installed when missing. `installing`
+    /// override, else the program on `path` (the search path a build sees;
+    /// none to skip it), else the pinned one in `cache`, installed when
+    /// missing. `installing`
     /// is told before a first install starts (it takes a minute).
     pub fn command(
         self,
@@ -115,11 +116,7 @@ impl Tool {
     }
 
     /// The pinned tool in `cache`, installed when missing.
-    pub fn pinned(
-        self,
-        cache: &Path,
-        installing: impl FnOnce(&Path),
-    ) -> Result<Command, ToolError> {
+    fn pinned(self, cache: &Path, installing: impl FnOnce(&Path)) -> Result<Command, ToolError> {
         let dir = self.install_dir(cache);
         if !self.is_installed(cache) {
             installing(&dir);
@@ -192,15 +189,8 @@ impl Tool {
                 return Ok(());
             }
             let stderr = String::from_utf8_lossy(&out.stderr);
-            let tail: String = stderr
-                .lines()
-                .rev()
-                .take(5)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect::<Vec<_>>()
-                .join("\n");
+            let lines: Vec<&str> = stderr.lines().collect();
+            let tail = lines[lines.len().saturating_sub(5)..].join("\n");
             Err(fail(
                 format!("{what} failed ({}): {tail}", out.status),
                 &fix,
