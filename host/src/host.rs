@@ -34,8 +34,8 @@ use crate::tasks::store::postgres::PgTaskStore;
 use crate::tasks::store::sqlite::SqliteTaskStore;
 use crate::tasks::store::{self, Recovery, TaskStore, TaskStoreError};
 use crate::tasks::{
-    BlockingCall, Returned, RunFuture, SubmitOptions, TaskOptions, TaskRun, TaskRunner, TaskScope,
-    TaskService, TasksCtx, policy,
+    BlockingCall, CallerStops, Returned, RunFuture, SubmitOptions, TaskOptions, TaskRun,
+    TaskRunner, TaskScope, TaskService, TasksCtx, policy,
 };
 use crate::ui::ActionOutput;
 
@@ -671,7 +671,14 @@ impl Host {
         let m = self.module(module).ok_or(SdkError::NotFound)?;
         let identity = Arc::new(Identity::new(module, principal.clone(), request));
         self.tasks
-            .run_blocking(&m.tasks, identity, None, None, function, args_json)
+            .run_blocking(
+                &m.tasks,
+                identity,
+                None,
+                CallerStops::default(),
+                function,
+                args_json,
+            )
             .await
     }
 

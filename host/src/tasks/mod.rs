@@ -24,6 +24,7 @@ pub mod scheduler;
 pub mod service;
 pub mod store;
 
+pub use blocking::CallerStops;
 pub use confirm::{ConfirmationAnswer, Confirmed};
 pub use run::BUSY_RETRY;
 pub use service::{

@@ -15,7 +15,7 @@ use crate::sandbox::{Interrupt, SandboxState};
 use crate::subprocess::{self, SubprocessCtx};
 use crate::tasks::api::ConfirmationAnswer;
 use crate::tasks::store::{Status, StoredAnswer, TaskRow};
-use crate::tasks::{Confirmed, SubmitOptions, TaskScope, TasksCtx};
+use crate::tasks::{CallerStops, Confirmed, SubmitOptions, TaskScope, TasksCtx};
 use crate::ui::Surface;
 
 /// What `tasks` sees of a call.
@@ -105,7 +105,10 @@ impl tasks::Host for TasksView<'_> {
                 &ctx.module,
                 self.identity.clone(),
                 self.task.cloned(),
-                self.cancel.cloned(),
+                CallerStops {
+                    cancel: self.cancel.cloned(),
+                    deadline: Some(self.deadline.clone()),
+                },
                 &function,
                 &args_json,
             )

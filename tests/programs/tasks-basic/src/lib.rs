@@ -11,6 +11,7 @@ module_sdk::module! {
         "by_prefix" => by_prefix: "Tasks whose key starts with: {prefix, limit?}",
         "list_mine" => list_mine: "The caller's tasks: {limit?}",
         "blocking" => blocking: "Call the `double` blocking function: {n}",
+        "blocking_sleep" => blocking_sleep_action: "Call the `sleep` blocking function, which stays an hour",
         "progress_of" => progress_of: "Update the progress of a task by id: {id, label?, progress?, checkpoint?}",
         "view" => view: "The read-model view of a task by id: {id}",
         "list" => list: "One page of the read model: {limit?, cursor?, prefix?, statuses?}",
@@ -25,9 +26,11 @@ module_sdk::module! {
         "sleep" => sleep: "Stay active for an hour (until cancelled)",
         "burst" => burst: "Store progress n times, flat out or with a pause between: {n, pause_ms?}",
         "count" => count: "Count to `to` from the checkpoint, storing each step: {to, pause_ms?}",
+        "blocking_sleep" => blocking_sleep: "Call the `sleep` blocking function, which stays an hour",
     },
     blocking: {
         "double" => double: "Twice an integer",
+        "sleep" => sleep: "Stay an hour (until stopped)",
     },
 }
 
@@ -51,6 +54,19 @@ fn panic_task() -> Result<()> {
 fn sleep() -> Result<()> {
     std::thread::sleep(std::time::Duration::from_secs(3600));
     Ok(())
+}
+
+/// Says "calling" in its progress label first when it runs as a task.
+fn blocking_sleep() -> Result<()> {
+    if let Some(id) = context::current_task() {
+        tasks::set_progress(&id, 0.5, Some("calling"))?;
+    }
+    tasks::run_blocking("sleep", &Value::Null)
+}
+
+fn blocking_sleep_action() -> Result<ActionResult> {
+    blocking_sleep()?;
+    Ok(ActionResult::empty())
 }
 
 fn progress() -> Result<Value> {
