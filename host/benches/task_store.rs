@@ -3,29 +3,24 @@
 //!
 //! (a) submit -> claim -> finish of no-op tasks through `SqliteTaskStore`
 //!     (synchronous=FULL, group commit), from 256 concurrent submitters;
-//! (b) raw batched inserts of the same rows, 256 per transaction, FULL;
-//! (c) the 50 newest tasks of a key prefix matching ~1,000 of 1M rows,
-//!     p50/p99 over 1,000 lookups.
+//! (b) raw batched inserts of the same rows, 256 per transaction, FULL.
 //!
-//! `TASKS` and `ROWS` in the environment shrink (a)/(b) and (c).
+//! `TASKS` in the environment sets the size. Lookups at 1M rows are in
+//! `modhost-bench` (scenario 6), beside the same raw SQL.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::executor::block_on;
-
 use modhost::db::Durability;
 use modhost::tasks::store::sqlite::SqliteTaskStore;
 use modhost::tasks::store::{
-    HostId, MIGRATIONS, NewTask, Outcome, Quota, Scope, SqliteOptions, Submitted, TaskStore, Want,
+    HostId, MIGRATIONS, NewTask, Outcome, Quota, SqliteOptions, Submitted, TaskStore, Want,
     apply_schema,
 };
 use rusqlite::{Connection, params};
 
 const SUBMITTERS: usize = 256;
 const BATCH: usize = 256;
-const PREFIX_GROUPS: u64 = 1_000;
-const LOOKUPS: usize = 1_000;
 /// The lease of a claimed task; no-op tasks end long before it runs out.
 const LEASE: Duration = Duration::from_secs(60);
 
@@ -184,112 +179,12 @@ fn raw_batched(rows: usize) -> f64 {
     per_second(rows, started.elapsed())
 }
 
-fn percentile(sorted: &[Duration], p: usize) -> f64 {
-    let i = (sorted.len() * p / 100).min(sorted.len() - 1);
-    sorted[i].as_secs_f64() * 1e3
-}
-
-struct Lookups {
-    p50: f64,
-    p99: f64,
-    mean: f64,
-    rows_each: usize,
-    built: Duration,
-    get_p50: f64,
-    user_p50: f64,
-}
-
-/// (c): prefix lookups over `rows` rows; also one-task reads by id and
-/// user-scoped prefix lookups on the same table.
-fn prefix_lookups(rows: usize) -> Lookups {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("lookup.db");
-    let build = Instant::now();
-    {
-        // Built fast (no fsync) through the real schema, indexes and triggers.
-        let conn = raw_connection(&path, "OFF");
-        conn.execute_batch("PRAGMA cache_size = -262144; PRAGMA temp_store = MEMORY")
-            .expect("pragmas");
-        apply_schema(&conn).expect("schema");
-        let groups = usize::try_from(PREFIX_GROUPS).expect("small");
-        raw_insert(&conn, rows, 50_000, |i| {
-            (
-                Some(format!("job.{:04}.{i:07}", i % groups)),
-                "completed",
-                format!("user-{}", i % 100),
-                i64::try_from(i).expect("small"),
-            )
-        });
-        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
-            .expect("checkpoint");
-    }
-    let built = build.elapsed();
-    let store = SqliteTaskStore::open(&path, SqliteOptions::default()).expect("open");
-    let scope = Scope {
-        module: "bench".into(),
-        organization_id: "org-1".into(),
-        user_id: None,
-    };
-    let mut times = Vec::with_capacity(LOOKUPS);
-    let mut seen = 0;
-    // Spread over the groups, in a fixed pseudo-random order.
-    let mut g: u64 = 7;
-    for _ in 0..LOOKUPS {
-        g = g
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407)
-            % PREFIX_GROUPS;
-        let prefix = format!("job.{g:04}.");
-        let t = Instant::now();
-        let found = block_on(store.by_key_prefix(&scope, &prefix, 50)).expect("lookup");
-        times.push(t.elapsed());
-        seen = found.len();
-    }
-    times.sort();
-    let mean = times.iter().sum::<Duration>().as_secs_f64() * 1e3 / count(LOOKUPS);
-
-    let one_user = Scope {
-        user_id: Some("user-7".into()),
-        ..scope.clone()
-    };
-    let mut user_times = Vec::with_capacity(LOOKUPS);
-    let mut get_times = Vec::with_capacity(LOOKUPS);
-    for i in 0..LOOKUPS {
-        let prefix = format!(
-            "job.{:04}.",
-            i % usize::try_from(PREFIX_GROUPS).expect("small")
-        );
-        let t = Instant::now();
-        let found = block_on(store.by_key_prefix(&one_user, &prefix, 50)).expect("lookup");
-        user_times.push(t.elapsed());
-        if let Some(row) = found.first() {
-            let t = Instant::now();
-            block_on(store.get(&row.id, &one_user))
-                .expect("get")
-                .expect("visible");
-            get_times.push(t.elapsed());
-        }
-    }
-    user_times.sort();
-    get_times.sort();
-    Lookups {
-        p50: percentile(&times, 50),
-        p99: percentile(&times, 99),
-        mean,
-        rows_each: seen,
-        built,
-        get_p50: percentile(&get_times, 50),
-        user_p50: percentile(&user_times, 50),
-    }
-}
-
 fn main() {
     // `cargo bench` passes `--bench`; a filter argument is not supported.
     let tasks = env_or("TASKS", 25_600);
-    let rows = env_or("ROWS", 1_000_000);
     println!("command: cargo bench -p modhost --bench task_store");
     println!(
-        "store migrations: {}; submitters: {SUBMITTERS}; tasks: {tasks}; lookup rows: {rows}",
+        "store migrations: {}; submitters: {SUBMITTERS}; tasks: {tasks}",
         MIGRATIONS.len()
     );
 
@@ -303,21 +198,5 @@ fn main() {
     let raw_rows_per_s = raw_batched(tasks);
     println!(
         "(b) raw SQLite inserts, {BATCH} rows per FULL transaction: {raw_rows_per_s:.0} rows/s"
-    );
-
-    let l = prefix_lookups(rows);
-    println!(
-        "(c) key prefix (~{} of {rows} rows), 50 newest, {LOOKUPS} lookups: \
-         p50 {:.3} ms, p99 {:.3} ms, mean {:.3} ms ({} rows each; table built in {:.1} s)",
-        rows / usize::try_from(PREFIX_GROUPS).expect("small"),
-        l.p50,
-        l.p99,
-        l.mean,
-        l.rows_each,
-        l.built.as_secs_f64()
-    );
-    println!(
-        "    same table: one user's prefix lookup p50 {:.3} ms; get by id p50 {:.3} ms",
-        l.user_p50, l.get_p50
     );
 }

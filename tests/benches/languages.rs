@@ -91,7 +91,7 @@ async fn measure(language: &'static str, wasm: &str, n: usize, cache: Option<&st
 
     host.start_tasks().await.unwrap();
     let host = std::sync::Arc::new(host);
-    let (_, finished) = run_tasks_through(&host, "m", "noop", n, 64).await;
+    let (_, finished) = run_tasks_through(&host, "m", "noop", "{}", n, 64).await;
     let admin = Principal {
         role: Role::Admin,
         ..who.clone()

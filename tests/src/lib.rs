@@ -312,13 +312,15 @@ program = "sort"
 args = [["[-r]", "{path}"]]
 "#;
 
-/// How long `n` no-op tasks took through `host`: submitted by `submitters`
-/// concurrent users, then until none of `module` is pending or running.
-/// Returns (all submitted, all finished), both from the first submit.
+/// How long `n` tasks with arguments `args` took through `host`: submitted
+/// by `submitters` concurrent users, then until none of `module` is pending
+/// or running. Returns (all submitted, all finished), both from the first
+/// submit.
 pub async fn run_tasks_through(
     host: &Arc<Host>,
     module: &str,
     task: &str,
+    args: &str,
     n: usize,
     submitters: usize,
 ) -> (std::time::Duration, std::time::Duration) {
@@ -330,11 +332,12 @@ pub async fn run_tasks_through(
     let mut handles = Vec::new();
     for s in 0..submitters {
         let (host, module, task) = (host.clone(), module.to_owned(), task.to_owned());
+        let args = args.to_owned();
         let who = principal(&format!("bench{s}"), "bench");
         handles.push(tokio::spawn(async move {
             for _ in (s..n).step_by(submitters) {
                 let options = SubmitOptions::default();
-                host.submit_task(&module, &task, "{}", options, &who, RequestMeta::fresh())
+                host.submit_task(&module, &task, &args, options, &who, RequestMeta::fresh())
                     .await
                     .unwrap();
             }
