@@ -40,6 +40,9 @@ async fn host(state: &Path, modules: &[(&str, &str, &str)]) -> Result<(Arc<Host>
     let mut options = HostOptions::new(state);
     options.engine.cache_dir = Some(COMPONENT_CACHE_DIR.into());
     options.max_running_tasks = 256;
+    // One organization submits every task of a scenario (up to 100,000 at
+    // once in the waiting one).
+    options.max_active_tasks_per_org = 1_000_000;
     let host = Host::new(options)?;
     let mut dirs = Vec::new();
     for (name, wasm, extra) in modules {
