@@ -297,8 +297,8 @@ impl Section {
                 "7. Tasks waiting for a confirmation".into(),
                 "Resumable tasks that store a checkpoint and ask for a confirmation, submitted \
                  at once to a host in a process of its own (default instance pool, the module \
-                 allowed 256 running tasks); measured once no task is running: how many wait \
-                 for an answer, and the process's resident memory then."
+                 allowed 256 running tasks); measured once no task is running, or after 60 s: \
+                 how many wait for an answer, and the process's resident memory then."
                     .into(),
             ),
         };
@@ -318,7 +318,7 @@ impl Section {
         };
         let others = self.figures.iter().filter(|o| {
             o.setting == f.setting
-                && o.unit == f.unit
+                && o.unit.higher_is_better() == f.unit.higher_is_better()
                 && o.raw == raw
                 && !o.system.starts_with("modhost")
         });
