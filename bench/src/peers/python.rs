@@ -95,29 +95,26 @@ impl PythonPeers {
     /// No-op tasks through the seed system's task manager, each storing
     /// `updates` progress updates. Tasks per second, submit → completed.
     pub fn democrai(&self, n: usize, updates: u32) -> Result<f64> {
-        let db = tempfile::tempdir()?;
-        let out = run_json(
-            Command::new(&self.python)
-                .arg(script("democrai_tasks.py"))
-                .arg(n.to_string())
-                .arg(db.path().join("democrai.db"))
-                .arg(updates.to_string()),
-        )?;
-        tasks_per_s(&out, "democrai")
+        self.tasks("democrai", n, updates)
     }
 
     /// No-op tasks through huey's SqliteHuey with `workers` thread
     /// workers. Tasks per second, enqueue → completed.
     pub fn huey(&self, n: usize, workers: usize) -> Result<f64> {
+        self.tasks("huey", n, workers)
+    }
+
+    /// `PEER_tasks.py N DB SETTING` on a database of its own.
+    fn tasks(&self, peer: &str, n: usize, setting: impl ToString) -> Result<f64> {
         let db = tempfile::tempdir()?;
         let out = run_json(
             Command::new(&self.python)
-                .arg(script("huey_tasks.py"))
+                .arg(script(&format!("{peer}_tasks.py")))
                 .arg(n.to_string())
-                .arg(db.path().join("huey.db"))
-                .arg(workers.to_string()),
+                .arg(db.path().join(format!("{peer}.db")))
+                .arg(setting.to_string()),
         )?;
-        tasks_per_s(&out, "huey")
+        tasks_per_s(&out, peer)
     }
 }
 
