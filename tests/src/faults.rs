@@ -208,6 +208,10 @@ impl TaskStore for FaultyStore {
         )
     }
 
+    fn park<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<bool, TaskStoreError>> {
+        self.faulty("park", self.inner.park(lease))
+    }
+
     fn answer_confirmation<'a>(
         &'a self,
         id: &'a str,

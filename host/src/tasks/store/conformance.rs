@@ -106,6 +106,13 @@ macro_rules! task_store_conformance {
             a_consumed_answer_lets_the_next_ask_open_a_new_confirmation,
             closing_a_confirmation_only_moves_a_waiting_task,
             closing_a_confirmation_decides_between_an_answer_and_a_timeout_once,
+            // parked waits
+            a_parked_task_waits_without_a_lease_that_renewals_and_recoveries_reach,
+            answering_a_parked_task_makes_it_pending_and_its_next_run_gets_the_answer,
+            a_parked_question_that_expires_makes_the_task_pending_to_hear_the_timeout_once,
+            parking_is_refused_once_an_answer_is_recorded_or_the_task_is_cancelled,
+            a_parked_task_can_be_cancelled_and_is_never_claimed,
+            parking_under_an_old_lease_is_lease_lost,
             // recovery
             recovery_interrupts_active_tasks_that_are_not_resumable,
             recovery_leaves_pending_tasks_pending,
@@ -395,6 +402,7 @@ async fn assert_every_write_is_fenced(store: &dyn TaskStore, lease: &Lease, owne
         "ask_confirmation",
     );
     assert_lease_lost(store.consume_answer(lease).await, id, "consume_answer");
+    assert_lease_lost(store.park(lease).await, id, "park");
     assert_lease_lost(
         store.close_confirmation(lease, now_ms()).await,
         id,
@@ -976,7 +984,8 @@ pub async fn an_expired_lease_interrupts_a_task_that_is_not_resumable(store: Arc
         rec,
         Recovery {
             resumed: vec![],
-            interrupted: vec![lease.task_id.clone()]
+            interrupted: vec![lease.task_id.clone()],
+            timed_out: vec![],
         }
     );
     let row = get(s, &lease.task_id).await;
@@ -1013,7 +1022,8 @@ pub async fn an_expired_lease_returns_a_resumable_task_to_pending_with_its_check
         rec,
         Recovery {
             resumed: vec![id.clone()],
-            interrupted: vec![]
+            interrupted: vec![],
+            timed_out: vec![],
         }
     );
     let row = get(s, &id).await;
@@ -1644,7 +1654,8 @@ pub async fn recovery_interrupts_active_tasks_that_are_not_resumable(store: Arc<
         rec,
         Recovery {
             resumed: vec![],
-            interrupted: both
+            interrupted: both,
+            timed_out: vec![],
         }
     );
     for lease in [run, wait] {
@@ -1702,6 +1713,7 @@ pub async fn a_recovery_of_more_lapsed_leases_than_a_page_recovers_every_one(
         Recovery {
             resumed: resumable,
             interrupted: other,
+            timed_out: vec![],
         }
     );
     assert_eq!(s.recover_expired(None).await.unwrap(), Recovery::default());
@@ -1791,6 +1803,180 @@ pub async fn recovery_keeps_an_answered_confirmation_for_the_repeated_ask(
     let asked = s.ask_confirmation(&rerun, "{}", 9_001, None).await.unwrap();
     assert_eq!(asked, Asked::AlreadyAnswered(answer(5)));
     assert_eq!(status(s, &id).await, Status::Running);
+}
+
+// ---- parked waits -------------------------------------------------------------
+
+/// A claimed resumable task that asked `surface` (expiring at `expires`)
+/// and was parked; its old lease.
+async fn parked(s: &dyn TaskStore, surface: &str, expires: Option<i64>) -> Lease {
+    let lease = running(s, resumable("u1")).await;
+    s.update_progress(
+        &lease.task_id,
+        &owner("m", "o"),
+        Some(&lease),
+        progress(0.5, None, Some("[5]")),
+    )
+    .await
+    .unwrap();
+    let asked = s
+        .ask_confirmation(&lease, surface, now_ms(), expires)
+        .await
+        .unwrap();
+    assert_eq!(asked, Asked::Waiting);
+    assert!(s.park(&lease).await.unwrap(), "a waiting task parks");
+    lease
+}
+
+pub async fn a_parked_task_waits_without_a_lease_that_renewals_and_recoveries_reach(
+    store: Arc<dyn TaskStore>,
+) {
+    let s = &*store;
+    let h = HostId::local();
+    let old = parked(s, "{}", None).await;
+    let row = get(s, &old.task_id).await;
+    assert_eq!(row.status, Status::WaitingConfirmation);
+    assert_eq!(row.host, None, "no host holds it");
+    assert_eq!(
+        s.renew(&h, std::slice::from_ref(&old), LEASE)
+            .await
+            .unwrap(),
+        [LeaseState::Lost]
+    );
+    // Neither a lapse nor a restart of its host touches it.
+    tokio::time::sleep(LAPSE).await;
+    let rec = s.recover_expired(Some(&h)).await.unwrap();
+    assert_eq!(rec, Recovery::default());
+    assert!(claim_all(s, &h, "m", LEASE).await.is_empty());
+    assert_eq!(status(s, &old.task_id).await, Status::WaitingConfirmation);
+    assert_every_write_is_fenced(s, &old, &owner("m", "o")).await;
+}
+
+pub async fn answering_a_parked_task_makes_it_pending_and_its_next_run_gets_the_answer(
+    store: Arc<dyn TaskStore>,
+) {
+    let s = &*store;
+    let h = host("b");
+    let old = parked(s, r#"{"q":1}"#, None).await;
+    let id = old.task_id.clone();
+    assert_eq!(
+        s.answer_confirmation(&id, answer(now_ms()), None)
+            .await
+            .unwrap(),
+        Answered::Resumed
+    );
+    assert_eq!(status(s, &id).await, Status::Pending);
+    // Any host takes it up, from its checkpoint, and its repeated ask gets
+    // the answer once.
+    let claimed = claim_all(s, &h, "m", LEASE).await;
+    let rerun = lease_of(&claimed, &id);
+    assert_eq!(claimed[0].row.checkpoint_json.as_deref(), Some("[5]"));
+    let asked = s
+        .ask_confirmation(&rerun, r#"{"q":1}"#, now_ms(), None)
+        .await
+        .unwrap();
+    let Asked::AlreadyAnswered(got) = asked else {
+        panic!("expected the answer, got {asked:?}")
+    };
+    assert_eq!(got.answer_json, answer(0).answer_json);
+    assert_eq!(status(s, &id).await, Status::Running);
+    assert!(s.consume_answer(&rerun).await.unwrap());
+    let again = s
+        .ask_confirmation(&rerun, r#"{"q":1}"#, now_ms(), None)
+        .await
+        .unwrap();
+    assert_eq!(again, Asked::Waiting, "a new question after the answer");
+}
+
+pub async fn a_parked_question_that_expires_makes_the_task_pending_to_hear_the_timeout_once(
+    store: Arc<dyn TaskStore>,
+) {
+    let s = &*store;
+    let h = HostId::local();
+    // Far enough ahead that parking it comes first on a loaded machine.
+    let expires = now_ms() + 2_000;
+    let old = parked(s, "{}", Some(expires)).await;
+    let id = old.task_id.clone();
+    assert_eq!(s.recover_expired(None).await.unwrap(), Recovery::default());
+    clock_past(expires).await;
+    let rec = s.recover_expired(None).await.unwrap();
+    assert_eq!(rec.timed_out, std::slice::from_ref(&id));
+    assert!(rec.resumed.is_empty() && rec.interrupted.is_empty());
+    assert_eq!(status(s, &id).await, Status::Pending);
+    assert_eq!(
+        s.answer_confirmation(&id, answer(now_ms()), None)
+            .await
+            .unwrap(),
+        Answered::NotWaiting,
+        "too late"
+    );
+    assert_eq!(s.recover_expired(None).await.unwrap(), Recovery::default());
+    let rerun = lease_of(&claim_all(s, &h, "m", LEASE).await, &id);
+    let asked = s.ask_confirmation(&rerun, "{}", now_ms(), None).await;
+    assert_eq!(asked.unwrap(), Asked::AlreadyTimedOut);
+    assert_eq!(status(s, &id).await, Status::Running);
+    assert!(s.consume_answer(&rerun).await.unwrap());
+    assert!(!s.consume_answer(&rerun).await.unwrap(), "heard once");
+    let again = s.ask_confirmation(&rerun, "{}", now_ms(), None).await;
+    assert_eq!(again.unwrap(), Asked::Waiting);
+}
+
+pub async fn parking_is_refused_once_an_answer_is_recorded_or_the_task_is_cancelled(
+    store: Arc<dyn TaskStore>,
+) {
+    let s = &*store;
+    let h = HostId::local();
+    let answered = waiting(s).await;
+    s.answer_confirmation(&answered.task_id, answer(now_ms()), None)
+        .await
+        .unwrap();
+    assert!(!s.park(&answered).await.unwrap());
+    let row = get(s, &answered.task_id).await;
+    assert_eq!(row.host.as_deref(), Some(h.as_str()), "still held");
+    assert_eq!(
+        s.renew(&h, std::slice::from_ref(&answered), LEASE)
+            .await
+            .unwrap(),
+        [LeaseState::Held { answered: true }]
+    );
+    let running = running(s, task("m", "o", "u1", None)).await;
+    assert!(
+        !s.park(&running).await.unwrap(),
+        "a running task has no question"
+    );
+    let gone = waiting(s).await;
+    assert!(s.finish(&gone.task_id, None, cancelled()).await.unwrap());
+    assert!(!s.park(&gone).await.unwrap());
+}
+
+pub async fn a_parked_task_can_be_cancelled_and_is_never_claimed(store: Arc<dyn TaskStore>) {
+    let s = &*store;
+    let old = parked(s, "{}", None).await;
+    let id = old.task_id.clone();
+    assert!(s.finish(&id, None, cancelled()).await.unwrap());
+    assert_eq!(status(s, &id).await, Status::Cancelled);
+    assert_eq!(
+        s.answer_confirmation(&id, answer(now_ms()), None)
+            .await
+            .unwrap(),
+        Answered::NotWaiting
+    );
+    assert!(claim_all(s, &HostId::local(), "m", LEASE).await.is_empty());
+}
+
+pub async fn parking_under_an_old_lease_is_lease_lost(store: Arc<dyn TaskStore>) {
+    let s = &*store;
+    let h = HostId::local();
+    let first = running_on(s, &h, resumable("u1"), SHORT_LEASE).await;
+    s.ask_confirmation(&first, "{}", now_ms(), None)
+        .await
+        .unwrap();
+    tokio::time::sleep(LAPSE).await;
+    assert_eq!(s.recover_expired(None).await.unwrap().resumed.len(), 1);
+    assert!(matches!(
+        s.park(&first).await,
+        Err(TaskStoreError::LeaseLost { .. })
+    ));
 }
 
 // ---- retention --------------------------------------------------------------

@@ -105,9 +105,11 @@ pub trait TaskStore: Send + Sync + 'static {
     /// a resumable task goes back to `pending` with its checkpoint and
     /// confirmation kept; any other becomes `interrupted`. `pending` tasks
     /// stay pending. Each recovered task's lease version moves on, so its
-    /// old lease is refused from then on. One write recovers at most
-    /// [`RECOVERY_PAGE`] tasks of each kind: while the answer is a full
-    /// page ([`Recovery::is_full_page`]), call again.
+    /// old lease is refused from then on. A task [parked](TaskStore::park)
+    /// on a question that expired unanswered goes back to `pending` too,
+    /// to hear of the timeout when its run asks again. One write recovers
+    /// at most [`RECOVERY_PAGE`] tasks of each kind: while the answer is a
+    /// full page ([`Recovery::is_full_page`]), call again.
     fn recover_expired<'a>(
         &'a self,
         restarted: Option<&'a HostId>,
@@ -143,8 +145,10 @@ pub trait TaskStore: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<ProgressResult, TaskStoreError>>;
 
     /// `running -> waiting-confirmation` with a new confirmation holding
-    /// `surface_json`, unless an answered, unconsumed confirmation exists: then
-    /// that answer is returned and nothing changes.
+    /// `surface_json`, unless the last confirmation's outcome has not reached
+    /// the task yet (it asks again after a restart or a park): then an
+    /// answered, unconsumed confirmation's answer, or a parked wait's
+    /// timeout, is returned and nothing changes.
     fn ask_confirmation<'a>(
         &'a self,
         lease: &'a Lease,
@@ -153,12 +157,24 @@ pub trait TaskStore: Send + Sync + 'static {
         expires_at: Option<i64>,
     ) -> BoxFuture<'a, Result<Asked, TaskStoreError>>;
 
+    /// A task waiting under `lease` for a confirmation not yet answered
+    /// gives up its lease (the version moves on) and waits unclaimed: it
+    /// costs a row, not a host's instance. Renewals, recoveries and fenced
+    /// writes of the old lease no longer reach it; an answer or the
+    /// question's expiry makes it `pending` again, and its next run's ask
+    /// gets that outcome. `false` (nothing changed) if an answer was
+    /// recorded first, or the task is no longer waiting; refused with
+    /// [`TaskStoreError::LeaseLost`] if the lease is not the current one.
+    fn park<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<bool, TaskStoreError>>;
+
     /// Records the answer of an open confirmation: the task is active, the
     /// confirmation is unanswered, `answer.answered_at` is before its
     /// expiry and, when `asked_at` is given, it is that question (in the
     /// same write, so a question asked again in between is not answered).
     /// Any host may record it; the host running the task learns of it at its
     /// next renewal ([`LeaseState::Held`]`{ answered: true }`) if not sooner.
+    /// A [parked](TaskStore::park) task becomes `pending` in the same write
+    /// ([`Answered::Resumed`]), for any host to claim.
     fn answer_confirmation<'a>(
         &'a self,
         id: &'a str,
@@ -166,8 +182,9 @@ pub trait TaskStore: Send + Sync + 'static {
         asked_at: Option<i64>,
     ) -> BoxFuture<'a, Result<Answered, TaskStoreError>>;
 
-    /// Marks the current answer as delivered to the task, so the next ask
-    /// opens a new confirmation. `false` if there is no unconsumed answer.
+    /// Marks the current answer, or a parked wait's timeout, as delivered to
+    /// the task, so the next ask opens a new confirmation. `false` if there
+    /// is neither.
     fn consume_answer<'a>(
         &'a self,
         lease: &'a Lease,
@@ -667,8 +684,12 @@ pub enum Asked {
     /// The task now waits in `waiting-confirmation`.
     Waiting,
     /// An earlier confirmation was answered and not yet consumed (the task
-    /// asks again after a restart): its answer. The status did not change.
+    /// asks again after a restart or a park): its answer. The status did
+    /// not change.
     AlreadyAnswered(StoredAnswer),
+    /// An earlier confirmation expired unanswered while the task was parked,
+    /// and its run has not heard of it yet. The status did not change.
+    AlreadyTimedOut,
     /// The task is missing or not running.
     NotActive,
 }
@@ -677,6 +698,9 @@ pub enum Asked {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Answered {
     Recorded,
+    /// Recorded, and the task, which waited [parked](TaskStore::park), is
+    /// `pending` again: its next run gets the answer.
+    Resumed,
     /// The task exists but has no open confirmation (none asked, already
     /// answered, expired, or the task is final).
     NotWaiting,
@@ -994,6 +1018,9 @@ pub struct Recovery {
     /// Ids of the claimed tasks that were not resumable, now `interrupted`,
     /// oldest first.
     pub interrupted: Vec<String>,
+    /// Ids of the parked tasks whose question expired unanswered, now
+    /// pending again, oldest first.
+    pub timed_out: Vec<String>,
 }
 
 impl Recovery {
@@ -1001,15 +1028,17 @@ impl Recovery {
     /// be left, and [`TaskStore::recover_expired`] is called again.
     pub fn is_full_page(&self) -> bool {
         let page = usize::try_from(RECOVERY_PAGE).unwrap_or(usize::MAX);
-        self.resumed.len() >= page || self.interrupted.len() >= page
+        self.resumed.len() >= page || self.interrupted.len() >= page || self.timed_out.len() >= page
     }
 
     /// Adds what another page of a recovery did, keeping the order.
     pub fn extend(&mut self, page: Recovery) {
         self.resumed.extend(page.resumed);
         self.interrupted.extend(page.interrupted);
+        self.timed_out.extend(page.timed_out);
         self.resumed.sort();
         self.interrupted.sort();
+        self.timed_out.sort();
     }
 }
 

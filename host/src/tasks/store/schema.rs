@@ -227,6 +227,13 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX tasks_lease_expiry ON tasks (lease_expires_at)
         WHERE lease_expires_at IS NOT NULL;
     CREATE INDEX tasks_lease_owner ON tasks (lease_owner) WHERE lease_owner IS NOT NULL;",
+    // Parked waits: a task waiting for a confirmation without a lease (it
+    // gave up its instance) is found by its question's expiry, and a
+    // timeout that reached no run yet is kept until the task asks again.
+    "ALTER TABLE tasks ADD COLUMN confirm_timed_out INTEGER NOT NULL DEFAULT 0
+        CHECK (confirm_timed_out IN (0, 1));
+    CREATE INDEX tasks_parked ON tasks (confirm_expires_at)
+        WHERE status = 'waiting-confirmation' AND lease_owner IS NULL;",
 ];
 
 /// Brings the task tables of the database on `conn` to this host's schema:

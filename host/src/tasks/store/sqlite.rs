@@ -306,6 +306,15 @@ pub(super) mod sql {
         " RETURNING id"
     );
 
+    /// Parked tasks whose question expired unanswered by `?1` go back to
+    /// pending, the timeout kept for their next run; bound with the
+    /// interrupt's parameters, `?2` to `?4` unused.
+    pub const RECOVER_TIMED_OUT: &str = "UPDATE tasks SET status = 'pending', \
+        confirm_timed_out = 1, updated_at = ?1 \
+        WHERE rowid IN (SELECT rowid FROM tasks INDEXED BY tasks_parked \
+        WHERE status = 'waiting-confirmation' AND lease_owner IS NULL \
+        AND confirm_expires_at <= ?1 AND confirm_answer_json IS NULL LIMIT ?5) RETURNING id";
+
     /// Bound with the interrupt's parameters, `?3` and `?4` unused.
     pub const RECOVER_RESUME: &str = concat!(
         "UPDATE tasks SET status = 'pending', updated_at = ?1, lease_owner = NULL, \
@@ -553,6 +562,7 @@ impl TaskStore for SqliteTaskStore {
             Ok(Recovery {
                 interrupted: ids(sql::RECOVER_INTERRUPT)?,
                 resumed: ids(sql::RECOVER_RESUME)?,
+                timed_out: ids(sql::RECOVER_TIMED_OUT)?,
             })
         })
     }
@@ -694,12 +704,23 @@ impl TaskStore for SqliteTaskStore {
             if let Some(answer) = answered {
                 return Ok(Asked::AlreadyAnswered(answer));
             }
+            // So is a parked wait's timeout.
+            let timed_out = conn
+                .prepare(concat!(
+                    "SELECT 1 FROM tasks WHERE id = ?1 AND lease_version = ?2 AND ",
+                    active!(),
+                    " AND confirm_timed_out = 1"
+                ))?
+                .exists(params![lease.task_id, lease.version])?;
+            if timed_out {
+                return Ok(Asked::AlreadyTimedOut);
+            }
             let changed = conn
                 .prepare(
                     "UPDATE tasks SET status = 'waiting-confirmation', updated_at = ?3, \
                      confirm_surface_json = ?4, confirm_asked_at = ?3, confirm_expires_at = ?5, \
                      confirm_answer_json = NULL, confirm_answered_by = NULL, \
-                     confirm_answered_at = NULL, confirm_consumed = 0 \
+                     confirm_answered_at = NULL, confirm_consumed = 0, confirm_timed_out = 0 \
                      WHERE id = ?1 AND lease_version = ?2 AND status = 'running'",
                 )?
                 .execute(params![
@@ -717,6 +738,24 @@ impl TaskStore for SqliteTaskStore {
         })
     }
 
+    fn park<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<bool, TaskStoreError>> {
+        let lease = lease.clone();
+        self.write(move |conn| {
+            let changed = conn
+                .prepare(
+                    "UPDATE tasks SET lease_owner = NULL, lease_expires_at = NULL, \
+                     lease_version = lease_version + 1, updated_at = ?3 \
+                     WHERE id = ?1 AND lease_version = ?2 AND status = 'waiting-confirmation' \
+                     AND confirm_answer_json IS NULL",
+                )?
+                .execute(params![lease.task_id, lease.version, now_ms()])?;
+            if changed == 0 {
+                fence(conn, &lease)?;
+            }
+            Ok(changed == 1)
+        })
+    }
+
     fn answer_confirmation<'a>(
         &'a self,
         id: &'a str,
@@ -725,10 +764,19 @@ impl TaskStore for SqliteTaskStore {
     ) -> BoxFuture<'a, Result<Answered, TaskStoreError>> {
         let id = id.to_owned();
         self.write(move |conn| {
+            let parked: Option<bool> = conn
+                .prepare(
+                    "SELECT status = 'waiting-confirmation' AND lease_owner IS NULL \
+                     FROM tasks WHERE id = ?1",
+                )?
+                .query_row(params![id], |r| r.get(0))
+                .optional()?;
             let changed = conn
                 .prepare(concat!(
                     "UPDATE tasks SET confirm_answer_json = ?2, confirm_answered_by = ?3, \
-                     confirm_answered_at = ?4, updated_at = ?5 \
+                     confirm_answered_at = ?4, updated_at = ?5, \
+                     status = CASE WHEN status = 'waiting-confirmation' AND lease_owner IS NULL \
+                     THEN 'pending' ELSE status END \
                      WHERE id = ?1 AND ",
                     active!(),
                     " AND confirm_surface_json IS NOT NULL AND confirm_answer_json IS NULL \
@@ -744,7 +792,11 @@ impl TaskStore for SqliteTaskStore {
                     asked_at
                 ])?;
             if changed == 1 {
-                return Ok(Answered::Recorded);
+                return Ok(if parked == Some(true) {
+                    Answered::Resumed
+                } else {
+                    Answered::Recorded
+                });
             }
             if let Some(asked) = asked_at {
                 let current: Option<i64> = conn
@@ -775,9 +827,11 @@ impl TaskStore for SqliteTaskStore {
         self.write(move |conn| {
             let changed = conn
                 .prepare(
-                    "UPDATE tasks SET confirm_consumed = 1, updated_at = ?3 \
+                    "UPDATE tasks SET confirm_consumed = confirm_answer_json IS NOT NULL, \
+                     confirm_timed_out = 0, updated_at = ?3 \
                      WHERE id = ?1 AND lease_version = ?2 \
-                     AND confirm_answer_json IS NOT NULL AND confirm_consumed = 0",
+                     AND (confirm_answer_json IS NOT NULL AND confirm_consumed = 0 \
+                     OR confirm_timed_out = 1)",
                 )?
                 .execute(params![lease.task_id, lease.version, now_ms()])?;
             if changed == 0 {

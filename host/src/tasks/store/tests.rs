@@ -277,7 +277,8 @@ async fn tasks_left_running_by_an_older_host_are_recovered_by_its_first_recovery
                 let mut both = vec![run.clone(), wait.clone()];
                 both.sort();
                 both
-            }
+            },
+            timed_out: vec![],
         }
     );
     for id in [&run, &wait] {

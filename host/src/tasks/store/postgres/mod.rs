@@ -321,6 +321,29 @@ mod sql {
          SELECT r.id, pg_notify('modhost_pending', r.module) FROM resumed AS r"
     );
 
+    /// Parked tasks whose question expired unanswered go back to pending,
+    /// the timeout kept for their next run, each announced at commit; a
+    /// page of them (`$1`).
+    pub const RECOVER_TIMED_OUT: &str = "WITH picked AS MATERIALIZED (SELECT id FROM tasks \
+        WHERE status = 'waiting-confirmation' AND lease_owner IS NULL \
+        AND confirm_expires_at <= modhost_now() AND confirm_answer_json IS NULL \
+        LIMIT $1 FOR UPDATE SKIP LOCKED), \
+        woken AS (UPDATE tasks SET status = 'pending', confirm_timed_out = TRUE, \
+        updated_at = modhost_now() FROM picked \
+        WHERE tasks.id = picked.id AND tasks.status = 'waiting-confirmation' \
+        AND tasks.lease_owner IS NULL AND tasks.confirm_answer_json IS NULL \
+        RETURNING tasks.id, tasks.module) \
+        SELECT w.id, pg_notify('modhost_pending', w.module) FROM woken AS w";
+
+    /// A waiting, unanswered task under lease `$2` gives its lease up.
+    pub const PARK: &str = "UPDATE tasks SET lease_owner = NULL, lease_expires_at = NULL, \
+        lease_version = lease_version + 1, updated_at = modhost_now() \
+        WHERE id = $1 AND lease_version = $2 AND status = 'waiting-confirmation' \
+        AND confirm_answer_json IS NULL";
+
+    pub const TIMED_OUT: &str = "SELECT 1 FROM tasks WHERE id = $1 AND lease_version = $2 \
+        AND finished_at IS NULL AND confirm_timed_out";
+
     pub const RELEASE: &str = "UPDATE tasks SET status = 'pending', \
         attempts = greatest(attempts - 1, 0), started_at = NULL, updated_at = modhost_now(), \
         lease_owner = NULL, lease_expires_at = NULL, lease_version = lease_version + 1 \
@@ -345,22 +368,31 @@ mod sql {
     pub const ASK: &str = "UPDATE tasks SET status = 'waiting-confirmation', updated_at = $3, \
         confirm_surface_json = $4, confirm_asked_at = $3, confirm_expires_at = $5, \
         confirm_answer_json = NULL, confirm_answered_by = NULL, confirm_answered_at = NULL, \
-        confirm_consumed = FALSE WHERE id = $1 AND lease_version = $2 AND status = 'running'";
+        confirm_consumed = FALSE, confirm_timed_out = FALSE \
+        WHERE id = $1 AND lease_version = $2 AND status = 'running'";
 
-    pub const ANSWER: &str = "UPDATE tasks SET confirm_answer_json = $2, \
-        confirm_answered_by = $3, confirm_answered_at = $4, updated_at = $5 \
+    /// Answers whether the task waited parked (it is pending now), and
+    /// announces it at commit if so.
+    pub const ANSWER: &str = "WITH answered AS (UPDATE tasks SET confirm_answer_json = $2, \
+        confirm_answered_by = $3, confirm_answered_at = $4, updated_at = $5, \
+        status = CASE WHEN status = 'waiting-confirmation' AND lease_owner IS NULL \
+        THEN 'pending' ELSE status END \
         WHERE id = $1 AND finished_at IS NULL AND confirm_surface_json IS NOT NULL \
         AND confirm_answer_json IS NULL AND (confirm_expires_at IS NULL \
         OR ($4 < confirm_expires_at AND $5 < confirm_expires_at)) \
-        AND ($6::BIGINT IS NULL OR confirm_asked_at = $6)";
+        AND ($6::BIGINT IS NULL OR confirm_asked_at = $6) \
+        RETURNING module, status = 'pending' AS resumed) \
+        SELECT a.resumed, (SELECT count(*) FROM (SELECT pg_notify('modhost_pending', a.module) \
+        WHERE a.resumed) AS n) FROM answered AS a";
 
     pub const ASKED_AT: &str = "SELECT confirm_asked_at FROM tasks WHERE id = $1";
 
     pub const EXISTS: &str = "SELECT EXISTS (SELECT 1 FROM tasks WHERE id = $1)";
 
-    pub const CONSUME: &str = "UPDATE tasks SET confirm_consumed = TRUE, updated_at = $3 \
-        WHERE id = $1 AND lease_version = $2 AND confirm_answer_json IS NOT NULL \
-        AND NOT confirm_consumed";
+    pub const CONSUME: &str = "UPDATE tasks \
+        SET confirm_consumed = confirm_answer_json IS NOT NULL, confirm_timed_out = FALSE, \
+        updated_at = $3 WHERE id = $1 AND lease_version = $2 \
+        AND (confirm_answer_json IS NOT NULL AND NOT confirm_consumed OR confirm_timed_out)";
 
     pub const CLOSE_EXPIRE: &str = "UPDATE tasks \
         SET confirm_expires_at = least(coalesce(confirm_expires_at, $2), $2) \
@@ -568,9 +600,16 @@ impl TaskStore for PgTaskStore {
                     .map(|r| r.try_get::<_, String>(0))
                     .collect::<Result<Vec<_>, _>>()?;
                 resumed.sort();
+                let mut timed_out = select(c, sql::RECOVER_TIMED_OUT, &[&page])
+                    .await?
+                    .iter()
+                    .map(|r| r.try_get::<_, String>(0))
+                    .collect::<Result<Vec<_>, _>>()?;
+                timed_out.sort();
                 Ok(Recovery {
                     resumed,
                     interrupted,
+                    timed_out,
                 })
             })
         }))
@@ -680,6 +719,11 @@ impl TaskStore for PgTaskStore {
                 {
                     return Ok(Asked::AlreadyAnswered(answer));
                 }
+                let timed_out =
+                    select(c, sql::TIMED_OUT, &[&lease.task_id, &lease.version]).await?;
+                if !timed_out.is_empty() {
+                    return Ok(Asked::AlreadyTimedOut);
+                }
                 let changed = exec(
                     c,
                     sql::ASK,
@@ -701,6 +745,20 @@ impl TaskStore for PgTaskStore {
         }))
     }
 
+    fn park<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<bool, TaskStoreError>> {
+        let lease = lease.clone();
+        self.write(work(move |c| {
+            let lease = lease.clone();
+            Box::pin(async move {
+                let changed = exec(c, sql::PARK, &[&lease.task_id, &lease.version]).await?;
+                if changed == 0 {
+                    fence(c, &lease).await?;
+                }
+                Ok(changed == 1)
+            })
+        }))
+    }
+
     fn answer_confirmation<'a>(
         &'a self,
         id: &'a str,
@@ -715,7 +773,7 @@ impl TaskStore for PgTaskStore {
                 // When the write runs, not when it was queued: an answer
                 // that waited behind a timeout's close is refused.
                 let now = now_ms();
-                let changed = exec(
+                let answered = select(
                     c,
                     sql::ANSWER,
                     &[
@@ -728,8 +786,12 @@ impl TaskStore for PgTaskStore {
                     ],
                 )
                 .await?;
-                if changed == 1 {
-                    return Ok(Answered::Recorded);
+                if let Some(r) = answered.first() {
+                    return Ok(if r.try_get::<_, bool>(0)? {
+                        Answered::Resumed
+                    } else {
+                        Answered::Recorded
+                    });
                 }
                 if let Some(asked) = asked_at {
                     let current: Option<i64> = select(c, sql::ASKED_AT, &[&id])

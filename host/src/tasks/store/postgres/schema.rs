@@ -436,4 +436,12 @@ CREATE TRIGGER tasks_guard BEFORE UPDATE OF status, finished_at, module, organiz
         OR NEW.user_id IS DISTINCT FROM OLD.user_id)
     EXECUTE FUNCTION modhost_tasks_guard();
 "#,
+    // Parked waits: a task waiting for a confirmation without a lease (it
+    // gave up its instance) is found by its question's expiry, and a
+    // timeout that reached no run yet is kept until the task asks again.
+    r#"
+ALTER TABLE tasks ADD COLUMN confirm_timed_out BOOLEAN NOT NULL DEFAULT FALSE;
+CREATE INDEX tasks_parked ON tasks (confirm_expires_at)
+    WHERE status = 'waiting-confirmation' AND lease_owner IS NULL;
+"#,
 ];
