@@ -78,6 +78,10 @@ pub enum CallError {
     /// Too many concurrent calls or instances.
     #[error("limit exceeded: {0}")]
     Busy(String),
+    /// A task's run gave up its instance to wait for a confirmation: the
+    /// answer, or the question's expiry, runs the task again.
+    #[error("a task of module `{module}` gave up its instance to wait for a confirmation")]
+    Parked { module: String },
     /// The host failed; details are in its log.
     #[error("internal error: {0}")]
     Internal(String),
@@ -95,9 +99,10 @@ impl CallError {
             CallError::Deadline { .. } | CallError::MemoryLimit { .. } | CallError::Busy(_) => {
                 SdkError::LimitExceeded(self.to_string())
             }
-            CallError::Cancelled { .. } | CallError::Trap { .. } | CallError::Internal(_) => {
-                SdkError::Internal(self.to_string())
-            }
+            CallError::Cancelled { .. }
+            | CallError::Trap { .. }
+            | CallError::Parked { .. }
+            | CallError::Internal(_) => SdkError::Internal(self.to_string()),
         }
     }
 }

@@ -86,6 +86,15 @@ pub struct HostOptions {
     pub task_lease: std::time::Duration,
     /// How often the host looks for pending tasks nothing announced (2 s).
     pub claim_poll: std::time::Duration,
+    /// How long a resumable task waiting for a confirmation keeps its
+    /// instance (10 s): an answer within it goes on in place; past it the
+    /// task waits as a row, and the answer runs it again from its
+    /// checkpoint, where `request-confirmation` returns the answer.
+    pub waiting_grace: std::time::Duration,
+    /// Instances tasks waiting for a confirmation may hold at once (256):
+    /// past it a resumable task gives its instance up at once, and one that
+    /// is not resumable is refused with `limit-exceeded`.
+    pub max_waiting_instances: u32,
     /// How long finished tasks and subprocess audit records are kept
     /// (30 and 90 days by default; see [`crate::retention`]).
     pub retention: RetentionOptions,
@@ -126,6 +135,8 @@ impl HostOptions {
             task_store: TaskStoreLocation::Embedded,
             task_lease: tasks.lease,
             claim_poll: tasks.claim_poll,
+            waiting_grace: tasks.waiting_grace,
+            max_waiting_instances: tasks.max_waiting_instances,
             retention: RetentionOptions::default(),
             data_quota: DataQuotaOptions::default(),
             subprocess: SubprocessOptions::default(),
@@ -407,6 +418,8 @@ impl Host {
                 host: options.host_id.clone(),
                 lease: options.task_lease,
                 claim_poll: options.claim_poll,
+                waiting_grace: options.waiting_grace,
+                max_waiting_instances: options.max_waiting_instances,
             },
             events,
         );
@@ -997,6 +1010,7 @@ impl TaskRunner for Runner {
                 lease: run.lease,
                 checkpoint: run.row.checkpoint_json,
                 is_run: true,
+                resumable: run.row.resumable,
             }),
             cancel: Some(run.cancel),
             name: run.row.task_name,

@@ -148,6 +148,12 @@ enum Command {
         /// such as `30s` or `2m`, at least a second.
         #[arg(long, default_value = "30s", value_parser = parse_task_lease)]
         task_lease: std::time::Duration,
+        /// How long a resumable task waiting for a confirmation keeps its
+        /// instance; past it the task waits as a row in the database, and
+        /// the answer runs it again from its checkpoint: a duration such
+        /// as `10s` or `1m`, or `0s` to give the instance up at once.
+        #[arg(long, default_value = "10s", value_parser = parse_waiting_grace)]
+        waiting_grace: std::time::Duration,
     },
     /// Run an action and print its result as JSON; with --follow, follow the
     /// task it started until it ends.
@@ -331,6 +337,16 @@ fn parse_task_lease(s: &str) -> Result<std::time::Duration, String> {
     }
 }
 
+fn parse_waiting_grace(s: &str) -> Result<std::time::Duration, String> {
+    match s {
+        "0" | "0s" => Ok(std::time::Duration::ZERO),
+        _ => match s.parse::<Retention>() {
+            Ok(Retention::For(d)) => Ok(d),
+            _ => Err("expected a duration such as 10s or 1m, or 0s".to_owned()),
+        },
+    }
+}
+
 fn parse_store(s: &str) -> Result<modhost::host::TaskStoreLocation, String> {
     use modhost::host::TaskStoreLocation;
     match s {
@@ -439,6 +455,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             store,
             host_id,
             task_lease,
+            waiting_grace,
         } => {
             if build_renamed {
                 anyhow::bail!(
@@ -475,6 +492,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 host_id,
                 task_store: store,
                 task_lease,
+                waiting_grace,
             };
             serve(config, stop_signal()).await?;
             Ok(ExitCode::SUCCESS)

@@ -507,6 +507,134 @@ async fn an_unanswered_confirmation_times_out_with_a_typed_outcome() {
     );
 }
 
+/// The `confirm` module on a started host whose waits keep their instance
+/// for `grace`, at most `held` of them, in a pool of `instances`.
+async fn confirm_waits(grace: Duration, held: u32, instances: u32) -> TestHost {
+    let mut t = TestHost::with_options(|o| {
+        o.waiting_grace = grace;
+        o.max_waiting_instances = held;
+        o.engine.max_instances = instances;
+    });
+    t.load("confirm", CONFIRM, CONFIRM_LIMITS).await;
+    t.host.start_tasks().await.unwrap();
+    t
+}
+
+/// Polls (at most 30 s) until task `id` waits for a confirmation with no
+/// host holding it: parked.
+async fn wait_parked(host: &Host, id: &str, who: &Principal) -> modhost::tasks::store::TaskRow {
+    for _ in 0..3000 {
+        let row = host.tasks().get(id, who).await.unwrap();
+        if row.status == Status::WaitingConfirmation && row.host.is_none() {
+            return row;
+        }
+        assert!(row.status.is_active(), "task {id} ended: {row:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("task {id} never parked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resumable_tasks_waiting_past_the_grace_give_up_their_instances_and_the_answer_runs_them_again()
+ {
+    // Twelve waits on a pool of four instances: only waits without an
+    // instance fit, and actions still find one.
+    let t = confirm_waits(Duration::from_millis(100), 256, 4).await;
+    let alice = principal("alice", "acme");
+    let mut ids = Vec::new();
+    for _ in 0..12 {
+        ids.push(started(&t.host, "confirm", "{}", &alice).await);
+    }
+    for id in &ids {
+        let row = wait_parked(&t.host, id, &alice).await;
+        assert_eq!(row.progress, 0.5, "its checkpoint is stored: {row:?}");
+        assert_eq!(row.attempts, 1);
+    }
+    let yes = ConfirmationAnswer::press("yes");
+    for id in &ids {
+        t.host
+            .tasks()
+            .answer_confirmation(id, &yes, &alice)
+            .await
+            .unwrap();
+    }
+    for id in &ids {
+        let row = wait_final(&t.host, id, &alice).await;
+        assert_eq!(row.status, Status::Completed, "{row:?}");
+        let result = json(row.result_json.as_deref().unwrap());
+        assert_eq!(
+            result["answer"],
+            serde_json::json!({ "button": "yes", "by": "alice" })
+        );
+        assert_eq!(result["resumed"], true, "run again from its checkpoint");
+        assert_eq!(row.attempts, 2);
+        let c = row.confirmation.expect("the question is kept");
+        assert!(c.consumed, "the answer was delivered once");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_question_that_expires_runs_the_task_again_with_the_timeout() {
+    let t = confirm_waits(Duration::from_millis(50), 256, 1000).await;
+    let alice = principal("alice", "acme");
+    let id = started(&t.host, "confirm", r#"{"timeout_ms": 1500}"#, &alice).await;
+    wait_parked(&t.host, &id, &alice).await;
+    let row = wait_final(&t.host, &id, &alice).await;
+    let result = json(row.result_json.as_deref().unwrap());
+    assert_eq!(result["answer"], "timed-out", "{row:?}");
+    assert_eq!(result["resumed"], true);
+    let late = t
+        .host
+        .tasks()
+        .answer_confirmation(&id, &ConfirmationAnswer::press("yes"), &alice)
+        .await;
+    assert!(matches!(late, Err(SdkError::InvalidInput(_))), "{late:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waits_hold_instances_only_within_the_cap() {
+    let t = confirm_waits(Duration::from_secs(600), 1, 1000).await;
+    let alice = principal("alice", "acme");
+    let held = started(&t.host, "confirm", r#"{"not_resumable": true}"#, &alice).await;
+    let row = wait_status(&t.host, &held, &alice, Status::WaitingConfirmation).await;
+    assert!(
+        row.host.is_some(),
+        "it keeps its instance and lease: {row:?}"
+    );
+    // The cap is taken: a task that is not resumable may not wait, and a
+    // resumable one waits without an instance at once.
+    let refused = started(&t.host, "confirm", r#"{"not_resumable": true}"#, &alice).await;
+    let row = wait_final(&t.host, &refused, &alice).await;
+    assert_eq!(row.status, Status::Failed, "{row:?}");
+    let message = row.failure_message.unwrap_or_default();
+    assert!(
+        message.contains("at most 1 tasks may wait for a confirmation"),
+        "{message}"
+    );
+    let parked = started(&t.host, "confirm", "{}", &alice).await;
+    wait_parked(&t.host, &parked, &alice).await;
+    let yes = ConfirmationAnswer::press("yes");
+    for id in [&held, &parked] {
+        t.host
+            .tasks()
+            .answer_confirmation(id, &yes, &alice)
+            .await
+            .unwrap();
+    }
+    let held = wait_final(&t.host, &held, &alice).await;
+    let result = json(held.result_json.as_deref().unwrap());
+    assert_eq!(
+        (result["resumed"].clone(), held.attempts),
+        (false.into(), 1)
+    );
+    let parked = wait_final(&t.host, &parked, &alice).await;
+    let result = json(parked.result_json.as_deref().unwrap());
+    assert_eq!(
+        (result["resumed"].clone(), parked.attempts),
+        (true.into(), 2)
+    );
+}
+
 /// The id of the task `module`'s `start` action started with `args`.
 async fn started(host: &Host, module: &str, args: &str, who: &Principal) -> String {
     action(host, module, "start", args, who).await.unwrap()["id"]

@@ -114,7 +114,8 @@ impl From<CallError> for ApiError {
             CallError::Trap { .. } => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "trap", message)
             }
-            CallError::Internal(_) => ApiError::internal(),
+            // Only a task's own run parks, never a call through the API.
+            CallError::Parked { .. } | CallError::Internal(_) => ApiError::internal(),
         }
     }
 }

@@ -50,6 +50,9 @@ pub struct ServeConfig {
     pub host_id: crate::tasks::store::HostId,
     /// How long a claimed task's lease lasts unless renewed.
     pub task_lease: std::time::Duration,
+    /// How long a resumable task waiting for a confirmation keeps its
+    /// instance ([`crate::HostOptions::waiting_grace`]).
+    pub waiting_grace: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +97,7 @@ pub async fn serve(
     options.task_store = config.task_store.clone();
     options.host_id = config.host_id.clone();
     options.task_lease = config.task_lease;
+    options.waiting_grace = config.waiting_grace;
     if config.allow_unconfined_subprocesses {
         let abi = crate::subprocess::confine::landlock_abi();
         tracing::warn!(

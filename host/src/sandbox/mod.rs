@@ -41,6 +41,10 @@ pub enum Interrupt {
     Deadline,
     #[error("cancelled")]
     Cancelled,
+    /// The task's run waits for a confirmation without its instance: the
+    /// store holds the question, and the answer runs the task again.
+    #[error("parked to wait for a confirmation")]
+    Parked,
 }
 
 /// What a fresh store is built from.
@@ -243,6 +247,9 @@ pub fn classify_failure(module: &str, err: wasmtime::Error, state: &SandboxState
         Some(Interrupt::Cancelled) => CallError::Cancelled {
             module: module.to_owned(),
         },
+        Some(Interrupt::Parked) => CallError::Parked {
+            module: module.to_owned(),
+        },
         None => {
             let mut message = trap_message(&err);
             if let Some(said) = state.output.tail(output::QUOTED_TAIL_BYTES) {
@@ -266,6 +273,9 @@ pub fn interrupted(module: &str, why: Interrupt, state: &SandboxState) -> CallEr
             deadline_ms: u64::try_from(state.deadline.limit().as_millis()).unwrap_or(u64::MAX),
         },
         Interrupt::Cancelled => CallError::Cancelled {
+            module: module.to_owned(),
+        },
+        Interrupt::Parked => CallError::Parked {
             module: module.to_owned(),
         },
     }

@@ -6,8 +6,19 @@
 //! through another host of a shared store counts, and a resumable task that
 //! asks again after a restart gets the answer it was given before. One write
 //! closes a wait: an answer and a timeout racing have one outcome.
+//!
+//! A wait costs a row, not an instance: a resumable task that is still
+//! waiting after [`TaskOptions::waiting_grace`](super::TaskOptions) (or at
+//! once, when the waits here already hold their share of instances) is
+//! *parked*: the store keeps its question without a lease, its run ends and
+//! its instance is dropped. The answer, or the question's expiry, makes it
+//! pending again, and its next run — from its checkpoint, as after a
+//! restart — gets that outcome from the same `request-confirmation`. A task
+//! that is not resumable keeps its instance while it waits, within the cap.
 
 use std::sync::Arc;
+use std::time::Duration;
+
 use tokio::sync::oneshot;
 
 use super::policy;
@@ -27,6 +38,8 @@ use crate::ui::Surface;
 pub enum Confirmed {
     Answered(StoredAnswer),
     TimedOut,
+    /// The task was parked: its run ends now, and the answer runs it again.
+    Parked,
 }
 
 /// What a user answers to a confirmation.
@@ -64,19 +77,19 @@ pub const MAX_ANSWER_BYTES: usize = 16 * 1024;
 
 /// A running slot given up for a wait; taken back when dropped, also when
 /// the wait is abandoned (the guest's store dropped).
-struct Parked<'a> {
+struct SlotLent<'a> {
     scheduler: &'a Scheduler,
     module: &'a str,
 }
 
-impl<'a> Parked<'a> {
+impl<'a> SlotLent<'a> {
     fn new(scheduler: &'a Scheduler, module: &'a str) -> Self {
         scheduler.park(module);
-        Parked { scheduler, module }
+        SlotLent { scheduler, module }
     }
 }
 
-impl Drop for Parked<'_> {
+impl Drop for SlotLent<'_> {
     fn drop(&mut self) {
         self.scheduler.unpark(self.module);
     }
@@ -96,11 +109,12 @@ impl TaskService {
         surface: Surface,
         timeout_ms: Option<u64>,
     ) -> Result<Confirmed, SdkError> {
-        let Some(lease) = task.filter(|t| t.is_run).map(|t| t.lease.clone()) else {
+        let Some(task) = task.filter(|t| t.is_run) else {
             return Err(SdkError::invalid(
                 "request-confirmation is only available in a background task's own run",
             ));
         };
+        let lease = task.lease.clone();
         let timeout = policy::confirmation_timeout(timeout_ms)?;
         let surface_json =
             serde_json::to_string(&surface).map_err(|e| SdkError::Internal(e.to_string()))?;
@@ -116,6 +130,19 @@ impl TaskService {
         if !runs_here {
             return Err(SdkError::invalid("the task is not running on this host"));
         }
+        // A wait holds its instance within the cap; a resumable one over it
+        // is parked at once, any other refused before its question is up.
+        let held = self.waits.hold();
+        if held.is_none() && !task.resumable {
+            return Err(SdkError::LimitExceeded(format!(
+                "at most {} tasks may wait for a confirmation holding an instance on this host; \
+                 a resumable task waits without one",
+                self.waits.max_held
+            )));
+        }
+        let grace = task
+            .resumable
+            .then(|| held.as_ref().map_or(Duration::ZERO, |_| self.waits.grace));
         // An answer kept from before a restart counts only for the same
         // question; a stale one is discarded and the new question asked.
         let mut rx = None;
@@ -149,19 +176,9 @@ impl TaskService {
                 }
                 asked => asked.map_err(store_err)?,
             };
-            match asked {
-                Asked::AlreadyAnswered(answer) => {
-                    let same = store
-                        .get_unscoped(&task_id)
-                        .await
-                        .map_err(store_err)?
-                        .and_then(|r| r.confirmation)
-                        .is_some_and(|c| c.surface_json == surface_json);
-                    store.consume_answer(&lease).await.map_err(store_err)?;
-                    if same {
-                        return Ok(Confirmed::Answered(answer));
-                    }
-                }
+            let earlier = match asked {
+                Asked::AlreadyAnswered(answer) => Confirmed::Answered(answer),
+                Asked::AlreadyTimedOut => Confirmed::TimedOut,
                 Asked::NotActive => {
                     if cancel.is_some_and(CancelToken::is_cancelled) {
                         return Err(stopped());
@@ -169,6 +186,18 @@ impl TaskService {
                     return Err(SdkError::invalid("the task is no longer active"));
                 }
                 Asked::Waiting => break,
+            };
+            // What the task was told before it ran again counts only for
+            // the same question.
+            let same = store
+                .get_unscoped(&task_id)
+                .await
+                .map_err(store_err)?
+                .and_then(|r| r.confirmation)
+                .is_some_and(|c| c.surface_json == surface_json);
+            store.consume_answer(&lease).await.map_err(store_err)?;
+            if same {
+                return Ok(earlier);
             }
         }
         // The question is up: from here on the task waits and its question
@@ -195,26 +224,46 @@ impl TaskService {
             );
         }
         let paused = deadline.pause();
-        let parked = Parked::new(&self.scheduler, module);
+        let lent = SlotLent::new(&self.scheduler, module);
         self.pump();
         let outcome = if cancel.is_some_and(CancelToken::is_cancelled) {
             None
         } else {
-            let rx = rx.ok_or_else(|| SdkError::Internal("no confirmation channel".into()))?;
-            let cancelled = async {
-                match cancel {
-                    Some(token) => token.cancelled().await,
-                    None => std::future::pending().await,
+            let mut rx = rx.ok_or_else(|| SdkError::Internal("no confirmation channel".into()))?;
+            let timed_out = tokio::time::sleep(timeout);
+            tokio::pin!(timed_out);
+            let mut park_after = grace;
+            loop {
+                let cancelled = async {
+                    match cancel {
+                        Some(token) => token.cancelled().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                let park = async {
+                    match park_after {
+                        Some(after) => tokio::time::sleep(after).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    answer = &mut rx => break answer.ok(),
+                    () = &mut timed_out => break None,
+                    () = cancelled => break None,
+                    () = park => {}
                 }
-            };
-            tokio::select! {
-                answer = rx => answer.ok(),
-                () = tokio::time::sleep(timeout) => None,
-                () = cancelled => None,
+                park_after = None;
+                if self.park(&lease, expires).await? {
+                    drop(held);
+                    return Ok(Confirmed::Parked);
+                }
+                // Answered first, or no longer waiting: what the wait
+                // hears next tells which.
             }
         };
-        drop(parked);
+        drop(lent);
         drop(paused);
+        drop(held);
         if cancel.is_some_and(CancelToken::is_cancelled) {
             return Err(stopped());
         }
@@ -263,6 +312,45 @@ impl TaskService {
             Some(a) => Confirmed::Answered(a),
             None => Confirmed::TimedOut,
         })
+    }
+
+    /// Parks the task waiting under `lease`: whether it now waits without
+    /// its instance (its run must end). A store that fails leaves it
+    /// waiting with its instance; a lost lease is the caller's error.
+    async fn park(&self, lease: &Lease, expires: i64) -> Result<bool, SdkError> {
+        match self.store.park(lease).await {
+            Ok(true) => {
+                tracing::debug!(task_id = lease.task_id, "a task waits without its instance");
+                self.forget_answer(lease);
+                self.waits.expires_at(expires);
+                Ok(true)
+            }
+            Ok(false) => Ok(false),
+            Err(e @ TaskStoreError::LeaseLost { .. }) => Err(store_err(e)),
+            // Parked or not, the run may end: if the lease was kept, this
+            // host stops renewing it, and its expiry makes the task
+            // pending again (it is resumable).
+            Err(TaskStoreError::Uncertain(e)) => {
+                tracing::warn!(task_id = lease.task_id, error = %e, "a waiting task may not be parked");
+                self.forget_answer(lease);
+                self.waits.expires_at(expires);
+                Ok(true)
+            }
+            Err(e) => {
+                tracing::warn!(task_id = lease.task_id, error = %e, "a waiting task keeps its instance");
+                Ok(false)
+            }
+        }
+    }
+
+    /// Drops the answer channel of the run under `lease`: a parked run
+    /// hears no answer.
+    fn forget_answer(&self, lease: &Lease) {
+        if let Some(r) = self.running().get_mut(&lease.task_id)
+            && r.lease == *lease
+        {
+            r.answer = None;
+        }
     }
 
     /// Records `by`'s answer to the confirmation task `id` waits for, and
@@ -315,6 +403,20 @@ impl TaskService {
             .map_err(store_err)?
         {
             Answered::Recorded => {}
+            Answered::Resumed => {
+                // Parked: no run hears it; the next run of the task asks
+                // again and gets it.
+                self.publish(
+                    task_ref(row),
+                    EventKind::ConfirmationAnswered {
+                        button: answer.button.clone(),
+                        answered_by: stored.answered_by.clone(),
+                    },
+                );
+                self.publish(task_ref(row), status_event(Status::Pending));
+                self.wake(&row.module);
+                return Ok(());
+            }
             Answered::NotWaiting => {
                 return Err(SdkError::invalid(
                     "the task is not waiting for a confirmation",

@@ -23,6 +23,7 @@ mod run;
 pub mod scheduler;
 pub mod service;
 pub mod store;
+mod waits;
 
 pub use blocking::CallerStops;
 pub use confirm::{ConfirmationAnswer, Confirmed};

@@ -20,10 +20,13 @@ use super::service::{
 };
 use super::service::{run_status_event, status_event};
 use super::store::{
-    Announced, Announcement, Claimed, Lease, LeaseState, Outcome, Recovery, Status, TaskStoreError,
+    Announced, Announcement, Claimed, HostId, Lease, LeaseState, Outcome, Recovery, Status,
+    TaskStoreError,
 };
+use super::waits::Waits;
 use crate::cancel::CancelToken;
 use crate::error::CallError;
+use crate::events::{EventKind, Subject};
 use crate::text::truncate;
 
 /// How long a task that found no free instance slot waits before it is
@@ -41,16 +44,15 @@ impl TaskService {
     pub async fn start(self: &Arc<Self>) -> Result<Recovery, TaskStoreError> {
         let mut recovery = Recovery::default();
         loop {
-            let page = self.store.recover_expired(Some(&self.host)).await?;
+            let page = self.recover_page(Some(&self.host)).await?;
             let more = page.is_full_page();
-            log_recovery(&page);
-            self.publish_recovered(&page).await;
             recovery.extend(page);
             if !more {
                 break;
             }
         }
         tokio::spawn(claim_loop(Arc::downgrade(self), self.claims.clone()));
+        tokio::spawn(expiry_loop(Arc::downgrade(self), self.waits.clone()));
         if let Some(announced) = self.store.announcements() {
             tokio::spawn(announce_loop(Arc::downgrade(self), announced));
         }
@@ -121,8 +123,8 @@ impl TaskService {
         }
         let tref = task_ref(&row);
         self.publish(tref.clone(), run_status_event(Status::Running, &self.host));
-        let outcome = match identity_of(&row) {
-            Err(message) => Some(Outcome::Failed {
+        let ended = match identity_of(&row) {
+            Err(message) => Ended::Finished(Outcome::Failed {
                 kind: "internal".into(),
                 message,
             }),
@@ -139,28 +141,22 @@ impl TaskService {
                     .catch_unwind()
                     .await
                     .unwrap_or_else(|_| Err(CallError::Internal("the run panicked".into())));
-                outcome_of(returned)
+                ended_by(returned)
             }
         };
-        let Some(outcome) = outcome else {
-            // No instance slot: undo the claim and try again later rather
-            // than fail a task for the host's own load; until then the
-            // module is not claimed here (its oldest task is this one).
-            self.forget_run(&lease);
-            self.scheduler.unmark(&row.module);
-            match self.store.release(&lease).await {
-                Ok(true) => {
-                    self.publish(tref, status_event(Status::Pending));
-                    let (service, module) = (self.clone(), row.module);
-                    tokio::spawn(async move {
-                        tokio::time::sleep(BUSY_RETRY).await;
-                        service.wake(&module);
-                    });
-                }
-                Ok(false) => {}
-                Err(e) => tracing::error!(task_id = id, error = %e, "cannot requeue a task"),
+        let outcome = match ended {
+            Ended::Finished(outcome) => outcome,
+            Ended::Parked => {
+                // The store holds the question and no lease: the answer or
+                // the question's expiry makes the task pending again.
+                self.forget_run(&lease);
+                self.events.forget(&id);
+                return;
             }
-            return;
+            Ended::NoSlot => {
+                self.requeue(&row.module, &lease, tref).await;
+                return;
+            }
         };
         let final_status = outcome.status();
         let applied = match self.finish_retrying(&lease, outcome).await {
@@ -181,6 +177,28 @@ impl TaskService {
         self.events.forget(&id);
         if applied {
             self.publish(tref, run_status_event(final_status, &self.host));
+        }
+    }
+
+    /// Undoes the claim of a run that found no instance slot, and tries
+    /// again later rather than fail a task for the host's own load; until
+    /// then the module is not claimed here (its oldest task is this one).
+    async fn requeue(self: &Arc<Self>, module: &str, lease: &Lease, tref: Subject) {
+        self.forget_run(lease);
+        self.scheduler.unmark(module);
+        match self.store.release(lease).await {
+            Ok(true) => {
+                self.publish(tref, status_event(Status::Pending));
+                let (service, module) = (self.clone(), module.to_owned());
+                tokio::spawn(async move {
+                    tokio::time::sleep(BUSY_RETRY).await;
+                    service.wake(&module);
+                });
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(task_id = lease.task_id, error = %e, "cannot requeue a task");
+            }
         }
     }
 
@@ -231,8 +249,40 @@ impl TaskService {
         }
     }
 
+    /// One page of a recovery ([`super::store::TaskStore::recover_expired`]),
+    /// told of as soon as it is written; the claimer is woken for what
+    /// became pending.
+    async fn recover_page(
+        self: &Arc<Self>,
+        restarted: Option<&HostId>,
+    ) -> Result<Recovery, TaskStoreError> {
+        let page = self.store.recover_expired(restarted).await?;
+        log_recovery(&page);
+        self.publish_recovered(&page).await;
+        if !page.resumed.is_empty() || !page.timed_out.is_empty() {
+            self.scheduler.mark_all();
+            self.pump();
+        }
+        Ok(page)
+    }
+
+    /// Recovers page after page until a page is not full, each bounded by
+    /// `within`, so a connection that hangs cannot stall the caller.
+    pub(super) async fn sweep(self: &Arc<Self>, within: Duration) {
+        loop {
+            match tokio::time::timeout(within, self.recover_page(None)).await {
+                Err(_) => tracing::error!("recovering tasks of stopped hosts timed out"),
+                Ok(Err(e)) => tracing::error!(error = %e, "cannot recover tasks of stopped hosts"),
+                Ok(Ok(page)) if page.is_full_page() => continue,
+                Ok(Ok(_)) => {}
+            }
+            return;
+        }
+    }
+
     /// Tells watchers (of every host) what a recovery made of its tasks:
-    /// `pending` again, or `interrupted`.
+    /// `pending` again, or `interrupted`; a parked task whose question
+    /// expired, that it did.
     async fn publish_recovered(&self, recovery: &Recovery) {
         let changed = recovery
             .resumed
@@ -243,10 +293,22 @@ impl TaskService {
                     .interrupted
                     .iter()
                     .map(|id| (id, Status::Interrupted)),
+            )
+            .map(|(id, status)| (id, status, false))
+            .chain(
+                recovery
+                    .timed_out
+                    .iter()
+                    .map(|id| (id, Status::Pending, true)),
             );
-        for (id, status) in changed {
+        for (id, status, timed_out) in changed {
             match self.store.get_unscoped(id).await {
-                Ok(Some(row)) => self.publish(task_ref(&row), status_event(status)),
+                Ok(Some(row)) => {
+                    if timed_out {
+                        self.publish(task_ref(&row), EventKind::ConfirmationTimedOut);
+                    }
+                    self.publish(task_ref(&row), status_event(status));
+                }
                 Ok(None) => {}
                 Err(e) => tracing::warn!(task_id = id, error = %e, "cannot tell of a recovery"),
             }
@@ -309,6 +371,12 @@ fn log_recovery(recovery: &Recovery) {
             interrupted = recovery.interrupted.len(),
             resumed = recovery.resumed.len(),
             "recovered tasks whose host stopped"
+        );
+    }
+    if !recovery.timed_out.is_empty() {
+        tracing::debug!(
+            timed_out = recovery.timed_out.len(),
+            "parked tasks whose question expired are pending again"
         );
     }
 }
@@ -401,6 +469,21 @@ async fn send_loop(
     }
 }
 
+/// Sweeps the questions parked here as they expire (their tasks become
+/// pending, to hear of the timeout); the lease keeper's recovery sweeps
+/// those parked by other hosts or before a restart. Ends when the service
+/// is dropped.
+async fn expiry_loop(service: Weak<TaskService>, waits: Arc<Waits>) {
+    loop {
+        waits.next_expiry().await;
+        let Some(s) = service.upgrade() else { return };
+        s.sweep(SWEEP_WITHIN).await;
+    }
+}
+
+/// How long one page of an expiry's sweep may take.
+const SWEEP_WITHIN: Duration = Duration::from_secs(10);
+
 /// Every third of a lease: renews this host's leases, then recovers tasks
 /// whose lease ran out (another host died). Ends when the service is
 /// dropped.
@@ -425,38 +508,24 @@ async fn lease_loop(service: Weak<TaskService>, lease: Duration) {
             s.cancel_all_runs();
             continue;
         }
-        // A page at a time, each told of as soon as it is written.
-        loop {
-            let Ok(recovered) = tokio::time::timeout(every, s.store.recover_expired(None)).await
-            else {
-                tracing::error!("recovering tasks of stopped hosts timed out");
-                break;
-            };
-            match recovered {
-                Ok(recovery) => {
-                    log_recovery(&recovery);
-                    s.publish_recovered(&recovery).await;
-                    if !recovery.resumed.is_empty() {
-                        s.scheduler.mark_all();
-                        s.pump();
-                    }
-                    if !recovery.is_full_page() {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot recover tasks of stopped hosts");
-                    break;
-                }
-            }
-        }
+        s.sweep(every).await;
     }
 }
 
-/// What a run's result means for its task; `None` when it never started for
-/// want of an instance slot (the task is run again later).
-fn outcome_of(returned: Returned) -> Option<Outcome> {
-    Some(match returned {
+/// What the end of a run means for its task.
+#[derive(Debug, PartialEq)]
+enum Ended {
+    /// This final state is recorded.
+    Finished(Outcome),
+    /// It never started for want of an instance slot: it runs later.
+    NoSlot,
+    /// It waits for a confirmation parked in the store: nothing to write.
+    Parked,
+}
+
+/// What a run's result means for its task.
+fn ended_by(returned: Returned) -> Ended {
+    Ended::Finished(match returned {
         Ok(Ok(json)) => match policy::json_text("task result", &json, policy::MAX_RESULT_BYTES) {
             Ok(_) => Outcome::Completed { result_json: json },
             Err(e) => Outcome::Failed {
@@ -468,7 +537,8 @@ fn outcome_of(returned: Returned) -> Option<Outcome> {
             kind: "error".into(),
             message: truncate(&e.to_string(), MAX_FAILURE_MESSAGE_BYTES).to_owned(),
         },
-        Err(CallError::Busy(_)) => return None,
+        Err(CallError::Busy(_)) => return Ended::NoSlot,
+        Err(CallError::Parked { .. }) => return Ended::Parked,
         Err(CallError::Cancelled { .. }) => Outcome::Cancelled { by: None },
         Err(CallError::Deadline { deadline_ms, .. }) => Outcome::Failed {
             kind: "deadline".into(),
@@ -496,13 +566,20 @@ mod tests {
 
     #[test]
     fn a_run_without_an_instance_slot_leaves_the_task_to_run_later() {
-        assert_eq!(outcome_of(Err(CallError::Busy("full".into()))), None);
+        assert_eq!(ended_by(Err(CallError::Busy("full".into()))), Ended::NoSlot);
+    }
+
+    #[test]
+    fn a_run_parked_on_a_confirmation_leaves_the_task_to_the_store() {
+        let parked = CallError::Parked { module: "m".into() };
+        assert_eq!(ended_by(Err(parked)), Ended::Parked);
     }
 
     #[test]
     fn a_guest_error_fails_the_task_with_its_message_bounded() {
         let long = "x".repeat(2 * MAX_FAILURE_MESSAGE_BYTES);
-        let Some(Outcome::Failed { kind, message }) = outcome_of(Ok(Err(SdkError::invalid(long))))
+        let Ended::Finished(Outcome::Failed { kind, message }) =
+            ended_by(Ok(Err(SdkError::invalid(long))))
         else {
             panic!("not failed")
         };
@@ -513,8 +590,8 @@ mod tests {
     #[test]
     fn a_result_that_is_not_json_fails_the_task() {
         assert!(matches!(
-            outcome_of(Ok(Ok("{".into()))),
-            Some(Outcome::Failed { kind, .. }) if kind == "invalid-result"
+            ended_by(Ok(Ok("{".into()))),
+            Ended::Finished(Outcome::Failed { kind, .. }) if kind == "invalid-result"
         ));
     }
 }

@@ -26,6 +26,7 @@ use super::store::{
     Scope, Status, StoredAnswer, Submitted, TaskFilter, TaskPage, TaskRow, TaskStore,
     TaskStoreError,
 };
+use super::waits::Waits;
 use crate::cancel::CancelToken;
 use crate::db::now_ms;
 use crate::error::{CallError, SdkError};
@@ -65,10 +66,22 @@ pub const MIN_LEASE: Duration = Duration::from_secs(1);
 /// (another host's submissions, where the store does not announce them).
 pub const DEFAULT_CLAIM_POLL: Duration = Duration::from_secs(2);
 
+/// How long a resumable task waiting for a confirmation keeps its instance
+/// before it gives it up: an answer within it goes on in place, a user who
+/// takes longer costs the host a row, not an instance.
+pub const DEFAULT_WAITING_GRACE: Duration = Duration::from_secs(10);
+
+/// Instances that tasks waiting for a confirmation may hold at once on one
+/// host: a quarter of the default pool of 1,000, so waits never starve new
+/// work of instances.
+pub const DEFAULT_MAX_WAITING_INSTANCES: u32 = 256;
+
 /// How the host runs tasks. Defaults: 256 tasks running at once over all
 /// modules, 16 blocking threads, [`DEFAULT_MAX_ACTIVE_PER_ORG`] active
 /// tasks per organization, host id [`super::store::LOCAL_HOST`], leases of
-/// [`DEFAULT_LEASE`], a poll every [`DEFAULT_CLAIM_POLL`].
+/// [`DEFAULT_LEASE`], a poll every [`DEFAULT_CLAIM_POLL`], waits that keep
+/// their instance for [`DEFAULT_WAITING_GRACE`], at most
+/// [`DEFAULT_MAX_WAITING_INSTANCES`] of them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskOptions {
     /// Background tasks running at once, over all modules.
@@ -87,6 +100,14 @@ pub struct TaskOptions {
     pub lease: Duration,
     /// How often to look for pending tasks unannounced.
     pub claim_poll: Duration,
+    /// How long a resumable task waiting for a confirmation keeps its
+    /// instance; past it the task waits as a row in the store, and the
+    /// answer runs it again from its checkpoint.
+    pub waiting_grace: Duration,
+    /// Instances tasks waiting for a confirmation may hold at once. Past
+    /// it a resumable task gives its instance up at once, and one that is
+    /// not resumable is refused (`limit-exceeded`).
+    pub max_waiting_instances: u32,
 }
 
 impl Default for TaskOptions {
@@ -98,6 +119,8 @@ impl Default for TaskOptions {
             host: HostId::local(),
             lease: DEFAULT_LEASE,
             claim_poll: DEFAULT_CLAIM_POLL,
+            waiting_grace: DEFAULT_WAITING_GRACE,
+            max_waiting_instances: DEFAULT_MAX_WAITING_INSTANCES,
         }
     }
 }
@@ -120,6 +143,9 @@ pub struct TaskScope {
     /// Whether this call is the task's own run (which may pause for a
     /// confirmation), rather than a blocking call made from it.
     pub is_run: bool,
+    /// Whether the task may be run again from its checkpoint, so a wait for
+    /// a confirmation may give up its instance.
+    pub resumable: bool,
 }
 
 impl TaskScope {
@@ -253,6 +279,9 @@ pub struct TaskService {
     announcing: mpsc::Sender<Announcement>,
     pub(super) to_announce: Mutex<Option<mpsc::Receiver<Announcement>>>,
     running: Mutex<HashMap<String, Running>>,
+    /// Waits for confirmations: the instances they hold, and when parked
+    /// ones expire.
+    pub(super) waits: Arc<Waits>,
 }
 
 impl std::fmt::Debug for TaskService {
@@ -284,6 +313,10 @@ impl TaskService {
             claim_poll: options.claim_poll,
             claims: Arc::new(Notify::new()),
             running: Mutex::default(),
+            waits: Arc::new(Waits::new(
+                options.waiting_grace,
+                options.max_waiting_instances,
+            )),
         })
     }
 

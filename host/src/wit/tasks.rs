@@ -219,10 +219,17 @@ impl tasks::Host for TasksView<'_> {
                 timeout_ms,
             )
             .await;
+        // The run ends here, its instance dropped; the answer runs the task
+        // again, and this call then returns it. (Its lease is gone, so a
+        // cancel seen now is no longer this run's to record.)
+        if matches!(confirmed, Ok(Confirmed::Parked)) {
+            return Err(HostError::Trap(Interrupt::Parked.into()));
+        }
         self.check_cancelled()?;
         Ok(match confirmed? {
             Confirmed::Answered(a) => tasks::ConfirmationOutcome::Answered(wit_answer(&a)?),
             Confirmed::TimedOut => tasks::ConfirmationOutcome::TimedOut,
+            Confirmed::Parked => return Err(HostError::Trap(Interrupt::Parked.into())),
         })
     }
 

@@ -10,7 +10,7 @@ use module_sdk::ui::{Builder, Style};
 
 module_sdk::module! {
     actions: {
-        "start" => start: "Start the `ask` task: {key?, timeout_ms?, text?, retry_ask?}",
+        "start" => start: "Start the `ask` task: {key?, timeout_ms?, text?, retry_ask?, not_resumable?}",
         "ask_here" => ask_here: "Ask for a confirmation outside a task",
     },
     tasks: {
@@ -34,6 +34,9 @@ struct Args {
     /// A pause before the first question.
     #[serde(default)]
     ask_after_ms: u64,
+    /// Starts the task without `resumable`, so its wait keeps its instance.
+    #[serde(default)]
+    not_resumable: bool,
 }
 
 #[derive(Deserialize, Serialize)]
@@ -89,7 +92,7 @@ fn ask(args: Args) -> Result<Value> {
 
 fn start(args: Args) -> Result<ActionResult> {
     let mut opts = BackgroundOptions::new()
-        .resumable(true)
+        .resumable(!args.not_resumable)
         .title("Delete files");
     if let Some(k) = &args.key {
         opts = opts.key(k.clone());
