@@ -460,10 +460,10 @@ pub struct Waiting {
     pub rss_mib: f64,
 }
 
-/// How long the waiting scenario waits for its host to stop starting
-/// tasks before it measures anyway: tasks pending for want of an instance
-/// may be claimed and given back again and again.
-const SETTLE_LIMIT: Duration = Duration::from_secs(60);
+/// How long the waiting scenario waits for every task to have asked (with
+/// the host's defaults, the first waits give their instances up after 10 s)
+/// before it measures anyway.
+const SETTLE_LIMIT: Duration = Duration::from_secs(300);
 
 /// A user's share of the waiting tasks (the per-user quota's ceiling).
 const WAITING_PER_USER: usize = 10_000;
@@ -494,10 +494,10 @@ pub fn waiting(n: usize) -> Result<Waiting> {
         for s in submitters {
             s.await??;
         }
-        // Settled once no task is running three looks in a row: each has
-        // either asked or is pending for want of a slot; or at the limit.
+        // Settled once no task is pending or running three looks in a row:
+        // each has asked, and none holds an instance; or at the limit.
         let running = TaskFilter {
-            statuses: vec![Status::Running],
+            statuses: vec![Status::Pending, Status::Running],
             ..TaskFilter::default()
         };
         let mut quiet = 0;

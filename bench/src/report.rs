@@ -297,8 +297,9 @@ impl Section {
                 "7. Tasks waiting for a confirmation".into(),
                 "Resumable tasks that store a checkpoint and ask for a confirmation, submitted \
                  at once to a host in a process of its own (default instance pool, the module \
-                 allowed 256 running tasks); measured once no task is running, or after 60 s: \
-                 how many wait for an answer, and the process's resident memory then."
+                 allowed 256 running tasks, the host's default waits: an instance kept for \
+                 10 s, then given up); measured once no task is pending or running, or after \
+                 300 s: how many wait for an answer, and the process's resident memory then."
                     .into(),
             ),
         };
