@@ -118,6 +118,7 @@ macro_rules! task_store_conformance {
             recovery_leaves_pending_tasks_pending,
             recovery_requeues_resumable_tasks_with_checkpoint_and_open_confirmation,
             recovery_keeps_an_answered_confirmation_for_the_repeated_ask,
+            an_answer_to_a_recovered_wait_is_recorded_and_resumes_nothing,
             a_recovery_of_more_lapsed_leases_than_a_page_recovers_every_one,
             // retention
             pruning_deletes_finished_tasks_before_the_cutoff_and_never_an_active_one,
@@ -1785,6 +1786,29 @@ pub async fn recovery_requeues_resumable_tasks_with_checkpoint_and_open_confirma
             .unwrap(),
         Answered::Recorded
     );
+}
+
+pub async fn an_answer_to_a_recovered_wait_is_recorded_and_resumes_nothing(
+    store: Arc<dyn TaskStore>,
+) {
+    let s = &*store;
+    let h = HostId::local();
+    let wait = running(s, resumable("u1")).await;
+    s.ask_confirmation(&wait, "{}", 1, None).await.unwrap();
+    let rec = s.recover_expired(Some(&h)).await.unwrap();
+    assert_eq!(rec.resumed, std::slice::from_ref(&wait.task_id));
+    // Pending already, without a lease, but it was not parked: the answer
+    // waits for its next ask and nothing more changes.
+    assert_eq!(
+        s.answer_confirmation(&wait.task_id, answer(5), None)
+            .await
+            .unwrap(),
+        Answered::Recorded
+    );
+    assert_eq!(status(s, &wait.task_id).await, Status::Pending);
+    let rerun = lease_of(&claim_all(s, &h, "m", LEASE).await, &wait.task_id);
+    let asked = s.ask_confirmation(&rerun, "{}", 9, None).await.unwrap();
+    assert!(matches!(asked, Asked::AlreadyAnswered(_)), "{asked:?}");
 }
 
 pub async fn recovery_keeps_an_answered_confirmation_for_the_repeated_ask(

@@ -780,6 +780,7 @@ impl TaskStore for SqliteTaskStore {
                      WHERE id = ?1 AND ",
                     active!(),
                     " AND confirm_surface_json IS NOT NULL AND confirm_answer_json IS NULL \
+                     AND confirm_timed_out = 0 \
                      AND (confirm_expires_at IS NULL OR (?4 < confirm_expires_at AND ?5 < confirm_expires_at)) \
                      AND (?6 IS NULL OR confirm_asked_at = ?6)"
                 ))?

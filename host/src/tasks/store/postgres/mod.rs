@@ -373,15 +373,21 @@ mod sql {
 
     /// Answers whether the task waited parked (it is pending now), and
     /// announces it at commit if so.
-    pub const ANSWER: &str = "WITH answered AS (UPDATE tasks SET confirm_answer_json = $2, \
+    /// Whether it waited parked is read off the row as it was, locked
+    /// first; a question that a sweep timed out takes no answer, whatever
+    /// the answering host's clock says.
+    pub const ANSWER: &str = "WITH old AS (SELECT id, \
+        status = 'waiting-confirmation' AND lease_owner IS NULL AS parked \
+        FROM tasks WHERE id = $1 FOR UPDATE), \
+        answered AS (UPDATE tasks AS t SET confirm_answer_json = $2, \
         confirm_answered_by = $3, confirm_answered_at = $4, updated_at = $5, \
-        status = CASE WHEN status = 'waiting-confirmation' AND lease_owner IS NULL \
-        THEN 'pending' ELSE status END \
-        WHERE id = $1 AND finished_at IS NULL AND confirm_surface_json IS NOT NULL \
-        AND confirm_answer_json IS NULL AND (confirm_expires_at IS NULL \
-        OR ($4 < confirm_expires_at AND $5 < confirm_expires_at)) \
-        AND ($6::BIGINT IS NULL OR confirm_asked_at = $6) \
-        RETURNING module, status = 'pending' AS resumed) \
+        status = CASE WHEN o.parked THEN 'pending' ELSE t.status END \
+        FROM old AS o WHERE t.id = o.id AND t.finished_at IS NULL \
+        AND t.confirm_surface_json IS NOT NULL AND t.confirm_answer_json IS NULL \
+        AND NOT t.confirm_timed_out AND (t.confirm_expires_at IS NULL \
+        OR ($4 < t.confirm_expires_at AND $5 < t.confirm_expires_at)) \
+        AND ($6::BIGINT IS NULL OR t.confirm_asked_at = $6) \
+        RETURNING t.module, o.parked AS resumed) \
         SELECT a.resumed, (SELECT count(*) FROM (SELECT pg_notify('modhost_pending', a.module) \
         WHERE a.resumed) AS n) FROM answered AS a";
 
