@@ -75,6 +75,10 @@ fn empty_object() -> serde_json::Value {
 /// Largest answer accepted.
 pub const MAX_ANSWER_BYTES: usize = 16 * 1024;
 
+/// The longest pause between tries to park a wait that the store did not
+/// park (the first is under a second, each next one twice as long).
+const PARK_RETRY_MAX: Duration = Duration::from_secs(60);
+
 /// A running slot given up for a wait; taken back when dropped, also when
 /// the wait is abandoned (the guest's store dropped).
 struct SlotLent<'a> {
@@ -233,6 +237,7 @@ impl TaskService {
             let timed_out = tokio::time::sleep(timeout);
             tokio::pin!(timed_out);
             let mut park_after = grace;
+            let mut retry = PARK_RETRY_MAX / 128;
             loop {
                 let cancelled = async {
                     match cancel {
@@ -252,13 +257,15 @@ impl TaskService {
                     () = cancelled => break None,
                     () = park => {}
                 }
-                park_after = None;
                 if self.park(&lease, expires).await? {
                     drop(held);
                     return Ok(Confirmed::Parked);
                 }
                 // Answered first, or no longer waiting: what the wait
-                // hears next tells which.
+                // hears next tells which. Or the store failed: try again
+                // later rather than hold the instance to the end.
+                retry = (retry * 2).min(PARK_RETRY_MAX);
+                park_after = Some(retry);
             }
         };
         drop(lent);
