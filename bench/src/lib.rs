@@ -333,7 +333,7 @@ pub fn run(options: &Options) -> Result<Report> {
                     Figure::new(
                         "modhost",
                         &format!("{n} asked: waiting at once"),
-                        Unit::PerSecond("tasks"),
+                        Unit::Count("tasks"),
                     ),
                 ]
             })
