@@ -325,29 +325,27 @@ impl TaskService {
     /// its instance (its run must end). A store that fails leaves it
     /// waiting with its instance; a lost lease is the caller's error.
     async fn park(&self, lease: &Lease, expires: i64) -> Result<bool, SdkError> {
-        match self.store.park(lease).await {
-            Ok(true) => {
-                tracing::debug!(task_id = lease.task_id, "a task waits without its instance");
-                self.forget_answer(lease);
-                self.waits.expires_at(expires);
-                Ok(true)
-            }
-            Ok(false) => Ok(false),
-            Err(e @ TaskStoreError::LeaseLost { .. }) => Err(store_err(e)),
+        let parked = match self.store.park(lease).await {
+            Ok(parked) => parked,
+            Err(e @ TaskStoreError::LeaseLost { .. }) => return Err(store_err(e)),
             // Parked or not, the run may end: if the lease was kept, this
             // host stops renewing it, and its expiry makes the task
             // pending again (it is resumable).
             Err(TaskStoreError::Uncertain(e)) => {
                 tracing::warn!(task_id = lease.task_id, error = %e, "a waiting task may not be parked");
-                self.forget_answer(lease);
-                self.waits.expires_at(expires);
-                Ok(true)
+                true
             }
             Err(e) => {
                 tracing::warn!(task_id = lease.task_id, error = %e, "a waiting task keeps its instance");
-                Ok(false)
+                false
             }
+        };
+        if parked {
+            tracing::debug!(task_id = lease.task_id, "a task waits without its instance");
+            self.forget_answer(lease);
+            self.waits.expires_at(expires);
         }
+        Ok(parked)
     }
 
     /// Drops the answer channel of the run under `lease`: a parked run
