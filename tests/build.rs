@@ -307,7 +307,7 @@ fn guest_build(dir: &Path, target_dir: &Path) -> Command {
 }
 
 /// Example modules whose components the tests use.
-const EXAMPLES: &[&str] = &["reports"];
+const EXAMPLES: &[&str] = &["reports", "fetch"];
 
 fn package_name(dir: &Path) -> String {
     let text =

@@ -9,7 +9,8 @@
 //! - [`context`] reads who is calling, [`log`] writes to the host's log;
 //! - [`tasks`] starts background, blocking and subprocess work and reports
 //!   progress; [`background_tasks`] is the richer read model of tasks;
-//! - [`ui`] builds confirmation surfaces and the effects an action returns.
+//! - [`ui`] builds confirmation surfaces and the effects an action returns;
+//! - [`http`] sends outbound requests to the hosts `[network]` allows.
 //!
 //! The crate is not on a registry: a module outside the modhost repository
 //! depends on it by path (`module-sdk = { path = ".../guest-sdk" }`) and is
@@ -57,6 +58,7 @@ pub mod background_tasks;
 pub mod context;
 mod error;
 mod export;
+pub mod http;
 mod ids;
 pub mod log;
 pub mod tasks;

@@ -531,6 +531,7 @@ impl Host {
             cancel: None,
             tasks: None,
             subprocess: None,
+            network: None,
             stop_grace: STOP_MARGIN,
         };
         let engine = self.runner.engine.engine();
@@ -965,6 +966,7 @@ impl Runner {
                 module: m.subprocess.clone(),
                 data_full: !children_room,
             }),
+            network: Some(m.network.clone()),
             stop_grace: self.subprocess.options().kill_grace + STOP_MARGIN,
         };
         (spec, written)

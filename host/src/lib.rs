@@ -23,6 +23,9 @@
 //!   through [`tasks::TaskRunner`], which [`Host`] implements.
 //! - [`subprocess`]: `run-subprocess` as a room of its own: grant and argv
 //!   grammar, gate, confinement, spawn, process tree, audit trail.
+//! - [`network`]: `wasi:http/outgoing-handler` as a room of its own: each
+//!   request decided against the `[network]` grant, resolved and connected
+//!   by the host (no internal address through a granted name), capped.
 //! - [`retention`]: deleting finished tasks and audit records past their
 //!   retention, in batches through the stores. [`data_quota`]: the measured
 //!   size of each module's data directory per organization, against its
@@ -48,6 +51,7 @@ pub mod identity;
 pub mod kit;
 pub mod manifest;
 pub mod modules;
+pub mod network;
 pub mod pg;
 pub mod retention;
 mod sandbox;

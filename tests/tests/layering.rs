@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 const WASM_FREE: &[&str] = &[
     "tasks",
     "subprocess",
+    "network",
     "db",
     "manifest",
     "identity.rs",

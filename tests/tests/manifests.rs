@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use modhost::manifest::{self, LoadEnv, ManifestError, Policy, ReadScope};
+use modhost::manifest::{self, LoadEnv, ManifestError, Policy, ReadScope, Scheme};
 
 const FAKE_PROGRAM: &str = "modhost-fixture-tool";
 
@@ -122,7 +122,11 @@ fn minimal_manifest_is_denied_everything() -> Result<()> {
     assert_eq!(m.name.as_str(), "minimal");
     assert_eq!(m.policy, Policy::default());
     assert!(m.policy.subprocess.is_empty());
-    assert!(!m.policy.network.allows("api.example.com", 443));
+    assert!(
+        !m.policy
+            .network
+            .allows(Scheme::Https, "api.example.com", 443)
+    );
     assert!(!m.policy.filesystem.data);
     assert!(m.warnings().is_empty());
     Ok(())
@@ -144,11 +148,16 @@ fn everything_manifest_grants_what_it_says() -> Result<()> {
     let p = &m.policy;
     assert!(p.filesystem.data);
     assert_eq!(p.filesystem.max_bytes, Some(512 * 1024 * 1024));
-    assert!(p.network.allows("api.example.com", 443));
-    assert!(p.network.allows("cdn.example.org", 443));
-    assert!(!p.network.allows("example.org", 443));
-    assert!(!p.network.allows("api.example.com", 80));
-    assert!(p.network.allows("10.0.0.1", 5432));
+    assert!(p.network.allows(Scheme::Https, "api.example.com", 443));
+    assert!(p.network.allows(Scheme::Https, "cdn.example.org", 443));
+    assert!(!p.network.allows(Scheme::Https, "example.org", 443));
+    assert!(!p.network.allows(Scheme::Https, "api.example.com", 80));
+    assert!(p.network.allows(Scheme::Https, "10.0.0.1", 5432));
+    assert!(p.network.allows(Scheme::Http, "api.example.net", 80));
+    assert!(!p.network.allows(Scheme::Https, "api.example.net", 80));
+    assert_eq!(p.network.max_response_bytes, 128 << 20);
+    assert_eq!(p.network.timeout, Duration::from_secs(60));
+    assert_eq!(p.network.max_concurrent, 4);
     assert_eq!(
         (p.tasks.max_active_per_user, p.tasks.max_active_per_module),
         (10, 100)

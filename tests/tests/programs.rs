@@ -782,6 +782,11 @@ mod subprocess {
     // `tests/subprocess.rs`.
 }
 
+mod fetcher {
+    // The outbound HTTP guest has its own file of grants and attacks:
+    // `tests/network.rs`.
+}
+
 mod files {
     use super::*;
 

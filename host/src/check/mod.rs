@@ -165,23 +165,26 @@ pub fn grant_warnings(
             ));
         }
     }
-    let uses_sockets = imports_any(imports, "wasi:sockets/");
-    if !policy.network.allow.is_empty() && !uses_sockets {
-        w.push(
-            "grant [network] allow is unused: the component does not import wasi:sockets"
-                .to_owned(),
-        );
+    let uses_http = imports_any(imports, "wasi:http/outgoing-handler");
+    let granted = !policy.network.allow.is_empty();
+    if granted && !uses_http {
+        w.push("grant [network] allow is unused: the component does not import wasi:http/outgoing-handler".to_owned());
     }
-    if !policy.network.allow.is_empty() {
-        w.push("[network] grants are parsed but not yet enforced by this host version: outbound connections stay denied".to_owned());
+    if uses_http && !granted {
+        w.push("the component imports wasi:http/outgoing-handler but [network] allows no host: every request will be refused".to_owned());
     }
-    if uses_sockets && policy.network.allow.is_empty() {
+    if imports_any(imports, "wasi:sockets/") {
+        let why = if granted {
+            "; [network] grants apply to wasi:http requests only"
+        } else {
+            ""
+        };
         match runtime {
             Some(runtime::Runtime::CPython) => notes.push(format!(
-                "the component imports wasi:sockets, as every {} module does; [network] grants nothing, so every connection will be refused",
+                "the component imports wasi:sockets, as every {} module does; sockets stay closed, so every connection through them will be refused{why}",
                 runtime::Runtime::CPython.name()
             )),
-            None => w.push("the component imports wasi:sockets but [network] grants nothing: every connection will be refused".to_owned()),
+            None => w.push(format!("the component imports wasi:sockets, which this host keeps closed: every connection through them will be refused{why}")),
         }
     }
     GrantFindings { warnings: w, notes }

@@ -1,10 +1,12 @@
-//! `[tasks]` and `[limits]`: numeric grants, each with a default and a range.
+//! `[tasks]`, `[limits]` and the caps of `[network]`: numeric grants, each
+//! with a default and a range.
 
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use super::error::ManifestError;
+use super::network::NetworkGrant;
 
 /// A numeric manifest key: the value used when it is absent and the range it
 /// must fall in. Out-of-range values are refused, never clamped, so a typo
@@ -214,6 +216,54 @@ impl Limits {
                 BLOCKING_DEADLINE_MS.read(raw.blocking_deadline_ms)?,
             ),
         })
+    }
+}
+
+/// The largest response body one request may read, in MiB: a download
+/// bigger than the default names the key that allows it.
+pub const MAX_RESPONSE_MIB: Setting = Setting {
+    key: "[network] max-response-mib",
+    default: 64,
+    min: 1,
+    max: 1 << 20,
+};
+
+/// How long a request may wait for the response's headers, in ms.
+pub const FIRST_BYTE_TIMEOUT_MS: Setting = Setting {
+    key: "[network] first-byte-timeout-ms",
+    default: 30_000,
+    min: 10,
+    max: 600_000,
+};
+
+/// How long one request may take from connecting to its body's last byte,
+/// in ms: a day at most, for the largest downloads.
+pub const REQUEST_TIMEOUT_MS: Setting = Setting {
+    key: "[network] timeout-ms",
+    default: 300_000,
+    min: 10,
+    max: 86_400_000,
+};
+
+/// Requests of one module open at once, host-wide: a request holds its
+/// place until its body is read or dropped.
+pub const MAX_CONCURRENT_REQUESTS: Setting = Setting {
+    key: "[network] max-concurrent",
+    default: 8,
+    min: 1,
+    max: 1024,
+};
+
+impl Default for NetworkGrant {
+    fn default() -> Self {
+        NetworkGrant {
+            allow: Vec::new(),
+            max_response_bytes: MAX_RESPONSE_MIB.default << 20,
+            first_byte_timeout: Duration::from_millis(FIRST_BYTE_TIMEOUT_MS.default),
+            timeout: Duration::from_millis(REQUEST_TIMEOUT_MS.default),
+            max_concurrent: u32::try_from(MAX_CONCURRENT_REQUESTS.default)
+                .expect("the default fits in u32"),
+        }
     }
 }
 

@@ -26,6 +26,7 @@ use std::fs::File;
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Deserialize;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
@@ -33,15 +34,16 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 pub use env::LoadEnv;
 pub use error::{MAX_DESCRIPTION_BYTES, MAX_MANIFEST_BYTES, ManifestError};
 pub use limits::{
-    BLOCKING_DEADLINE_MS, CALL_DEADLINE_MS, DATA_MAX_MIB, Limits, MAX_ACTIVE_PER_MODULE,
-    MAX_ACTIVE_PER_USER, MAX_CONCURRENT_TASKS, MEMORY_MIB, ReadScope, Setting, TASK_DEADLINE_MS,
+    BLOCKING_DEADLINE_MS, CALL_DEADLINE_MS, DATA_MAX_MIB, FIRST_BYTE_TIMEOUT_MS, Limits,
+    MAX_ACTIVE_PER_MODULE, MAX_ACTIVE_PER_USER, MAX_CONCURRENT_REQUESTS, MAX_CONCURRENT_TASKS,
+    MAX_RESPONSE_MIB, MEMORY_MIB, REQUEST_TIMEOUT_MS, ReadScope, Setting, TASK_DEADLINE_MS,
     TasksGrant,
 };
 pub use names::{
     EnvName, InvalidEnvName, InvalidModuleName, MAX_ENV_NAME_BYTES, MAX_MODULE_NAME_BYTES,
     MAX_VERSION_BYTES, ModuleName,
 };
-pub use network::{HostPattern, InvalidHostPattern, MAX_NETWORK_ALLOW, NetworkGrant};
+pub use network::{HostPattern, InvalidHostPattern, MAX_NETWORK_ALLOW, NetworkGrant, Scheme};
 
 use crate::subprocess::grant::{RawSubprocess, SubprocessGrant};
 use crate::text::{shown, truncate};
@@ -122,9 +124,13 @@ impl Policy {
             out.push("Makes no network connections.".to_owned());
         } else {
             let hosts: Vec<String> = self.network.allow.iter().map(|h| h.to_string()).collect();
+            let n = &self.network;
             out.push(format!(
-                "May connect to {} (outbound connections are not yet enabled by this host).",
-                hosts.join(", ")
+                "May send HTTP requests to {} (internal addresses only where granted by address), {} at once, each up to {} MiB and {} s.",
+                hosts.join(", "),
+                n.max_concurrent,
+                n.max_response_bytes >> 20,
+                n.timeout.as_secs()
             ));
         }
         let t = &self.tasks;
@@ -289,6 +295,10 @@ struct RawFilesystem {
 struct RawNetwork {
     #[serde(default)]
     allow: Vec<String>,
+    max_response_mib: Option<i64>,
+    first_byte_timeout_ms: Option<i64>,
+    timeout_ms: Option<i64>,
+    max_concurrent: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -490,7 +500,15 @@ fn network_grant(raw: RawNetwork) -> Result<NetworkGrant, ManifestError> {
         }
         allow.push(pattern);
     }
-    Ok(NetworkGrant { allow })
+    Ok(NetworkGrant {
+        allow,
+        max_response_bytes: MAX_RESPONSE_MIB.read(raw.max_response_mib)? << 20,
+        first_byte_timeout: Duration::from_millis(
+            FIRST_BYTE_TIMEOUT_MS.read(raw.first_byte_timeout_ms)?,
+        ),
+        timeout: Duration::from_millis(REQUEST_TIMEOUT_MS.read(raw.timeout_ms)?),
+        max_concurrent: MAX_CONCURRENT_REQUESTS.read_u32(raw.max_concurrent)?,
+    })
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ pub use build::{BuildError, run_build};
 
 use crate::identity::OrgId;
 use crate::manifest::{self, LoadEnv, Manifest, ManifestError};
+use crate::network::ModuleNetwork;
 use crate::sandbox::SandboxState;
 use crate::subprocess::ModuleSubprocess;
 use crate::tasks::ModuleTasks;
@@ -119,6 +120,9 @@ pub struct LoadedModule {
     pub tasks: Arc<ModuleTasks>,
     /// What its calls carry into the subprocess service.
     pub subprocess: Arc<ModuleSubprocess>,
+    /// What its calls carry into the network room: its grant, and its
+    /// requests open now, host-wide.
+    pub network: Arc<ModuleNetwork>,
     pre: ModulePre<SandboxState>,
 }
 
@@ -255,6 +259,10 @@ impl LoadedModule {
         tasks: Arc<ModuleTasks>,
         subprocess: Arc<ModuleSubprocess>,
     ) -> Arc<Self> {
+        let network = Arc::new(ModuleNetwork::new(
+            linked.manifest.name.as_ref(),
+            linked.manifest.policy.network.clone(),
+        ));
         Arc::new(LoadedModule {
             manifest: linked.manifest,
             dir,
@@ -264,6 +272,7 @@ impl LoadedModule {
             cache_hit: linked.cache_hit,
             tasks,
             subprocess,
+            network,
             pre: linked.pre,
         })
     }

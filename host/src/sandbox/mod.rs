@@ -21,6 +21,7 @@ use std::time::Duration;
 use wasmtime::component::ResourceTable;
 use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 pub use limiter::MemoryLimiter;
 pub use output::GuestOutput;
@@ -28,8 +29,10 @@ pub use output::GuestOutput;
 use crate::cancel::{CancelToken, Deadline};
 use crate::error::CallError;
 use crate::identity::Identity;
+use crate::network::ModuleNetwork;
 use crate::subprocess::SubprocessCtx;
 use crate::tasks::{TaskScope, TasksCtx};
+use crate::wit::http::HttpRoom;
 
 /// The guest path at which a module's private data directory is preopened.
 pub const DATA_DIR_GUEST_PATH: &str = "/data";
@@ -66,6 +69,8 @@ pub struct CallSpec {
     pub tasks: Option<TasksCtx>,
     /// `tasks.run-subprocess`; `None` refuses it.
     pub subprocess: Option<SubprocessCtx>,
+    /// `wasi:http/outgoing-handler`; `None` refuses every request.
+    pub network: Option<Arc<ModuleNetwork>>,
     /// How long past its deadline or cancel a call waiting in a host call
     /// is left to end by itself (a child's SIGTERM grace) before it is
     /// dropped.
@@ -92,6 +97,8 @@ pub struct SandboxState {
     pub(crate) deadline: Deadline,
     pub(crate) tasks: Option<TasksCtx>,
     pub(crate) subprocess: Option<SubprocessCtx>,
+    network: HttpRoom,
+    http: WasiHttpCtx,
     pub(crate) log: LogBudget,
     /// Children of `run-subprocess` running for this call now: a stop gives
     /// the grace only to a call that has one to end.
@@ -167,11 +174,24 @@ impl WasiView for SandboxState {
     }
 }
 
+/// `wasi:http` sees the network room, its own context and the resource
+/// table its bodies and streams share with `wasi:io`.
+impl WasiHttpView for SandboxState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            hooks: &mut self.network,
+            table: &mut self.table,
+            ctx: &mut self.http,
+        }
+    }
+}
+
 /// Builds the store for one call.
 ///
 /// Deny by default: the WASI context has no arguments, no environment, no
 /// inherited stdio (stdout and stderr are kept as the call's
-/// [`GuestOutput`]), no network and no files; the module's data directory is
+/// [`GuestOutput`]), no sockets and no files; outbound HTTP only as the
+/// spec's network room allows (`crate::network`); the module's data directory is
 /// preopened only when the spec carries one (the manifest's `filesystem`
 /// grant), and read-write only when the spec says so; tasks and subprocesses are refused unless the spec carries their
 /// context. Deadline and cancellation are checked at every epoch tick,
@@ -206,6 +226,8 @@ pub fn new_store(
         deadline: Deadline::after(spec.deadline),
         tasks: spec.tasks,
         subprocess: spec.subprocess,
+        network: HttpRoom::new(spec.network),
+        http: WasiHttpCtx::new(),
         log: LogBudget::default(),
         children: Arc::default(),
         stop_grace: spec.stop_grace,

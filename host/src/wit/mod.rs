@@ -5,6 +5,9 @@
 //! - `context.rs`, `log.rs`, `tasks.rs`, `background_tasks.rs`, `ui.rs`: the
 //!   rooms, each implemented on a *view* of the call's [`SandboxState`]
 //!   that holds only what the interface may see.
+//! - `http.rs`: `wasi:http/outgoing-handler`, the hooks of the network room
+//!   (`crate::network`), linked through a view holding those hooks, its
+//!   context and the resource table its bodies share with `wasi:io`.
 //!
 //! [`add_to_linker`] links each interface through its own projection
 //! (wasmtime's `HasData`), so a host function cannot reach another
@@ -16,6 +19,7 @@
 mod background_tasks;
 pub mod bindings;
 mod context;
+pub(crate) mod http;
 mod log;
 mod tasks;
 mod ui;
@@ -31,9 +35,11 @@ use log::LogView;
 use tasks::TasksView;
 use ui::UiView;
 
-/// Links WASI and every interface of the world, each with its own view.
+/// Links WASI, `wasi:http` (the network room) and every interface of the
+/// world, each with its own view.
 pub(crate) fn add_to_linker(linker: &mut Linker<SandboxState>) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
     sdk::types::add_to_linker::<_, Ui>(linker, |_| UiView)?;
     sdk::ui::add_to_linker::<_, Ui>(linker, |_| UiView)?;
     sdk::context::add_to_linker::<_, Context>(linker, ContextView::of)?;

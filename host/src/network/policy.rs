@@ -1,0 +1,258 @@
+//! Deciding a request: which destinations the grant allows, and which of
+//! the addresses a name resolves to it may reach.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+
+use super::address;
+use crate::manifest::{HostPattern, NetworkGrant, Scheme};
+
+/// What a module's calls carry into the network room: its grant, and the
+/// places of its requests open at once.
+pub struct ModuleNetwork {
+    pub(super) module: String,
+    pub(super) grant: NetworkGrant,
+    pub(super) open: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for ModuleNetwork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModuleNetwork")
+            .field("module", &self.module)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ModuleNetwork {
+    /// Deny by default: an empty grant refuses every request.
+    pub fn new(module: &str, grant: NetworkGrant) -> Self {
+        let places = usize::try_from(grant.max_concurrent).unwrap_or(usize::MAX);
+        ModuleNetwork {
+            module: module.to_owned(),
+            grant,
+            open: Arc::new(Semaphore::new(places)),
+        }
+    }
+
+    pub fn grant(&self) -> &NetworkGrant {
+        &self.grant
+    }
+}
+
+/// The host a request names: a DNS name in lower case, or an address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Name(String),
+    Ip(IpAddr),
+}
+
+/// A request's destination, allowed by the grant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Destination {
+    pub scheme: Scheme,
+    pub target: Target,
+    pub port: u16,
+    /// Whether the grant named this address itself, so that it may be
+    /// internal.
+    pub by_address: bool,
+}
+
+impl std::fmt::Display for Destination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.target {
+            Target::Name(name) => write!(f, "{}://{name}:{}", self.scheme.as_str(), self.port),
+            Target::Ip(IpAddr::V4(ip)) => {
+                write!(f, "{}://{ip}:{}", self.scheme.as_str(), self.port)
+            }
+            Target::Ip(IpAddr::V6(ip)) => {
+                write!(f, "{}://[{ip}]:{}", self.scheme.as_str(), self.port)
+            }
+        }
+    }
+}
+
+/// Why a request was refused before anything was sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("the request's URL has no host")]
+    NoHost,
+    #[error("the scheme `{0}` is not http or https")]
+    Scheme(String),
+    #[error("`{destination}` is not in the module's [network] allow")]
+    NotGranted { destination: String },
+    #[error(
+        "`{destination}` resolves only to internal addresses ({address}); a name never reaches one: grant the address itself"
+    )]
+    Internal {
+        destination: String,
+        address: IpAddr,
+    },
+    #[error("`{destination}` did not resolve: {reason}")]
+    Unresolved { destination: String, reason: String },
+    #[error("the module has {max} requests open, its [network] max-concurrent")]
+    Busy { max: u32 },
+}
+
+/// Decides whether `grant` allows a request to `uri`, before any lookup.
+pub fn decide(grant: &NetworkGrant, uri: &http::Uri) -> Result<Destination, Refusal> {
+    let scheme = match uri.scheme_str() {
+        Some(s) if s.eq_ignore_ascii_case("https") => Scheme::Https,
+        Some(s) if s.eq_ignore_ascii_case("http") => Scheme::Http,
+        Some(other) => return Err(Refusal::Scheme(crate::text::shown(other))),
+        None => Scheme::Https,
+    };
+    let host = uri
+        .host()
+        .filter(|h| !h.is_empty())
+        .ok_or(Refusal::NoHost)?;
+    let port = uri.port_u16().unwrap_or(scheme.default_port());
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let target = match bare.parse::<IpAddr>() {
+        Ok(ip) => Target::Ip(ip),
+        Err(_) => Target::Name(host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase()),
+    };
+    let shown = match &target {
+        Target::Name(name) => name.clone(),
+        Target::Ip(IpAddr::V4(ip)) => ip.to_string(),
+        Target::Ip(IpAddr::V6(ip)) => format!("[{ip}]"),
+    };
+    let pattern: &HostPattern =
+        grant
+            .allowing(scheme, &shown, port)
+            .ok_or_else(|| Refusal::NotGranted {
+                destination: format!("{}://{shown}:{port}", scheme.as_str()),
+            })?;
+    Ok(Destination {
+        scheme,
+        by_address: pattern.is_address(),
+        target,
+        port,
+    })
+}
+
+/// The addresses a request to `dest` may connect to, of those its name
+/// resolved to: internal ones only when the grant named the address.
+pub fn usable(dest: &Destination, resolved: &[IpAddr]) -> Result<Vec<IpAddr>, Refusal> {
+    if dest.by_address {
+        return Ok(resolved.to_vec());
+    }
+    let public: Vec<IpAddr> = resolved
+        .iter()
+        .copied()
+        .filter(|ip| !address::is_internal(*ip))
+        .collect();
+    match (public.is_empty(), resolved.first()) {
+        (false, _) => Ok(public),
+        (true, Some(first)) => Err(Refusal::Internal {
+            destination: dest.to_string(),
+            address: *first,
+        }),
+        (true, None) => Err(Refusal::Unresolved {
+            destination: dest.to_string(),
+            reason: "no address".into(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant(patterns: &[&str]) -> NetworkGrant {
+        NetworkGrant {
+            allow: patterns.iter().map(|p| p.parse().unwrap()).collect(),
+            ..NetworkGrant::default()
+        }
+    }
+
+    fn uri(text: &str) -> http::Uri {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn a_request_to_a_granted_host_is_decided_with_its_port() {
+        let d = decide(
+            &grant(&["https://api.example.com"]),
+            &uri("https://API.example.com/v1?q=1"),
+        )
+        .unwrap();
+        assert_eq!(d.target, Target::Name("api.example.com".into()));
+        assert_eq!(
+            (d.scheme, d.port, d.by_address),
+            (Scheme::Https, 443, false)
+        );
+    }
+
+    #[test]
+    fn a_request_to_an_ungranted_host_port_or_scheme_is_refused_naming_it() {
+        let g = grant(&["https://api.example.com", "10.0.0.1:8080"]);
+        for (url, destination) in [
+            ("https://evil.example.com/", "https://evil.example.com:443"),
+            ("http://api.example.com/", "http://api.example.com:80"),
+            (
+                "https://api.example.com:8443/",
+                "https://api.example.com:8443",
+            ),
+            ("http://10.0.0.2:8080/", "http://10.0.0.2:8080"),
+        ] {
+            assert_eq!(
+                decide(&g, &uri(url)),
+                Err(Refusal::NotGranted {
+                    destination: destination.into()
+                }),
+                "{url}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_address_grant_is_by_address_and_reaches_an_internal_address() {
+        let g = grant(&["127.0.0.1:8080", "[::1]:8080"]);
+        let d = decide(&g, &uri("http://127.0.0.1:8080/x")).unwrap();
+        assert!(d.by_address);
+        let loopback: IpAddr = "127.0.0.1".parse().unwrap();
+        assert_eq!(usable(&d, &[loopback]), Ok(vec![loopback]));
+        assert!(decide(&g, &uri("http://[::1]:8080/")).unwrap().by_address);
+    }
+
+    #[test]
+    fn a_granted_name_resolving_to_an_internal_address_is_refused() {
+        let d = decide(&grant(&["localhost:8080"]), &uri("http://localhost:8080/")).unwrap();
+        let loopback: IpAddr = "127.0.0.1".parse().unwrap();
+        assert_eq!(
+            usable(&d, &[loopback]),
+            Err(Refusal::Internal {
+                destination: "http://localhost:8080".into(),
+                address: loopback
+            })
+        );
+        assert!(matches!(usable(&d, &[]), Err(Refusal::Unresolved { .. })));
+    }
+
+    #[test]
+    fn a_name_resolving_to_public_and_internal_addresses_uses_only_the_public_ones() {
+        let d = decide(
+            &grant(&["*.example.com:443"]),
+            &uri("https://a.example.com/"),
+        )
+        .unwrap();
+        let metadata: IpAddr = "169.254.169.254".parse().unwrap();
+        let public: IpAddr = "93.184.215.14".parse().unwrap();
+        assert_eq!(usable(&d, &[metadata, public]), Ok(vec![public]));
+    }
+
+    #[test]
+    fn an_empty_grant_refuses_everything() {
+        let r = decide(&NetworkGrant::default(), &uri("https://example.com/"));
+        assert!(matches!(r, Err(Refusal::NotGranted { .. })));
+        assert_eq!(
+            decide(&grant(&["example.com:21"]), &uri("ftp://example.com:21/")).unwrap_err(),
+            Refusal::Scheme("ftp".into())
+        );
+    }
+}

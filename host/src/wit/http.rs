@@ -1,0 +1,116 @@
+//! `wasi:http/outgoing-handler`: the network room's `Host` side. Each
+//! request goes to [`network::send`], which decides it against the
+//! module's grant, resolves, connects and caps it; this file only carries
+//! `wasi:http`'s types in and its error codes out.
+
+use std::sync::Arc;
+
+use http_body_util::BodyExt;
+use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
+use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
+
+use crate::network::{self, Asked, ModuleNetwork, NetworkError, Refusal, Waited};
+
+/// One call's hooks: its module's network, or none (every request refused)
+/// where the call may not reach out, as `describe`.
+#[derive(Debug, Default)]
+pub struct HttpRoom {
+    module: Option<Arc<ModuleNetwork>>,
+}
+
+impl HttpRoom {
+    pub fn new(module: Option<Arc<ModuleNetwork>>) -> Self {
+        HttpRoom { module }
+    }
+}
+
+type Sent = (
+    http::Response<WasiBody>,
+    Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+);
+
+impl WasiHttpHooks for HttpRoom {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
+    ) -> Box<dyn Future<Output = Result<Sent, HttpError>> + Send> {
+        let module = self.module.clone();
+        let asked = options.map_or_else(Asked::default, |o| Asked {
+            connect: o.connect_timeout,
+            first_byte: o.first_byte_timeout,
+            between_bytes: o.between_bytes_timeout,
+        });
+        Box::new(async move {
+            let Some(module) = module else {
+                tracing::warn!("outbound request refused: this call may not use the network");
+                return Err(HttpError::HttpRequestDenied);
+            };
+            let (response, connection) = network::send(&module, request, asked)
+                .await
+                .map_err(error_of)?;
+            let response = response.map(|body| body.map_err(body_error_of).boxed_unsync());
+            let connection: Box<dyn Future<Output = Result<(), HttpError>> + Send> =
+                Box::new(async move { connection.await.map_err(error_of) });
+            Ok((response, connection))
+        })
+    }
+
+    fn p2_error_from_tls(&mut self, err: &std::io::Error) -> ErrorCode {
+        let certificate = err
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<rustls::Error>())
+            .is_some_and(|e| {
+                matches!(
+                    e,
+                    rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented
+                )
+            });
+        tracing::warn!(error = %err, "outbound TLS failed");
+        if certificate {
+            ErrorCode::TlsCertificateError
+        } else {
+            ErrorCode::TlsProtocolError
+        }
+    }
+}
+
+/// What a failed body says to the guest. `wasi:http` in this wasmtime
+/// version hands the guest a body's error only as text (its
+/// `http-error-code` finds no code in an embedder's error), so a cap
+/// reached mid-body is spelled `modhost-network-body: WHAT` with WHAT
+/// `too-large LIMIT`, `timeout total` or `timeout stall`: the SDK reads it
+/// back into its typed error.
+fn body_error_of(e: NetworkError) -> HttpError {
+    let what = match &e {
+        NetworkError::TooLarge { limit } => format!("too-large {limit}"),
+        NetworkError::Timeout(Waited::Total) => "timeout total".to_owned(),
+        NetworkError::Timeout(Waited::Stall) => "timeout stall".to_owned(),
+        _ => return error_of(e),
+    };
+    HttpError::InternalError(Some(format!("modhost-network-body: {what}")))
+}
+
+/// The `wasi:http` error of a failed request: the codes the SDK turns into
+/// its typed errors.
+fn error_of(e: NetworkError) -> HttpError {
+    match e {
+        NetworkError::Refused(why) => match why {
+            Refusal::NoHost => HttpError::HttpRequestUriInvalid,
+            Refusal::Scheme(_) => HttpError::HttpProtocolError,
+            Refusal::NotGranted { .. } => HttpError::HttpRequestDenied,
+            Refusal::Internal { .. } => HttpError::DestinationIpProhibited,
+            Refusal::Unresolved { .. } => HttpError::DestinationNotFound,
+            Refusal::Busy { .. } => HttpError::ConnectionLimitReached,
+        },
+        NetworkError::Timeout(Waited::Connect) => HttpError::ConnectionTimeout,
+        NetworkError::Timeout(Waited::Headers | Waited::Total) => HttpError::HttpResponseTimeout,
+        NetworkError::Timeout(Waited::Stall) => HttpError::ConnectionReadTimeout,
+        NetworkError::TooLarge { limit } => HttpError::HttpResponseBodySize(Some(limit)),
+        NetworkError::BadRequest => HttpError::HttpRequestUriInvalid,
+        NetworkError::Connect(e) => HttpError::Connect(e),
+        NetworkError::Tls(e) => HttpError::Tls(e),
+        NetworkError::Http(e) => HttpError::Hyper(e),
+    }
+}

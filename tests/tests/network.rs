@@ -1,0 +1,411 @@
+//! Outbound HTTP end to end, from a real guest component through the SDK's
+//! client to a loopback server the tests start: each test is a grant that
+//! must work or an attack that must fail. The guest (`FETCHER`) sends
+//! whatever request the test describes.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Query};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use modhost::identity::RequestMeta;
+use modhost::tasks::store::Status;
+use modhost::{CallError, SdkError};
+use modhost_tests::*;
+use serde_json::{Value, json};
+
+/// A file the download tests fetch: 3 MiB of a repeating, uneven pattern.
+fn file_bytes() -> Vec<u8> {
+    (0..3u32 << 20)
+        .map(|i| u8::try_from((i * 31 + i / 7) % 251).unwrap())
+        .collect()
+}
+
+/// A loopback HTTP server with what the tests need: a greeting, an echo,
+/// large bodies with and without a length, a slow server, a stalling body,
+/// redirects and a file.
+async fn server() -> SocketAddr {
+    let app = Router::new()
+        .route("/hello", get(|| async { "hello from the test server" }))
+        .route(
+            "/echo",
+            post(|body: String| async move { format!("echo: {body}") }),
+        )
+        .route(
+            "/big/{n}",
+            get(|Path(n): Path<usize>| async move { vec![b'x'; n] }),
+        )
+        .route(
+            "/chunked/{n}",
+            get(|Path(n): Path<usize>| async move {
+                let chunks = (0..n.div_ceil(65536)).map(move |i| {
+                    let len = (n - i * 65536).min(65536);
+                    Ok::<_, std::io::Error>(vec![b'y'; len])
+                });
+                Body::from_stream(futures::stream::iter(chunks))
+            }),
+        )
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                "too late"
+            }),
+        )
+        .route(
+            "/stall",
+            get(|| async {
+                let first =
+                    futures::stream::once(async { Ok::<_, std::io::Error>(vec![b'z'; 10]) });
+                let never = futures::stream::once(async {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    Ok::<_, std::io::Error>(vec![b'z'; 10])
+                });
+                Body::from_stream(futures::StreamExt::chain(first, never))
+            }),
+        )
+        .route(
+            "/redirect",
+            get(|Query(q): Query<HashMap<String, String>>| async move {
+                let to = q.get("to").cloned().unwrap_or_default();
+                (StatusCode::FOUND, [(header::LOCATION, to)]).into_response()
+            }),
+        )
+        .route(
+            "/file",
+            get(|| async { Response::new(Body::from(file_bytes())) }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+/// A `[network]` section allowing `allow`, with `extra` keys.
+fn grants(allow: &[String], extra: &str) -> String {
+    let allow: Vec<String> = allow.iter().map(|a| format!("{a:?}")).collect();
+    format!(
+        "[filesystem]\ndata = true\n\n[network]\nallow = [{}]\n{extra}\n",
+        allow.join(", ")
+    )
+}
+
+async fn host_allowing(allow: &[String], extra: &str) -> TestHost {
+    TestHost::with("net", FETCHER, &grants(allow, extra)).await
+}
+
+async fn call(t: &TestHost, action: &str, args: Value) -> Result<Value, SdkError> {
+    let out = t
+        .host
+        .call_action(
+            "net",
+            action,
+            &args.to_string(),
+            &principal("alice", "acme"),
+            RequestMeta::fresh(),
+        )
+        .await;
+    match out {
+        Ok(out) => Ok(out.data.expect("the action returns data")),
+        Err(CallError::Guest { error, .. }) => Err(error),
+        Err(other) => panic!("unexpected call failure: {other}"),
+    }
+}
+
+async fn send(t: &TestHost, request: Value) -> Result<Value, SdkError> {
+    call(t, "send", request).await
+}
+
+fn denied(r: Result<Value, SdkError>) -> String {
+    match r {
+        Err(SdkError::PermissionDenied(reason)) => reason,
+        other => panic!("expected permission-denied, got {other:?}"),
+    }
+}
+
+fn limited(r: Result<Value, SdkError>) -> String {
+    match r {
+        Err(SdkError::LimitExceeded(reason)) => reason,
+        other => panic!("expected limit-exceeded, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_granted_by_address_is_reached_and_answers() {
+    let addr = server().await;
+    let t = host_allowing(&[format!("http://{addr}")], "").await;
+    let got = send(&t, json!({"url": format!("http://{addr}/hello")}))
+        .await
+        .unwrap();
+    assert_eq!(got["status"], 200);
+    assert_eq!(got["body"], "hello from the test server");
+    let echoed = send(
+        &t,
+        json!({"url": format!("http://{addr}/echo"), "method": "POST", "body": "ping"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(echoed["body"], "echo: ping");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_not_granted_is_refused_naming_it() {
+    let addr = server().await;
+    let other = server().await;
+    let t = host_allowing(&[format!("http://{addr}")], "").await;
+    let reason = denied(send(&t, json!({"url": format!("http://{other}/hello")})).await);
+    assert!(
+        reason.contains(&format!("http://{other}")) && reason.contains("[network] allow"),
+        "{reason}"
+    );
+    // The grant is for plain HTTP: TLS to the same port is another destination.
+    let reason = denied(send(&t, json!({"url": format!("https://{addr}/hello")})).await);
+    assert!(reason.contains(&format!("https://{addr}")), "{reason}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_without_a_network_grant_reaches_nothing() {
+    let addr = server().await;
+    let t = TestHost::with("net", FETCHER, "").await;
+    let reason = denied(send(&t, json!({"url": format!("http://{addr}/hello")})).await);
+    assert!(reason.contains("[network] allow"), "{reason}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_granted_name_resolving_to_loopback_is_refused_without_a_grant_of_the_address() {
+    let addr = server().await;
+    let port = addr.port();
+    let t = host_allowing(&[format!("localhost:{port}")], "").await;
+    let reason = denied(send(&t, json!({"url": format!("http://localhost:{port}/hello")})).await);
+    assert!(
+        reason.contains("internal address") && reason.contains(&format!("localhost:{port}")),
+        "{reason}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_is_followed_within_the_grant_and_refused_outside_it() {
+    let addr = server().await;
+    let other = server().await;
+    let t = host_allowing(&[format!("http://{addr}")], "").await;
+    let within = send(
+        &t,
+        json!({"url": format!("http://{addr}/redirect?to=/hello")}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(within["status"], 200);
+    assert_eq!(within["url"], format!("http://{addr}/hello"));
+    let to = format!("http://{other}/hello");
+    let reason = denied(
+        send(
+            &t,
+            json!({"url": format!("http://{addr}/redirect?to={to}")}),
+        )
+        .await,
+    );
+    assert!(reason.contains(&format!("http://{other}")), "{reason}");
+    // Not following returns the redirect itself.
+    let raw = send(
+        &t,
+        json!({"url": format!("http://{addr}/redirect?to={to}"), "max_redirects": 0}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(raw["status"], 302);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_to_the_metadata_address_is_refused() {
+    let addr = server().await;
+    let t = host_allowing(&[format!("http://{addr}")], "").await;
+    let to = "http://169.254.169.254/latest/meta-data/";
+    let reason = denied(
+        send(
+            &t,
+            json!({"url": format!("http://{addr}/redirect?to={to}")}),
+        )
+        .await,
+    );
+    assert!(reason.contains("http://169.254.169.254:80"), "{reason}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_larger_than_the_grant_is_cut_with_a_typed_error() {
+    let addr = server().await;
+    let t = host_allowing(&[format!("http://{addr}")], "max-response-mib = 1").await;
+    let fits = send(&t, json!({"url": format!("http://{addr}/big/{}", 1 << 20)}))
+        .await
+        .unwrap();
+    assert_eq!(fits["len"], 1 << 20);
+    for url in [
+        format!("http://{addr}/big/{}", 2 << 20),
+        format!("http://{addr}/chunked/{}", 2 << 20),
+    ] {
+        let reason = limited(send(&t, json!({ "url": url })).await);
+        assert!(reason.contains("max-response-mib"), "{url}: {reason}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_server_and_a_stalled_body_are_timed_out() {
+    let addr = server().await;
+    let t = host_allowing(&[format!("http://{addr}")], "first-byte-timeout-ms = 300").await;
+    let reason = limited(send(&t, json!({"url": format!("http://{addr}/slow")})).await);
+    assert!(reason.contains("timed out"), "{reason}");
+    let reason = limited(
+        send(
+            &t,
+            json!({"url": format!("http://{addr}/stall"), "stall_ms": 300}),
+        )
+        .await,
+    );
+    assert!(reason.contains("stalled"), "{reason}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_request_is_held_to_its_timeout() {
+    let addr = server().await;
+    let t = host_allowing(&[format!("http://{addr}")], "timeout-ms = 400").await;
+    let reason = limited(send(&t, json!({"url": format!("http://{addr}/stall")})).await);
+    assert!(reason.contains("timed out"), "{reason}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_beyond_max_concurrent_are_refused_until_one_is_done() {
+    let addr = server().await;
+    let t = host_allowing(&[format!("http://{addr}")], "max-concurrent = 2").await;
+    let got = call(
+        &t,
+        "hold",
+        json!({"url": format!("http://{addr}/hello"), "n": 3}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(got["answered"], 2, "{got}");
+    assert_eq!(got["refused"]["kind"], "limit-exceeded", "{got}");
+    assert!(
+        got["refused"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("max-concurrent"),
+        "{got}"
+    );
+    assert_eq!(got["again"], true, "{got}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_background_task_downloads_into_its_data_directory_with_progress() {
+    let addr = server().await;
+    let t = host_allowing(&[format!("http://{addr}")], "").await;
+    t.host.start_tasks().await.unwrap();
+    let alice = principal("alice", "acme");
+    let started = call(
+        &t,
+        "download",
+        json!({"url": format!("http://{addr}/file"), "name": "file.bin"}),
+    )
+    .await
+    .unwrap();
+    let id = started["task_id"].as_str().unwrap();
+    let row = wait_final(&t.host, id, &alice).await;
+    assert_eq!(row.status, Status::Completed, "{row:?}");
+    let saved = t.state.path().join("data/net/org-acme/file.bin");
+    assert_eq!(std::fs::read(&saved).unwrap(), file_bytes());
+    assert!(!saved.with_extension("bin.partial").exists());
+    let label = row.label.unwrap_or_default();
+    assert!(label.ends_with(&format!("of {} bytes", 3 << 20)), "{label}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fetch_example_downloads_a_file_and_checks_its_sha256() {
+    use sha2::Digest;
+    let addr = server().await;
+    let manifest = grants(&[format!("http://{addr}")], "");
+    let t = TestHost::with("fetch", EXAMPLE_FETCH, &manifest).await;
+    t.host.start_tasks().await.unwrap();
+    let alice = principal("alice", "acme");
+    let sha256 = hex::encode(sha2::Sha256::digest(file_bytes()));
+    let start = |name: &str, sha: &str| {
+        let args = json!({"url": format!("http://{addr}/file"), "name": name, "sha256": sha});
+        let host = t.host.clone();
+        let alice = alice.clone();
+        async move {
+            let out = host
+                .call_action(
+                    "fetch",
+                    "download",
+                    &args.to_string(),
+                    &alice,
+                    RequestMeta::fresh(),
+                )
+                .await
+                .unwrap();
+            out.data.unwrap()["task_id"].as_str().unwrap().to_owned()
+        }
+    };
+    let good = start("good.bin", &sha256).await;
+    let row = wait_final(&t.host, &good, &alice).await;
+    assert_eq!(row.status, Status::Completed, "{row:?}");
+    let result: Value = serde_json::from_str(row.result_json.as_deref().unwrap()).unwrap();
+    assert_eq!(result["sha256"], sha256);
+    assert_eq!(result["bytes"], 3 << 20);
+    let dir = t.state.path().join("data/fetch/org-acme/downloads");
+    assert_eq!(std::fs::read(dir.join("good.bin")).unwrap(), file_bytes());
+    assert!(row.progress > 0.9, "{row:?}");
+
+    let bad = start("bad.bin", &"0".repeat(64)).await;
+    let row = wait_final(&t.host, &bad, &alice).await;
+    assert_eq!(row.status, Status::Failed, "{row:?}");
+    assert!(
+        row.failure_message
+            .as_deref()
+            .unwrap_or("")
+            .contains("SHA-256"),
+        "{row:?}"
+    );
+    assert!(!dir.join("bad.bin").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_warns_of_an_http_import_without_a_grant_and_not_with_one() {
+    let env = modhost::manifest::LoadEnv::host_default();
+    let bare = ModuleDir::new("net", FETCHER, "");
+    let report = modhost::check::check_dir(bare.path(), &env).await;
+    assert!(report.ok(), "{:?}", report.errors);
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.contains("wasi:http/outgoing-handler") && w.contains("refused")),
+        "{:?}",
+        report.warnings
+    );
+    let granted = ModuleDir::new(
+        "net",
+        FETCHER,
+        "[network]\nallow = [\"https://example.com\"]",
+    );
+    let report = modhost::check::check_dir(granted.path(), &env).await;
+    assert!(
+        !report
+            .warnings
+            .iter()
+            .any(|w| w.contains("network") || w.contains("http")),
+        "{:?}",
+        report.warnings
+    );
+    assert!(
+        report
+            .grants
+            .iter()
+            .any(|g| g.contains("https://example.com")),
+        "{:?}",
+        report.grants
+    );
+}
