@@ -26,12 +26,12 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::time::Duration;
 
-use wasip2::http::outgoing_handler;
-use wasip2::http::types::{
+use wasi::http::outgoing_handler;
+use wasi::http::types::{
     ErrorCode, Fields, IncomingBody, IncomingResponse, Method, OutgoingBody, OutgoingRequest,
     RequestOptions, Scheme,
 };
-use wasip2::io::streams::{InputStream, StreamError};
+use wasi::io::streams::{InputStream, StreamError};
 
 /// Redirects a request follows unless told otherwise.
 pub const MAX_REDIRECTS: u32 = 10;
@@ -615,7 +615,7 @@ impl Response {
             }
             Err(StreamError::LastOperationFailed(e)) => {
                 self.stream = None;
-                Err(match wasip2::http::types::http_error_code(&e) {
+                Err(match wasi::http::types::http_error_code(&e) {
                     Some(code) => HttpError::of_code(code, &self.destination),
                     None => HttpError::of_body_failure(&e.to_debug_string(), &self.destination),
                 })
