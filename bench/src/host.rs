@@ -12,8 +12,8 @@ use modhost::tasks::store::sqlite::SqliteTaskStore;
 use modhost::tasks::store::{Scope, SqliteOptions, Status, TaskFilter, TaskStore, apply_schema};
 use modhost::{Host, HostOptions};
 use modhost_tests::{
-    COMPONENT_CACHE_DIR, CONFIRM, ModuleDir, SPIN, SUBPROCESS, TASKS_BASIC, principal, raw,
-    run_tasks_through,
+    COMPONENT_CACHE_DIR, CONFIRM, FETCHER, ModuleDir, SPIN, SUBPROCESS, TASKS_BASIC, principal,
+    raw, run_tasks_through,
 };
 use rusqlite::{Connection, params};
 
@@ -557,4 +557,132 @@ fn micros(d: Duration) -> f64 {
 
 fn millis(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
+}
+
+/// GETs per guest action in the outbound scenario, so that the action's own
+/// cost is shared out.
+pub const GET_BATCH: usize = 50;
+
+/// The chunk the loopback server streams a large body in.
+const SERVED_CHUNK: usize = 256 * 1024;
+
+/// The outbound scenario: per-GET medians, and download throughputs.
+#[derive(Debug, Clone)]
+pub struct Outbound {
+    pub get: Overhead,
+    pub guest_mib_s: f64,
+    pub raw_mib_s: f64,
+}
+
+/// A loopback server: `/small` answers a short body, `/bytes/N` N bytes
+/// with their length.
+async fn loopback_server() -> Result<std::net::SocketAddr> {
+    use axum::body::Body;
+    use axum::extract::Path as UrlPath;
+    use axum::routing::get;
+    let chunk = bytes::Bytes::from(vec![7u8; SERVED_CHUNK]);
+    let app = axum::Router::new()
+        .route(
+            "/small",
+            get(|| async { "a small body from the loopback server" }),
+        )
+        .route(
+            "/bytes/{n}",
+            get(move |UrlPath(n): UrlPath<u64>| {
+                let chunk = chunk.clone();
+                async move {
+                    let size = u64::try_from(SERVED_CHUNK).unwrap_or(u64::MAX);
+                    let chunks = (0..n.div_ceil(size)).map(move |i| {
+                        let len = usize::try_from((n - i * size).min(size)).unwrap_or(0);
+                        Ok::<_, std::io::Error>(chunk.slice(..len))
+                    });
+                    axum::response::Response::builder()
+                        .header("content-length", n)
+                        .body(Body::from_stream(futures::stream::iter(chunks)))
+                        .map_err(|e| e.to_string())
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(addr)
+}
+
+/// Outbound HTTP from a guest through the network room beside reqwest in
+/// this process: GETs of a small body (each on a fresh connection, as the
+/// host opens one per request), and one download of `download` bytes into
+/// the data directory beside reqwest streaming it into a file.
+pub fn outbound(calls: usize, download: u64) -> Result<Outbound> {
+    runtime(2)?.block_on(async move {
+        let addr = loopback_server().await?;
+        let state = tempfile::tempdir()?;
+        let grant = format!(
+            "[filesystem]\ndata = true\nmax-mib = 8192\n\n[network]\nallow = [\"http://{addr}\"]\nmax-response-mib = 8192\ntimeout-ms = 3600000\n\n[limits]\ncall-deadline-ms = 600000\n"
+        );
+        let (host, _dirs) = host(state.path(), &[("net", FETCHER, &grant)]).await?;
+        let who = principal("bench", "bench");
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()?;
+        let small = format!("http://{addr}/small");
+        let batch = serde_json::json!({ "url": small, "n": GET_BATCH }).to_string();
+        let rounds = (calls / GET_BATCH).max(4);
+        let per_batch = interleaved(
+            rounds,
+            async || {
+                for _ in 0..GET_BATCH {
+                    let r = client.get(&small).send().await?;
+                    ensure!(r.status() == 200, "/small answered {}", r.status());
+                    r.bytes().await?;
+                }
+                Ok(())
+            },
+            async || {
+                host.call_action("net", "repeat", &batch, &who, RequestMeta::fresh())
+                    .await?;
+                Ok(())
+            },
+        )
+        .await?;
+        let per = |us: f64| us / GET_BATCH as f64;
+        let get = Overhead {
+            raw_us: per(per_batch.raw_us),
+            hosted_us: per(per_batch.hosted_us),
+        };
+
+        let big = format!("http://{addr}/bytes/{download}");
+        let mib = download as f64 / f64::from(1u32 << 20);
+        let args = serde_json::json!({ "url": big, "name": "big.bin" }).to_string();
+        let start = Instant::now();
+        host.call_action("net", "save", &args, &who, RequestMeta::fresh())
+            .await?;
+        let guest_mib_s = mib / start.elapsed().as_secs_f64();
+        let saved = state.path().join("data/net/org-bench/big.bin");
+        ensure!(
+            std::fs::metadata(&saved)?.len() == download,
+            "the guest saved a file of the wrong size"
+        );
+        std::fs::remove_file(&saved)?;
+
+        let raw_file = state.path().join("raw.bin");
+        let start = Instant::now();
+        {
+            use std::io::Write;
+            let mut file = std::fs::File::create(&raw_file)?;
+            let mut response = client.get(&big).send().await?;
+            while let Some(chunk) = response.chunk().await? {
+                file.write_all(&chunk)?;
+            }
+            file.sync_all()?;
+        }
+        let raw_mib_s = mib / start.elapsed().as_secs_f64();
+        ensure!(std::fs::metadata(&raw_file)?.len() == download, "raw download short");
+        std::fs::remove_file(&raw_file)?;
+        Ok(Outbound {
+            get,
+            guest_mib_s,
+            raw_mib_s,
+        })
+    })
 }

@@ -43,10 +43,12 @@ pub enum Scenario {
     Lookup,
     /// Resident memory of tasks waiting for a confirmation.
     Waiting,
+    /// Outbound HTTP from a guest vs raw reqwest in the host.
+    Http,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 8] = [
         Scenario::Tasks,
         Scenario::Progress,
         Scenario::Action,
@@ -54,6 +56,7 @@ impl Scenario {
         Scenario::Subprocess,
         Scenario::Lookup,
         Scenario::Waiting,
+        Scenario::Http,
     ];
 
     pub fn name(self) -> &'static str {
@@ -65,6 +68,7 @@ impl Scenario {
             Scenario::Subprocess => "subprocess",
             Scenario::Lookup => "lookup",
             Scenario::Waiting => "waiting",
+            Scenario::Http => "http",
         }
     }
 
@@ -104,6 +108,8 @@ pub struct Options {
     pub lookups: usize,
     /// Numbers of tasks left waiting for a confirmation.
     pub waiting: Vec<usize>,
+    /// Bytes of the outbound download.
+    pub download_bytes: u64,
     pub peers: Peers,
     /// Scenarios to run; empty means all.
     pub only: Vec<Scenario>,
@@ -125,6 +131,7 @@ impl Options {
             rows: 1_000_000,
             lookups: 1_000,
             waiting: vec![10_000, 100_000],
+            download_bytes: 1 << 30,
             peers: Peers {
                 python: true,
                 obelisk: true,
@@ -146,6 +153,7 @@ impl Options {
             rows: 20_000,
             lookups: 50,
             waiting: vec![100],
+            download_bytes: 4 << 20,
             peers: Peers {
                 python: false,
                 obelisk: false,
@@ -339,6 +347,31 @@ pub fn run(options: &Options) -> Result<Report> {
             })
             .collect(),
     );
+    let mib = options.download_bytes >> 20;
+    let mut outbound = Rows::new(vec![
+        Figure::new(
+            "modhost guest GET (through the grant)",
+            "small body, fresh connection",
+            Unit::Micros,
+        ),
+        Figure::new(
+            "raw reqwest GET in the host",
+            "small body, fresh connection",
+            Unit::Micros,
+        )
+        .raw(),
+        Figure::new(
+            "modhost guest download into /data",
+            &format!("{mib} MiB body"),
+            Unit::PerSecond("MiB"),
+        ),
+        Figure::new(
+            "raw reqwest download into a file",
+            &format!("{mib} MiB body"),
+            Unit::PerSecond("MiB"),
+        )
+        .raw(),
+    ]);
 
     for run in 1..=options.runs {
         eprintln!("run {run} of {}", options.runs);
@@ -408,6 +441,13 @@ pub fn run(options: &Options) -> Result<Report> {
                 waiting.push(2 * i + 1, stats::count(w.waiting));
             }
         }
+        if options.wants(Scenario::Http) {
+            let o = host::outbound(options.calls, options.download_bytes)?;
+            outbound.push(0, o.get.hosted_us);
+            outbound.push(1, o.get.raw_us);
+            outbound.push(2, o.guest_mib_s);
+            outbound.push(3, o.raw_mib_s);
+        }
     }
 
     let sections = [
@@ -418,6 +458,7 @@ pub fn run(options: &Options) -> Result<Report> {
         (Scenario::Subprocess, spawn),
         (Scenario::Lookup, lookup),
         (Scenario::Waiting, waiting),
+        (Scenario::Http, outbound),
     ];
     for (scenario, rows) in sections {
         if options.wants(scenario) {

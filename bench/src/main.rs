@@ -7,7 +7,7 @@
 //!   --runs R           runs of each scenario (3)
 //!   --tasks N          tasks per task measurement (20000)
 //!   --only A,B         only these scenarios (tasks, progress, action,
-//!                      blocking, subprocess, lookup, waiting)
+//!                      blocking, subprocess, lookup, waiting, http)
 //!   --no-peers         modhost and the raw limits only
 //!   --no-obelisk       skip obelisk (its first install takes ~17 minutes)
 //!   --out PATH         where the report goes (BENCHMARKS.md at the root)

@@ -293,6 +293,21 @@ impl Section {
                     options.lookups
                 ),
             ),
+            Scenario::Http => (
+                "8. Outbound HTTP from a guest".into(),
+                format!(
+                    "A loopback server in this process. GETs of a small body: the median of \
+                     batches of {batch} sequential GETs from one guest action (the SDK's \
+                     client through `wasi:http` and the network room: grant check, the host's \
+                     resolving and connecting, the caps), per GET, beside the same batch with \
+                     reqwest in the host, each GET on a fresh connection as the host opens one \
+                     per request; interleaved batch by batch. Download: one {mib} MiB body \
+                     streamed by a guest action into its data directory \
+                     (`Response::save`), beside reqwest streaming it into a file.",
+                    batch = crate::host::GET_BATCH,
+                    mib = options.download_bytes >> 20
+                ),
+            ),
             Scenario::Waiting => (
                 "7. Tasks waiting for a confirmation".into(),
                 "Resumable tasks that store a checkpoint and ask for a confirmation, submitted \
@@ -495,5 +510,21 @@ fn goals(sections: &[Section]) -> Vec<Goal> {
                 "",
             ),
         },
+        ratio_goal(
+            "outbound GET from a guest ≤ 1.3x raw reqwest",
+            median(Scenario::Http, "modhost guest GET (through the grant)", ""),
+            median(Scenario::Http, "raw reqwest GET in the host", ""),
+            false,
+            1.3,
+            "µs",
+        ),
+        ratio_goal(
+            "download into the data directory ≥ 0.8x raw",
+            median(Scenario::Http, "modhost guest download into /data", ""),
+            median(Scenario::Http, "raw reqwest download into a file", ""),
+            true,
+            0.8,
+            "MiB/s",
+        ),
     ]
 }

@@ -13,6 +13,8 @@ module_sdk::module! {
         "send" => send: "Send a request: {url, method?, body?, headers?, max_redirects?, timeout_ms?, stall_ms?}",
         "hold" => hold: "Open `n` requests to `url` and keep them all open; report how many were answered",
         "download" => download: "Save `url` to the data directory as `name` in a background task",
+        "repeat" => repeat: "GET `url` `n` times, reading each body; report the bytes read",
+        "save" => save: "Save `url` to the data directory as `name`, in the action",
     },
     tasks: {
         "download" => download_in_task: "Save a URL into the data directory, with progress",
@@ -89,6 +91,34 @@ fn hold(r: Hold) -> Result<ActionResult> {
         "refused": refused.map(|e| serde_json::to_value(e).unwrap_or(Value::Null)),
         "again": again,
     }))
+}
+
+#[derive(Debug, Deserialize)]
+struct Repeat {
+    url: String,
+    n: u32,
+}
+
+fn repeat(r: Repeat) -> Result<ActionResult> {
+    let mut bytes = 0;
+    for _ in 0..r.n {
+        let response = http::get(r.url.as_str()).send()?;
+        if response.status() != 200 {
+            return Err(Error::internal(format!(
+                "{} answered {}",
+                r.url,
+                response.status()
+            )));
+        }
+        bytes += response.bytes()?.len();
+    }
+    ActionResult::data(&json!({ "n": r.n, "bytes": bytes }))
+}
+
+fn save(d: Download) -> Result<ActionResult> {
+    let path = format!("/data/{}", d.name);
+    let bytes = http::get(d.url.as_str()).send()?.save(&path, |_| {})?;
+    ActionResult::data(&json!({ "bytes": bytes }))
 }
 
 #[derive(Debug, Serialize, Deserialize)]
