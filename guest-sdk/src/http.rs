@@ -12,7 +12,7 @@
 //! ```no_run
 //! use module_sdk::http;
 //!
-//! # fn f() -> Result<(), http::HttpError> {
+//! # fn f() -> module_sdk::Result<()> {
 //! let page = http::get("https://api.example.com/v1/items").send()?.text()?;
 //! let saved = http::get("https://downloads.example.org/model.bin")
 //!     .send()?
@@ -35,6 +35,17 @@ use wasi::io::streams::{InputStream, StreamError};
 
 /// Redirects a request follows unless told otherwise.
 pub const MAX_REDIRECTS: u32 = 10;
+
+/// The request headers a redirect to another origin keeps; every other one
+/// (credentials, API keys, cookies) stays with the origin it was set for.
+const KEPT_ACROSS_ORIGINS: &[&str] = &[
+    "accept",
+    "accept-encoding",
+    "accept-language",
+    "user-agent",
+    "content-type",
+    "content-length",
+];
 
 /// The most bytes one write to a request body may carry (`wasi:io`).
 const WRITE_CHUNK: usize = 4096;
@@ -240,7 +251,8 @@ impl Url {
     /// The URL a `location` header leads to from this one.
     fn join(&self, location: &str) -> Result<Url, HttpError> {
         let scheme = if self.https { "https" } else { "http" };
-        if location.contains("://") {
+        let lower = location.get(..8).unwrap_or(location).to_ascii_lowercase();
+        if lower.starts_with("http://") || lower.starts_with("https://") {
             return Url::parse(location);
         }
         if let Some(rest) = location.strip_prefix("//") {
@@ -370,7 +382,9 @@ impl Request {
                 headers.retain(|(n, _)| n != "content-type" && n != "content-length");
             }
             if next.authority != url.authority || next.https != url.https {
-                headers.retain(|(n, _)| n != "authorization" && n != "cookie");
+                // Another origin gets none of what was meant for this one:
+                // only headers that carry no secret go on.
+                headers.retain(|(n, _)| KEPT_ACROSS_ORIGINS.contains(&n.as_str()));
             }
             url = next;
         }
@@ -695,6 +709,11 @@ mod tests {
         assert_eq!(to("//c.example.com/y"), "http://c.example.com:80/y");
         assert_eq!(to("/root"), "http://a.example.com:8080/root");
         assert_eq!(to("other?z"), "http://a.example.com:8080/dir/other?z");
+        assert_eq!(
+            to("/next?u=http://x.example.com/"),
+            "http://a.example.com:8080/next?u=http://x.example.com/"
+        );
+        assert_eq!(to("HTTPS://B.example.com/x"), "https://B.example.com:443/x");
     }
 
     #[test]

@@ -77,6 +77,19 @@ async fn server() -> SocketAddr {
             }),
         )
         .route(
+            "/headers",
+            get(|headers: axum::http::HeaderMap| async move {
+                let mut names: Vec<String> = headers.keys().map(|k| k.to_string()).collect();
+                names.sort();
+                let host = headers
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .unwrap_or("")
+                    .to_owned();
+                format!("host={host} names={}", names.join(","))
+            }),
+        )
+        .route(
             "/file",
             get(|| async { Response::new(Body::from(file_bytes())) }),
         );
@@ -218,6 +231,43 @@ async fn a_redirect_is_followed_within_the_grant_and_refused_outside_it() {
     .await
     .unwrap();
     assert_eq!(raw["status"], 302);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_to_another_origin_carries_no_credentials() {
+    let addr = server().await;
+    let other = server().await;
+    let t = host_allowing(&[format!("http://{addr}"), format!("http://{other}")], "").await;
+    let headers = json!([
+        ["x-api-key", "secret"],
+        ["authorization", "Bearer t"],
+        ["accept", "text/plain"]
+    ]);
+    let same = send(
+        &t,
+        json!({"url": format!("http://{addr}/redirect?to=/headers"), "headers": headers}),
+    )
+    .await
+    .unwrap();
+    let body = same["body"].as_str().unwrap();
+    assert!(
+        body.contains("x-api-key") && body.contains("authorization"),
+        "{body}"
+    );
+    assert!(body.starts_with(&format!("host={addr} ")), "{body}");
+    let to = format!("http://{other}/headers");
+    let moved = send(
+        &t,
+        json!({"url": format!("http://{addr}/redirect?to={to}"), "headers": headers}),
+    )
+    .await
+    .unwrap();
+    let body = moved["body"].as_str().unwrap();
+    assert!(body.contains("accept"), "{body}");
+    assert!(
+        !body.contains("x-api-key") && !body.contains("authorization"),
+        "{body}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -38,7 +38,8 @@ fn is_internal_v6(ip: Ipv6Addr) -> bool {
         return is_internal_v4(v4);
     }
     let s = ip.segments();
-    ip.is_unspecified()
+    s[0..6] == [0, 0, 0, 0, 0, 0] // ::, ::1 and the deprecated IPv4-compatible ::a.b.c.d
+        || (s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1) // local-use NAT64
         || ip.is_loopback()
         || ip.is_multicast()
         || (s[0] & 0xfe00) == 0xfc00 // unique local
@@ -59,7 +60,10 @@ fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
         let [c, d] = lo.to_be_bytes();
         Ipv4Addr::new(a, b, c, d)
     };
-    if s[0..5] == [0, 0, 0, 0, 0] && (s[5] == 0xffff || s[5] == 0) && !(s[5] == 0 && s[6] == 0) {
+    // IPv4-mapped (`::ffff:a.b.c.d`) and SIIT (`::ffff:0:a.b.c.d`).
+    if s[0..5] == [0, 0, 0, 0, 0] && s[5] == 0xffff
+        || s[0..4] == [0, 0, 0, 0] && s[4] == 0xffff && s[5] == 0
+    {
         return Some(tail(s[6], s[7]));
     }
     if s[0..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
@@ -112,7 +116,11 @@ mod tests {
             "::ffff:127.0.0.1",
             "::ffff:169.254.169.254",
             "::127.0.0.1",
+            "::0.0.1.2",
+            "::8.8.8.8",
+            "::ffff:0:127.0.0.1",
             "64:ff9b::a9fe:a9fe",
+            "64:ff9b:1::808:808",
             "2002:7f00:1::1",
             "2002:c0a8:101::",
         ] {

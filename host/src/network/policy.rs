@@ -59,6 +59,23 @@ pub struct Destination {
     pub by_address: bool,
 }
 
+impl Destination {
+    /// The `host` header of a request to it: the host, and the port unless
+    /// it is the scheme's.
+    pub fn host_header(&self) -> String {
+        let host = match &self.target {
+            Target::Name(name) => name.clone(),
+            Target::Ip(IpAddr::V4(ip)) => ip.to_string(),
+            Target::Ip(IpAddr::V6(ip)) => format!("[{ip}]"),
+        };
+        if self.port == self.scheme.default_port() {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+}
+
 impl std::fmt::Display for Destination {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.target {
@@ -78,6 +95,8 @@ impl std::fmt::Display for Destination {
 pub enum Refusal {
     #[error("the request's URL has no host")]
     NoHost,
+    #[error("the request's authority `{0}` is not `host[:port]` with a port in 1..=65535")]
+    Authority(String),
     #[error("the scheme `{0}` is not http or https")]
     Scheme(String),
     #[error("`{destination}` is not in the module's [network] allow")]
@@ -103,11 +122,27 @@ pub fn decide(grant: &NetworkGrant, uri: &http::Uri) -> Result<Destination, Refu
         Some(other) => return Err(Refusal::Scheme(crate::text::shown(other))),
         None => Scheme::Https,
     };
+    let authority = uri.authority().ok_or(Refusal::NoHost)?;
+    // Credentials in the authority would travel in the `host` header to a
+    // server that may route by it.
+    if authority.as_str().contains('@') {
+        return Err(Refusal::Authority(crate::text::shown(authority.as_str())));
+    }
     let host = uri
         .host()
         .filter(|h| !h.is_empty())
         .ok_or(Refusal::NoHost)?;
-    let port = uri.port_u16().unwrap_or(scheme.default_port());
+    // `http` reads a port it cannot parse (`:99999`, `:`) as none at all.
+    let text = authority.as_str();
+    let given = text
+        .rfind(':')
+        .filter(|i| !text[*i..].contains(']'))
+        .map(|i| &text[i + 1..]);
+    let port = match (given, uri.port_u16()) {
+        (None, _) => scheme.default_port(),
+        (Some(_), Some(p)) if p != 0 => p,
+        (Some(_), _) => return Err(Refusal::Authority(crate::text::shown(text))),
+    };
     let bare = host
         .strip_prefix('[')
         .and_then(|h| h.strip_suffix(']'))
@@ -244,6 +279,22 @@ mod tests {
         let metadata: IpAddr = "169.254.169.254".parse().unwrap();
         let public: IpAddr = "93.184.215.14".parse().unwrap();
         assert_eq!(usable(&d, &[metadata, public]), Ok(vec![public]));
+    }
+
+    #[test]
+    fn credentials_and_bad_ports_in_the_authority_are_refused() {
+        let g = grant(&["https://api.example.com", "api.example.com:8443"]);
+        for url in [
+            "https://admin.internal@api.example.com/",
+            "https://api.example.com:0/",
+            "https://api.example.com:99999/",
+            "https://api.example.com:/",
+        ] {
+            assert!(
+                matches!(decide(&g, &uri(url)), Err(Refusal::Authority(_))),
+                "{url}"
+            );
+        }
     }
 
     #[test]

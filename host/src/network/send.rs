@@ -117,13 +117,23 @@ where
         .connect
         .map_or(CONNECT_TIMEOUT, |t| t.min(CONNECT_TIMEOUT));
 
-    let addresses = resolve(&dest).await.map_err(|r| refused(module, r))?;
+    let head = request.method() == http::Method::HEAD;
+    let (permit, addresses) = resolve(&dest, permit, deadline)
+        .await
+        .map_err(|r| refused(module, r))?;
     let stream = timeout_at(deadline, connect(&addresses, dest.port, connect_timeout))
         .await
         .map_err(|_| NetworkError::Timeout(Waited::Total))??;
     let stream: Box<dyn Stream> = match dest.scheme {
         Scheme::Http => Box::new(stream),
-        Scheme::Https => Box::new(tls(&dest, stream).await?),
+        Scheme::Https => {
+            let by = deadline.min(Instant::now() + connect_timeout);
+            Box::new(
+                timeout_at(by, tls(&dest, stream))
+                    .await
+                    .map_err(|_| NetworkError::Timeout(Waited::Connect))??,
+            )
+        }
     };
     let (mut sender, conn) = timeout(
         connect_timeout,
@@ -132,6 +142,7 @@ where
     .await
     .map_err(|_| NetworkError::Timeout(Waited::Connect))??;
     let conn = tokio::spawn(timeout_at(deadline, conn));
+    let stop_conn = conn.abort_handle();
     tracing::debug!(module = %module.module, destination = %dest, "outbound request");
 
     // The request line names only the path: the authority went into the
@@ -145,6 +156,9 @@ where
         .path_and_query(path)
         .build()
         .map_err(|_| NetworkError::BadRequest)?;
+    let host =
+        http::HeaderValue::from_str(&dest.host_header()).map_err(|_| NetworkError::BadRequest)?;
+    request.headers_mut().insert(http::header::HOST, host);
 
     let headers_by = deadline.min(Instant::now() + first_byte);
     let response = timeout_at(headers_by, sender.send_request(request))
@@ -156,7 +170,10 @@ where
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit) {
+    let bodiless = head
+        || response.status() == http::StatusCode::NO_CONTENT
+        || response.status() == http::StatusCode::NOT_MODIFIED;
+    if !bodiless && declared.is_some_and(|n| n > limit) {
         tracing::warn!(module = %module.module, destination = %dest, limit, "outbound response refused: larger than [network] max-response-mib");
         return Err(NetworkError::TooLarge { limit });
     }
@@ -165,9 +182,10 @@ where
         limit,
         seen: 0,
         deadline: Box::pin(tokio::time::sleep_until(deadline)),
-        idle: Box::pin(tokio::time::sleep(between)),
+        idle: None,
         between,
         ended: false,
+        conn: stop_conn,
         _place: permit,
     });
     let connection: Connection = Box::pin(async move {
@@ -181,30 +199,44 @@ where
 }
 
 /// The addresses to connect to: the grant's address itself, or what the
-/// name resolves to less what it may not reach.
-async fn resolve(dest: &Destination) -> Result<Vec<IpAddr>, Refusal> {
+/// name resolves to less what it may not reach. The lookup runs on a task
+/// of its own that holds the request's place until the resolver answers:
+/// a request given up while its lookup hangs still counts against the
+/// module's `max-concurrent`, so a module cannot pile up stuck lookups.
+async fn resolve(
+    dest: &Destination,
+    place: OwnedSemaphorePermit,
+    deadline: Instant,
+) -> Result<(OwnedSemaphorePermit, Vec<IpAddr>), Refusal> {
     let name = match &dest.target {
-        Target::Ip(ip) => return usable(dest, &[*ip]),
-        Target::Name(name) => name,
+        Target::Ip(ip) => return Ok((place, usable(dest, &[*ip])?)),
+        Target::Name(name) => name.clone(),
     };
     let unresolved = |reason: String| Refusal::Unresolved {
         destination: dest.to_string(),
         reason,
     };
-    let found = timeout(
-        DNS_TIMEOUT,
-        tokio::net::lookup_host((name.as_str(), dest.port)),
-    )
-    .await
-    .map_err(|_| unresolved("the lookup timed out".into()))?
-    .map_err(|e| unresolved(e.to_string()))?;
+    let port = dest.port;
+    let lookup = tokio::spawn(async move {
+        let found = tokio::net::lookup_host((name.as_str(), port))
+            .await
+            .map(|addrs| addrs.map(|a| a.ip()).collect::<Vec<IpAddr>>());
+        (place, found)
+    });
+    // On a timeout the place stays with the lookup until it ends.
+    let by = deadline.min(Instant::now() + DNS_TIMEOUT);
+    let (place, found) = timeout_at(by, lookup)
+        .await
+        .map_err(|_| unresolved("the lookup timed out".into()))?
+        .map_err(|_| unresolved("the lookup failed".into()))?;
+    let found = found.map_err(|e| unresolved(e.to_string()))?;
     let mut resolved: Vec<IpAddr> = Vec::new();
-    for addr in found {
-        if !resolved.contains(&addr.ip()) {
-            resolved.push(addr.ip());
+    for ip in found {
+        if !resolved.contains(&ip) {
+            resolved.push(ip);
         }
     }
-    usable(dest, &resolved)
+    Ok((place, usable(dest, &resolved)?))
 }
 
 /// Connects to the first of `addresses` that answers.
@@ -271,9 +303,13 @@ pub struct Capped {
     limit: u64,
     seen: u64,
     deadline: Pin<Box<Sleep>>,
-    idle: Pin<Box<Sleep>>,
+    /// Started at the first read, so a guest that reads late is not seen
+    /// to stall.
+    idle: Option<Pin<Box<Sleep>>>,
     between: Duration,
     ended: bool,
+    /// The response's connection, stopped when the body is dropped.
+    conn: tokio::task::AbortHandle,
     _place: OwnedSemaphorePermit,
 }
 
@@ -281,6 +317,12 @@ impl Capped {
     fn fail(&mut self, error: NetworkError) -> Poll<Option<Result<Frame<Bytes>, NetworkError>>> {
         self.ended = true;
         Poll::Ready(Some(Err(error)))
+    }
+}
+
+impl Drop for Capped {
+    fn drop(&mut self) {
+        self.conn.abort();
     }
 }
 
@@ -313,8 +355,9 @@ impl Body for Capped {
                         return this.fail(NetworkError::TooLarge { limit: this.limit });
                     }
                 }
-                let next = Instant::now() + this.between;
-                this.idle.as_mut().reset(next);
+                if let Some(idle) = &mut this.idle {
+                    idle.as_mut().reset(Instant::now() + this.between);
+                }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => this.fail(NetworkError::Http(e)),
@@ -323,7 +366,11 @@ impl Body for Capped {
                 Poll::Ready(None)
             }
             Poll::Pending => {
-                if this.idle.as_mut().poll(cx).is_ready() {
+                let between = this.between;
+                let idle = this
+                    .idle
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(between)));
+                if idle.as_mut().poll(cx).is_ready() {
                     return this.fail(NetworkError::Timeout(Waited::Stall));
                 }
                 Poll::Pending

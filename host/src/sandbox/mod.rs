@@ -77,6 +77,15 @@ pub struct CallSpec {
     pub stop_grace: Duration,
 }
 
+/// The most resources (streams, files, pollables, headers, requests) one
+/// call may hold at once: they live on the host's heap, outside the
+/// memory limit, so their number is what bounds them.
+const MAX_RESOURCES: usize = 2048;
+
+/// The in-memory size of one `wasi:http` header set: with
+/// [`MAX_RESOURCES`], bounds the headers a call can pile up (64 MiB).
+const MAX_FIELDS_BYTES: usize = 32 * 1024;
+
 /// How often a stopped call looks whether its children have ended.
 const CHILD_POLL: Duration = Duration::from_millis(10);
 
@@ -227,13 +236,21 @@ pub fn new_store(
         tasks: spec.tasks,
         subprocess: spec.subprocess,
         network: HttpRoom::new(spec.network),
-        http: WasiHttpCtx::new(),
+        http: {
+            let mut http = WasiHttpCtx::new();
+            http.set_field_size_limit(MAX_FIELDS_BYTES);
+            http
+        },
         log: LogBudget::default(),
         children: Arc::default(),
         stop_grace: spec.stop_grace,
         output,
         wasi: wasi.build(),
-        table: ResourceTable::new(),
+        table: {
+            let mut table = ResourceTable::new();
+            table.set_max_capacity(MAX_RESOURCES);
+            table
+        },
         limiter: MemoryLimiter::new(spec.memory_bytes),
     };
     let mut store = Store::new(engine, state);

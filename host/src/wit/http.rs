@@ -11,6 +11,9 @@ use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpH
 
 use crate::network::{self, Asked, ModuleNetwork, NetworkError, Refusal, Waited};
 
+/// The largest chunk of a request body the host buffers.
+const MAX_BODY_CHUNK: usize = 64 * 1024;
+
 /// One call's hooks: its module's network, or none (every request refused)
 /// where the call may not reach out, as `describe`.
 #[derive(Debug, Default)]
@@ -57,6 +60,17 @@ impl WasiHttpHooks for HttpRoom {
         })
     }
 
+    /// The host sets `host` itself, from the destination it decided.
+    fn set_host_header(&mut self) -> bool {
+        false
+    }
+
+    /// What one write to a request body may carry and so what an unsent
+    /// request holds on the host's heap.
+    fn p2_outgoing_body_chunk_size(&mut self) -> usize {
+        MAX_BODY_CHUNK
+    }
+
     fn p2_error_from_tls(&mut self, err: &std::io::Error) -> ErrorCode {
         let certificate = err
             .get_ref()
@@ -97,7 +111,7 @@ fn body_error_of(e: NetworkError) -> HttpError {
 fn error_of(e: NetworkError) -> HttpError {
     match e {
         NetworkError::Refused(why) => match why {
-            Refusal::NoHost => HttpError::HttpRequestUriInvalid,
+            Refusal::NoHost | Refusal::Authority(_) => HttpError::HttpRequestUriInvalid,
             Refusal::Scheme(_) => HttpError::HttpProtocolError,
             Refusal::NotGranted { .. } => HttpError::HttpRequestDenied,
             Refusal::Internal { .. } => HttpError::DestinationIpProhibited,
