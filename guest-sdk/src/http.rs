@@ -149,6 +149,9 @@ impl HttpError {
             ErrorCode::ConnectionRefused => {
                 HttpError::Failed(format!("`{destination}` refused the connection"))
             }
+            ErrorCode::TlsCertificateError => HttpError::Failed(format!(
+                "the TLS certificate of `{destination}` is not one the host trusts (the Mozilla roots, and those of `modhost serve --tls-roots`)"
+            )),
             ErrorCode::HttpRequestUriInvalid => {
                 HttpError::Invalid(format!("the URL of `{destination}`"))
             }

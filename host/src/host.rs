@@ -21,6 +21,7 @@ use crate::identity::{Identity, OrgId, Principal, RequestMeta};
 use crate::manifest::LoadEnv;
 use crate::modules::invoke::{Answer, Export, invoke};
 use crate::modules::{self, Description, LoadedModule, ModuleError};
+use crate::network::{ModuleNetwork, NetworkOptions, TlsRootsError};
 use crate::pg::PgDatabase;
 use crate::retention::{self, Pruned, RetentionError, RetentionOptions};
 use crate::sandbox::CallSpec;
@@ -104,6 +105,8 @@ pub struct HostOptions {
     pub data_quota: DataQuotaOptions,
     /// How children of `run-subprocess` are confined and capped.
     pub subprocess: SubprocessOptions,
+    /// How outbound requests are made: the TLS roots beside Mozilla's.
+    pub network: NetworkOptions,
 }
 
 impl HostOptions {
@@ -140,6 +143,7 @@ impl HostOptions {
             retention: RetentionOptions::default(),
             data_quota: DataQuotaOptions::default(),
             subprocess: SubprocessOptions::default(),
+            network: NetworkOptions::default(),
             state_dir,
         }
     }
@@ -158,6 +162,8 @@ pub enum StartError {
     Audit(#[from] AuditError),
     #[error(transparent)]
     Retention(#[from] RetentionError),
+    #[error(transparent)]
+    TlsRoots(#[from] TlsRootsError),
     #[error(transparent)]
     Postgres(#[from] crate::pg::PgError),
     #[error(transparent)]
@@ -324,6 +330,8 @@ struct Runner {
     data_usage: Arc<DataUsage>,
     /// The quota of a data directory whose manifest names none.
     default_data_max_bytes: u64,
+    /// What outbound TLS trusts.
+    tls: Arc<rustls::ClientConfig>,
 }
 
 /// Where a host keeps its tasks.
@@ -407,6 +415,7 @@ impl Host {
                 options.data_quota.min_remeasure,
             )),
             default_data_max_bytes: options.data_quota.default_max_bytes,
+            tls: crate::network::client_config(&options.network)?,
         });
         let tasks = TaskService::new(
             task_store,
@@ -488,6 +497,11 @@ impl Host {
             data_dir.clone(),
             self.options.state_dir.clone(),
         ));
+        let network = Arc::new(ModuleNetwork::new(
+            &name,
+            linked.manifest.policy.network.clone(),
+            self.runner.tls.clone(),
+        ));
         let module = LoadedModule::new(
             linked,
             dir.to_path_buf(),
@@ -495,6 +509,7 @@ impl Host {
             description,
             tasks,
             subprocess,
+            network,
         );
         let mut map = self
             .runner

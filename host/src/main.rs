@@ -154,6 +154,11 @@ enum Command {
         /// as `10s` or `1m`, or `0s` to give the instance up at once.
         #[arg(long, default_value = "10s", value_parser = parse_waiting_grace)]
         waiting_grace: std::time::Duration,
+        /// A PEM file of root certificates that modules' outbound HTTPS
+        /// trusts beside the Mozilla roots (a company's own certificate
+        /// authority); repeatable.
+        #[arg(long = "tls-roots", value_name = "PEM", env = "MODHOST_TLS_ROOTS")]
+        tls_roots: Vec<PathBuf>,
     },
     /// Run an action and print its result as JSON; with --follow, follow the
     /// task it started until it ends.
@@ -456,6 +461,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             host_id,
             task_lease,
             waiting_grace,
+            tls_roots,
         } => {
             if build_renamed {
                 anyhow::bail!(
@@ -493,6 +499,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 task_store: store,
                 task_lease,
                 waiting_grace,
+                tls_roots,
             };
             serve(config, stop_signal()).await?;
             Ok(ExitCode::SUCCESS)

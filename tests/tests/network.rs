@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -420,6 +421,97 @@ async fn the_fetch_example_downloads_a_file_and_checks_its_sha256() {
         "{row:?}"
     );
     assert!(!dir.join("bad.bin").exists());
+}
+
+/// A TLS server on 127.0.0.1 whose certificate a test authority signed,
+/// answering every request `hello over tls`; and the authority's PEM file.
+async fn tls_server(dir: &std::path::Path) -> (SocketAddr, std::path::PathBuf) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca, &ca_key)
+        .unwrap();
+    let pem = dir.join("test-ca.pem");
+    std::fs::write(&pem, ca.pem()).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![leaf.der().clone()], key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let body = "hello over tls";
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tls.write_all(answer.as_bytes()).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    (addr, pem)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_destination_is_reached_over_tls_with_the_operators_roots() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, pem) = tls_server(dir.path()).await;
+    let mut t = TestHost::with_options(|o| o.network.extra_roots = vec![pem]);
+    t.load("net", FETCHER, &grants(&[format!("https://{addr}")], ""))
+        .await;
+    let got = send(&t, json!({"url": format!("https://{addr}/x")}))
+        .await
+        .unwrap();
+    assert_eq!(got["status"], 200);
+    assert_eq!(got["body"], "hello over tls");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_server_the_roots_do_not_vouch_for_is_refused_for_its_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, _pem) = tls_server(dir.path()).await;
+    let t = host_allowing(&[format!("https://{addr}")], "").await;
+    match send(&t, json!({"url": format!("https://{addr}/x")})).await {
+        Err(SdkError::Internal(reason)) => {
+            assert!(reason.contains("TLS certificate"), "{reason}")
+        }
+        other => panic!("expected a certificate failure, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_host_with_an_unreadable_roots_file_does_not_start_and_names_it() {
+    let state = tempfile::tempdir().unwrap();
+    let mut options = modhost::HostOptions::new(state.path());
+    options.network.extra_roots = vec![state.path().join("missing.pem")];
+    let e = modhost::Host::new(options).unwrap_err().to_string();
+    assert!(e.contains("missing.pem"), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -53,6 +53,8 @@ pub struct ServeConfig {
     /// How long a resumable task waiting for a confirmation keeps its
     /// instance ([`crate::HostOptions::waiting_grace`]).
     pub waiting_grace: std::time::Duration,
+    /// PEM files of TLS roots outbound requests trust beside Mozilla's.
+    pub tls_roots: Vec<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +100,7 @@ pub async fn serve(
     options.host_id = config.host_id.clone();
     options.task_lease = config.task_lease;
     options.waiting_grace = config.waiting_grace;
+    options.network.extra_roots = config.tls_roots.clone();
     if config.allow_unconfined_subprocesses {
         let abi = crate::subprocess::confine::landlock_abi();
         tracing::warn!(

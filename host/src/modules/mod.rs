@@ -258,11 +258,8 @@ impl LoadedModule {
         description: Description,
         tasks: Arc<ModuleTasks>,
         subprocess: Arc<ModuleSubprocess>,
+        network: Arc<ModuleNetwork>,
     ) -> Arc<Self> {
-        let network = Arc::new(ModuleNetwork::new(
-            linked.manifest.name.as_ref(),
-            linked.manifest.policy.network.clone(),
-        ));
         Arc::new(LoadedModule {
             manifest: linked.manifest,
             dir,

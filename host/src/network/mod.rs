@@ -15,6 +15,8 @@
 pub mod address;
 mod policy;
 mod send;
+mod tls;
 
 pub use policy::{Destination, ModuleNetwork, Refusal, Target, decide, usable};
 pub use send::{Asked, Capped, Connection, NetworkError, Waited, send};
+pub use tls::{NetworkOptions, TlsRootsError, client_config};

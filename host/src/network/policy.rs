@@ -15,6 +15,8 @@ pub struct ModuleNetwork {
     pub(super) module: String,
     pub(super) grant: NetworkGrant,
     pub(super) open: Arc<Semaphore>,
+    /// The host's TLS configuration (its trusted roots).
+    pub(super) tls: Arc<rustls::ClientConfig>,
 }
 
 impl std::fmt::Debug for ModuleNetwork {
@@ -26,13 +28,15 @@ impl std::fmt::Debug for ModuleNetwork {
 }
 
 impl ModuleNetwork {
-    /// Deny by default: an empty grant refuses every request.
-    pub fn new(module: &str, grant: NetworkGrant) -> Self {
+    /// Deny by default: an empty grant refuses every request. `tls` is the
+    /// host's ([`super::client_config`]).
+    pub fn new(module: &str, grant: NetworkGrant, tls: Arc<rustls::ClientConfig>) -> Self {
         let places = usize::try_from(grant.max_concurrent).unwrap_or(usize::MAX);
         ModuleNetwork {
             module: module.to_owned(),
             grant,
             open: Arc::new(Semaphore::new(places)),
+            tls,
         }
     }
 

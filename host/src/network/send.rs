@@ -4,7 +4,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -129,7 +129,7 @@ where
         Scheme::Https => {
             let by = deadline.min(Instant::now() + connect_timeout);
             Box::new(
-                timeout_at(by, tls(&dest, stream))
+                timeout_at(by, tls(module.tls.clone(), &dest, stream))
                     .await
                     .map_err(|_| NetworkError::Timeout(Waited::Connect))??,
             )
@@ -259,26 +259,8 @@ async fn connect(
     Err(last)
 }
 
-/// The TLS configuration of every outbound request: the Mozilla roots.
-fn tls_config() -> Arc<rustls::ClientConfig> {
-    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
-    CONFIG
-        .get_or_init(|| {
-            let roots = rustls::RootCertStore {
-                roots: webpki_roots::TLS_SERVER_ROOTS.into(),
-            };
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let config = rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .expect("ring supports the default TLS versions")
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-            Arc::new(config)
-        })
-        .clone()
-}
-
 async fn tls(
+    tls: Arc<rustls::ClientConfig>,
     dest: &Destination,
     stream: TcpStream,
 ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, NetworkError> {
@@ -289,7 +271,7 @@ async fn tls(
             ServerName::try_from(name.clone()).map_err(|_| NetworkError::BadRequest)?
         }
     };
-    tokio_rustls::TlsConnector::from(tls_config())
+    tokio_rustls::TlsConnector::from(tls)
         .connect(name, stream)
         .await
         .map_err(NetworkError::Tls)
