@@ -331,6 +331,15 @@ impl NetworkGrant {
     pub fn allows(&self, scheme: Scheme, host: &str, port: u16) -> bool {
         self.allowing(scheme, host, port).is_some()
     }
+
+    /// A grant of `patterns` with the default caps, for tests.
+    #[cfg(test)]
+    pub(crate) fn of(patterns: &[&str]) -> Self {
+        NetworkGrant {
+            allow: patterns.iter().map(|p| p.parse().unwrap()).collect(),
+            ..NetworkGrant::default()
+        }
+    }
 }
 
 #[cfg(test)]
@@ -340,10 +349,7 @@ mod tests {
     use Scheme::{Http, Https};
 
     fn grant(patterns: &[&str]) -> NetworkGrant {
-        NetworkGrant {
-            allow: patterns.iter().map(|p| p.parse().unwrap()).collect(),
-            ..NetworkGrant::default()
-        }
+        NetworkGrant::of(patterns)
     }
 
     #[test]

@@ -63,15 +63,22 @@ pub struct Destination {
     pub by_address: bool,
 }
 
+impl Target {
+    /// As a URL names it: an IPv6 address in brackets.
+    fn shown(&self) -> String {
+        match self {
+            Target::Name(name) => name.clone(),
+            Target::Ip(IpAddr::V4(ip)) => ip.to_string(),
+            Target::Ip(IpAddr::V6(ip)) => format!("[{ip}]"),
+        }
+    }
+}
+
 impl Destination {
     /// The `host` header of a request to it: the host, and the port unless
     /// it is the scheme's.
     pub fn host_header(&self) -> String {
-        let host = match &self.target {
-            Target::Name(name) => name.clone(),
-            Target::Ip(IpAddr::V4(ip)) => ip.to_string(),
-            Target::Ip(IpAddr::V6(ip)) => format!("[{ip}]"),
-        };
+        let host = self.target.shown();
         if self.port == self.scheme.default_port() {
             host
         } else {
@@ -82,15 +89,8 @@ impl Destination {
 
 impl std::fmt::Display for Destination {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.target {
-            Target::Name(name) => write!(f, "{}://{name}:{}", self.scheme.as_str(), self.port),
-            Target::Ip(IpAddr::V4(ip)) => {
-                write!(f, "{}://{ip}:{}", self.scheme.as_str(), self.port)
-            }
-            Target::Ip(IpAddr::V6(ip)) => {
-                write!(f, "{}://[{ip}]:{}", self.scheme.as_str(), self.port)
-            }
-        }
+        let (scheme, host) = (self.scheme.as_str(), self.target.shown());
+        write!(f, "{scheme}://{host}:{}", self.port)
     }
 }
 
@@ -155,11 +155,7 @@ pub fn decide(grant: &NetworkGrant, uri: &http::Uri) -> Result<Destination, Refu
         Ok(ip) => Target::Ip(ip),
         Err(_) => Target::Name(host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase()),
     };
-    let shown = match &target {
-        Target::Name(name) => name.clone(),
-        Target::Ip(IpAddr::V4(ip)) => ip.to_string(),
-        Target::Ip(IpAddr::V6(ip)) => format!("[{ip}]"),
-    };
+    let shown = target.shown();
     let pattern: &HostPattern =
         grant
             .allowing(scheme, &shown, port)
@@ -203,10 +199,7 @@ mod tests {
     use super::*;
 
     fn grant(patterns: &[&str]) -> NetworkGrant {
-        NetworkGrant {
-            allow: patterns.iter().map(|p| p.parse().unwrap()).collect(),
-            ..NetworkGrant::default()
-        }
+        NetworkGrant::of(patterns)
     }
 
     fn uri(text: &str) -> http::Uri {
