@@ -131,6 +131,31 @@ pub fn spawn_action(
     })
 }
 
+/// The reason of a call refused with `permission-denied`; any other
+/// outcome fails the test, naming it.
+pub fn denied<T: std::fmt::Debug>(r: Result<T, modhost::SdkError>) -> String {
+    match r {
+        Err(modhost::SdkError::PermissionDenied(reason)) => reason,
+        other => panic!("expected permission-denied, got {other:?}"),
+    }
+}
+
+/// The reason of a call refused with `limit-exceeded`.
+pub fn limited<T: std::fmt::Debug>(r: Result<T, modhost::SdkError>) -> String {
+    match r {
+        Err(modhost::SdkError::LimitExceeded(reason)) => reason,
+        other => panic!("expected limit-exceeded, got {other:?}"),
+    }
+}
+
+/// The reason of a call refused with `invalid-input`.
+pub fn invalid<T: std::fmt::Debug>(r: Result<T, modhost::SdkError>) -> String {
+    match r {
+        Err(modhost::SdkError::InvalidInput(reason)) => reason,
+        other => panic!("expected invalid-input, got {other:?}"),
+    }
+}
+
 /// A member principal.
 pub fn principal(user: &str, org: &str) -> Principal {
     Principal {

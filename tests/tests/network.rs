@@ -135,20 +135,6 @@ async fn send(t: &TestHost, request: Value) -> Result<Value, SdkError> {
     call(t, "send", request).await
 }
 
-fn denied(r: Result<Value, SdkError>) -> String {
-    match r {
-        Err(SdkError::PermissionDenied(reason)) => reason,
-        other => panic!("expected permission-denied, got {other:?}"),
-    }
-}
-
-fn limited(r: Result<Value, SdkError>) -> String {
-    match r {
-        Err(SdkError::LimitExceeded(reason)) => reason,
-        other => panic!("expected limit-exceeded, got {other:?}"),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_granted_by_address_is_reached_and_answers() {
     let addr = server().await;

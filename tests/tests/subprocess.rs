@@ -128,20 +128,6 @@ async fn start_task(t: &TestHost, who: &modhost::identity::Principal, request: V
         .to_owned()
 }
 
-fn denied(r: Result<Value, SdkError>) -> String {
-    match r {
-        Err(SdkError::PermissionDenied(reason)) => reason,
-        other => panic!("expected permission-denied, got {other:?}"),
-    }
-}
-
-fn invalid(r: Result<Value, SdkError>) -> String {
-    match r {
-        Err(SdkError::InvalidInput(reason)) => reason,
-        other => panic!("expected invalid-input, got {other:?}"),
-    }
-}
-
 /// The audit records of calls refused as over a cap, newest first.
 async fn over_a_cap(t: &TestHost) -> Vec<modhost::subprocess::AuditRecord> {
     let filter = AuditFilter {
