@@ -194,9 +194,9 @@ impl Client {
         .await
     }
 
-    /// `GET /v1/audit/subprocesses` with the given query.
+    /// `GET /v1/audit` with the given query.
     pub async fn audit(&self, query: &[(&str, String)]) -> Result<Value, ClientError> {
-        self.get("/v1/audit/subprocesses", query).await
+        self.get("/v1/audit", query).await
     }
 
     /// Opens `GET /v1/events` with the given query, after `last_event_id`.

@@ -12,6 +12,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
+use crate::audit::{
+    self, AuditError, AuditFilter, AuditRecord, AuditStore, AuditTrail, PgAuditStore,
+    SqliteAuditStore,
+};
 use crate::cancel::CancelToken;
 use crate::data_quota::{DataQuotaOptions, DataUsage, Full, WriteGuard};
 use crate::db::{Db, DbError, Durability, SqliteFile, SqliteOptions};
@@ -21,15 +25,12 @@ use crate::identity::{Identity, OrgId, Principal, RequestMeta};
 use crate::manifest::LoadEnv;
 use crate::modules::invoke::{Answer, Export, invoke};
 use crate::modules::{self, Description, LoadedModule, ModuleError};
-use crate::network::{ModuleNetwork, NetworkOptions, TlsRootsError};
+use crate::network::{ModuleNetwork, NetworkCtx, NetworkOptions, TlsRootsError};
 use crate::pg::PgDatabase;
 use crate::retention::{self, Pruned, RetentionError, RetentionOptions};
 use crate::sandbox::CallSpec;
 use crate::share::{Refused, Share, Shares};
-use crate::subprocess::{
-    self, AuditError, AuditFilter, AuditRecord, AuditStore, ModuleSubprocess, SqliteAuditStore,
-    SubprocessCtx, SubprocessOptions, SubprocessService,
-};
+use crate::subprocess::{ModuleSubprocess, SubprocessCtx, SubprocessOptions, SubprocessService};
 use crate::tasks::api::Tasks;
 use crate::tasks::store::postgres::PgTaskStore;
 use crate::tasks::store::sqlite::SqliteTaskStore;
@@ -96,7 +97,7 @@ pub struct HostOptions {
     /// past it a resumable task gives its instance up at once, and one that
     /// is not resumable is refused with `limit-exceeded`.
     pub max_waiting_instances: u32,
-    /// How long finished tasks and subprocess audit records are kept
+    /// How long finished tasks and audit records are kept
     /// (30 and 90 days by default; see [`crate::retention`]).
     pub retention: RetentionOptions,
     /// The quota of each (module, organization) data directory whose
@@ -297,8 +298,8 @@ pub struct Host {
     db: Db,
     runner: Arc<Runner>,
     tasks: Arc<TaskService>,
-    /// The audit trail's store, for retention.
-    audit: Arc<dyn AuditStore>,
+    /// The audit trail: read here, pruned by retention.
+    audit: AuditTrail,
     /// The bearer tokens: in `db`, or in the PostgreSQL database the hosts
     /// share.
     tokens: crate::auth::Tokens,
@@ -332,6 +333,8 @@ struct Runner {
     default_data_max_bytes: u64,
     /// What outbound TLS trusts.
     tls: Arc<rustls::ClientConfig>,
+    /// Where outbound requests are recorded.
+    audit: AuditTrail,
 }
 
 /// Where a host keeps its tasks.
@@ -362,7 +365,7 @@ impl Host {
         let pg = Arc::new(PgDatabase::connect(&url).await?);
         let tasks = Arc::new(PgTaskStore::on(pg.clone()).await?);
         let tokens = crate::auth::Tokens::on_postgres(pg.clone()).await?;
-        let audit = Arc::new(crate::subprocess::audit_pg::PgAuditStore::on(pg.clone()).await?);
+        let audit = Arc::new(PgAuditStore::on(pg.clone()).await?);
         let mut host = Self::with_stores(options, db, tasks, audit)?;
         host.tokens = tokens;
         Ok(host)
@@ -398,6 +401,7 @@ impl Host {
         audit: Arc<dyn AuditStore>,
     ) -> Result<Self, StartError> {
         options.retention.validate()?;
+        let audit = AuditTrail::new(audit);
         let events = crate::events::EventHub::new();
         let subprocess = Arc::new(SubprocessService::new(
             options.subprocess.clone(),
@@ -416,6 +420,7 @@ impl Host {
             )),
             default_data_max_bytes: options.data_quota.default_max_bytes,
             tls: crate::network::client_config(&options.network)?,
+            audit: audit.clone(),
         });
         let tasks = TaskService::new(
             task_store,
@@ -431,6 +436,7 @@ impl Host {
                 max_waiting_instances: options.max_waiting_instances,
             },
             events,
+            audit.clone(),
         );
         Ok(Host {
             options: Arc::new(options),
@@ -547,6 +553,7 @@ impl Host {
             tasks: None,
             subprocess: None,
             network: None,
+            audit: None,
             stop_grace: STOP_MARGIN,
         };
         let engine = self.runner.engine.engine();
@@ -740,7 +747,7 @@ impl Host {
             // Detached: the loop ends once the stores are dropped.
             drop(retention::spawn(
                 self.tasks.store(),
-                &self.audit,
+                self.audit.store(),
                 self.options.retention,
             ));
         }
@@ -753,7 +760,7 @@ impl Host {
     pub async fn prune(&self) -> Result<Pruned, RetentionError> {
         retention::prune_now(
             self.tasks.store().as_ref(),
-            self.audit.as_ref(),
+            self.audit.store().as_ref(),
             &self.options.retention,
         )
         .await
@@ -771,20 +778,31 @@ impl Host {
         self.tasks.events()
     }
 
-    /// The subprocess capability: the audit trail as a principal reads it.
+    /// The subprocess capability: what confines children here.
     pub fn subprocesses(&self) -> &SubprocessService {
         &self.runner.subprocess
     }
 
-    /// The subprocess audit trail, newest first: every `run-subprocess`
-    /// decision of every module, for the operator. Principals read their
-    /// organization's share through [`SubprocessService::audit_for`].
-    pub async fn subprocess_audit(
+    /// The audit trail, newest first: every capability decision of every
+    /// module (subprocesses, outbound HTTP, refused file operations, task
+    /// submissions, confirmations answered), for the operator.
+    pub async fn audit(
         &self,
         filter: &AuditFilter,
         limit: u32,
     ) -> Result<Vec<AuditRecord>, AuditError> {
-        self.runner.subprocess.audit(filter, limit).await
+        self.audit.query(filter, limit).await
+    }
+
+    /// The audit trail as `by` reads it, newest first: an admin the whole
+    /// organization's, anyone else the records of their own calls.
+    pub async fn audit_for(
+        &self,
+        by: &Principal,
+        filter: AuditFilter,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, SdkError> {
+        self.audit.query_for(by, filter, limit).await
     }
 }
 
@@ -802,8 +820,7 @@ fn open_store_file(options: &HostOptions, db: &Db) -> Result<Arc<SqliteFile>, St
     {
         let conn = db.lock();
         store::apply_schema(&conn).map_err(DbError::from)?;
-        crate::db::migrate::apply(&conn, &subprocess::audit::MIGRATION_LIST)
-            .map_err(DbError::from)?;
+        crate::db::migrate::apply(&conn, &audit::MIGRATION_LIST).map_err(DbError::from)?;
     }
     Ok(Arc::new(SqliteFile::open(
         &options.db_path,
@@ -981,7 +998,11 @@ impl Runner {
                 module: m.subprocess.clone(),
                 data_full: !children_room,
             }),
-            network: Some(m.network.clone()),
+            network: Some(NetworkCtx {
+                module: m.network.clone(),
+                audit: self.audit.clone(),
+            }),
+            audit: Some(self.audit.clone()),
             stop_grace: self.subprocess.options().kill_grace + STOP_MARGIN,
         };
         (spec, written)

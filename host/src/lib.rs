@@ -22,10 +22,13 @@
 //!   scheduler, blocking pool, events) and its store; it starts wasm only
 //!   through [`tasks::TaskRunner`], which [`Host`] implements.
 //! - [`subprocess`]: `run-subprocess` as a room of its own: grant and argv
-//!   grammar, gate, confinement, spawn, process tree, audit trail.
+//!   grammar, gate, confinement, spawn, process tree.
 //! - [`network`]: `wasi:http/outgoing-handler` as a room of its own: each
 //!   request decided against the `[network]` grant, resolved and connected
 //!   by the host (no internal address through a granted name), capped.
+//! - [`audit`]: the one audit trail every room that decides writes to
+//!   (subprocesses, outbound HTTP, refused file operations, submissions,
+//!   answers), on SQLite or the shared PostgreSQL, read scoped by role.
 //! - [`retention`]: deleting finished tasks and audit records past their
 //!   retention, in batches through the stores. [`data_quota`]: the measured
 //!   size of each module's data directory per organization, against its
@@ -35,6 +38,7 @@
 //!   (per-owner migrations, group-commit writer), UI values, cancel and
 //!   deadline, and the event hub tasks and subprocess calls publish to.
 
+pub mod audit;
 pub mod auth;
 pub mod cancel;
 pub mod check;

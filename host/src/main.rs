@@ -114,7 +114,7 @@ enum Command {
         /// Expired tasks are deleted every ten minutes, in batches.
         #[arg(long, default_value = "30d", value_parser = parse_task_retention)]
         task_retention: Retention,
-        /// How long a subprocess audit record is kept, counted from its
+        /// How long an audit record is kept, counted from its
         /// decision: at least a day; `forever` (or `0`) never deletes.
         #[arg(long, default_value = "90d", value_parser = parse_audit_retention)]
         audit_retention: Retention,
@@ -200,8 +200,12 @@ enum Command {
         #[command(flatten)]
         server: Server,
     },
-    /// The subprocess audit trail: your own calls, or an admin's organization's.
-    #[command(after_help = "Example:\n  modhost audit --module git-stats --decision denied")]
+    /// The audit trail of every capability decision (subprocesses, outbound
+    /// HTTP, refused file operations, task submissions, answers): your own
+    /// calls, or an admin's organization's.
+    #[command(
+        after_help = "Examples:\n  modhost audit --module git-stats --decision denied\n  modhost audit --capability http"
+    )]
     Audit {
         #[command(flatten)]
         query: remote::AuditArgs,

@@ -1,4 +1,4 @@
-//! Retention: finished tasks and subprocess audit records older than their
+//! Retention: finished tasks and audit records older than their
 //! retention period are deleted, so neither table grows without end.
 //!
 //! What is enforced: a finished task (completed, failed, cancelled,
@@ -15,8 +15,8 @@ use std::str::FromStr;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use crate::audit::{AuditError, AuditStore};
 use crate::db::now_ms;
-use crate::subprocess::{AuditError, AuditStore};
 use crate::tasks::store::{TaskStore, TaskStoreError};
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
@@ -132,7 +132,7 @@ pub struct RetentionOptions {
     /// Finished tasks, by `finished_at` (default [`DEFAULT_TASK_RETENTION`],
     /// at least [`MIN_TASK_RETENTION`]).
     pub tasks: Retention,
-    /// Subprocess audit records, by decision time (default
+    /// Audit records, by decision time (default
     /// [`DEFAULT_AUDIT_RETENTION`], at least [`MIN_AUDIT_RETENTION`]).
     pub audit: Retention,
     /// Time between two pruning passes (default [`DEFAULT_PRUNE_EVERY`]).
@@ -260,8 +260,8 @@ pub fn spawn(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::{self, SqliteAuditStore, decided_at};
     use crate::db::{SqliteFile, SqliteOptions};
-    use crate::subprocess::audit::{self, SqliteAuditStore, decided_at};
     use crate::tasks::store::sqlite::SqliteTaskStore;
 
     const DAY_MS: i64 = 86_400_000;
@@ -315,7 +315,7 @@ mod tests {
         assert_eq!(file.writer.commits() - before, 4);
         let left: (i64, i64) = conn
             .query_row(
-                "SELECT (SELECT count(*) FROM tasks), (SELECT count(*) FROM subprocess_audit)",
+                "SELECT (SELECT count(*) FROM tasks), (SELECT count(*) FROM audit)",
                 [],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )

@@ -131,6 +131,19 @@ pub fn spawn_action(
     })
 }
 
+/// The audit trail's filter of one capability's records.
+pub fn records_of(capability: modhost::audit::Capability) -> modhost::audit::AuditFilter {
+    modhost::audit::AuditFilter {
+        capability: Some(capability),
+        ..modhost::audit::AuditFilter::default()
+    }
+}
+
+/// Only the subprocess records of the audit trail.
+pub fn subprocesses() -> modhost::audit::AuditFilter {
+    records_of(modhost::audit::Capability::Subprocess)
+}
+
 /// The reason of a call refused with `permission-denied`; any other
 /// outcome fails the test, naming it.
 pub fn denied<T: std::fmt::Debug>(r: Result<T, modhost::SdkError>) -> String {

@@ -208,6 +208,16 @@ async fn tasks_list_show_cancel_audit_and_events_work_for_scripts() {
     let audit = s.run(&["audit", "--json"]).await;
     assert_eq!(code(&audit), 0, "{}", stderr(&audit));
     assert!(serde_json::from_str::<Value>(&stdout(&audit)).unwrap()["records"].is_array());
+    // The task started above is on the trail as a submission.
+    let submissions = s.run(&["audit", "--capability", "task"]).await;
+    assert_eq!(code(&submissions), 0, "{}", stderr(&submissions));
+    let text = stdout(&submissions);
+    assert!(
+        text.contains(" task ") && text.contains("allowed"),
+        "{text}"
+    );
+    let bad = s.run(&["audit", "--capability", "sockets"]).await;
+    assert_eq!(code(&bad), 2, "{}", stderr(&bad));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

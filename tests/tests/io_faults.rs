@@ -15,7 +15,6 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use modhost::http::{AppState, router};
-use modhost::subprocess::AuditFilter;
 use modhost_tests::disk::{At, Disk, Errno};
 use modhost_tests::*;
 use serde_json::{Value, json};
@@ -433,11 +432,7 @@ async fn a_launch_the_audit_trail_cannot_record_never_starts_and_an_unrecorded_e
     let f = Faulty::new(&[("sub", SUBPROCESS, SUB_GRANT)]).await;
     let records = |f: &Faulty| {
         let host = f.t.host.clone();
-        async move {
-            host.subprocess_audit(&AuditFilter::default(), 10)
-                .await
-                .unwrap()
-        }
+        async move { host.audit(&subprocesses(), 10).await.unwrap() }
     };
     // Refused before it starts: no record, no child.
     f.disk.fail(At::Commit, Errno::Enospc);

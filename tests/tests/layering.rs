@@ -17,6 +17,7 @@ const WASM_FREE: &[&str] = &[
     "tasks",
     "subprocess",
     "network",
+    "audit",
     "db",
     "manifest",
     "identity.rs",

@@ -537,3 +537,60 @@ async fn check_warns_of_an_http_import_without_a_grant_and_not_with_one() {
         report.grants
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_sent_or_refused_is_on_the_audit_trail_without_its_query() {
+    use modhost::audit::{Capability, Decision, Detail};
+    let addr = server().await;
+    let other = server().await;
+    let port = addr.port();
+    let t = host_allowing(&[format!("http://{addr}"), format!("localhost:{port}")], "").await;
+    send(
+        &t,
+        json!({"url": format!("http://{addr}/hello?token=secret")}),
+    )
+    .await
+    .unwrap();
+    denied(send(&t, json!({"url": format!("http://{other}/hello")})).await);
+    denied(send(&t, json!({"url": format!("http://localhost:{port}/hello")})).await);
+    let trail = t
+        .host
+        .audit(&records_of(Capability::Http), 10)
+        .await
+        .unwrap();
+    let seen: Vec<(String, Decision)> = trail
+        .iter()
+        .map(|r| (r.entry.subject.clone(), r.entry.decision))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (format!("http://localhost:{port}/hello"), Decision::Denied),
+            (format!("http://{other}/hello"), Decision::Denied),
+            (format!("http://{addr}/hello"), Decision::Allowed),
+        ],
+        "newest first, and the query is not kept"
+    );
+    assert!(
+        trail[0]
+            .entry
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("internal address")
+    );
+    assert!(
+        trail[1]
+            .entry
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("[network] allow")
+    );
+    let Detail::Http(sent) = &trail[2].entry.detail else {
+        panic!("an http record")
+    };
+    assert_eq!((sent.method.as_str(), sent.status), ("GET", Some(200)));
+    assert_eq!(trail[2].entry.user_id, "alice");
+    assert_eq!(trail[2].entry.module, "net");
+}

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use modhost::identity::RequestMeta;
 use modhost::retention::Pruned;
-use modhost::subprocess::AuditFilter;
 use modhost::tasks::SubmitOptions;
 use modhost_tests::*;
 use rusqlite::{Connection, params};
@@ -34,9 +33,10 @@ fn finished_task(conn: &Connection, status: &str, days_ago: i64) -> String {
 /// A denied `run-subprocess` of alice of acme, decided `days_ago`.
 fn audit_record(conn: &Connection, days_ago: i64) {
     conn.execute(
-        "INSERT INTO subprocess_audit (id, at, module, user_id, organization_id, request_id, \
-         program, args_json, env_json, decision, confined) \
-         VALUES (?1, ?2, 'tasks', 'alice', 'acme', 'r', 'rm', '[]', '[]', 'denied', 0)",
+        "INSERT INTO audit (id, at, capability, module, user_id, organization_id, request_id, \
+         subject, decision, detail_json) \
+         VALUES (?1, ?2, 'subprocess', 'tasks', 'alice', 'acme', 'r', 'rm', 'denied', \
+         '{\"path\":null,\"args\":[],\"cwd\":null,\"env_names\":[],\"confined\":false}')",
         params![
             uuid::Uuid::now_v7().to_string(),
             now_ms() - days_ago * DAY_MS
@@ -101,11 +101,7 @@ async fn old_finished_tasks_and_audit_records_go_while_recent_and_active_ones_st
     for id in [&done, &recent, &active] {
         t.host.tasks().get(id, &alice).await.unwrap();
     }
-    let trail = t
-        .host
-        .subprocess_audit(&AuditFilter::default(), 100)
-        .await
-        .unwrap();
+    let trail = t.host.audit(&subprocesses(), 100).await.unwrap();
     assert_eq!(trail.len(), 1, "the record of 29 days ago stays");
     // Nothing else is past its retention now.
     assert_eq!(t.host.prune().await.unwrap(), Pruned::default());
@@ -124,7 +120,7 @@ async fn a_starting_host_prunes_what_expired_while_it_was_down() {
     let alice = principal("alice", "acme");
     let gone = async || {
         let task_gone = t.host.tasks().get(&expired, &alice).await.is_err();
-        let trail = t.host.subprocess_audit(&AuditFilter::default(), 100).await;
+        let trail = t.host.audit(&subprocesses(), 100).await;
         (task_gone, trail.unwrap().is_empty())
     };
     for _ in 0..500 {

@@ -244,17 +244,17 @@ async fn a_token_made_on_one_host_proves_its_principal_on_every_host_of_the_data
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_decision_audited_on_one_host_is_read_on_another_and_its_end_written_once() {
-    use modhost::subprocess::audit::{
-        AuditDecision, AuditEnd, AuditFilter, AuditStore, Decision, Ended,
+    use modhost::audit::{
+        AuditEnd, AuditEntry, AuditFilter, AuditStore, Decision, Detail, Ended, PgAuditStore,
+        SubprocessDetail,
     };
-    use modhost::subprocess::audit_pg::PgAuditStore;
     let url = fresh_database().await;
     let connect = async || {
         let db = modhost::pg::PgDatabase::connect(&url).await.unwrap();
         PgAuditStore::on(Arc::new(db)).await.unwrap()
     };
     let (a, b) = (connect().await, connect().await);
-    let decision = AuditDecision {
+    let decision = AuditEntry {
         id: uuid::Uuid::now_v7().to_string(),
         at: modhost::db::now_ms(),
         module: "git-stats".into(),
@@ -262,14 +262,16 @@ async fn a_decision_audited_on_one_host_is_read_on_another_and_its_end_written_o
         organization_id: "acme".into(),
         request_id: "r".into(),
         task_id: None,
-        program: "git".into(),
-        path: Some("/usr/bin/git".into()),
-        args: vec!["log".into(), "x".repeat(20_000)],
-        cwd: None,
-        env_names: vec!["LANG".into()],
+        subject: "git".into(),
         decision: Decision::Allowed,
         reason: None,
-        confined: true,
+        detail: Detail::Subprocess(SubprocessDetail {
+            path: Some("/usr/bin/git".into()),
+            args: vec!["log".into(), "x".repeat(20_000)],
+            cwd: None,
+            env_names: vec!["LANG".into()],
+            confined: true,
+        }),
     };
     a.record(decision.clone()).await.unwrap();
     let end = AuditEnd {
@@ -295,11 +297,11 @@ async fn a_decision_audited_on_one_host_is_read_on_another_and_its_end_written_o
     let found = b.query(&mine, 10).await.unwrap();
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].end.as_ref(), Some(&end));
-    assert_eq!(found[0].decision.program, "git");
-    assert!(
-        found[0].decision.args.concat().len() < 17_000,
-        "long text is cut"
-    );
+    assert_eq!(found[0].entry.subject, "git");
+    let Detail::Subprocess(d) = &found[0].entry.detail else {
+        panic!("a subprocess record")
+    };
+    assert!(d.args.concat().len() < 17_000, "long text is cut");
     let other = AuditFilter {
         organization_id: Some("globex".into()),
         ..AuditFilter::default()
@@ -308,6 +310,46 @@ async fn a_decision_audited_on_one_host_is_read_on_another_and_its_end_written_o
     // Retention never deletes a record younger than a day.
     assert!(a.prune(modhost::db::now_ms() + 1, 10).await.is_err());
     assert_eq!(b.query(&mine, 10).await.unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_subprocess_records_of_an_older_host_move_into_the_one_trail() {
+    use modhost::audit::pg::PG_MIGRATIONS;
+    use modhost::audit::{AuditFilter, AuditStore, Detail, OWNER, PgAuditStore};
+    let url = fresh_database().await;
+    let db = Arc::new(modhost::pg::PgDatabase::connect(&url).await.unwrap());
+    db.migrate(OWNER, &PG_MIGRATIONS[..1]).await.unwrap();
+    db.reader()
+        .await
+        .unwrap()
+        .batch_execute(
+            "INSERT INTO subprocess_audit (id, at, module, user_id, organization_id, request_id, \
+             program, path, args_json, env_json, decision, confined, ended, exit_code, \
+             duration_ms, stdout_bytes, stderr_bytes, finished_at) VALUES \
+             ('01', 1, 'git-stats', 'alice', 'acme', 'r', 'git', '/usr/bin/git', \
+              '[\"log\"]', '[]', 'allowed', true, 'exited', 0, 5, 1, 0, 6), \
+             ('02', 2, 'git-stats', 'alice', 'acme', 'r', 'git', NULL, '[\"x…[cut]', '[]', \
+              'denied', false, NULL, NULL, NULL, NULL, NULL, NULL)",
+        )
+        .await
+        .unwrap();
+    let trail = PgAuditStore::on(db).await.unwrap();
+    let records = trail.query(&AuditFilter::default(), 10).await.unwrap();
+    assert_eq!(records.len(), 2);
+    let Detail::Subprocess(allowed) = &records[1].entry.detail else {
+        panic!("a subprocess record")
+    };
+    assert_eq!(allowed.args, ["log"]);
+    assert!(allowed.confined);
+    assert_eq!(records[1].end.as_ref().unwrap().finished_at, 6);
+    let Detail::Subprocess(cut) = &records[0].entry.detail else {
+        panic!("a subprocess record")
+    };
+    assert_eq!(
+        cut.args,
+        ["[\"x…[cut]"],
+        "a cut list stays one readable item"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

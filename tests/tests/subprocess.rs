@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures::future::join_all;
+use modhost::audit::{AuditFilter, AuditRecord, Decision, Detail, Ended, SubprocessDetail};
 use modhost::identity::RequestMeta;
 use modhost::manifest::{LoadEnv, parse};
-use modhost::subprocess::{AuditFilter, Decision, Ended};
 use modhost::{CallError, SdkError};
 use modhost_tests::*;
 use serde_json::{Value, json};
@@ -128,13 +128,21 @@ async fn start_task(t: &TestHost, who: &modhost::identity::Principal, request: V
         .to_owned()
 }
 
+/// What a subprocess record holds beside the columns every record has.
+fn sub(r: &AuditRecord) -> &SubprocessDetail {
+    match &r.entry.detail {
+        Detail::Subprocess(d) => d,
+        other => panic!("not a subprocess record: {other:?}"),
+    }
+}
+
 /// The audit records of calls refused as over a cap, newest first.
-async fn over_a_cap(t: &TestHost) -> Vec<modhost::subprocess::AuditRecord> {
+async fn over_a_cap(t: &TestHost) -> Vec<AuditRecord> {
     let filter = AuditFilter {
         decision: Some(Decision::Limited),
-        ..AuditFilter::default()
+        ..subprocesses()
     };
-    t.host.subprocess_audit(&filter, 50).await.unwrap()
+    t.host.audit(&filter, 50).await.unwrap()
 }
 
 fn is_gone(pid: i32) -> bool {
@@ -159,24 +167,15 @@ async fn granted_call_runs_end_to_end_and_is_audited() {
     // The launch record is durable before the guest hears back; the end is
     // written right after.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let records = t
-        .host
-        .subprocess_audit(&AuditFilter::default(), 10)
-        .await
-        .unwrap();
+    let records = t.host.audit(&subprocesses(), 10).await.unwrap();
     let r = &records[0];
-    assert_eq!(r.decision.decision, Decision::Allowed);
-    assert_eq!(r.decision.program, "sh");
-    assert_eq!(r.decision.user_id, "alice");
-    assert_eq!(r.decision.organization_id, "acme");
-    assert_eq!(r.decision.request_id, "req-7");
-    assert!(r.decision.confined);
-    assert!(
-        r.decision
-            .path
-            .as_deref()
-            .is_some_and(|p| p.starts_with('/'))
-    );
+    assert_eq!(r.entry.decision, Decision::Allowed);
+    assert_eq!(r.entry.subject, "sh");
+    assert_eq!(r.entry.user_id, "alice");
+    assert_eq!(r.entry.organization_id, "acme");
+    assert_eq!(r.entry.request_id, "req-7");
+    assert!(sub(r).confined);
+    assert!(sub(r).path.as_deref().is_some_and(|p| p.starts_with('/')));
     let end = r.end.as_ref().expect("the end is recorded");
     assert_eq!(end.ended, Ended::Exited);
     assert_eq!(end.exit_code, Some(0));
@@ -249,28 +248,17 @@ async fn unapproved_program_and_program_given_as_a_path_are_denied() {
     invalid(run(&t, json!({"program": ""})).await);
     invalid(run(&t, json!({"program": "sh", "args": ["-c", ""]})).await);
     invalid(run(&t, json!({"program": "sh\u{0}", "args": []})).await);
-    let records = t
-        .host
-        .subprocess_audit(&AuditFilter::default(), 50)
-        .await
-        .unwrap();
+    let records = t.host.audit(&subprocesses(), 50).await.unwrap();
     assert_eq!(records.len(), 8, "every refusal is audited");
     assert!(
         records
             .iter()
-            .all(|r| r.decision.decision != Decision::Allowed)
+            .all(|r| r.entry.decision != Decision::Allowed)
     );
     let first = records.last().unwrap();
-    assert_eq!(first.decision.program, "id");
-    assert_eq!(first.decision.decision, Decision::Denied);
-    assert!(
-        first
-            .decision
-            .reason
-            .as_deref()
-            .unwrap()
-            .contains("granted: ")
-    );
+    assert_eq!(first.entry.subject, "id");
+    assert_eq!(first.entry.decision, Decision::Denied);
+    assert!(first.entry.reason.as_deref().unwrap().contains("granted: "));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -575,11 +563,7 @@ async fn gigabyte_of_output_is_truncated_and_host_memory_stays_bounded() {
     assert_eq!(out["stderr_truncated"], false);
     assert!(grown_mib < 64, "host RSS grew by {grown_mib} MiB");
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let r = &t
-        .host
-        .subprocess_audit(&AuditFilter::default(), 1)
-        .await
-        .unwrap()[0];
+    let r = &t.host.audit(&subprocesses(), 1).await.unwrap()[0];
     assert_eq!(r.end.as_ref().unwrap().stdout_bytes, 1 << 30);
 }
 
@@ -701,7 +685,8 @@ async fn audit_trail_is_readable_over_http_within_the_organization() {
     let (status, body) = get(&alice, "").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(count(&body), 2);
-    assert_eq!(body["records"][0]["program"], "printenv");
+    assert_eq!(body["records"][0]["subject"], "printenv");
+    assert_eq!(body["records"][0]["capability"], "subprocess");
     assert_eq!(body["records"][1]["decision"], "denied");
     assert_eq!(
         count(&get(&bob, "").await.1),
@@ -797,31 +782,29 @@ async fn an_orphan_a_child_leaves_on_a_normal_exit_is_reaped_when_it_dies() {
 /// An audit trail that cannot be written (its disk failed, say).
 struct BrokenAudit;
 
-impl modhost::subprocess::AuditStore for BrokenAudit {
+impl modhost::audit::AuditStore for BrokenAudit {
     fn record(
         &self,
-        _: modhost::subprocess::AuditDecision,
-    ) -> modhost::subprocess::audit::BoxFuture<'_, Result<(), modhost::subprocess::AuditError>>
-    {
-        Box::pin(async { Err(modhost::subprocess::AuditError::SchemaMissing) })
+        _: modhost::audit::AuditEntry,
+    ) -> modhost::audit::BoxFuture<'_, Result<(), modhost::audit::AuditError>> {
+        Box::pin(async { Err(modhost::audit::AuditError::SchemaMissing) })
     }
 
     fn record_end(
         &self,
         _: &str,
-        _: modhost::subprocess::AuditEnd,
-    ) -> modhost::subprocess::audit::BoxFuture<'_, Result<bool, modhost::subprocess::AuditError>>
-    {
-        Box::pin(async { Err(modhost::subprocess::AuditError::SchemaMissing) })
+        _: modhost::audit::AuditEnd,
+    ) -> modhost::audit::BoxFuture<'_, Result<bool, modhost::audit::AuditError>> {
+        Box::pin(async { Err(modhost::audit::AuditError::SchemaMissing) })
     }
 
     fn query<'a>(
         &'a self,
         _: &'a AuditFilter,
         _: u32,
-    ) -> modhost::subprocess::audit::BoxFuture<
+    ) -> modhost::audit::BoxFuture<
         'a,
-        Result<Vec<modhost::subprocess::AuditRecord>, modhost::subprocess::AuditError>,
+        Result<Vec<modhost::audit::AuditRecord>, modhost::audit::AuditError>,
     > {
         Box::pin(async { Ok(Vec::new()) })
     }

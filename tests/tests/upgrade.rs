@@ -16,7 +16,7 @@ fn legacy_database(path: &std::path::Path) {
     for sql in [
         HOST_MIGRATIONS[0],
         modhost::tasks::store::MIGRATIONS[0],
-        modhost::subprocess::audit::MIGRATIONS[0],
+        modhost::audit::MIGRATIONS[0],
     ] {
         conn.execute_batch(sql).unwrap();
     }
@@ -51,20 +51,20 @@ async fn a_single_counter_database_opens_with_its_tasks_and_each_owners_version(
     assert_eq!(row.result_json.as_deref(), Some("{\"ok\":true}"));
 
     // Each owner's share was recorded, and the migrations appended after
-    // the single counter was retired (the audit trail's second and third,
+    // the single counter was retired (the audit trail's second to fourth,
     // the task store's second to fourth) ran on their own.
     let conn = Connection::open(&db).unwrap();
     for (owner, version) in [
         ("host", HOST_MIGRATIONS.len()),
         ("tasks", modhost::tasks::store::MIGRATIONS.len()),
-        ("audit", modhost::subprocess::audit::MIGRATIONS.len()),
+        ("audit", modhost::audit::MIGRATIONS.len()),
     ] {
         assert_eq!(migrate::version(&conn, owner).unwrap(), version, "{owner}");
     }
-    assert_eq!(modhost::subprocess::audit::MIGRATIONS.len(), 3);
+    assert_eq!(modhost::audit::MIGRATIONS.len(), 4);
     let index: i64 = conn
         .query_row(
-            "SELECT count(*) FROM sqlite_schema WHERE name = 'subprocess_audit_by_user'",
+            "SELECT count(*) FROM sqlite_schema WHERE name = 'audit_by_user'",
             [],
             |r| r.get(0),
         )

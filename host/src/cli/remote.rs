@@ -252,6 +252,9 @@ pub enum TasksCommand {
 pub struct AuditArgs {
     #[arg(long)]
     module: Option<String>,
+    /// subprocess, http, filesystem, task or confirmation.
+    #[arg(long)]
+    capability: Option<String>,
     /// allowed, denied, invalid or limited.
     #[arg(long)]
     decision: Option<String>,
@@ -717,6 +720,7 @@ pub async fn audit(server: &Server, a: AuditArgs) -> anyhow::Result<ExitCode> {
     let c = client(server)?;
     let mut q = vec![("limit", a.limit.to_string())];
     push(&mut q, "module", a.module);
+    push(&mut q, "capability", a.capability);
     push(&mut q, "decision", a.decision);
     push(&mut q, "user", a.user);
     push(&mut q, "before", a.before);
@@ -730,16 +734,14 @@ pub async fn audit(server: &Server, a: AuditArgs) -> anyhow::Result<ExitCode> {
         println!("no records");
     }
     for r in &records {
-        let argv: Vec<String> = std::iter::once(t(&r["program"]))
-            .chain(r["args"].as_array().into_iter().flatten().map(t))
-            .collect();
         println!(
-            "{}  {:<12} {:<12} {:<8} {}{}",
+            "{}  {:<12} {:<12} {:<12} {:<8} {}{}",
             time(&r["at"]),
             t(&r["module"]),
             t(&r["user_id"]),
+            t(&r["capability"]),
             t(&r["decision"]),
-            argv.join(" "),
+            audited_what(r),
             match t(&r["reason"]) {
                 s if s.is_empty() => String::new(),
                 s => format!("  ({s})"),
@@ -750,6 +752,34 @@ pub async fn audit(server: &Server, a: AuditArgs) -> anyhow::Result<ExitCode> {
         println!("more: --before {}", terminal_safe(next));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What an audit record was about, in one line: a subprocess's argv, an
+/// HTTP request's method, URL and status, a file operation and its path,
+/// a task's name and key, a confirmation's button.
+fn audited_what(r: &Value) -> String {
+    let d = &r["detail"];
+    let subject = t(&r["subject"]);
+    match r["capability"].as_str().unwrap_or("") {
+        "subprocess" => std::iter::once(subject)
+            .chain(d["args"].as_array().into_iter().flatten().map(t))
+            .collect::<Vec<_>>()
+            .join(" "),
+        "http" => {
+            let status = d["status"]
+                .as_u64()
+                .map(|s| format!(" → {s}"))
+                .unwrap_or_default();
+            format!("{} {subject}{status}", t(&d["method"]))
+        }
+        "filesystem" => format!("{} {subject} ({})", t(&d["operation"]), t(&d["error"])),
+        "task" => match d["task_key"].as_str() {
+            Some(key) => format!("{subject} key {}", terminal_safe(key)),
+            None => subject,
+        },
+        "confirmation" => format!("{subject}: {}", t(&d["answer"])),
+        _ => subject,
+    }
 }
 
 /// `modhost events`: until interrupted; reconnects after the last id.

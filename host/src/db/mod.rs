@@ -2,7 +2,7 @@
 //! shares.
 //!
 //! Each owner of tables migrates its own: the host's tokens here
-//! ([`HOST_MIGRATIONS`]), the task store and the subprocess audit trail in
+//! ([`HOST_MIGRATIONS`]), the task store and the audit trail in
 //! their rooms, each with its own version in `schema_versions`
 //! ([`migrate`]). The group-commit [`writer`] and the [`readers`] pool are
 //! opened once per file and shared by the stores on it.

@@ -37,7 +37,7 @@ pub struct ServeConfig {
     pub max_active_tasks_per_org: u32,
     /// How long finished tasks are kept.
     pub task_retention: Retention,
-    /// How long subprocess audit records are kept.
+    /// How long audit records are kept.
     pub audit_retention: Retention,
     /// The quota of a (module, organization) data directory whose manifest
     /// names none, in bytes.
@@ -124,7 +124,7 @@ pub async fn serve(
     }
     if let crate::host::TaskStoreLocation::Postgres(url) = &config.task_store {
         println!(
-            "tasks, tokens and the subprocess audit trail: PostgreSQL at {} as host `{}`",
+            "tasks, tokens and the audit trail: PostgreSQL at {} as host `{}`",
             crate::pg::redacted(url),
             config.host_id,
         );

@@ -10,7 +10,7 @@ use super::error::ApiError;
 use super::events::ViewScope;
 use super::extract::{Body, Path, Query};
 use super::state::{AppState, Authenticated};
-use crate::subprocess::{AuditFilter, Decision, MAX_AUDIT_LIMIT};
+use crate::audit::{AuditFilter, Capability, Decision, MAX_AUDIT_LIMIT};
 use crate::tasks::api::ConfirmationAnswer;
 use crate::tasks::store::{ConfirmationRow, Status, TaskFilter, TaskRow};
 
@@ -300,13 +300,14 @@ pub async fn answer(
     Ok(Json(json!({ "id": id, "answered": true })))
 }
 
-/// Query of `GET /v1/audit/subprocesses`.
+/// Query of `GET /v1/audit`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     module: Option<String>,
     /// Only for admins; others always read their own records.
     user: Option<String>,
+    capability: Option<Capability>,
     decision: Option<Decision>,
     /// The id of the last record of the previous page.
     before: Option<String>,
@@ -318,27 +319,46 @@ fn default_audit_limit() -> u32 {
     100
 }
 
-/// The subprocess audit trail of the caller's organization (an admin's
-/// view) or of the caller's own calls, newest first.
+/// The audit trail of the caller's organization (an admin's view) or of
+/// the caller's own calls, newest first.
 pub async fn audit(
     auth: Authenticated,
     State(state): State<AppState>,
     Query(q): Query<AuditQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    audit_page(auth, state, q).await
+}
+
+/// `GET /v1/audit/subprocesses`: the subprocess records alone, as before
+/// the trail held every capability.
+pub async fn subprocess_audit(
+    auth: Authenticated,
+    State(state): State<AppState>,
+    Query(mut q): Query<AuditQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    q.capability = Some(Capability::Subprocess);
+    audit_page(auth, state, q).await
+}
+
+async fn audit_page(
+    auth: Authenticated,
+    state: AppState,
+    q: AuditQuery,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let filter = AuditFilter {
         organization_id: None,
         module: q.module,
         user_id: q.user,
+        capability: q.capability,
         decision: q.decision,
         before: q.before,
     };
     let records = state
         .host
-        .subprocesses()
         .audit_for(&auth.principal, filter, q.limit)
         .await?;
     let next = (records.len() == usize::try_from(q.limit.clamp(1, MAX_AUDIT_LIMIT)).unwrap_or(0))
-        .then(|| records.last().map(|r| r.decision.id.clone()))
+        .then(|| records.last().map(|r| r.entry.id.clone()))
         .flatten();
     Ok(Json(json!({ "records": records, "next_before": next })))
 }

@@ -10,13 +10,16 @@
 //! itself does. A redirect is a new request from the guest, decided anew.
 //! Caps come from the grant: response bytes, time to the response's headers
 //! and for the whole request, and requests open at once per module,
-//! host-wide ([`send`]).
+//! host-wide ([`send`]). Every request, sent or refused, is recorded on the
+//! audit trail before the guest learns its outcome ([`entry`]).
 
 pub mod address;
 mod policy;
+mod record;
 mod send;
 mod tls;
 
 pub use policy::{Destination, ModuleNetwork, Refusal, Target, decide, usable};
+pub use record::{NetworkCtx, entry, subject_of};
 pub use send::{Asked, Capped, Connection, NetworkError, Waited, send};
 pub use tls::{NetworkOptions, TlsRootsError, client_config};

@@ -20,18 +20,21 @@ use std::time::Duration;
 
 use wasmtime::component::ResourceTable;
 use wasmtime::{Store, UpdateDeadline};
+use wasmtime_wasi::filesystem::WasiFilesystemCtxView;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 pub use limiter::MemoryLimiter;
 pub use output::GuestOutput;
 
+use crate::audit::AuditTrail;
 use crate::cancel::{CancelToken, Deadline};
 use crate::error::CallError;
 use crate::identity::Identity;
-use crate::network::ModuleNetwork;
+use crate::network::NetworkCtx;
 use crate::subprocess::SubprocessCtx;
 use crate::tasks::{TaskScope, TasksCtx};
+use crate::wit::filesystem::{FilesystemView, FsRefusals};
 use crate::wit::http::HttpRoom;
 
 /// The guest path at which a module's private data directory is preopened.
@@ -70,7 +73,9 @@ pub struct CallSpec {
     /// `tasks.run-subprocess`; `None` refuses it.
     pub subprocess: Option<SubprocessCtx>,
     /// `wasi:http/outgoing-handler`; `None` refuses every request.
-    pub network: Option<Arc<ModuleNetwork>>,
+    pub network: Option<NetworkCtx>,
+    /// Where refused file operations are recorded; `None` records none.
+    pub audit: Option<AuditTrail>,
     /// How long past its deadline or cancel a call waiting in a host call
     /// is left to end by itself (a child's SIGTERM grace) before it is
     /// dropped.
@@ -108,6 +113,8 @@ pub struct SandboxState {
     pub(crate) subprocess: Option<SubprocessCtx>,
     network: HttpRoom,
     http: WasiHttpCtx,
+    /// Where refused file operations are recorded.
+    files: FsRefusals,
     pub(crate) log: LogBudget,
     /// Children of `run-subprocess` running for this call now: a stop gives
     /// the grace only to a call that has one to end.
@@ -174,6 +181,20 @@ impl SandboxState {
     }
 }
 
+impl SandboxState {
+    /// `wasi:filesystem/types` sees the call's files and where their
+    /// refusals go.
+    pub(crate) fn filesystem_view(&mut self) -> FilesystemView<'_> {
+        FilesystemView {
+            inner: WasiFilesystemCtxView {
+                ctx: self.wasi.filesystem(),
+                table: &mut self.table,
+            },
+            refusals: &mut self.files,
+        }
+    }
+}
+
 impl WasiView for SandboxState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
@@ -228,6 +249,14 @@ pub fn new_store(
                 CallError::Internal("cannot open the module's data directory; see the host's log".into())
             })?;
     }
+    let task_id = spec.task.as_ref().map(TaskScope::task_id);
+    let network = HttpRoom::new(spec.network, spec.identity.clone(), task_id);
+    let files = FsRefusals::new(
+        spec.audit,
+        spec.identity.clone(),
+        task_id,
+        spec.data_writable,
+    );
     let state = SandboxState {
         identity: spec.identity,
         task: spec.task,
@@ -235,7 +264,8 @@ pub fn new_store(
         deadline: Deadline::after(spec.deadline),
         tasks: spec.tasks,
         subprocess: spec.subprocess,
-        network: HttpRoom::new(spec.network),
+        network,
+        files,
         http: {
             let mut http = WasiHttpCtx::new();
             http.set_field_size_limit(MAX_FIELDS_BYTES);

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
-use super::audit::{AuditEnd, Ended};
 use super::confine::ChildSetup;
 use super::{cgroup, spawn, tree};
+use crate::audit::{AuditEnd, Ended};
 use crate::cancel::CancelToken;
 use crate::db::now_ms;
 

@@ -3,14 +3,12 @@
 //! [`argv`]), the pure check of a request against it ([`gate`]), the
 //! service that runs a granted request ([`service`]), the child's
 //! confinement ([`confine`], [`seccomp`], [`user`], [`cgroup`]), start ([`spawn`]), life ([`launch`]) and tree
-//! ([`tree`]), and the audit trail of every decision ([`audit`]).
+//! ([`tree`]). Every decision goes to the audit trail ([`crate::audit`]).
 //!
 //! Nothing here knows wasmtime: the WIT room `wit/tasks.rs` converts the
 //! request and calls [`SubprocessService::run`].
 
 pub mod argv;
-pub mod audit;
-pub mod audit_pg;
 pub mod cgroup;
 pub mod confine;
 pub mod gate;
@@ -22,10 +20,6 @@ mod spawn;
 pub mod tree;
 pub mod user;
 
-pub use audit::{
-    AuditDecision, AuditEnd, AuditError, AuditFilter, AuditRecord, AuditStore, Decision, Ended,
-    MAX_AUDIT_LIMIT, MAX_AUDIT_TEXT_BYTES, SqliteAuditStore,
-};
 pub use grant::{ProgramGrant, SubprocessGrant};
 pub use launch::{Finished, Status};
 pub use service::{Caller, ModuleSubprocess, SubprocessCtx, SubprocessOptions, SubprocessService};

@@ -19,9 +19,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::audit::{
-    AuditDecision, AuditEnd, AuditError, AuditFilter, AuditRecord, AuditStore, Decision, Ended,
-};
 use super::confine::{self, ChildLimits, ChildSetup, Confinement, RulesetSpec};
 use super::gate::{self, Denied, Request};
 use super::grant::SubprocessGrant;
@@ -29,11 +26,12 @@ use super::launch::{Finished, Launch};
 use super::tree;
 use super::user::{self, ChildUser, ChildUserChoice, ChildUserError};
 use super::{cgroup, seccomp};
+use crate::audit::{AuditEnd, AuditEntry, AuditTrail, Decision, Detail, Ended, SubprocessDetail};
 use crate::cancel::CancelToken;
 use crate::db::now_ms;
 use crate::error::SdkError;
 use crate::events::{EventHub, EventKind, Subject};
-use crate::identity::{Identity, OrgId, Principal, Role};
+use crate::identity::{Identity, OrgId};
 use crate::share::{Refused, Share, Shares};
 
 /// How the host runs children, set by the operator. Deny by default: a child
@@ -182,7 +180,7 @@ pub struct SubprocessService {
     options: SubprocessOptions,
     /// `PATH` of every child: the host's search path.
     path_var: String,
-    audit: Arc<dyn AuditStore>,
+    audit: AuditTrail,
     /// Children running now, per module and in all.
     children: Arc<Shares>,
     events: EventHub,
@@ -205,7 +203,7 @@ impl SubprocessService {
     pub fn new(
         options: SubprocessOptions,
         path_var: String,
-        audit: Arc<dyn AuditStore>,
+        audit: AuditTrail,
         events: EventHub,
     ) -> Self {
         SubprocessService {
@@ -258,35 +256,6 @@ impl SubprocessService {
         vec![landlock, seccomp, user, cgroup::describe()]
     }
 
-    /// The whole trail, newest first, for the operator.
-    pub async fn audit(
-        &self,
-        filter: &AuditFilter,
-        limit: u32,
-    ) -> Result<Vec<AuditRecord>, AuditError> {
-        self.audit.query(filter, limit).await
-    }
-
-    /// The trail as `by` may read it, newest first: an admin reads the whole
-    /// organization's, anyone else only the records of their own calls.
-    /// Whatever `filter` says, the organization (and, for a non-admin, the
-    /// user) is the principal's.
-    pub async fn audit_for(
-        &self,
-        by: &Principal,
-        mut filter: AuditFilter,
-        limit: u32,
-    ) -> Result<Vec<AuditRecord>, SdkError> {
-        filter.organization_id = Some(by.organization_id.as_str().to_owned());
-        if by.role != Role::Admin {
-            filter.user_id = Some(by.user_id.as_str().to_owned());
-        }
-        if let Some(before) = &filter.before {
-            filter.before = Some(crate::identity::canonical_uuid("audit record id", before)?);
-        }
-        self.audit.query(&filter, limit).await.map_err(audit_err)
-    }
-
     /// A running child's place in the caps; given back on drop.
     fn acquire(&self, module: &str, per_module: u32) -> Result<Share, String> {
         self.children
@@ -311,43 +280,37 @@ impl SubprocessService {
     ) -> Result<Finished, SdkError> {
         let identity = caller.identity;
         let audit = self.audit.clone();
-        let mut record = AuditDecision {
-            id: uuid::Uuid::now_v7().to_string(),
-            at: now_ms(),
-            module: identity.module.clone(),
-            user_id: identity.user_id().to_string(),
-            organization_id: identity.organization_id().to_string(),
-            request_id: identity.request_id.clone(),
-            task_id: caller.task_id.map(str::to_owned),
-            program: request.program.clone(),
+        let mut detail = SubprocessDetail {
             path: None,
             args: request.args.clone(),
             cwd: request.cwd.clone(),
             env_names: request.env.iter().map(|(n, _)| n.clone()).collect(),
-            decision: Decision::Allowed,
-            reason: None,
             confined: false,
         };
+        let entry = |detail: &SubprocessDetail| {
+            AuditEntry::new(
+                identity,
+                caller.task_id,
+                request.program.clone(),
+                Detail::Subprocess(detail.clone()),
+            )
+        };
         // Refusals are recorded before they are returned.
-        let refuse = |mut record: AuditDecision, decision: Decision, error: SdkError| {
+        let refuse = |detail: SubprocessDetail, decision: Decision, error: SdkError| {
             let audit = audit.clone();
             let events = self.events.clone();
+            let mut record = entry(&detail);
             async move {
                 record.decision = decision;
                 cut_refused(&mut record);
-                record.reason = Some(match &error {
-                    SdkError::PermissionDenied(r)
-                    | SdkError::InvalidInput(r)
-                    | SdkError::LimitExceeded(r) => r.clone(),
-                    other => other.to_string(),
-                });
+                record.reason = Some(Decision::of_refusal(&error).1);
                 tracing::info!(
                     module = %record.module, user = %record.user_id,
-                    program = %crate::text::shown(&record.program),
+                    program = %crate::text::shown(&record.subject),
                     decision = decision.as_str(), reason = record.reason.as_deref().unwrap_or(""),
                     "subprocess refused"
                 );
-                audit.record(record.clone()).await.map_err(audit_err)?;
+                audit.record(record.clone()).await.map_err(|e| e.to_sdk())?;
                 announce(&events, &record);
                 Err::<Finished, SdkError>(error)
             }
@@ -357,13 +320,13 @@ impl SubprocessService {
             Ok(a) => a,
             Err(denied) => {
                 let (decision, error) = sdk(denied);
-                return refuse(record, decision, error).await;
+                return refuse(detail, decision, error).await;
             }
         };
-        record.path = Some(approved.program.path.display().to_string());
+        detail.path = Some(approved.program.path.display().to_string());
         if caller.data_full {
             return refuse(
-                record,
+                detail,
                 Decision::Limited,
                 SdkError::LimitExceeded(
                     "the module's data directory of this organization is at its quota ([filesystem] max-mib): no program runs until it is under"
@@ -382,7 +345,7 @@ impl SubprocessService {
                 let error = SdkError::Internal(
                     "the module's data directory cannot be opened; see the host's log".into(),
                 );
-                return refuse(record, Decision::Denied, error).await;
+                return refuse(detail, Decision::Denied, error).await;
             }
         };
         let options = &self.options;
@@ -395,7 +358,7 @@ impl SubprocessService {
             Err(e) => {
                 tracing::error!(module = %identity.module, error = %e, "subprocess refused: it cannot be confined");
                 return refuse(
-                    record,
+                    detail,
                     Decision::Denied,
                     SdkError::denied(format!(
                         "children cannot be confined on this host ({e}) and the operator has not allowed unconfined ones"
@@ -404,13 +367,13 @@ impl SubprocessService {
                 .await;
             }
         };
-        record.confined = ruleset.is_some();
+        detail.confined = ruleset.is_some();
         let child_user = match &self.child_user {
             Ok(u) => *u,
             Err(e) => {
                 tracing::error!(module = %identity.module, error = %e, "subprocess refused: no unprivileged user for children");
                 return refuse(
-                    record,
+                    detail,
                     Decision::Denied,
                     SdkError::denied(format!("children cannot run on this host: {e}")),
                 )
@@ -426,7 +389,7 @@ impl SubprocessService {
                 let error = SdkError::Internal(
                     "the module's data directory cannot be prepared for its children; see the host's log".into(),
                 );
-                return refuse(record, Decision::Denied, error).await;
+                return refuse(detail, Decision::Denied, error).await;
             }
         }
 
@@ -434,24 +397,24 @@ impl SubprocessService {
             Ok(dir) => dir,
             Err(denied) => {
                 let (decision, error) = sdk(denied);
-                return refuse(record, decision, error).await;
+                return refuse(detail, decision, error).await;
             }
         };
         for &i in &approved.path_args {
             if let Err(denied) = check_path_arg(&cwd, i, &request.args[i]) {
                 let (decision, error) = sdk(denied);
-                return refuse(record, decision, error).await;
+                return refuse(detail, decision, error).await;
             }
         }
         let _slot = match self.acquire(&identity.module, grant.max_concurrent) {
             Ok(slot) => slot,
             Err(reason) => {
-                return refuse(record, Decision::Limited, SdkError::LimitExceeded(reason)).await;
+                return refuse(detail, Decision::Limited, SdkError::LimitExceeded(reason)).await;
             }
         };
         if caller.cancelled() {
             return refuse(
-                record,
+                detail,
                 Decision::Denied,
                 SdkError::denied("the task was cancelled before the program started"),
             )
@@ -467,7 +430,7 @@ impl SubprocessService {
                     let error = SdkError::Internal(
                         "the child's cgroup could not be created, so nothing was started; see the host's log".into(),
                     );
-                    return refuse(record, Decision::Denied, error).await;
+                    return refuse(detail, Decision::Denied, error).await;
                 }
             },
             Err(_) => None,
@@ -475,6 +438,7 @@ impl SubprocessService {
         // Fail closed: the launch is on record (committed) before the child
         // starts, so a child the trail cannot show never runs. The end is
         // written once known, off the guest's path.
+        let record = entry(&detail);
         if let Err(e) = audit.record(record.clone()).await {
             tracing::error!(error = %e, audit_id = %record.id, module = %record.module, "cannot record a subprocess launch; not starting it");
             let why = "the launch could not be put on the audit trail, so nothing was started";
@@ -494,7 +458,7 @@ impl SubprocessService {
             let id = record.id.clone();
             tokio::spawn(async move {
                 if let Ok(end) = end_rx.await {
-                    record_end_retrying(&*audit, &id, end).await;
+                    record_end_retrying(&audit, &id, end).await;
                 }
             });
         }
@@ -551,7 +515,7 @@ impl SubprocessService {
         tracing::info!(
             module = %record.module, user = %record.user_id, program = %approved.program.name,
             ended = end.ended.as_str(), code = ?end.exit_code, signal = ?end.signal,
-            duration_ms = end.duration_ms, confined = record.confined,
+            duration_ms = end.duration_ms, confined = detail.confined,
             "subprocess ended"
         );
         end_tx.send(end);
@@ -565,17 +529,6 @@ impl SubprocessService {
     }
 }
 
-fn audit_err(e: AuditError) -> SdkError {
-    tracing::error!(error = %e, "subprocess audit store failed");
-    if e.is_disk_full() {
-        return SdkError::LimitExceeded(
-            "the host's storage is full, so the audit trail cannot be written; try again later"
-                .into(),
-        );
-    }
-    SdkError::Internal("the audit trail failed; see the host's log".into())
-}
-
 /// How long a child's end is tried again while the trail cannot be
 /// written.
 const END_RETRY_FOR: Duration = Duration::from_secs(3600);
@@ -584,24 +537,14 @@ const END_RETRY_FOR: Duration = Duration::from_secs(3600);
 /// that passes (a full disk, a lost connection), so a launch's record is
 /// not left open: until it lands, the failure is one that will not pass,
 /// or [`END_RETRY_FOR`] is over.
-async fn record_end_retrying(audit: &dyn AuditStore, id: &str, end: AuditEnd) {
-    use crate::db::WriteError;
-    use crate::pg::PgWriteError;
+async fn record_end_retrying(audit: &AuditTrail, id: &str, end: AuditEnd) {
     let mut wait = Duration::from_millis(100);
     let mut failures = 0u32;
     let give_up = tokio::time::Instant::now() + END_RETRY_FOR;
     loop {
-        match audit.record_end(id, end.clone()).await {
+        match audit.store().record_end(id, end.clone()).await {
             Ok(_) => return,
-            Err(
-                e @ (AuditError::Backend(_)
-                | AuditError::Write(
-                    WriteError::Sql(_) | WriteError::Full(_) | WriteError::Uncertain(_),
-                )
-                | AuditError::Postgres(
-                    PgWriteError::Sql(_) | PgWriteError::Connection(_) | PgWriteError::Uncertain(_),
-                )),
-            ) if tokio::time::Instant::now() < give_up => {
+            Err(e) if e.is_transient() && tokio::time::Instant::now() < give_up => {
                 // The first failure, then about one a minute.
                 if failures.is_multiple_of(12) {
                     tracing::error!(error = %e, audit_id = %id, "cannot record how a child ended; trying again");
@@ -657,7 +600,7 @@ pub const MAX_REFUSED_FIELD_BYTES: usize = 4 * 1024;
 pub const MAX_REFUSED_ITEMS: usize = 64;
 
 /// Cuts a refused request's guest-chosen fields to the limits above.
-fn cut_refused(record: &mut AuditDecision) {
+fn cut_refused(record: &mut AuditEntry) {
     let cut = |s: &mut String| {
         if s.len() > MAX_REFUSED_FIELD_BYTES {
             let kept = crate::text::truncate(s, MAX_REFUSED_FIELD_BYTES).len();
@@ -665,11 +608,14 @@ fn cut_refused(record: &mut AuditDecision) {
             s.push('…');
         }
     };
-    cut(&mut record.program);
-    if let Some(cwd) = &mut record.cwd {
+    cut(&mut record.subject);
+    let Detail::Subprocess(detail) = &mut record.detail else {
+        return;
+    };
+    if let Some(cwd) = &mut detail.cwd {
         cut(cwd);
     }
-    for list in [&mut record.args, &mut record.env_names] {
+    for list in [&mut detail.args, &mut detail.env_names] {
         if list.len() > MAX_REFUSED_ITEMS {
             let dropped = list.len() - MAX_REFUSED_ITEMS;
             list.truncate(MAX_REFUSED_ITEMS);
@@ -680,7 +626,7 @@ fn cut_refused(record: &mut AuditDecision) {
 }
 
 /// Tells watchers of the caller's identity how its call was decided.
-fn announce(events: &EventHub, record: &AuditDecision) {
+fn announce(events: &EventHub, record: &AuditEntry) {
     events.send(
         Subject {
             task_id: record.task_id.clone(),
@@ -689,7 +635,7 @@ fn announce(events: &EventHub, record: &AuditDecision) {
             user_id: record.user_id.clone(),
         },
         EventKind::subprocess(
-            &record.program,
+            &record.subject,
             record.decision.as_str(),
             record.reason.as_deref(),
         ),
@@ -759,29 +705,22 @@ mod tests {
 
     #[test]
     fn a_refused_request_is_recorded_cut_to_a_readable_size() {
-        let mut r = AuditDecision {
-            id: String::new(),
-            at: 0,
-            module: "m".into(),
-            user_id: "u".into(),
-            organization_id: "o".into(),
-            request_id: "r".into(),
-            task_id: None,
-            program: "p".repeat(1 << 20),
-            path: None,
+        let mut r = crate::audit::decided_at(0);
+        r.subject = "p".repeat(1 << 20);
+        r.detail = Detail::Subprocess(SubprocessDetail {
             args: vec!["a".repeat(10_000); 1000],
             cwd: Some("c".repeat(10_000)),
-            env_names: vec![],
-            decision: Decision::Invalid,
-            reason: None,
-            confined: false,
-        };
+            ..SubprocessDetail::default()
+        });
         cut_refused(&mut r);
         let most = MAX_REFUSED_FIELD_BYTES + '…'.len_utf8();
-        assert_eq!(r.program.len(), most);
-        assert_eq!(r.args.len(), MAX_REFUSED_ITEMS + 1);
-        assert_eq!(r.args.last().unwrap(), "… 936 more");
-        assert!(r.args.iter().all(|a| a.len() <= most));
-        assert!(r.cwd.unwrap().len() <= most);
+        assert_eq!(r.subject.len(), most);
+        let Detail::Subprocess(d) = r.detail else {
+            unreachable!()
+        };
+        assert_eq!(d.args.len(), MAX_REFUSED_ITEMS + 1);
+        assert_eq!(d.args.last().unwrap(), "… 936 more");
+        assert!(d.args.iter().all(|a| a.len() <= most));
+        assert!(d.cwd.unwrap().len() <= most);
     }
 }

@@ -13,9 +13,10 @@ use super::policy;
 use super::service::status_event;
 use super::service::{TaskService, parse_cursor, store_err, task_ref};
 use super::store::{Announcement, OrgScope, Outcome, Status, TaskFilter, TaskPage, TaskRow};
+use crate::audit::{AuditEntry, ConfirmationDetail, Detail};
 use crate::error::SdkError;
 use crate::events::Subscription;
-use crate::identity::{Principal, Role};
+use crate::identity::{Identity, Principal, RequestMeta, Role};
 
 /// Rows a page holds when the caller asks for 0.
 pub const DEFAULT_PAGE_LIMIT: u32 = 50;
@@ -159,7 +160,22 @@ impl<'a> Tasks<'a> {
         by: &Principal,
     ) -> Result<(), SdkError> {
         let row = self.get(id, by).await?;
-        self.service.answer(&row, answer, by).await
+        let identity = Identity::new(row.module.clone(), by.clone(), RequestMeta::fresh());
+        let entry = AuditEntry::new(
+            &identity,
+            Some(&row.id),
+            row.task_name.clone(),
+            Detail::Confirmation(ConfirmationDetail {
+                answer: crate::text::truncate(&answer.button, policy::MAX_TASK_KEY_BYTES)
+                    .to_owned(),
+            }),
+        );
+        let answered = self.service.answer(&row, answer, by).await;
+        match &answered {
+            Ok(()) => self.service.audit.record_or_log(entry).await,
+            Err(e) => self.service.audit_refusal(entry, e).await,
+        }
+        answered
     }
 
     /// Waits until the task is final and returns it (for embedders and tests).

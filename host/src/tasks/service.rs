@@ -27,6 +27,7 @@ use super::store::{
     TaskStoreError,
 };
 use super::waits::Waits;
+use crate::audit::{AuditEntry, AuditTrail, Detail, TaskDetail};
 use crate::cancel::CancelToken;
 use crate::db::now_ms;
 use crate::error::{CallError, SdkError};
@@ -282,6 +283,8 @@ pub struct TaskService {
     /// Waits for confirmations: the instances they hold, and when parked
     /// ones expire.
     pub(super) waits: Arc<Waits>,
+    /// Where submissions and answers are recorded.
+    pub(super) audit: AuditTrail,
 }
 
 impl std::fmt::Debug for TaskService {
@@ -296,6 +299,7 @@ impl TaskService {
         runner: Arc<dyn TaskRunner>,
         options: TaskOptions,
         events: EventHub,
+        audit: AuditTrail,
     ) -> Arc<Self> {
         let (announcing, to_announce) = mpsc::channel(ANNOUNCE_QUEUE);
         Arc::new(TaskService {
@@ -317,6 +321,7 @@ impl TaskService {
                 options.waiting_grace,
                 options.max_waiting_instances,
             )),
+            audit,
         })
     }
 
@@ -368,7 +373,8 @@ impl TaskService {
     }
 
     /// Validates and stores a new task of `module` for `identity`, then
-    /// wakes the claimer. The id is returned only once the row is committed.
+    /// wakes the claimer. The id is returned only once the row is committed;
+    /// the submission, or its refusal, is on the audit trail by then.
     pub async fn submit(
         self: &Arc<Self>,
         module: &ModuleTasks,
@@ -377,20 +383,36 @@ impl TaskService {
         args_json: &str,
         options: SubmitOptions,
     ) -> Result<String, SdkError> {
-        module.offers(&module.tasks, "task", task)?;
-        policy::args(args_json)?;
-        if let Some(k) = &options.task_key {
-            policy::task_key(k)?;
+        let entry = AuditEntry::new(
+            identity,
+            None,
+            crate::text::truncate(task, policy::MAX_TASK_KEY_BYTES),
+            Detail::Task(TaskDetail {
+                task_key: options
+                    .task_key
+                    .as_deref()
+                    .map(|k| crate::text::truncate(k, policy::MAX_TASK_KEY_BYTES).to_owned()),
+                created: None,
+                existing: false,
+            }),
+        );
+        let admitted = async {
+            module.offers(&module.tasks, "task", task)?;
+            policy::args(args_json)?;
+            if let Some(k) = &options.task_key {
+                policy::task_key(k)?;
+            }
+            if let Some(t) = &options.title {
+                policy::short_text("title", t, policy::MAX_TITLE_BYTES)?;
+            }
+            // Before the store: a refused task starts nothing, even one whose
+            // key is held by an active task.
+            self.runner.clone().admit(Arc::new(identity.clone())).await
+        };
+        if let Err(e) = admitted.await {
+            self.audit_refusal(entry, &e).await;
+            return Err(e);
         }
-        if let Some(t) = &options.title {
-            policy::short_text("title", t, policy::MAX_TITLE_BYTES)?;
-        }
-        // Before the store: a refused task starts nothing, even one whose key
-        // is held by an active task.
-        self.runner
-            .clone()
-            .admit(Arc::new(identity.clone()))
-            .await?;
         let grant = &module.grant;
         let new = NewTask {
             id: uuid::Uuid::now_v7().to_string(),
@@ -412,8 +434,9 @@ impl TaskService {
                 max_active_per_org: self.max_active_per_org,
             },
         };
-        // Stored and announced on a task of its own: once the row is written
-        // the claimer hears of it, even if the caller is stopped meanwhile.
+        // Stored, recorded and announced on a task of its own: once the row
+        // is written the trail and the claimer hear of it, even if the
+        // caller is stopped meanwhile.
         let service = self.clone();
         let stored = tokio::spawn(async move {
             let task = Subject {
@@ -427,6 +450,20 @@ impl TaskService {
                 title: new.title.clone(),
             };
             let submitted = service.store.submit(new).await.map_err(store_err)?;
+            let mut entry = entry;
+            match &submitted {
+                Submitted::Created(id) | Submitted::Existing(id) => {
+                    if let Detail::Task(d) = &mut entry.detail {
+                        d.created = Some(id.clone());
+                        d.existing = matches!(submitted, Submitted::Existing(_));
+                    }
+                    service.audit.record_or_log(entry).await;
+                }
+                Submitted::LimitExceeded(reason) => {
+                    let refusal = SdkError::LimitExceeded(reason.clone());
+                    service.audit.record_or_log(entry.refused(&refusal)).await;
+                }
+            }
             if let Submitted::Created(_) = &submitted {
                 let module = task.module.clone();
                 service.publish(task.clone(), created);
@@ -458,6 +495,18 @@ impl TaskService {
                 }
             }
             Submitted::LimitExceeded(reason) => Err(SdkError::LimitExceeded(reason)),
+        }
+    }
+
+    /// Records a refused submission or answer; an error that is the host's
+    /// own (a store that failed) is no decision and is only logged where it
+    /// happened.
+    pub(super) async fn audit_refusal(&self, entry: AuditEntry, error: &SdkError) {
+        if matches!(
+            error,
+            SdkError::PermissionDenied(_) | SdkError::InvalidInput(_) | SdkError::LimitExceeded(_)
+        ) {
+            self.audit.record_or_log(entry.refused(error)).await;
         }
     }
 

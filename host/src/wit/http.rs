@@ -1,6 +1,7 @@
 //! `wasi:http/outgoing-handler`: the network room's `Host` side. Each
 //! request goes to [`network::send`], which decides it against the
-//! module's grant, resolves, connects and caps it; this file only carries
+//! module's grant, resolves, connects and caps it, and its outcome goes to
+//! the audit trail before the guest sees it; this file only carries
 //! `wasi:http`'s types in and its error codes out.
 
 use std::sync::Arc;
@@ -9,21 +10,28 @@ use http_body_util::BodyExt;
 use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
-use crate::network::{self, Asked, ModuleNetwork, NetworkError, Refusal, Waited};
+use crate::identity::Identity;
+use crate::network::{self, Asked, NetworkCtx, NetworkError, Refusal, Waited};
 
 /// The largest chunk of a request body the host buffers.
 const MAX_BODY_CHUNK: usize = 64 * 1024;
 
-/// One call's hooks: its module's network, or none (every request refused)
-/// where the call may not reach out, as `describe`.
-#[derive(Debug, Default)]
+/// One call's hooks: its module's network and who is calling, or none
+/// (every request refused) where the call may not reach out, as `describe`.
+#[derive(Debug)]
 pub struct HttpRoom {
-    module: Option<Arc<ModuleNetwork>>,
+    ctx: Option<NetworkCtx>,
+    identity: Arc<Identity>,
+    task_id: Option<Arc<str>>,
 }
 
 impl HttpRoom {
-    pub fn new(module: Option<Arc<ModuleNetwork>>) -> Self {
-        HttpRoom { module }
+    pub fn new(ctx: Option<NetworkCtx>, identity: Arc<Identity>, task_id: Option<&str>) -> Self {
+        HttpRoom {
+            ctx,
+            identity,
+            task_id: task_id.map(Arc::from),
+        }
     }
 }
 
@@ -39,20 +47,40 @@ impl WasiHttpHooks for HttpRoom {
         options: Option<RequestOptions>,
         _fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
     ) -> Box<dyn Future<Output = Result<Sent, HttpError>> + Send> {
-        let module = self.module.clone();
+        let ctx = self.ctx.clone();
+        let (identity, task_id) = (self.identity.clone(), self.task_id.clone());
+        let subject = network::subject_of(request.uri());
+        let method = request.method().clone();
         let asked = options.map_or_else(Asked::default, |o| Asked {
             connect: o.connect_timeout,
             first_byte: o.first_byte_timeout,
             between_bytes: o.between_bytes_timeout,
         });
         Box::new(async move {
-            let Some(module) = module else {
+            let Some(ctx) = ctx else {
                 tracing::warn!("outbound request refused: this call may not use the network");
                 return Err(HttpError::HttpRequestDenied);
             };
-            let (response, connection) = network::send(&module, request, asked)
-                .await
-                .map_err(error_of)?;
+            let sent = network::send(&ctx.module, request, asked).await;
+            let entry = network::entry(
+                &identity,
+                task_id.as_deref(),
+                subject,
+                &method,
+                sent.as_ref().map(|(r, _)| r.status()),
+            );
+            let allowed = entry.decision == crate::audit::Decision::Allowed && sent.is_ok();
+            if let Err(e) = ctx.audit.record(entry).await {
+                // Fail closed: a response the trail cannot show is dropped
+                // (its connection with it).
+                tracing::error!(error = %e, module = %identity.module, "cannot record an outbound request; its response is dropped");
+                if allowed {
+                    return Err(HttpError::InternalError(Some(
+                        "the request could not be put on the audit trail".into(),
+                    )));
+                }
+            }
+            let (response, connection) = sent.map_err(error_of)?;
             let response = response.map(|body| body.map_err(body_error_of).boxed_unsync());
             let connection: Box<dyn Future<Output = Result<(), HttpError>> + Send> =
                 Box::new(async move { connection.await.map_err(error_of) });

@@ -5,6 +5,9 @@
 //! - `context.rs`, `log.rs`, `tasks.rs`, `background_tasks.rs`, `ui.rs`: the
 //!   rooms, each implemented on a *view* of the call's [`SandboxState`]
 //!   that holds only what the interface may see.
+//! - `filesystem.rs`: `wasi:filesystem/types`, wasmtime-wasi's own with
+//!   each refused path operation put on the audit trail; it shadows the
+//!   unaudited one [`add_to_linker`] links first.
 //! - `http.rs`: `wasi:http/outgoing-handler`, the hooks of the network room
 //!   (`crate::network`), linked through a view holding those hooks, its
 //!   context and the resource table its bodies share with `wasi:io`.
@@ -19,6 +22,7 @@
 mod background_tasks;
 pub mod bindings;
 mod context;
+pub(crate) mod filesystem;
 pub(crate) mod http;
 mod log;
 mod tasks;
@@ -39,6 +43,13 @@ use ui::UiView;
 /// world, each with its own view.
 pub(crate) fn add_to_linker(linker: &mut Linker<SandboxState>) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
+    // The audited file system replaces the one linked just above.
+    linker.allow_shadowing(true);
+    wasmtime_wasi::p2::bindings::filesystem::types::add_to_linker::<_, Filesystem>(
+        linker,
+        SandboxState::filesystem_view,
+    )?;
+    linker.allow_shadowing(false);
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
     sdk::types::add_to_linker::<_, Ui>(linker, |_| UiView)?;
     sdk::ui::add_to_linker::<_, Ui>(linker, |_| UiView)?;
@@ -47,6 +58,11 @@ pub(crate) fn add_to_linker(linker: &mut Linker<SandboxState>) -> wasmtime::Resu
     sdk::tasks::add_to_linker::<_, Tasks>(linker, TasksView::of)?;
     sdk::background_tasks::add_to_linker::<_, BackgroundTasks>(linker, ReadView::of)?;
     Ok(())
+}
+
+struct Filesystem;
+impl HasData for Filesystem {
+    type Data<'a> = filesystem::FilesystemView<'a>;
 }
 
 struct Ui;

@@ -230,6 +230,7 @@ function signOut(message) {
   $("#filter-status").value = "";
   $("#audit-module").value = "";
   $("#audit-decision").value = "";
+  $("#audit-capability").value = "";
   $("#more").hidden = true;
   $("#audit-more").hidden = true;
   $("#whoami").textContent = "";
@@ -893,7 +894,8 @@ function section(title, ...children) {
 // Audit
 
 const auditState = { gen: 0, before: null };
-const AUDIT_KNOWN = new Set(["id", "at", "module", "user_id", "organization_id", "program", "argv", "args", "decision", "reason", "outcome", "end"]);
+const AUDIT_KNOWN = new Set(["id", "at", "module", "user_id", "organization_id", "capability", "subject", "detail", "decision", "reason", "end"]);
+const CAPABILITIES = ["subprocess", "http", "filesystem", "task", "confirmation"];
 
 async function loadAudit(reset) {
   if (reset) auditState.gen += 1;
@@ -901,19 +903,21 @@ async function loadAudit(reset) {
   const q = new URLSearchParams({ limit: String(AUDIT_PAGE_SIZE) });
   const module = $("#audit-module").value;
   const decision = $("#audit-decision").value;
+  const capability = $("#audit-capability").value;
   if (module) q.set("module", module);
+  if (capability) q.set("capability", capability);
   if (decision) q.set("decision", decision);
   if (!reset && auditState.before) q.set("before", auditState.before);
   const more = $("#audit-more");
   more.disabled = true;
   try {
-    const page = await api("GET", `/v1/audit/subprocesses?${q}`);
+    const page = await api("GET", `/v1/audit?${q}`);
     if (gen !== auditState.gen) return;
     const tbody = $("#audit tbody");
     if (reset) tbody.replaceChildren();
     for (const rec of list(page && page.records)) tbody.append(auditRow(rec));
     if (!tbody.childElementCount) {
-      tbody.append(el("tr", { class: "empty-row" }, el("td", { colspan: "7" }, "No records.")));
+      tbody.append(el("tr", { class: "empty-row" }, el("td", { colspan: "8" }, "No records.")));
     }
     auditState.before = page && page.next_before != null ? String(page.next_before) : null;
     more.hidden = auditState.before === null;
@@ -922,18 +926,32 @@ async function loadAudit(reset) {
   }
 }
 
+// What a record was about, in one line, by its capability.
+function auditWhat(capability, subject, d) {
+  switch (capability) {
+    case "subprocess": return [subject, ...list(d.args).map((a) => String(a))].join(" ");
+    case "http": return `${d.method ?? ""} ${subject}${d.status != null ? ` → ${d.status}` : ""}`;
+    case "filesystem": return `${d.operation ?? ""} ${subject}`;
+    case "task": return d.task_key != null ? `${subject} (key ${d.task_key})` : subject;
+    case "confirmation": return `${subject}: ${d.answer ?? ""}`;
+    default: return subject;
+  }
+}
+
+// Detail fields the "What" column does not already show.
+const AUDIT_SHOWN = { subprocess: ["args"], http: ["method", "status"], filesystem: ["operation"], task: ["task_key"], confirmation: ["answer"] };
+
 function auditRow(rec) {
-  rec = rec && typeof rec === "object" ? rec : {};
-  // The decision may be nested under "decision" or flattened into the record.
-  const nested = rec.decision && typeof rec.decision === "object";
-  const d = nested ? rec.decision : rec;
-  const outcome = rec.outcome ?? rec.end ?? d.outcome ?? null;
-  const argv = list(d.argv ?? d.args).map((a) => String(a));
-  const command = [d.program ?? "", ...argv].join(" ");
+  const d = rec && typeof rec === "object" ? rec : {};
+  const detail = d.detail && typeof d.detail === "object" ? d.detail : {};
+  const capability = typeof d.capability === "string" ? d.capability : "";
+  const outcome = d.end ?? null;
+  const what = auditWhat(capability, String(d.subject ?? ""), detail);
   const decision = typeof d.decision === "string" ? d.decision : "";
 
-  const extras = Object.entries(d).filter(([k, v]) => !AUDIT_KNOWN.has(k) && isShown(v));
-  if (nested) extras.push(...Object.entries(rec).filter(([k, v]) => k !== "decision" && !AUDIT_KNOWN.has(k) && isShown(v)));
+  const shown = new Set(AUDIT_SHOWN[capability] ?? []);
+  const extras = Object.entries(detail).filter(([k, v]) => !shown.has(k) && isShown(v));
+  extras.push(...Object.entries(d).filter(([k, v]) => !AUDIT_KNOWN.has(k) && isShown(v)));
   const more = el("td", { class: "extra" });
   if (outcome && typeof outcome === "object") {
     more.append(ext("div", Object.entries(outcome).filter(([, v]) => isShown(v))
@@ -945,7 +963,8 @@ function auditRow(rec) {
     el("td", { class: "nowrap" }, fmtTime(d.at)),
     el("td", {}, ext("span", d.module)),
     el("td", {}, ext("span", d.user_id)),
-    el("td", {}, ext("code", command, "command")),
+    el("td", {}, ext("span", oneOf(capability, CAPABILITIES, "unknown"))),
+    el("td", {}, ext("code", what, "command")),
     el("td", {}, el("span", { class: `decision decision-${oneOf(decision, DECISIONS, "unknown")}` }, decision || "—")),
     el("td", {}, ext("span", d.reason ?? "—")),
     more);
@@ -1243,6 +1262,7 @@ function init() {
 
   on($("#audit-module"), "change", () => loadAudit(true));
   on($("#audit-decision"), "change", () => loadAudit(true));
+  on($("#audit-capability"), "change", () => loadAudit(true));
   on($("#audit-more"), "click", () => loadAudit(false));
 
   describeAction();

@@ -1,21 +1,22 @@
-//! [`PgAuditStore`]: the subprocess audit trail in the PostgreSQL database
-//! the hosts share, so an operator reads every host's decisions in one
-//! place. The same rules as the SQLite trail ([`super::audit`]): a
-//! decision never changes, a record is kept at least a day, text is cut to
-//! [`super::audit::MAX_AUDIT_TEXT_BYTES`].
+//! [`PgAuditStore`]: the audit trail in the PostgreSQL database the hosts
+//! share, so an operator reads every host's decisions in one place. The
+//! same rules as the SQLite trail ([`super::sqlite`]): a decision never
+//! changes, a record is kept at least a day, text is cut to
+//! [`super::MAX_AUDIT_TEXT_BYTES`].
 
 use std::sync::Arc;
 
 use tokio_postgres::Row;
 
-use super::audit::{
-    AuditDecision, AuditEnd, AuditError, AuditFilter, AuditRecord, AuditStore, BoxFuture, OWNER,
-    capped, record_of, select_sql, stored_lists,
+use super::record::{
+    AuditEnd, AuditEntry, AuditError, AuditFilter, AuditRecord, AuditStore, BoxFuture, OWNER,
+    Stored, record_of, select_sql,
 };
 use crate::pg::{Aborts, PgDatabase, PgError};
 
 /// The trail's migrations on PostgreSQL, owner [`OWNER`].
-pub const PG_MIGRATIONS: &[&str] = &[r#"
+pub const PG_MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE subprocess_audit (
     id TEXT COLLATE "C" PRIMARY KEY,
     at BIGINT NOT NULL,
@@ -68,7 +69,75 @@ END $$;
 
 CREATE TRIGGER subprocess_audit_guard BEFORE UPDATE OR DELETE ON subprocess_audit
     FOR EACH ROW EXECUTE FUNCTION modhost_audit_guard();
-"#];
+"#,
+    // One trail for every capability, as on SQLite (its migration 4).
+    r#"
+CREATE TABLE audit (
+    id TEXT COLLATE "C" PRIMARY KEY,
+    at BIGINT NOT NULL,
+    capability TEXT NOT NULL CHECK (capability IN ('subprocess', 'http', 'filesystem', 'task',
+        'confirmation')),
+    module TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    organization_id TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    task_id TEXT,
+    subject TEXT NOT NULL,
+    decision TEXT NOT NULL CHECK (decision IN ('allowed', 'denied', 'invalid', 'limited')),
+    reason TEXT,
+    detail_json TEXT NOT NULL,
+    end_json TEXT,
+    CHECK (end_json IS NULL OR decision = 'allowed')
+);
+CREATE INDEX audit_by_module ON audit (organization_id, module, id);
+CREATE INDEX audit_by_user ON audit (organization_id, user_id, id);
+CREATE INDEX audit_by_capability ON audit (organization_id, capability, id);
+CREATE INDEX audit_by_at ON audit (at);
+
+INSERT INTO audit (id, at, capability, module, user_id, organization_id, request_id, task_id,
+    subject, decision, reason, detail_json, end_json)
+SELECT id, at, 'subprocess', module, user_id, organization_id, request_id, task_id, program,
+    decision, reason,
+    json_build_object('path', path,
+        'args', CASE WHEN right(args_json, 6) = '…[cut]' THEN json_build_array(args_json)
+            ELSE args_json::json END,
+        'cwd', cwd,
+        'env_names', CASE WHEN right(env_json, 6) = '…[cut]' THEN json_build_array(env_json)
+            ELSE env_json::json END,
+        'confined', confined)::text,
+    CASE WHEN ended IS NULL THEN NULL ELSE json_build_object('ended', ended,
+        'exit_code', exit_code, 'signal', signal, 'failure', failure,
+        'duration_ms', coalesce(duration_ms, 0), 'stdout_bytes', coalesce(stdout_bytes, 0),
+        'stderr_bytes', coalesce(stderr_bytes, 0), 'finished_at', coalesce(finished_at, 0))::text
+    END
+FROM subprocess_audit;
+
+DROP TABLE subprocess_audit;
+DROP FUNCTION modhost_audit_guard();
+
+CREATE FUNCTION modhost_audit_guard() RETURNS TRIGGER LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' THEN
+        IF (NEW.id, NEW.at, NEW.capability, NEW.module, NEW.user_id, NEW.organization_id,
+            NEW.request_id, NEW.task_id, NEW.subject, NEW.decision, NEW.reason,
+            NEW.detail_json) IS DISTINCT FROM
+           (OLD.id, OLD.at, OLD.capability, OLD.module, OLD.user_id, OLD.organization_id,
+            OLD.request_id, OLD.task_id, OLD.subject, OLD.decision, OLD.reason,
+            OLD.detail_json) THEN
+            RAISE EXCEPTION 'an audit decision cannot change';
+        END IF;
+        RETURN NEW;
+    END IF;
+    IF OLD.at > (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT - 86400000 THEN
+        RAISE EXCEPTION 'audit records are kept for at least a day';
+    END IF;
+    RETURN OLD;
+END $$;
+
+CREATE TRIGGER audit_guard BEFORE UPDATE OR DELETE ON audit
+    FOR EACH ROW EXECUTE FUNCTION modhost_audit_guard();
+"#,
+];
 
 /// The trail on a PostgreSQL database shared with other hosts.
 pub struct PgAuditStore {
@@ -95,48 +164,40 @@ impl PgAuditStore {
     }
 }
 
-const INSERT: &str = "INSERT INTO subprocess_audit (id, at, module, user_id, organization_id, \
-    request_id, task_id, program, path, args_json, cwd, env_json, decision, reason, confined) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)";
+const INSERT: &str = "INSERT INTO audit (id, at, capability, module, user_id, organization_id, \
+    request_id, task_id, subject, decision, reason, detail_json) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
 
-const FINISH: &str = "UPDATE subprocess_audit SET ended = $2, exit_code = $3, signal = $4, \
-    failure = $5, duration_ms = $6, stdout_bytes = $7, stderr_bytes = $8, finished_at = $9 \
-    WHERE id = $1 AND decision = 'allowed' AND ended IS NULL";
+const FINISH: &str = "UPDATE audit SET end_json = $2 WHERE id = $1 \
+    AND capability = 'subprocess' AND decision = 'allowed' AND end_json IS NULL";
 
-const PRUNE: &str = "WITH picked AS MATERIALIZED (SELECT id FROM subprocess_audit \
+const PRUNE: &str = "WITH picked AS MATERIALIZED (SELECT id FROM audit \
     WHERE at < $1 ORDER BY at LIMIT $2 FOR UPDATE SKIP LOCKED) \
-    DELETE FROM subprocess_audit USING picked WHERE subprocess_audit.id = picked.id";
+    DELETE FROM audit USING picked WHERE audit.id = picked.id";
 
 impl AuditStore for PgAuditStore {
-    fn record(&self, decision: AuditDecision) -> BoxFuture<'_, Result<(), AuditError>> {
-        let d = Arc::new(decision);
+    fn record(&self, entry: AuditEntry) -> BoxFuture<'_, Result<(), AuditError>> {
+        let e = Arc::new(entry);
         Box::pin(self.db.writer.run(Box::new(move |c| {
-            let d = d.clone();
+            let e = e.clone();
             Box::pin(async move {
-                let (args_json, env_json) = stored_lists(&d);
+                let s = Stored::of(&e);
                 let statement = c.prepare_cached(INSERT).await?;
                 c.execute(
                     &statement,
                     &[
-                        &d.id,
-                        &d.at,
-                        &d.module,
-                        &d.user_id,
-                        &d.organization_id,
-                        &crate::pg::text(&d.request_id),
-                        &d.task_id,
-                        &crate::pg::text(&capped(d.program.clone())),
-                        &d.path.as_deref().map(crate::pg::text),
-                        &args_json,
-                        &d.cwd
-                            .clone()
-                            .map(|c| crate::pg::text(&capped(c)).into_owned()),
-                        &env_json,
-                        &d.decision.as_str(),
-                        &d.reason
-                            .clone()
-                            .map(|r| crate::pg::text(&capped(r)).into_owned()),
-                        &d.confined,
+                        &e.id,
+                        &e.at,
+                        &s.capability,
+                        &e.module,
+                        &e.user_id,
+                        &e.organization_id,
+                        &crate::pg::text(&e.request_id),
+                        &e.task_id,
+                        &crate::pg::text(&s.subject),
+                        &s.decision,
+                        &s.reason.as_deref().map(crate::pg::text),
+                        &crate::pg::text(&s.detail_json),
                     ],
                 )
                 .await?;
@@ -146,29 +207,15 @@ impl AuditStore for PgAuditStore {
     }
 
     fn record_end(&self, id: &str, end: AuditEnd) -> BoxFuture<'_, Result<bool, AuditError>> {
-        let (id, e) = (Arc::new(id.to_owned()), Arc::new(end));
+        let (id, end) = (
+            Arc::new(id.to_owned()),
+            Arc::new(crate::pg::text(&end.stored()).into_owned()),
+        );
         Box::pin(self.db.writer.run(Box::new(move |c| {
-            let (id, e) = (id.clone(), e.clone());
+            let (id, end) = (id.clone(), end.clone());
             Box::pin(async move {
                 let statement = c.prepare_cached(FINISH).await?;
-                let changed = c
-                    .execute(
-                        &statement,
-                        &[
-                            &*id,
-                            &e.ended.as_str(),
-                            &e.exit_code,
-                            &e.signal,
-                            &e.failure
-                                .clone()
-                                .map(|f| crate::pg::text(&capped(f)).into_owned()),
-                            &e.duration_ms,
-                            &e.stdout_bytes,
-                            &e.stderr_bytes,
-                            &e.finished_at,
-                        ],
-                    )
-                    .await?;
+                let changed = c.execute(&statement, &[&*id, &*end]).await?;
                 Ok(changed == 1)
             })
         })))

@@ -1,0 +1,435 @@
+//! `wasi:filesystem/types`, audited: every operation is wasmtime-wasi's own
+//! (on the data directory the sandbox preopened, through cap-std), and an
+//! operation on a path that the host refuses — one leading out of the data
+//! directory (`..`, an absolute path, a symlink climbing out), a write to a
+//! directory that is read-only because it is at its quota, one the OS
+//! forbids — goes to the audit trail before the guest gets its error code.
+//!
+//! A guest can ask for refusals as fast as it can loop, so one call records
+//! at most [`MAX_RECORDED_REFUSALS`]; past that, one line in the host's log
+//! says so.
+
+use std::sync::Arc;
+
+use wasmtime::component::Resource;
+use wasmtime_wasi::filesystem::WasiFilesystemCtxView;
+use wasmtime_wasi::p2::bindings::filesystem::types::{
+    self, ErrorCode, HostDescriptor, HostDirectoryEntryStream,
+};
+use wasmtime_wasi::p2::{DynInputStream, DynOutputStream, FsError, FsResult};
+
+use crate::audit::{AuditEntry, AuditTrail, Decision, Detail, FilesystemDetail};
+use crate::identity::Identity;
+
+pub use crate::audit::MAX_RECORDED_FILE_REFUSALS as MAX_RECORDED_REFUSALS;
+
+/// The longest path a record keeps.
+const MAX_RECORDED_PATH_BYTES: usize = 1024;
+
+/// One call's refusals: where they go and how many went.
+#[derive(Debug)]
+pub struct FsRefusals {
+    audit: Option<AuditTrail>,
+    identity: Arc<Identity>,
+    task_id: Option<Arc<str>>,
+    /// Whether the data directory was preopened read-write: when not, a
+    /// refused write is the quota's doing.
+    writable: bool,
+    recorded: u32,
+}
+
+impl FsRefusals {
+    pub fn new(
+        audit: Option<AuditTrail>,
+        identity: Arc<Identity>,
+        task_id: Option<&str>,
+        writable: bool,
+    ) -> Self {
+        FsRefusals {
+            audit,
+            identity,
+            task_id: task_id.map(Arc::from),
+            writable,
+            recorded: 0,
+        }
+    }
+
+    /// The record of `operation` on `path` failing with `code`, if that is
+    /// a refusal this call may still record.
+    fn entry(&mut self, operation: &str, path: &str, code: ErrorCode) -> Option<AuditEntry> {
+        let (decision, reason) = refusal(code, self.writable)?;
+        self.audit.as_ref()?;
+        self.recorded += 1;
+        if self.recorded > MAX_RECORDED_REFUSALS {
+            if self.recorded == MAX_RECORDED_REFUSALS + 1 {
+                tracing::warn!(module = %self.identity.module, "a call was refused more than {MAX_RECORDED_REFUSALS} file operations; the rest are not recorded");
+            }
+            return None;
+        }
+        let path = crate::text::shown(crate::text::truncate(path, MAX_RECORDED_PATH_BYTES));
+        let mut entry = AuditEntry::new(
+            &self.identity,
+            self.task_id.as_deref(),
+            path,
+            Detail::Filesystem(FilesystemDetail {
+                operation: operation.to_owned(),
+                error: code.name().to_owned(),
+            }),
+        );
+        entry.decision = decision;
+        entry.reason = Some(reason.to_owned());
+        Some(entry)
+    }
+}
+
+/// Whether an error code is the host refusing the operation (rather than
+/// the file system answering it: not found, exists, not empty, …), and
+/// what the refusal is.
+fn refusal(code: ErrorCode, writable: bool) -> Option<(Decision, &'static str)> {
+    match code {
+        ErrorCode::NotPermitted | ErrorCode::ReadOnly if !writable => Some((
+            Decision::Limited,
+            "the module's data directory is read-only while it is at its quota ([filesystem] max-mib)",
+        )),
+        ErrorCode::NotPermitted => Some((
+            Decision::Denied,
+            "the path leads outside the module's data directory",
+        )),
+        ErrorCode::ReadOnly => Some((Decision::Denied, "the file system is read-only")),
+        ErrorCode::Access => Some((Decision::Denied, "the host's file permissions forbid it")),
+        _ => None,
+    }
+}
+
+/// What `wasi:filesystem/types` sees: wasmtime-wasi's view of the call's
+/// files, and where its refusals go.
+pub struct FilesystemView<'a> {
+    pub inner: WasiFilesystemCtxView<'a>,
+    pub refusals: &'a mut FsRefusals,
+}
+
+impl FilesystemView<'_> {
+    /// Records `result`'s refusal of `operation` on `path`, then hands it
+    /// on.
+    async fn noted<T>(&mut self, operation: &str, path: &str, result: FsResult<T>) -> FsResult<T> {
+        if let Err(e) = &result
+            && let Some(code) = e.downcast_ref().copied()
+            && let Some(entry) = self.refusals.entry(operation, path, code)
+            && let Some(audit) = &self.refusals.audit
+        {
+            tracing::info!(module = %entry.module, operation, path = %entry.subject, "file operation refused");
+            audit.record_or_log(entry).await;
+        }
+        result
+    }
+}
+
+impl types::Host for FilesystemView<'_> {
+    fn convert_error_code(&mut self, err: FsError) -> wasmtime::Result<ErrorCode> {
+        types::Host::convert_error_code(&mut self.inner, err)
+    }
+
+    fn filesystem_error_code(
+        &mut self,
+        err: Resource<wasmtime::Error>,
+    ) -> wasmtime::Result<Option<ErrorCode>> {
+        types::Host::filesystem_error_code(&mut self.inner, err)
+    }
+}
+
+impl HostDescriptor for FilesystemView<'_> {
+    async fn advise(
+        &mut self,
+        fd: Resource<types::Descriptor>,
+        offset: types::Filesize,
+        len: types::Filesize,
+        advice: types::Advice,
+    ) -> FsResult<()> {
+        self.inner.advise(fd, offset, len, advice).await
+    }
+
+    async fn sync_data(&mut self, fd: Resource<types::Descriptor>) -> FsResult<()> {
+        self.inner.sync_data(fd).await
+    }
+
+    async fn get_flags(
+        &mut self,
+        fd: Resource<types::Descriptor>,
+    ) -> FsResult<types::DescriptorFlags> {
+        self.inner.get_flags(fd).await
+    }
+
+    async fn get_type(
+        &mut self,
+        fd: Resource<types::Descriptor>,
+    ) -> FsResult<types::DescriptorType> {
+        self.inner.get_type(fd).await
+    }
+
+    async fn set_size(
+        &mut self,
+        fd: Resource<types::Descriptor>,
+        size: types::Filesize,
+    ) -> FsResult<()> {
+        self.inner.set_size(fd, size).await
+    }
+
+    async fn set_times(
+        &mut self,
+        fd: Resource<types::Descriptor>,
+        atim: types::NewTimestamp,
+        mtim: types::NewTimestamp,
+    ) -> FsResult<()> {
+        self.inner.set_times(fd, atim, mtim).await
+    }
+
+    async fn read(
+        &mut self,
+        fd: Resource<types::Descriptor>,
+        len: types::Filesize,
+        offset: types::Filesize,
+    ) -> FsResult<(Vec<u8>, bool)> {
+        self.inner.read(fd, len, offset).await
+    }
+
+    async fn write(
+        &mut self,
+        fd: Resource<types::Descriptor>,
+        buf: Vec<u8>,
+        offset: types::Filesize,
+    ) -> FsResult<types::Filesize> {
+        self.inner.write(fd, buf, offset).await
+    }
+
+    async fn read_directory(
+        &mut self,
+        fd: Resource<types::Descriptor>,
+    ) -> FsResult<Resource<types::DirectoryEntryStream>> {
+        self.inner.read_directory(fd).await
+    }
+
+    async fn sync(&mut self, fd: Resource<types::Descriptor>) -> FsResult<()> {
+        self.inner.sync(fd).await
+    }
+
+    async fn create_directory_at(
+        &mut self,
+        fd: Resource<types::Descriptor>,
+        path: String,
+    ) -> FsResult<()> {
+        let result = self.inner.create_directory_at(fd, path.clone()).await;
+        self.noted("create-directory-at", &path, result).await
+    }
+
+    async fn stat(&mut self, fd: Resource<types::Descriptor>) -> FsResult<types::DescriptorStat> {
+        self.inner.stat(fd).await
+    }
+
+    async fn stat_at(
+        &mut self,
+        fd: Resource<types::Descriptor>,
+        path_flags: types::PathFlags,
+        path: String,
+    ) -> FsResult<types::DescriptorStat> {
+        let result = self.inner.stat_at(fd, path_flags, path.clone()).await;
+        self.noted("stat-at", &path, result).await
+    }
+
+    async fn set_times_at(
+        &mut self,
+        fd: Resource<types::Descriptor>,
+        path_flags: types::PathFlags,
+        path: String,
+        atim: types::NewTimestamp,
+        mtim: types::NewTimestamp,
+    ) -> FsResult<()> {
+        let result = self
+            .inner
+            .set_times_at(fd, path_flags, path.clone(), atim, mtim)
+            .await;
+        self.noted("set-times-at", &path, result).await
+    }
+
+    async fn link_at(
+        &mut self,
+        fd: Resource<types::Descriptor>,
+        old_path_flags: types::PathFlags,
+        old_path: String,
+        new_descriptor: Resource<types::Descriptor>,
+        new_path: String,
+    ) -> FsResult<()> {
+        let result = self
+            .inner
+            .link_at(
+                fd,
+                old_path_flags,
+                old_path.clone(),
+                new_descriptor,
+                new_path.clone(),
+            )
+            .await;
+        self.noted("link-at", &format!("{old_path} -> {new_path}"), result)
+            .await
+    }
+
+    async fn open_at(
+        &mut self,
+        fd: Resource<types::Descriptor>,
+        path_flags: types::PathFlags,
+        path: String,
+        oflags: types::OpenFlags,
+        flags: types::DescriptorFlags,
+    ) -> FsResult<Resource<types::Descriptor>> {
+        let result = self
+            .inner
+            .open_at(fd, path_flags, path.clone(), oflags, flags)
+            .await;
+        self.noted("open-at", &path, result).await
+    }
+
+    fn drop(&mut self, fd: Resource<types::Descriptor>) -> wasmtime::Result<()> {
+        HostDescriptor::drop(&mut self.inner, fd)
+    }
+
+    async fn readlink_at(
+        &mut self,
+        fd: Resource<types::Descriptor>,
+        path: String,
+    ) -> FsResult<String> {
+        let result = self.inner.readlink_at(fd, path.clone()).await;
+        self.noted("readlink-at", &path, result).await
+    }
+
+    async fn remove_directory_at(
+        &mut self,
+        fd: Resource<types::Descriptor>,
+        path: String,
+    ) -> FsResult<()> {
+        let result = self.inner.remove_directory_at(fd, path.clone()).await;
+        self.noted("remove-directory-at", &path, result).await
+    }
+
+    async fn rename_at(
+        &mut self,
+        fd: Resource<types::Descriptor>,
+        old_path: String,
+        new_fd: Resource<types::Descriptor>,
+        new_path: String,
+    ) -> FsResult<()> {
+        let result = self
+            .inner
+            .rename_at(fd, old_path.clone(), new_fd, new_path.clone())
+            .await;
+        self.noted("rename-at", &format!("{old_path} -> {new_path}"), result)
+            .await
+    }
+
+    async fn symlink_at(
+        &mut self,
+        fd: Resource<types::Descriptor>,
+        src_path: String,
+        dest_path: String,
+    ) -> FsResult<()> {
+        let result = self
+            .inner
+            .symlink_at(fd, src_path.clone(), dest_path.clone())
+            .await;
+        self.noted("symlink-at", &format!("{dest_path} -> {src_path}"), result)
+            .await
+    }
+
+    async fn unlink_file_at(
+        &mut self,
+        fd: Resource<types::Descriptor>,
+        path: String,
+    ) -> FsResult<()> {
+        let result = self.inner.unlink_file_at(fd, path.clone()).await;
+        self.noted("unlink-file-at", &path, result).await
+    }
+
+    fn read_via_stream(
+        &mut self,
+        fd: Resource<types::Descriptor>,
+        offset: types::Filesize,
+    ) -> FsResult<Resource<DynInputStream>> {
+        self.inner.read_via_stream(fd, offset)
+    }
+
+    fn write_via_stream(
+        &mut self,
+        fd: Resource<types::Descriptor>,
+        offset: types::Filesize,
+    ) -> FsResult<Resource<DynOutputStream>> {
+        self.inner.write_via_stream(fd, offset)
+    }
+
+    fn append_via_stream(
+        &mut self,
+        fd: Resource<types::Descriptor>,
+    ) -> FsResult<Resource<DynOutputStream>> {
+        self.inner.append_via_stream(fd)
+    }
+
+    async fn is_same_object(
+        &mut self,
+        a: Resource<types::Descriptor>,
+        b: Resource<types::Descriptor>,
+    ) -> wasmtime::Result<bool> {
+        self.inner.is_same_object(a, b).await
+    }
+
+    async fn metadata_hash(
+        &mut self,
+        fd: Resource<types::Descriptor>,
+    ) -> FsResult<types::MetadataHashValue> {
+        self.inner.metadata_hash(fd).await
+    }
+
+    async fn metadata_hash_at(
+        &mut self,
+        fd: Resource<types::Descriptor>,
+        path_flags: types::PathFlags,
+        path: String,
+    ) -> FsResult<types::MetadataHashValue> {
+        let result = self
+            .inner
+            .metadata_hash_at(fd, path_flags, path.clone())
+            .await;
+        self.noted("metadata-hash-at", &path, result).await
+    }
+}
+
+impl HostDirectoryEntryStream for FilesystemView<'_> {
+    async fn read_directory_entry(
+        &mut self,
+        stream: Resource<types::DirectoryEntryStream>,
+    ) -> FsResult<Option<types::DirectoryEntry>> {
+        self.inner.read_directory_entry(stream).await
+    }
+
+    fn drop(&mut self, stream: Resource<types::DirectoryEntryStream>) -> wasmtime::Result<()> {
+        HostDirectoryEntryStream::drop(&mut self.inner, stream)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_path_out_of_the_data_directory_is_a_denial_and_a_missing_file_is_none() {
+        assert_eq!(
+            refusal(ErrorCode::NotPermitted, true).map(|r| r.0),
+            Some(Decision::Denied)
+        );
+        assert_eq!(refusal(ErrorCode::NoEntry, true), None);
+        assert_eq!(refusal(ErrorCode::Exist, false), None);
+    }
+
+    #[test]
+    fn a_write_refused_at_the_quota_is_a_limit() {
+        let (decision, reason) = refusal(ErrorCode::NotPermitted, false).unwrap();
+        assert_eq!(decision, Decision::Limited);
+        assert!(reason.contains("max-mib"), "{reason}");
+    }
+}

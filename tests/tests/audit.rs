@@ -1,0 +1,297 @@
+//! The one audit trail, end to end: each capability's decisions — file
+//! operations the host refused, task submissions, confirmations answered —
+//! land in it from real guests, and principals read it by capability,
+//! scoped by role, over `GET /v1/audit`. (Subprocess records are tested in
+//! `subprocess.rs`, outbound HTTP records in `network.rs`.)
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use modhost::audit::{AuditRecord, Capability, Decision, Detail};
+use modhost::auth::Tokens;
+use modhost::db::Db;
+use modhost::http::{AppState, router};
+use modhost::identity::{Principal, RequestMeta, Role};
+use modhost::tasks::SubmitOptions;
+use modhost::tasks::api::ConfirmationAnswer;
+use modhost::tasks::store::Status;
+use modhost_tests::*;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+async fn records(t: &TestHost, capability: Capability) -> Vec<AuditRecord> {
+    t.host.audit(&records_of(capability), 500).await.unwrap()
+}
+
+async fn try_ops(t: &TestHost, ops: Value) -> Value {
+    let out = t
+        .host
+        .call_action(
+            "files",
+            "try",
+            &json!({ "ops": ops }).to_string(),
+            &principal("alice", "acme"),
+            RequestMeta::fresh(),
+        )
+        .await
+        .unwrap();
+    out.data.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_operation_leading_out_of_the_data_directory_is_recorded_denied() {
+    let t = TestHost::with("files", FILES, "[filesystem]\ndata = true").await;
+    let out = try_ops(
+        &t,
+        json!([
+            {"op": "read", "path": "/data/../secret"},
+            {"op": "write", "path": "/data/../../escaped.txt"},
+            {"op": "read", "path": "/data/missing.txt"},
+            {"op": "write", "path": "/data/kept.txt"},
+        ]),
+    )
+    .await;
+    assert!(
+        out[0]["error"].is_string() && out[1]["error"].is_string(),
+        "{out}"
+    );
+    assert!(out[3].get("ok").is_some(), "{out}");
+    let trail = records(&t, Capability::Filesystem).await;
+    let subjects: Vec<&str> = trail.iter().map(|r| r.entry.subject.as_str()).collect();
+    assert_eq!(
+        subjects,
+        ["../../escaped.txt", "../secret"],
+        "the refusals, newest first, and neither a missing file nor an allowed write"
+    );
+    for r in &trail {
+        assert_eq!(r.entry.decision, Decision::Denied);
+        assert_eq!(r.entry.module, "files");
+        assert_eq!(r.entry.user_id, "alice");
+        assert!(
+            r.entry.reason.as_deref().unwrap().contains("outside"),
+            "{:?}",
+            r.entry.reason
+        );
+        let Detail::Filesystem(d) = &r.entry.detail else {
+            panic!("a filesystem record")
+        };
+        assert_eq!(d.operation, "open-at");
+        assert_eq!(d.error, "not-permitted");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_records_a_bounded_number_of_refused_file_operations() {
+    let t = TestHost::with("files", FILES, "[filesystem]\ndata = true").await;
+    let ops: Vec<Value> = (0..200)
+        .map(|i| json!({"op": "read", "path": format!("/data/../{i}")}))
+        .collect();
+    try_ops(&t, Value::Array(ops)).await;
+    let n = records(&t, Capability::Filesystem).await.len();
+    assert_eq!(
+        u32::try_from(n).unwrap(),
+        modhost::audit::MAX_RECORDED_FILE_REFUSALS,
+        "a guest cannot flood the trail"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submissions_are_recorded_with_the_task_they_made_and_refusals_with_their_reason() {
+    let t = TestHost::with(
+        "tasks",
+        TASKS_BASIC,
+        "[tasks]\nmax-active-per-user = 1\n\n[limits]\ntask-deadline-ms = 60000",
+    )
+    .await;
+    let alice = principal("alice", "acme");
+    let keyed = SubmitOptions {
+        task_key: Some("nightly".into()),
+        ..SubmitOptions::default()
+    };
+    let id = t
+        .host
+        .submit_task(
+            "tasks",
+            "sleep",
+            "{}",
+            keyed.clone(),
+            &alice,
+            RequestMeta::fresh(),
+        )
+        .await
+        .unwrap();
+    let again = t
+        .host
+        .submit_task("tasks", "sleep", "{}", keyed, &alice, RequestMeta::fresh())
+        .await
+        .unwrap();
+    assert_eq!(again, id, "the key deduplicates");
+    limited(
+        t.host
+            .submit_task(
+                "tasks",
+                "noop",
+                "{}",
+                SubmitOptions::default(),
+                &alice,
+                RequestMeta::fresh(),
+            )
+            .await,
+    );
+    invalid(
+        t.host
+            .submit_task(
+                "tasks",
+                "no-such-task",
+                "{}",
+                SubmitOptions::default(),
+                &alice,
+                RequestMeta::fresh(),
+            )
+            .await,
+    );
+    let trail = records(&t, Capability::Task).await;
+    let seen: Vec<(&str, Decision)> = trail
+        .iter()
+        .map(|r| (r.entry.subject.as_str(), r.entry.decision))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("no-such-task", Decision::Invalid),
+            ("noop", Decision::Limited),
+            ("sleep", Decision::Allowed),
+            ("sleep", Decision::Allowed),
+        ]
+    );
+    let details: Vec<_> = trail
+        .iter()
+        .map(|r| match &r.entry.detail {
+            Detail::Task(d) => d.clone(),
+            other => panic!("not a task record: {other:?}"),
+        })
+        .collect();
+    assert!(
+        trail[1]
+            .entry
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("max-active-per-user")
+    );
+    assert_eq!(details[3].created.as_deref(), Some(id.as_str()));
+    assert_eq!(details[3].task_key.as_deref(), Some("nightly"));
+    assert!(!details[3].existing);
+    assert_eq!(details[2].created.as_deref(), Some(id.as_str()));
+    assert!(details[2].existing, "the second returned the active task");
+    t.host.tasks().cancel(&id, &alice).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answered_confirmation_is_recorded_under_who_answered_and_a_refused_one_too() {
+    let t = TestHost::with("confirm", CONFIRM, "[limits]\ntask-deadline-ms = 60000").await;
+    t.host.start_tasks().await.unwrap();
+    let alice = principal("alice", "acme");
+    let started = t
+        .host
+        .call_action("confirm", "start", "{}", &alice, RequestMeta::fresh())
+        .await
+        .unwrap();
+    let id = started.data.unwrap()["id"].as_str().unwrap().to_owned();
+    wait_status(&t.host, &id, &alice, Status::WaitingConfirmation).await;
+    invalid(
+        t.host
+            .tasks()
+            .answer_confirmation(&id, &ConfirmationAnswer::press("maybe"), &alice)
+            .await,
+    );
+    t.host
+        .tasks()
+        .answer_confirmation(&id, &ConfirmationAnswer::press("yes"), &alice)
+        .await
+        .unwrap();
+    wait_final(&t.host, &id, &alice).await;
+    let trail = records(&t, Capability::Confirmation).await;
+    assert_eq!(trail.len(), 2);
+    let (yes, maybe) = (&trail[0], &trail[1]);
+    assert_eq!(yes.entry.decision, Decision::Allowed);
+    assert_eq!(yes.entry.task_id.as_deref(), Some(id.as_str()));
+    assert_eq!(
+        (yes.entry.user_id.as_str(), yes.entry.subject.as_str()),
+        ("alice", "ask")
+    );
+    assert!(matches!(&yes.entry.detail, Detail::Confirmation(d) if d.answer == "yes"));
+    assert_eq!(maybe.entry.decision, Decision::Invalid);
+    assert!(maybe.entry.reason.as_deref().unwrap().contains("maybe"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trail_is_read_by_capability_and_scoped_by_role_over_http() {
+    let t = TestHost::with("files", FILES, "[filesystem]\ndata = true").await;
+    try_ops(&t, json!([{"op": "read", "path": "/data/../secret"}])).await;
+    t.host
+        .call_action(
+            "files",
+            "try",
+            &json!({"ops": [{"op": "read", "path": "/data/../other"}]}).to_string(),
+            &principal("bob", "acme"),
+            RequestMeta::fresh(),
+        )
+        .await
+        .unwrap();
+    let tokens = Tokens::new(Db::in_memory().unwrap());
+    let token = async |p: Principal| tokens.create(&p, "test").await.unwrap().secret;
+    let admin = |org: &str| Principal {
+        role: Role::Admin,
+        ..principal("root", org)
+    };
+    let (alice, acme_admin, other_admin) = (
+        token(principal("alice", "acme")).await,
+        token(admin("acme")).await,
+        token(admin("other")).await,
+    );
+    let app = router(AppState::new(t.host.clone(), tokens.clone()));
+    let get = |token: &str, query: &str| {
+        let req = Request::get(format!("/v1/audit{query}"))
+            .header("authorization", format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap();
+        let app = app.clone();
+        async move {
+            let res = app.oneshot(req).await.unwrap();
+            let status = res.status();
+            let bytes = res.into_body().collect().await.unwrap().to_bytes();
+            (status, json(std::str::from_utf8(&bytes).unwrap()))
+        }
+    };
+    let subjects = |body: &Value| -> Vec<String> {
+        body["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["subject"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (status, mine) = get(&alice, "?capability=filesystem").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(subjects(&mine), ["../secret"], "a member reads their own");
+    assert_eq!(mine["records"][0]["capability"], "filesystem");
+    assert_eq!(mine["records"][0]["detail"]["operation"], "open-at");
+    let (_, org) = get(&acme_admin, "?capability=filesystem").await;
+    assert_eq!(
+        subjects(&org),
+        ["../other", "../secret"],
+        "an admin reads the organization's"
+    );
+    let (_, bobs) = get(&acme_admin, "?capability=filesystem&user=bob").await;
+    assert_eq!(subjects(&bobs), ["../other"]);
+    let (_, none) = get(&acme_admin, "?capability=subprocess").await;
+    assert!(subjects(&none).is_empty());
+    let (_, foreign) = get(&other_admin, "").await;
+    assert!(
+        subjects(&foreign).is_empty(),
+        "another organization sees nothing"
+    );
+    let (status, _) = get(&alice, "?capability=sockets").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
