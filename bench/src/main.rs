@@ -8,6 +8,7 @@
 //!   --tasks N          tasks per task measurement (20000)
 //!   --only A,B         only these scenarios (tasks, progress, action,
 //!                      blocking, subprocess, lookup, waiting, http)
+//!   --download-mib M   size of the outbound download (1024)
 //!   --no-peers         modhost and the raw limits only
 //!   --no-obelisk       skip obelisk (its first install takes ~17 minutes)
 //!   --out PATH         where the report goes (BENCHMARKS.md at the root)
@@ -40,6 +41,11 @@ fn main() -> Result<()> {
             "--smoke" => {}
             "--runs" => options.runs = value()?.parse().context("--runs")?,
             "--tasks" => options.tasks = value()?.parse().context("--tasks")?,
+            "--download-mib" => {
+                let mib: u64 = value()?.parse().context("--download-mib")?;
+                anyhow::ensure!(mib >= 1, "--download-mib must be at least 1");
+                options.download_bytes = mib << 20;
+            }
             "--only" => {
                 options.only = value()?
                     .split(',')

@@ -144,6 +144,23 @@ pub fn subprocesses() -> modhost::audit::AuditFilter {
     records_of(modhost::audit::Capability::Subprocess)
 }
 
+/// The records of `capability`, newest first, once there are `n`: what
+/// was allowed reaches the trail at the commit after the act.
+pub async fn trail_of(
+    host: &Host,
+    capability: modhost::audit::Capability,
+    n: usize,
+) -> Vec<modhost::audit::AuditRecord> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let records = host.audit(&records_of(capability), 500).await.unwrap();
+        if records.len() >= n || std::time::Instant::now() > deadline {
+            return records;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 /// The reason of a call refused with `permission-denied`; any other
 /// outcome fails the test, naming it.
 pub fn denied<T: std::fmt::Debug>(r: Result<T, modhost::SdkError>) -> String {

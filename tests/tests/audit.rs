@@ -150,7 +150,7 @@ async fn submissions_are_recorded_with_the_task_they_made_and_refusals_with_thei
             )
             .await,
     );
-    let trail = records(&t, Capability::Task).await;
+    let trail = trail_of(&t.host, Capability::Task, 4).await;
     let seen: Vec<(&str, Decision)> = trail
         .iter()
         .map(|r| (r.entry.subject.as_str(), r.entry.decision))

@@ -541,6 +541,15 @@ impl AuditTrail {
         }
     }
 
+    /// Records `entry` off the caller's path, as [`Self::record_or_log`]
+    /// does: for what was allowed and done already, where waiting for the
+    /// commit would only slow the caller. A crash within a commit of the
+    /// act loses the record; everything else reaches the trail or the log.
+    pub fn record_later(&self, entry: AuditEntry) {
+        let trail = self.clone();
+        tokio::spawn(async move { trail.record_or_log(entry).await });
+    }
+
     /// The whole trail, newest first, for the operator.
     pub async fn query(
         &self,

@@ -11,7 +11,7 @@
 //! Caps come from the grant: response bytes, time to the response's headers
 //! and for the whole request, and requests open at once per module,
 //! host-wide ([`send`]). Every request, sent or refused, is recorded on the
-//! audit trail before the guest learns its outcome ([`entry`]).
+//! audit trail ([`entry`]).
 
 pub mod address;
 mod policy;

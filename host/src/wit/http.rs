@@ -1,7 +1,7 @@
 //! `wasi:http/outgoing-handler`: the network room's `Host` side. Each
 //! request goes to [`network::send`], which decides it against the
 //! module's grant, resolves, connects and caps it, and its outcome goes to
-//! the audit trail before the guest sees it; this file only carries
+//! the audit trail; this file only carries
 //! `wasi:http`'s types in and its error codes out.
 
 use std::sync::Arc;
@@ -69,16 +69,13 @@ impl WasiHttpHooks for HttpRoom {
                 &method,
                 sent.as_ref().map(|(r, _)| r.status()),
             );
-            let allowed = entry.decision == crate::audit::Decision::Allowed && sent.is_ok();
-            if let Err(e) = ctx.audit.record(entry).await {
-                // Fail closed: a response the trail cannot show is dropped
-                // (its connection with it).
-                tracing::error!(error = %e, module = %identity.module, "cannot record an outbound request; its response is dropped");
-                if allowed {
-                    return Err(HttpError::InternalError(Some(
-                        "the request could not be put on the audit trail".into(),
-                    )));
-                }
+            // A refusal is on the trail before the guest hears of it; a
+            // request that went out is recorded beside the response, as a
+            // commit before it would double a small request's time.
+            if entry.decision == crate::audit::Decision::Allowed {
+                ctx.audit.record_later(entry);
+            } else {
+                ctx.audit.record_or_log(entry).await;
             }
             let (response, connection) = sent.map_err(error_of)?;
             let response = response.map(|body| body.map_err(body_error_of).boxed_unsync());
