@@ -307,7 +307,7 @@ fn guest_build(dir: &Path, target_dir: &Path) -> Command {
 }
 
 /// Example modules whose components the tests use.
-const EXAMPLES: &[&str] = &["reports", "fetch"];
+const EXAMPLES: &[&str] = &["reports", "fetch", "git-stats"];
 
 fn package_name(dir: &Path) -> String {
     let text =

@@ -29,6 +29,8 @@
 //! - [`audit`]: the one audit trail every room that decides writes to
 //!   (subprocesses, outbound HTTP, refused file operations, submissions,
 //!   answers), on SQLite or the shared PostgreSQL, read scoped by role.
+//! - [`learn`]: the minimal grants a module needs, from its records on
+//!   the trail (`modhost manifest suggest`).
 //! - [`retention`]: deleting finished tasks and audit records past their
 //!   retention, in batches through the stores. [`data_quota`]: the measured
 //!   size of each module's data directory per organization, against its
@@ -53,6 +55,7 @@ pub mod host;
 pub mod http;
 pub mod identity;
 pub mod kit;
+pub mod learn;
 pub mod manifest;
 pub mod modules;
 pub mod network;

@@ -212,6 +212,11 @@ enum Command {
         #[command(flatten)]
         server: Server,
     },
+    /// What a module's manifest should grant, learned from the audit trail.
+    Manifest {
+        #[command(subcommand)]
+        command: ManifestCommand,
+    },
     /// Follow the event stream (tasks and subprocess decisions) as it happens.
     #[command(after_help = "Examples:\n  modhost events\n  modhost events --task 01a2... --json")]
     Events {
@@ -282,6 +287,27 @@ enum Command {
         #[arg(long, global = true, env = "MODHOST_STORE", default_value = "sqlite",
               value_parser = parse_store, hide_env_values = true)]
         store: modhost::host::TaskStoreLocation,
+    },
+}
+
+#[derive(Subcommand)]
+enum ManifestCommand {
+    /// Print the minimal grants that would have allowed every subprocess and
+    /// request the module was recorded asking for (allowed or refused),
+    /// and, with --dir, what they change against its module.toml.
+    #[command(
+        after_help = "Examples:\n  modhost manifest suggest git-stats\n  modhost manifest suggest git-stats --dir examples/git-stats"
+    )]
+    Suggest {
+        module: String,
+        /// The module's directory: compare with its module.toml.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Print `{"toml": ..., "changes": [...]}`.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        server: Server,
     },
 }
 
@@ -535,6 +561,15 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         },
         Command::Tasks { command, server } => remote::tasks(&server, command).await,
         Command::Audit { query, server } => remote::audit(&server, query).await,
+        Command::Manifest {
+            command:
+                ManifestCommand::Suggest {
+                    module,
+                    dir,
+                    json,
+                    server,
+                },
+        } => remote::suggest(&server, &module, dir.as_deref(), json).await,
         Command::Events { query, server } => remote::events(&server, query).await,
         Command::New {
             name,

@@ -64,6 +64,21 @@ pub fn terminal_safe(s: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// A value as the audit trail keeps it: whole (the trail caps its own
+/// fields), with control and format characters escaped so a record reads
+/// as what it is.
+pub fn recorded(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        if c.is_control() || is_format_control(c) {
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// The longest value echoed in an error message; longer ones are cut.
 pub const MAX_SHOWN_CHARS: usize = 80;
 

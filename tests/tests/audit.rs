@@ -1,7 +1,8 @@
 //! The one audit trail, end to end: each capability's decisions — file
 //! operations the host refused, task submissions, confirmations answered —
 //! land in it from real guests, and principals read it by capability,
-//! scoped by role, over `GET /v1/audit`. (Subprocess records are tested in
+//! scoped by role, over `GET /v1/audit`; and the grants a module needs are
+//! learned back from its records. (Subprocess records are tested in
 //! `subprocess.rs`, outbound HTTP records in `network.rs`.)
 
 use axum::body::Body;
@@ -90,7 +91,7 @@ async fn a_call_records_a_bounded_number_of_refused_file_operations() {
     let n = records(&t, Capability::Filesystem).await.len();
     assert_eq!(
         u32::try_from(n).unwrap(),
-        modhost::audit::MAX_RECORDED_FILE_REFUSALS,
+        modhost::audit::MAX_RECORDED_REFUSALS,
         "a guest cannot flood the trail"
     );
 }
@@ -294,4 +295,76 @@ async fn the_trail_is_read_by_capability_and_scoped_by_role_over_http() {
     );
     let (status, _) = get(&alice, "?capability=sockets").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_git_stats_records_suggest_exactly_the_grants_of_its_manifest() {
+    if on_path("git").is_none() {
+        panic!("git is missing: apt-get install git");
+    }
+    let manifest = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/git-stats/module.toml"),
+    )
+    .unwrap();
+    let grants = &manifest[manifest.find("[filesystem]").unwrap()..];
+    let t = TestHost::with("git-stats", EXAMPLE_GIT_STATS, grants).await;
+    let alice = principal("alice", "acme");
+    for (action, args) in [
+        ("note", json!({"message": "first note"})),
+        ("note", json!({"message": "second"})),
+        ("stats", json!({})),
+    ] {
+        t.host
+            .call_action(
+                "git-stats",
+                action,
+                &args.to_string(),
+                &alice,
+                RequestMeta::fresh(),
+            )
+            .await
+            .unwrap();
+    }
+    let records = t
+        .host
+        .audit(
+            &modhost::audit::AuditFilter {
+                module: Some("git-stats".into()),
+                ..modhost::audit::AuditFilter::default()
+            },
+            500,
+        )
+        .await
+        .unwrap();
+    let suggestion = modhost::learn::suggest(&records);
+    let toml = suggestion.to_toml();
+    assert!(
+        toml.contains(r#"["-C", "repo", "commit", "-q", "--allow-empty", "-m", "{value}"]"#),
+        "{toml}"
+    );
+    let loaded = modhost::manifest::parse(
+        &format!("name = \"git-stats\"\nversion = \"0.1.0\"\ncomponent = \"c.wasm\"\n{grants}"),
+        &modhost::manifest::LoadEnv::host_default(),
+    )
+    .unwrap();
+    let changes = suggestion.changes(&records, &loaded.policy);
+    assert!(changes.is_empty(), "{changes:?}\n{toml}");
+    // A grant the module never used is reported as such.
+    let wider = modhost::manifest::parse(
+        &format!(
+            "name = \"git-stats\"\nversion = \"0.1.0\"\ncomponent = \"c.wasm\"\n{grants}\n\
+             [network]\nallow = [\"https://unused.example\"]\n"
+        ),
+        &modhost::manifest::LoadEnv::host_default(),
+    )
+    .unwrap();
+    let changes: Vec<String> = suggestion
+        .changes(&records, &wider.policy)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        changes,
+        ["- [network] allow https://unused.example (granted, not used)"]
+    );
 }

@@ -218,6 +218,12 @@ async fn tasks_list_show_cancel_audit_and_events_work_for_scripts() {
     );
     let bad = s.run(&["audit", "--capability", "sockets"]).await;
     assert_eq!(code(&bad), 2, "{}", stderr(&bad));
+    // The module ran no subprocess and sent no request: nothing to grant.
+    let suggest = s.run(&["manifest", "suggest", "tb", "--json"]).await;
+    assert_eq!(code(&suggest), 0, "{}", stderr(&suggest));
+    let suggested: Value = serde_json::from_str(&stdout(&suggest)).unwrap();
+    assert!(suggested["records"].as_u64().unwrap() >= 1, "{suggested}");
+    assert_eq!(suggested["toml"], "");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,6 +18,7 @@ const WASM_FREE: &[&str] = &[
     "subprocess",
     "network",
     "audit",
+    "learn.rs",
     "db",
     "manifest",
     "identity.rs",

@@ -51,7 +51,7 @@ async fn a_single_counter_database_opens_with_its_tasks_and_each_owners_version(
     assert_eq!(row.result_json.as_deref(), Some("{\"ok\":true}"));
 
     // Each owner's share was recorded, and the migrations appended after
-    // the single counter was retired (the audit trail's second to fourth,
+    // the single counter was retired (the audit trail's second to fifth,
     // the task store's second to fourth) ran on their own.
     let conn = Connection::open(&db).unwrap();
     for (owner, version) in [
@@ -61,7 +61,7 @@ async fn a_single_counter_database_opens_with_its_tasks_and_each_owners_version(
     ] {
         assert_eq!(migrate::version(&conn, owner).unwrap(), version, "{owner}");
     }
-    assert_eq!(modhost::audit::MIGRATIONS.len(), 4);
+    assert_eq!(modhost::audit::MIGRATIONS.len(), 5);
     let index: i64 = conn
         .query_row(
             "SELECT count(*) FROM sqlite_schema WHERE name = 'audit_by_user'",

@@ -22,7 +22,7 @@ pub(crate) use record::decided_at;
 pub use record::{
     AuditEnd, AuditEntry, AuditError, AuditFilter, AuditRecord, AuditStore, AuditTrail, BoxFuture,
     Capability, ConfirmationDetail, Decision, Detail, Ended, FilesystemDetail, HttpDetail,
-    MAX_AUDIT_LIMIT, MAX_AUDIT_TEXT_BYTES, MAX_RECORDED_FILE_REFUSALS, OWNER, SubprocessDetail,
+    MAX_AUDIT_LIMIT, MAX_AUDIT_TEXT_BYTES, MAX_RECORDED_REFUSALS, OWNER, SubprocessDetail,
     TaskDetail,
 };
 pub use sqlite::{MIGRATION_LIST, MIGRATIONS, SqliteAuditStore};

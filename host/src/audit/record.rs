@@ -129,9 +129,10 @@ pub const MAX_AUDIT_LIMIT: u32 = 500;
 /// megabytes per call.
 pub const MAX_AUDIT_TEXT_BYTES: usize = 16 * 1024;
 
-/// The most refused file operations one call puts on the trail: a guest
-/// can ask for refusals as fast as it loops.
-pub const MAX_RECORDED_FILE_REFUSALS: u32 = 64;
+/// The most refusals of one capability (file operations, outbound
+/// requests) one call puts on the trail: a guest can ask for refusals as
+/// fast as it loops.
+pub const MAX_RECORDED_REFUSALS: u32 = 64;
 
 /// Which capability a record is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -490,6 +491,8 @@ impl AuditFilter {
 #[derive(Clone)]
 pub struct AuditTrail {
     store: Arc<dyn AuditStore>,
+    /// Places for records written off their caller's path.
+    backlog: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for AuditTrail {
@@ -500,7 +503,10 @@ impl std::fmt::Debug for AuditTrail {
 
 impl AuditTrail {
     pub fn new(store: Arc<dyn AuditStore>) -> Self {
-        AuditTrail { store }
+        AuditTrail {
+            store,
+            backlog: Arc::new(tokio::sync::Semaphore::new(MAX_BACKLOG)),
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn AuditStore> {
@@ -527,14 +533,7 @@ impl AuditTrail {
                     wait *= 4;
                 }
                 Err(e) => {
-                    tracing::error!(
-                        error = %e, audit_id = %entry.id, capability = entry.capability().as_str(),
-                        module = %entry.module, user = %entry.user_id,
-                        organization = %entry.organization_id,
-                        subject = %crate::text::shown(&entry.subject),
-                        decision = entry.decision.as_str(),
-                        "an audit decision could not be recorded"
-                    );
+                    log_unrecorded(&entry, &e.to_string());
                     return;
                 }
             }
@@ -545,9 +544,20 @@ impl AuditTrail {
     /// does: for what was allowed and done already, where waiting for the
     /// commit would only slow the caller. A crash within a commit of the
     /// act loses the record; everything else reaches the trail or the log.
+    /// While [`MAX_BACKLOG`] records wait (the database stalls), more are
+    /// logged in full instead of piling up.
     pub fn record_later(&self, entry: AuditEntry) {
-        let trail = self.clone();
-        tokio::spawn(async move { trail.record_or_log(entry).await });
+        let place = self.backlog.clone().try_acquire_owned();
+        match (place, tokio::runtime::Handle::try_current()) {
+            (Ok(place), Ok(runtime)) => {
+                let trail = self.clone();
+                runtime.spawn(async move {
+                    trail.record_or_log(entry).await;
+                    drop(place);
+                });
+            }
+            _ => log_unrecorded(&entry, "the trail's backlog is full"),
+        }
     }
 
     /// The whole trail, newest first, for the operator.
@@ -573,6 +583,22 @@ impl AuditTrail {
             .await
             .map_err(|e| e.to_sdk())
     }
+}
+
+/// The most records waiting to be written off their callers' paths.
+pub const MAX_BACKLOG: usize = 4096;
+
+/// A record the trail could not take, in the host's log with what it holds.
+fn log_unrecorded(entry: &AuditEntry, why: &str) {
+    tracing::error!(
+        error = why, audit_id = %entry.id, capability = entry.capability().as_str(),
+        module = %entry.module, user = %entry.user_id,
+        organization = %entry.organization_id,
+        subject = %crate::text::recorded(&entry.subject),
+        decision = entry.decision.as_str(),
+        reason = entry.reason.as_deref().unwrap_or(""),
+        "an audit decision could not be recorded"
+    );
 }
 
 /// How often [`AuditTrail::record_or_log`] tries.

@@ -754,6 +754,79 @@ pub async fn audit(server: &Server, a: AuditArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The most records `manifest suggest` reads: the newest, which say what
+/// the module does now.
+const MAX_SUGGEST_RECORDS: usize = 20_000;
+
+/// `modhost manifest suggest`: the module's records, newest first, page by
+/// page, then the grants they need.
+pub async fn suggest(
+    server: &Server,
+    module: &str,
+    dir: Option<&std::path::Path>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let c = client(server)?;
+    let mut records = Vec::new();
+    let mut before: Option<String> = None;
+    while records.len() < MAX_SUGGEST_RECORDS {
+        let mut q = vec![("module", module.to_owned()), ("limit", "500".to_owned())];
+        push(&mut q, "before", before.take());
+        let page = c.audit(&q).await.map_err(failure)?;
+        for r in page["records"].as_array().into_iter().flatten() {
+            // A record of a kind this client does not know is skipped.
+            if let Ok(r) = serde_json::from_value::<modhost::audit::AuditRecord>(r.clone()) {
+                records.push(r);
+            }
+        }
+        match page["next_before"].as_str() {
+            Some(next) => before = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    let suggestion = modhost::learn::suggest(&records);
+    let changes = match dir {
+        Some(dir) => {
+            let manifest =
+                modhost::manifest::load_dir(dir, &modhost::manifest::LoadEnv::host_default())
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
+            suggestion.changes(&records, &manifest.policy)
+        }
+        None => Vec::new(),
+    };
+    if json {
+        print_json(&serde_json::json!({
+            "records": records.len(),
+            "toml": suggestion.to_toml(),
+            "skipped": suggestion.skipped,
+            "changes": changes.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        }))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "# the grants {} of `{module}`'s audit records need",
+        records.len()
+    );
+    // TOML with every control and format character escaped.
+    print!("{}", suggestion.to_toml());
+    if suggestion.skipped > 0 {
+        println!(
+            "# {} subprocess records not learned from: an argument the grammar cannot hold as a literal",
+            suggestion.skipped
+        );
+    }
+    if dir.is_some() {
+        println!();
+        if changes.is_empty() {
+            println!("# the manifest grants exactly this");
+        }
+        for change in &changes {
+            println!("{}", terminal_safe(&change.to_string()));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// What an audit record was about, in one line: a subprocess's argv, an
 /// HTTP request's method, URL and status, a file operation and its path,
 /// a task's name and key, a confirmation's button.

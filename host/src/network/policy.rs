@@ -129,8 +129,9 @@ pub fn decide(grant: &NetworkGrant, uri: &http::Uri) -> Result<Destination, Refu
     let authority = uri.authority().ok_or(Refusal::NoHost)?;
     // Credentials in the authority would travel in the `host` header to a
     // server that may route by it.
-    if authority.as_str().contains('@') {
-        return Err(Refusal::Authority(crate::text::shown(authority.as_str())));
+    if let Some((_, host)) = authority.as_str().rsplit_once('@') {
+        // The user part may be a secret; the refusal names only the host.
+        return Err(Refusal::Authority(crate::text::shown(&format!("…@{host}"))));
     }
     let host = uri
         .host()
@@ -204,6 +205,20 @@ mod tests {
 
     fn uri(text: &str) -> http::Uri {
         text.parse().unwrap()
+    }
+
+    #[test]
+    fn a_refused_authority_with_credentials_names_only_its_host() {
+        let why = decide(
+            &grant(&["https://api.example.com"]),
+            &uri("https://user:s3cret@api.example.com/"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            why.contains("…@api.example.com") && !why.contains("s3cret"),
+            "{why}"
+        );
     }
 
     #[test]

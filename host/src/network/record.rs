@@ -23,7 +23,7 @@ pub fn subject_of(uri: &http::Uri) -> String {
     let scheme = uri.scheme_str().unwrap_or("https");
     let host = uri.host().unwrap_or("");
     let port = uri.port_u16().map(|p| format!(":{p}")).unwrap_or_default();
-    crate::text::shown(&format!("{scheme}://{host}{port}{}", uri.path()))
+    crate::text::recorded(&format!("{scheme}://{host}{port}{}", uri.path()))
 }
 
 /// The record of a request `identity` asked for: allowed when it was sent
@@ -37,7 +37,7 @@ pub fn entry(
     outcome: Result<http::StatusCode, &NetworkError>,
 ) -> AuditEntry {
     let mut detail = HttpDetail {
-        method: crate::text::shown(method.as_str()),
+        method: crate::text::recorded(method.as_str()),
         status: None,
         failure: None,
     };
@@ -45,9 +45,6 @@ pub fn entry(
     match outcome {
         Ok(status) => detail.status = Some(status.as_u16()),
         Err(NetworkError::Refused(why)) => refusal = Some((decision_of(why), why.to_string())),
-        Err(e @ NetworkError::TooLarge { .. }) => {
-            refusal = Some((Decision::Limited, e.to_string()));
-        }
         Err(e @ NetworkError::BadRequest) => refusal = Some((Decision::Invalid, e.to_string())),
         Err(e) => detail.failure = Some(e.to_string()),
     }

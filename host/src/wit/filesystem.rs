@@ -21,7 +21,7 @@ use wasmtime_wasi::p2::{DynInputStream, DynOutputStream, FsError, FsResult};
 use crate::audit::{AuditEntry, AuditTrail, Decision, Detail, FilesystemDetail};
 use crate::identity::Identity;
 
-pub use crate::audit::MAX_RECORDED_FILE_REFUSALS as MAX_RECORDED_REFUSALS;
+use crate::audit::MAX_RECORDED_REFUSALS;
 
 /// The longest path a record keeps.
 const MAX_RECORDED_PATH_BYTES: usize = 1024;
@@ -56,8 +56,14 @@ impl FsRefusals {
 
     /// The record of `operation` on `path` failing with `code`, if that is
     /// a refusal this call may still record.
-    fn entry(&mut self, operation: &str, path: &str, code: ErrorCode) -> Option<AuditEntry> {
-        let (decision, reason) = refusal(code, self.writable)?;
+    fn entry(
+        &mut self,
+        operation: &str,
+        path: &str,
+        writes: bool,
+        code: ErrorCode,
+    ) -> Option<AuditEntry> {
+        let (decision, reason) = refusal(code, writes && !self.writable)?;
         self.audit.as_ref()?;
         self.recorded += 1;
         if self.recorded > MAX_RECORDED_REFUSALS {
@@ -66,7 +72,7 @@ impl FsRefusals {
             }
             return None;
         }
-        let path = crate::text::shown(crate::text::truncate(path, MAX_RECORDED_PATH_BYTES));
+        let path = crate::text::recorded(crate::text::truncate(path, MAX_RECORDED_PATH_BYTES));
         let mut entry = AuditEntry::new(
             &self.identity,
             self.task_id.as_deref(),
@@ -84,10 +90,11 @@ impl FsRefusals {
 
 /// Whether an error code is the host refusing the operation (rather than
 /// the file system answering it: not found, exists, not empty, …), and
-/// what the refusal is.
-fn refusal(code: ErrorCode, writable: bool) -> Option<(Decision, &'static str)> {
+/// what the refusal is. `at_quota`: the operation writes, and the data
+/// directory is read-only because it is at its quota.
+fn refusal(code: ErrorCode, at_quota: bool) -> Option<(Decision, &'static str)> {
     match code {
-        ErrorCode::NotPermitted | ErrorCode::ReadOnly if !writable => Some((
+        ErrorCode::NotPermitted | ErrorCode::ReadOnly if at_quota => Some((
             Decision::Limited,
             "the module's data directory is read-only while it is at its quota ([filesystem] max-mib)",
         )),
@@ -111,10 +118,16 @@ pub struct FilesystemView<'a> {
 impl FilesystemView<'_> {
     /// Records `result`'s refusal of `operation` on `path`, then hands it
     /// on.
-    async fn noted<T>(&mut self, operation: &str, path: &str, result: FsResult<T>) -> FsResult<T> {
+    async fn noted<T>(
+        &mut self,
+        operation: &str,
+        path: &str,
+        writes: bool,
+        result: FsResult<T>,
+    ) -> FsResult<T> {
         if let Err(e) = &result
             && let Some(code) = e.downcast_ref().copied()
-            && let Some(entry) = self.refusals.entry(operation, path, code)
+            && let Some(entry) = self.refusals.entry(operation, path, writes, code)
             && let Some(audit) = &self.refusals.audit
         {
             tracing::info!(module = %entry.module, operation, path = %entry.subject, "file operation refused");
@@ -218,7 +231,7 @@ impl HostDescriptor for FilesystemView<'_> {
         path: String,
     ) -> FsResult<()> {
         let result = self.inner.create_directory_at(fd, path.clone()).await;
-        self.noted("create-directory-at", &path, result).await
+        self.noted("create-directory-at", &path, true, result).await
     }
 
     async fn stat(&mut self, fd: Resource<types::Descriptor>) -> FsResult<types::DescriptorStat> {
@@ -232,7 +245,7 @@ impl HostDescriptor for FilesystemView<'_> {
         path: String,
     ) -> FsResult<types::DescriptorStat> {
         let result = self.inner.stat_at(fd, path_flags, path.clone()).await;
-        self.noted("stat-at", &path, result).await
+        self.noted("stat-at", &path, false, result).await
     }
 
     async fn set_times_at(
@@ -247,7 +260,7 @@ impl HostDescriptor for FilesystemView<'_> {
             .inner
             .set_times_at(fd, path_flags, path.clone(), atim, mtim)
             .await;
-        self.noted("set-times-at", &path, result).await
+        self.noted("set-times-at", &path, true, result).await
     }
 
     async fn link_at(
@@ -268,8 +281,13 @@ impl HostDescriptor for FilesystemView<'_> {
                 new_path.clone(),
             )
             .await;
-        self.noted("link-at", &format!("{old_path} -> {new_path}"), result)
-            .await
+        self.noted(
+            "link-at",
+            &format!("{old_path} -> {new_path}"),
+            true,
+            result,
+        )
+        .await
     }
 
     async fn open_at(
@@ -280,11 +298,13 @@ impl HostDescriptor for FilesystemView<'_> {
         oflags: types::OpenFlags,
         flags: types::DescriptorFlags,
     ) -> FsResult<Resource<types::Descriptor>> {
+        let writes = flags.contains(types::DescriptorFlags::WRITE)
+            || oflags.intersects(types::OpenFlags::CREATE | types::OpenFlags::TRUNCATE);
         let result = self
             .inner
             .open_at(fd, path_flags, path.clone(), oflags, flags)
             .await;
-        self.noted("open-at", &path, result).await
+        self.noted("open-at", &path, writes, result).await
     }
 
     fn drop(&mut self, fd: Resource<types::Descriptor>) -> wasmtime::Result<()> {
@@ -297,7 +317,7 @@ impl HostDescriptor for FilesystemView<'_> {
         path: String,
     ) -> FsResult<String> {
         let result = self.inner.readlink_at(fd, path.clone()).await;
-        self.noted("readlink-at", &path, result).await
+        self.noted("readlink-at", &path, false, result).await
     }
 
     async fn remove_directory_at(
@@ -306,7 +326,7 @@ impl HostDescriptor for FilesystemView<'_> {
         path: String,
     ) -> FsResult<()> {
         let result = self.inner.remove_directory_at(fd, path.clone()).await;
-        self.noted("remove-directory-at", &path, result).await
+        self.noted("remove-directory-at", &path, true, result).await
     }
 
     async fn rename_at(
@@ -320,8 +340,13 @@ impl HostDescriptor for FilesystemView<'_> {
             .inner
             .rename_at(fd, old_path.clone(), new_fd, new_path.clone())
             .await;
-        self.noted("rename-at", &format!("{old_path} -> {new_path}"), result)
-            .await
+        self.noted(
+            "rename-at",
+            &format!("{old_path} -> {new_path}"),
+            true,
+            result,
+        )
+        .await
     }
 
     async fn symlink_at(
@@ -334,8 +359,13 @@ impl HostDescriptor for FilesystemView<'_> {
             .inner
             .symlink_at(fd, src_path.clone(), dest_path.clone())
             .await;
-        self.noted("symlink-at", &format!("{dest_path} -> {src_path}"), result)
-            .await
+        self.noted(
+            "symlink-at",
+            &format!("{dest_path} -> {src_path}"),
+            true,
+            result,
+        )
+        .await
     }
 
     async fn unlink_file_at(
@@ -344,7 +374,7 @@ impl HostDescriptor for FilesystemView<'_> {
         path: String,
     ) -> FsResult<()> {
         let result = self.inner.unlink_file_at(fd, path.clone()).await;
-        self.noted("unlink-file-at", &path, result).await
+        self.noted("unlink-file-at", &path, true, result).await
     }
 
     fn read_via_stream(
@@ -395,7 +425,7 @@ impl HostDescriptor for FilesystemView<'_> {
             .inner
             .metadata_hash_at(fd, path_flags, path.clone())
             .await;
-        self.noted("metadata-hash-at", &path, result).await
+        self.noted("metadata-hash-at", &path, false, result).await
     }
 }
 
@@ -419,16 +449,16 @@ mod tests {
     #[test]
     fn a_path_out_of_the_data_directory_is_a_denial_and_a_missing_file_is_none() {
         assert_eq!(
-            refusal(ErrorCode::NotPermitted, true).map(|r| r.0),
+            refusal(ErrorCode::NotPermitted, false).map(|r| r.0),
             Some(Decision::Denied)
         );
-        assert_eq!(refusal(ErrorCode::NoEntry, true), None);
-        assert_eq!(refusal(ErrorCode::Exist, false), None);
+        assert_eq!(refusal(ErrorCode::NoEntry, false), None);
+        assert_eq!(refusal(ErrorCode::Exist, true), None);
     }
 
     #[test]
     fn a_write_refused_at_the_quota_is_a_limit() {
-        let (decision, reason) = refusal(ErrorCode::NotPermitted, false).unwrap();
+        let (decision, reason) = refusal(ErrorCode::NotPermitted, true).unwrap();
         assert_eq!(decision, Decision::Limited);
         assert!(reason.contains("max-mib"), "{reason}");
     }

@@ -5,11 +5,13 @@
 //! `wasi:http`'s types in and its error codes out.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use http_body_util::BodyExt;
 use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
+use crate::audit::{AuditEntry, AuditTrail, Detail, MAX_RECORDED_REFUSALS};
 use crate::identity::Identity;
 use crate::network::{self, Asked, NetworkCtx, NetworkError, Refusal, Waited};
 
@@ -23,6 +25,8 @@ pub struct HttpRoom {
     ctx: Option<NetworkCtx>,
     identity: Arc<Identity>,
     task_id: Option<Arc<str>>,
+    /// Refusals this call has put on the trail.
+    refused: Arc<AtomicU32>,
 }
 
 impl HttpRoom {
@@ -31,6 +35,23 @@ impl HttpRoom {
             ctx,
             identity,
             task_id: task_id.map(Arc::from),
+            refused: Arc::default(),
+        }
+    }
+}
+
+/// The record of a request on its way: a call that stops waiting for the
+/// response (the guest drops the future, the deadline passes) still leaves
+/// one, since the request may have gone out.
+struct OnTheWay {
+    audit: AuditTrail,
+    entry: Option<AuditEntry>,
+}
+
+impl Drop for OnTheWay {
+    fn drop(&mut self) {
+        if let Some(entry) = self.entry.take() {
+            self.audit.record_later(entry);
         }
     }
 }
@@ -49,6 +70,7 @@ impl WasiHttpHooks for HttpRoom {
     ) -> Box<dyn Future<Output = Result<Sent, HttpError>> + Send> {
         let ctx = self.ctx.clone();
         let (identity, task_id) = (self.identity.clone(), self.task_id.clone());
+        let refused = self.refused.clone();
         let subject = network::subject_of(request.uri());
         let method = request.method().clone();
         let asked = options.map_or_else(Asked::default, |o| Asked {
@@ -61,7 +83,25 @@ impl WasiHttpHooks for HttpRoom {
                 tracing::warn!("outbound request refused: this call may not use the network");
                 return Err(HttpError::HttpRequestDenied);
             };
+            let mut on_the_way = OnTheWay {
+                audit: ctx.audit.clone(),
+                entry: Some({
+                    let mut e = network::entry(
+                        &identity,
+                        task_id.as_deref(),
+                        subject.clone(),
+                        &method,
+                        Ok(http::StatusCode::OK),
+                    );
+                    if let Detail::Http(d) = &mut e.detail {
+                        d.status = None;
+                        d.failure = Some("the call stopped waiting for the response".into());
+                    }
+                    e
+                }),
+            };
             let sent = network::send(&ctx.module, request, asked).await;
+            on_the_way.entry = None;
             let entry = network::entry(
                 &identity,
                 task_id.as_deref(),
@@ -74,7 +114,7 @@ impl WasiHttpHooks for HttpRoom {
             // commit before it would double a small request's time.
             if entry.decision == crate::audit::Decision::Allowed {
                 ctx.audit.record_later(entry);
-            } else {
+            } else if refused.fetch_add(1, Ordering::Relaxed) < MAX_RECORDED_REFUSALS {
                 ctx.audit.record_or_log(entry).await;
             }
             let (response, connection) = sent.map_err(error_of)?;
