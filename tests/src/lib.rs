@@ -131,6 +131,61 @@ pub fn spawn_action(
     })
 }
 
+/// An admin of `org`.
+pub fn admin_of(org: &str) -> Principal {
+    Principal {
+        role: modhost::identity::Role::Admin,
+        ..principal("root", org)
+    }
+}
+
+/// `GET path` through `app` as the bearer of `token`: the status and the
+/// JSON body.
+pub async fn get_json(
+    app: &axum::Router,
+    token: &str,
+    path: &str,
+) -> (axum::http::StatusCode, serde_json::Value) {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let req = axum::http::Request::get(path)
+        .header("authorization", format!("Bearer {token}"))
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let res = app.clone().oneshot(req).await.unwrap();
+    let status = res.status();
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    (status, json(std::str::from_utf8(&bytes).unwrap()))
+}
+
+/// The `files` guest's outcomes of `ops`, tried as `who`.
+pub async fn try_files(
+    t: &TestHost,
+    who: &Principal,
+    ops: Vec<serde_json::Value>,
+) -> Vec<serde_json::Value> {
+    let out = t
+        .host
+        .call_action(
+            "files",
+            "try",
+            &serde_json::json!({ "ops": ops }).to_string(),
+            who,
+            modhost::identity::RequestMeta::fresh(),
+        )
+        .await
+        .unwrap();
+    out.data.unwrap().as_array().unwrap().clone()
+}
+
+/// The reason an audit record gives; a record without one fails the test.
+pub fn reason_of(r: &modhost::audit::AuditRecord) -> &str {
+    r.entry
+        .reason
+        .as_deref()
+        .unwrap_or_else(|| panic!("a record without a reason: {r:?}"))
+}
+
 /// The audit trail's filter of one capability's records.
 pub fn records_of(capability: modhost::audit::Capability) -> modhost::audit::AuditFilter {
     modhost::audit::AuditFilter {

@@ -8,7 +8,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use modhost::identity::RequestMeta;
 use modhost_tests::*;
 use serde_json::{Value, json};
 
@@ -96,18 +95,7 @@ async fn setup() -> (TestHost, PathBuf) {
 }
 
 async fn try_ops(t: &TestHost, ops: Vec<Value>) -> Vec<Value> {
-    let out = t
-        .host
-        .call_action(
-            "files",
-            "try",
-            &json!({ "ops": ops }).to_string(),
-            &principal("alice", "acme"),
-            RequestMeta::fresh(),
-        )
-        .await
-        .unwrap();
-    out.data.unwrap().as_array().unwrap().clone()
+    try_files(t, &principal("alice", "acme"), ops).await
 }
 
 /// Every file under `root` with its contents (symlinks as their target),

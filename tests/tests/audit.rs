@@ -5,38 +5,27 @@
 //! learned back from its records. (Subprocess records are tested in
 //! `subprocess.rs`, outbound HTTP records in `network.rs`.)
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
+use axum::http::StatusCode;
 use modhost::audit::{AuditRecord, Capability, Decision, Detail};
 use modhost::auth::Tokens;
 use modhost::db::Db;
 use modhost::http::{AppState, router};
-use modhost::identity::{Principal, RequestMeta, Role};
+use modhost::identity::{Principal, RequestMeta};
 use modhost::tasks::SubmitOptions;
 use modhost::tasks::api::ConfirmationAnswer;
 use modhost::tasks::store::Status;
 use modhost_tests::*;
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
 async fn records(t: &TestHost, capability: Capability) -> Vec<AuditRecord> {
     t.host.audit(&records_of(capability), 500).await.unwrap()
 }
 
-async fn try_ops(t: &TestHost, ops: Value) -> Value {
-    let out = t
-        .host
-        .call_action(
-            "files",
-            "try",
-            &json!({ "ops": ops }).to_string(),
-            &principal("alice", "acme"),
-            RequestMeta::fresh(),
-        )
-        .await
-        .unwrap();
-    out.data.unwrap()
+async fn try_ops(t: &TestHost, ops: Value) -> Vec<Value> {
+    let Value::Array(ops) = ops else {
+        panic!("a list of operations")
+    };
+    try_files(t, &principal("alice", "acme"), ops).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -54,9 +43,9 @@ async fn a_file_operation_leading_out_of_the_data_directory_is_recorded_denied()
     .await;
     assert!(
         out[0]["error"].is_string() && out[1]["error"].is_string(),
-        "{out}"
+        "{out:?}"
     );
-    assert!(out[3].get("ok").is_some(), "{out}");
+    assert!(out[3].get("ok").is_some(), "{out:?}");
     let trail = records(&t, Capability::Filesystem).await;
     let subjects: Vec<&str> = trail.iter().map(|r| r.entry.subject.as_str()).collect();
     assert_eq!(
@@ -68,11 +57,7 @@ async fn a_file_operation_leading_out_of_the_data_directory_is_recorded_denied()
         assert_eq!(r.entry.decision, Decision::Denied);
         assert_eq!(r.entry.module, "files");
         assert_eq!(r.entry.user_id, "alice");
-        assert!(
-            r.entry.reason.as_deref().unwrap().contains("outside"),
-            "{:?}",
-            r.entry.reason
-        );
+        assert!(reason_of(r).contains("outside"), "{r:?}");
         let Detail::Filesystem(d) = &r.entry.detail else {
             panic!("a filesystem record")
         };
@@ -172,14 +157,7 @@ async fn submissions_are_recorded_with_the_task_they_made_and_refusals_with_thei
             other => panic!("not a task record: {other:?}"),
         })
         .collect();
-    assert!(
-        trail[1]
-            .entry
-            .reason
-            .as_deref()
-            .unwrap()
-            .contains("max-active-per-user")
-    );
+    assert!(reason_of(&trail[1]).contains("max-active-per-user"));
     assert_eq!(details[3].created.as_deref(), Some(id.as_str()));
     assert_eq!(details[3].task_key.as_deref(), Some("nightly"));
     assert!(!details[3].existing);
@@ -223,48 +201,25 @@ async fn an_answered_confirmation_is_recorded_under_who_answered_and_a_refused_o
     );
     assert!(matches!(&yes.entry.detail, Detail::Confirmation(d) if d.answer == "yes"));
     assert_eq!(maybe.entry.decision, Decision::Invalid);
-    assert!(maybe.entry.reason.as_deref().unwrap().contains("maybe"));
+    assert!(reason_of(maybe).contains("maybe"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_trail_is_read_by_capability_and_scoped_by_role_over_http() {
     let t = TestHost::with("files", FILES, "[filesystem]\ndata = true").await;
     try_ops(&t, json!([{"op": "read", "path": "/data/../secret"}])).await;
-    t.host
-        .call_action(
-            "files",
-            "try",
-            &json!({"ops": [{"op": "read", "path": "/data/../other"}]}).to_string(),
-            &principal("bob", "acme"),
-            RequestMeta::fresh(),
-        )
-        .await
-        .unwrap();
+    let other = json!({"op": "read", "path": "/data/../other"});
+    try_files(&t, &principal("bob", "acme"), vec![other]).await;
     let tokens = Tokens::new(Db::in_memory().unwrap());
     let token = async |p: Principal| tokens.create(&p, "test").await.unwrap().secret;
-    let admin = |org: &str| Principal {
-        role: Role::Admin,
-        ..principal("root", org)
-    };
     let (alice, acme_admin, other_admin) = (
         token(principal("alice", "acme")).await,
-        token(admin("acme")).await,
-        token(admin("other")).await,
+        token(admin_of("acme")).await,
+        token(admin_of("other")).await,
     );
     let app = router(AppState::new(t.host.clone(), tokens.clone()));
-    let get = |token: &str, query: &str| {
-        let req = Request::get(format!("/v1/audit{query}"))
-            .header("authorization", format!("Bearer {token}"))
-            .body(Body::empty())
-            .unwrap();
-        let app = app.clone();
-        async move {
-            let res = app.oneshot(req).await.unwrap();
-            let status = res.status();
-            let bytes = res.into_body().collect().await.unwrap().to_bytes();
-            (status, json(std::str::from_utf8(&bytes).unwrap()))
-        }
-    };
+    let get =
+        async |token: &str, query: &str| get_json(&app, token, &format!("/v1/audit{query}")).await;
     let subjects = |body: &Value| -> Vec<String> {
         body["records"]
             .as_array()

@@ -643,43 +643,26 @@ async fn without_a_subprocess_grant_nothing_is_launched() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_trail_is_readable_over_http_within_the_organization() {
-    use axum::body::Body;
-    use axum::http::{Request, StatusCode};
-    use http_body_util::BodyExt;
+    use axum::http::StatusCode;
     use modhost::auth::Tokens;
     use modhost::db::Db;
     use modhost::http::{AppState, router};
-    use modhost::identity::{Principal, Role};
-    use tower::ServiceExt;
+    use modhost::identity::Principal;
 
     let t = host().await;
     denied(run(&t, json!({"program": "id"})).await);
     run(&t, json!({"program": "printenv"})).await.unwrap();
     let tokens = Tokens::new(Db::in_memory().unwrap());
     let token = async |p: Principal| tokens.create(&p, "test").await.unwrap().secret;
-    let admin = |org: &str| Principal {
-        role: Role::Admin,
-        ..principal("root", org)
-    };
     let (alice, bob, acme_admin, other_admin) = (
         token(principal("alice", "acme")).await,
         token(principal("bob", "acme")).await,
-        token(admin("acme")).await,
-        token(admin("other")).await,
+        token(admin_of("acme")).await,
+        token(admin_of("other")).await,
     );
     let app = router(AppState::new(t.host.clone(), tokens.clone()));
-    let get = |token: &str, query: &str| {
-        let req = Request::get(format!("/v1/audit/subprocesses{query}"))
-            .header("authorization", format!("Bearer {token}"))
-            .body(Body::empty())
-            .unwrap();
-        let app = app.clone();
-        async move {
-            let res = app.oneshot(req).await.unwrap();
-            let status = res.status();
-            let bytes = res.into_body().collect().await.unwrap().to_bytes();
-            (status, json(std::str::from_utf8(&bytes).unwrap()))
-        }
+    let get = async |token: &str, query: &str| {
+        get_json(&app, token, &format!("/v1/audit/subprocesses{query}")).await
     };
     let count = |body: &Value| body["records"].as_array().unwrap().len();
     let (status, body) = get(&alice, "").await;
