@@ -794,6 +794,12 @@ impl Host {
         self.audit.query(filter, limit).await
     }
 
+    /// Waits, at most `grace`, for the audit records still being written
+    /// off their callers' paths; call it when stopping.
+    pub async fn settle_audit(&self, grace: std::time::Duration) -> bool {
+        self.audit.settled(grace).await
+    }
+
     /// The audit trail as `by` reads it, newest first: an admin the whole
     /// organization's, anyone else the records of their own calls.
     pub async fn audit_for(

@@ -560,6 +560,22 @@ impl AuditTrail {
         }
     }
 
+    /// Waits, at most `grace`, until every record written off its caller's
+    /// path is on the trail (or in the log); whether they all were. A
+    /// stopping host calls it last, so what was done before the stop keeps
+    /// its record.
+    pub async fn settled(&self, grace: std::time::Duration) -> bool {
+        let all = u32::try_from(MAX_BACKLOG).unwrap_or(u32::MAX);
+        match tokio::time::timeout(grace, self.backlog.acquire_many(all)).await {
+            Ok(Ok(_)) => true,
+            _ => {
+                let waiting = MAX_BACKLOG - self.backlog.available_permits();
+                tracing::warn!(waiting, "stopping with audit records not yet written");
+                false
+            }
+        }
+    }
+
     /// The whole trail, newest first, for the operator.
     pub async fn query(
         &self,
@@ -742,6 +758,56 @@ pub(crate) fn decided_at(at: i64) -> AuditEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A trail whose writes take `delay`, kept in memory.
+    struct Slow {
+        delay: std::time::Duration,
+        kept: std::sync::Mutex<Vec<AuditEntry>>,
+    }
+
+    impl AuditStore for Slow {
+        fn record(&self, entry: AuditEntry) -> BoxFuture<'_, Result<(), AuditError>> {
+            Box::pin(async move {
+                tokio::time::sleep(self.delay).await;
+                self.kept.lock().unwrap().push(entry);
+                Ok(())
+            })
+        }
+
+        fn record_end(&self, _: &str, _: AuditEnd) -> BoxFuture<'_, Result<bool, AuditError>> {
+            Box::pin(async { Ok(false) })
+        }
+
+        fn query<'a>(
+            &'a self,
+            _: &'a AuditFilter,
+            _: u32,
+        ) -> BoxFuture<'a, Result<Vec<AuditRecord>, AuditError>> {
+            Box::pin(async { Ok(Vec::new()) })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stopping_host_waits_for_the_records_written_after_their_acts() {
+        let store = Arc::new(Slow {
+            delay: std::time::Duration::from_millis(200),
+            kept: std::sync::Mutex::default(),
+        });
+        let trail = AuditTrail::new(store.clone());
+        for at in 0..3 {
+            trail.record_later(decided_at(at));
+        }
+        assert!(
+            store.kept.lock().unwrap().is_empty(),
+            "written off the caller's path"
+        );
+        assert!(trail.settled(std::time::Duration::from_secs(5)).await);
+        assert_eq!(store.kept.lock().unwrap().len(), 3);
+        // Settling once does not close the trail.
+        trail.record_later(decided_at(4));
+        assert!(trail.settled(std::time::Duration::from_secs(5)).await);
+        assert_eq!(store.kept.lock().unwrap().len(), 4);
+    }
 
     #[test]
     fn a_record_reads_as_one_flat_object_naming_its_capability() {

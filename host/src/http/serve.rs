@@ -175,16 +175,19 @@ pub async fn serve(
     } else {
         println!("tokens: use one you created (`modhost token create --user U --org O`)");
     }
-    let state = AppState::new(host, tokens);
+    let state = AppState::new(host.clone(), tokens);
     let closing = state.closing.clone();
-    serve_app(
+    let served = serve_app(
         listener,
         router(state),
         closing,
         shutdown,
         HEADER_READ_TIMEOUT,
     )
-    .await
+    .await;
+    // What was done before the stop keeps its record.
+    host.settle_audit(SHUTDOWN_GRACE).await;
+    served
 }
 
 /// How long a client may take to send a request's headers (and an idle
