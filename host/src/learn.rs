@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::audit::{AuditRecord, Decision, Detail};
 use crate::manifest::{NetworkGrant, Policy};
-use crate::subprocess::argv::MAX_TOKEN_BYTES;
+use crate::subprocess::argv::{MAX_TOKEN_BYTES, match_shapes};
 use crate::subprocess::grant::SubprocessGrant;
 
 /// What the records show a module needs.
@@ -334,7 +334,7 @@ fn covering(
     shape: &[String],
     records: &[AuditRecord],
 ) -> Option<usize> {
-    let grant = granted.programs.iter().find(|p| p.name == program)?;
+    let grant = granted.program(program)?;
     let seen: Vec<&Vec<String>> = records
         .iter()
         .filter(|r| r.entry.subject == program)
@@ -344,11 +344,10 @@ fn covering(
         })
         .collect();
     grant.shapes.iter().position(|s| {
-        let one = crate::subprocess::grant::ProgramGrant {
-            shapes: vec![s.clone()],
-            ..grant.clone()
-        };
-        !seen.is_empty() && seen.iter().all(|args| one.matches(args).is_ok())
+        !seen.is_empty()
+            && seen
+                .iter()
+                .all(|args| match_shapes(&grant.name, std::slice::from_ref(s), args).is_ok())
     })
 }
 

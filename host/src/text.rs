@@ -49,8 +49,12 @@ pub fn is_bidi_control(c: char) -> bool {
 /// `s` made safe to print on a terminal: control characters (escape
 /// sequences among them) and format controls escaped, newlines kept.
 pub fn terminal_safe(s: &str) -> Cow<'_, str> {
-    let unsafe_char = |c: char| (c.is_control() && c != '\n') || is_format_control(c);
-    if !s.chars().any(unsafe_char) {
+    escaped(s, |c| (c.is_control() && c != '\n') || is_format_control(c))
+}
+
+/// `s` with each character `unsafe_char` picks written `\u{..}`.
+fn escaped(s: &str, unsafe_char: impl Fn(char) -> bool) -> Cow<'_, str> {
+    if !s.chars().any(&unsafe_char) {
         return Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 8);
@@ -68,15 +72,7 @@ pub fn terminal_safe(s: &str) -> Cow<'_, str> {
 /// fields), with control and format characters escaped so a record reads
 /// as what it is.
 pub fn recorded(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        if c.is_control() || is_format_control(c) {
-            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    escaped(value, |c| c.is_control() || is_format_control(c)).into_owned()
 }
 
 /// The longest value echoed in an error message; longer ones are cut.

@@ -20,6 +20,6 @@ mod send;
 mod tls;
 
 pub use policy::{Destination, ModuleNetwork, Refusal, Target, decide, usable};
-pub use record::{NetworkCtx, entry, subject_of};
+pub use record::{NetworkCtx, Outcome, entry, subject_of};
 pub use send::{Asked, Capped, Connection, NetworkError, Waited, send};
 pub use tls::{NetworkOptions, TlsRootsError, client_config};

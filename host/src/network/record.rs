@@ -26,6 +26,18 @@ pub fn subject_of(uri: &http::Uri) -> String {
     crate::text::recorded(&format!("{scheme}://{host}{port}{}", uri.path()))
 }
 
+/// How a request ended, as its record tells it.
+#[derive(Debug)]
+pub enum Outcome<'a> {
+    /// A response arrived.
+    Answered(http::StatusCode),
+    /// The host refused it, or the way failed.
+    Failed(&'a NetworkError),
+    /// The call stopped waiting (the guest dropped it, its deadline passed)
+    /// while the request may have gone out.
+    Abandoned,
+}
+
 /// The record of a request `identity` asked for: allowed when it was sent
 /// (whatever the response said, or if the way failed), refused when the
 /// host refused it.
@@ -34,7 +46,7 @@ pub fn entry(
     task_id: Option<&str>,
     subject: String,
     method: &http::Method,
-    outcome: Result<http::StatusCode, &NetworkError>,
+    outcome: Outcome<'_>,
 ) -> AuditEntry {
     let mut detail = HttpDetail {
         method: crate::text::recorded(method.as_str()),
@@ -43,10 +55,17 @@ pub fn entry(
     };
     let mut refusal = None;
     match outcome {
-        Ok(status) => detail.status = Some(status.as_u16()),
-        Err(NetworkError::Refused(why)) => refusal = Some((decision_of(why), why.to_string())),
-        Err(e @ NetworkError::BadRequest) => refusal = Some((Decision::Invalid, e.to_string())),
-        Err(e) => detail.failure = Some(e.to_string()),
+        Outcome::Answered(status) => detail.status = Some(status.as_u16()),
+        Outcome::Failed(NetworkError::Refused(why)) => {
+            refusal = Some((decision_of(why), why.to_string()));
+        }
+        Outcome::Failed(e @ NetworkError::BadRequest) => {
+            refusal = Some((Decision::Invalid, e.to_string()));
+        }
+        Outcome::Failed(e) => detail.failure = Some(e.to_string()),
+        Outcome::Abandoned => {
+            detail.failure = Some("the call stopped waiting for the response".into());
+        }
     }
     let mut entry = AuditEntry::new(identity, task_id, subject, Detail::Http(detail));
     if let Some((decision, reason)) = refusal {
@@ -104,7 +123,7 @@ mod tests {
             None,
             "https://evil.example/".into(),
             &http::Method::GET,
-            Err(&why),
+            Outcome::Failed(&why),
         );
         assert_eq!(e.decision, Decision::Denied);
         assert!(e.reason.unwrap().contains("[network] allow"));
@@ -118,7 +137,7 @@ mod tests {
             Some("t1"),
             "http://10.0.0.5:9000/".into(),
             &http::Method::POST,
-            Ok(http::StatusCode::CREATED),
+            Outcome::Answered(http::StatusCode::CREATED),
         );
         assert_eq!(e.decision, Decision::Allowed);
         assert_eq!(e.task_id.as_deref(), Some("t1"));
@@ -131,7 +150,13 @@ mod tests {
     #[test]
     fn a_busy_module_is_recorded_limited() {
         let why = NetworkError::Refused(Refusal::Busy { max: 8 });
-        let e = entry(&alice(), None, "x".into(), &http::Method::GET, Err(&why));
+        let e = entry(
+            &alice(),
+            None,
+            "x".into(),
+            &http::Method::GET,
+            Outcome::Failed(&why),
+        );
         assert_eq!(e.decision, Decision::Limited);
     }
 }

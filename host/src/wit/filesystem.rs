@@ -64,7 +64,6 @@ impl FsRefusals {
         code: ErrorCode,
     ) -> Option<AuditEntry> {
         let (decision, reason) = refusal(code, writes && !self.writable)?;
-        self.audit.as_ref()?;
         self.recorded += 1;
         if self.recorded > MAX_RECORDED_REFUSALS {
             if self.recorded == MAX_RECORDED_REFUSALS + 1 {
@@ -126,9 +125,9 @@ impl FilesystemView<'_> {
         result: FsResult<T>,
     ) -> FsResult<T> {
         if let Err(e) = &result
+            && let Some(audit) = self.refusals.audit.clone()
             && let Some(code) = e.downcast_ref().copied()
             && let Some(entry) = self.refusals.entry(operation, path, writes, code)
-            && let Some(audit) = &self.refusals.audit
         {
             tracing::info!(module = %entry.module, operation, path = %entry.subject, "file operation refused");
             audit.record_or_log(entry).await;

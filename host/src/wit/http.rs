@@ -11,9 +11,9 @@ use http_body_util::BodyExt;
 use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
-use crate::audit::{AuditEntry, AuditTrail, Detail, MAX_RECORDED_REFUSALS};
+use crate::audit::{AuditEntry, AuditTrail, MAX_RECORDED_REFUSALS};
 use crate::identity::Identity;
-use crate::network::{self, Asked, NetworkCtx, NetworkError, Refusal, Waited};
+use crate::network::{self, Asked, NetworkCtx, NetworkError, Outcome, Refusal, Waited};
 
 /// The largest chunk of a request body the host buffers.
 const MAX_BODY_CHUNK: usize = 64 * 1024;
@@ -83,32 +83,25 @@ impl WasiHttpHooks for HttpRoom {
                 tracing::warn!("outbound request refused: this call may not use the network");
                 return Err(HttpError::HttpRequestDenied);
             };
+            let entry_of = |outcome| {
+                network::entry(
+                    &identity,
+                    task_id.as_deref(),
+                    subject.clone(),
+                    &method,
+                    outcome,
+                )
+            };
             let mut on_the_way = OnTheWay {
                 audit: ctx.audit.clone(),
-                entry: Some({
-                    let mut e = network::entry(
-                        &identity,
-                        task_id.as_deref(),
-                        subject.clone(),
-                        &method,
-                        Ok(http::StatusCode::OK),
-                    );
-                    if let Detail::Http(d) = &mut e.detail {
-                        d.status = None;
-                        d.failure = Some("the call stopped waiting for the response".into());
-                    }
-                    e
-                }),
+                entry: Some(entry_of(Outcome::Abandoned)),
             };
             let sent = network::send(&ctx.module, request, asked).await;
             on_the_way.entry = None;
-            let entry = network::entry(
-                &identity,
-                task_id.as_deref(),
-                subject,
-                &method,
-                sent.as_ref().map(|(r, _)| r.status()),
-            );
+            let entry = entry_of(match &sent {
+                Ok((response, _)) => Outcome::Answered(response.status()),
+                Err(e) => Outcome::Failed(e),
+            });
             // A refusal is on the trail before the guest hears of it; a
             // request that went out is recorded beside the response, as a
             // commit before it would double a small request's time.
