@@ -323,3 +323,39 @@ async fn the_git_stats_records_suggest_exactly_the_grants_of_its_manifest() {
         ["- [network] allow https://unused.example (granted, not used)"]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_held_by_another_users_task_is_recorded_refused_without_that_tasks_id() {
+    let t = TestHost::with("tasks", TASKS_BASIC, "[limits]\ntask-deadline-ms = 60000").await;
+    let (alice, bob) = (principal("alice", "acme"), principal("bob", "acme"));
+    let keyed = || SubmitOptions {
+        task_key: Some("nightly".into()),
+        ..SubmitOptions::default()
+    };
+    let id = t
+        .host
+        .submit_task(
+            "tasks",
+            "sleep",
+            "{}",
+            keyed(),
+            &alice,
+            RequestMeta::fresh(),
+        )
+        .await
+        .unwrap();
+    invalid(
+        t.host
+            .submit_task("tasks", "sleep", "{}", keyed(), &bob, RequestMeta::fresh())
+            .await,
+    );
+    let trail = trail_of(&t.host, Capability::Task, 2).await;
+    let bobs: Vec<&AuditRecord> = trail.iter().filter(|r| r.entry.user_id == "bob").collect();
+    assert_eq!(bobs.len(), 1);
+    assert_eq!(bobs[0].entry.decision, Decision::Invalid);
+    let Detail::Task(d) = &bobs[0].entry.detail else {
+        panic!("a task record")
+    };
+    assert_eq!(d.created, None, "alice's task id is not bob's to read");
+    t.host.tasks().cancel(&id, &alice).await.unwrap();
+}

@@ -439,6 +439,7 @@ impl TaskService {
         // is written the trail and the claimer hear of it, even if the
         // caller is stopped meanwhile.
         let service = self.clone();
+        let for_existing = entry.clone();
         let stored = tokio::spawn(async move {
             let task = Subject {
                 task_id: Some(new.id.clone()),
@@ -451,18 +452,13 @@ impl TaskService {
                 title: new.title.clone(),
             };
             let submitted = service.store.submit(new).await.map_err(store_err)?;
-            let mut entry = entry;
             match &submitted {
-                Submitted::Created(id) | Submitted::Existing(id) => {
-                    if let Detail::Task(d) = &mut entry.detail {
-                        d.created = Some(id.clone());
-                        d.existing = matches!(submitted, Submitted::Existing(_));
-                    }
-                    // Off the submitter's path: the task's row already says
-                    // who submitted it, and a second commit per submit
-                    // would halve what a closed loop of submitters gets.
-                    service.audit.record_later(entry);
-                }
+                // Off the submitter's path: the task's row already says who
+                // submitted it, and a second commit per submit would halve
+                // what a closed loop of submitters gets.
+                Submitted::Created(id) => service.audit.record_later(made(entry, id, false)),
+                // Recorded once it is known whether the submitter may see it.
+                Submitted::Existing(_) => {}
                 Submitted::LimitExceeded(reason) => {
                     let refusal = SdkError::LimitExceeded(reason.clone());
                     service.audit.record_or_log(entry.refused(&refusal)).await;
@@ -492,10 +488,18 @@ impl TaskService {
                     .await
                     .map_err(store_err)?;
                 match visible {
-                    Some(_) => Ok(id),
-                    None => Err(SdkError::invalid(
-                        "the task key is held by another user's active task",
-                    )),
+                    Some(_) => {
+                        self.audit.record_later(made(for_existing, &id, true));
+                        Ok(id)
+                    }
+                    None => {
+                        // Not the other user's task id: the record is the
+                        // submitter's to read.
+                        let refusal =
+                            SdkError::invalid("the task key is held by another user's active task");
+                        self.audit_refusal(for_existing, &refusal).await;
+                        Err(refusal)
+                    }
                 }
             }
             Submitted::LimitExceeded(reason) => Err(SdkError::LimitExceeded(reason)),
@@ -717,6 +721,16 @@ impl TaskService {
             .map_err(store_err)?
             .ok_or(SdkError::NotFound)
     }
+}
+
+/// A submission's record, allowed: the task it made, or the active one of
+/// its key that it returned.
+fn made(mut entry: AuditEntry, task_id: &str, existing: bool) -> AuditEntry {
+    if let Detail::Task(d) = &mut entry.detail {
+        d.created = Some(task_id.to_owned());
+        d.existing = existing;
+    }
+    entry
 }
 
 /// What the caller may see of its module's tasks in its organization: its
