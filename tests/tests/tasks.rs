@@ -538,17 +538,19 @@ async fn wait_parked(host: &Host, id: &str, who: &Principal) -> modhost::tasks::
 async fn resumable_tasks_waiting_past_the_grace_give_up_their_instances_and_the_answer_runs_them_again()
  {
     // Twelve waits on a pool of four instances: only waits without an
-    // instance fit, and actions still find one.
+    // instance fit, and the action starting the next one still finds one.
+    // (A task still inside its grace holds its instance: an action then
+    // meets a module at its share and is refused, so each is started
+    // once the one before has parked.)
     let t = confirm_waits(Duration::from_millis(100), 256, 4).await;
     let alice = principal("alice", "acme");
     let mut ids = Vec::new();
     for _ in 0..12 {
-        ids.push(started(&t.host, "confirm", "{}", &alice).await);
-    }
-    for id in &ids {
-        let row = wait_parked(&t.host, id, &alice).await;
+        let id = started(&t.host, "confirm", "{}", &alice).await;
+        let row = wait_parked(&t.host, &id, &alice).await;
         assert_eq!(row.progress, 0.5, "its checkpoint is stored: {row:?}");
         assert_eq!(row.attempts, 1);
+        ids.push(id);
     }
     let yes = ConfirmationAnswer::press("yes");
     for id in &ids {
