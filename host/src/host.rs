@@ -108,6 +108,26 @@ pub struct HostOptions {
     pub subprocess: SubprocessOptions,
     /// How outbound requests are made: the TLS roots beside Mozilla's.
     pub network: NetworkOptions,
+    /// The module the host learns, if any (`None` by default): see
+    /// [`Learning`].
+    pub learn: Option<Learning>,
+}
+
+/// A module the host learns (`modhost serve --learn MODULE`), for a
+/// development host of one organization. That organization's calls of the
+/// module run with their requests *recorded instead of denied*: a
+/// subprocess, a variable or a destination refused for want of a grant
+/// widens the module's grant in memory by exactly what it needs (checked
+/// as a manifest's grant is, and confining children as ever), and a data
+/// directory is preopened even if the manifest grants none. Each is on
+/// the audit trail as allowed, with [`crate::audit::LEARNED`] as its
+/// reason, for `modhost manifest suggest`. Refused on a PostgreSQL store,
+/// which other hosts and organizations share; calls of other
+/// organizations run under the manifest's grants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Learning {
+    pub module: String,
+    pub organization: OrgId,
 }
 
 impl HostOptions {
@@ -145,6 +165,7 @@ impl HostOptions {
             data_quota: DataQuotaOptions::default(),
             subprocess: SubprocessOptions::default(),
             network: NetworkOptions::default(),
+            learn: None,
             state_dir,
         }
     }
@@ -174,6 +195,21 @@ pub enum StartError {
         "a host on a shared PostgreSQL store needs a host id of its own (HostOptions::host_id, serve --host-id), not `local`"
     )]
     SharedHostId,
+    /// Learning was asked of a host that serves other organizations.
+    #[error(
+        "learning module `{module}` for organization `{organization}` needs a host of that organization alone; live tokens name {}: revoke the others' tokens or use a state directory of its own",
+        others.join(", ")
+    )]
+    LearningOthers {
+        module: String,
+        organization: OrgId,
+        others: Vec<String>,
+    },
+    /// Learning was asked of a host on a shared store.
+    #[error(
+        "learning a module (serve --learn) is for a development host on its embedded SQLite: a PostgreSQL store is shared with other hosts and organizations"
+    )]
+    LearningShared,
     /// The host's own files would be readable by children.
     #[error(
         "{} lies under {}, which children may read: move the host's state (database, module data, compiled components) elsewhere",
@@ -361,6 +397,9 @@ impl Host {
         if options.host_id.as_str() == store::LOCAL_HOST {
             return Err(StartError::SharedHostId);
         }
+        if options.learn.is_some() {
+            return Err(StartError::LearningShared);
+        }
         let db = open_db(&options)?;
         let pg = Arc::new(PgDatabase::connect(&url).await?);
         let tasks = Arc::new(PgTaskStore::on(pg.clone()).await?);
@@ -387,6 +426,20 @@ impl Host {
         layer: impl FnOnce(Arc<dyn TaskStore>) -> Arc<dyn TaskStore>,
     ) -> Result<Self, StartError> {
         let db = open_db(&options)?;
+        if let Some(learn) = &options.learn {
+            let others: Vec<String> = crate::auth::live_organizations(&db)?
+                .into_iter()
+                .filter(|org| *org != learn.organization)
+                .map(|org| org.to_string())
+                .collect();
+            if !others.is_empty() {
+                return Err(StartError::LearningOthers {
+                    module: learn.module.clone(),
+                    organization: learn.organization.clone(),
+                    others,
+                });
+            }
+        }
         let file = open_store_file(&options, &db)?;
         let tasks = layer(Arc::new(SqliteTaskStore::on(file.clone())?));
         let audit = Arc::new(SqliteAuditStore::on(file)?);
@@ -488,8 +541,14 @@ impl Host {
         let data_dir = self.options.state_dir.join("data").join(&name);
         // Children of `run-subprocess` run inside the data directory, so a
         // subprocess grant needs one even without `[filesystem] data`.
+        let learning = self
+            .options
+            .learn
+            .as_ref()
+            .filter(|l| l.module == name)
+            .map(|l| l.organization.clone());
         let policy = &linked.manifest.policy;
-        if policy.filesystem.data || !policy.subprocess.is_empty() {
+        if policy.filesystem.data || !policy.subprocess.is_empty() || learning.is_some() {
             std::fs::create_dir_all(&data_dir).map_err(|e| ModuleError::DataDir {
                 path: data_dir.display().to_string(),
                 reason: e.to_string(),
@@ -497,25 +556,31 @@ impl Host {
         }
         let description = self.describe(&linked, &name).await?;
         let tasks = Arc::new(modules::module_tasks(&name, &description, &linked.manifest));
-        let subprocess = Arc::new(ModuleSubprocess::new(
+        let mut subprocess = ModuleSubprocess::new(
             &name,
             linked.manifest.policy.subprocess.clone(),
             data_dir.clone(),
             self.options.state_dir.clone(),
-        ));
-        let network = Arc::new(ModuleNetwork::new(
+        );
+        let mut network = ModuleNetwork::new(
             &name,
             linked.manifest.policy.network.clone(),
             self.runner.tls.clone(),
-        ));
+        );
+        if let Some(org) = &learning {
+            tracing::warn!(module = %name, organization = %org, "learning: this module's requests for the organization are recorded instead of denied");
+            subprocess = subprocess.learning(env.clone());
+            network = network.learning();
+        }
         let module = LoadedModule::new(
             linked,
             dir.to_path_buf(),
             data_dir,
             description,
             tasks,
-            subprocess,
-            network,
+            Arc::new(subprocess),
+            Arc::new(network),
+            learning,
         );
         let mut map = self
             .runner
@@ -554,6 +619,7 @@ impl Host {
             subprocess: None,
             network: None,
             audit: None,
+            learns_data: false,
             stop_grace: STOP_MARGIN,
         };
         let engine = self.runner.engine.engine();
@@ -812,6 +878,12 @@ impl Host {
     }
 }
 
+/// The organizations with live tokens in the SQLite file `options` name:
+/// the one a development host may learn a module for, when there is one.
+pub fn token_organizations(options: &HostOptions) -> Result<Vec<OrgId>, StartError> {
+    Ok(crate::auth::live_organizations(&open_db(options)?)?)
+}
+
 /// Checks the options, prepares the state directory, and opens the host's
 /// SQLite file (its own tables migrated).
 fn open_db(options: &HostOptions) -> Result<Db, StartError> {
@@ -892,8 +964,7 @@ impl Runner {
     /// Whether `m`'s data directory of `org` is full; `Ok` when the module
     /// has none.
     async fn data_room(&self, m: &LoadedModule, org: &OrgId) -> Result<(), Full> {
-        let policy = &m.manifest.policy;
-        if !policy.filesystem.data && policy.subprocess.is_empty() {
+        if !m.manifest.policy.filesystem.data && !m.may_launch() {
             return Ok(());
         }
         let dir = org.data_dir_in(&m.data_dir);
@@ -914,7 +985,7 @@ impl Runner {
         org: &OrgId,
         data: Option<&(PathBuf, bool)>,
     ) -> bool {
-        if m.manifest.policy.subprocess.is_empty() {
+        if !m.may_launch() {
             return true;
         }
         if let Some((_, writable)) = data {
@@ -972,7 +1043,9 @@ impl Runner {
     ) -> (CallSpec, Option<WriteGuard>) {
         // Children write to the organization's directory too, with or
         // without a WASI preopen.
-        let children_write = children_room && !m.manifest.policy.subprocess.is_empty();
+        let children_write = children_room && m.may_launch();
+        let learning = m.learns_for(identity.organization_id());
+        let learns_data = learning && !m.manifest.policy.filesystem.data;
         let written = data
             .as_ref()
             .filter(|(_, writable)| *writable)
@@ -1003,12 +1076,15 @@ impl Runner {
                 service: self.subprocess.clone(),
                 module: m.subprocess.clone(),
                 data_full: !children_room,
+                learning,
             }),
             network: Some(NetworkCtx {
                 module: m.network.clone(),
                 audit: self.audit.clone(),
+                learning,
             }),
             audit: Some(self.audit.clone()),
+            learns_data,
             stop_grace: self.subprocess.options().kill_grace + STOP_MARGIN,
         };
         (spec, written)

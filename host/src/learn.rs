@@ -24,8 +24,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::audit::{AuditRecord, Decision, Detail};
 use crate::manifest::{NetworkGrant, Policy};
-use crate::subprocess::argv::{MAX_TOKEN_BYTES, match_shapes};
+use crate::subprocess::argv::match_shapes;
 use crate::subprocess::grant::SubprocessGrant;
+use crate::subprocess::learning::{generalize, plain_literal};
 
 /// What the records show a module needs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -94,7 +95,7 @@ pub fn suggest(records: &[AuditRecord]) -> Suggestion {
         }
     }
     for (program, seen) in argvs {
-        out.programs.insert(program, shapes(&seen));
+        out.programs.insert(program, generalize(&seen));
     }
     out
 }
@@ -115,14 +116,6 @@ fn learns_from(r: &AuditRecord) -> bool {
     }
 }
 
-/// Whether the grammar reads `arg` back as the literal it is.
-fn plain_literal(arg: &str) -> bool {
-    !arg.is_empty()
-        && arg.len() <= MAX_TOKEN_BYTES
-        && !arg.contains(['{', '}', '…'])
-        && !arg.starts_with('[')
-}
-
 /// `scheme://host[:port]` of a recorded URL.
 fn origin_of(url: &str) -> Option<String> {
     let uri: http::Uri = url.parse().ok()?;
@@ -137,81 +130,6 @@ fn origin_of(url: &str) -> Option<String> {
         Some(port) if port != default => format!("{scheme}://{host}:{port}"),
         _ => format!("{scheme}://{host}"),
     })
-}
-
-/// The shapes of one program's argument lists: lists of one length merged
-/// while they differ in one place only.
-fn shapes(seen: &BTreeSet<Vec<String>>) -> BTreeSet<Vec<String>> {
-    let mut shapes: Vec<Vec<String>> = seen.iter().cloned().collect();
-    // Merge pairs until no two shapes differ in exactly one mergeable place.
-    'merged: loop {
-        for i in 0..shapes.len() {
-            for j in i + 1..shapes.len() {
-                if let Some(merged) = merge(&shapes[i], &shapes[j]) {
-                    shapes[i] = merged;
-                    shapes.swap_remove(j);
-                    continue 'merged;
-                }
-            }
-        }
-        break;
-    }
-    shapes.into_iter().collect()
-}
-
-/// `a` and `b` as one shape, when they have one length and differ in one
-/// place whose values may both be a placeholder's.
-fn merge(a: &[String], b: &[String]) -> Option<Vec<String>> {
-    if a.len() != b.len() {
-        return None;
-    }
-    let mut differ = a.iter().zip(b).enumerate().filter(|(_, (x, y))| x != y);
-    let (at, (x, y)) = differ.next()?;
-    if differ.next().is_some() {
-        return None;
-    }
-    // One placeholder per shape: merging placeholders in two places would
-    // grant the lists in between that nobody ran.
-    let elsewhere = |s: &[String]| {
-        s.iter()
-            .enumerate()
-            .any(|(i, t)| i != at && t.starts_with('{'))
-    };
-    if elsewhere(a) || elsewhere(b) {
-        return None;
-    }
-    let token = placeholder(x, y)?;
-    let mut merged = a.to_vec();
-    merged[at] = token;
-    Some(merged)
-}
-
-/// The placeholder covering two values (either may be one already).
-fn placeholder(x: &str, y: &str) -> Option<String> {
-    let kind = |v: &str| -> Option<&'static str> {
-        match v {
-            "{int}" => Some("{int}"),
-            "{path}" => Some("{path}"),
-            "{value}" => Some("{value}"),
-            _ if v.starts_with('-') || v.is_empty() => None,
-            _ if v.bytes().all(|b| b.is_ascii_digit()) => Some("{int}"),
-            _ if relative_path(v) => Some("{path}"),
-            _ => Some("{value}"),
-        }
-    };
-    match (kind(x)?, kind(y)?) {
-        (a, b) if a == b => Some(a.into()),
-        _ => Some("{value}".into()),
-    }
-}
-
-/// Whether `v` reads as a relative path inside the working directory: a
-/// file name with an extension or a path with `/`, no `..`, no blanks.
-fn relative_path(v: &str) -> bool {
-    !v.starts_with('/')
-        && !v.contains(char::is_whitespace)
-        && !v.split('/').any(|c| c == "..")
-        && (v.contains('/') || v.contains('.'))
 }
 
 /// `s` as a TOML basic string: JSON's escapes, which TOML shares, plus

@@ -159,6 +159,14 @@ enum Command {
         /// authority); repeatable.
         #[arg(long = "tls-roots", value_name = "PEM", env = "MODHOST_TLS_ROOTS")]
         tls_roots: Vec<PathBuf>,
+        /// Learn this module's grants, on a development host of one
+        /// organization: its requests are recorded instead of denied
+        /// (programs, argument lists, variables, destinations, the data
+        /// directory), then `modhost manifest suggest MODULE` prints the
+        /// grants that allow exactly what it used. Not on a PostgreSQL
+        /// store.
+        #[arg(long, value_name = "MODULE")]
+        learn: Option<String>,
     },
     /// Run an action and print its result as JSON; with --follow, follow the
     /// task it started until it ends.
@@ -492,6 +500,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             task_lease,
             waiting_grace,
             tls_roots,
+            learn,
         } => {
             if build_renamed {
                 anyhow::bail!(
@@ -530,6 +539,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 task_lease,
                 waiting_grace,
                 tls_roots,
+                learn,
             };
             serve(config, stop_signal()).await?;
             Ok(ExitCode::SUCCESS)

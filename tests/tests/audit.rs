@@ -67,6 +67,38 @@ async fn a_file_operation_leading_out_of_the_data_directory_is_recorded_denied()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_learning_host_opens_an_ungranted_data_directory_and_records_its_first_use() {
+    let mut t = TestHost::with_options(|o| {
+        o.learn = Some(modhost::host::Learning {
+            module: "files".into(),
+            organization: "acme".parse().unwrap(),
+        });
+    });
+    t.load("files", FILES, "").await;
+    let write = json!([{"op": "write", "path": "/data/kept.txt"}]);
+    let Value::Array(ops) = write else {
+        unreachable!()
+    };
+    let out = try_files(&t, &principal("alice", "acme"), ops.clone()).await;
+    assert!(out[0].get("ok").is_some(), "{out:?}");
+    // Another organization gets what the manifest grants: no directory.
+    let out = try_files(&t, &principal("bob", "globex"), ops).await;
+    assert!(out[0]["error"].is_string(), "{out:?}");
+    let trail = records(&t, Capability::Filesystem).await;
+    assert_eq!(trail.len(), 1, "one record of the first use: {trail:?}");
+    let used = &trail[0];
+    assert_eq!(
+        (
+            used.entry.decision,
+            used.entry.subject.as_str(),
+            reason_of(used)
+        ),
+        (Decision::Allowed, "kept.txt", modhost::audit::LEARNED)
+    );
+    assert!(modhost::learn::suggest(&trail).data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_records_a_bounded_number_of_refused_file_operations() {
     let t = TestHost::with("files", FILES, "[filesystem]\ndata = true").await;
     let ops: Vec<Value> = (0..200)
@@ -252,8 +284,8 @@ async fn the_trail_is_read_by_capability_and_scoped_by_role_over_http() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_git_stats_records_suggest_exactly_the_grants_of_its_manifest() {
+/// `examples/git-stats/module.toml`'s grants, and its policy.
+fn git_stats_grants() -> (String, modhost::manifest::Policy) {
     if on_path("git").is_none() {
         panic!("git is missing: apt-get install git");
     }
@@ -261,9 +293,24 @@ async fn the_git_stats_records_suggest_exactly_the_grants_of_its_manifest() {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/git-stats/module.toml"),
     )
     .unwrap();
-    let grants = &manifest[manifest.find("[filesystem]").unwrap()..];
-    let t = TestHost::with("git-stats", EXAMPLE_GIT_STATS, grants).await;
-    let alice = principal("alice", "acme");
+    let grants = manifest[manifest.find("[filesystem]").unwrap()..].to_owned();
+    let policy = git_stats_with(&grants);
+    (grants, policy)
+}
+
+/// The policy of git-stats with the manifest's grants replaced by `grants`.
+fn git_stats_with(grants: &str) -> modhost::manifest::Policy {
+    modhost::manifest::parse(
+        &format!("name = \"git-stats\"\nversion = \"0.1.0\"\ncomponent = \"c.wasm\"\n{grants}"),
+        &modhost::manifest::LoadEnv::host_default(),
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{grants}"))
+    .policy
+}
+
+/// Drives git-stats as `who` (two notes, then the stats) and returns the
+/// module's records.
+async fn git_stats_used(t: &TestHost, who: &Principal) -> Vec<AuditRecord> {
     for (action, args) in [
         ("note", json!({"message": "first note"})),
         ("note", json!({"message": "second"})),
@@ -274,53 +321,139 @@ async fn the_git_stats_records_suggest_exactly_the_grants_of_its_manifest() {
                 "git-stats",
                 action,
                 &args.to_string(),
-                &alice,
+                who,
                 RequestMeta::fresh(),
             )
             .await
-            .unwrap();
+            .unwrap_or_else(|e| panic!("{action}: {e}"));
     }
-    let records = t
-        .host
-        .audit(
-            &modhost::audit::AuditFilter {
-                module: Some("git-stats".into()),
-                ..modhost::audit::AuditFilter::default()
-            },
-            500,
-        )
-        .await
-        .unwrap();
+    let filter = modhost::audit::AuditFilter {
+        module: Some("git-stats".into()),
+        ..modhost::audit::AuditFilter::default()
+    };
+    t.host.audit(&filter, 500).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_git_stats_records_suggest_exactly_the_grants_of_its_manifest() {
+    let (grants, policy) = git_stats_grants();
+    let t = TestHost::with("git-stats", EXAMPLE_GIT_STATS, &grants).await;
+    let records = git_stats_used(&t, &principal("alice", "acme")).await;
     let suggestion = modhost::learn::suggest(&records);
     let toml = suggestion.to_toml();
     assert!(
         toml.contains(r#"["-C", "repo", "commit", "-q", "--allow-empty", "-m", "{value}"]"#),
         "{toml}"
     );
-    let loaded = modhost::manifest::parse(
-        &format!("name = \"git-stats\"\nversion = \"0.1.0\"\ncomponent = \"c.wasm\"\n{grants}"),
-        &modhost::manifest::LoadEnv::host_default(),
-    )
-    .unwrap();
-    let changes = suggestion.changes(&records, &loaded.policy);
+    let changes = suggestion.changes(&records, &policy);
     assert!(changes.is_empty(), "{changes:?}\n{toml}");
     // A grant the module never used is reported as such.
-    let wider = modhost::manifest::parse(
-        &format!(
-            "name = \"git-stats\"\nversion = \"0.1.0\"\ncomponent = \"c.wasm\"\n{grants}\n\
-             [network]\nallow = [\"https://unused.example\"]\n"
-        ),
-        &modhost::manifest::LoadEnv::host_default(),
-    )
-    .unwrap();
+    let wider = git_stats_with(&format!(
+        "{grants}\n[network]\nallow = [\"https://unused.example\"]\n"
+    ));
     let changes: Vec<String> = suggestion
-        .changes(&records, &wider.policy)
+        .changes(&records, &wider)
         .iter()
         .map(ToString::to_string)
         .collect();
     assert_eq!(
         changes,
         ["- [network] allow https://unused.example (granted, not used)"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn learning_git_stats_from_a_manifest_without_grants_reproduces_its_grants() {
+    let (_, policy) = git_stats_grants();
+    let mut t = TestHost::with_options(|o| {
+        o.learn = Some(modhost::host::Learning {
+            module: "git-stats".into(),
+            organization: "acme".parse().unwrap(),
+        });
+    });
+    t.load("git-stats", EXAMPLE_GIT_STATS, "").await;
+    // Another organization's calls run under the manifest, granting nothing.
+    let other = t
+        .host
+        .call_action(
+            "git-stats",
+            "note",
+            &json!({"message": "elsewhere"}).to_string(),
+            &principal("bob", "globex"),
+            RequestMeta::fresh(),
+        )
+        .await;
+    let refused = other
+        .expect_err("the manifest grants no program")
+        .to_string();
+    assert!(
+        refused.contains("permission denied") && refused.contains("grant"),
+        "{refused}"
+    );
+
+    let records: Vec<AuditRecord> = git_stats_used(&t, &principal("alice", "acme"))
+        .await
+        .into_iter()
+        .filter(|r| r.entry.organization_id == "acme")
+        .collect();
+    let launches: Vec<&AuditRecord> = records
+        .iter()
+        .filter(|r| matches!(r.entry.detail, Detail::Subprocess(_)))
+        .collect();
+    assert!(launches.len() >= 5, "{launches:?}");
+    for r in &launches {
+        assert_eq!(r.entry.decision, Decision::Allowed, "{r:?}");
+        let Detail::Subprocess(d) = &r.entry.detail else {
+            unreachable!()
+        };
+        assert!(
+            d.confined,
+            "a learned launch is confined as any other: {r:?}"
+        );
+    }
+    // What the grant learned so far allowed says nothing more.
+    assert!(
+        launches
+            .iter()
+            .any(|r| r.entry.reason.as_deref() == Some(modhost::audit::LEARNED)),
+        "{launches:?}"
+    );
+    let suggestion = modhost::learn::suggest(&records);
+    let changes = suggestion.changes(&records, &policy);
+    assert!(changes.is_empty(), "{changes:?}\n{}", suggestion.to_toml());
+    assert_eq!(
+        git_stats_with(&suggestion.to_toml())
+            .subprocess
+            .programs
+            .len(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_serving_other_organizations_refuses_to_learn() {
+    let state = tempfile::tempdir().unwrap();
+    {
+        let host = host_on(state.path());
+        for org in ["acme", "globex"] {
+            host.token_store()
+                .create(&principal("admin", org), "test")
+                .await
+                .unwrap();
+        }
+    }
+    let mut options = modhost::HostOptions::new(state.path());
+    options.engine.cache_dir = Some(COMPONENT_CACHE_DIR.into());
+    options.learn = Some(modhost::host::Learning {
+        module: "git-stats".into(),
+        organization: "acme".parse().unwrap(),
+    });
+    let Err(refused) = modhost::Host::new(options) else {
+        panic!("a host learning for acme started beside globex's tokens")
+    };
+    assert!(
+        matches!(&refused, modhost::StartError::LearningOthers { others, .. } if others == &["globex"]),
+        "{refused}"
     );
 }
 

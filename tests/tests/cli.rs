@@ -267,6 +267,52 @@ fn serve_build_is_refused_with_the_name_that_says_what_it_does() {
     );
 }
 
+#[test]
+fn serve_learn_is_refused_on_a_shared_store_beside_other_organizations_and_for_a_missing_module() {
+    let modules = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let dir = state.path().to_str().unwrap().to_owned();
+    let serve = |extra: &[&str]| {
+        let out = Command::new(modhost())
+            .args(["serve", "--learn", "git-stats", "--listen", "127.0.0.1:0"])
+            .args(["--state-dir", &dir])
+            .args(extra)
+            .arg(modules.path())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{}", stdout(&out));
+        stderr(&out)
+    };
+    let shared = serve(&["--store", "postgres://127.0.0.1:1/modhost"]);
+    assert!(shared.contains("embedded SQLite"), "{shared}");
+    let missing = serve(&[]);
+    assert!(
+        missing.contains("--learn git-stats: no module of that name was loaded"),
+        "{missing}"
+    );
+    for org in ["acme", "globex"] {
+        let out = Command::new(modhost())
+            .args([
+                "token",
+                "create",
+                "--user",
+                "u",
+                "--org",
+                org,
+                "--state-dir",
+                &dir,
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let many = serve(&[]);
+    assert!(
+        many.contains("--learn needs a host of one organization; live tokens name acme, globex"),
+        "{many}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_takes_the_state_dir_serve_uses_and_every_command_teaches_by_example() {
     let state = tempfile::tempdir().unwrap();

@@ -114,15 +114,18 @@ async fn host_allowing(allow: &[String], extra: &str) -> TestHost {
 }
 
 async fn call(t: &TestHost, action: &str, args: Value) -> Result<Value, SdkError> {
+    call_as(t, &principal("alice", "acme"), action, args).await
+}
+
+async fn call_as(
+    t: &TestHost,
+    who: &modhost::Principal,
+    action: &str,
+    args: Value,
+) -> Result<Value, SdkError> {
     let out = t
         .host
-        .call_action(
-            "net",
-            action,
-            &args.to_string(),
-            &principal("alice", "acme"),
-            RequestMeta::fresh(),
-        )
+        .call_action("net", action, &args.to_string(), who, RequestMeta::fresh())
         .await;
     match out {
         Ok(out) => Ok(out.data.expect("the action returns data")),
@@ -575,4 +578,50 @@ async fn every_request_sent_or_refused_is_on_the_audit_trail_without_its_query()
     assert_eq!((sent.method.as_str(), sent.status), ("GET", Some(200)));
     assert_eq!(trail[2].entry.user_id, "alice");
     assert_eq!(trail[2].entry.module, "net");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_learning_host_sends_what_the_grant_lacks_and_the_suggestion_names_its_origin() {
+    use modhost::audit::{Capability, Decision};
+    let addr = server().await;
+    let port = addr.port();
+    let mut t = TestHost::with_options(|o| {
+        o.learn = Some(modhost::host::Learning {
+            module: "net".into(),
+            organization: "acme".parse().unwrap(),
+        });
+    });
+    t.load("net", FETCHER, "").await;
+    let got = send(&t, json!({"url": format!("http://{addr}/hello?k=v")}))
+        .await
+        .unwrap();
+    assert_eq!(got["status"], 200);
+    // What a grant of the name would still refuse is refused.
+    let reason = denied(send(&t, json!({"url": format!("http://localhost:{port}/hello")})).await);
+    assert!(reason.contains("internal address"), "{reason}");
+    // Another organization's calls run under the manifest's grant: none.
+    let other = call_as(
+        &t,
+        &principal("bob", "globex"),
+        "send",
+        json!({"url": format!("http://{addr}/hello")}),
+    )
+    .await;
+    assert!(denied(other).contains("[network] allow"));
+
+    let trail = trail_of(&t.host, Capability::Http, 3).await;
+    let learned = &trail[2];
+    assert_eq!(
+        (
+            learned.entry.decision,
+            learned.entry.organization_id.as_str()
+        ),
+        (Decision::Allowed, "acme")
+    );
+    assert_eq!(reason_of(learned), modhost::audit::LEARNED);
+    let suggestion = modhost::learn::suggest(&trail);
+    assert_eq!(
+        suggestion.network.iter().collect::<Vec<_>>(),
+        [&format!("http://{addr}")]
+    );
 }

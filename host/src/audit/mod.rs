@@ -21,7 +21,7 @@ pub use pg::PgAuditStore;
 pub(crate) use record::decided_at;
 pub use record::{
     AuditEnd, AuditEntry, AuditError, AuditFilter, AuditRecord, AuditStore, AuditTrail, BoxFuture,
-    Capability, ConfirmationDetail, Decision, Detail, Ended, FilesystemDetail, HttpDetail,
+    Capability, ConfirmationDetail, Decision, Detail, Ended, FilesystemDetail, HttpDetail, LEARNED,
     MAX_AUDIT_LIMIT, MAX_AUDIT_TEXT_BYTES, MAX_RECORDED_REFUSALS, OWNER, SubprocessDetail,
     TaskDetail,
 };

@@ -129,6 +129,11 @@ pub const MAX_AUDIT_LIMIT: u32 = 500;
 /// megabytes per call.
 pub const MAX_AUDIT_TEXT_BYTES: usize = 16 * 1024;
 
+/// The reason on the record of what a module was allowed only because the
+/// host learns it (`modhost serve --learn`): its manifest does not grant it.
+pub const LEARNED: &str =
+    "not granted by the manifest: allowed while the host learns this module (serve --learn)";
+
 /// The most refusals of one capability (file operations, outbound
 /// requests) one call puts on the trail: a guest can ask for refusals as
 /// fast as it loops.
@@ -402,7 +407,8 @@ pub struct HttpDetail {
 pub struct FilesystemDetail {
     /// The `wasi:filesystem` operation, `open-at`, `unlink-file-at`, ….
     pub operation: String,
-    /// The `wasi:filesystem` error code the guest received.
+    /// The `wasi:filesystem` error code the guest received; empty when the
+    /// operation succeeded (a use learning allowed).
     pub error: String,
 }
 

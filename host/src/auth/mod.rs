@@ -310,6 +310,21 @@ impl Tokens {
     }
 }
 
+/// The organizations of the live tokens in a host's SQLite file: whom the
+/// host may serve.
+pub fn live_organizations(db: &Db) -> Result<Vec<OrgId>, AuthError> {
+    let conn = db.lock();
+    let mut stmt = conn.prepare(
+        "SELECT DISTINCT organization_id FROM tokens WHERE revoked_at IS NULL ORDER BY organization_id",
+    )?;
+    let orgs: Vec<String> = stmt
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    orgs.into_iter()
+        .map(|org| OrgId::try_from(org.clone()).map_err(|_| AuthError::Corrupt(org)))
+        .collect()
+}
+
 fn principal(id: &str, user: String, org: String, role: &str) -> Result<Principal, AuthError> {
     let corrupt = || AuthError::Corrupt(id.to_owned());
     Ok(Principal {

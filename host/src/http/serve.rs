@@ -55,6 +55,9 @@ pub struct ServeConfig {
     pub waiting_grace: std::time::Duration,
     /// PEM files of TLS roots outbound requests trust beside Mozilla's.
     pub tls_roots: Vec<PathBuf>,
+    /// The module to learn ([`crate::host::Learning`]), for the one
+    /// organization the host's tokens name (`demo` when there are none).
+    pub learn: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +79,13 @@ pub enum ServeError {
     },
     #[error("server failed: {0}")]
     Serve(std::io::Error),
+    #[error(
+        "--learn needs a host of one organization; live tokens name {}: revoke the others' tokens or use a --state-dir of its own",
+        .0.join(", ")
+    )]
+    LearnOrganizations(Vec<String>),
+    #[error("--learn {0}: no module of that name was loaded")]
+    LearnUnknown(String),
 }
 
 /// Loads the modules and serves the API until `shutdown` resolves.
@@ -108,11 +118,23 @@ pub async fn serve(
             "--allow-unconfined-subprocesses: where Landlock cannot confine a module's child, it runs UNCONFINED with the host's full file and network access"
         );
     }
+    if let Some(module) = &config.learn {
+        options.learn = Some(learning(&options, module)?);
+    }
     let host = Arc::new(Host::open(options).await?);
     let tokens = host.token_store().clone();
     let failures = host.load_dir(&config.modules_dir, config.build).await?;
     for f in &failures {
         eprintln!("module in {} not loaded: {}", f.dir.display(), f.error);
+    }
+    if let Some(learn) = &host.options().learn {
+        if host.module(&learn.module).is_none() {
+            return Err(ServeError::LearnUnknown(learn.module.clone()));
+        }
+        println!(
+            "LEARNING `{}` for organization `{}`: its requests are recorded instead of denied; then `modhost manifest suggest {}` prints the grants it used",
+            learn.module, learn.organization, learn.module
+        );
     }
     let recovery = host.start_tasks().await?;
     if !recovery.interrupted.is_empty() || !recovery.resumed.is_empty() {
@@ -142,11 +164,7 @@ pub async fn serve(
         host.module_names().len()
     );
     println!("  dashboard: open {url}/ and sign in with a token");
-    if host
-        .modules()
-        .iter()
-        .any(|m| !m.manifest.policy.subprocess.is_empty())
-    {
+    if host.modules().iter().any(|m| m.may_launch()) {
         for line in host.subprocesses().confinement_report() {
             println!("  children: {line}");
         }
@@ -188,6 +206,30 @@ pub async fn serve(
     // What was done before the stop keeps its record.
     host.settle_audit(SHUTDOWN_GRACE).await;
     served
+}
+
+/// What `--learn module` learns for: the one organization with live
+/// tokens, or `demo`, whose token a first start creates.
+fn learning(options: &HostOptions, module: &str) -> Result<crate::host::Learning, ServeError> {
+    if matches!(
+        options.task_store,
+        crate::host::TaskStoreLocation::Postgres(_)
+    ) {
+        return Err(crate::host::StartError::LearningShared.into());
+    }
+    let organization = match crate::host::token_organizations(options)?.as_slice() {
+        [] => DEMO_ORG.parse().expect("valid demo organization id"),
+        [one] => one.clone(),
+        many => {
+            return Err(ServeError::LearnOrganizations(
+                many.iter().map(ToString::to_string).collect(),
+            ));
+        }
+    };
+    Ok(crate::host::Learning {
+        module: module.to_owned(),
+        organization,
+    })
 }
 
 /// How long a client may take to send a request's headers (and an idle

@@ -123,6 +123,9 @@ pub struct LoadedModule {
     /// What its calls carry into the network room: its grant, and its
     /// requests open now, host-wide.
     pub network: Arc<ModuleNetwork>,
+    /// The organization the host learns this module for
+    /// ([`crate::host::Learning`]).
+    pub learning: Option<OrgId>,
     pre: ModulePre<SandboxState>,
 }
 
@@ -145,12 +148,23 @@ impl LoadedModule {
     }
 
     /// The data directory of `org` to preopen, created on first use, if the
-    /// manifest grants one.
+    /// manifest grants one or the host learns the module for `org`.
     pub fn granted_data_dir(&self, org: &OrgId) -> std::io::Result<Option<PathBuf>> {
-        if !self.manifest.policy.filesystem.data {
+        if !self.manifest.policy.filesystem.data && !self.learns_for(org) {
             return Ok(None);
         }
         org.ensure_data_dir_in(&self.data_dir).map(Some)
+    }
+
+    /// Whether the host learns this module for `org`'s calls.
+    pub fn learns_for(&self, org: &OrgId) -> bool {
+        self.learning.as_ref() == Some(org)
+    }
+
+    /// Whether a call may launch children: the manifest grants a program,
+    /// or the host learns the module (and so may grant one).
+    pub fn may_launch(&self) -> bool {
+        !self.manifest.policy.subprocess.is_empty() || self.learning.is_some()
     }
 }
 
@@ -251,6 +265,7 @@ fn read_component(path: &Path) -> Result<Vec<u8>, ModuleError> {
 }
 
 impl LoadedModule {
+    #[expect(clippy::too_many_arguments, reason = "a loaded module's whole description")]
     pub(crate) fn new(
         linked: Linked,
         dir: PathBuf,
@@ -259,6 +274,7 @@ impl LoadedModule {
         tasks: Arc<ModuleTasks>,
         subprocess: Arc<ModuleSubprocess>,
         network: Arc<ModuleNetwork>,
+        learning: Option<OrgId>,
     ) -> Arc<Self> {
         Arc::new(LoadedModule {
             manifest: linked.manifest,
@@ -270,6 +286,7 @@ impl LoadedModule {
             tasks,
             subprocess,
             network,
+            learning,
             pre: linked.pre,
         })
     }

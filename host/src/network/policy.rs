@@ -2,7 +2,7 @@
 //! the addresses a name resolves to it may reach.
 
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::Semaphore;
 
@@ -13,11 +13,19 @@ use crate::manifest::{HostPattern, NetworkGrant, Scheme};
 /// places of its requests open at once.
 pub struct ModuleNetwork {
     pub(super) module: String,
-    pub(super) grant: NetworkGrant,
+    pub(super) grant: Arc<NetworkGrant>,
     pub(super) open: Arc<Semaphore>,
     /// The host's TLS configuration (its trusted roots).
     pub(super) tls: Arc<rustls::ClientConfig>,
+    /// While the host learns this module: the grant widened by each
+    /// destination its learning calls were refused for want of a grant.
+    learned: Option<Mutex<Arc<NetworkGrant>>>,
 }
+
+/// Destinations one learned module may add to its grant: a manifest lists
+/// what an operator reads before granting it, and a module crawling the
+/// web would otherwise grow its grant without end.
+pub const MAX_LEARNED_DESTINATIONS: usize = 256;
 
 impl std::fmt::Debug for ModuleNetwork {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -34,14 +42,55 @@ impl ModuleNetwork {
         let places = usize::try_from(grant.max_concurrent).unwrap_or(usize::MAX);
         ModuleNetwork {
             module: module.to_owned(),
-            grant,
+            grant: Arc::new(grant),
             open: Arc::new(Semaphore::new(places)),
             tls,
+            learned: None,
         }
     }
 
+    /// The same, learning: a learning call's request refused for want of a
+    /// grant widens the grant by its destination, exactly as a manifest
+    /// would name it (`scheme://host:port`). What a grant of the name
+    /// would still refuse (an internal address it resolves to, a busy
+    /// module) is refused as ever.
+    pub fn learning(mut self) -> Self {
+        self.learned = Some(Mutex::new(self.grant.clone()));
+        self
+    }
+
+    /// The manifest's grant.
     pub fn grant(&self) -> &NetworkGrant {
         &self.grant
+    }
+
+    /// The grant a call's requests run under: the learned one for a call
+    /// the host learns from.
+    pub(super) fn grant_for(&self, learning: bool) -> Arc<NetworkGrant> {
+        match (&self.learned, learning) {
+            (Some(learned), true) => learned.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            _ => self.grant.clone(),
+        }
+    }
+
+    /// The learned grant widened by the destination `refusal` names, when
+    /// the module is learned and the refusal is one for want of a grant.
+    pub(super) fn learn(&self, refusal: &Refusal) -> Option<Arc<NetworkGrant>> {
+        let (Some(learned), Refusal::NotGranted { destination }) = (&self.learned, refusal) else {
+            return None;
+        };
+        let pattern: HostPattern = destination.parse().ok()?;
+        let mut learned = learned.lock().unwrap_or_else(|p| p.into_inner());
+        if !learned.allow.contains(&pattern) {
+            if learned.allow.len() - self.grant.allow.len() >= MAX_LEARNED_DESTINATIONS {
+                tracing::warn!(module = %self.module, "learning stopped adding destinations: {MAX_LEARNED_DESTINATIONS} were learned");
+                return None;
+            }
+            let mut grant = (**learned).clone();
+            grant.allow.push(pattern);
+            *learned = Arc::new(grant);
+        }
+        Some(learned.clone())
     }
 }
 

@@ -14,6 +14,8 @@ use crate::identity::Identity;
 pub struct NetworkCtx {
     pub module: Arc<ModuleNetwork>,
     pub audit: AuditTrail,
+    /// The call is of the organization the host learns the module for.
+    pub learning: bool,
 }
 
 /// The URL a record names: scheme, host, port and path. The query may carry

@@ -82,21 +82,33 @@ fn refused(module: &ModuleNetwork, why: Refusal) -> NetworkError {
     NetworkError::Refused(why)
 }
 
-/// Sends `request` for `module` if its grant allows it, with the time
-/// limits `asked` capped by the grant. Returns the response, whose body
-/// holds the module's place among its open requests, and the connection
-/// to drive beside it.
+/// Sends `request` for `module` if its grant allows it (the learned grant
+/// when `learning`), with the time limits `asked` capped by the grant.
+/// Returns the response, whose body holds the module's place among its
+/// open requests, the connection to drive beside it, and whether only
+/// learning allowed it.
 pub async fn send<B>(
     module: &Arc<ModuleNetwork>,
     mut request: http::Request<B>,
     asked: Asked,
-) -> Result<(http::Response<Capped>, Connection), NetworkError>
+    learning: bool,
+) -> Result<(http::Response<Capped>, Connection, bool), NetworkError>
 where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let grant = &module.grant;
-    let dest = decide(grant, request.uri()).map_err(|r| refused(module, r))?;
+    let current = module.grant_for(learning);
+    let (grant, dest, learned) = match decide(&current, request.uri()) {
+        Ok(dest) => (current, dest, false),
+        Err(why) => match learning.then(|| module.learn(&why)).flatten() {
+            Some(grant) => {
+                let dest = decide(&grant, request.uri()).map_err(|r| refused(module, r))?;
+                tracing::info!(module = %module.module, destination = %dest, "request allowed while learning: not granted by the manifest");
+                (grant, dest, true)
+            }
+            None => return Err(refused(module, why)),
+        },
+    };
     let permit = module.open.clone().try_acquire_owned().map_err(|_| {
         refused(
             module,
@@ -195,7 +207,7 @@ where
             Ok(Err(_elapsed)) => Err(NetworkError::Timeout(Waited::Total)),
         }
     });
-    Ok((response, connection))
+    Ok((response, connection, learned))
 }
 
 /// The addresses to connect to: the grant's address itself, or what the

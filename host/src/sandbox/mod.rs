@@ -76,6 +76,10 @@ pub struct CallSpec {
     pub network: Option<NetworkCtx>,
     /// Where refused file operations are recorded; `None` records none.
     pub audit: Option<AuditTrail>,
+    /// The host learns the module for this call's organization and its
+    /// manifest grants no data directory: the first path operation in the
+    /// preopened one is recorded as what learning allowed.
+    pub learns_data: bool,
     /// How long past its deadline or cancel a call waiting in a host call
     /// is left to end by itself (a child's SIGTERM grace) before it is
     /// dropped.
@@ -256,7 +260,8 @@ pub fn new_store(
         spec.identity.clone(),
         task_id,
         spec.data_writable,
-    );
+    )
+    .learning_data(spec.learns_data);
     let state = SandboxState {
         identity: spec.identity,
         task: spec.task,

@@ -2,7 +2,7 @@
 //! an absolute path when the manifest loads, with the argument shapes it may
 //! take and the environment variable names a request may set.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -187,6 +187,82 @@ impl SubprocessGrant {
             env: names,
             programs,
         })
+    }
+
+    /// `self` with `programs` (each an argument list in the manifest's
+    /// grammar, by program as a request names it) and `env` added, checked
+    /// as a manifest's grant is: the program's spelling and resolution, the
+    /// shapes, and the caps on each.
+    pub(crate) fn widened(
+        &self,
+        programs: &BTreeMap<String, BTreeSet<Vec<String>>>,
+        env: &BTreeSet<String>,
+        load: &LoadEnv,
+    ) -> Result<SubprocessGrant, ManifestError> {
+        let mut out = self.clone();
+        for value in env {
+            let name = EnvName::new(value.as_str()).map_err(|reason| ManifestError::EnvName {
+                value: shown(value),
+                reason,
+            })?;
+            if !out.env.contains(&name) {
+                out.env.push(name);
+            }
+        }
+        if out.env.len() > MAX_ENV_NAMES {
+            return Err(ManifestError::TooMany {
+                key: "[subprocess] env",
+                count: out.env.len(),
+                max: MAX_ENV_NAMES,
+            });
+        }
+        for (name, lists) in programs {
+            let raw = RawProgram {
+                program: name.clone(),
+                args: lists.iter().cloned().collect(),
+            };
+            let shapes = check_program(&raw)?;
+            if let Some(granted) = out.programs.iter_mut().find(|p| p.name == *name) {
+                for shape in shapes {
+                    if !granted.shapes.contains(&shape) {
+                        granted.shapes.push(shape);
+                    }
+                }
+                if granted.shapes.len() > MAX_SHAPES_PER_PROGRAM {
+                    return Err(ManifestError::TooMany {
+                        key: "[[subprocess.programs]] args",
+                        count: granted.shapes.len(),
+                        max: MAX_SHAPES_PER_PROGRAM,
+                    });
+                }
+                continue;
+            }
+            let path = resolve(name, load)?;
+            let file = fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+            if let Some(other) = out
+                .programs
+                .iter()
+                .find(|p| fs::canonicalize(&p.path).unwrap_or_else(|_| p.path.clone()) == file)
+            {
+                return Err(ManifestError::SameProgram {
+                    program: shown(name),
+                    other: shown(&other.name),
+                });
+            }
+            out.programs.push(ProgramGrant {
+                name: name.clone(),
+                path,
+                shapes,
+            });
+        }
+        if out.programs.len() > MAX_PROGRAMS {
+            return Err(ManifestError::TooMany {
+                key: "[[subprocess.programs]]",
+                count: out.programs.len(),
+                max: MAX_PROGRAMS,
+            });
+        }
+        Ok(out)
     }
 
     /// What an operator should know before granting this: programs that

@@ -3,7 +3,7 @@
 //! [`argv`]), the pure check of a request against it ([`gate`]), the
 //! service that runs a granted request ([`service`]), the child's
 //! confinement ([`confine`], [`seccomp`], [`user`], [`cgroup`]), start ([`spawn`]), life ([`launch`]) and tree
-//! ([`tree`]). Every decision goes to the audit trail ([`crate::audit`]).
+//! ([`tree`]), and the grant a learned module widens ([`learning`]). Every decision goes to the audit trail ([`crate::audit`]).
 //!
 //! Nothing here knows wasmtime: the WIT room `wit/tasks.rs` converts the
 //! request and calls [`SubprocessService::run`].
@@ -14,6 +14,7 @@ pub mod confine;
 pub mod gate;
 pub mod grant;
 mod launch;
+pub mod learning;
 pub mod seccomp;
 pub mod service;
 mod spawn;

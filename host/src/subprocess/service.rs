@@ -23,6 +23,7 @@ use super::confine::{self, ChildLimits, ChildSetup, Confinement, RulesetSpec};
 use super::gate::{self, Denied, Request};
 use super::grant::SubprocessGrant;
 use super::launch::{Finished, Launch};
+use super::learning::Learner;
 use super::tree;
 use super::user::{self, ChildUser, ChildUserChoice, ChildUserError};
 use super::{cgroup, seccomp};
@@ -32,6 +33,7 @@ use crate::db::now_ms;
 use crate::error::SdkError;
 use crate::events::{EventHub, EventKind, Subject};
 use crate::identity::{Identity, OrgId};
+use crate::manifest::LoadEnv;
 use crate::share::{Refused, Share, Shares};
 
 /// How the host runs children, set by the operator. Deny by default: a child
@@ -84,7 +86,8 @@ pub const MAX_CACHED_RULESETS: usize = 64;
 #[derive(Debug)]
 pub struct ModuleSubprocess {
     pub name: String,
-    pub grant: SubprocessGrant,
+    /// The manifest's grant.
+    pub grant: Arc<SubprocessGrant>,
     /// The module's data directory; children run in their organization's
     /// directory inside it.
     pub data_dir: PathBuf,
@@ -92,6 +95,9 @@ pub struct ModuleSubprocess {
     /// may pass through the directories from it down.
     pub reached_from: PathBuf,
     rulesets: Mutex<HashMap<OrgId, Arc<Confinement>>>,
+    /// While the host learns this module: the grant its calls for the
+    /// learned organization widen.
+    learner: Option<Learner>,
 }
 
 impl ModuleSubprocess {
@@ -104,21 +110,44 @@ impl ModuleSubprocess {
     ) -> Self {
         ModuleSubprocess {
             name: name.into(),
-            grant,
+            grant: Arc::new(grant),
             data_dir,
             reached_from: state_dir,
             rulesets: Mutex::default(),
+            learner: None,
         }
     }
 
+    /// The same, learning ([`super::learning`]): a call marked as learning
+    /// ([`Caller::learning`]) runs under the grant its requests widen,
+    /// resolving programs with `load`.
+    pub fn learning(mut self, load: LoadEnv) -> Self {
+        self.learner = Some(Learner::new((*self.grant).clone(), load));
+        self
+    }
+
     /// The ruleset of `org`'s children, confined to `data_dir`; a failure to
-    /// build it is not kept, so the next launch tries again.
+    /// build it is not kept, so the next launch tries again. A learned
+    /// grant's ruleset is built for each launch, as the grant may have
+    /// grown since the last.
     fn ruleset(
         &self,
         org: &OrgId,
         data_dir: &Path,
         options: &SubprocessOptions,
+        learned: Option<&SubprocessGrant>,
     ) -> Result<Arc<Confinement>, confine::ConfineError> {
+        let spec = |grant: &SubprocessGrant| {
+            Confinement::build(&RulesetSpec {
+                data_dir,
+                read_paths: &options.read_paths,
+                programs: grant.programs.iter().map(|p| p.path.as_path()).collect(),
+                network: grant.network,
+            })
+        };
+        if let Some(grant) = learned {
+            return spec(grant).map(Arc::new);
+        }
         let mut rulesets = self.rulesets.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(r) = rulesets.get(org) {
             return Ok(r.clone());
@@ -128,17 +157,7 @@ impl ModuleSubprocess {
         if rulesets.len() >= MAX_CACHED_RULESETS {
             rulesets.clear();
         }
-        let built = Arc::new(Confinement::build(&RulesetSpec {
-            data_dir,
-            read_paths: &options.read_paths,
-            programs: self
-                .grant
-                .programs
-                .iter()
-                .map(|p| p.path.as_path())
-                .collect(),
-            network: self.grant.network,
-        })?);
+        let built = Arc::new(spec(&self.grant)?);
         rulesets.insert(org.clone(), built.clone());
         Ok(built)
     }
@@ -153,6 +172,8 @@ pub struct SubprocessCtx {
     /// The caller's data directory was at its quota when the call started:
     /// no child runs in this call.
     pub data_full: bool,
+    /// The call is of the organization the host learns the module for.
+    pub learning: bool,
 }
 
 /// Where a call runs: its identity, its task, and how it learns of a cancel.
@@ -166,6 +187,8 @@ pub struct Caller<'a> {
     pub time_left: Duration,
     /// The data directory children work in is at its quota.
     pub data_full: bool,
+    /// The call is of the organization the host learns the module for.
+    pub learning: bool,
 }
 
 impl Caller<'_> {
@@ -315,7 +338,24 @@ impl SubprocessService {
                 Err::<Finished, SdkError>(error)
             }
         };
-        let grant = &module.grant;
+        // A learning call runs under the learned grant, which a refusal for
+        // want of a grant widens by what the request needs.
+        let learner = module.learner.as_ref().filter(|_| caller.learning);
+        let (grant, learned) = match learner {
+            None => (module.grant.clone(), false),
+            Some(l) => match gate::check(&l.grant(), &request) {
+                Err(Denied::NotGranted(why)) => match l.widen(&request) {
+                    Ok(Some(grant)) => (grant, true),
+                    Ok(None) => (l.grant(), false),
+                    Err(not) => {
+                        let (decision, error) = sdk(Denied::NotGranted(format!("{why}; {not}")));
+                        return refuse(detail, decision, error).await;
+                    }
+                },
+                _ => (l.grant(), false),
+            },
+        };
+        let grant = grant.as_ref();
         let approved = match gate::check(grant, &request) {
             Ok(a) => a,
             Err(denied) => {
@@ -349,7 +389,7 @@ impl SubprocessService {
             }
         };
         let options = &self.options;
-        let ruleset = match module.ruleset(org, &data_dir, options) {
+        let ruleset = match module.ruleset(org, &data_dir, options, learner.map(|_| grant)) {
             Ok(r) => Some(r),
             Err(e) if options.allow_unconfined => {
                 tracing::warn!(module = %identity.module, error = %e, "starting a child WITHOUT confinement: the operator allowed unconfined children");
@@ -438,7 +478,11 @@ impl SubprocessService {
         // Fail closed: the launch is on record (committed) before the child
         // starts, so a child the trail cannot show never runs. The end is
         // written once known, off the guest's path.
-        let record = entry(&detail);
+        let mut record = entry(&detail);
+        if learned {
+            record.reason = Some(crate::audit::LEARNED.to_owned());
+            tracing::info!(module = %record.module, program = %approved.program.name, "subprocess allowed while learning: not granted by the manifest");
+        }
         if let Err(e) = audit.record(record.clone()).await {
             tracing::error!(error = %e, audit_id = %record.id, module = %record.module, "cannot record a subprocess launch; not starting it");
             let why = "the launch could not be put on the audit trail, so nothing was started";

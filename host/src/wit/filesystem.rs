@@ -36,6 +36,9 @@ pub struct FsRefusals {
     /// refused write is the quota's doing.
     writable: bool,
     recorded: u32,
+    /// Record the call's first path operation as allowed by learning: the
+    /// manifest grants no data directory, and the host learns the module.
+    learns_data: bool,
 }
 
 impl FsRefusals {
@@ -51,7 +54,41 @@ impl FsRefusals {
             task_id: task_id.map(Arc::from),
             writable,
             recorded: 0,
+            learns_data: false,
         }
+    }
+
+    /// The same, recording the call's first path operation as a use of the
+    /// data directory that only learning allowed.
+    pub fn learning_data(mut self, learns: bool) -> Self {
+        self.learns_data = learns;
+        self
+    }
+
+    /// The record of the call's first path operation, when the host learns
+    /// that the module uses a data directory its manifest does not grant.
+    fn learned(
+        &mut self,
+        operation: &str,
+        path: &str,
+        error: Option<ErrorCode>,
+    ) -> Option<AuditEntry> {
+        if !std::mem::take(&mut self.learns_data) {
+            return None;
+        }
+        let path = crate::text::recorded(crate::text::truncate(path, MAX_RECORDED_PATH_BYTES));
+        let mut entry = AuditEntry::new(
+            &self.identity,
+            self.task_id.as_deref(),
+            path,
+            Detail::Filesystem(FilesystemDetail {
+                operation: operation.to_owned(),
+                error: error.map(|c| c.name().to_owned()).unwrap_or_default(),
+            }),
+        );
+        entry.decision = Decision::Allowed;
+        entry.reason = Some(crate::audit::LEARNED.to_owned());
+        Some(entry)
     }
 
     /// The record of `operation` on `path` failing with `code`, if that is
@@ -124,6 +161,18 @@ impl FilesystemView<'_> {
         writes: bool,
         result: FsResult<T>,
     ) -> FsResult<T> {
+        if self.refusals.learns_data
+            && let Some(audit) = self.refusals.audit.clone()
+        {
+            let code = result
+                .as_ref()
+                .err()
+                .and_then(|e| e.downcast_ref().copied());
+            if let Some(entry) = self.refusals.learned(operation, path, code) {
+                tracing::info!(module = %entry.module, operation, "data directory used while learning: not granted by the manifest");
+                audit.record_or_log(entry).await;
+            }
+        }
         if let Err(e) = &result
             && let Some(audit) = self.refusals.audit.clone()
             && let Some(code) = e.downcast_ref().copied()

@@ -96,12 +96,15 @@ impl WasiHttpHooks for HttpRoom {
                 audit: ctx.audit.clone(),
                 entry: Some(entry_of(Outcome::Abandoned)),
             };
-            let sent = network::send(&ctx.module, request, asked).await;
+            let sent = network::send(&ctx.module, request, asked, ctx.learning).await;
             on_the_way.entry = None;
-            let entry = entry_of(match &sent {
-                Ok((response, _)) => Outcome::Answered(response.status()),
+            let mut entry = entry_of(match &sent {
+                Ok((response, ..)) => Outcome::Answered(response.status()),
                 Err(e) => Outcome::Failed(e),
             });
+            if let Ok((.., true)) = &sent {
+                entry.reason = Some(crate::audit::LEARNED.to_owned());
+            }
             // A refusal is on the trail before the guest hears of it; a
             // request that went out is recorded beside the response, as a
             // commit before it would double a small request's time.
@@ -110,7 +113,7 @@ impl WasiHttpHooks for HttpRoom {
             } else if refused.fetch_add(1, Ordering::Relaxed) < MAX_RECORDED_REFUSALS {
                 ctx.audit.record_or_log(entry).await;
             }
-            let (response, connection) = sent.map_err(error_of)?;
+            let (response, connection, _) = sent.map_err(error_of)?;
             let response = response.map(|body| body.map_err(body_error_of).boxed_unsync());
             let connection: Box<dyn Future<Output = Result<(), HttpError>> + Send> =
                 Box::new(async move { connection.await.map_err(error_of) });

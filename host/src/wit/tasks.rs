@@ -132,6 +132,7 @@ impl tasks::Host for TasksView<'_> {
             cancel: self.cancel,
             time_left: self.deadline.time_left(),
             data_full: ctx.data_full,
+            learning: ctx.learning,
         };
         let request = subprocess::gate::Request {
             program: request.program,
