@@ -426,6 +426,23 @@ impl Host {
         layer: impl FnOnce(Arc<dyn TaskStore>) -> Arc<dyn TaskStore>,
     ) -> Result<Self, StartError> {
         let db = open_db(&options)?;
+        let file = open_store_file(&options, &db)?;
+        let tasks = layer(Arc::new(SqliteTaskStore::on(file.clone())?));
+        let audit = Arc::new(SqliteAuditStore::on(file)?);
+        Self::with_stores(options, db, tasks, audit)
+    }
+
+    /// A host on stores of the embedder's choosing; `db` keeps the tokens.
+    /// A host learning a module ([`HostOptions::learn`]) is refused when
+    /// `db`'s live tokens name another organization; whether the stores are
+    /// shared with other hosts is the embedder's to know.
+    pub fn with_stores(
+        options: HostOptions,
+        db: Db,
+        task_store: Arc<dyn TaskStore>,
+        audit: Arc<dyn AuditStore>,
+    ) -> Result<Self, StartError> {
+        options.retention.validate()?;
         if let Some(learn) = &options.learn {
             let others: Vec<String> = crate::auth::live_organizations(&db)?
                 .into_iter()
@@ -440,20 +457,6 @@ impl Host {
                 });
             }
         }
-        let file = open_store_file(&options, &db)?;
-        let tasks = layer(Arc::new(SqliteTaskStore::on(file.clone())?));
-        let audit = Arc::new(SqliteAuditStore::on(file)?);
-        Self::with_stores(options, db, tasks, audit)
-    }
-
-    /// A host on stores of the embedder's choosing; `db` keeps the tokens.
-    pub fn with_stores(
-        options: HostOptions,
-        db: Db,
-        task_store: Arc<dyn TaskStore>,
-        audit: Arc<dyn AuditStore>,
-    ) -> Result<Self, StartError> {
-        options.retention.validate()?;
         let audit = AuditTrail::new(audit);
         let events = crate::events::EventHub::new();
         let subprocess = Arc::new(SubprocessService::new(
@@ -964,7 +967,7 @@ impl Runner {
     /// Whether `m`'s data directory of `org` is full; `Ok` when the module
     /// has none.
     async fn data_room(&self, m: &LoadedModule, org: &OrgId) -> Result<(), Full> {
-        if !m.manifest.policy.filesystem.data && !m.may_launch() {
+        if !m.manifest.policy.filesystem.data && !m.may_launch(org) {
             return Ok(());
         }
         let dir = org.data_dir_in(&m.data_dir);
@@ -985,7 +988,7 @@ impl Runner {
         org: &OrgId,
         data: Option<&(PathBuf, bool)>,
     ) -> bool {
-        if !m.may_launch() {
+        if !m.may_launch(org) {
             return true;
         }
         if let Some((_, writable)) = data {
@@ -1043,7 +1046,7 @@ impl Runner {
     ) -> (CallSpec, Option<WriteGuard>) {
         // Children write to the organization's directory too, with or
         // without a WASI preopen.
-        let children_write = children_room && m.may_launch();
+        let children_write = children_room && m.may_launch(identity.organization_id());
         let learning = m.learns_for(identity.organization_id());
         let learns_data = learning && !m.manifest.policy.filesystem.data;
         let written = data

@@ -164,7 +164,11 @@ pub async fn serve(
         host.module_names().len()
     );
     println!("  dashboard: open {url}/ and sign in with a token");
-    if host.modules().iter().any(|m| m.may_launch()) {
+    if host
+        .modules()
+        .iter()
+        .any(|m| m.learning.is_some() || !m.manifest.policy.subprocess.is_empty())
+    {
         for line in host.subprocesses().confinement_report() {
             println!("  children: {line}");
         }

@@ -103,6 +103,14 @@ impl HostPattern {
         self.port
     }
 
+    /// The address this pattern names, if it names one.
+    pub fn address(&self) -> Option<IpAddr> {
+        match self.host {
+            HostMatch::Ip(ip) => Some(ip),
+            _ => None,
+        }
+    }
+
     /// Whether this pattern names an address rather than a DNS name: only
     /// such a grant reaches an internal address (see `crate::network`).
     pub fn is_address(&self) -> bool {

@@ -161,10 +161,11 @@ impl LoadedModule {
         self.learning.as_ref() == Some(org)
     }
 
-    /// Whether a call may launch children: the manifest grants a program,
-    /// or the host learns the module (and so may grant one).
-    pub fn may_launch(&self) -> bool {
-        !self.manifest.policy.subprocess.is_empty() || self.learning.is_some()
+    /// Whether a call of `org` may launch children: the manifest grants a
+    /// program, or the host learns the module for `org` (and so may grant
+    /// one).
+    pub fn may_launch(&self, org: &OrgId) -> bool {
+        !self.manifest.policy.subprocess.is_empty() || self.learns_for(org)
     }
 }
 
@@ -265,7 +266,10 @@ fn read_component(path: &Path) -> Result<Vec<u8>, ModuleError> {
 }
 
 impl LoadedModule {
-    #[expect(clippy::too_many_arguments, reason = "a loaded module's whole description")]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "a loaded module's whole description"
+    )]
     pub(crate) fn new(
         linked: Linked,
         dir: PathBuf,

@@ -75,11 +75,20 @@ impl ModuleNetwork {
 
     /// The learned grant widened by the destination `refusal` names, when
     /// the module is learned and the refusal is one for want of a grant.
+    /// An internal address is never learned (it reaches a module only when
+    /// an operator names it), nor a host with a wildcard in it.
     pub(super) fn learn(&self, refusal: &Refusal) -> Option<Arc<NetworkGrant>> {
         let (Some(learned), Refusal::NotGranted { destination }) = (&self.learned, refusal) else {
             return None;
         };
+        if destination.contains('*') {
+            return None;
+        }
         let pattern: HostPattern = destination.parse().ok()?;
+        if pattern.address().is_some_and(address::is_internal) {
+            tracing::info!(module = %self.module, %destination, "learning does not grant an internal address: name it in [network] allow");
+            return None;
+        }
         let mut learned = learned.lock().unwrap_or_else(|p| p.into_inner());
         if !learned.allow.contains(&pattern) {
             if learned.allow.len() - self.grant.allow.len() >= MAX_LEARNED_DESTINATIONS {
@@ -247,6 +256,41 @@ pub fn usable(dest: &Destination, resolved: &[IpAddr]) -> Result<Vec<IpAddr>, Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn learning() -> ModuleNetwork {
+        let tls =
+            crate::network::client_config(&crate::network::NetworkOptions::default()).unwrap();
+        ModuleNetwork::new("m", NetworkGrant::default(), tls).learning()
+    }
+
+    fn refused(grant: &NetworkGrant, url: &str) -> Refusal {
+        decide(grant, &url.parse().unwrap()).unwrap_err()
+    }
+
+    #[test]
+    fn learning_adds_a_public_destination_by_origin_and_never_an_internal_address_or_a_wildcard() {
+        let m = learning();
+        let why = refused(&m.grant_for(true), "https://93.184.216.34/x");
+        let grant = m.learn(&why).expect("a public address is learned");
+        assert!(decide(&grant, &"https://93.184.216.34/y".parse().unwrap()).is_ok());
+        assert!(decide(&grant, &"http://93.184.216.34/y".parse().unwrap()).is_err());
+        assert_eq!(m.grant_for(true).allow.len(), 1);
+        assert!(
+            m.grant_for(false).allow.is_empty(),
+            "other calls keep the manifest's"
+        );
+        for internal in [
+            "http://127.0.0.1:8080/",
+            "http://169.254.169.254/",
+            "http://10.0.0.1/",
+        ] {
+            let why = refused(&m.grant_for(true), internal);
+            assert!(m.learn(&why).is_none(), "{internal}");
+        }
+        let why = refused(&m.grant_for(true), "https://*.example.com/");
+        assert!(m.learn(&why).is_none(), "a wildcard is not learned");
+        assert_eq!(m.grant_for(true).allow.len(), 1);
+    }
 
     fn grant(patterns: &[&str]) -> NetworkGrant {
         NetworkGrant::of(patterns)

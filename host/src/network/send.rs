@@ -109,6 +109,9 @@ where
             None => return Err(refused(module, why)),
         },
     };
+    // Learned earlier, or by a request beside this one: still not the
+    // manifest's to allow.
+    let learned = learned || (learning && decide(module.grant(), request.uri()).is_err());
     let permit = module.open.clone().try_acquire_owned().map_err(|_| {
         refused(
             module,

@@ -15,9 +15,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use super::argv::MAX_TOKEN_BYTES;
-use super::gate::Request;
+use super::gate::{self, Request};
 use super::grant::SubprocessGrant;
 use crate::manifest::LoadEnv;
+
+/// Bytes of argument lists one learned module keeps: each request may
+/// carry a megabyte of arguments, and the lists are held for as long as
+/// the host runs (the caps on programs and shapes bound their number).
+pub const MAX_LEARNED_ARG_BYTES: usize = 256 * 1024;
 
 /// What one learned module asked for beyond its manifest's grant, and the
 /// grant that allows it.
@@ -36,6 +41,8 @@ struct Learned {
     /// beyond the manifest's shapes.
     lists: BTreeMap<String, BTreeSet<Vec<String>>>,
     env: BTreeSet<String>,
+    /// Bytes of the arguments in `lists`.
+    bytes: usize,
     grant: Arc<SubprocessGrant>,
 }
 
@@ -48,6 +55,7 @@ impl Learner {
             state: Mutex::new(Learned {
                 lists: BTreeMap::new(),
                 env: BTreeSet::new(),
+                bytes: 0,
                 grant,
             }),
         }
@@ -63,9 +71,10 @@ impl Learner {
     }
 
     /// The grant widened by what `request` needs beyond the one learned so
-    /// far: `Ok(None)` when it needs nothing more (its refusal, if any, is
-    /// not a grant's to change), `Err` with the reason when no manifest
-    /// could grant it.
+    /// far: `Ok(None)` when it needs nothing more, or when the widened grant
+    /// would still refuse it (its refusal is not a grant's to change, and
+    /// nothing is kept), `Err` with the reason when no manifest could grant
+    /// it.
     pub fn widen(&self, request: &Request) -> Result<Option<Arc<SubprocessGrant>>, String> {
         let mut state = self.lock();
         let current = &state.grant;
@@ -83,11 +92,18 @@ impl Learner {
             return Ok(None);
         }
         let mut lists = state.lists.clone();
+        let mut bytes = state.bytes;
         if shape_missing {
             if let Some(i) = request.args.iter().position(|a| !plain_literal(a)) {
                 return Err(format!(
                     "argument {} cannot be written as a literal in a manifest's argument shapes, so it is not learned",
                     i + 1
+                ));
+            }
+            bytes += request.args.iter().map(String::len).sum::<usize>();
+            if bytes > MAX_LEARNED_ARG_BYTES {
+                return Err(format!(
+                    "not learned: the argument lists learned so far hold {MAX_LEARNED_ARG_BYTES} bytes, the most a learned module keeps"
                 ));
             }
             lists
@@ -106,9 +122,18 @@ impl Learner {
                 .widened(&shapes, &env, &self.load)
                 .map_err(|e| format!("not learned: {e}"))?,
         );
+        if gate::check(&grant, request).is_err() {
+            return Ok(None);
+        }
+        for warning in grant.warnings() {
+            if !state.grant.warnings().contains(&warning) {
+                tracing::warn!("learned grant: {warning}");
+            }
+        }
         *state = Learned {
             lists,
             env,
+            bytes,
             grant: grant.clone(),
         };
         Ok(Some(grant))
@@ -268,6 +293,29 @@ mod tests {
             l.grant().is_empty(),
             "a refused widening leaves the grant as it was"
         );
+    }
+
+    #[test]
+    fn a_request_the_widened_grant_would_still_refuse_leaves_it_as_it_was() {
+        let l = learner();
+        let mut outside = request("true", &["x"], &["LANG"]);
+        outside.cwd = Some("../elsewhere".into());
+        assert!(l.widen(&outside).unwrap().is_none());
+        assert!(l.grant().is_empty() && l.grant().env.is_empty());
+        // Lists that differ in two places stay apart, each a shape.
+        let big = "x".repeat(MAX_TOKEN_BYTES);
+        for i in 0.. {
+            let n = i.to_string();
+            let args = [&big, &big, &big, &big, &big, &big, &n, &n];
+            let args: Vec<&str> = args.iter().map(|a| a.as_str()).collect();
+            match l.widen(&request("true", &args, &[])) {
+                Ok(_) => assert!(i < 1000, "the bytes are capped"),
+                Err(why) => {
+                    assert!(why.contains("bytes"), "{why}");
+                    break;
+                }
+            }
+        }
     }
 
     #[test]

@@ -356,6 +356,10 @@ impl SubprocessService {
             },
         };
         let grant = grant.as_ref();
+        // Learned earlier, or by a request beside this one: still not the
+        // manifest's to allow.
+        let learned =
+            learned || (learner.is_some() && gate::check(&module.grant, &request).is_err());
         let approved = match gate::check(grant, &request) {
             Ok(a) => a,
             Err(denied) => {

@@ -100,7 +100,7 @@ impl FsRefusals {
         writes: bool,
         code: ErrorCode,
     ) -> Option<AuditEntry> {
-        let (decision, reason) = refusal(code, writes && !self.writable)?;
+        let (decision, reason) = refusal(code, writes && !self.writable, path)?;
         self.recorded += 1;
         if self.recorded > MAX_RECORDED_REFUSALS {
             if self.recorded == MAX_RECORDED_REFUSALS + 1 {
@@ -127,21 +127,47 @@ impl FsRefusals {
 /// Whether an error code is the host refusing the operation (rather than
 /// the file system answering it: not found, exists, not empty, …), and
 /// what the refusal is. `at_quota`: the operation writes, and the data
-/// directory is read-only because it is at its quota.
-fn refusal(code: ErrorCode, at_quota: bool) -> Option<(Decision, &'static str)> {
+/// directory is read-only because it is at its quota. `not-permitted` is
+/// both the sandbox refusing an escape and the OS refusing the operation
+/// (`EPERM`): only a path that climbs out as written is called one.
+fn refusal(code: ErrorCode, at_quota: bool, path: &str) -> Option<(Decision, &'static str)> {
     match code {
         ErrorCode::NotPermitted | ErrorCode::ReadOnly if at_quota => Some((
             Decision::Limited,
             "the module's data directory is read-only while it is at its quota ([filesystem] max-mib)",
         )),
-        ErrorCode::NotPermitted => Some((
+        ErrorCode::NotPermitted if climbs_out(path) => Some((
             Decision::Denied,
             "the path leads outside the module's data directory",
+        )),
+        ErrorCode::NotPermitted => Some((
+            Decision::Denied,
+            "not permitted: a symbolic link on the path leads outside the module's data directory, or the operating system forbids the operation",
         )),
         ErrorCode::ReadOnly => Some((Decision::Denied, "the file system is read-only")),
         ErrorCode::Access => Some((Decision::Denied, "the host's file permissions forbid it")),
         _ => None,
     }
+}
+
+/// Whether `path`, as written, leaves the directory it is resolved in: it
+/// is absolute, or its `..` climb above where it starts.
+fn climbs_out(path: &str) -> bool {
+    if path.starts_with('/') {
+        return true;
+    }
+    let mut depth = 0usize;
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => match depth.checked_sub(1) {
+                Some(d) => depth = d,
+                None => return true,
+            },
+            _ => depth += 1,
+        }
+    }
+    false
 }
 
 /// What `wasi:filesystem/types` sees: wasmtime-wasi's view of the call's
@@ -168,7 +194,9 @@ impl FilesystemView<'_> {
                 .as_ref()
                 .err()
                 .and_then(|e| e.downcast_ref().copied());
-            if let Some(entry) = self.refusals.learned(operation, path, code) {
+            // A refused operation is recorded as such, not as a use.
+            let refused = code.is_some_and(|c| refusal(c, false, path).is_some());
+            if !refused && let Some(entry) = self.refusals.learned(operation, path, code) {
                 tracing::info!(module = %entry.module, operation, "data directory used while learning: not granted by the manifest");
                 audit.record_or_log(entry).await;
             }
@@ -497,16 +525,34 @@ mod tests {
     #[test]
     fn a_path_out_of_the_data_directory_is_a_denial_and_a_missing_file_is_none() {
         assert_eq!(
-            refusal(ErrorCode::NotPermitted, false).map(|r| r.0),
-            Some(Decision::Denied)
+            refusal(ErrorCode::NotPermitted, false, "../x"),
+            Some((
+                Decision::Denied,
+                "the path leads outside the module's data directory"
+            ))
         );
-        assert_eq!(refusal(ErrorCode::NoEntry, false), None);
-        assert_eq!(refusal(ErrorCode::Exist, true), None);
+        assert_eq!(refusal(ErrorCode::NoEntry, false, "x"), None);
+        assert_eq!(refusal(ErrorCode::Exist, true, "x"), None);
+    }
+
+    #[test]
+    fn only_a_path_that_climbs_out_as_written_is_called_an_escape() {
+        for out in ["/etc/passwd", "..", "a/../../b", "./../b"] {
+            assert!(climbs_out(out), "{out}");
+        }
+        for inside in ["a", "a/../b", "a/b/../../c", "./a", ""] {
+            assert!(!climbs_out(inside), "{inside}");
+        }
+        let (_, reason) = refusal(ErrorCode::NotPermitted, false, "link/file").unwrap();
+        assert!(
+            reason.contains("or the operating system forbids"),
+            "{reason}"
+        );
     }
 
     #[test]
     fn a_write_refused_at_the_quota_is_a_limit() {
-        let (decision, reason) = refusal(ErrorCode::NotPermitted, true).unwrap();
+        let (decision, reason) = refusal(ErrorCode::NotPermitted, true, "x").unwrap();
         assert_eq!(decision, Decision::Limited);
         assert!(reason.contains("max-mib"), "{reason}");
     }
