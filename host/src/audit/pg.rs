@@ -166,9 +166,11 @@ impl PgAuditStore {
     }
 }
 
+/// A record written again (a retry after a commit whose outcome was
+/// uncertain) is the one already there: the second write does nothing.
 const INSERT: &str = "INSERT INTO audit (id, at, capability, module, user_id, organization_id, \
     request_id, task_id, subject, decision, reason, detail_json) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (id) DO NOTHING";
 
 const FINISH: &str = "UPDATE audit SET end_json = $2 WHERE id = $1 \
     AND capability = 'subprocess' AND decision = 'allowed' AND end_json IS NULL";

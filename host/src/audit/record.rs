@@ -79,20 +79,36 @@ impl AuditError {
     }
 
     /// Whether trying the same write again may succeed: the database
-    /// failed, not the record.
+    /// failed, not the record (a record the schema refuses, a constraint
+    /// violated, is refused again).
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            AuditError::Backend(_)
-                | AuditError::Write(
-                    WriteError::Sql(_) | WriteError::Full(_) | WriteError::Uncertain(_)
-                )
-                | AuditError::Postgres(
-                    crate::pg::PgWriteError::Sql(_)
-                        | crate::pg::PgWriteError::Connection(_)
-                        | crate::pg::PgWriteError::Uncertain(_)
-                )
-        )
+        !self.is_constraint()
+            && matches!(
+                self,
+                AuditError::Backend(_)
+                    | AuditError::Write(
+                        WriteError::Sql(_) | WriteError::Full(_) | WriteError::Uncertain(_)
+                    )
+                    | AuditError::Postgres(
+                        crate::pg::PgWriteError::Sql(_)
+                            | crate::pg::PgWriteError::Connection(_)
+                            | crate::pg::PgWriteError::Uncertain(_)
+                    )
+            )
+    }
+
+    /// Whether the schema refused the record: a constraint it violates.
+    fn is_constraint(&self) -> bool {
+        let sqlite = |e: &rusqlite::Error| {
+            e.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation)
+        };
+        match self {
+            AuditError::Backend(e) | AuditError::Write(WriteError::Sql(e)) => sqlite(e),
+            AuditError::Postgres(crate::pg::PgWriteError::Sql(e)) => {
+                e.code().is_some_and(|code| code.code().starts_with("23"))
+            }
+            _ => false,
+        }
     }
 
     /// What a guest or an API caller is told when the trail failed: the

@@ -197,9 +197,11 @@ impl AuditStore for SqliteAuditStore {
 const PRUNE_SQL: &str = "DELETE FROM audit WHERE rowid IN (SELECT rowid \
     FROM audit INDEXED BY audit_by_at WHERE at < ?1 ORDER BY at LIMIT ?2 + 0)";
 
+/// A record written again (a retry after a commit whose outcome was
+/// uncertain) is the one already there: the second write does nothing.
 const INSERT_SQL: &str = "INSERT INTO audit (id, at, capability, module, user_id, \
     organization_id, request_id, task_id, subject, decision, reason, detail_json) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) ON CONFLICT (id) DO NOTHING";
 
 fn insert(conn: &WriteConn<'_>, e: &AuditEntry) -> Result<(), AuditError> {
     let s = Stored::of(e);
@@ -273,6 +275,24 @@ mod tests {
             .collect();
         ats.sort_unstable();
         ats
+    }
+
+    #[tokio::test]
+    async fn a_record_written_again_is_kept_once_and_a_constraint_is_not_retried() {
+        let trail = trail();
+        let entry = decided_at(now_ms());
+        // As a retry after a commit whose outcome was uncertain writes it.
+        trail.record(entry.clone()).await.unwrap();
+        trail.record(entry).await.unwrap();
+        assert_eq!(ats(&trail).await.len(), 1);
+        let failure = |code| {
+            AuditError::Backend(Arc::new(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(code),
+                None,
+            )))
+        };
+        assert!(!failure(rusqlite::ffi::SQLITE_CONSTRAINT).is_transient());
+        assert!(failure(rusqlite::ffi::SQLITE_BUSY).is_transient());
     }
 
     #[tokio::test]
