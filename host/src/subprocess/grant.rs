@@ -123,13 +123,7 @@ impl SubprocessGrant {
         let timeout = Duration::from_millis(SUBPROCESS_TIMEOUT_MS.read(raw.timeout_ms)?);
         let max_output_bytes = MAX_OUTPUT_BYTES.read(raw.max_output_bytes)?;
 
-        if raw.env.len() > MAX_ENV_NAMES {
-            return Err(ManifestError::TooMany {
-                key: "[subprocess] env",
-                count: raw.env.len(),
-                max: MAX_ENV_NAMES,
-            });
-        }
+        at_most("[subprocess] env", raw.env.len(), MAX_ENV_NAMES)?;
         let mut names = Vec::with_capacity(raw.env.len());
         for value in raw.env {
             let name = EnvName::new(value.as_str()).map_err(|reason| ManifestError::EnvName {
@@ -144,13 +138,7 @@ impl SubprocessGrant {
             names.push(name);
         }
 
-        if raw.programs.len() > MAX_PROGRAMS {
-            return Err(ManifestError::TooMany {
-                key: "[[subprocess.programs]]",
-                count: raw.programs.len(),
-                max: MAX_PROGRAMS,
-            });
-        }
+        at_most("[[subprocess.programs]]", raw.programs.len(), MAX_PROGRAMS)?;
         // Everything that does not depend on the host first, so a manifest
         // gets the same error on every machine.
         let mut checked = Vec::with_capacity(raw.programs.len());
@@ -209,13 +197,7 @@ impl SubprocessGrant {
                 out.env.push(name);
             }
         }
-        if out.env.len() > MAX_ENV_NAMES {
-            return Err(ManifestError::TooMany {
-                key: "[subprocess] env",
-                count: out.env.len(),
-                max: MAX_ENV_NAMES,
-            });
-        }
+        at_most("[subprocess] env", out.env.len(), MAX_ENV_NAMES)?;
         for (name, lists) in programs {
             let raw = RawProgram {
                 program: name.clone(),
@@ -228,13 +210,11 @@ impl SubprocessGrant {
                         granted.shapes.push(shape);
                     }
                 }
-                if granted.shapes.len() > MAX_SHAPES_PER_PROGRAM {
-                    return Err(ManifestError::TooMany {
-                        key: "[[subprocess.programs]] args",
-                        count: granted.shapes.len(),
-                        max: MAX_SHAPES_PER_PROGRAM,
-                    });
-                }
+                at_most(
+                    "[[subprocess.programs]] args",
+                    granted.shapes.len(),
+                    MAX_SHAPES_PER_PROGRAM,
+                )?;
                 continue;
             }
             let path = resolve(name, load)?;
@@ -255,13 +235,7 @@ impl SubprocessGrant {
                 shapes,
             });
         }
-        if out.programs.len() > MAX_PROGRAMS {
-            return Err(ManifestError::TooMany {
-                key: "[[subprocess.programs]]",
-                count: out.programs.len(),
-                max: MAX_PROGRAMS,
-            });
-        }
+        at_most("[[subprocess.programs]]", out.programs.len(), MAX_PROGRAMS)?;
         Ok(out)
     }
 
@@ -320,13 +294,11 @@ fn check_program(raw: &RawProgram) -> Result<Vec<ArgShape>, ManifestError> {
             program: shown(program),
         });
     }
-    if raw.args.len() > MAX_SHAPES_PER_PROGRAM {
-        return Err(ManifestError::TooMany {
-            key: "[[subprocess.programs]] args",
-            count: raw.args.len(),
-            max: MAX_SHAPES_PER_PROGRAM,
-        });
-    }
+    at_most(
+        "[[subprocess.programs]] args",
+        raw.args.len(),
+        MAX_SHAPES_PER_PROGRAM,
+    )?;
     let mut shapes: Vec<ArgShape> = Vec::with_capacity(raw.args.len());
     for (i, tokens) in raw.args.iter().enumerate() {
         let shape = ArgShape::parse(program, tokens).map_err(|reason| ManifestError::Shape {
@@ -356,6 +328,14 @@ fn written(tokens: &[String]) -> String {
         })
         .collect();
     shown(&quoted.join(" "))
+}
+
+/// `TooMany` when `count` of `key` is over `max`.
+fn at_most(key: &'static str, count: usize, max: usize) -> Result<(), ManifestError> {
+    if count > max {
+        return Err(ManifestError::TooMany { key, count, max });
+    }
+    Ok(())
 }
 
 fn check_program_name(program: &str) -> Result<(), &'static str> {

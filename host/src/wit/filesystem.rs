@@ -76,6 +76,26 @@ impl FsRefusals {
         if !std::mem::take(&mut self.learns_data) {
             return None;
         }
+        let error = error.map(|c| c.name()).unwrap_or_default();
+        Some(self.record(
+            operation,
+            path,
+            error,
+            Decision::Allowed,
+            crate::audit::LEARNED,
+        ))
+    }
+
+    /// The record of `operation` on `path`, answered with `error` (empty
+    /// when it succeeded).
+    fn record(
+        &self,
+        operation: &str,
+        path: &str,
+        error: &str,
+        decision: Decision,
+        reason: &str,
+    ) -> AuditEntry {
         let path = crate::text::recorded(crate::text::truncate(path, MAX_RECORDED_PATH_BYTES));
         let mut entry = AuditEntry::new(
             &self.identity,
@@ -83,12 +103,12 @@ impl FsRefusals {
             path,
             Detail::Filesystem(FilesystemDetail {
                 operation: operation.to_owned(),
-                error: error.map(|c| c.name().to_owned()).unwrap_or_default(),
+                error: error.to_owned(),
             }),
         );
-        entry.decision = Decision::Allowed;
-        entry.reason = Some(crate::audit::LEARNED.to_owned());
-        Some(entry)
+        entry.decision = decision;
+        entry.reason = Some(reason.to_owned());
+        entry
     }
 
     /// The record of `operation` on `path` failing with `code`, if that is
@@ -108,19 +128,7 @@ impl FsRefusals {
             }
             return None;
         }
-        let path = crate::text::recorded(crate::text::truncate(path, MAX_RECORDED_PATH_BYTES));
-        let mut entry = AuditEntry::new(
-            &self.identity,
-            self.task_id.as_deref(),
-            path,
-            Detail::Filesystem(FilesystemDetail {
-                operation: operation.to_owned(),
-                error: code.name().to_owned(),
-            }),
-        );
-        entry.decision = decision;
-        entry.reason = Some(reason.to_owned());
-        Some(entry)
+        Some(self.record(operation, path, code.name(), decision, reason))
     }
 }
 
