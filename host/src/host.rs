@@ -801,7 +801,7 @@ impl Host {
         let m = self.module(module).ok_or(SdkError::NotFound)?;
         let identity = Identity::new(module, principal.clone(), request);
         self.tasks
-            .submit(&m.tasks, &identity, task, args_json, options)
+            .submit(&m.tasks, &identity, None, task, args_json, options)
             .await
     }
 

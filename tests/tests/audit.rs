@@ -458,6 +458,42 @@ async fn a_host_serving_other_organizations_refuses_to_learn() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_submitted_by_a_running_task_is_recorded_within_it() {
+    let t = TestHost::with("tasks", TASKS_BASIC, "").await;
+    t.host.start_tasks().await.unwrap();
+    let alice = principal("alice", "acme");
+    let parent = t
+        .host
+        .submit_task(
+            "tasks",
+            "spawn",
+            "null",
+            SubmitOptions::default(),
+            &alice,
+            RequestMeta::fresh(),
+        )
+        .await
+        .unwrap();
+    let row = wait_final(&t.host, &parent, &alice).await;
+    assert_eq!(row.status, Status::Completed, "{row:?}");
+    let child: String = serde_json::from_str(row.result_json.as_deref().unwrap()).unwrap();
+    let trail = trail_of(&t.host, Capability::Task, 2).await;
+    let within: Vec<(&str, Option<&str>)> = trail
+        .iter()
+        .map(|r| (r.entry.subject.as_str(), r.entry.task_id.as_deref()))
+        .collect();
+    assert_eq!(
+        within,
+        [("noop", Some(parent.as_str())), ("spawn", None)],
+        "the child's record names the task that submitted it"
+    );
+    let Detail::Task(d) = &trail[0].entry.detail else {
+        panic!("a task record")
+    };
+    assert_eq!(d.created.as_deref(), Some(child.as_str()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_held_by_another_users_task_is_recorded_refused_without_that_tasks_id() {
     let t = TestHost::with("tasks", TASKS_BASIC, "[limits]\ntask-deadline-ms = 60000").await;
     let (alice, bob) = (principal("alice", "acme"), principal("bob", "acme"));

@@ -375,18 +375,20 @@ impl TaskService {
     /// Validates and stores a new task of `module` for `identity`, then
     /// wakes the claimer. The id is returned only once the row is committed;
     /// a refusal is on the audit trail by then, and a submission's record
-    /// follows at the next commit.
+    /// follows at the next commit. `within` is the task whose run submits
+    /// it, which its record names.
     pub async fn submit(
         self: &Arc<Self>,
         module: &ModuleTasks,
         identity: &Identity,
+        within: Option<&str>,
         task: &str,
         args_json: &str,
         options: SubmitOptions,
     ) -> Result<String, SdkError> {
         let entry = AuditEntry::new(
             identity,
-            None,
+            within,
             crate::text::truncate(task, policy::MAX_TASK_KEY_BYTES),
             Detail::Task(TaskDetail {
                 task_key: options

@@ -88,7 +88,14 @@ impl tasks::Host for TasksView<'_> {
         };
         Ok(ctx
             .service
-            .submit(&ctx.module, self.identity, &task, &args_json, options)
+            .submit(
+                &ctx.module,
+                self.identity,
+                self.task.map(|t| t.task_id()),
+                &task,
+                &args_json,
+                options,
+            )
             .await?)
     }
 

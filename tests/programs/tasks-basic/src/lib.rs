@@ -27,6 +27,7 @@ module_sdk::module! {
         "burst" => burst: "Store progress n times, flat out or with a pause between: {n, pause_ms?}",
         "count" => count: "Count to `to` from the checkpoint, storing each step: {to, pause_ms?}",
         "blocking_sleep" => blocking_sleep: "Call the `sleep` blocking function, which stays an hour",
+        "spawn" => spawn: "Start a `noop` task and return its id",
     },
     blocking: {
         "double" => double: "Twice an integer",
@@ -36,6 +37,10 @@ module_sdk::module! {
 
 fn noop() -> Result<()> {
     Ok(())
+}
+
+fn spawn() -> Result<String> {
+    tasks::run_background("noop", &Value::Null, BackgroundOptions::new()).map(|id| id.to_string())
 }
 
 fn echo(args: Value) -> Result<Value> {
