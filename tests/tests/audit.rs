@@ -21,6 +21,19 @@ async fn records(t: &TestHost, capability: Capability) -> Vec<AuditRecord> {
     t.host.audit(&records_of(capability), 500).await.unwrap()
 }
 
+/// Submits `task` of the `tasks` module as `who`.
+async fn submit(
+    t: &TestHost,
+    task: &str,
+    args: &str,
+    options: SubmitOptions,
+    who: &Principal,
+) -> Result<String, modhost::SdkError> {
+    t.host
+        .submit_task("tasks", task, args, options, who, RequestMeta::fresh())
+        .await
+}
+
 async fn try_ops(t: &TestHost, ops: Value) -> Vec<Value> {
     let Value::Array(ops) = ops else {
         panic!("a list of operations")
@@ -126,48 +139,13 @@ async fn submissions_are_recorded_with_the_task_they_made_and_refusals_with_thei
         task_key: Some("nightly".into()),
         ..SubmitOptions::default()
     };
-    let id = t
-        .host
-        .submit_task(
-            "tasks",
-            "sleep",
-            "{}",
-            keyed.clone(),
-            &alice,
-            RequestMeta::fresh(),
-        )
+    let id = submit(&t, "sleep", "{}", keyed.clone(), &alice)
         .await
         .unwrap();
-    let again = t
-        .host
-        .submit_task("tasks", "sleep", "{}", keyed, &alice, RequestMeta::fresh())
-        .await
-        .unwrap();
+    let again = submit(&t, "sleep", "{}", keyed, &alice).await.unwrap();
     assert_eq!(again, id, "the key deduplicates");
-    limited(
-        t.host
-            .submit_task(
-                "tasks",
-                "noop",
-                "{}",
-                SubmitOptions::default(),
-                &alice,
-                RequestMeta::fresh(),
-            )
-            .await,
-    );
-    invalid(
-        t.host
-            .submit_task(
-                "tasks",
-                "no-such-task",
-                "{}",
-                SubmitOptions::default(),
-                &alice,
-                RequestMeta::fresh(),
-            )
-            .await,
-    );
+    limited(submit(&t, "noop", "{}", SubmitOptions::default(), &alice).await);
+    invalid(submit(&t, "no-such-task", "{}", SubmitOptions::default(), &alice).await);
     let trail = trail_of(&t.host, Capability::Task, 4).await;
     let seen: Vec<(&str, Decision)> = trail
         .iter()
@@ -462,16 +440,7 @@ async fn a_task_submitted_by_a_running_task_is_recorded_within_it() {
     let t = TestHost::with("tasks", TASKS_BASIC, "").await;
     t.host.start_tasks().await.unwrap();
     let alice = principal("alice", "acme");
-    let parent = t
-        .host
-        .submit_task(
-            "tasks",
-            "spawn",
-            "null",
-            SubmitOptions::default(),
-            &alice,
-            RequestMeta::fresh(),
-        )
+    let parent = submit(&t, "spawn", "null", SubmitOptions::default(), &alice)
         .await
         .unwrap();
     let row = wait_final(&t.host, &parent, &alice).await;
@@ -501,23 +470,8 @@ async fn a_key_held_by_another_users_task_is_recorded_refused_without_that_tasks
         task_key: Some("nightly".into()),
         ..SubmitOptions::default()
     };
-    let id = t
-        .host
-        .submit_task(
-            "tasks",
-            "sleep",
-            "{}",
-            keyed(),
-            &alice,
-            RequestMeta::fresh(),
-        )
-        .await
-        .unwrap();
-    invalid(
-        t.host
-            .submit_task("tasks", "sleep", "{}", keyed(), &bob, RequestMeta::fresh())
-            .await,
-    );
+    let id = submit(&t, "sleep", "{}", keyed(), &alice).await.unwrap();
+    invalid(submit(&t, "sleep", "{}", keyed(), &bob).await);
     let trail = trail_of(&t.host, Capability::Task, 2).await;
     let bobs: Vec<&AuditRecord> = trail.iter().filter(|r| r.entry.user_id == "bob").collect();
     assert_eq!(bobs.len(), 1);

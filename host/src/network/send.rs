@@ -98,20 +98,20 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let current = module.grant_for(learning);
-    let (grant, dest, learned) = match decide(&current, request.uri()) {
-        Ok(dest) => (current, dest, false),
+    let (grant, dest) = match decide(&current, request.uri()) {
+        Ok(dest) => (current, dest),
         Err(why) => match learning.then(|| module.learn(&why)).flatten() {
             Some(grant) => {
                 let dest = decide(&grant, request.uri()).map_err(|r| refused(module, r))?;
                 tracing::info!(module = %module.module, destination = %dest, "request allowed while learning: not granted by the manifest");
-                (grant, dest, true)
+                (grant, dest)
             }
             None => return Err(refused(module, why)),
         },
     };
-    // Learned earlier, or by a request beside this one: still not the
-    // manifest's to allow.
-    let learned = learned || (learning && decide(module.grant(), request.uri()).is_err());
+    // Allowed by what was learned, now or before: the manifest's own grant
+    // would refuse it.
+    let learned = learning && decide(module.grant(), request.uri()).is_err();
     let permit = module.open.clone().try_acquire_owned().map_err(|_| {
         refused(
             module,

@@ -341,25 +341,23 @@ impl SubprocessService {
         // A learning call runs under the learned grant, which a refusal for
         // want of a grant widens by what the request needs.
         let learner = module.learner.as_ref().filter(|_| caller.learning);
-        let (grant, learned) = match learner {
-            None => (module.grant.clone(), false),
+        let grant = match learner {
+            None => module.grant.clone(),
             Some(l) => match gate::check(&l.grant(), &request) {
                 Err(Denied::NotGranted(why)) => match l.widen(&request) {
-                    Ok(Some(grant)) => (grant, true),
-                    Ok(None) => (l.grant(), false),
+                    Ok(widened) => widened.unwrap_or_else(|| l.grant()),
                     Err(not) => {
                         let (decision, error) = sdk(Denied::NotGranted(format!("{why}; {not}")));
                         return refuse(detail, decision, error).await;
                     }
                 },
-                _ => (l.grant(), false),
+                _ => l.grant(),
             },
         };
         let grant = grant.as_ref();
-        // Learned earlier, or by a request beside this one: still not the
-        // manifest's to allow.
-        let learned =
-            learned || (learner.is_some() && gate::check(&module.grant, &request).is_err());
+        // Allowed by what was learned, now or before: the manifest's own
+        // grant would refuse it.
+        let learned = learner.is_some() && gate::check(&module.grant, &request).is_err();
         let approved = match gate::check(grant, &request) {
             Ok(a) => a,
             Err(denied) => {
