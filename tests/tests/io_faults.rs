@@ -254,6 +254,10 @@ async fn pending_tasks_the_host_cannot_start_on_a_full_disk_start_once_it_has_ro
         let out = tb_action(&t, "submit", json!({"task": "echo", "args": {"n": n}})).await;
         ids.push(out["id"].as_str().unwrap().to_owned());
     }
+    // The submissions' audit records are written after them; one still
+    // under way would share its commit with the start's recovery and fail
+    // it with the disk.
+    assert!(t.host.settle_audit(PATIENCE).await);
     disk.fail(At::Commit, Errno::Enospc);
     t.host.start_tasks().await.unwrap();
     let before = disk.failed();
