@@ -165,6 +165,11 @@ struct Lang {
     /// The SDK under `guest-sdk/`, copied beside each program by its name.
     sdk: &'static str,
     tool: Tool,
+    /// The programs built to send outbound HTTP requests: for the SDK's
+    /// world with `wasi:http` (Python), or with the toolchain's HTTP
+    /// support kept (JavaScript). The others build for `module` alone, so
+    /// both builds stay tested.
+    with_http: &'static [&'static str],
 }
 
 const LANGS: &[Lang] = &[
@@ -174,6 +179,7 @@ const LANGS: &[Lang] = &[
         entry: "app.py",
         sdk: "python/modhost_sdk",
         tool: Tool::ComponentizePy,
+        with_http: &["fetcher"],
     },
     Lang {
         dir: "programs-js",
@@ -181,6 +187,7 @@ const LANGS: &[Lang] = &[
         entry: "app.js",
         sdk: "js/modhost_sdk.js",
         tool: Tool::ComponentizeJs,
+        with_http: &[],
     },
 ];
 
@@ -221,7 +228,16 @@ fn build_lang_programs(root: &Path, lang: &Lang, out_dir: &Path) -> Vec<(String,
             }
             let wasm = built.join(format!("{name}.wasm"));
             let mut cmd = guest_tool(lang.tool);
+            let with_http = lang.with_http.contains(&name.as_str());
             match lang.tool {
+                Tool::ComponentizePy if with_http => cmd
+                    .arg("-d")
+                    .arg(&wit)
+                    .arg("-d")
+                    .arg(sdk_copy.join("wit"))
+                    .args(["-w", "modhost:python-sdk/module-http@0.1.0"])
+                    .args(["componentize", "app", "-o"])
+                    .arg(&wasm),
                 Tool::ComponentizePy => cmd
                     .arg("-d")
                     .arg(&wit)
@@ -249,7 +265,8 @@ fn build_lang_programs(root: &Path, lang: &Lang, out_dir: &Path) -> Vec<(String,
         .collect()
 }
 
-/// Copies the `.py` files of `from` into `to`.
+/// Copies the `.py` and `.wit` files of `from` and its directories into
+/// `to`.
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("a directory for the Python SDK");
     for e in std::fs::read_dir(from)
@@ -257,7 +274,9 @@ fn copy_dir(from: &Path, to: &Path) {
         .flatten()
     {
         let path = e.path();
-        if path.extension().is_some_and(|x| x == "py") {
+        if path.is_dir() && e.file_name() != "__pycache__" {
+            copy_dir(&path, &to.join(e.file_name()));
+        } else if path.extension().is_some_and(|x| x == "py" || x == "wit") {
             std::fs::copy(&path, to.join(e.file_name())).expect("copying the Python SDK");
         }
     }

@@ -47,7 +47,51 @@ pub const WIT_FILES: &[(&str, &str)] = &[
     ("world.wit", include_str!("../../wit/world.wit")),
 ];
 
-const PYTHON_SDK: &str = include_str!("../../guest-sdk/python/modhost_sdk/__init__.py");
+/// The Python SDK, each file under `modhost_sdk/`: the package, its HTTP
+/// client, and the world with `wasi:http` that the client needs (WASI's
+/// packages under `wit/deps/`, as the host implements them).
+const PYTHON_SDK: &[(&str, &str)] = &[
+    (
+        "__init__.py",
+        include_str!("../../guest-sdk/python/modhost_sdk/__init__.py"),
+    ),
+    (
+        "http.py",
+        include_str!("../../guest-sdk/python/modhost_sdk/http.py"),
+    ),
+    (
+        "wit/world.wit",
+        include_str!("../../guest-sdk/python/modhost_sdk/wit/world.wit"),
+    ),
+    (
+        "wit/deps/cli.wit",
+        include_str!("../../guest-sdk/python/modhost_sdk/wit/deps/cli.wit"),
+    ),
+    (
+        "wit/deps/clocks.wit",
+        include_str!("../../guest-sdk/python/modhost_sdk/wit/deps/clocks.wit"),
+    ),
+    (
+        "wit/deps/filesystem.wit",
+        include_str!("../../guest-sdk/python/modhost_sdk/wit/deps/filesystem.wit"),
+    ),
+    (
+        "wit/deps/http.wit",
+        include_str!("../../guest-sdk/python/modhost_sdk/wit/deps/http.wit"),
+    ),
+    (
+        "wit/deps/io.wit",
+        include_str!("../../guest-sdk/python/modhost_sdk/wit/deps/io.wit"),
+    ),
+    (
+        "wit/deps/random.wit",
+        include_str!("../../guest-sdk/python/modhost_sdk/wit/deps/random.wit"),
+    ),
+    (
+        "wit/deps/sockets.wit",
+        include_str!("../../guest-sdk/python/modhost_sdk/wit/deps/sockets.wit"),
+    ),
+];
 const JS_SDK: &str = include_str!("../../guest-sdk/js/modhost_sdk.js");
 
 const MANIFEST: &str = include_str!("../templates/new/module.toml");
@@ -126,7 +170,9 @@ pub fn new_module(
                 "app.py".into(),
                 fill(include_str!("../templates/new/python/app.py")),
             ));
-            files.push(("modhost_sdk/__init__.py".into(), PYTHON_SDK.into()));
+            for (file, text) in PYTHON_SDK {
+                files.push((Path::new("modhost_sdk").join(file), (*text).to_owned()));
+            }
             files.push((
                 ".gitignore".into(),
                 include_str!("../templates/new/python/gitignore").into(),
@@ -134,8 +180,8 @@ pub fn new_module(
             Shape {
                 language: "Python",
                 component: "component.wasm".to_owned(),
-                build: r#"["componentize-py", "-d", "wit", "-w", "module", "componentize", "app", "-o", "component.wasm"]"#,
-                layout: "`app.py` is the module, on the Python SDK (`modhost_sdk/`, a copy of\nmodhost's `guest-sdk/python`); `wit/` is a copy of the contract;\n`module.toml` is its manifest.",
+                build: r#"["componentize-py", "-d", "wit", "-d", "modhost_sdk/wit", "-w", "modhost:python-sdk/module-http@0.1.0", "componentize", "app", "-o", "component.wasm"]"#,
+                layout: "`app.py` is the module, on the Python SDK (`modhost_sdk/`, a copy of\nmodhost's `guest-sdk/python`, with `modhost_sdk.http` for outbound\nrequests); `wit/` is a copy of the contract, and `modhost_sdk/wit/`\nadds `wasi:http` to it; `module.toml` is its manifest.",
                 toolchain: "It builds with componentize-py 0.25.1: the one on your `PATH`, or else\none `modhost build` installs from the Python package registry into\n`~/.cache/modhost` (`MODHOST_COMPONENTIZE_PY` names another).",
             }
         }
@@ -237,6 +283,28 @@ mod tests {
     }
 
     #[test]
+    fn the_python_sdk_written_into_new_modules_is_every_file_of_the_sdk() {
+        let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-sdk/python/modhost_sdk");
+        let mut on_disk = Vec::new();
+        let mut dirs = vec![sdk.clone()];
+        while let Some(dir) = dirs.pop() {
+            for e in std::fs::read_dir(dir).unwrap() {
+                let path = e.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|x| x == "py" || x == "wit") {
+                    let name = path.strip_prefix(&sdk).unwrap();
+                    on_disk.push(name.to_string_lossy().into_owned());
+                }
+            }
+        }
+        on_disk.sort();
+        let mut embedded: Vec<&str> = PYTHON_SDK.iter().map(|(n, _)| *n).collect();
+        embedded.sort();
+        assert_eq!(on_disk, embedded);
+    }
+
+    #[test]
     fn a_new_module_is_refused_over_an_existing_directory_or_with_a_bad_name() {
         let parent = tempfile::tempdir().unwrap();
         std::fs::create_dir(parent.path().join("taken")).unwrap();
@@ -263,6 +331,9 @@ mod tests {
         for file in [
             "app.py",
             "modhost_sdk/__init__.py",
+            "modhost_sdk/http.py",
+            "modhost_sdk/wit/world.wit",
+            "modhost_sdk/wit/deps/http.wit",
             "wit/world.wit",
             "README.md",
         ] {

@@ -1,7 +1,7 @@
 //! Outbound HTTP end to end, from a real guest component through the SDK's
 //! client to a loopback server the tests start: each test is a grant that
-//! must work or an attack that must fail. The guest (`FETCHER`) sends
-//! whatever request the test describes.
+//! must work or an attack that must fail. The guest (`FETCHER`, and its
+//! Python twin `PY_FETCHER`) sends whatever request the test describes.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -110,8 +110,54 @@ fn grants(allow: &[String], extra: &str) -> String {
 }
 
 async fn host_allowing(allow: &[String], extra: &str) -> TestHost {
-    TestHost::with("net", FETCHER, &grants(allow, extra)).await
+    host_of(FETCHER, allow, extra).await
 }
+
+/// A host with the fetcher `guest` loaded as `net`, allowed `allow`.
+async fn host_of(guest: &str, allow: &[String], extra: &str) -> TestHost {
+    TestHost::with("net", guest, &grants(allow, extra)).await
+}
+
+/// The tests of the client's behaviour, each run through the Rust SDK's
+/// fetcher and through its Python twin (`tests/programs-py/fetcher`): the
+/// host decides alike, and both SDKs report its decisions alike.
+macro_rules! on_both_sdks {
+    ($($test:ident),* $(,)?) => {
+        mod rust {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::FETCHER).await
+                }
+            )*
+        }
+        mod python {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::PY_FETCHER).await
+                }
+            )*
+        }
+    };
+}
+
+on_both_sdks!(
+    a_host_granted_by_address_is_reached_and_answers,
+    a_destination_not_granted_is_refused_naming_it,
+    a_module_without_a_network_grant_reaches_nothing,
+    a_granted_name_resolving_to_loopback_is_refused_without_a_grant_of_the_address,
+    a_redirect_is_followed_within_the_grant_and_refused_outside_it,
+    a_redirect_to_another_origin_carries_no_credentials,
+    a_redirect_to_the_metadata_address_is_refused,
+    a_response_larger_than_the_grant_is_cut_with_a_typed_error,
+    a_slow_server_and_a_stalled_body_are_timed_out,
+    the_whole_request_is_held_to_its_timeout,
+    requests_beyond_max_concurrent_are_refused_until_one_is_done,
+    a_background_task_downloads_into_its_data_directory_with_progress,
+    an_https_destination_is_reached_over_tls_with_the_operators_roots,
+    an_https_server_the_roots_do_not_vouch_for_is_refused_for_its_certificate,
+);
 
 async fn call(t: &TestHost, action: &str, args: Value) -> Result<Value, SdkError> {
     call_as(t, &principal("alice", "acme"), action, args).await
@@ -138,10 +184,9 @@ async fn send(t: &TestHost, request: Value) -> Result<Value, SdkError> {
     call(t, "send", request).await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_host_granted_by_address_is_reached_and_answers() {
+async fn a_host_granted_by_address_is_reached_and_answers(guest: &'static str) {
     let addr = server().await;
-    let t = host_allowing(&[format!("http://{addr}")], "").await;
+    let t = host_of(guest, &[format!("http://{addr}")], "").await;
     let got = send(&t, json!({"url": format!("http://{addr}/hello")}))
         .await
         .unwrap();
@@ -156,11 +201,10 @@ async fn a_host_granted_by_address_is_reached_and_answers() {
     assert_eq!(echoed["body"], "echo: ping");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_destination_not_granted_is_refused_naming_it() {
+async fn a_destination_not_granted_is_refused_naming_it(guest: &'static str) {
     let addr = server().await;
     let other = server().await;
-    let t = host_allowing(&[format!("http://{addr}")], "").await;
+    let t = host_of(guest, &[format!("http://{addr}")], "").await;
     let reason = denied(send(&t, json!({"url": format!("http://{other}/hello")})).await);
     assert!(
         reason.contains(&format!("http://{other}")) && reason.contains("[network] allow"),
@@ -171,19 +215,19 @@ async fn a_destination_not_granted_is_refused_naming_it() {
     assert!(reason.contains(&format!("https://{addr}")), "{reason}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_module_without_a_network_grant_reaches_nothing() {
+async fn a_module_without_a_network_grant_reaches_nothing(guest: &'static str) {
     let addr = server().await;
-    let t = TestHost::with("net", FETCHER, "").await;
+    let t = TestHost::with("net", guest, "").await;
     let reason = denied(send(&t, json!({"url": format!("http://{addr}/hello")})).await);
     assert!(reason.contains("[network] allow"), "{reason}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_granted_name_resolving_to_loopback_is_refused_without_a_grant_of_the_address() {
+async fn a_granted_name_resolving_to_loopback_is_refused_without_a_grant_of_the_address(
+    guest: &'static str,
+) {
     let addr = server().await;
     let port = addr.port();
-    let t = host_allowing(&[format!("localhost:{port}")], "").await;
+    let t = host_of(guest, &[format!("localhost:{port}")], "").await;
     let reason = denied(send(&t, json!({"url": format!("http://localhost:{port}/hello")})).await);
     assert!(
         reason.contains("internal address") && reason.contains(&format!("localhost:{port}")),
@@ -191,11 +235,10 @@ async fn a_granted_name_resolving_to_loopback_is_refused_without_a_grant_of_the_
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_redirect_is_followed_within_the_grant_and_refused_outside_it() {
+async fn a_redirect_is_followed_within_the_grant_and_refused_outside_it(guest: &'static str) {
     let addr = server().await;
     let other = server().await;
-    let t = host_allowing(&[format!("http://{addr}")], "").await;
+    let t = host_of(guest, &[format!("http://{addr}")], "").await;
     let within = send(
         &t,
         json!({"url": format!("http://{addr}/redirect?to=/hello")}),
@@ -223,11 +266,15 @@ async fn a_redirect_is_followed_within_the_grant_and_refused_outside_it() {
     assert_eq!(raw["status"], 302);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_redirect_to_another_origin_carries_no_credentials() {
+async fn a_redirect_to_another_origin_carries_no_credentials(guest: &'static str) {
     let addr = server().await;
     let other = server().await;
-    let t = host_allowing(&[format!("http://{addr}"), format!("http://{other}")], "").await;
+    let t = host_of(
+        guest,
+        &[format!("http://{addr}"), format!("http://{other}")],
+        "",
+    )
+    .await;
     let headers = json!([
         ["x-api-key", "secret"],
         ["authorization", "Bearer t"],
@@ -260,10 +307,9 @@ async fn a_redirect_to_another_origin_carries_no_credentials() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_redirect_to_the_metadata_address_is_refused() {
+async fn a_redirect_to_the_metadata_address_is_refused(guest: &'static str) {
     let addr = server().await;
-    let t = host_allowing(&[format!("http://{addr}")], "").await;
+    let t = host_of(guest, &[format!("http://{addr}")], "").await;
     let to = "http://169.254.169.254/latest/meta-data/";
     let reason = denied(
         send(
@@ -275,10 +321,9 @@ async fn a_redirect_to_the_metadata_address_is_refused() {
     assert!(reason.contains("http://169.254.169.254:80"), "{reason}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_response_larger_than_the_grant_is_cut_with_a_typed_error() {
+async fn a_response_larger_than_the_grant_is_cut_with_a_typed_error(guest: &'static str) {
     let addr = server().await;
-    let t = host_allowing(&[format!("http://{addr}")], "max-response-mib = 1").await;
+    let t = host_of(guest, &[format!("http://{addr}")], "max-response-mib = 1").await;
     let fits = send(&t, json!({"url": format!("http://{addr}/big/{}", 1 << 20)}))
         .await
         .unwrap();
@@ -292,10 +337,14 @@ async fn a_response_larger_than_the_grant_is_cut_with_a_typed_error() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slow_server_and_a_stalled_body_are_timed_out() {
+async fn a_slow_server_and_a_stalled_body_are_timed_out(guest: &'static str) {
     let addr = server().await;
-    let t = host_allowing(&[format!("http://{addr}")], "first-byte-timeout-ms = 300").await;
+    let t = host_of(
+        guest,
+        &[format!("http://{addr}")],
+        "first-byte-timeout-ms = 300",
+    )
+    .await;
     let reason = limited(send(&t, json!({"url": format!("http://{addr}/slow")})).await);
     assert!(reason.contains("timed out"), "{reason}");
     let reason = limited(
@@ -308,18 +357,16 @@ async fn a_slow_server_and_a_stalled_body_are_timed_out() {
     assert!(reason.contains("stalled"), "{reason}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_whole_request_is_held_to_its_timeout() {
+async fn the_whole_request_is_held_to_its_timeout(guest: &'static str) {
     let addr = server().await;
-    let t = host_allowing(&[format!("http://{addr}")], "timeout-ms = 400").await;
+    let t = host_of(guest, &[format!("http://{addr}")], "timeout-ms = 400").await;
     let reason = limited(send(&t, json!({"url": format!("http://{addr}/stall")})).await);
     assert!(reason.contains("timed out"), "{reason}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn requests_beyond_max_concurrent_are_refused_until_one_is_done() {
+async fn requests_beyond_max_concurrent_are_refused_until_one_is_done(guest: &'static str) {
     let addr = server().await;
-    let t = host_allowing(&[format!("http://{addr}")], "max-concurrent = 2").await;
+    let t = host_of(guest, &[format!("http://{addr}")], "max-concurrent = 2").await;
     let got = call(
         &t,
         "hold",
@@ -339,10 +386,9 @@ async fn requests_beyond_max_concurrent_are_refused_until_one_is_done() {
     assert_eq!(got["again"], true, "{got}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_background_task_downloads_into_its_data_directory_with_progress() {
+async fn a_background_task_downloads_into_its_data_directory_with_progress(guest: &'static str) {
     let addr = server().await;
-    let t = host_allowing(&[format!("http://{addr}")], "").await;
+    let t = host_of(guest, &[format!("http://{addr}")], "").await;
     t.host.start_tasks().await.unwrap();
     let alice = principal("alice", "acme");
     let started = call(
@@ -467,12 +513,11 @@ async fn tls_server(dir: &std::path::Path) -> (SocketAddr, std::path::PathBuf) {
     (addr, pem)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_https_destination_is_reached_over_tls_with_the_operators_roots() {
+async fn an_https_destination_is_reached_over_tls_with_the_operators_roots(guest: &'static str) {
     let dir = tempfile::tempdir().unwrap();
     let (addr, pem) = tls_server(dir.path()).await;
     let mut t = TestHost::with_options(|o| o.network.extra_roots = vec![pem]);
-    t.load("net", FETCHER, &grants(&[format!("https://{addr}")], ""))
+    t.load("net", guest, &grants(&[format!("https://{addr}")], ""))
         .await;
     let got = send(&t, json!({"url": format!("https://{addr}/x")}))
         .await
@@ -481,11 +526,12 @@ async fn an_https_destination_is_reached_over_tls_with_the_operators_roots() {
     assert_eq!(got["body"], "hello over tls");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_https_server_the_roots_do_not_vouch_for_is_refused_for_its_certificate() {
+async fn an_https_server_the_roots_do_not_vouch_for_is_refused_for_its_certificate(
+    guest: &'static str,
+) {
     let dir = tempfile::tempdir().unwrap();
     let (addr, _pem) = tls_server(dir.path()).await;
-    let t = host_allowing(&[format!("https://{addr}")], "").await;
+    let t = host_of(guest, &[format!("https://{addr}")], "").await;
     match send(&t, json!({"url": format!("https://{addr}/x")})).await {
         Err(SdkError::Internal(reason)) => {
             assert!(reason.contains("TLS certificate"), "{reason}")
@@ -538,6 +584,26 @@ async fn check_warns_of_an_http_import_without_a_grant_and_not_with_one() {
             .any(|g| g.contains("https://example.com")),
         "{:?}",
         report.grants
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_notes_rather_than_warns_that_a_python_module_of_the_sdks_http_world_imports_wasi_http()
+ {
+    let env = modhost::manifest::LoadEnv::host_default();
+    let bare = ModuleDir::new("net", PY_FETCHER, "");
+    let report = modhost::check::check_dir(bare.path(), &env).await;
+    assert!(report.ok(), "{:?}", report.errors);
+    assert_eq!(report.warnings, Vec::<String>::new());
+    assert!(
+        report
+            .notes
+            .iter()
+            .any(|n| n.contains("wasi:http/outgoing-handler")
+                && n.contains("module-http")
+                && n.contains("refused")),
+        "{:?}",
+        report.notes
     );
 }
 

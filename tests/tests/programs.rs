@@ -777,6 +777,37 @@ args = [["granted"]]
 sdk_twin_tests!(py_sdk, PY_SDK);
 sdk_twin_tests!(js_sdk, JS_SDK);
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_http_client_in_a_build_without_wasi_http_says_how_to_build_it() {
+    let t = TestHost::with(
+        "sdkmod",
+        PY_SDK,
+        "[network]\nallow = [\"http://127.0.0.1:9\"]",
+    )
+    .await;
+    let out = t
+        .host
+        .call_action(
+            "sdkmod",
+            "fetch",
+            r#"{"url": "http://127.0.0.1:9/x"}"#,
+            &principal("alice", "acme"),
+            RequestMeta::fresh(),
+        )
+        .await;
+    match out {
+        Err(CallError::Guest {
+            error: modhost::SdkError::Internal(reason),
+            ..
+        }) => assert!(
+            reason.contains("without wasi:http")
+                && reason.contains("modhost:python-sdk/module-http@0.1.0"),
+            "{reason}"
+        ),
+        other => panic!("expected an internal error naming the world, got {other:?}"),
+    }
+}
+
 mod subprocess {
     // The subprocess guest has its own file of attacks and grants:
     // `tests/subprocess.rs`.
@@ -785,6 +816,10 @@ mod subprocess {
 mod fetcher {
     // The outbound HTTP guest has its own file of grants and attacks:
     // `tests/network.rs`.
+}
+
+mod py_fetcher {
+    // The Python twin of `fetcher` runs the same tests in `tests/network.rs`.
 }
 
 mod files {

@@ -20,10 +20,15 @@ to the WIT `error` variant both ways, enums are their WIT strings.
 
     WitWorld = module.world()
 
-Build it with componentize-py against modhost's `wit/`, with this
-directory on the Python path:
+Build it with componentize-py against modhost's `wit/` and the SDK's own
+`wit/`, with this directory on the Python path:
 
-    componentize-py -d WIT -w module componentize -p . -p SDK_DIR app -o component.wasm
+    componentize-py -d WIT -d SDK_DIR/wit -w modhost:python-sdk/module-http@0.1.0 \
+        componentize -p . -p SDK_DIR app -o component.wasm
+
+That world is modhost's `module` with `wasi:http` added, for the
+outbound client `modhost_sdk.http`; a module that sends no requests may
+build for `-d WIT -w module` alone.
 
 An exception a handler raises that is not a `ModhostError` becomes
 `internal` with its type and message (its traceback goes to the host's
@@ -33,7 +38,8 @@ The namespaces follow the WIT interfaces: `context` (who is calling),
 `tasks` (background and blocking work, subprocesses, progress,
 confirmations, the key lookups), `background_tasks` (the read model:
 filtered pages and one task's detail), `ui` (surfaces and the effects an
-action returns) and `log`.
+action returns) and `log`; `modhost_sdk.http` is the outbound HTTP
+client.
 """
 
 from __future__ import annotations
@@ -51,7 +57,12 @@ from wit_world.imports import background_tasks as _background_tasks
 from wit_world.imports import context as _context
 from wit_world.imports import log as _log
 from wit_world.imports import tasks as _tasks
-from wit_world.imports import types as _types
+try:
+    from wit_world.imports import types as _types
+except ImportError:
+    # Built for the SDK's `module-http` world, where wasi:http's `types`
+    # interface shares the name and componentize-py names each by package.
+    from wit_world.imports import modhost_sdk_types as _types
 from wit_world.imports import ui as _ui
 
 __all__ = [

@@ -171,7 +171,15 @@ pub fn grant_warnings(
         w.push("grant [network] allow is unused: the component does not import wasi:http/outgoing-handler".to_owned());
     }
     if uses_http && !granted {
-        w.push("the component imports wasi:http/outgoing-handler but [network] allows no host: every request will be refused".to_owned());
+        match runtime {
+            // The SDK's world imports it whether the module sends requests
+            // or not (componentize-py keeps every import of the world).
+            Some(runtime::Runtime::CPython) => notes.push(format!(
+                "the component imports wasi:http/outgoing-handler, as every {} module built for the Python SDK's module-http world does; [network] allows no host, so every request will be refused",
+                runtime::Runtime::CPython.name()
+            )),
+            None => w.push("the component imports wasi:http/outgoing-handler but [network] allows no host: every request will be refused".to_owned()),
+        }
     }
     if imports_any(imports, "wasi:sockets/") {
         let why = if granted {

@@ -243,7 +243,7 @@ pub(crate) fn link_component(
 fn with_import_hint(error: String) -> String {
     if error.contains("`wasi:http/") {
         format!(
-            "{error} (this host provides no wasi:http to guests; a componentize-js build leaves it out with `-d http -d fetch-event`)"
+            "{error} (of wasi:http this host provides only `types` and `outgoing-handler`; a componentize-js build leaves the rest out with `-d fetch-event`)"
         )
     } else {
         error

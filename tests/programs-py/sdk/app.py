@@ -2,7 +2,11 @@
 typed errors both ways, a keyed resumable task with progress and a
 checkpoint, a blocking function, a confirmation, a subprocess, the read
 model, effects and the log. `tests/programs-js/sdk/app.js` is its twin in
-JavaScript: the same actions, answering the same way."""
+JavaScript: the same actions, answering the same way (but `fetch`, which
+only Python has).
+
+It is built for modhost's `module` world alone, without `wasi:http`, so it
+also proves the SDK works there."""
 
 from modhost_sdk import (
     ActionResult,
@@ -13,6 +17,7 @@ from modhost_sdk import (
     Surface,
     background_tasks,
     context,
+    http,
     log,
     tasks,
 )
@@ -169,6 +174,11 @@ def bad_style(args):
 @module.action("ok", "Return at once")
 def ok(args):
     return {"ok": True}
+
+
+@module.action("fetch", "GET `url` through the SDK's client, in a build without wasi:http")
+def fetch(args):
+    return {"status": http.get(args["url"]).send().status}
 
 
 @module.task("noop", "Return at once")
