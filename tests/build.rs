@@ -162,7 +162,9 @@ struct Lang {
     prefix: &'static str,
     /// `app.py`.
     entry: &'static str,
-    /// The SDK under `guest-sdk/`, copied beside each program by its name.
+    /// The SDK under `guest-sdk/`, copied beside each program: Python's
+    /// package by its name, JavaScript's files one by one (componentize-js
+    /// reads only files under the program's directory).
     sdk: &'static str,
     tool: Tool,
     /// The programs built to send outbound HTTP requests: for the SDK's
@@ -185,9 +187,9 @@ const LANGS: &[Lang] = &[
         dir: "programs-js",
         prefix: "JS",
         entry: "app.js",
-        sdk: "js/modhost_sdk.js",
+        sdk: "js",
         tool: Tool::ComponentizeJs,
-        with_http: &[],
+        with_http: &["fetcher"],
     },
 ];
 
@@ -221,10 +223,9 @@ fn build_lang_programs(root: &Path, lang: &Lang, out_dir: &Path) -> Vec<(String,
             std::fs::copy(dir.join(&name).join(lang.entry), source.join(lang.entry))
                 .expect("copying a guest program");
             let sdk_copy = source.join(sdk.file_name().unwrap());
-            if sdk.is_dir() {
-                copy_dir(&sdk, &sdk_copy);
-            } else {
-                std::fs::copy(&sdk, &sdk_copy).expect("copying the SDK");
+            match lang.tool {
+                Tool::ComponentizePy => copy_dir(&sdk, &sdk_copy),
+                Tool::ComponentizeJs => copy_files(&sdk, &source, "js"),
             }
             let wasm = built.join(format!("{name}.wasm"));
             let mut cmd = guest_tool(lang.tool);
@@ -243,6 +244,12 @@ fn build_lang_programs(root: &Path, lang: &Lang, out_dir: &Path) -> Vec<(String,
                     .arg(&wit)
                     .args(["-w", "module", "componentize", "app", "-o"])
                     .arg(&wasm),
+                Tool::ComponentizeJs if with_http => cmd
+                    .arg("--wit")
+                    .arg(js_http_wit(root, &source))
+                    .args(["-n", "module-http", "-d", "http", "-d", "fetch-event", "-o"])
+                    .arg(&wasm)
+                    .arg(lang.entry),
                 Tool::ComponentizeJs => cmd
                     .arg("--wit")
                     .arg(&wit)
@@ -263,6 +270,38 @@ fn build_lang_programs(root: &Path, lang: &Lang, out_dir: &Path) -> Vec<(String,
             (name, wasm)
         })
         .collect()
+}
+
+/// The JavaScript SDK's world with `wasi:http`, laid out under `source`
+/// as one directory for componentize-js: its `world.wit`, modhost's
+/// contract under `deps/sdk/`, WASI's packages (the Python SDK's copy)
+/// under `deps/`.
+fn js_http_wit(root: &Path, source: &Path) -> PathBuf {
+    let dir = source.join("wit");
+    std::fs::create_dir_all(dir.join("deps")).expect("a directory for the world");
+    std::fs::copy(
+        root.join("guest-sdk/js/http-world.wit"),
+        dir.join("world.wit"),
+    )
+    .expect("copying the JavaScript SDK's world");
+    copy_files(&root.join("wit"), &dir.join("deps/sdk"), "wit");
+    copy_files(
+        &root.join("guest-sdk/python/modhost_sdk/wit/deps"),
+        &dir.join("deps"),
+        "wit",
+    );
+    dir
+}
+
+/// Copies the files of `from` ending `.EXT` into `to`.
+fn copy_files(from: &Path, to: &Path, ext: &str) {
+    std::fs::create_dir_all(to).expect("a directory to copy into");
+    for e in std::fs::read_dir(from).expect("reading an SDK").flatten() {
+        let path = e.path();
+        if path.is_file() && path.extension().is_some_and(|x| x == ext) {
+            std::fs::copy(&path, to.join(e.file_name())).expect("copying an SDK");
+        }
+    }
 }
 
 /// Copies the `.py` and `.wit` files of `from` and its directories into

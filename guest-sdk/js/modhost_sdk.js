@@ -25,8 +25,13 @@
 //
 //     componentize-js --wit WIT -n module -d http -d fetch-event -o component.wasm app.js
 //
-// (`-d http -d fetch-event` leaves out the runtime's `fetch`, whose
-// wasi:http imports the host does not provide.)
+// (`-d http -d fetch-event` leaves out the runtime's own `fetch`, whose
+// errors do not say why a request was refused.) The outbound client,
+// `modhost_http.js`, needs the SDK's `module-http` world instead; see its
+// header.
+//
+// A handler may be async: its export returns the promise, which
+// componentize-js awaits.
 //
 // An exception a handler throws that is not a `ModhostError` becomes
 // `internal` with its name and message (its stack goes to the host's log),
@@ -416,6 +421,20 @@ export const log = {
   error(message, fields) { log.write('error', message, fields); },
 };
 
+function isPromise(value) {
+  return value !== null && typeof value === 'object' && typeof value.then === 'function';
+}
+
+/** What a handler threw, as the WIT `error` it stands for: an SDK error as
+ * its case, anything else as `internal` (its stack to the log). */
+function witError(e) {
+  if (e instanceof ModhostError) return e.toWit();
+  if (e && typeof e === 'object' && typeof e.tag === 'string' && !(e instanceof Error)) return e;
+  console.error(e && e.stack ? e.stack : String(e));
+  const what = e instanceof Error ? `${e.name}: ${e.message}` : `thrown: ${String(e)}`;
+  return { tag: 'internal', val: what };
+}
+
 /** A module's actions, tasks and blocking functions, registered by name;
  * `world()` gives the four exports the component needs. */
 export class Module {
@@ -452,14 +471,13 @@ export class Module {
     } catch (e) {
       throw { tag: 'invalid-input', val: `the arguments are not JSON: ${e.message}` };
     }
+    let value;
     try {
-      return entry.handler(args);
+      value = entry.handler(args);
     } catch (e) {
-      if (e instanceof ModhostError) throw e.toWit();
-      console.error(e && e.stack ? e.stack : String(e));
-      const what = e instanceof Error ? `${e.name}: ${e.message}` : `thrown: ${String(e)}`;
-      throw { tag: 'internal', val: what };
+      throw witError(e);
     }
+    return isPromise(value) ? value.catch((e) => { throw witError(e); }) : value;
   }
 
   /** A handler's value as JSON text (undefined for nothing). */
@@ -484,17 +502,17 @@ export class Module {
    * `export const { describe, handleAction, runTask, callBlocking } = module.world();` */
   world() {
     const entries = (kind) => [...this.entries[kind]].map(([name, e]) => ({ name, description: e.description }));
+    // A handler may be async (to await `http`): its export then returns a
+    // promise, which componentize-js awaits, running the event loop.
+    const then = (value, f) => (isPromise(value) ? value.then(f) : f(value));
+    const action = (name, value) => (value instanceof ActionResult
+      ? { data: this.json('action', name, value.data), effects: value.effects }
+      : { data: this.json('action', name, value), effects: [] });
     return {
       describe: () => ({ actions: entries('action'), tasks: entries('task'), blocking: entries('blocking') }),
-      handleAction: (action, argsJson) => {
-        const value = this.call('action', action, argsJson);
-        if (value instanceof ActionResult) {
-          return { data: this.json('action', action, value.data), effects: value.effects };
-        }
-        return { data: this.json('action', action, value), effects: [] };
-      },
-      runTask: (task, argsJson) => this.json('task', task, this.call('task', task, argsJson)) ?? 'null',
-      callBlocking: (fn, argsJson) => this.json('blocking', fn, this.call('blocking', fn, argsJson)) ?? 'null',
+      handleAction: (name, argsJson) => then(this.call('action', name, argsJson), (v) => action(name, v)),
+      runTask: (task, argsJson) => then(this.call('task', task, argsJson), (v) => this.json('task', task, v) ?? 'null'),
+      callBlocking: (fn, argsJson) => then(this.call('blocking', fn, argsJson), (v) => this.json('blocking', fn, v) ?? 'null'),
     };
   }
 }

@@ -49,7 +49,7 @@ pub const WIT_FILES: &[(&str, &str)] = &[
 
 /// The Python SDK, each file under `modhost_sdk/`: the package, its HTTP
 /// client, and the world with `wasi:http` that the client needs (WASI's
-/// packages under `wit/deps/`, as the host implements them).
+/// packages, [`WASI_WIT`], go under its `wit/deps/`).
 const PYTHON_SDK: &[(&str, &str)] = &[
     (
         "__init__.py",
@@ -63,36 +63,45 @@ const PYTHON_SDK: &[(&str, &str)] = &[
         "wit/world.wit",
         include_str!("../../guest-sdk/python/modhost_sdk/wit/world.wit"),
     ),
+];
+/// WASI's packages as the host implements them (0.2.12), which the SDKs'
+/// `module-http` worlds resolve against: one copy, the Python SDK's.
+const WASI_WIT: &[(&str, &str)] = &[
     (
-        "wit/deps/cli.wit",
+        "cli.wit",
         include_str!("../../guest-sdk/python/modhost_sdk/wit/deps/cli.wit"),
     ),
     (
-        "wit/deps/clocks.wit",
+        "clocks.wit",
         include_str!("../../guest-sdk/python/modhost_sdk/wit/deps/clocks.wit"),
     ),
     (
-        "wit/deps/filesystem.wit",
+        "filesystem.wit",
         include_str!("../../guest-sdk/python/modhost_sdk/wit/deps/filesystem.wit"),
     ),
     (
-        "wit/deps/http.wit",
+        "http.wit",
         include_str!("../../guest-sdk/python/modhost_sdk/wit/deps/http.wit"),
     ),
     (
-        "wit/deps/io.wit",
+        "io.wit",
         include_str!("../../guest-sdk/python/modhost_sdk/wit/deps/io.wit"),
     ),
     (
-        "wit/deps/random.wit",
+        "random.wit",
         include_str!("../../guest-sdk/python/modhost_sdk/wit/deps/random.wit"),
     ),
     (
-        "wit/deps/sockets.wit",
+        "sockets.wit",
         include_str!("../../guest-sdk/python/modhost_sdk/wit/deps/sockets.wit"),
     ),
 ];
+
+/// The JavaScript SDK: the package, its HTTP client, and the world with
+/// `wasi:http` the client needs.
 const JS_SDK: &str = include_str!("../../guest-sdk/js/modhost_sdk.js");
+const JS_HTTP: &str = include_str!("../../guest-sdk/js/modhost_http.js");
+const JS_HTTP_WORLD: &str = include_str!("../../guest-sdk/js/http-world.wit");
 
 const MANIFEST: &str = include_str!("../templates/new/module.toml");
 const README: &str = include_str!("../templates/new/README.md");
@@ -173,6 +182,15 @@ pub fn new_module(
             for (file, text) in PYTHON_SDK {
                 files.push((Path::new("modhost_sdk").join(file), (*text).to_owned()));
             }
+            for (file, text) in WASI_WIT {
+                files.push((
+                    Path::new("modhost_sdk/wit/deps").join(file),
+                    (*text).to_owned(),
+                ));
+            }
+            for (file, text) in WIT_FILES {
+                files.push((Path::new("wit").join(file), (*text).to_owned()));
+            }
             files.push((
                 ".gitignore".into(),
                 include_str!("../templates/new/python/gitignore").into(),
@@ -191,6 +209,14 @@ pub fn new_module(
                 fill(include_str!("../templates/new/js/app.js")),
             ));
             files.push(("modhost_sdk.js".into(), JS_SDK.into()));
+            files.push(("modhost_http.js".into(), JS_HTTP.into()));
+            files.push(("wit/world.wit".into(), JS_HTTP_WORLD.into()));
+            for (file, text) in WASI_WIT {
+                files.push((Path::new("wit/deps").join(file), (*text).to_owned()));
+            }
+            for (file, text) in WIT_FILES {
+                files.push((Path::new("wit/deps/sdk").join(file), (*text).to_owned()));
+            }
             files.push((
                 ".gitignore".into(),
                 include_str!("../templates/new/js/gitignore").into(),
@@ -198,17 +224,12 @@ pub fn new_module(
             Shape {
                 language: "JavaScript",
                 component: "component.wasm".to_owned(),
-                build: r#"["componentize-js", "--wit", "wit", "-n", "module", "-d", "http", "-d", "fetch-event", "-o", "component.wasm", "app.js"]"#,
-                layout: "`app.js` is the module, on the JavaScript SDK (`modhost_sdk.js`, a copy\nof modhost's `guest-sdk/js`); `wit/` is a copy of the contract;\n`module.toml` is its manifest. componentize-js reads only files under\nthis directory, so the SDK stays beside `app.js`.",
+                build: r#"["componentize-js", "--wit", "wit", "-n", "module-http", "-d", "http", "-d", "fetch-event", "-o", "component.wasm", "app.js"]"#,
+                layout: "`app.js` is the module, on the JavaScript SDK (`modhost_sdk.js`, a copy\nof modhost's `guest-sdk/js`, and `modhost_http.js` for outbound\nrequests); `wit/world.wit` is the SDK's world, modhost's contract with\n`wasi:http` added, over a copy of the contract in `wit/deps/sdk/`;\n`module.toml` is its manifest. componentize-js reads only files under\nthis directory, so the SDK stays beside `app.js`.",
                 toolchain: "It builds with componentize-js 0.23.0 (Node.js 20 or newer): the one on\nyour `PATH`, or else one `modhost build` installs from the npm registry\ninto `~/.cache/modhost` (`MODHOST_COMPONENTIZE_JS` names another).",
             }
         }
     };
-    if lang != Lang::Rust {
-        for (file, text) in WIT_FILES {
-            files.push((Path::new("wit").join(file), (*text).to_owned()));
-        }
-    }
     let description = format!("A {} module made by modhost new", shape.language);
     files.push((
         "module.toml".into(),
@@ -299,9 +320,28 @@ mod tests {
             }
         }
         on_disk.sort();
-        let mut embedded: Vec<&str> = PYTHON_SDK.iter().map(|(n, _)| *n).collect();
+        let mut embedded: Vec<String> = PYTHON_SDK.iter().map(|(n, _)| (*n).to_owned()).collect();
+        embedded.extend(WASI_WIT.iter().map(|(n, _)| format!("wit/deps/{n}")));
         embedded.sort();
         assert_eq!(on_disk, embedded);
+    }
+
+    #[test]
+    fn a_new_javascript_module_holds_its_sdk_and_the_sdks_world_over_the_contract() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = new_module(parent.path(), "my-mod", Lang::Js, None).unwrap();
+        for file in [
+            "app.js",
+            "modhost_sdk.js",
+            "modhost_http.js",
+            "wit/world.wit",
+            "wit/deps/http.wit",
+            "wit/deps/sdk/world.wit",
+        ] {
+            assert!(dir.join(file).is_file(), "{file}");
+        }
+        let world = std::fs::read_to_string(dir.join("wit/world.wit")).unwrap();
+        assert!(world.contains("world module-http"), "{world}");
     }
 
     #[test]

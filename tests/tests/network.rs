@@ -1,7 +1,8 @@
 //! Outbound HTTP end to end, from a real guest component through the SDK's
 //! client to a loopback server the tests start: each test is a grant that
 //! must work or an attack that must fail. The guest (`FETCHER`, and its
-//! Python twin `PY_FETCHER`) sends whatever request the test describes.
+//! twins `PY_FETCHER` and `JS_FETCHER`) sends whatever request the test
+//! describes.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -119,9 +120,10 @@ async fn host_of(guest: &str, allow: &[String], extra: &str) -> TestHost {
 }
 
 /// The tests of the client's behaviour, each run through the Rust SDK's
-/// fetcher and through its Python twin (`tests/programs-py/fetcher`): the
-/// host decides alike, and both SDKs report its decisions alike.
-macro_rules! on_both_sdks {
+/// fetcher and through its Python and JavaScript twins
+/// (`tests/programs-py/fetcher`, `tests/programs-js/fetcher`): the host
+/// decides alike, and every SDK reports its decisions alike.
+macro_rules! on_every_sdk {
     ($($test:ident),* $(,)?) => {
         mod rust {
             $(
@@ -139,10 +141,18 @@ macro_rules! on_both_sdks {
                 }
             )*
         }
+        mod javascript {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::JS_FETCHER).await
+                }
+            )*
+        }
     };
 }
 
-on_both_sdks!(
+on_every_sdk!(
     a_host_granted_by_address_is_reached_and_answers,
     a_destination_not_granted_is_refused_naming_it,
     a_module_without_a_network_grant_reaches_nothing,
@@ -588,23 +598,24 @@ async fn check_warns_of_an_http_import_without_a_grant_and_not_with_one() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn check_notes_rather_than_warns_that_a_python_module_of_the_sdks_http_world_imports_wasi_http()
- {
+async fn check_notes_rather_than_warns_that_a_module_of_an_sdks_http_world_imports_wasi_http() {
     let env = modhost::manifest::LoadEnv::host_default();
-    let bare = ModuleDir::new("net", PY_FETCHER, "");
-    let report = modhost::check::check_dir(bare.path(), &env).await;
-    assert!(report.ok(), "{:?}", report.errors);
-    assert_eq!(report.warnings, Vec::<String>::new());
-    assert!(
-        report
-            .notes
-            .iter()
-            .any(|n| n.contains("wasi:http/outgoing-handler")
-                && n.contains("module-http")
-                && n.contains("refused")),
-        "{:?}",
-        report.notes
-    );
+    for (guest, sdk) in [(PY_FETCHER, "Python"), (JS_FETCHER, "JavaScript")] {
+        let bare = ModuleDir::new("net", guest, "");
+        let report = modhost::check::check_dir(bare.path(), &env).await;
+        assert!(report.ok(), "{sdk}: {:?}", report.errors);
+        assert_eq!(report.warnings, Vec::<String>::new(), "{sdk}");
+        assert!(
+            report
+                .notes
+                .iter()
+                .any(|n| n.contains("wasi:http/outgoing-handler")
+                    && n.contains(&format!("the {sdk} SDK's module-http world"))
+                    && n.contains("refused")),
+            "{sdk}: {:?}",
+            report.notes
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -778,6 +778,25 @@ sdk_twin_tests!(py_sdk, PY_SDK);
 sdk_twin_tests!(js_sdk, JS_SDK);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_async_javascript_handler_is_awaited_for_its_answer_and_its_refusal() {
+    let t = TestHost::with("sdkmod", JS_SDK, "").await;
+    let alice = principal("alice", "acme");
+    let call = |args: &'static str| {
+        t.host
+            .call_action("sdkmod", "later", args, &alice, RequestMeta::fresh())
+    };
+    let out = call("{}").await.unwrap();
+    assert_eq!(out.data.unwrap(), serde_json::json!({"waited": true}));
+    match call(r#"{"refuse": true}"#).await {
+        Err(CallError::Guest {
+            error: modhost::SdkError::PermissionDenied(reason),
+            ..
+        }) => assert_eq!(reason, "refused after a wait"),
+        other => panic!("expected permission-denied, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_http_client_in_a_build_without_wasi_http_says_how_to_build_it() {
     let t = TestHost::with(
         "sdkmod",
@@ -817,6 +836,8 @@ mod fetcher {
     // The outbound HTTP guest has its own file of grants and attacks:
     // `tests/network.rs`.
 }
+
+mod js_fetcher {}
 
 mod py_fetcher {
     // The Python twin of `fetcher` runs the same tests in `tests/network.rs`.

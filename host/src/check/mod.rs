@@ -172,11 +172,10 @@ pub fn grant_warnings(
     }
     if uses_http && !granted {
         match runtime {
-            // The SDK's world imports it whether the module sends requests
-            // or not (componentize-py keeps every import of the world).
-            Some(runtime::Runtime::CPython) => notes.push(format!(
-                "the component imports wasi:http/outgoing-handler, as every {} module built for the Python SDK's module-http world does; [network] allows no host, so every request will be refused",
-                runtime::Runtime::CPython.name()
+            Some(runtime) => notes.push(format!(
+                "the component imports wasi:http/outgoing-handler, as every {} module built for {} does; [network] allows no host, so every request will be refused",
+                runtime.name(),
+                runtime.http_world()
             )),
             None => w.push("the component imports wasi:http/outgoing-handler but [network] allows no host: every request will be refused".to_owned()),
         }
@@ -192,7 +191,7 @@ pub fn grant_warnings(
                 "the component imports wasi:sockets, as every {} module does; sockets stay closed, so every connection through them will be refused{why}",
                 runtime::Runtime::CPython.name()
             )),
-            None => w.push(format!("the component imports wasi:sockets, which this host keeps closed: every connection through them will be refused{why}")),
+            Some(runtime::Runtime::StarlingMonkey) | None => w.push(format!("the component imports wasi:sockets, which this host keeps closed: every connection through them will be refused{why}")),
         }
     }
     GrantFindings { warnings: w, notes }

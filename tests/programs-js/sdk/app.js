@@ -1,6 +1,6 @@
 // A module in JavaScript on the JavaScript SDK (`guest-sdk/js`): the twin
 // of `tests/programs-py/sdk/app.py`, with the same actions answering the
-// same way.
+// same way (but `later`, an async handler, which only JavaScript has).
 
 import {
   ActionResult,
@@ -141,6 +141,12 @@ module.action('bad_style', 'Build a button of a style WIT does not have', () => 
 });
 
 module.action('ok', 'Return at once', () => ({ ok: true }));
+
+module.action('later', 'An async handler: await a timer, then refuse or answer: {refuse?}', async (args) => {
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  if (args && args.refuse) throw new PermissionDenied('refused after a wait');
+  return { waited: true };
+});
 
 module.task('noop', 'Return at once', () => null);
 
