@@ -165,6 +165,7 @@ on_every_sdk!(
     the_whole_request_is_held_to_its_timeout,
     requests_beyond_max_concurrent_are_refused_until_one_is_done,
     a_background_task_downloads_into_its_data_directory_with_progress,
+    a_body_larger_than_the_modules_memory_is_saved_whole,
     an_https_destination_is_reached_over_tls_with_the_operators_roots,
     an_https_server_the_roots_do_not_vouch_for_is_refused_for_its_certificate,
 );
@@ -394,6 +395,25 @@ async fn requests_beyond_max_concurrent_are_refused_until_one_is_done(guest: &'s
         "{got}"
     );
     assert_eq!(got["again"], true, "{got}");
+}
+
+/// More than a module's linear memory (64 MiB by default) holds.
+const LARGER_THAN_MEMORY: usize = 80 << 20;
+
+async fn a_body_larger_than_the_modules_memory_is_saved_whole(guest: &'static str) {
+    let addr = server().await;
+    let t = host_of(guest, &[format!("http://{addr}")], "max-response-mib = 100").await;
+    let got = call(
+        &t,
+        "save",
+        json!({"url": format!("http://{addr}/big/{LARGER_THAN_MEMORY}"), "name": "big.bin"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(got["bytes"], LARGER_THAN_MEMORY);
+    let saved = std::fs::read(t.state.path().join("data/net/org-acme/big.bin")).unwrap();
+    assert_eq!(saved.len(), LARGER_THAN_MEMORY);
+    assert!(saved.iter().all(|&b| b == b'x'));
 }
 
 async fn a_background_task_downloads_into_its_data_directory_with_progress(guest: &'static str) {
