@@ -12,8 +12,8 @@ use modhost::tasks::store::sqlite::SqliteTaskStore;
 use modhost::tasks::store::{Scope, SqliteOptions, Status, TaskFilter, TaskStore, apply_schema};
 use modhost::{Host, HostOptions};
 use modhost_tests::{
-    COMPONENT_CACHE_DIR, CONFIRM, FETCHER, ModuleDir, SPIN, SUBPROCESS, TASKS_BASIC, principal,
-    raw, run_tasks_through,
+    COMPONENT_CACHE_DIR, CONFIRM, FETCHER, JS_FETCHER, ModuleDir, PY_FETCHER, SPIN, SUBPROCESS,
+    TASKS_BASIC, principal, raw, run_tasks_through,
 };
 use rusqlite::{Connection, params};
 
@@ -569,10 +569,26 @@ const SERVED_CHUNK: usize = 256 * 1024;
 /// The outbound scenario: per-GET medians, and download throughputs.
 #[derive(Debug, Clone)]
 pub struct Outbound {
-    pub get: Overhead,
-    pub guest_mib_s: f64,
+    /// Through each SDK's client, in [`SDKS`] order.
+    pub sdks: Vec<SdkOutbound>,
+    pub raw_get_us: f64,
     pub raw_mib_s: f64,
 }
+
+/// One SDK's client in the outbound scenario.
+#[derive(Debug, Clone)]
+pub struct SdkOutbound {
+    pub get_us: f64,
+    pub mib_s: f64,
+}
+
+/// The SDKs whose clients the outbound scenario measures, each by its
+/// fetcher twin: its name, and the module it is loaded as.
+pub const SDKS: [(&str, &str); 3] = [
+    ("Rust", "net"),
+    ("Python", "netpy"),
+    ("JavaScript", "netjs"),
+];
 
 /// A loopback server: `/small` answers a short body, `/bytes/N` N bytes
 /// with their length.
@@ -610,9 +626,10 @@ async fn loopback_server() -> Result<std::net::SocketAddr> {
 }
 
 /// Outbound HTTP from a guest through the network room beside reqwest in
-/// this process: GETs of a small body (each on a fresh connection, as the
-/// host opens one per request), and one download of `download` bytes into
-/// the data directory beside reqwest streaming it into a file.
+/// this process, through each SDK's client: GETs of a small body (each on a
+/// fresh connection, as the host opens one per request), and one download
+/// of `download` bytes into the data directory beside reqwest streaming it
+/// into a file.
 pub fn outbound(calls: usize, download: u64) -> Result<Outbound> {
     runtime(2)?.block_on(async move {
         let addr = loopback_server().await?;
@@ -620,7 +637,13 @@ pub fn outbound(calls: usize, download: u64) -> Result<Outbound> {
         let grant = format!(
             "[filesystem]\ndata = true\nmax-mib = 8192\n\n[network]\nallow = [\"http://{addr}\"]\nmax-response-mib = 8192\ntimeout-ms = 3600000\n\n[limits]\ncall-deadline-ms = 600000\n"
         );
-        let (host, _dirs) = host(state.path(), &[("net", FETCHER, &grant)]).await?;
+        let fetchers = [FETCHER, PY_FETCHER, JS_FETCHER];
+        let modules: Vec<(&str, &str, &str)> = SDKS
+            .iter()
+            .zip(fetchers)
+            .map(|((_, module), wasm)| (*module, wasm, grant.as_str()))
+            .collect();
+        let (host, _dirs) = host(state.path(), &modules).await?;
         let who = principal("bench", "bench");
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(0)
@@ -628,42 +651,46 @@ pub fn outbound(calls: usize, download: u64) -> Result<Outbound> {
         let small = format!("http://{addr}/small");
         let batch = serde_json::json!({ "url": small, "n": GET_BATCH }).to_string();
         let rounds = (calls / GET_BATCH).max(4);
-        let per_batch = interleaved(
-            rounds,
-            async || {
-                for _ in 0..GET_BATCH {
-                    let r = client.get(&small).send().await?;
-                    ensure!(r.status() == 200, "/small answered {}", r.status());
-                    r.bytes().await?;
-                }
-                Ok(())
-            },
-            async || {
-                host.call_action("net", "repeat", &batch, &who, RequestMeta::fresh())
-                    .await?;
-                Ok(())
-            },
-        )
-        .await?;
         let per = |us: f64| us / GET_BATCH as f64;
-        let get = Overhead {
-            raw_us: per(per_batch.raw_us),
-            hosted_us: per(per_batch.hosted_us),
-        };
-
         let big = format!("http://{addr}/bytes/{download}");
         let mib = download as f64 / f64::from(1u32 << 20);
         let args = serde_json::json!({ "url": big, "name": "big.bin" }).to_string();
-        let start = Instant::now();
-        host.call_action("net", "save", &args, &who, RequestMeta::fresh())
+        let (mut sdks, mut raw_get_us) = (Vec::new(), Vec::new());
+        for (_, module) in SDKS {
+            let per_batch = interleaved(
+                rounds,
+                async || {
+                    for _ in 0..GET_BATCH {
+                        let r = client.get(&small).send().await?;
+                        ensure!(r.status() == 200, "/small answered {}", r.status());
+                        r.bytes().await?;
+                    }
+                    Ok(())
+                },
+                async || {
+                    host.call_action(module, "repeat", &batch, &who, RequestMeta::fresh())
+                        .await?;
+                    Ok(())
+                },
+            )
             .await?;
-        let guest_mib_s = mib / start.elapsed().as_secs_f64();
-        let saved = state.path().join("data/net/org-bench/big.bin");
-        ensure!(
-            std::fs::metadata(&saved)?.len() == download,
-            "the guest saved a file of the wrong size"
-        );
-        std::fs::remove_file(&saved)?;
+            raw_get_us.push(per(per_batch.raw_us));
+
+            let start = Instant::now();
+            host.call_action(module, "save", &args, &who, RequestMeta::fresh())
+                .await?;
+            let mib_s = mib / start.elapsed().as_secs_f64();
+            let saved = state.path().join(format!("data/{module}/org-bench/big.bin"));
+            ensure!(
+                std::fs::metadata(&saved)?.len() == download,
+                "the {module} guest saved a file of the wrong size"
+            );
+            std::fs::remove_file(&saved)?;
+            sdks.push(SdkOutbound {
+                get_us: per(per_batch.hosted_us),
+                mib_s,
+            });
+        }
 
         let raw_file = state.path().join("raw.bin");
         let start = Instant::now();
@@ -680,8 +707,8 @@ pub fn outbound(calls: usize, download: u64) -> Result<Outbound> {
         ensure!(std::fs::metadata(&raw_file)?.len() == download, "raw download short");
         std::fs::remove_file(&raw_file)?;
         Ok(Outbound {
-            get,
-            guest_mib_s,
+            sdks,
+            raw_get_us: median(&mut raw_get_us),
             raw_mib_s,
         })
     })
