@@ -125,27 +125,16 @@ async fn host_of(guest: &str, allow: &[String], extra: &str) -> TestHost {
 /// decides alike, and every SDK reports its decisions alike.
 macro_rules! on_every_sdk {
     ($($test:ident),* $(,)?) => {
-        mod rust {
+        on_every_sdk!(@sdk rust FETCHER; $($test),*);
+        on_every_sdk!(@sdk python PY_FETCHER; $($test),*);
+        on_every_sdk!(@sdk javascript JS_FETCHER; $($test),*);
+    };
+    (@sdk $sdk:ident $guest:ident; $($test:ident),*) => {
+        mod $sdk {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $test() {
-                    super::$test(super::FETCHER).await
-                }
-            )*
-        }
-        mod python {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    super::$test(super::PY_FETCHER).await
-                }
-            )*
-        }
-        mod javascript {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    super::$test(super::JS_FETCHER).await
+                    super::$test(super::$guest).await
                 }
             )*
         }
