@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use wasmtime::component::Resource;
-use wasmtime_wasi::filesystem::WasiFilesystemCtxView;
+use wasmtime_wasi::filesystem::{Descriptor, WasiFilesystemCtxView};
 use wasmtime_wasi::p2::bindings::filesystem::types::{
     self, ErrorCode, HostDescriptor, HostDirectoryEntryStream,
 };
@@ -22,6 +22,8 @@ use crate::audit::{AuditEntry, AuditTrail, Decision, Detail, FilesystemDetail};
 use crate::identity::Identity;
 
 use crate::audit::MAX_RECORDED_REFUSALS;
+
+mod writes;
 
 /// The longest path a record keeps.
 const MAX_RECORDED_PATH_BYTES: usize = 1024;
@@ -469,12 +471,22 @@ impl HostDescriptor for FilesystemView<'_> {
         self.inner.read_via_stream(fd, offset)
     }
 
+    /// The guest's writes go to the file on its own thread
+    /// ([`writes::FileWriter`]); the checks are wasmtime-wasi's.
     fn write_via_stream(
         &mut self,
         fd: Resource<types::Descriptor>,
         offset: types::Filesize,
     ) -> FsResult<Resource<DynOutputStream>> {
-        self.inner.write_via_stream(fd, offset)
+        let file = match self.inner.table.get(&fd)? {
+            Descriptor::File(f) => f,
+            Descriptor::Dir(_) => return Err(ErrorCode::BadDescriptor.into()),
+        };
+        if file.perms.write_not_permitted() {
+            return Err(ErrorCode::NotPermitted.into());
+        }
+        let writer: DynOutputStream = Box::new(writes::FileWriter::at(file.file.clone(), offset));
+        Ok(self.inner.table.push(writer)?)
     }
 
     fn append_via_stream(
