@@ -303,8 +303,9 @@ impl Section {
                      reqwest in the host, each GET on a fresh connection as the host opens one \
                      per request; interleaved batch by batch. Download: one {mib} MiB body \
                      streamed by a guest action into its data directory \
-                     (`Response::save`, `save` in Python and JavaScript), beside reqwest \
-                     streaming it into a file. Each SDK's client in turn, by its fetcher \
+                     (`Response::save`, `save` in Python and JavaScript), each just after reqwest \
+                     streamed it into a file (both synced; the raw row is the median of those). \
+                     Each SDK's client in turn, by its fetcher \
                      (`tests/programs*/fetcher`); the rows without an SDK named are Rust's.",
                     batch = crate::host::GET_BATCH,
                     mib = options.download_bytes >> 20
