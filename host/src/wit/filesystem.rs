@@ -1,9 +1,11 @@
-//! `wasi:filesystem/types`, audited: every operation is wasmtime-wasi's own
+//! `wasi:filesystem/types`, audited: the operations are wasmtime-wasi's own
 //! (on the data directory the sandbox preopened, through cap-std), and an
 //! operation on a path that the host refuses — one leading out of the data
 //! directory (`..`, an absolute path, a symlink climbing out), a write to a
 //! directory that is read-only because it is at its quota, one the OS
 //! forbids — goes to the audit trail before the guest gets its error code.
+//! The one operation of the host's own is the stream a file is written
+//! through ([`writes`]): the same checks, without the blocking pool.
 //!
 //! A guest can ask for refusals as fast as it can loop, so one call records
 //! at most [`MAX_RECORDED_REFUSALS`]; past that, one line in the host's log
