@@ -210,6 +210,29 @@ async fn no_path_creates_or_changes_anything_outside_the_callers_own_directory()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_and_appends_land_where_the_guest_put_them() {
+    let (t, acme) = setup().await;
+    let big = "0123456789abcdef".repeat(10_000);
+    let outcomes = try_ops(
+        &t,
+        vec![
+            json!({ "op": "write", "path": "/data/log.txt", "text": "one\n" }),
+            json!({ "op": "append", "path": "/data/log.txt", "text": "two\n" }),
+            json!({ "op": "append", "path": "/data/log.txt", "text": big }),
+            json!({ "op": "append", "path": "/data/log.txt", "text": "three\n" }),
+            json!({ "op": "write", "path": "/data/big.txt", "text": big }),
+        ],
+    )
+    .await;
+    assert!(outcomes.iter().all(|o| o["ok"] == true), "{outcomes:?}");
+    assert_eq!(
+        std::fs::read_to_string(acme.join("log.txt")).unwrap(),
+        format!("one\ntwo\n{big}three\n")
+    );
+    assert_eq!(std::fs::read_to_string(acme.join("big.txt")).unwrap(), big);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_callers_own_directory_stays_fully_usable() {
     let (t, acme) = setup().await;
     let outcomes = try_ops(

@@ -4,8 +4,8 @@
 //! directory (`..`, an absolute path, a symlink climbing out), a write to a
 //! directory that is read-only because it is at its quota, one the OS
 //! forbids — goes to the audit trail before the guest gets its error code.
-//! The one operation of the host's own is the stream a file is written
-//! through ([`writes`]): the same checks, without the blocking pool.
+//! The host's own are the streams a file is written or appended through
+//! ([`writes`]): the same checks, without the blocking pool.
 //!
 //! A guest can ask for refusals as fast as it can loop, so one call records
 //! at most [`MAX_RECORDED_REFUSALS`]; past that, one line in the host's log
@@ -236,6 +236,19 @@ impl types::Host for FilesystemView<'_> {
     ) -> wasmtime::Result<Option<ErrorCode>> {
         types::Host::filesystem_error_code(&mut self.inner, err)
     }
+}
+
+/// The file behind a descriptor a stream may write, with wasmtime-wasi's
+/// checks: not a directory, not under a read-only preopen.
+fn writable(descriptor: &Descriptor) -> FsResult<&wasmtime_wasi::filesystem::File> {
+    let file = match descriptor {
+        Descriptor::File(f) => f,
+        Descriptor::Dir(_) => return Err(ErrorCode::BadDescriptor.into()),
+    };
+    if file.perms.write_not_permitted() {
+        return Err(ErrorCode::NotPermitted.into());
+    }
+    Ok(file)
 }
 
 impl HostDescriptor for FilesystemView<'_> {
@@ -480,13 +493,7 @@ impl HostDescriptor for FilesystemView<'_> {
         fd: Resource<types::Descriptor>,
         offset: types::Filesize,
     ) -> FsResult<Resource<DynOutputStream>> {
-        let file = match self.inner.table.get(&fd)? {
-            Descriptor::File(f) => f,
-            Descriptor::Dir(_) => return Err(ErrorCode::BadDescriptor.into()),
-        };
-        if file.perms.write_not_permitted() {
-            return Err(ErrorCode::NotPermitted.into());
-        }
+        let file = writable(self.inner.table.get(&fd)?)?;
         let writer: DynOutputStream = Box::new(writes::FileWriter::at(file.file.clone(), offset));
         Ok(self.inner.table.push(writer)?)
     }
@@ -495,7 +502,9 @@ impl HostDescriptor for FilesystemView<'_> {
         &mut self,
         fd: Resource<types::Descriptor>,
     ) -> FsResult<Resource<DynOutputStream>> {
-        self.inner.append_via_stream(fd)
+        let file = writable(self.inner.table.get(&fd)?)?;
+        let writer: DynOutputStream = Box::new(writes::FileWriter::appending(file.file.clone()));
+        Ok(self.inner.table.push(writer)?)
     }
 
     async fn is_same_object(

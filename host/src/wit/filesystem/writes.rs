@@ -1,6 +1,7 @@
 //! The output stream a guest writes a file of its data directory through
-//! (`descriptor.write-via-stream`, which wasi-libc, and so Rust's and
-//! Python's standard libraries, use for every `write` to a file).
+//! (`descriptor.write-via-stream` and `append-via-stream`, which wasi-libc,
+//! and so Rust's and Python's standard libraries, use for every `write` to
+//! a file).
 //!
 //! wasmtime-wasi's own file stream hands each write to the blocking pool
 //! and the flush that follows waits for it: two thread hand-offs for every
@@ -12,6 +13,7 @@
 //! `sync-data`, opening, listing — stays on the blocking pool.
 
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
@@ -22,10 +24,12 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError, StreamResult};
 /// so a guest's writes are split as they were.
 pub const CAPACITY: usize = 64 * 1024;
 
-/// A file written from `position` on, write by write.
+/// A file written write by write, from a position on or at its end.
 pub struct FileWriter {
     file: Arc<std::fs::File>,
-    position: u64,
+    /// Where the next write goes; `None`: at the end, whatever else
+    /// wrote to the file meanwhile.
+    position: Option<u64>,
     closed: bool,
 }
 
@@ -33,21 +37,35 @@ impl FileWriter {
     pub fn at(file: Arc<std::fs::File>, position: u64) -> Self {
         FileWriter {
             file,
-            position,
+            position: Some(position),
             closed: false,
         }
     }
 
-    /// Writes all of `bytes` at the stream's position; a failure closes the
-    /// stream, and the guest reads its error code from the error.
+    pub fn appending(file: Arc<std::fs::File>) -> Self {
+        FileWriter {
+            file,
+            position: None,
+            closed: false,
+        }
+    }
+
+    /// Writes all of `bytes`; a failure closes the stream, and the guest
+    /// reads its error code from the error.
     fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
         let mut rest = bytes;
         while !rest.is_empty() {
-            match self.file.write_at(rest, self.position) {
+            let written = match self.position {
+                Some(at) => self.file.write_at(rest, at),
+                None => append(&self.file, rest),
+            };
+            match written {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     rest = &rest[n..];
-                    self.position += n as u64;
+                    if let Some(at) = &mut self.position {
+                        *at += n as u64;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
@@ -55,6 +73,19 @@ impl FileWriter {
         }
         Ok(())
     }
+}
+
+/// One write at the file's end (`pwritev2` with `RWF_APPEND`, Linux 4.16),
+/// leaving the description's own flags alone.
+fn append(file: &std::fs::File, data: &[u8]) -> io::Result<usize> {
+    let iov = libc::iovec {
+        iov_base: data.as_ptr().cast_mut().cast(),
+        iov_len: data.len(),
+    };
+    // SAFETY: one iovec over `data`, which outlives the call; the offset
+    // is ignored with RWF_APPEND.
+    let n = unsafe { libc::pwritev2(file.as_raw_fd(), &iov, 1, -1, libc::RWF_APPEND) };
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 
 #[wasmtime_wasi::async_trait]
@@ -121,6 +152,17 @@ mod tests {
         w.write(Bytes::from_static(b"cdefgh")).unwrap();
         w.flush().unwrap();
         assert_eq!(std::fs::read(path).unwrap(), b"0123abcdefgh");
+    }
+
+    #[test]
+    fn appended_writes_land_at_the_end_even_after_the_file_grew_elsewhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut w, path) = writer(&dir, 0);
+        let mut a = FileWriter::appending(w.file.clone());
+        a.write(Bytes::from_static(b"one ")).unwrap();
+        w.write(Bytes::from_static(b"ONE OF")).unwrap();
+        a.write(Bytes::from_static(b"two")).unwrap();
+        assert_eq!(std::fs::read(path).unwrap(), b"ONE OFtwo");
     }
 
     #[test]

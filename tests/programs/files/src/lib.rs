@@ -46,6 +46,15 @@ fn one(op: &Op) -> std::io::Result<Value> {
             std::fs::write(&op.path, op.text.as_deref().unwrap_or("x"))?;
             json!(true)
         }
+        "append" => {
+            use std::io::Write;
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&op.path)?
+                .write_all(op.text.as_deref().unwrap_or("x").as_bytes())?;
+            json!(true)
+        }
         "mkdir" => {
             std::fs::create_dir_all(&op.path)?;
             json!(true)
