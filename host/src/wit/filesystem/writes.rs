@@ -8,8 +8,8 @@
 //! 64 KiB, which held a guest's download into its data directory to about
 //! half the rate of the same bytes written by the host. Here a write goes
 //! to the file at once, on the thread that runs the guest, as the guest's
-//! own computation does: one positional write of at most [`CAPACITY`]
-//! bytes to the page cache. What may take long on a disk — `sync`,
+//! own computation does: one write of at most [`CAPACITY`] bytes to the
+//! page cache, at the stream's position or at the file's end. What may take long on a disk — `sync`,
 //! `sync-data`, opening, listing — stays on the blocking pool.
 
 use std::io;
@@ -73,6 +73,14 @@ impl FileWriter {
         }
         Ok(())
     }
+
+    /// `Closed` once a write failed.
+    fn open(&self) -> StreamResult<()> {
+        if self.closed {
+            return Err(StreamError::Closed);
+        }
+        Ok(())
+    }
 }
 
 /// One write at the file's end (`pwritev2` with `RWF_APPEND`, Linux 4.16),
@@ -91,9 +99,7 @@ fn append(file: &std::fs::File, data: &[u8]) -> io::Result<usize> {
 #[wasmtime_wasi::async_trait]
 impl OutputStream for FileWriter {
     fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
-        if self.closed {
-            return Err(StreamError::Closed);
-        }
+        self.open()?;
         if bytes.len() > CAPACITY {
             return Err(StreamError::trap(
                 "write not permitted: more than check-write allowed",
@@ -107,16 +113,11 @@ impl OutputStream for FileWriter {
 
     /// Nothing is held back: every write reached the file.
     fn flush(&mut self) -> StreamResult<()> {
-        if self.closed {
-            return Err(StreamError::Closed);
-        }
-        Ok(())
+        self.open()
     }
 
     fn check_write(&mut self) -> StreamResult<usize> {
-        if self.closed {
-            return Err(StreamError::Closed);
-        }
+        self.open()?;
         Ok(CAPACITY)
     }
 }
